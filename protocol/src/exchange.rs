@@ -1,0 +1,69 @@
+//! The frames that open each exchange stream.
+//!
+//! The relay opens one bidirectional stream per client request and writes a
+//! [`StreamOpen`] frame; the request body follows as raw bytes up to the end of
+//! the relay's send direction. The agent answers with one [`ResponseHead`]
+//! frame, then the response body as raw bytes up to the end of its send
+//! direction.
+
+use serde::{Deserialize, Serialize};
+
+/// The first frame on a relay-opened stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamOpen {
+    Exchange(ExchangeHead),
+}
+
+/// One HTTP request, as the relay forwards it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExchangeHead {
+    /// The route this request was sent to.
+    pub route: String,
+    /// The HTTP method.
+    pub method: String,
+    /// The path below the route's prefix (always starting with `/`, empty path
+    /// sent as `/`), with the query string.
+    pub path: String,
+    /// End-to-end request headers. Hop-by-hop headers and the client's
+    /// `Authorization` are never included.
+    pub headers: Vec<Header>,
+    /// Who the relay authenticated.
+    pub identity: Identity,
+    /// The relay's id for this request (also in its logs and audit).
+    pub request_id: String,
+    /// The MCP session, when the request belongs to one.
+    pub session: Option<String>,
+}
+
+/// An HTTP header. Values are bytes: HTTP allows non-UTF-8 values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    pub name: String,
+    pub value: Vec<u8>,
+}
+
+/// The identity the relay verified for a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The person (or the owner of the non-human credential), e.g. an email.
+    pub subject: String,
+    pub kind: IdentityKind,
+    /// The credential's name (a token's name, or an OAuth client id).
+    pub credential_name: String,
+}
+
+/// How an identity was established.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IdentityKind {
+    /// A client access token created with `relay token create --client`.
+    ClientToken,
+    /// An OAuth access token issued by the relay.
+    OAuth,
+}
+
+/// The agent's answer to an exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResponseHead {
+    pub status: u16,
+    pub headers: Vec<Header>,
+}

@@ -1,0 +1,39 @@
+//! The Drawbridge tunnel's wire format, and nothing else.
+//!
+//! Everything that crosses the tunnel between an agent and a relay is defined
+//! here: the versioned [`handshake`], the [`control`] messages exchanged on the
+//! first stream for the life of the connection, the per-exchange
+//! [`exchange`] headers that open every other stream, and the [`frame`] codec
+//! (a big-endian `u32` length prefix followed by a postcard payload) that
+//! carries them. There are no sockets and no tasks in this crate: frames are
+//! decoded from bytes or from any `AsyncRead`, which makes the codec easy to
+//! test and to fuzz.
+//!
+//! After a stream's opening frame, body bytes flow raw in both directions and
+//! the end of a body is the end of that direction of the stream (QUIC `FIN`,
+//! yamux `FIN`). A stream that ends with a reset means the exchange was aborted.
+
+#![forbid(unsafe_code)]
+
+pub mod control;
+pub mod error;
+pub mod exchange;
+pub mod frame;
+pub mod handshake;
+pub mod route;
+
+pub use control::{Control, GoAwayReason};
+pub use error::{DecodeError, FrameError};
+pub use exchange::{ExchangeHead, Header, Identity, IdentityKind, ResponseHead, StreamOpen};
+pub use frame::{decode_frame, encode_frame, read_frame, write_frame, FrameLimit};
+pub use handshake::{
+    AcceptedRoute, Hello, HelloReply, Refusal, RefusalCode, RouteOffer, UpstreamKind, Welcome,
+};
+pub use route::{validate_route_name, RouteNameError};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// The oldest protocol version this build still accepts from a peer.
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
+/// The ALPN token that marks a tunnel connection, over QUIC and over TLS on TCP.
+pub const ALPN: &[u8] = b"drawbridge/1";

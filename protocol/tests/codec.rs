@@ -1,0 +1,244 @@
+//! Round-trip and malformed-input tests for the frame codec and every message.
+
+use bytes::{BufMut, BytesMut};
+use protocol::frame::{decode_payload, LENGTH_PREFIX};
+use protocol::handshake::{peek_version, version_mismatch_message};
+use protocol::*;
+
+fn hello() -> Hello {
+    Hello {
+        version: PROTOCOL_VERSION,
+        credential: "dbr_agent_secret".into(),
+        agent_version: "0.1.0".into(),
+        instance_id: [7; 16],
+        routes: vec![RouteOffer {
+            name: "demo".into(),
+            kind: UpstreamKind::Http,
+        }],
+    }
+}
+
+fn exchange() -> StreamOpen {
+    StreamOpen::Exchange(ExchangeHead {
+        route: "demo".into(),
+        method: "POST".into(),
+        path: "/x?y=1".into(),
+        headers: vec![Header {
+            name: "content-type".into(),
+            value: b"application/json\xff".to_vec(),
+        }],
+        identity: Identity {
+            subject: "alice@example.com".into(),
+            kind: IdentityKind::ClientToken,
+            credential_name: "laptop".into(),
+        },
+        request_id: "r1".into(),
+        session: Some("s".into()),
+    })
+}
+
+fn roundtrip<T>(what: &'static str, msg: T)
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let mut buf = BytesMut::new();
+    encode_frame(what, &msg, FrameLimit::HEAD, &mut buf).expect("encode");
+    // Fed one byte at a time, the decoder waits until the frame is whole.
+    let whole = buf.clone();
+    let mut partial = BytesMut::new();
+    for (i, b) in whole.iter().enumerate() {
+        partial.put_u8(*b);
+        let got: Option<T> = decode_frame(what, &mut partial, FrameLimit::HEAD).expect("decode");
+        if i + 1 < whole.len() {
+            assert!(got.is_none(), "decoded early at byte {i}");
+        } else {
+            assert_eq!(got.as_ref(), Some(&msg));
+        }
+    }
+    assert!(partial.is_empty(), "frame bytes consumed");
+}
+
+#[test]
+fn every_message_roundtrips() {
+    roundtrip("hello", hello());
+    roundtrip(
+        "reply",
+        HelloReply::Welcome(Welcome {
+            version: 1,
+            relay_version: "0.1.0".into(),
+            owner: "alice@example.com".into(),
+            session_id: 42,
+            routes: vec![AcceptedRoute {
+                name: "demo".into(),
+                public_url: "https://relay/mcp/demo".into(),
+            }],
+            keepalive_interval_ms: 5000,
+        }),
+    );
+    roundtrip(
+        "reply",
+        HelloReply::Refused(Refusal::new(RefusalCode::RouteTaken, "taken")),
+    );
+    roundtrip("control", Control::Ping { nonce: u64::MAX });
+    roundtrip("control", Control::Pong { nonce: 0 });
+    roundtrip(
+        "control",
+        Control::GoAway {
+            reason: GoAwayReason::Shutdown,
+            reconnect: true,
+            message: "bye".into(),
+        },
+    );
+    roundtrip("open", exchange());
+    roundtrip(
+        "response",
+        ResponseHead {
+            status: 200,
+            headers: vec![],
+        },
+    );
+}
+
+#[test]
+fn two_frames_in_one_buffer_decode_in_order() {
+    let mut buf = BytesMut::new();
+    encode_frame("c", &Control::Ping { nonce: 1 }, FrameLimit::CONTROL, &mut buf).expect("encode");
+    encode_frame("c", &Control::Pong { nonce: 2 }, FrameLimit::CONTROL, &mut buf).expect("encode");
+    let a: Option<Control> = decode_frame("c", &mut buf, FrameLimit::CONTROL).expect("a");
+    let b: Option<Control> = decode_frame("c", &mut buf, FrameLimit::CONTROL).expect("b");
+    assert_eq!(a, Some(Control::Ping { nonce: 1 }));
+    assert_eq!(b, Some(Control::Pong { nonce: 2 }));
+    assert!(buf.is_empty());
+}
+
+#[test]
+fn oversized_length_is_refused_before_the_payload_arrives() {
+    let mut buf = BytesMut::new();
+    buf.put_u32(u32::MAX);
+    let err = decode_frame::<Control>("control", &mut buf, FrameLimit::CONTROL).unwrap_err();
+    assert!(
+        matches!(err, DecodeError::FrameTooLarge { len, max } if len == u32::MAX as usize && max == 64 * 1024),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "frame of 4294967295 bytes exceeds the limit of 65536 bytes"
+    );
+}
+
+#[test]
+fn empty_frame_is_refused() {
+    let mut buf = BytesMut::new();
+    buf.put_u32(0);
+    let err = decode_frame::<Control>("control", &mut buf, FrameLimit::CONTROL).unwrap_err();
+    assert!(matches!(err, DecodeError::EmptyFrame));
+}
+
+#[test]
+fn garbage_payload_is_malformed_not_a_panic() {
+    // Every single-byte and many two-byte payloads: none may panic, all
+    // that fail must fail with a typed error.
+    for a in 0..=255u8 {
+        for b in [0u8, 1, 0x7f, 0x80, 0xff] {
+            let _ = decode_payload::<Hello>("hello", &[a, b]);
+            let _ = decode_payload::<StreamOpen>("open", &[a, b]);
+            let _ = decode_payload::<Control>("control", &[a, b]);
+        }
+    }
+    let err = decode_payload::<Control>("control", &[9, 9, 9]).unwrap_err();
+    assert!(matches!(err, DecodeError::Malformed { what: "control", .. }), "{err}");
+}
+
+#[test]
+fn trailing_bytes_are_refused() {
+    let mut payload = postcard::to_stdvec(&Control::Ping { nonce: 3 }).expect("encode");
+    payload.push(0);
+    let err = decode_payload::<Control>("control", &payload).unwrap_err();
+    assert!(matches!(err, DecodeError::TrailingBytes { extra: 1, .. }), "{err}");
+}
+
+#[test]
+fn a_huge_string_length_inside_a_small_frame_does_not_allocate() {
+    // A payload claiming a 2^32-byte string: postcard must fail on the bounds
+    // of the frame, not try to allocate.
+    let payload = [1u8, 0xff, 0xff, 0xff, 0xff, 0x0f];
+    assert!(decode_payload::<Hello>("hello", &payload).is_err());
+}
+
+#[test]
+fn encoding_above_the_limit_is_refused() {
+    let mut buf = BytesMut::new();
+    let big = Control::GoAway {
+        reason: GoAwayReason::Shutdown,
+        reconnect: false,
+        message: "x".repeat(70 * 1024),
+    };
+    let err = encode_frame("control", &big, FrameLimit::CONTROL, &mut buf).unwrap_err();
+    assert!(matches!(err, FrameError::Encode { .. }), "{err}");
+    assert!(buf.is_empty(), "nothing written on failure");
+}
+
+#[test]
+fn version_is_readable_from_any_hello() {
+    let payload = postcard::to_stdvec(&hello()).expect("encode");
+    assert_eq!(peek_version(&payload).expect("peek"), PROTOCOL_VERSION);
+    // A future Hello whose other fields we cannot decode still yields its version.
+    let mut future = postcard::to_stdvec(&900u16).expect("encode");
+    future.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+    assert_eq!(peek_version(&future).expect("peek"), 900);
+    assert!(decode_payload::<Hello>("hello", &future).is_err());
+    let msg = version_mismatch_message(900, 1, 1);
+    assert!(msg.contains("upgrade the relay"), "{msg}");
+    let msg = version_mismatch_message(0, 1, 1);
+    assert!(msg.contains("upgrade the agent"), "{msg}");
+}
+
+#[test]
+fn refused_stays_variant_one() {
+    let payload =
+        postcard::to_stdvec(&HelloReply::Refused(Refusal::new(RefusalCode::VersionMismatch, "m")))
+            .expect("encode");
+    assert_eq!(payload[0], 1, "HelloReply::Refused must stay variant 1");
+    assert_eq!(payload[1], 0, "RefusalCode::VersionMismatch must stay code 0");
+}
+
+#[tokio::test]
+async fn async_reader_sees_truncation_and_closure() {
+    // Closed before any frame.
+    let mut empty: &[u8] = &[];
+    let err = read_frame::<Control, _>("control", &mut empty, FrameLimit::CONTROL)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FrameError::Closed { what: "control" }), "{err}");
+
+    // Ended inside the prefix.
+    let mut short: &[u8] = &[0, 0];
+    let err = read_frame::<Control, _>("control", &mut short, FrameLimit::CONTROL)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FrameError::Truncated { .. }), "{err}");
+
+    // Ended inside the payload.
+    let mut buf = BytesMut::new();
+    encode_frame("control", &Control::Ping { nonce: 5 }, FrameLimit::CONTROL, &mut buf).expect("e");
+    let cut = &buf[..buf.len() - 1];
+    let mut r: &[u8] = cut;
+    let err = read_frame::<Control, _>("control", &mut r, FrameLimit::CONTROL)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FrameError::Truncated { .. }), "{err}");
+
+    // Oversized prefix: refused after reading only 4 bytes.
+    let mut huge: &[u8] = &[0x7f, 0xff, 0xff, 0xff, 1, 2, 3];
+    let err = read_frame::<Control, _>("control", &mut huge, FrameLimit::CONTROL)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FrameError::Decode(DecodeError::FrameTooLarge { .. })), "{err}");
+    assert_eq!(huge.len(), 3, "payload bytes were not read");
+
+    // And a whole frame works.
+    let mut whole: &[u8] = &buf;
+    let got: Control = read_frame("control", &mut whole, FrameLimit::CONTROL).await.expect("read");
+    assert_eq!(got, Control::Ping { nonce: 5 });
+    assert_eq!(LENGTH_PREFIX, 4);
+}
