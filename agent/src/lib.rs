@@ -1,1 +1,19 @@
+//! The Drawbridge agent: the laptop side of the tunnel.
+//!
+//! `agent connect` dials OUT to a relay ([`dial`]: QUIC raced against TLS over
+//! TCP), says hello ([`session`]), and serves each stream the relay opens from
+//! a local server ([`upstream`]). It reconnects with backoff ([`backoff`]) and,
+//! with no `--relay`, runs a relay in-process ([`embedded`]).
 
+#![forbid(unsafe_code)]
+
+pub mod backoff;
+pub mod connect;
+pub mod dial;
+pub mod embedded;
+pub mod error;
+pub mod session;
+pub mod upstream;
+
+pub use connect::{run, ConnectOptions, TransportChoice};
+pub use error::AgentError;

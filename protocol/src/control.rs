@@ -6,8 +6,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Control {
     /// Liveness probe; the peer answers with [`Control::Pong`] and the same nonce.
-    Ping { nonce: u64 },
-    Pong { nonce: u64 },
+    Ping {
+        nonce: u64,
+    },
+    Pong {
+        nonce: u64,
+    },
     /// The sender will open or accept no new exchanges on this connection.
     /// In-flight exchanges finish. The agent reconnects (possibly at once) if
     /// `reconnect` is true, and stops with `message` if not.

@@ -33,6 +33,19 @@ pub struct ExchangeHead {
     pub request_id: String,
     /// The MCP session, when the request belongs to one.
     pub session: Option<String>,
+    /// What follows the head on the stream.
+    pub body: BodyKind,
+}
+
+/// The request body that follows an [`ExchangeHead`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BodyKind {
+    /// No body: the relay finishes its direction right after the head.
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// A body of unknown length (chunked, or HTTP/2 without content-length).
+    Streaming,
 }
 
 /// An HTTP header. Values are bytes: HTTP allows non-UTF-8 values.

@@ -24,7 +24,9 @@ pub mod route;
 
 pub use control::{Control, GoAwayReason};
 pub use error::{DecodeError, FrameError};
-pub use exchange::{ExchangeHead, Header, Identity, IdentityKind, ResponseHead, StreamOpen};
+pub use exchange::{
+    BodyKind, ExchangeHead, Header, Identity, IdentityKind, ResponseHead, StreamOpen,
+};
 pub use frame::{decode_frame, encode_frame, read_frame, write_frame, FrameLimit};
 pub use handshake::{
     AcceptedRoute, Hello, HelloReply, Refusal, RefusalCode, RouteOffer, UpstreamKind, Welcome,

@@ -49,12 +49,24 @@ mod tests {
     #[test]
     fn refuses_everything_else() {
         assert_eq!(validate_route_name(""), Err(RouteNameError::Empty));
-        assert!(matches!(validate_route_name(&"x".repeat(64)), Err(RouteNameError::TooLong(_))));
+        assert!(matches!(
+            validate_route_name(&"x".repeat(64)),
+            Err(RouteNameError::TooLong(_))
+        ));
         for bad in ["Demo", "a_b", "a.b", "a/b", "ä", "a b", "..", "%2e"] {
-            assert!(matches!(validate_route_name(bad), Err(RouteNameError::BadCharacter(_))), "{bad}");
+            assert!(
+                matches!(
+                    validate_route_name(bad),
+                    Err(RouteNameError::BadCharacter(_))
+                ),
+                "{bad}"
+            );
         }
         for bad in ["-a", "a-", "-"] {
-            assert!(matches!(validate_route_name(bad), Err(RouteNameError::BadEdge(_))), "{bad}");
+            assert!(
+                matches!(validate_route_name(bad), Err(RouteNameError::BadEdge(_))),
+                "{bad}"
+            );
         }
     }
 }

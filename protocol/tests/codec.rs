@@ -34,6 +34,7 @@ fn exchange() -> StreamOpen {
         },
         request_id: "r1".into(),
         session: Some("s".into()),
+        body: BodyKind::Length(12),
     })
 }
 
@@ -102,8 +103,20 @@ fn every_message_roundtrips() {
 #[test]
 fn two_frames_in_one_buffer_decode_in_order() {
     let mut buf = BytesMut::new();
-    encode_frame("c", &Control::Ping { nonce: 1 }, FrameLimit::CONTROL, &mut buf).expect("encode");
-    encode_frame("c", &Control::Pong { nonce: 2 }, FrameLimit::CONTROL, &mut buf).expect("encode");
+    encode_frame(
+        "c",
+        &Control::Ping { nonce: 1 },
+        FrameLimit::CONTROL,
+        &mut buf,
+    )
+    .expect("encode");
+    encode_frame(
+        "c",
+        &Control::Pong { nonce: 2 },
+        FrameLimit::CONTROL,
+        &mut buf,
+    )
+    .expect("encode");
     let a: Option<Control> = decode_frame("c", &mut buf, FrameLimit::CONTROL).expect("a");
     let b: Option<Control> = decode_frame("c", &mut buf, FrameLimit::CONTROL).expect("b");
     assert_eq!(a, Some(Control::Ping { nonce: 1 }));
@@ -146,7 +159,16 @@ fn garbage_payload_is_malformed_not_a_panic() {
         }
     }
     let err = decode_payload::<Control>("control", &[9, 9, 9]).unwrap_err();
-    assert!(matches!(err, DecodeError::Malformed { what: "control", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            DecodeError::Malformed {
+                what: "control",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -154,7 +176,10 @@ fn trailing_bytes_are_refused() {
     let mut payload = postcard::to_stdvec(&Control::Ping { nonce: 3 }).expect("encode");
     payload.push(0);
     let err = decode_payload::<Control>("control", &payload).unwrap_err();
-    assert!(matches!(err, DecodeError::TrailingBytes { extra: 1, .. }), "{err}");
+    assert!(
+        matches!(err, DecodeError::TrailingBytes { extra: 1, .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -195,11 +220,16 @@ fn version_is_readable_from_any_hello() {
 
 #[test]
 fn refused_stays_variant_one() {
-    let payload =
-        postcard::to_stdvec(&HelloReply::Refused(Refusal::new(RefusalCode::VersionMismatch, "m")))
-            .expect("encode");
+    let payload = postcard::to_stdvec(&HelloReply::Refused(Refusal::new(
+        RefusalCode::VersionMismatch,
+        "m",
+    )))
+    .expect("encode");
     assert_eq!(payload[0], 1, "HelloReply::Refused must stay variant 1");
-    assert_eq!(payload[1], 0, "RefusalCode::VersionMismatch must stay code 0");
+    assert_eq!(
+        payload[1], 0,
+        "RefusalCode::VersionMismatch must stay code 0"
+    );
 }
 
 #[tokio::test]
@@ -209,7 +239,10 @@ async fn async_reader_sees_truncation_and_closure() {
     let err = read_frame::<Control, _>("control", &mut empty, FrameLimit::CONTROL)
         .await
         .unwrap_err();
-    assert!(matches!(err, FrameError::Closed { what: "control" }), "{err}");
+    assert!(
+        matches!(err, FrameError::Closed { what: "control" }),
+        "{err}"
+    );
 
     // Ended inside the prefix.
     let mut short: &[u8] = &[0, 0];
@@ -220,7 +253,13 @@ async fn async_reader_sees_truncation_and_closure() {
 
     // Ended inside the payload.
     let mut buf = BytesMut::new();
-    encode_frame("control", &Control::Ping { nonce: 5 }, FrameLimit::CONTROL, &mut buf).expect("e");
+    encode_frame(
+        "control",
+        &Control::Ping { nonce: 5 },
+        FrameLimit::CONTROL,
+        &mut buf,
+    )
+    .expect("e");
     let cut = &buf[..buf.len() - 1];
     let mut r: &[u8] = cut;
     let err = read_frame::<Control, _>("control", &mut r, FrameLimit::CONTROL)
@@ -233,12 +272,17 @@ async fn async_reader_sees_truncation_and_closure() {
     let err = read_frame::<Control, _>("control", &mut huge, FrameLimit::CONTROL)
         .await
         .unwrap_err();
-    assert!(matches!(err, FrameError::Decode(DecodeError::FrameTooLarge { .. })), "{err}");
+    assert!(
+        matches!(err, FrameError::Decode(DecodeError::FrameTooLarge { .. })),
+        "{err}"
+    );
     assert_eq!(huge.len(), 3, "payload bytes were not read");
 
     // And a whole frame works.
     let mut whole: &[u8] = &buf;
-    let got: Control = read_frame("control", &mut whole, FrameLimit::CONTROL).await.expect("read");
+    let got: Control = read_frame("control", &mut whole, FrameLimit::CONTROL)
+        .await
+        .expect("read");
     assert_eq!(got, Control::Ping { nonce: 5 });
     assert_eq!(LENGTH_PREFIX, 4);
 }

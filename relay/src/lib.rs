@@ -1,1 +1,30 @@
+//! The Drawbridge relay: the server a person self-hosts.
+//!
+//! * [`listener`] — one port: HTTPS and the TLS tunnel on TCP (told apart by
+//!   ALPN), the QUIC tunnel on UDP.
+//! * [`agents`] — tunnel handshake, control stream, keep-alives, GoAway.
+//! * [`gateway`] — the request path: authenticate → route → [`forward`].
+//! * [`store`] — embedded SQLite state: tokens and route claims.
+//! * [`server`] — starting and stopping it all.
 
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod agents;
+pub mod certs;
+pub mod config;
+pub mod error;
+pub mod forward;
+pub mod gateway;
+pub mod headers;
+pub mod listener;
+pub mod logging;
+pub mod registry;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod token;
+
+pub use config::{RelayConfig, TlsSource};
+pub use error::RelayError;
+pub use server::{start, RunningRelay};

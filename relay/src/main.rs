@@ -1,1 +1,297 @@
-fn main(){}
+//! `relay`: parses the command line and calls the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use relay::logging::{self, LogFormat};
+use relay::store::Store;
+use relay::token::TokenKind;
+use relay::{admin, RelayConfig, TlsSource};
+
+/// Drawbridge relay: the public end of the tunnel. Terminates TLS, checks every
+/// request's token and streams it to the agent serving the route.
+#[derive(Parser)]
+#[command(name = "relay", version)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve HTTPS and the agent tunnel (QUIC on UDP, TLS on TCP) on one port.
+    Serve(ServeArgs),
+    /// Create, list, revoke and rotate agent and client tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// List and release route claims.
+    #[command(subcommand)]
+    Route(RouteCommand),
+}
+
+#[derive(Args)]
+struct StateDir {
+    /// Where the relay keeps its state (SQLite database, certificates).
+    #[arg(
+        long,
+        env = "DRAWBRIDGE_STATE_DIR",
+        default_value = "./drawbridge-relay"
+    )]
+    state_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address for HTTPS and both tunnel transports (TCP and UDP).
+    #[arg(long, default_value = "0.0.0.0:443")]
+    listen: SocketAddr,
+    /// How the relay names itself, e.g. https://relay.example.com.
+    /// Default: https://<listen address>.
+    #[arg(long)]
+    public_url: Option<String>,
+    /// PEM certificate chain.
+    #[arg(long, requires = "tls_key", conflicts_with = "self_signed")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Issue a certificate from a local CA kept in the state dir; agents and
+    /// clients trust <state-dir>/ca.pem. For development and private networks.
+    #[arg(long)]
+    self_signed: bool,
+    #[command(flatten)]
+    state: StateDir,
+    /// Do not accept QUIC tunnels (agents use TLS over TCP).
+    #[arg(long)]
+    no_quic: bool,
+    /// How long an agent may take to start answering a request before 504.
+    #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
+    response_timeout: std::time::Duration,
+    /// How often agents ping; an agent silent for three intervals is dropped.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    keepalive_interval: std::time::Duration,
+    /// How long in-flight requests may take to finish on shutdown.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    drain_timeout: std::time::Duration,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it, alone, on stdout (it is shown only once).
+    Create {
+        #[command(flatten)]
+        state: StateDir,
+        /// The identity the token belongs to (an email address).
+        #[arg(long)]
+        owner: String,
+        /// A name to recognise the token by in `relay token list`.
+        #[arg(long)]
+        name: Option<String>,
+        /// A client access token (to call routes) instead of an agent token.
+        #[arg(long)]
+        client: bool,
+        /// Expire after this long, e.g. 90d.
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List every token: id, kind, status, owner, name, expiry, last use.
+    List {
+        #[command(flatten)]
+        state: StateDir,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token now. A connected agent using it is disconnected.
+    Revoke {
+        #[command(flatten)]
+        state: StateDir,
+        /// The token's id (from `relay token list`).
+        id: String,
+    },
+    /// Issue a successor; the old token keeps working for the grace period.
+    Rotate {
+        #[command(flatten)]
+        state: StateDir,
+        id: String,
+        /// How long the old token stays valid.
+        #[arg(long, default_value = "24h")]
+        grace: String,
+        /// Expiry of the new token, e.g. 90d.
+        #[arg(long)]
+        expires: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RouteCommand {
+    /// List claimed routes and their owners.
+    List {
+        #[command(flatten)]
+        state: StateDir,
+    },
+    /// Release a route so that another owner may claim it.
+    Release {
+        #[command(flatten)]
+        state: StateDir,
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("relay: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn open(state: &StateDir) -> anyhow::Result<Store> {
+    Store::open(&state.state_dir)
+        .with_context(|| format!("cannot open the state in {}", state.state_dir.display()))
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => serve(args),
+        Command::Token(TokenCommand::Create {
+            state,
+            owner,
+            name,
+            client,
+            expires,
+        }) => {
+            let store = open(&state)?;
+            let kind = if client {
+                TokenKind::Client
+            } else {
+                TokenKind::Agent
+            };
+            let expires = expires.as_deref().map(admin::parse_duration).transpose()?;
+            let (record, secret) =
+                admin::create_token(&store, kind, &owner, name.as_deref(), expires)?;
+            eprintln!(
+                "created {} token {} for {} (shown once; store it now)",
+                record.kind, record.id, record.owner
+            );
+            println!("{secret}");
+            Ok(())
+        }
+        Command::Token(TokenCommand::List { state, json }) => {
+            let store = open(&state)?;
+            let out = if json {
+                admin::list_tokens_json(&store)?
+            } else {
+                admin::list_tokens(&store)?
+            };
+            print!("{out}");
+            Ok(())
+        }
+        Command::Token(TokenCommand::Revoke { state, id }) => {
+            let store = open(&state)?;
+            let record = store.revoke_token(&id)?;
+            eprintln!(
+                "revoked {} token {} of {}",
+                record.kind, record.id, record.owner
+            );
+            Ok(())
+        }
+        Command::Token(TokenCommand::Rotate {
+            state,
+            id,
+            grace,
+            expires,
+        }) => {
+            let store = open(&state)?;
+            let grace = admin::parse_duration(&grace)?;
+            let expires_at = expires
+                .as_deref()
+                .map(admin::parse_duration)
+                .transpose()?
+                .map(|d| relay::store::now() + d.as_secs() as i64);
+            let (record, secret) = store.rotate_token(&id, grace, expires_at)?;
+            eprintln!(
+                "issued token {} to replace {id}; {id} stays valid for {}",
+                record.id,
+                humantime::format_duration(grace)
+            );
+            println!("{}", secret.expose());
+            Ok(())
+        }
+        Command::Route(RouteCommand::List { state }) => {
+            let store = open(&state)?;
+            println!("{:<32}  OWNER", "ROUTE");
+            for (name, owner) in store.list_routes()? {
+                println!("{name:<32}  {owner}");
+            }
+            Ok(())
+        }
+        Command::Route(RouteCommand::Release { state, name }) => {
+            let store = open(&state)?;
+            if store.release_route(&name)? {
+                eprintln!("released route '{name}'");
+                Ok(())
+            } else {
+                anyhow::bail!("no route named '{name}' is claimed")
+            }
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let tls = match (args.tls_cert, args.tls_key, args.self_signed) {
+        (Some(cert), Some(key), false) => TlsSource::Files { cert, key },
+        (None, None, true) => TlsSource::SelfSigned,
+        _ => anyhow::bail!("give either --tls-cert FILE --tls-key FILE, or --self-signed"),
+    };
+    let mut config = RelayConfig::new(args.listen, args.state.state_dir, tls);
+    config.public_url = args.public_url;
+    config.quic = !args.no_quic;
+    config.response_timeout = args.response_timeout;
+    config.keepalive_interval = args.keepalive_interval;
+    config.drain_timeout = args.drain_timeout;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let relay = relay::start(config).await?;
+        println!(
+            "drawbridge relay listening on {} (tcp{}) as {}",
+            relay.local_addr,
+            if relay.state.config.quic { "+udp" } else { "" },
+            relay.public_url
+        );
+        if let Some(ca) = &relay.ca_path {
+            println!(
+                "self-signed: agents and clients should trust {}",
+                ca.display()
+            );
+        }
+        shutdown_signal().await;
+        relay.shutdown().await;
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

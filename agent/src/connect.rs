@@ -1,0 +1,178 @@
+//! `agent connect`: dial, say hello, serve, and come back after every loss.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocol::RefusalCode;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::dial::Dialer;
+use crate::error::AgentError;
+use crate::session::{self, Identity, SessionConfig, SessionEnd};
+use crate::upstream::HttpUpstream;
+
+/// Which transport `agent connect` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum TransportChoice {
+    /// Race QUIC against TLS over TCP; prefer QUIC.
+    #[default]
+    Auto,
+    /// QUIC only.
+    Quic,
+    /// TLS over TCP only.
+    Tcp,
+}
+
+/// Everything `agent connect` needs once the CLI is parsed.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// `https://host[:port]` of the relay.
+    pub relay: url::Url,
+    pub token: String,
+    pub ca_cert: Option<PathBuf>,
+    pub route: String,
+    /// The local HTTP server, e.g. `http://127.0.0.1:8000/mcp`.
+    pub upstream: String,
+    pub transport: TransportChoice,
+    pub drain_timeout: Duration,
+    /// How often a TCP tunnel in auto mode tries QUIC again.
+    pub quic_retry_interval: Duration,
+}
+
+/// What the agent reports as it goes (the CLI prints it; tests read it).
+pub trait Reporter: Send + Sync {
+    fn live(&self, route: &str, url: &str, transport: tunnel::Transport);
+    fn reconnecting(&self, reason: &str, delay: Duration);
+}
+
+/// Runs until `stop` is cancelled (Ok) or the relay refuses us for good (Err).
+pub async fn run(
+    opts: ConnectOptions,
+    stop: CancellationToken,
+    reporter: Arc<dyn Reporter>,
+) -> Result<(), AgentError> {
+    protocol::validate_route_name(&opts.route)
+        .map_err(|e| AgentError::Config(format!("--route: {e}")))?;
+    let upstream = HttpUpstream::new(&opts.upstream)?;
+    let mut dialer = Dialer::new(&opts.relay, opts.ca_cert.as_deref())?;
+    dialer.quic_retry_interval = opts.quic_retry_interval;
+    let identity = Identity {
+        token: opts.token.clone(),
+        instance_id: instance_id(),
+        routes: vec![opts.route.clone()],
+    };
+    let config = SessionConfig {
+        drain_timeout: opts.drain_timeout,
+        quic_retry: (opts.transport == crate::TransportChoice::Auto)
+            .then_some(opts.quic_retry_interval),
+    };
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(15));
+    let mut next_conn = None;
+    loop {
+        if stop.is_cancelled() {
+            return Ok(());
+        }
+        let conn = match next_conn.take() {
+            Some(c) => c,
+            None => {
+                let dialed = tokio::select! {
+                    d = dialer.dial(opts.transport) => d,
+                    _ = stop.cancelled() => return Ok(()),
+                };
+                match dialed {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let delay = backoff.next_delay();
+                        reporter.reconnecting(
+                            &format!("cannot reach the relay at {}: {e}", opts.relay),
+                            delay,
+                        );
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => continue,
+                            _ = stop.cancelled() => return Ok(()),
+                        }
+                    }
+                }
+            }
+        };
+        let transport = conn.transport();
+        let (welcome, send, recv) = match session::handshake(&conn, &identity).await {
+            Ok(w) => w,
+            Err(SessionEnd::Refused(r)) if !r.code.is_retryable() => {
+                conn.close("refused");
+                return Err(refusal_error(r));
+            }
+            Err(end) => {
+                conn.close("handshake failed");
+                let delay = backoff.next_delay();
+                reporter.reconnecting(&describe(&end), delay);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => continue,
+                    _ = stop.cancelled() => return Ok(()),
+                }
+            }
+        };
+        backoff.reset();
+        for r in &welcome.routes {
+            reporter.live(&r.name, &r.public_url, transport);
+        }
+        let end = session::serve(
+            conn,
+            &welcome,
+            send,
+            recv,
+            upstream.clone(),
+            stop.clone(),
+            &config,
+            Some(&dialer),
+        )
+        .await;
+        match end {
+            SessionEnd::Stopped => return Ok(()),
+            SessionEnd::Disconnected(msg) => return Err(AgentError::Disconnected(msg)),
+            SessionEnd::Refused(r) => return Err(refusal_error(r)),
+            SessionEnd::Upgrade(c) => next_conn = Some(c),
+            SessionEnd::Lost(reason) => {
+                // Right after a working session, come back quickly: a relay
+                // restart should cost well under a second.
+                let delay = backoff.next_delay();
+                reporter.reconnecting(&reason, delay);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.cancelled() => return Ok(()),
+                }
+            }
+        }
+    }
+}
+
+fn refusal_error(mut r: protocol::Refusal) -> AgentError {
+    if matches!(
+        r.code,
+        RefusalCode::InvalidCredential
+            | RefusalCode::CredentialRevoked
+            | RefusalCode::CredentialExpired
+    ) {
+        r.message
+            .push_str(" (create a new one on the relay with `relay token create --owner EMAIL`)");
+    }
+    AgentError::Refused(r)
+}
+
+fn describe(end: &SessionEnd) -> String {
+    match end {
+        SessionEnd::Refused(r) => r.message.clone(),
+        SessionEnd::Disconnected(m) | SessionEnd::Lost(m) => m.clone(),
+        SessionEnd::Stopped => "stopped".into(),
+        SessionEnd::Upgrade(_) => "moving to QUIC".into(),
+    }
+}
+
+fn instance_id() -> [u8; 16] {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut id = [0u8; 16];
+    let _ = SystemRandom::new().fill(&mut id);
+    id
+}

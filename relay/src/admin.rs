@@ -1,0 +1,106 @@
+//! The `relay token …` and `relay route …` commands, as functions that return
+//! what to print.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::error::RelayError;
+use crate::store::{now, Store, TokenRecord};
+use crate::token::TokenKind;
+
+/// Parses `90d`, `12h`, `30m`… into a duration.
+pub fn parse_duration(s: &str) -> Result<Duration, RelayError> {
+    humantime::parse_duration(s).map_err(|e| {
+        RelayError::Config(format!("invalid duration {s:?}: {e} (try 90d, 12h or 30m)"))
+    })
+}
+
+/// Creates a token; returns the secret (the only thing to print on stdout).
+pub fn create_token(
+    store: &Store,
+    kind: TokenKind,
+    owner: &str,
+    name: Option<&str>,
+    expires: Option<Duration>,
+) -> Result<(TokenRecord, String), RelayError> {
+    let owner = owner.trim();
+    if owner.is_empty() || owner.chars().any(char::is_whitespace) {
+        return Err(RelayError::Config(format!(
+            "--owner {owner:?} must be a non-empty identity without spaces, such as an email address"
+        )));
+    }
+    let default_name = format!("{kind}-token");
+    let name = name.unwrap_or(&default_name);
+    let expires_at = expires.map(|d| now() + d.as_secs() as i64);
+    let (record, secret) = store.create_token(kind, owner, name, expires_at)?;
+    Ok((record, secret.expose().to_owned()))
+}
+
+fn fmt_time(t: Option<i64>, now: i64) -> String {
+    match t {
+        None => "-".into(),
+        Some(t) => {
+            let d = (t - now).unsigned_abs();
+            let human = humantime::format_duration(Duration::from_secs(if d > 86_400 {
+                d / 3600 * 3600
+            } else {
+                d
+            }))
+            .to_string();
+            let human = human.split(' ').take(2).collect::<Vec<_>>().join(" ");
+            if t > now {
+                format!("in {human}")
+            } else {
+                format!("{human} ago")
+            }
+        }
+    }
+}
+
+/// The token inventory as a table.
+pub fn list_tokens(store: &Store) -> Result<String, RelayError> {
+    let now = now();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<12}  {:<6}  {:<8}  {:<28}  {:<20}  {:<18}  {:<18}  {:<18}",
+        "ID", "KIND", "STATUS", "OWNER", "NAME", "CREATED", "EXPIRES", "LAST USED"
+    );
+    for t in store.list_tokens()? {
+        let _ = writeln!(
+            out,
+            "{:<12}  {:<6}  {:<8}  {:<28}  {:<20}  {:<18}  {:<18}  {:<18}",
+            t.id,
+            t.kind.as_str(),
+            t.status(now),
+            t.owner,
+            t.name,
+            fmt_time(Some(t.created_at), now),
+            fmt_time(t.expires_at, now),
+            fmt_time(t.last_used_at, now),
+        );
+    }
+    Ok(out)
+}
+
+/// The token inventory as JSON lines.
+pub fn list_tokens_json(store: &Store) -> Result<String, RelayError> {
+    let now = now();
+    let mut out = String::new();
+    for t in store.list_tokens()? {
+        let v = serde_json::json!({
+            "id": t.id,
+            "kind": t.kind.as_str(),
+            "status": t.status(now),
+            "owner": t.owner,
+            "name": t.name,
+            "created_at": t.created_at,
+            "expires_at": t.expires_at,
+            "last_used_at": t.last_used_at,
+            "revoked_at": t.revoked_at,
+            "replaced_by": t.replaced_by,
+        });
+        let _ = writeln!(out, "{v}");
+    }
+    Ok(out)
+}

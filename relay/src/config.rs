@@ -1,0 +1,56 @@
+//! The relay's validated configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the relay's TLS certificate comes from.
+#[derive(Debug, Clone)]
+pub enum TlsSource {
+    /// PEM files given by the operator.
+    Files { cert: PathBuf, key: PathBuf },
+    /// A local CA in the state dir issues the certificate (development).
+    SelfSigned,
+}
+
+/// Everything `relay serve` needs.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// TCP (HTTPS + TLS tunnel) and UDP (QUIC tunnel) address.
+    pub listen: SocketAddr,
+    /// How the relay names itself (`https://host[:port]`). `None`: derived
+    /// from the bound address.
+    pub public_url: Option<String>,
+    pub tls: TlsSource,
+    pub state_dir: PathBuf,
+    /// Accept QUIC tunnels on UDP.
+    pub quic: bool,
+    /// How long to wait for an agent's response head before answering 504.
+    pub response_timeout: Duration,
+    /// How often agents ping; an agent silent for three intervals is dropped.
+    pub keepalive_interval: Duration,
+    /// How long a TLS or tunnel handshake may take.
+    pub handshake_timeout: Duration,
+    /// How long in-flight requests may take to finish on shutdown.
+    pub drain_timeout: Duration,
+    /// How often the relay looks for tokens revoked by other processes.
+    pub revocation_check_interval: Duration,
+}
+
+impl RelayConfig {
+    /// Defaults for a relay listening on `listen` with state in `state_dir`.
+    pub fn new(listen: SocketAddr, state_dir: PathBuf, tls: TlsSource) -> Self {
+        RelayConfig {
+            listen,
+            public_url: None,
+            tls,
+            state_dir,
+            quic: true,
+            response_timeout: Duration::from_secs(300),
+            keepalive_interval: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(10),
+            revocation_check_interval: Duration::from_secs(1),
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Carrying one client request to an agent and its answer back.
+//!
+//! One tunnel stream per request: the exchange head, then the request body
+//! streamed as it arrives; the agent answers with a response head and the
+//! response body, streamed back as it arrives. Nothing is buffered whole, and
+//! backpressure is the tunnel's flow control.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use protocol::{ExchangeHead, FrameLimit, ResponseHead, StreamOpen};
+use tokio::io::AsyncWriteExt;
+
+use crate::headers;
+use crate::registry::AgentSession;
+use tunnel::TunnelBody;
+
+/// Why an exchange produced no response from the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("could not open a stream to the agent: {0}")]
+    Open(String),
+    #[error("the agent did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the agent ended the exchange without answering: {0}")]
+    NoAnswer(String),
+}
+
+impl ForwardError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ForwardError::Open(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ForwardError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ForwardError::NoAnswer(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+/// Sends `head` and `body` to `agent` and returns the agent's response.
+pub async fn exchange(
+    agent: &AgentSession,
+    head: ExchangeHead,
+    body: Incoming,
+    response_timeout: Duration,
+) -> Result<Response<TunnelBody>, ForwardError> {
+    let empty = head.body == protocol::BodyKind::Empty;
+    let (mut send, mut recv) = agent
+        .conn
+        .open_bi()
+        .await
+        .map_err(|e| ForwardError::Open(e.to_string()))?;
+    protocol::write_frame(
+        "exchange",
+        &mut send,
+        &StreamOpen::Exchange(head),
+        FrameLimit::HEAD,
+    )
+    .await
+    .map_err(|e| ForwardError::Open(e.to_string()))?;
+
+    let upload = if empty {
+        send.finish()
+            .await
+            .map_err(|e| ForwardError::Open(e.to_string()))?;
+        None
+    } else {
+        Some(tokio::spawn(upload(body, send)).abort_handle())
+    };
+
+    let head = match tokio::time::timeout(
+        response_timeout,
+        protocol::read_frame::<ResponseHead, _>("response", &mut recv, FrameLimit::HEAD),
+    )
+    .await
+    {
+        Ok(Ok(head)) => head,
+        Ok(Err(e)) => {
+            if let Some(u) = &upload {
+                u.abort();
+            }
+            return Err(ForwardError::NoAnswer(e.to_string()));
+        }
+        Err(_) => {
+            if let Some(u) = &upload {
+                u.abort();
+            }
+            return Err(ForwardError::Timeout(response_timeout));
+        }
+    };
+    let status = StatusCode::from_u16(head.status)
+        .map_err(|_| ForwardError::NoAnswer(format!("invalid status {}", head.status)))?;
+    let mut response = Response::new(TunnelBody::new(recv, upload));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers::from_tunnel(head.headers);
+    Ok(response)
+}
+
+/// Streams the client's request body into the tunnel, then ends that direction.
+/// If the client's body fails, the send half is dropped unfinished, which
+/// aborts the stream: the agent sees an error, not a short body.
+async fn upload(mut body: Incoming, mut send: tunnel::SendHalf) {
+    while let Some(frame) = body.frame().await {
+        let data: Bytes = match frame {
+            Ok(f) => match f.into_data() {
+                Ok(d) => d,
+                Err(_) => continue, // trailers are not forwarded
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "client request body failed; aborting the exchange");
+                return;
+            }
+        };
+        if send.write_all(&data).await.is_err() {
+            return;
+        }
+    }
+    let _ = send.finish().await;
+}

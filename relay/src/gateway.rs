@@ -1,0 +1,284 @@
+//! The relay's public HTTPS front: `/mcp/<route>` → authenticate → pick an
+//! agent → forward → stream the answer back.
+//!
+//! Read top to bottom, [`handle`] is the whole request path.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body::Body as _;
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
+use hyper::body::Incoming;
+use protocol::{BodyKind, ExchangeHead, Identity, IdentityKind};
+
+use crate::forward;
+use crate::headers;
+use crate::state::SharedState;
+use crate::store::TokenRecord;
+use crate::token::{self, TokenKind};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Every response body the relay sends.
+pub type RespBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Serves one HTTP request.
+pub async fn handle(
+    state: SharedState,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, Infallible> {
+    let started = Instant::now();
+    let request_id = token::random_hex(8);
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut response = route_request(&state, peer, req, &request_id).await;
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    tracing::info!(
+        request_id,
+        %peer,
+        %method,
+        path,
+        status = response.status().as_u16(),
+        head_us = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    Ok(response)
+}
+
+async fn route_request(
+    state: &SharedState,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    request_id: &str,
+) -> Response<RespBody> {
+    let path = req.uri().path().to_owned();
+    let path = path.as_str();
+    if path == "/healthz" {
+        return text(StatusCode::OK, "ok\n");
+    }
+    let Some((route, rest)) = split_route(path) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such path on this relay; routes live under /mcp/<route>",
+        );
+    };
+    if protocol::validate_route_name(route).is_err() {
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown_route",
+            &format!("no route named {route:?} on this relay"),
+        );
+    }
+    let route = route.to_owned();
+    let rest = rest.to_owned();
+
+    // 1. Who is asking.
+    let token = match authenticate(state, req.headers()) {
+        Ok(t) => t,
+        Err(resp) => return resp,
+    };
+
+    // 2. May they use this route? (Until policy lands: only its owner.)
+    match state.store.route_owner(&route) {
+        Ok(Some(owner)) if owner == token.owner => {}
+        Ok(Some(_)) => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                &format!("this token may not use route '{route}'"),
+            )
+        }
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "unknown_route",
+                &format!("no route named '{route}' on this relay"),
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "route lookup failed");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the relay's state store failed",
+            );
+        }
+    }
+
+    // 3. Which agent serves it.
+    let Some(agent) = state.registry.pick(&route) else {
+        let mut resp = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "agent_unavailable",
+            &format!("no agent is connected for route '{route}'"),
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return resp;
+    };
+
+    // 4. Forward, and stream the answer back.
+    let (parts, body) = req.into_parts();
+    let body_kind = if body.is_end_stream() {
+        BodyKind::Empty
+    } else {
+        match body.size_hint().exact() {
+            Some(n) => BodyKind::Length(n),
+            None => BodyKind::Streaming,
+        }
+    };
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+        .map(str::to_owned);
+    let query = parts
+        .uri
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let head = ExchangeHead {
+        route: route.clone(),
+        method: parts.method.as_str().to_owned(),
+        path: format!(
+            "{}{query}",
+            if rest.is_empty() { "/" } else { rest.as_str() }
+        ),
+        headers: headers::to_tunnel(&parts.headers, host.as_deref(), peer),
+        identity: Identity {
+            subject: token.owner.clone(),
+            kind: IdentityKind::ClientToken,
+            credential_name: token.name.clone(),
+        },
+        request_id: request_id.to_owned(),
+        session: parts
+            .headers
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        body: body_kind,
+    };
+    match forward::exchange(&agent, head, body, state.config.response_timeout).await {
+        Ok(resp) => resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()),
+        Err(e) => {
+            tracing::warn!(request_id, route, session = agent.id, error = %e, "exchange failed");
+            let code = match e {
+                forward::ForwardError::Timeout(_) => "agent_timeout",
+                forward::ForwardError::Open(_) => "agent_unavailable",
+                forward::ForwardError::NoAnswer(_) => "agent_error",
+            };
+            error(e.status(), code, &format!("route '{route}': {e}"))
+        }
+    }
+}
+
+/// Splits `/mcp/<route>/<rest>` into the route and `/<rest>`.
+fn split_route(path: &str) -> Option<(&str, &str)> {
+    let after = path.strip_prefix("/mcp/")?;
+    match after.find('/') {
+        Some(i) => Some((&after[..i], &after[i..])),
+        None => Some((after, "")),
+    }
+}
+
+/// Checks the bearer token. The error is the 401 to send.
+fn authenticate(
+    state: &SharedState,
+    headers: &http::HeaderMap,
+) -> Result<TokenRecord, Response<RespBody>> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(unauthorized(None, "this route needs a bearer token"));
+    };
+    let presented = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        })
+        .ok_or_else(|| {
+            unauthorized(
+                Some("invalid_request"),
+                "the Authorization header must be 'Bearer <token>'",
+            )
+        })?;
+    let record = state
+        .store
+        .verify(presented)
+        .map_err(|rejection| unauthorized(Some("invalid_token"), &rejection.to_string()))?;
+    if record.kind != TokenKind::Client {
+        return Err(unauthorized(
+            Some("invalid_token"),
+            "an agent token cannot call routes; create a client token with `relay token create --client`",
+        ));
+    }
+    Ok(record)
+}
+
+fn unauthorized(error_code: Option<&str>, description: &str) -> Response<RespBody> {
+    let challenge = match error_code {
+        Some(code) => format!(
+            "Bearer realm=\"drawbridge\", error=\"{code}\", error_description=\"{}\"",
+            description.replace('"', "'")
+        ),
+        None => "Bearer realm=\"drawbridge\"".to_owned(),
+    };
+    let mut resp = error(
+        StatusCode::UNAUTHORIZED,
+        error_code.unwrap_or("unauthorized"),
+        description,
+    );
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+/// A JSON error body: `{"error": code, "message": text}`.
+pub fn error(status: StatusCode, code: &str, message: &str) -> Response<RespBody> {
+    let body = serde_json::json!({ "error": code, "message": message }).to_string();
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<RespBody> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+fn full(body: impl Into<Bytes>) -> RespBody {
+    Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_route;
+
+    #[test]
+    fn routes_are_split_from_their_paths() {
+        assert_eq!(split_route("/mcp/demo"), Some(("demo", "")));
+        assert_eq!(split_route("/mcp/demo/"), Some(("demo", "/")));
+        assert_eq!(split_route("/mcp/demo/a/b"), Some(("demo", "/a/b")));
+        assert_eq!(split_route("/mcp/"), Some(("", "")));
+        assert_eq!(split_route("/other"), None);
+    }
+}

@@ -1,0 +1,124 @@
+//! The relay's one port: TCP for HTTPS and the TLS tunnel (told apart by
+//! ALPN), UDP for the QUIC tunnel.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::compat::TokioAsyncReadCompatExt;
+use tunnel::mux::{MuxConnection, Side};
+use tunnel::TunnelConnection;
+
+use crate::agents;
+use crate::gateway;
+use crate::state::SharedState;
+
+/// Accepts TCP connections until shutdown.
+pub async fn serve_tcp(state: SharedState, listener: TcpListener, tls: Arc<rustls::ServerConfig>) {
+    let acceptor = TlsAcceptor::from(tls);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = state.shutdown.cancelled() => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        let acceptor = acceptor.clone();
+        state.requests.clone().spawn(async move {
+            serve_tcp_connection(state, acceptor, tcp, peer).await;
+        });
+    }
+}
+
+async fn serve_tcp_connection(
+    state: SharedState,
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) {
+    let _ = tcp.set_nodelay(true);
+    let tls = match tokio::time::timeout(state.config.handshake_timeout, acceptor.accept(tcp)).await
+    {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let is_tunnel = tls.get_ref().1.alpn_protocol() == Some(protocol::ALPN);
+    if is_tunnel {
+        let conn = MuxConnection::start(tls.compat(), Side::Server);
+        let conn = TunnelConnection::Mux { conn, remote: peer };
+        // Tunnels are not request work: do not hold up the HTTP drain.
+        tokio::spawn(agents::serve_connection(state, conn));
+        return;
+    }
+    serve_http(state, tls, peer).await;
+}
+
+async fn serve_http(
+    state: SharedState,
+    tls: tokio_rustls::server::TlsStream<TcpStream>,
+    peer: SocketAddr,
+) {
+    let svc_state = state.clone();
+    let service = service_fn(move |req| gateway::handle(svc_state.clone(), peer, req));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(30));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .adaptive_window(true)
+        .max_concurrent_streams(256);
+    let conn = builder.serve_connection(TokioIo::new(tls), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+            }
+        }
+        _ = state.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(state.config.drain_timeout, conn).await;
+        }
+    }
+}
+
+/// Accepts QUIC tunnel connections until shutdown.
+pub async fn serve_quic(state: SharedState, endpoint: quinn::Endpoint) {
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => i,
+            _ = state.shutdown.cancelled() => return,
+        };
+        let Some(incoming) = incoming else { return };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            match incoming.await {
+                Ok(conn) => agents::serve_connection(state, TunnelConnection::Quic(conn)).await,
+                Err(e) => tracing::debug!(%remote, error = %e, "QUIC handshake failed"),
+            }
+        });
+    }
+}

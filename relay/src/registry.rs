@@ -1,0 +1,158 @@
+//! Which connected agent sessions serve which routes.
+//!
+//! A route may have several replicas (agents of the same owner); requests are
+//! spread round-robin across those that are not draining.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::Notify;
+use tunnel::{Transport, TunnelConnection};
+
+/// One connected agent.
+pub struct AgentSession {
+    pub id: u64,
+    pub owner: String,
+    pub token_id: String,
+    pub instance_id: [u8; 16],
+    pub routes: Vec<String>,
+    pub conn: TunnelConnection,
+    /// No new exchanges go to a draining session.
+    draining: AtomicBool,
+    /// Told to end (credential revoked, or replaced by the same agent's new session).
+    pub kill: Notify,
+    kill_reason: std::sync::Mutex<Option<KillReason>>,
+}
+
+/// Why the relay ends a session on its own initiative.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillReason {
+    CredentialRevoked,
+    Replaced,
+}
+
+impl AgentSession {
+    pub fn new(
+        id: u64,
+        owner: String,
+        token_id: String,
+        instance_id: [u8; 16],
+        routes: Vec<String>,
+        conn: TunnelConnection,
+    ) -> Self {
+        AgentSession {
+            id,
+            owner,
+            token_id,
+            instance_id,
+            routes,
+            conn,
+            draining: AtomicBool::new(false),
+            kill: Notify::new(),
+            kill_reason: std::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn transport(&self) -> Transport {
+        self.conn.transport()
+    }
+
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Ends the session: it stops taking exchanges now and its control loop
+    /// says goodbye to the agent.
+    pub fn kill(&self, reason: KillReason) {
+        self.set_draining();
+        *self.kill_reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+        self.kill.notify_one();
+    }
+
+    pub fn kill_reason(&self) -> Option<KillReason> {
+        *self.kill_reason.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[derive(Default)]
+struct RouteSlot {
+    replicas: Vec<Arc<AgentSession>>,
+    next: AtomicUsize,
+}
+
+/// The live routing table.
+#[derive(Default)]
+pub struct Registry {
+    routes: RwLock<HashMap<String, RouteSlot>>,
+    next_session: AtomicU64,
+}
+
+impl Registry {
+    pub fn next_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Adds a session as a replica of each of its routes. Earlier sessions of
+    /// the same agent instance (a reconnect racing its own stale session) are
+    /// returned so the caller can end them.
+    pub fn register(&self, session: Arc<AgentSession>) -> Vec<Arc<AgentSession>> {
+        let mut stale = Vec::new();
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        for name in &session.routes {
+            let slot = routes.entry(name.clone()).or_default();
+            slot.replicas.retain(|s| {
+                let same_instance = s.instance_id == session.instance_id && s.id != session.id;
+                if same_instance && !stale.iter().any(|x: &Arc<AgentSession>| x.id == s.id) {
+                    stale.push(s.clone());
+                }
+                !same_instance
+            });
+            slot.replicas.push(session.clone());
+        }
+        stale
+    }
+
+    /// Removes a session from every route it serves.
+    pub fn unregister(&self, session: &AgentSession) {
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        for name in &session.routes {
+            if let Some(slot) = routes.get_mut(name) {
+                slot.replicas.retain(|s| s.id != session.id);
+                if slot.replicas.is_empty() {
+                    routes.remove(name);
+                }
+            }
+        }
+    }
+
+    /// Picks the next replica for a route (round-robin, skipping draining ones).
+    pub fn pick(&self, route: &str) -> Option<Arc<AgentSession>> {
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        let slot = routes.get(route)?;
+        let n = slot.replicas.len();
+        let start = slot.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| &slot.replicas[(start + i) % n])
+            .find(|s| !s.is_draining() && !s.conn.is_closed())
+            .cloned()
+    }
+
+    /// Every live session (each once).
+    pub fn sessions(&self) -> Vec<Arc<AgentSession>> {
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<Arc<AgentSession>> = Vec::new();
+        for slot in routes.values() {
+            for s in &slot.replicas {
+                if !out.iter().any(|x| x.id == s.id) {
+                    out.push(s.clone());
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,32 @@
+//! State shared by every part of a running relay.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::RelayConfig;
+use crate::registry::Registry;
+use crate::store::Store;
+
+/// Shared by the HTTPS front, the tunnel listener and the background tasks.
+pub struct RelayState {
+    pub config: RelayConfig,
+    /// `https://host[:port]`, without a trailing slash.
+    pub public_url: String,
+    pub store: Store,
+    pub registry: Registry,
+    /// Cancelled when the relay begins shutting down.
+    pub shutdown: CancellationToken,
+    /// In-flight client requests (drained on shutdown).
+    pub requests: TaskTracker,
+}
+
+impl RelayState {
+    /// The public URL of a route.
+    pub fn route_url(&self, route: &str) -> String {
+        format!("{}/mcp/{route}", self.public_url)
+    }
+}
+
+pub type SharedState = Arc<RelayState>;

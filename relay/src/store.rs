@@ -1,0 +1,452 @@
+//! The relay's embedded state: agent and client tokens, route claims.
+//!
+//! SQLite in WAL mode with `synchronous=FULL`: a token that `relay token create`
+//! printed survives a power cut. Other processes (the `relay token …`
+//! commands) write to the same file; the running relay sees their changes on
+//! its next read, and notices them in the background through
+//! `PRAGMA data_version`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::error::RelayError;
+use crate::token::{self, Secret, TokenKind};
+
+/// How often `last_used_at` is written for one token, at most.
+const LAST_USED_RESOLUTION: i64 = 60;
+
+/// A token's record (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: String,
+    pub kind: TokenKind,
+    pub owner: String,
+    pub name: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub replaced_by: Option<String>,
+}
+
+impl TokenRecord {
+    /// Whether the token may be used at `now`, and if not, why.
+    pub fn check(&self, now: i64) -> Result<(), TokenRejection> {
+        if self.revoked_at.is_some() {
+            return Err(TokenRejection::Revoked);
+        }
+        if matches!(self.expires_at, Some(t) if t <= now) {
+            return Err(TokenRejection::Expired);
+        }
+        Ok(())
+    }
+
+    /// A one-word status for listings.
+    pub fn status(&self, now: i64) -> &'static str {
+        match self.check(now) {
+            Ok(()) if self.replaced_by.is_some() => "rotated",
+            Ok(()) => "active",
+            Err(TokenRejection::Revoked) => "revoked",
+            Err(TokenRejection::Expired) => "expired",
+            Err(TokenRejection::Unknown) => "unknown",
+        }
+    }
+}
+
+/// Why a presented token was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenRejection {
+    #[error("the token is not known to this relay")]
+    Unknown,
+    #[error("the token was revoked")]
+    Revoked,
+    #[error("the token has expired")]
+    Expired,
+}
+
+/// The outcome of claiming a route name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteClaim {
+    /// The route is (now) this owner's.
+    Granted,
+    /// The route belongs to someone else.
+    Taken { owner: String },
+}
+
+/// The embedded state store.
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+    last_used_written: Mutex<HashMap<String, i64>>,
+}
+
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tokens (
+    id           TEXT PRIMARY KEY,
+    kind         TEXT NOT NULL CHECK (kind IN ('agent', 'client')),
+    owner        TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    secret_hash  BLOB NOT NULL UNIQUE,
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER,
+    last_used_at INTEGER,
+    revoked_at   INTEGER,
+    replaced_by  TEXT
+);
+CREATE TABLE IF NOT EXISTS routes (
+    name       TEXT PRIMARY KEY,
+    owner      TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+";
+
+const TOKEN_COLUMNS: &str =
+    "id, kind, owner, name, created_at, expires_at, last_used_at, revoked_at, replaced_by";
+
+impl Store {
+    /// Opens (creating if needed) the store in `state_dir`.
+    pub fn open(state_dir: &Path) -> Result<Store, RelayError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| RelayError::File {
+            what: "cannot create state dir",
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
+        restrict_dir(state_dir);
+        let path = state_dir.join("relay.db");
+        let wrap = |source| RelayError::Store {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(wrap)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(wrap)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(wrap)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(wrap)?;
+        conn.execute_batch(SCHEMA).map_err(wrap)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+            path,
+            last_used_written: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (each call
+        // is one statement or one transaction), so a poisoned lock is usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Creates a token and returns its record and its secret (shown once).
+    pub fn create_token(
+        &self,
+        kind: TokenKind,
+        owner: &str,
+        name: &str,
+        expires_at: Option<i64>,
+    ) -> Result<(TokenRecord, Secret), RelayError> {
+        let secret = Secret::generate(kind);
+        let record = TokenRecord {
+            id: token::random_hex(6),
+            kind,
+            owner: owner.to_owned(),
+            name: name.to_owned(),
+            created_at: now(),
+            expires_at,
+            last_used_at: None,
+            revoked_at: None,
+            replaced_by: None,
+        };
+        self.conn().execute(
+            "INSERT INTO tokens (id, kind, owner, name, secret_hash, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                record.id,
+                kind.as_str(),
+                record.owner,
+                record.name,
+                token::hash(secret.expose()),
+                record.created_at,
+                record.expires_at
+            ],
+        )?;
+        Ok((record, secret))
+    }
+
+    /// Every token, oldest first.
+    pub fn list_tokens(&self) -> Result<Vec<TokenRecord>, RelayError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, id"
+        ))?;
+        let rows = stmt.query_map([], row_to_record)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// One token by id.
+    pub fn token(&self, id: &str) -> Result<Option<TokenRecord>, RelayError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = ?1"),
+                [id],
+                row_to_record,
+            )
+            .optional()?)
+    }
+
+    /// Revokes a token at once.
+    pub fn revoke_token(&self, id: &str) -> Result<TokenRecord, RelayError> {
+        let record = self
+            .token(id)?
+            .ok_or_else(|| RelayError::NoSuchToken(id.to_owned()))?;
+        if record.revoked_at.is_some() {
+            return Err(RelayError::AlreadyRevoked(id.to_owned()));
+        }
+        self.conn().execute(
+            "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1",
+            params![id, now()],
+        )?;
+        self.token(id)?
+            .ok_or_else(|| RelayError::NoSuchToken(id.to_owned()))
+    }
+
+    /// Issues a successor with the same kind, owner and name. The old token
+    /// stays valid for `grace`, then expires.
+    pub fn rotate_token(
+        &self,
+        id: &str,
+        grace: Duration,
+        expires_at: Option<i64>,
+    ) -> Result<(TokenRecord, Secret), RelayError> {
+        let old = self
+            .token(id)?
+            .ok_or_else(|| RelayError::NoSuchToken(id.to_owned()))?;
+        if old.revoked_at.is_some() {
+            return Err(RelayError::AlreadyRevoked(id.to_owned()));
+        }
+        let (new, secret) = self.create_token(old.kind, &old.owner, &old.name, expires_at)?;
+        let grace_end = now() + grace.as_secs() as i64;
+        let old_expiry = match old.expires_at {
+            Some(t) => t.min(grace_end),
+            None => grace_end,
+        };
+        self.conn().execute(
+            "UPDATE tokens SET expires_at = ?2, replaced_by = ?3 WHERE id = ?1",
+            params![id, old_expiry, new.id],
+        )?;
+        Ok((new, secret))
+    }
+
+    /// Looks up a presented token. On success, records its use (at most once a
+    /// minute per token, so that verification stays a read).
+    pub fn verify(&self, presented: &str) -> Result<TokenRecord, TokenRejection> {
+        if token::claimed_kind(presented).is_none() {
+            return Err(TokenRejection::Unknown);
+        }
+        let hash = token::hash(presented);
+        let record = {
+            let conn = self.conn();
+            conn.query_row(
+                &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE secret_hash = ?1"),
+                [hash],
+                row_to_record,
+            )
+            .optional()
+            .map_err(|e| {
+                tracing::error!(error = %e, "token lookup failed");
+                TokenRejection::Unknown
+            })?
+            .ok_or(TokenRejection::Unknown)?
+        };
+        let now = now();
+        record.check(now)?;
+        self.touch(&record.id, now);
+        Ok(record)
+    }
+
+    fn touch(&self, id: &str, now: i64) {
+        {
+            let mut written = self
+                .last_used_written
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match written.get(id) {
+                Some(t) if now - t < LAST_USED_RESOLUTION => return,
+                _ => {
+                    written.insert(id.to_owned(), now);
+                }
+            }
+        }
+        if let Err(e) = self.conn().execute(
+            "UPDATE tokens SET last_used_at = ?2 WHERE id = ?1",
+            params![id, now],
+        ) {
+            tracing::warn!(error = %e, token = id, "could not record token use");
+        }
+    }
+
+    /// Claims `name` for `owner`: the first owner to serve a route keeps it.
+    pub fn claim_route(&self, name: &str, owner: &str) -> Result<RouteClaim, RelayError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO routes (name, owner, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO NOTHING",
+            params![name, owner, now()],
+        )?;
+        let current: String =
+            conn.query_row("SELECT owner FROM routes WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })?;
+        Ok(if current == owner {
+            RouteClaim::Granted
+        } else {
+            RouteClaim::Taken { owner: current }
+        })
+    }
+
+    /// The owner of a claimed route.
+    pub fn route_owner(&self, name: &str) -> Result<Option<String>, RelayError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT owner FROM routes WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Every claimed route and its owner.
+    pub fn list_routes(&self) -> Result<Vec<(String, String)>, RelayError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT name, owner FROM routes ORDER BY name")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Releases a route claim so another owner may take the name.
+    pub fn release_route(&self, name: &str) -> Result<bool, RelayError> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM routes WHERE name = ?1", [name])?
+            > 0)
+    }
+
+    /// Changes whenever another connection (another process) commits.
+    pub fn data_version(&self) -> Result<i64, RelayError> {
+        Ok(self
+            .conn()
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    }
+}
+
+fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
+    let kind: String = r.get(1)?;
+    Ok(TokenRecord {
+        id: r.get(0)?,
+        kind: TokenKind::parse(&kind).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                1,
+                rusqlite::types::Type::Text,
+                format!("unknown token kind {kind:?}").into(),
+            )
+        })?,
+        owner: r.get(2)?,
+        name: r.get(3)?,
+        created_at: r.get(4)?,
+        expires_at: r.get(5)?,
+        last_used_at: r.get(6)?,
+        revoked_at: r.get(7)?,
+        replaced_by: r.get(8)?,
+    })
+}
+
+#[cfg(unix)]
+fn restrict_dir(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+}
+
+#[cfg(not(unix))]
+fn restrict_dir(_dir: &Path) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (Store, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("dbr-store-{}", token::random_hex(6)));
+        (Store::open(&dir).expect("open"), dir)
+    }
+
+    #[test]
+    fn tokens_live_and_die() {
+        let (s, dir) = store();
+        let (rec, secret) = s
+            .create_token(TokenKind::Client, "a@x", "cli", None)
+            .expect("create");
+        assert_eq!(s.verify(secret.expose()).expect("valid").id, rec.id);
+        assert_eq!(s.verify("dbct_nope"), Err(TokenRejection::Unknown));
+        let (new, new_secret) = s
+            .rotate_token(&rec.id, Duration::from_secs(3600), None)
+            .expect("rotate");
+        // Both valid during the grace period.
+        assert!(s.verify(secret.expose()).is_ok());
+        assert!(s.verify(new_secret.expose()).is_ok());
+        assert_eq!(
+            s.token(&rec.id).expect("get").expect("some").replaced_by,
+            Some(new.id.clone())
+        );
+        s.revoke_token(&rec.id).expect("revoke");
+        assert_eq!(s.verify(secret.expose()), Err(TokenRejection::Revoked));
+        assert!(matches!(
+            s.revoke_token(&rec.id),
+            Err(RelayError::AlreadyRevoked(_))
+        ));
+        // A zero grace expires the old token at once.
+        let (_n2, _s2) = s
+            .rotate_token(&new.id, Duration::ZERO, None)
+            .expect("rotate");
+        assert_eq!(s.verify(new_secret.expose()), Err(TokenRejection::Expired));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn routes_belong_to_their_first_owner() {
+        let (s, dir) = store();
+        assert_eq!(
+            s.claim_route("db", "a@x").expect("claim"),
+            RouteClaim::Granted
+        );
+        assert_eq!(
+            s.claim_route("db", "a@x").expect("claim"),
+            RouteClaim::Granted
+        );
+        assert_eq!(
+            s.claim_route("db", "b@x").expect("claim"),
+            RouteClaim::Taken {
+                owner: "a@x".into()
+            }
+        );
+        assert!(s.release_route("db").expect("release"));
+        assert_eq!(
+            s.claim_route("db", "b@x").expect("claim"),
+            RouteClaim::Granted
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
