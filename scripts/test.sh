@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# The one test command of Drawbridge.
+#
+#   scripts/test.sh            build everything, run every test
+#   scripts/test.sh FILTER     run only the tests whose name contains FILTER
+#
+# Works on a fresh Debian machine with Rust installed, as root or not. It
+# installs Debian packages only when something it needs is missing (using sudo
+# when not root), keeps a Python venv in .venv-tests/ when the end-to-end tests
+# need Python, builds the binaries the end-to-end tests start, and runs the
+# tests with cargo-nextest if it is installed, else with cargo test.
+# Exits non-zero when anything fails.
+
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd)
+VENV="$ROOT/.venv-tests"
+REQUIREMENTS="$ROOT/tests/requirements.txt"
+
+section() {
+    printf '\n==> %s\n' "$*"
+}
+
+die() {
+    printf 'scripts/test.sh: %s\n' "$*" >&2
+    exit 1
+}
+
+# Runs a command as root: directly when we are root, else through sudo.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        die "need root to run '$*' (not root, and sudo is not installed)"
+    fi
+}
+
+# ---------------------------------------------------------------------------
+# Debian packages. Add a package to the list below when the tests start to
+# need one; it is installed only when `dpkg -s` says it is missing.
+# ---------------------------------------------------------------------------
+ensure_debian_packages() {
+    local wanted=()
+    # python3-venv: only when the tests need a venv and this python3 cannot
+    # make one (Debian splits venv/ensurepip out of python3).
+    if [ -f "$REQUIREMENTS" ] && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        wanted+=(python3-venv)
+    fi
+    if [ ${#wanted[@]} -eq 0 ]; then
+        echo "nothing needed"
+        return 0
+    fi
+    if ! command -v dpkg >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
+        die "missing packages (${wanted[*]}) and this is not a Debian system; install their equivalents by hand"
+    fi
+    local missing=() pkg
+    for pkg in "${wanted[@]}"; do
+        if ! dpkg -s "$pkg" >/dev/null 2>&1; then
+            missing+=("$pkg")
+        fi
+    done
+    if [ ${#missing[@]} -eq 0 ]; then
+        echo "all installed: ${wanted[*]}"
+        return 0
+    fi
+    echo "installing: ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# Creates or updates .venv-tests/ from tests/requirements.txt, if there is one,
+# and puts it first on PATH for the tests.
+ensure_python_venv() {
+    if [ ! -f "$REQUIREMENTS" ]; then
+        echo "no tests/requirements.txt; skipped"
+        return 0
+    fi
+    command -v python3 >/dev/null 2>&1 || die "tests/requirements.txt exists but python3 is not installed"
+    if [ ! -x "$VENV/bin/python" ]; then
+        echo "creating $VENV"
+        python3 -m venv "$VENV"
+    fi
+    local stamp="$VENV/.requirements.sha256" want have=""
+    want=$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)
+    [ -f "$stamp" ] && have=$(cat "$stamp")
+    if [ "$want" != "$have" ]; then
+        echo "installing tests/requirements.txt"
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
+        echo "$want" >"$stamp"
+    else
+        echo "up to date"
+    fi
+    export VIRTUAL_ENV="$VENV"
+    export PATH="$VENV/bin:$PATH"
+}
+
+section "toolchain"
+command -v cargo >/dev/null 2>&1 || die "cargo not found; install Rust from https://rustup.rs"
+cargo --version
+
+section "debian packages"
+ensure_debian_packages
+
+section "python venv (.venv-tests)"
+ensure_python_venv
+
+section "build (cargo build --workspace --bins)"
+cargo build --workspace --bins
+
+if cargo nextest --version >/dev/null 2>&1; then
+    section "tests (cargo nextest run --workspace --no-fail-fast)"
+    cargo nextest run --workspace --no-fail-fast "$@"
+else
+    section "tests (cargo test --workspace --no-fail-fast; install cargo-nextest for faster runs)"
+    cargo test --workspace --no-fail-fast "$@"
+fi
+
+section "all tests passed"

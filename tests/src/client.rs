@@ -1,0 +1,85 @@
+//! An HTTPS client that trusts a relay's self-signed CA.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+
+pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// A client for the relay's public side.
+#[derive(Clone)]
+pub struct HttpsClient {
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+}
+
+/// A buffered response.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+impl HttpsClient {
+    /// `http2`: speak HTTP/2 (ALPN) instead of HTTP/1.1.
+    pub fn new(ca: &Path, http2: bool) -> HttpsClient {
+        let tls = tunnel::tls::client_config(Some(ca), &[])
+            .expect("tls config");
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only();
+        let https = if http2 {
+            builder.enable_http2().build()
+        } else {
+            builder.enable_http1().build()
+        };
+        let mut b = Client::builder(TokioExecutor::new());
+        if http2 {
+            b.http2_only(true);
+        }
+        HttpsClient { client: b.build(https) }
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> Response<Incoming> {
+        self.client.request(req).await.expect("request to the relay")
+    }
+
+    /// Sends a request and buffers the answer.
+    pub async fn call(&self, method: &str, url: &str, token: Option<&str>, body: impl Into<Bytes>) -> Answer {
+        let mut b = Request::builder().method(method).uri(url);
+        if let Some(t) = token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        let req = b
+            .body(Full::new(body.into()).map_err(|never| match never {}).boxed_unsync())
+            .expect("request");
+        let resp = self.send(req).await;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("response body").to_bytes();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, url: &str, token: Option<&str>) -> Answer {
+        self.call("GET", url, token, Bytes::new()).await
+    }
+}

@@ -1,0 +1,353 @@
+//! The real binaries as child processes.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+use crate::TempDir;
+
+/// Path of a workspace binary (built by `cargo build --bins` before the tests).
+pub fn bin(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let p = target.join(profile).join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --bins` before the tests (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// A child process whose output lines are collected; killed on drop.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    pub pid: u32,
+    stdout_rx: mpsc::UnboundedReceiver<String>,
+    pub stdout: Arc<Mutex<Vec<String>>>,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, program: &Path, args: &[String], envs: &[(&str, &str)]) -> Proc {
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("RUST_LOG", "info,drawbridge=debug")
+            .env_remove("DRAWBRIDGE_TOKEN")
+            .kill_on_drop(true);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let pid = child.id().expect("pid");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        if let Some(out) = child.stdout.take() {
+            let lines = stdout.clone();
+            let tag = name.to_owned();
+            tokio::spawn(async move {
+                let mut r = BufReader::new(out).lines();
+                while let Ok(Some(l)) = r.next_line().await {
+                    eprintln!("[{tag} stdout] {l}");
+                    lines.lock().expect("lock").push(l.clone());
+                    let _ = tx.send(l);
+                }
+            });
+        }
+        if let Some(err) = child.stderr.take() {
+            let lines = stderr.clone();
+            let tag = name.to_owned();
+            tokio::spawn(async move {
+                let mut r = BufReader::new(err).lines();
+                while let Ok(Some(l)) = r.next_line().await {
+                    eprintln!("[{tag}] {l}");
+                    lines.lock().expect("lock").push(l);
+                }
+            });
+        }
+        Proc {
+            name: name.to_owned(),
+            child: Some(child),
+            pid,
+            stdout_rx: rx,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Waits for the next stdout line containing `needle`.
+    pub async fn wait_stdout(&mut self, needle: &str, within: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stdout_rx.recv()).await {
+                Ok(Some(l)) if l.contains(needle) => return l,
+                Ok(Some(_)) => {}
+                Ok(None) => panic!(
+                    "{} exited before printing {needle:?}; stderr:\n{}",
+                    self.name,
+                    self.stderr_text()
+                ),
+                Err(_) => panic!(
+                    "{} did not print {needle:?} within {within:?}; stderr:\n{}",
+                    self.name,
+                    self.stderr_text()
+                ),
+            }
+        }
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().expect("lock").join("\n")
+    }
+
+    /// Waits (up to `within`) until stderr has a line containing `needle`.
+    pub async fn wait_stderr(&self, needle: &str, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            if self.stderr.lock().expect("lock").iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        false
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`, `KILL`).
+    pub fn signal(&self, sig: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{sig} {} failed", self.pid);
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let child = self.child.as_mut().expect("child");
+        let status = tokio::time::timeout(within, child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{} did not exit within {within:?}", self.name))
+            .expect("wait");
+        status.code()
+    }
+
+    /// SIGKILL now and reap.
+    pub async fn kill(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill().await;
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+    }
+}
+
+/// A running `relay serve` with its own state dir.
+pub struct RelayProc {
+    pub proc: Proc,
+    pub addr: std::net::SocketAddr,
+    pub state: Arc<TempDir>,
+    pub extra_args: Vec<String>,
+}
+
+impl RelayProc {
+    /// Starts a relay on 127.0.0.1:0 with a self-signed certificate.
+    pub async fn start(extra: &[&str]) -> RelayProc {
+        let state = Arc::new(TempDir::new("relay"));
+        Self::start_with(state, "127.0.0.1:0", extra).await
+    }
+
+    /// Starts a relay on `listen` with an existing state dir.
+    pub async fn start_with(state: Arc<TempDir>, listen: &str, extra: &[&str]) -> RelayProc {
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--listen".into(),
+            listen.into(),
+            "--self-signed".into(),
+            "--state-dir".into(),
+            state.path().display().to_string(),
+            "--keepalive-interval".into(),
+            "1s".into(),
+            "--drain-timeout".into(),
+            "2s".into(),
+        ];
+        let extra_args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        args.extend(extra_args.iter().cloned());
+        let mut proc = Proc::spawn("relay", &bin("relay"), &args, &[]);
+        let line = proc
+            .wait_stdout("listening on", Duration::from_secs(20))
+            .await;
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.parse::<std::net::SocketAddr>().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        RelayProc {
+            proc,
+            addr,
+            state,
+            extra_args,
+        }
+    }
+
+    /// Stops this relay (SIGTERM, graceful) and starts a new one on the same port and state.
+    pub async fn restart(self) -> RelayProc {
+        let RelayProc {
+            mut proc,
+            addr,
+            state,
+            extra_args,
+        } = self;
+        proc.signal("TERM");
+        proc.wait_exit(Duration::from_secs(20)).await;
+        drop(proc);
+        let extra: Vec<&str> = extra_args.iter().map(String::as_str).collect();
+        RelayProc::start_with(state, &addr.to_string(), &extra).await
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    pub fn route_url(&self, route: &str) -> String {
+        format!("https://{}/mcp/{route}", self.addr)
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.state.path().join("ca.pem")
+    }
+
+    /// Runs a `relay` admin command against this relay's state; returns (code, stdout, stderr).
+    pub fn admin(&self, args: &[&str]) -> (i32, String, String) {
+        let mut full: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        full.push("--state-dir".into());
+        full.push(self.state.path().display().to_string());
+        let out = std::process::Command::new(bin("relay"))
+            .args(&full)
+            .output()
+            .expect("run relay admin command");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Creates a token and returns it.
+    pub fn token(&self, owner: &str, client: bool) -> String {
+        let mut args = vec!["token", "create", "--owner", owner];
+        if client {
+            args.push("--client");
+        }
+        let (code, out, err) = self.admin(&args);
+        assert_eq!(code, 0, "token create failed: {err}");
+        out.trim().to_owned()
+    }
+
+    /// The id of the newest token (from `relay token list --json`).
+    pub fn last_token_id(&self) -> String {
+        let (_, out, _) = self.admin(&["token", "list", "--json"]);
+        let last = out.lines().last().expect("a token");
+        let v: serde_json::Value = serde_json::from_str(last).expect("json");
+        v["id"].as_str().expect("id").to_owned()
+    }
+}
+
+/// A running `agent connect`.
+pub struct AgentProc {
+    pub proc: Proc,
+    /// The public URL it announced.
+    pub url: String,
+}
+
+impl AgentProc {
+    /// Starts an agent for `route` served from `upstream`, and waits until it is live.
+    pub async fn start(
+        relay: &RelayProc,
+        token: &str,
+        route: &str,
+        upstream: &str,
+        transport: &str,
+    ) -> AgentProc {
+        let mut a = Self::spawn(relay, token, route, upstream, transport, &[]);
+        let url = a.wait_live().await;
+        AgentProc { proc: a.proc, url }
+    }
+
+    /// Starts an agent without waiting for it to come up.
+    pub fn spawn(
+        relay: &RelayProc,
+        token: &str,
+        route: &str,
+        upstream: &str,
+        transport: &str,
+        extra: &[&str],
+    ) -> AgentProc {
+        let mut args: Vec<String> = vec![
+            "connect".into(),
+            "--relay".into(),
+            relay.url(),
+            "--ca-cert".into(),
+            relay.ca().display().to_string(),
+            "--route".into(),
+            route.into(),
+            "--http".into(),
+            upstream.into(),
+            "--transport".into(),
+            transport.into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let proc = Proc::spawn("agent", &bin("agent"), &args, &[("DRAWBRIDGE_TOKEN", token)]);
+        AgentProc {
+            proc,
+            url: String::new(),
+        }
+    }
+
+    /// Waits for the next "is live at" announcement; returns the URL.
+    pub async fn wait_live(&mut self) -> String {
+        let line = self
+            .proc
+            .wait_stdout("is live at", Duration::from_secs(30))
+            .await;
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("https://"))
+            .expect("url in live line")
+            .to_owned();
+        self.url = url.clone();
+        url
+    }
+
+    /// The transport of the last announcement ("quic" or "tcp").
+    pub fn last_transport(&self) -> String {
+        let lines = self.proc.stdout.lock().expect("lock");
+        let last = lines
+            .iter()
+            .rev()
+            .find(|l| l.contains("is live at"))
+            .cloned()
+            .unwrap_or_default();
+        last.rsplit("(via ")
+            .next()
+            .map(|s| s.trim_end_matches(')').to_owned())
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,191 @@
+//! A scriptable local HTTP server standing in for the laptop's server.
+//!
+//! * `/echo…` — JSON with the method, path, headers and body it received.
+//! * `/bytes/<n>` — streams `n` bytes of a known pattern.
+//! * `/upload` — reads the body as it streams in; answers its length and checksum.
+//! * `/sse` — an event stream; event `k+1` is only sent after the test calls
+//!   [`Upstream::release`], so a test can prove each event arrived on its own.
+//! * `/hang` — never answers.
+//! * `/id` — this server's id (to tell replicas apart).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::sync::Semaphore;
+
+type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// The byte at offset `i` of every pattern stream.
+pub fn pattern(i: u64) -> u8 {
+    (i % 251) as u8
+}
+
+/// A running test upstream.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub id: String,
+    pub hits: Arc<AtomicU64>,
+    sse_gate: Arc<Semaphore>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Shared {
+    id: String,
+    hits: Arc<AtomicU64>,
+    sse_gate: Arc<Semaphore>,
+}
+
+impl Upstream {
+    pub async fn start(id: &str) -> Upstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let hits = Arc::new(AtomicU64::new(0));
+        let sse_gate = Arc::new(Semaphore::new(0));
+        let shared = Arc::new(Shared {
+            id: id.to_owned(),
+            hits: hits.clone(),
+            sse_gate: sse_gate.clone(),
+        });
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| handle(shared.clone(), req));
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        Upstream {
+            addr,
+            id: id.to_owned(),
+            hits,
+            sse_gate,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Lets the SSE stream send its next event.
+    pub fn release(&self) {
+        self.sse_gate.add_permits(1);
+    }
+}
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    shared.hits.fetch_add(1, Ordering::Relaxed);
+    let path = req.uri().path().to_owned();
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let resp = if path.starts_with("/echo") {
+        let method = req.method().to_string();
+        let headers: serde_json::Map<String, serde_json::Value> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+            .collect();
+        let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        let v = serde_json::json!({
+            "id": shared.id,
+            "method": method,
+            "path": pq,
+            "headers": headers,
+            "body": String::from_utf8_lossy(&body),
+        });
+        Response::builder()
+            .header("content-type", "application/json")
+            .header("x-upstream", shared.id.as_str())
+            .body(full(v.to_string()))
+            .expect("response")
+    } else if let Some(n) = path.strip_prefix("/bytes/") {
+        let total: u64 = n.parse().unwrap_or(0);
+        let stream = futures::stream::unfold(0u64, move |sent| async move {
+            if sent >= total {
+                return None;
+            }
+            let n = (total - sent).min(64 * 1024);
+            let chunk: Vec<u8> = (sent..sent + n).map(pattern).collect();
+            Some((Ok::<_, std::io::Error>(Frame::data(Bytes::from(chunk))), sent + n))
+        });
+        Response::builder()
+            .header("content-type", "application/octet-stream")
+            .body(StreamBody::new(stream).boxed_unsync())
+            .expect("response")
+    } else if path == "/upload" {
+        let mut body = req.into_body();
+        let mut len = 0u64;
+        let mut mismatches = 0u64;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { break };
+            if let Ok(data) = frame.into_data() {
+                for b in data.iter() {
+                    if *b != pattern(len) {
+                        mismatches += 1;
+                    }
+                    len += 1;
+                }
+            }
+        }
+        let v = serde_json::json!({ "len": len, "mismatches": mismatches });
+        Response::builder()
+            .header("content-type", "application/json")
+            .body(full(v.to_string()))
+            .expect("response")
+    } else if path == "/sse" {
+        let gate = shared.sse_gate.clone();
+        let stream = futures::stream::unfold(0u32, move |k| {
+            let gate = gate.clone();
+            async move {
+                if k >= 3 {
+                    return None;
+                }
+                if k > 0 {
+                    gate.acquire().await.ok()?.forget();
+                }
+                let ev = format!("id: {k}\ndata: event {k}\n\n");
+                Some((Ok::<_, std::io::Error>(Frame::data(Bytes::from(ev))), k + 1))
+            }
+        });
+        Response::builder()
+            .header("content-type", "text/event-stream")
+            .header("cache-control", "no-cache")
+            .body(StreamBody::new(stream).boxed_unsync())
+            .expect("response")
+    } else if path == "/hang" {
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+        Response::new(full(""))
+    } else if path == "/id" {
+        Response::new(full(shared.id.clone()))
+    } else {
+        Response::builder()
+            .status(404)
+            .body(full("not found"))
+            .expect("response")
+    };
+    Ok(resp)
+}
