@@ -88,7 +88,6 @@ ensure_python_venv() {
     [ -f "$stamp" ] && have=$(cat "$stamp")
     if [ "$want" != "$have" ]; then
         echo "installing tests/requirements.txt"
-        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
         "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
         echo "$want" >"$stamp"
     else
@@ -107,6 +106,10 @@ ensure_debian_packages
 
 section "python venv (.venv-tests)"
 ensure_python_venv
+
+section "format and lints (cargo fmt --check, cargo clippy -D warnings)"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
 
 section "build (cargo build --workspace --bins)"
 cargo build --workspace --bins

@@ -98,8 +98,8 @@ pub async fn run(
             }
         };
         let transport = conn.transport();
-        let (welcome, send, recv) = match session::handshake(&conn, &identity).await {
-            Ok(w) => w,
+        let established = match session::handshake(conn.clone(), &identity).await {
+            Ok(e) => e,
             Err(SessionEnd::Refused(r)) if !r.code.is_retryable() => {
                 conn.close("refused");
                 return Err(refusal_error(r));
@@ -115,14 +115,11 @@ pub async fn run(
             }
         };
         backoff.reset();
-        for r in &welcome.routes {
+        for r in &established.welcome.routes {
             reporter.live(&r.name, &r.public_url, transport);
         }
         let end = session::serve(
-            conn,
-            &welcome,
-            send,
-            recv,
+            established,
             upstream.clone(),
             stop.clone(),
             &config,

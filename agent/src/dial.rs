@@ -73,6 +73,7 @@ impl Dialer {
                 max_incoming_streams: tunnel::mux::MAX_STREAMS as u32,
                 keep_alive: Duration::from_secs(5),
                 idle_timeout: Duration::from_secs(20),
+                initial_rtt: Duration::from_millis(100),
             },
             quic_lost_at: Mutex::new(None),
             quic_retry_interval: Duration::from_secs(300),

@@ -45,11 +45,20 @@ pub struct SessionConfig {
     pub quic_retry: Option<Duration>,
 }
 
+/// A session the relay accepted: its connection, the relay's welcome, and
+/// the control stream.
+pub struct Established {
+    pub conn: TunnelConnection,
+    pub welcome: Welcome,
+    pub send: SendHalf,
+    pub recv: RecvHalf,
+}
+
 /// Sends the hello and reads the reply.
 pub async fn handshake(
-    conn: &TunnelConnection,
+    conn: TunnelConnection,
     identity: &Identity,
-) -> Result<(Welcome, SendHalf, RecvHalf), SessionEnd> {
+) -> Result<Established, SessionEnd> {
     let lost = |e: &dyn std::fmt::Display| SessionEnd::Lost(format!("handshake: {e}"));
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
     let hello = Hello {
@@ -77,22 +86,30 @@ pub async fn handshake(
     .map_err(|_| SessionEnd::Lost("the relay did not answer the hello within 10s".into()))?
     .map_err(|e| lost(&e))?;
     match reply {
-        HelloReply::Welcome(w) => Ok((w, send, recv)),
+        HelloReply::Welcome(welcome) => Ok(Established {
+            conn,
+            welcome,
+            send,
+            recv,
+        }),
         HelloReply::Refused(r) => Err(SessionEnd::Refused(r)),
     }
 }
 
 /// Serves an established session until it ends.
 pub async fn serve(
-    conn: TunnelConnection,
-    welcome: &Welcome,
-    mut send: SendHalf,
-    mut recv: RecvHalf,
+    session: Established,
     upstream: Arc<HttpUpstream>,
     stop: CancellationToken,
     config: &SessionConfig,
     dialer: Option<&crate::dial::Dialer>,
 ) -> SessionEnd {
+    let Established {
+        conn,
+        welcome,
+        mut send,
+        mut recv,
+    } = session;
     let in_flight = TaskTracker::new();
     let accept_task = tokio::spawn(accept_streams(conn.clone(), upstream, in_flight.clone()));
     let interval = Duration::from_millis(u64::from(welcome.keepalive_interval_ms.max(100)));
@@ -128,6 +145,7 @@ pub async fn serve(
                     Ok(Control::Pong { .. }) => {}
                     Ok(Control::GoAway { reason, reconnect, message }) => {
                         tracing::info!(?reason, message, "the relay said goodbye");
+                        let _ = send.finish().await;
                         if !reconnect {
                             drain_then_close(conn.clone(), in_flight.clone(), Duration::from_secs(1));
                             break SessionEnd::Disconnected(message);

@@ -128,7 +128,8 @@ fn two_frames_in_one_buffer_decode_in_order() {
 fn oversized_length_is_refused_before_the_payload_arrives() {
     let mut buf = BytesMut::new();
     buf.put_u32(u32::MAX);
-    let err = decode_frame::<Control>("control", &mut buf, FrameLimit::CONTROL).unwrap_err();
+    let err =
+        decode_frame::<Control>("control", &mut buf, FrameLimit::CONTROL).expect_err("must fail");
     assert!(
         matches!(err, DecodeError::FrameTooLarge { len, max } if len == u32::MAX as usize && max == 64 * 1024),
         "{err}"
@@ -143,7 +144,8 @@ fn oversized_length_is_refused_before_the_payload_arrives() {
 fn empty_frame_is_refused() {
     let mut buf = BytesMut::new();
     buf.put_u32(0);
-    let err = decode_frame::<Control>("control", &mut buf, FrameLimit::CONTROL).unwrap_err();
+    let err =
+        decode_frame::<Control>("control", &mut buf, FrameLimit::CONTROL).expect_err("must fail");
     assert!(matches!(err, DecodeError::EmptyFrame));
 }
 
@@ -158,7 +160,7 @@ fn garbage_payload_is_malformed_not_a_panic() {
             let _ = decode_payload::<Control>("control", &[a, b]);
         }
     }
-    let err = decode_payload::<Control>("control", &[9, 9, 9]).unwrap_err();
+    let err = decode_payload::<Control>("control", &[9, 9, 9]).expect_err("must fail");
     assert!(
         matches!(
             err,
@@ -175,7 +177,7 @@ fn garbage_payload_is_malformed_not_a_panic() {
 fn trailing_bytes_are_refused() {
     let mut payload = postcard::to_stdvec(&Control::Ping { nonce: 3 }).expect("encode");
     payload.push(0);
-    let err = decode_payload::<Control>("control", &payload).unwrap_err();
+    let err = decode_payload::<Control>("control", &payload).expect_err("must fail");
     assert!(
         matches!(err, DecodeError::TrailingBytes { extra: 1, .. }),
         "{err}"
@@ -198,7 +200,7 @@ fn encoding_above_the_limit_is_refused() {
         reconnect: false,
         message: "x".repeat(70 * 1024),
     };
-    let err = encode_frame("control", &big, FrameLimit::CONTROL, &mut buf).unwrap_err();
+    let err = encode_frame("control", &big, FrameLimit::CONTROL, &mut buf).expect_err("must fail");
     assert!(matches!(err, FrameError::Encode { .. }), "{err}");
     assert!(buf.is_empty(), "nothing written on failure");
 }
@@ -238,7 +240,7 @@ async fn async_reader_sees_truncation_and_closure() {
     let mut empty: &[u8] = &[];
     let err = read_frame::<Control, _>("control", &mut empty, FrameLimit::CONTROL)
         .await
-        .unwrap_err();
+        .expect_err("must fail");
     assert!(
         matches!(err, FrameError::Closed { what: "control" }),
         "{err}"
@@ -248,7 +250,7 @@ async fn async_reader_sees_truncation_and_closure() {
     let mut short: &[u8] = &[0, 0];
     let err = read_frame::<Control, _>("control", &mut short, FrameLimit::CONTROL)
         .await
-        .unwrap_err();
+        .expect_err("must fail");
     assert!(matches!(err, FrameError::Truncated { .. }), "{err}");
 
     // Ended inside the payload.
@@ -264,14 +266,14 @@ async fn async_reader_sees_truncation_and_closure() {
     let mut r: &[u8] = cut;
     let err = read_frame::<Control, _>("control", &mut r, FrameLimit::CONTROL)
         .await
-        .unwrap_err();
+        .expect_err("must fail");
     assert!(matches!(err, FrameError::Truncated { .. }), "{err}");
 
     // Oversized prefix: refused after reading only 4 bytes.
     let mut huge: &[u8] = &[0x7f, 0xff, 0xff, 0xff, 1, 2, 3];
     let err = read_frame::<Control, _>("control", &mut huge, FrameLimit::CONTROL)
         .await
-        .unwrap_err();
+        .expect_err("must fail");
     assert!(
         matches!(err, FrameError::Decode(DecodeError::FrameTooLarge { .. })),
         "{err}"

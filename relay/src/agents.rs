@@ -232,8 +232,14 @@ async fn control_loop(
                     Err(protocol::FrameError::Closed { .. }) => {
                         // The agent closed its control stream: wait for the
                         // connection itself to end (in-flight exchanges finish).
+                        state.registry.unregister(session);
+                        session.set_draining();
                         session.conn.closed().await;
                         return "agent closed the tunnel";
+                    }
+                    Err(protocol::FrameError::Io(e)) => {
+                        tracing::debug!(session = session.id, error = %e, "control stream ended");
+                        return "control stream ended";
                     }
                     Err(e) => {
                         tracing::warn!(session = session.id, error = %e, "agent sent a bad control frame; closing its tunnel");
@@ -290,7 +296,7 @@ pub async fn revocation_watch(state: SharedState) {
         let version = state.store.data_version().ok();
         // Expiry needs no write to happen, so check at least every 30 ticks.
         ticks = ticks.wrapping_add(1);
-        let periodic = ticks % 30 == 0;
+        let periodic = ticks.is_multiple_of(30);
         if version == last_version && !periodic {
             continue;
         }

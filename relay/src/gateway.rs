@@ -81,7 +81,7 @@ async fn route_request(
     // 1. Who is asking.
     let token = match authenticate(state, req.headers()) {
         Ok(t) => t,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
 
     // 2. May they use this route? (Until policy lands: only its owner.)
@@ -192,9 +192,12 @@ fn split_route(path: &str) -> Option<(&str, &str)> {
 fn authenticate(
     state: &SharedState,
     headers: &http::HeaderMap,
-) -> Result<TokenRecord, Response<RespBody>> {
+) -> Result<TokenRecord, Box<Response<RespBody>>> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Err(unauthorized(None, "this route needs a bearer token"));
+        return Err(Box::new(unauthorized(
+            None,
+            "this route needs a bearer token",
+        )));
     };
     let presented = value
         .to_str()
@@ -209,15 +212,14 @@ fn authenticate(
                 "the Authorization header must be 'Bearer <token>'",
             )
         })?;
-    let record = state
-        .store
-        .verify(presented)
-        .map_err(|rejection| unauthorized(Some("invalid_token"), &rejection.to_string()))?;
+    let record = state.store.verify(presented).map_err(|rejection| {
+        Box::new(unauthorized(Some("invalid_token"), &rejection.to_string()))
+    })?;
     if record.kind != TokenKind::Client {
-        return Err(unauthorized(
+        return Err(Box::new(unauthorized(
             Some("invalid_token"),
             "an agent token cannot call routes; create a client token with `relay token create --client`",
-        ));
+        )));
     }
     Ok(record)
 }

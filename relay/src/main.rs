@@ -38,12 +38,19 @@ enum Command {
 #[derive(Args)]
 struct StateDir {
     /// Where the relay keeps its state (SQLite database, certificates).
-    #[arg(
-        long,
-        env = "DRAWBRIDGE_STATE_DIR",
-        default_value = "./drawbridge-relay"
-    )]
-    state_dir: PathBuf,
+    /// Default: ~/.local/share/drawbridge/relay (the user's data dir).
+    #[arg(long, env = "DRAWBRIDGE_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+impl StateDir {
+    fn path(&self) -> PathBuf {
+        self.state_dir.clone().unwrap_or_else(|| {
+            dirs::data_local_dir()
+                .map(|d| d.join("drawbridge").join("relay"))
+                .unwrap_or_else(|| PathBuf::from("drawbridge-relay"))
+        })
+    }
 }
 
 #[derive(Args)]
@@ -52,8 +59,9 @@ struct ServeArgs {
     #[arg(long, default_value = "0.0.0.0:443")]
     listen: SocketAddr,
     /// How the relay names itself, e.g. https://relay.example.com.
-    /// Default: https://<listen address>.
-    #[arg(long)]
+    /// Default: https://<listen address> (https://localhost when listening on
+    /// all addresses).
+    #[arg(long, env = "DRAWBRIDGE_PUBLIC_URL")]
     public_url: Option<String>,
     /// PEM certificate chain.
     #[arg(long, requires = "tls_key", conflicts_with = "self_signed")]
@@ -119,6 +127,7 @@ enum TokenCommand {
     Rotate {
         #[command(flatten)]
         state: StateDir,
+        /// The id of the token to replace (from `relay token list`).
         id: String,
         /// How long the old token stays valid.
         #[arg(long, default_value = "24h")]
@@ -140,6 +149,7 @@ enum RouteCommand {
     Release {
         #[command(flatten)]
         state: StateDir,
+        /// The route name.
         name: String,
     },
 }
@@ -157,8 +167,8 @@ fn main() -> ExitCode {
 }
 
 fn open(state: &StateDir) -> anyhow::Result<Store> {
-    Store::open(&state.state_dir)
-        .with_context(|| format!("cannot open the state in {}", state.state_dir.display()))
+    let dir = state.path();
+    Store::open(&dir).with_context(|| format!("cannot open the state in {}", dir.display()))
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
@@ -254,7 +264,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         (None, None, true) => TlsSource::SelfSigned,
         _ => anyhow::bail!("give either --tls-cert FILE --tls-key FILE, or --self-signed"),
     };
-    let mut config = RelayConfig::new(args.listen, args.state.state_dir, tls);
+    if args.public_url.is_none() && args.listen.ip().is_unspecified() {
+        tracing::warn!(
+            "no --public-url: route URLs will say https://localhost; set --public-url https://your.domain"
+        );
+    }
+    let mut config = RelayConfig::new(args.listen, args.state.path(), tls);
     config.public_url = args.public_url;
     config.quic = !args.no_quic;
     config.response_timeout = args.response_timeout;

@@ -86,6 +86,7 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
                     max_incoming_streams: 8,
                     keep_alive: config.keepalive_interval,
                     idle_timeout: config.keepalive_interval * 4,
+                    initial_rtt: Duration::from_millis(333),
                 },
             )?;
             tasks.spawn(listener::serve_quic(state.clone(), endpoint.clone()));
@@ -121,6 +122,11 @@ impl RunningRelay {
     /// `drain_timeout` to finish, then everything closes.
     pub async fn shutdown(self) {
         tracing::info!("relay shutting down");
+        // Refuse new QUIC handshakes at once, so that agents retry promptly
+        // instead of waiting on a relay that will not answer.
+        if let Some(endpoint) = &self.quic {
+            endpoint.set_server_config(None);
+        }
         self.state.shutdown.cancel();
         self.state.requests.close();
         let _ =
@@ -132,7 +138,7 @@ impl RunningRelay {
         }
         if let Some(endpoint) = &self.quic {
             endpoint.close(quinn::VarInt::from_u32(0), b"relay shutdown");
-            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+            let _ = tokio::time::timeout(Duration::from_millis(250), endpoint.wait_idle()).await;
         }
         self.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(1), self.tasks.wait()).await;

@@ -192,7 +192,7 @@ impl Store {
     pub fn list_tokens(&self) -> Result<Vec<TokenRecord>, RelayError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
-            "SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, id"
+            "SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY rowid"
         ))?;
         let rows = stmt.query_map([], row_to_record)?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)

@@ -39,8 +39,7 @@ impl Answer {
 impl HttpsClient {
     /// `http2`: speak HTTP/2 (ALPN) instead of HTTP/1.1.
     pub fn new(ca: &Path, http2: bool) -> HttpsClient {
-        let tls = tunnel::tls::client_config(Some(ca), &[])
-            .expect("tls config");
+        let tls = tunnel::tls::client_config(Some(ca), &[]).expect("tls config");
         let builder = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only();
@@ -53,21 +52,36 @@ impl HttpsClient {
         if http2 {
             b.http2_only(true);
         }
-        HttpsClient { client: b.build(https) }
+        HttpsClient {
+            client: b.build(https),
+        }
     }
 
     pub async fn send(&self, req: Request<Body>) -> Response<Incoming> {
-        self.client.request(req).await.expect("request to the relay")
+        self.client
+            .request(req)
+            .await
+            .expect("request to the relay")
     }
 
     /// Sends a request and buffers the answer.
-    pub async fn call(&self, method: &str, url: &str, token: Option<&str>, body: impl Into<Bytes>) -> Answer {
+    pub async fn call(
+        &self,
+        method: &str,
+        url: &str,
+        token: Option<&str>,
+        body: impl Into<Bytes>,
+    ) -> Answer {
         let mut b = Request::builder().method(method).uri(url);
         if let Some(t) = token {
             b = b.header("authorization", format!("Bearer {t}"));
         }
         let req = b
-            .body(Full::new(body.into()).map_err(|never| match never {}).boxed_unsync())
+            .body(
+                Full::new(body.into())
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            )
             .expect("request");
         let resp = self.send(req).await;
         let (parts, body) = resp.into_parts();

@@ -16,7 +16,11 @@ pub fn bin(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
     let p = target.join(profile).join(name);
     assert!(
         p.exists(),
@@ -116,7 +120,13 @@ impl Proc {
     pub async fn wait_stderr(&self, needle: &str, within: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + within;
         while tokio::time::Instant::now() < deadline {
-            if self.stderr.lock().expect("lock").iter().any(|l| l.contains(needle)) {
+            if self
+                .stderr
+                .lock()
+                .expect("lock")
+                .iter()
+                .any(|l| l.contains(needle))
+            {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -314,7 +324,12 @@ impl AgentProc {
             transport.into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let proc = Proc::spawn("agent", &bin("agent"), &args, &[("DRAWBRIDGE_TOKEN", token)]);
+        let proc = Proc::spawn(
+            "agent",
+            &bin("agent"),
+            &args,
+            &[("DRAWBRIDGE_TOKEN", token)],
+        );
         AgentProc {
             proc,
             url: String::new(),

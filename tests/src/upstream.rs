@@ -50,7 +50,9 @@ struct Shared {
 
 impl Upstream {
     pub async fn start(id: &str) -> Upstream {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let hits = Arc::new(AtomicU64::new(0));
         let sse_gate = Arc::new(Semaphore::new(0));
@@ -61,7 +63,9 @@ impl Upstream {
         });
         let task = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { return };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| handle(shared.clone(), req));
@@ -91,7 +95,9 @@ impl Upstream {
 }
 
 fn full(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(b.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
@@ -109,7 +115,12 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
             .iter()
             .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
             .collect();
-        let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
         let v = serde_json::json!({
             "id": shared.id,
             "method": method,
@@ -130,7 +141,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
             }
             let n = (total - sent).min(64 * 1024);
             let chunk: Vec<u8> = (sent..sent + n).map(pattern).collect();
-            Some((Ok::<_, std::io::Error>(Frame::data(Bytes::from(chunk))), sent + n))
+            Some((
+                Ok::<_, std::io::Error>(Frame::data(Bytes::from(chunk))),
+                sent + n,
+            ))
         });
         Response::builder()
             .header("content-type", "application/octet-stream")

@@ -1,6 +1,12 @@
 //! End-to-end tests: one test binary (faster to link), one module per theme.
 
+#[path = "e2e/auth.rs"]
+mod auth;
 #[path = "e2e/forwarding.rs"]
 mod forwarding;
+#[path = "e2e/hostile.rs"]
+mod hostile;
+#[path = "e2e/lifecycle.rs"]
+mod lifecycle;
 #[path = "e2e/transports.rs"]
 mod transports;

@@ -19,6 +19,10 @@ pub struct QuicSettings {
     pub keep_alive: Duration,
     /// Connection considered dead after this long without any packet.
     pub idle_timeout: Duration,
+    /// The RTT assumed before any is measured: it sets how soon a lost
+    /// handshake packet is resent (quinn's default of 333 ms makes a dial
+    /// that races a relay restart wait a full second).
+    pub initial_rtt: Duration,
 }
 
 impl QuicSettings {
@@ -31,6 +35,7 @@ impl QuicSettings {
         t.receive_window(VarInt::from_u32(32 * 1024 * 1024));
         t.send_window(32 * 1024 * 1024);
         t.keep_alive_interval(Some(self.keep_alive));
+        t.initial_rtt(self.initial_rtt);
         t.max_idle_timeout(Some(
             IdleTimeout::try_from(self.idle_timeout)
                 .map_err(|e| TunnelError::Quic(format!("idle timeout: {e}")))?,

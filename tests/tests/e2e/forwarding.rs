@@ -45,7 +45,9 @@ async fn request_and_response_cross_with_the_right_headers() {
             .header("x-forwarded-host", "evil.example")
             .header("x-custom", "kept");
         if !http2 {
-            req = req.header("connection", "keep-alive, x-secret-hop").header("x-secret-hop", "1");
+            req = req
+                .header("connection", "keep-alive, x-secret-hop")
+                .header("x-secret-hop", "1");
         }
         let body = http_body_util::Full::new(Bytes::from_static(b"{\"hello\":1}"))
             .map_err(|never| match never {})
@@ -55,18 +57,29 @@ async fn request_and_response_cross_with_the_right_headers() {
         assert!(resp.headers().contains_key("x-request-id"));
         assert_eq!(resp.headers()["x-upstream"], "u1");
         let v: serde_json::Value =
-            serde_json::from_slice(&resp.into_body().collect().await.expect("body").to_bytes()).expect("json");
+            serde_json::from_slice(&resp.into_body().collect().await.expect("body").to_bytes())
+                .expect("json");
         assert_eq!(v["method"], "POST");
         assert_eq!(v["path"], "/echo/x?q=1");
         assert_eq!(v["body"], "{\"hello\":1}");
         let h = &v["headers"];
-        assert!(h.get("authorization").is_none(), "the client's token reached the laptop: {h}");
-        assert!(h.get("x-secret-hop").is_none(), "a Connection-listed header crossed: {h}");
+        assert!(
+            h.get("authorization").is_none(),
+            "the client's token reached the laptop: {h}"
+        );
+        assert!(
+            h.get("x-secret-hop").is_none(),
+            "a Connection-listed header crossed: {h}"
+        );
         assert_eq!(h["x-custom"], "kept");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], s.relay.addr.to_string());
         assert_eq!(h["x-forwarded-for"], "127.0.0.1");
-        assert_eq!(h["host"], s.upstream.addr.to_string(), "the local server sees its own Host");
+        assert_eq!(
+            h["host"],
+            s.upstream.addr.to_string(),
+            "the local server sees its own Host"
+        );
     }
 }
 
@@ -78,7 +91,11 @@ async fn sse_events_arrive_one_by_one() {
         .uri(format!("{}/sse", s.relay.route_url("demo")))
         .header("authorization", format!("Bearer {}", s.client_token))
         .header("accept", "text/event-stream")
-        .body(http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync())
+        .body(
+            http_body_util::Empty::new()
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
         .expect("req");
     let resp = client.send(req).await;
     assert_eq!(resp.status(), 200);
@@ -99,7 +116,11 @@ async fn sse_events_arrive_one_by_one() {
                 seen.push_str(&String::from_utf8_lossy(&d));
             }
         }
-        assert!(!seen.contains(&format!("event {}", k + 1)), "event {} came before it was released", k + 1);
+        assert!(
+            !seen.contains(&format!("event {}", k + 1)),
+            "event {} came before it was released",
+            k + 1
+        );
         s.upstream.release();
     }
     // The stream then ends cleanly.
@@ -120,7 +141,11 @@ async fn fifty_megabytes_each_way_in_bounded_memory() {
     let req = Request::builder()
         .uri(format!("{}/bytes/{SIZE}", s.relay.route_url("demo")))
         .header("authorization", format!("Bearer {}", s.client_token))
-        .body(http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync())
+        .body(
+            http_body_util::Empty::new()
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
         .expect("req");
     let resp = client.send(req).await;
     assert_eq!(resp.status(), 200);
@@ -152,7 +177,10 @@ async fn fifty_megabytes_each_way_in_bounded_memory() {
         }
         let n = (SIZE - sent).min(256 * 1024);
         let chunk: Vec<u8> = (sent..sent + n).map(pattern).collect();
-        Some((Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from(chunk))), sent + n))
+        Some((
+            Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from(chunk))),
+            sent + n,
+        ))
     });
     let req = Request::builder()
         .method("POST")
@@ -163,7 +191,8 @@ async fn fifty_megabytes_each_way_in_bounded_memory() {
     let resp = client.send(req).await;
     assert_eq!(resp.status(), 200);
     let v: serde_json::Value =
-        serde_json::from_slice(&resp.into_body().collect().await.expect("body").to_bytes()).expect("json");
+        serde_json::from_slice(&resp.into_body().collect().await.expect("body").to_bytes())
+            .expect("json");
     assert_eq!(v["len"], SIZE);
     assert_eq!(v["mismatches"], 0);
 
@@ -172,8 +201,14 @@ async fn fifty_megabytes_each_way_in_bounded_memory() {
     eprintln!("relay rss {relay_before} KiB -> peak {relay_peak} KiB; agent {agent_before} -> {agent_peak} KiB");
     // 50 MiB passed each way; neither side may have held a large part of it.
     let bound = 32 * 1024;
-    assert!(relay_peak < relay_before + bound, "relay grew from {relay_before} to {relay_peak} KiB");
-    assert!(agent_peak < agent_before + bound, "agent grew from {agent_before} to {agent_peak} KiB");
+    assert!(
+        relay_peak < relay_before + bound,
+        "relay grew from {relay_before} to {relay_peak} KiB"
+    );
+    assert!(
+        agent_peak < agent_before + bound,
+        "agent grew from {agent_before} to {agent_peak} KiB"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
