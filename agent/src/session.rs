@@ -108,8 +108,9 @@ pub async fn serve(
         conn,
         welcome,
         mut send,
-        mut recv,
+        recv,
     } = session;
+    let mut control = tunnel::ControlReader::spawn(recv);
     let in_flight = TaskTracker::new();
     let accept_task = tokio::spawn(accept_streams(conn.clone(), upstream, in_flight.clone()));
     let interval = Duration::from_millis(u64::from(welcome.keepalive_interval_ms.max(100)));
@@ -136,7 +137,7 @@ pub async fn serve(
                     break SessionEnd::Lost("the control stream failed".into());
                 }
             }
-            frame = protocol::read_frame::<Control, _>("control", &mut recv, FrameLimit::CONTROL) => {
+            frame = control.next() => {
                 deadline = Instant::now() + silence_limit;
                 match frame {
                     Ok(Control::Ping { nonce }) => {

@@ -15,7 +15,7 @@ use protocol::{
     Welcome, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use tokio::time::{timeout, Instant};
-use tunnel::{RecvHalf, SendHalf, TunnelConnection};
+use tunnel::{ControlReader, RecvHalf, SendHalf, TunnelConnection};
 
 use crate::registry::{AgentSession, KillReason};
 use crate::state::SharedState;
@@ -58,7 +58,8 @@ pub async fn serve_connection(state: SharedState, conn: TunnelConnection) {
         %transport,
         "agent connected"
     );
-    let outcome = control_loop(&state, &session, &mut send, &mut recv).await;
+    tokio::spawn(refuse_extra_streams(session.clone()));
+    let outcome = control_loop(&state, &session, &mut send, ControlReader::spawn(recv)).await;
     state.registry.unregister(&session);
     session.set_draining();
     tracing::info!(session = session.id, %remote, %transport, outcome, "agent disconnected");
@@ -203,23 +204,43 @@ async fn refuse(
     Err(reason)
 }
 
+/// Agents open only the control stream; anything else is reset at once so
+/// that it cannot hold buffers in the relay.
+async fn refuse_extra_streams(session: Arc<AgentSession>) {
+    while let Ok((send, recv)) = session.conn.accept_bi().await {
+        tracing::warn!(
+            session = session.id,
+            "agent opened an unexpected stream; resetting it"
+        );
+        drop((send, recv));
+    }
+}
+
 /// Reads control messages until the connection ends; returns why it ended.
 async fn control_loop(
     state: &SharedState,
     session: &Arc<AgentSession>,
     send: &mut SendHalf,
-    recv: &mut RecvHalf,
+    mut control: ControlReader,
 ) -> &'static str {
     let silence_limit = state.config.keepalive_interval * 3;
     let mut deadline = Instant::now() + silence_limit;
     let mut said_goodbye = false;
+    // Set once the agent has finished its control stream: it is draining, and
+    // gets `drain_timeout` (not the keep-alive limit) to finish.
+    let mut control_open = true;
+    // Set once the agent (or the relay) began draining this session.
+    let mut draining = false;
     loop {
         tokio::select! {
-            frame = protocol::read_frame::<Control, _>("control", recv, FrameLimit::CONTROL) => {
-                deadline = Instant::now() + silence_limit;
+            frame = control.next(), if control_open => {
+                if !draining {
+                    deadline = Instant::now() + silence_limit;
+                }
                 match frame {
                     Ok(Control::Ping { nonce }) => {
                         if protocol::write_frame("control", send, &Control::Pong { nonce }, FrameLimit::CONTROL).await.is_err() {
+                            session.conn.close("control stream failed");
                             return "control stream write failed";
                         }
                     }
@@ -228,18 +249,26 @@ async fn control_loop(
                         tracing::info!(session = session.id, ?reason, "agent is leaving; draining");
                         state.registry.unregister(session);
                         session.set_draining();
+                        // A draining agent may stop pinging while it finishes
+                        // in-flight exchanges: give it the drain period.
+                        draining = true;
+                        deadline = Instant::now() + state.config.drain_timeout;
                     }
                     Err(protocol::FrameError::Closed { .. }) => {
-                        // The agent closed its control stream: wait for the
-                        // connection itself to end (in-flight exchanges finish).
+                        // The agent finished its control stream: no new
+                        // exchanges; in-flight ones get the drain period.
+                        control_open = false;
                         state.registry.unregister(session);
                         session.set_draining();
-                        session.conn.closed().await;
-                        return "agent closed the tunnel";
+                        if !draining {
+                            draining = true;
+                            deadline = Instant::now() + state.config.drain_timeout;
+                        }
                     }
                     Err(protocol::FrameError::Io(e)) => {
-                        tracing::debug!(session = session.id, error = %e, "control stream ended");
-                        return "control stream ended";
+                        tracing::debug!(session = session.id, error = %e, "control stream failed");
+                        session.conn.close("control stream failed");
+                        return "control stream failed";
                     }
                     Err(e) => {
                         tracing::warn!(session = session.id, error = %e, "agent sent a bad control frame; closing its tunnel");
@@ -249,9 +278,13 @@ async fn control_loop(
                 }
             }
             _ = tokio::time::sleep_until(deadline) => {
-                tracing::warn!(session = session.id, "agent silent for {:?}; closing its tunnel", silence_limit);
-                session.conn.close("keep-alive timeout");
-                return "keep-alive timeout";
+                if !draining {
+                    tracing::warn!(session = session.id, "agent silent for {:?}; closing its tunnel", silence_limit);
+                    session.conn.close("keep-alive timeout");
+                    return "keep-alive timeout";
+                }
+                session.conn.close("drained");
+                return "agent finished";
             }
             _ = session.kill.notified() => {
                 let (reason, message) = match session.kill_reason() {
@@ -266,7 +299,10 @@ async fn control_loop(
                     session.conn.close("credential revoked");
                     return "credential revoked";
                 }
-                // A replaced session finishes its in-flight exchanges and ends when the agent closes it.
+                // A replaced session finishes its in-flight exchanges and ends
+                // when the agent closes it, or when the drain period is over.
+                draining = true;
+                deadline = Instant::now() + state.config.drain_timeout;
             }
             _ = state.shutdown.cancelled(), if !said_goodbye => {
                 said_goodbye = true;

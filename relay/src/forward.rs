@@ -17,6 +17,7 @@ use tokio::io::AsyncWriteExt;
 use crate::headers;
 use crate::registry::AgentSession;
 use tunnel::TunnelBody;
+use tunnel::{RecvHalf, SendHalf};
 
 /// Why an exchange produced no response from the agent.
 #[derive(Debug, thiserror::Error)]
@@ -39,19 +40,23 @@ impl ForwardError {
     }
 }
 
-/// Sends `head` and `body` to `agent` and returns the agent's response.
+/// Opens a stream to `agent` for one exchange.
+pub async fn open(agent: &AgentSession) -> Result<(SendHalf, RecvHalf), ForwardError> {
+    agent
+        .conn
+        .open_bi()
+        .await
+        .map_err(|e| ForwardError::Open(e.to_string()))
+}
+
+/// Sends `head` and `body` on an opened stream and returns the agent's response.
 pub async fn exchange(
-    agent: &AgentSession,
+    (mut send, mut recv): (SendHalf, RecvHalf),
     head: ExchangeHead,
     body: Incoming,
     response_timeout: Duration,
 ) -> Result<Response<TunnelBody>, ForwardError> {
     let empty = head.body == protocol::BodyKind::Empty;
-    let (mut send, mut recv) = agent
-        .conn
-        .open_bi()
-        .await
-        .map_err(|e| ForwardError::Open(e.to_string()))?;
     protocol::write_frame(
         "exchange",
         &mut send,

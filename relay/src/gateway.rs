@@ -111,16 +111,24 @@ async fn route_request(
         }
     }
 
-    // 3. Which agent serves it.
-    let Some(agent) = state.registry.pick(&route) else {
-        let mut resp = error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "agent_unavailable",
-            &format!("no agent is connected for route '{route}'"),
-        );
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-        return resp;
+    // 3. Which agent serves it: a replica whose tunnel opens a stream. A
+    //    tunnel that died since the last keep-alive is skipped.
+    let mut attempts = 0;
+    let (agent, stream) = loop {
+        let Some(agent) = state.registry.pick(&route) else {
+            return no_agent(&route);
+        };
+        match forward::open(&agent).await {
+            Ok(stream) => break (agent, stream),
+            Err(e) => {
+                tracing::warn!(request_id, route, session = agent.id, error = %e, "agent tunnel unusable; trying another replica");
+                agent.set_draining();
+                attempts += 1;
+                if attempts >= 3 {
+                    return no_agent(&route);
+                }
+            }
+        }
     };
 
     // 4. Forward, and stream the answer back.
@@ -165,7 +173,7 @@ async fn route_request(
             .map(str::to_owned),
         body: body_kind,
     };
-    match forward::exchange(&agent, head, body, state.config.response_timeout).await {
+    match forward::exchange(stream, head, body, state.config.response_timeout).await {
         Ok(resp) => resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()),
         Err(e) => {
             tracing::warn!(request_id, route, session = agent.id, error = %e, "exchange failed");
@@ -174,9 +182,25 @@ async fn route_request(
                 forward::ForwardError::Open(_) => "agent_unavailable",
                 forward::ForwardError::NoAnswer(_) => "agent_error",
             };
-            error(e.status(), code, &format!("route '{route}': {e}"))
+            let mut resp = error(e.status(), code, &format!("route '{route}': {e}"));
+            if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            resp
         }
     }
+}
+
+fn no_agent(route: &str) -> Response<RespBody> {
+    let mut resp = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "agent_unavailable",
+        &format!("no agent is connected for route '{route}'"),
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    resp
 }
 
 /// Splits `/mcp/<route>/<rest>` into the route and `/<rest>`.

@@ -87,14 +87,19 @@ async fn serve_http(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .adaptive_window(true)
+        // Fixed, generous windows rather than adaptive ones: bulk bodies are
+        // not throttled, and h2's budget against floods of small DATA frames
+        // (half the connection window) is not exhausted by a burst of many
+        // small concurrent requests.
+        .initial_stream_window_size(1024 * 1024)
+        .initial_connection_window_size(8 * 1024 * 1024)
         .max_concurrent_streams(256);
     let conn = builder.serve_connection(TokioIo::new(tls), service);
     tokio::pin!(conn);
     tokio::select! {
         res = conn.as_mut() => {
             if let Err(e) = res {
-                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+                tracing::debug!(%peer, error = ?e, "HTTP connection ended with an error");
             }
         }
         _ = state.shutdown.cancelled() => {

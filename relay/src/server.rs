@@ -83,7 +83,8 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
                 socket,
                 quic_tls,
                 &tunnel::quic::QuicSettings {
-                    max_incoming_streams: 8,
+                    // The agent opens only its control stream.
+                    max_incoming_streams: 1,
                     keep_alive: config.keepalive_interval,
                     idle_timeout: config.keepalive_interval * 4,
                     initial_rtt: Duration::from_millis(333),

@@ -38,6 +38,7 @@ pub struct Proc {
     stdout_rx: mpsc::UnboundedReceiver<String>,
     pub stdout: Arc<Mutex<Vec<String>>>,
     pub stderr: Arc<Mutex<Vec<String>>>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Proc {
@@ -47,7 +48,7 @@ impl Proc {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .env("RUST_LOG", "info,drawbridge=debug")
+            .env("RUST_LOG", "info,relay=debug,agent=debug,tunnel=debug")
             .env_remove("DRAWBRIDGE_TOKEN")
             .kill_on_drop(true);
         for (k, v) in envs {
@@ -58,28 +59,29 @@ impl Proc {
         let (tx, rx) = mpsc::unbounded_channel();
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
         if let Some(out) = child.stdout.take() {
             let lines = stdout.clone();
             let tag = name.to_owned();
-            tokio::spawn(async move {
+            readers.push(tokio::spawn(async move {
                 let mut r = BufReader::new(out).lines();
                 while let Ok(Some(l)) = r.next_line().await {
                     eprintln!("[{tag} stdout] {l}");
                     lines.lock().expect("lock").push(l.clone());
                     let _ = tx.send(l);
                 }
-            });
+            }));
         }
         if let Some(err) = child.stderr.take() {
             let lines = stderr.clone();
             let tag = name.to_owned();
-            tokio::spawn(async move {
+            readers.push(tokio::spawn(async move {
                 let mut r = BufReader::new(err).lines();
                 while let Ok(Some(l)) = r.next_line().await {
                     eprintln!("[{tag}] {l}");
                     lines.lock().expect("lock").push(l);
                 }
-            });
+            }));
         }
         Proc {
             name: name.to_owned(),
@@ -88,6 +90,7 @@ impl Proc {
             stdout_rx: rx,
             stdout,
             stderr,
+            readers,
         }
     }
 
@@ -151,6 +154,10 @@ impl Proc {
             .await
             .unwrap_or_else(|_| panic!("{} did not exit within {within:?}", self.name))
             .expect("wait");
+        // Let the readers collect the last lines the process wrote.
+        for r in self.readers.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
+        }
         status.code()
     }
 

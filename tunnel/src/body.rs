@@ -32,8 +32,14 @@ impl TunnelBody {
 
 impl Drop for TunnelBody {
     fn drop(&mut self) {
-        if let Some(upload) = self.upload.take() {
-            upload.abort();
+        // Dropped before the end: the client went away, so stop uploading. A
+        // body read to its end leaves the upload to finish by itself (the
+        // client's end-of-stream may still be in flight, and cutting it off
+        // would reset the client's request stream).
+        if self.recv.is_some() {
+            if let Some(upload) = self.upload.take() {
+                upload.abort();
+            }
         }
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod body;
 pub mod conn;
+pub mod control;
 pub mod error;
 pub mod mux;
 pub mod quic;
@@ -18,5 +19,6 @@ pub mod udp;
 
 pub use body::TunnelBody;
 pub use conn::{Transport, TunnelConnection};
+pub use control::ControlReader;
 pub use error::TunnelError;
 pub use stream::{RecvHalf, SendHalf};
