@@ -115,6 +115,13 @@ pub async fn run(
             }
         };
         backoff.reset();
+        tracing::info!(
+            relay = %opts.relay,
+            %transport,
+            session = established.welcome.session_id,
+            owner = %established.welcome.owner,
+            "tunnel established"
+        );
         for r in &established.welcome.routes {
             reporter.live(&r.name, &r.public_url, transport);
         }
