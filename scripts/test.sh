@@ -115,8 +115,8 @@ section "build (cargo build --workspace --bins)"
 cargo build --workspace --bins
 
 if cargo nextest --version >/dev/null 2>&1; then
-    section "tests (cargo nextest run --workspace --no-fail-fast)"
-    cargo nextest run --workspace --no-fail-fast "$@"
+    section "tests (cargo nextest run --workspace --no-fail-fast --retries 1; a retried pass is reported as FLAKY)"
+    cargo nextest run --workspace --no-fail-fast --retries 1 "$@"
 else
     section "tests (cargo test --workspace --no-fail-fast; install cargo-nextest for faster runs)"
     cargo test --workspace --no-fail-fast "$@"

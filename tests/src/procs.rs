@@ -201,12 +201,15 @@ impl RelayProc {
             "--self-signed".into(),
             "--state-dir".into(),
             state.path().display().to_string(),
+            // Short enough that tests see dead peers quickly, long enough
+            // that a loaded CI machine does not drop live ones.
             "--keepalive-interval".into(),
-            "1s".into(),
-            "--drain-timeout".into(),
             "2s".into(),
         ];
         let extra_args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if !extra_args.iter().any(|a| a == "--drain-timeout") {
+            args.extend(["--drain-timeout".into(), "2s".into()]);
+        }
         args.extend(extra_args.iter().cloned());
         let mut proc = Proc::spawn("relay", &bin("relay"), &args, &[]);
         let line = proc

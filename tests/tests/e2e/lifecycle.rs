@@ -261,7 +261,7 @@ async fn invalid_route_name_is_refused_before_dialing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_drains_in_flight_requests_then_says_goodbye() {
     let up = Upstream::start("u").await;
-    let relay = RelayProc::start(&[]).await;
+    let relay = RelayProc::start(&["--drain-timeout", "30s"]).await;
     let token = relay.token("a@x", true);
     let mut agent = AgentProc::start(
         &relay,
