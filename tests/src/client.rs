@@ -40,13 +40,18 @@ impl HttpsClient {
     /// `http2`: speak HTTP/2 (ALPN) instead of HTTP/1.1.
     pub fn new(ca: &Path, http2: bool) -> HttpsClient {
         let tls = tunnel::tls::client_config(Some(ca), &[]).expect("tls config");
+        // TCP_NODELAY, as curl and real clients set it: without it every
+        // small request waits ~40 ms for Nagle and delayed ACKs.
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        tcp.enforce_http(false);
         let builder = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only();
         let https = if http2 {
-            builder.enable_http2().build()
+            builder.enable_http2().wrap_connector(tcp)
         } else {
-            builder.enable_http1().build()
+            builder.enable_http1().wrap_connector(tcp)
         };
         let mut b = Client::builder(TokioExecutor::new());
         if http2 {
