@@ -162,25 +162,10 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
 
 /// First Ctrl-C (or SIGTERM): drain and leave. Second: leave now.
 async fn stop_on_signal(stop: CancellationToken) {
-    wait_signal().await;
+    relay::signals::stop_requested().await;
     eprintln!("agent: stopping (draining in-flight requests; press Ctrl-C again to quit now)");
     stop.cancel();
-    wait_signal().await;
+    relay::signals::stop_requested().await;
     eprintln!("agent: quitting now");
     std::process::exit(130);
-}
-
-async fn wait_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -15,19 +15,11 @@ use crate::error::AgentError;
 
 type ReqBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
-/// Headers that describe one hop; never forwarded either way.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-];
+/// Headers never forwarded to or from the local server: the hop-by-hop ones,
+/// and `Host` (the local server gets its own).
+fn is_local_hop(name: &str) -> bool {
+    name == "host" || relay::headers::HOP_BY_HOP.contains(&name)
+}
 
 /// A local HTTP server that answers a route.
 pub struct HttpUpstream {
@@ -120,7 +112,7 @@ impl HttpUpstream {
             }
         };
         for h in &head.headers {
-            if HOP_BY_HOP.contains(&h.name.as_str()) {
+            if is_local_hop(&h.name) {
                 continue;
             }
             if let (Ok(n), Ok(v)) = (
@@ -155,7 +147,7 @@ impl HttpUpstream {
         let headers = parts
             .headers
             .iter()
-            .filter(|(n, _)| !HOP_BY_HOP.contains(&n.as_str()))
+            .filter(|(n, _)| !is_local_hop(n.as_str()))
             .map(|(n, v)| Header {
                 name: n.as_str().to_owned(),
                 value: v.as_bytes().to_vec(),

@@ -21,6 +21,7 @@ pub mod listener;
 pub mod logging;
 pub mod registry;
 pub mod server;
+pub mod signals;
 pub mod state;
 pub mod store;
 pub mod token;

@@ -290,23 +290,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 ca.display()
             );
         }
-        shutdown_signal().await;
+        relay::signals::stop_requested().await;
         relay.shutdown().await;
         anyhow::Ok(())
     })
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
