@@ -104,3 +104,53 @@ pub fn list_tokens_json(store: &Store) -> Result<String, RelayError> {
     }
     Ok(out)
 }
+
+/// Audit events as a table (or as JSON lines with `json`).
+pub fn format_audit(events: &[crate::audit::AuditEvent], json: bool) -> String {
+    let mut out = String::new();
+    if json {
+        for e in events {
+            if let Ok(line) = serde_json::to_string(e) {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:<24}  {:<16}  {:<6}  {:<24}  {:<12}  {:<28}  {:<20}  {:>6}  {:>9}",
+        "TIME", "REQUEST", "DECIDE", "IDENTITY", "ROUTE", "METHOD / TARGET", "SQL", "STATUS", "MS"
+    );
+    for e in events {
+        let what = match (&e.method, &e.target) {
+            (Some(m), Some(t)) => format!("{m} {t}"),
+            (Some(m), None) => m.clone(),
+            _ => e.http.clone(),
+        };
+        let sql = e
+            .sql
+            .as_ref()
+            .map(|s| {
+                if s.parsed {
+                    format!("{} {}", s.kinds.join(","), s.tables.join(","))
+                } else {
+                    "unparsed".into()
+                }
+            })
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            out,
+            "{:<24}  {:<16}  {:<6}  {:<24}  {:<12}  {:<28}  {:<20}  {:>6}  {:>9.1}",
+            e.time,
+            e.request_id,
+            e.decision,
+            e.identity,
+            e.route,
+            what,
+            sql,
+            e.status,
+            e.latency_ms
+        );
+    }
+    out
+}

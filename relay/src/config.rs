@@ -35,6 +35,10 @@ pub struct RelayConfig {
     pub drain_timeout: Duration,
     /// How often the relay looks for tokens revoked by other processes.
     pub revocation_check_interval: Duration,
+    /// Largest JSON-RPC request body read (bigger ones get 413).
+    pub max_body: usize,
+    /// Keep tool arguments in the audit log instead of their hash.
+    pub audit_arguments: bool,
 }
 
 impl RelayConfig {
@@ -51,6 +55,8 @@ impl RelayConfig {
             handshake_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
             revocation_check_interval: Duration::from_secs(1),
+            max_body: 4 * 1024 * 1024,
+            audit_arguments: false,
         }
     }
 }

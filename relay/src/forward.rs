@@ -10,10 +10,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use protocol::{ExchangeHead, FrameLimit, ResponseHead, StreamOpen};
 use tokio::io::AsyncWriteExt;
 
+use crate::gateway::ReqBody;
 use crate::headers;
 use crate::registry::AgentSession;
 use tunnel::TunnelBody;
@@ -53,7 +53,7 @@ pub async fn open(agent: &AgentSession) -> Result<(SendHalf, RecvHalf), ForwardE
 pub async fn exchange(
     (mut send, mut recv): (SendHalf, RecvHalf),
     head: ExchangeHead,
-    body: Incoming,
+    body: ReqBody,
     response_timeout: Duration,
 ) -> Result<Response<TunnelBody>, ForwardError> {
     let empty = head.body == protocol::BodyKind::Empty;
@@ -106,7 +106,7 @@ pub async fn exchange(
 /// Streams the client's request body into the tunnel, then ends that direction.
 /// If the client's body fails, the send half is dropped unfinished, which
 /// aborts the stream: the agent sees an error, not a short body.
-async fn upload(mut body: Incoming, mut send: tunnel::SendHalf) {
+async fn upload(mut body: ReqBody, mut send: tunnel::SendHalf) {
     while let Some(frame) = body.frame().await {
         let data: Bytes = match frame {
             Ok(f) => match f.into_data() {

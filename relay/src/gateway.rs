@@ -10,19 +10,23 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body::Body as _;
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use protocol::{BodyKind, ExchangeHead, Identity, IdentityKind};
 
 use crate::forward;
 use crate::headers;
+use crate::jsonrpc;
 use crate::state::SharedState;
 use crate::store::TokenRecord;
 use crate::token::{self, TokenKind};
+use crate::trail::Trail;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every response body the relay sends.
 pub type RespBody = UnsyncBoxBody<Bytes, BoxError>;
+/// Every request body the relay forwards.
+pub type ReqBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Serves one HTTP request.
 pub async fn handle(
@@ -34,7 +38,9 @@ pub async fn handle(
     let request_id = token::random_hex(8);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let mut response = route_request(&state, peer, req, &request_id).await;
+    let mut trail = Trail::new(&request_id, &method, &path, started);
+    let response = route_request(&state, peer, req, &request_id, &mut trail).await;
+    let mut response = trail.attach(&state, response);
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", v);
     }
@@ -55,13 +61,16 @@ async fn route_request(
     peer: SocketAddr,
     req: Request<Incoming>,
     request_id: &str,
+    trail: &mut Trail,
 ) -> Response<RespBody> {
     let path = req.uri().path().to_owned();
     let path = path.as_str();
     if path == "/healthz" {
+        trail.skip();
         return text(StatusCode::OK, "ok\n");
     }
     let Some((route, rest)) = split_route(path) else {
+        trail.skip();
         return error(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -69,6 +78,7 @@ async fn route_request(
         );
     };
     if protocol::validate_route_name(route).is_err() {
+        trail.skip();
         return error(
             StatusCode::NOT_FOUND,
             "unknown_route",
@@ -77,32 +87,51 @@ async fn route_request(
     }
     let route = route.to_owned();
     let rest = rest.to_owned();
+    trail.route = route.clone();
+
+    // 0. Nothing is served that cannot be audited.
+    if !state.audit.healthy() {
+        trail.deny("audit-unavailable");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit_unavailable",
+            "the relay cannot write its audit log; refusing requests until it can",
+        );
+    }
 
     // 1. Who is asking.
     let token = match authenticate(state, req.headers()) {
         Ok(t) => t,
-        Err(resp) => return *resp,
+        Err(resp) => {
+            trail.deny("authentication");
+            return *resp;
+        }
     };
+    trail.identity = token.owner.clone();
+    trail.client = token.name.clone();
 
     // 2. May they use this route? (Until policy lands: only its owner.)
     match state.store.route_owner(&route) {
         Ok(Some(owner)) if owner == token.owner => {}
         Ok(Some(_)) => {
+            trail.deny("owner-only");
             return error(
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 &format!("this token may not use route '{route}'"),
-            )
+            );
         }
         Ok(None) => {
+            trail.deny("unknown-route");
             return error(
                 StatusCode::NOT_FOUND,
                 "unknown_route",
                 &format!("no route named '{route}' on this relay"),
-            )
+            );
         }
         Err(e) => {
             tracing::error!(error = %e, "route lookup failed");
+            trail.deny("internal-error");
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -111,7 +140,85 @@ async fn route_request(
         }
     }
 
-    // 3. Which agent serves it: a replica whose tunnel opens a stream. A
+    // 3. What the body says: JSON-RPC messages are read whole (up to the
+    //    cap), classified one by one (method, target, SQL facts) and audited.
+    let (parts, body) = req.into_parts();
+    let (body, body_kind) = if is_json_post(&parts) {
+        let bytes = match Limited::new(body, state.config.max_body).collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                trail.deny("body-too-large");
+                return jsonrpc_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {
+                        "code": -32600,
+                        "message": format!("request body exceeds {} bytes", state.config.max_body)}}),
+                );
+            }
+            Err(e) => {
+                trail.deny("client-aborted");
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    &format!("could not read the request body: {e}"),
+                );
+            }
+        };
+        trail.bytes_in = bytes.len() as u64;
+        let messages = match jsonrpc::classify_body(&bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                trail.deny("malformed-jsonrpc");
+                return jsonrpc_error(StatusCode::BAD_REQUEST, &e.to_jsonrpc_error(None));
+            }
+        };
+        let method_header = parts
+            .headers
+            .get(jsonrpc::MCP_METHOD_HEADER)
+            .and_then(|v| v.to_str().ok());
+        let name_header = parts
+            .headers
+            .get(jsonrpc::MCP_NAME_HEADER)
+            .and_then(|v| v.to_str().ok());
+        if method_header.is_some() || name_header.is_some() {
+            for m in &messages {
+                if let Err(e) = jsonrpc::check_headers(method_header, name_header, m) {
+                    trail.messages(state, &messages);
+                    trail.deny("mcp-header-mismatch");
+                    return jsonrpc_error(e.http_status(), &e.to_jsonrpc_error(m.id.as_ref()));
+                }
+            }
+        }
+        trail.messages(state, &messages);
+        let len = bytes.len() as u64;
+        (
+            full_req(bytes),
+            if len == 0 {
+                BodyKind::Empty
+            } else {
+                BodyKind::Length(len)
+            },
+        )
+    } else {
+        let kind = if body.is_end_stream() {
+            BodyKind::Empty
+        } else {
+            match body.size_hint().exact() {
+                Some(n) => BodyKind::Length(n),
+                None => BodyKind::Streaming,
+            }
+        };
+        if let BodyKind::Length(n) = kind {
+            trail.bytes_in = n;
+        }
+        (
+            body.map_err(|e| Box::new(e) as BoxError).boxed_unsync(),
+            kind,
+        )
+    };
+    trail.allow("owner-only");
+
+    // 4. Which agent serves it: a replica whose tunnel opens a stream. A
     //    tunnel that died since the last keep-alive is skipped.
     let mut attempts = 0;
     let (agent, stream) = loop {
@@ -131,16 +238,7 @@ async fn route_request(
         }
     };
 
-    // 4. Forward, and stream the answer back.
-    let (parts, body) = req.into_parts();
-    let body_kind = if body.is_end_stream() {
-        BodyKind::Empty
-    } else {
-        match body.size_hint().exact() {
-            Some(n) => BodyKind::Length(n),
-            None => BodyKind::Streaming,
-        }
-    };
+    // 5. Forward, and stream the answer back.
     let host = parts
         .headers
         .get(header::HOST)
@@ -190,6 +288,36 @@ async fn route_request(
             resp
         }
     }
+}
+
+/// A POST whose body is JSON: an MCP client's JSON-RPC message(s).
+fn is_json_post(parts: &http::request::Parts) -> bool {
+    parts.method == http::Method::POST
+        && parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| {
+                ct.split(';')
+                    .next()
+                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+            })
+}
+
+fn full_req(bytes: Bytes) -> ReqBody {
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+fn jsonrpc_error(status: StatusCode, body: &serde_json::Value) -> Response<RespBody> {
+    let mut resp = Response::new(full(body.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 fn no_agent(route: &str) -> Response<RespBody> {

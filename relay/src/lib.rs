@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod agents;
+pub mod audit;
 pub mod certs;
 pub mod config;
 pub mod error;
@@ -27,6 +28,7 @@ pub mod sql;
 pub mod state;
 pub mod store;
 pub mod token;
+pub mod trail;
 
 pub use config::{RelayConfig, TlsSource};
 pub use error::RelayError;

@@ -33,6 +33,23 @@ enum Command {
     /// List and release route claims.
     #[command(subcommand)]
     Route(RouteCommand),
+    /// Show the audit trail (<state-dir>/audit.jsonl): one event per message.
+    Audit {
+        #[command(flatten)]
+        state: StateDir,
+        /// Only this route.
+        #[arg(long)]
+        route: Option<String>,
+        /// Only events since this long ago (e.g. 1h) or this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only `allow` or `deny`.
+        #[arg(long)]
+        decision: Option<String>,
+        /// The raw JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -87,6 +104,12 @@ struct ServeArgs {
     /// How long in-flight requests may take to finish on shutdown.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     drain_timeout: std::time::Duration,
+    /// Largest JSON-RPC request body, in bytes; bigger ones get 413.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    max_body: usize,
+    /// Write tool arguments to the audit log in the clear (default: a SHA-256).
+    #[arg(long)]
+    audit_arguments: bool,
 }
 
 #[derive(Subcommand)]
@@ -238,6 +261,34 @@ fn run(command: Command) -> anyhow::Result<()> {
             println!("{}", secret.expose());
             Ok(())
         }
+        Command::Audit {
+            state,
+            route,
+            since,
+            decision,
+            json,
+        } => {
+            let since = since
+                .as_deref()
+                .map(|s| {
+                    humantime::parse_rfc3339_weak(s).or_else(|_| {
+                        admin::parse_duration(s).map(|d| std::time::SystemTime::now() - d)
+                    })
+                })
+                .transpose()?;
+            let query = relay::audit::Query {
+                route,
+                since,
+                decision,
+            };
+            let path = state.path().join("audit.jsonl");
+            let (events, bad) = relay::audit::read(&path, &query)?;
+            print!("{}", admin::format_audit(&events, json));
+            if bad > 0 {
+                eprintln!("warning: {bad} line(s) of {} are not audit events (a torn write after a crash?)", path.display());
+            }
+            Ok(())
+        }
         Command::Route(RouteCommand::List { state }) => {
             let store = open(&state)?;
             println!("{:<32}  OWNER", "ROUTE");
@@ -275,6 +326,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.response_timeout = args.response_timeout;
     config.keepalive_interval = args.keepalive_interval;
     config.drain_timeout = args.drain_timeout;
+    config.max_body = args.max_body;
+    config.audit_arguments = args.audit_arguments;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let relay = relay::start(config).await?;

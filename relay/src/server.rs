@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::audit::Audit;
 use crate::certs;
 use crate::config::{RelayConfig, TlsSource};
 use crate::error::RelayError;
@@ -31,6 +32,7 @@ pub struct RunningRelay {
 /// Binds the relay's port and starts serving.
 pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
     let store = Store::open(&config.state_dir)?;
+    let audit = Audit::open(&config.state_dir, config.audit_arguments)?;
     let (tcp, udp) = bind(config.listen, config.quic)?;
     let local_addr = tcp.local_addr().map_err(|source| RelayError::Bind {
         addr: config.listen.to_string(),
@@ -62,6 +64,7 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         config: config.clone(),
         public_url: public_url.clone(),
         store,
+        audit,
         registry: Registry::default(),
         shutdown: CancellationToken::new(),
         requests: TaskTracker::new(),

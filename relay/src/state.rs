@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::audit::Audit;
 use crate::config::RelayConfig;
 use crate::registry::Registry;
 use crate::store::Store;
@@ -15,6 +16,7 @@ pub struct RelayState {
     /// `https://host[:port]`, without a trailing slash.
     pub public_url: String,
     pub store: Store,
+    pub audit: Audit,
     pub registry: Registry,
     /// Cancelled when the relay begins shutting down.
     pub shutdown: CancellationToken,

@@ -6,6 +6,8 @@ mod auth;
 mod embedded;
 #[path = "e2e/forwarding.rs"]
 mod forwarding;
+#[path = "e2e/gateway.rs"]
+mod gateway;
 #[path = "e2e/hostile.rs"]
 mod hostile;
 #[path = "e2e/lifecycle.rs"]

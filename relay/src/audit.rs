@@ -1,0 +1,349 @@
+//! The audit trail: one JSON line per message in `<state-dir>/audit.jsonl`.
+//!
+//! Events are written by one thread, in order. Durability rule: every event
+//! is written and flushed as it arrives, and the file is `fdatasync`ed at least
+//! every 100 ms while events flow (group commit), so a crash of the machine can
+//! lose at most the last 100 ms of events; a crash of the relay process alone
+//! loses none that were handed to the writer.
+//!
+//! The audit never drops silently. If an event cannot be queued or written,
+//! [`Audit::healthy`] turns false and the gateway refuses requests (fail
+//! closed) until a write succeeds again. Tokens never appear in events, and
+//! tool arguments only as a hash unless the operator asks for them.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::RelayError;
+
+/// Events waiting for the writer, at most. Beyond that the relay fails closed.
+const QUEUE: usize = 16 * 1024;
+/// Longest time between an event's write and its `fdatasync`.
+const SYNC_EVERY: Duration = Duration::from_millis(100);
+
+/// One audited message (or one HTTP exchange that carried no JSON-RPC).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct AuditEvent {
+    /// RFC 3339 time the request arrived.
+    pub time: String,
+    pub request_id: String,
+    /// Who asked (the token's owner).
+    pub identity: String,
+    /// The credential used (token name); the OAuth client id once OAuth lands.
+    pub client: String,
+    pub route: String,
+    /// HTTP method and path below the route.
+    pub http: String,
+    /// JSON-RPC method, when the body was a JSON-RPC message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// request / notification / response / error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Tool name, prompt name or resource URI.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// SHA-256 of the arguments' JSON (or the arguments themselves with
+    /// `--audit-arguments`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<serde_json::Value>,
+    /// `allow` or `deny`.
+    pub decision: String,
+    /// What decided (rule or policy ids).
+    pub policy: Vec<String>,
+    /// What the SQL argument does, when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sql: Option<SqlSummary>,
+    /// HTTP status returned to the client.
+    pub status: u16,
+    /// From request arrival to the end of the response body.
+    pub latency_ms: f64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// False when the response was cut short (client gone, agent failed).
+    pub complete: bool,
+}
+
+/// The SQL facts worth keeping in the trail.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SqlSummary {
+    pub parsed: bool,
+    pub read_only: bool,
+    pub kinds: Vec<String>,
+    pub tables: Vec<String>,
+}
+
+impl From<&crate::sql::SqlFacts> for SqlSummary {
+    fn from(f: &crate::sql::SqlFacts) -> Self {
+        SqlSummary {
+            parsed: f.parsed,
+            read_only: f.read_only,
+            kinds: f.kind_names().into_iter().map(str::to_owned).collect(),
+            tables: f.tables.clone(),
+        }
+    }
+}
+
+/// The time now, RFC 3339 with milliseconds.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// The audit writer.
+pub struct Audit {
+    tx: SyncSender<AuditEvent>,
+    healthy: Arc<AtomicBool>,
+    path: PathBuf,
+    /// Keep arguments in the clear instead of hashing them.
+    pub keep_arguments: bool,
+}
+
+impl Audit {
+    /// Opens (appending) `<state_dir>/audit.jsonl` and starts the writer.
+    pub fn open(state_dir: &Path, keep_arguments: bool) -> Result<Audit, RelayError> {
+        let path = state_dir.join("audit.jsonl");
+        let file = open_append(&path).map_err(|source| RelayError::File {
+            what: "cannot open the audit log",
+            path: path.clone(),
+            source,
+        })?;
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let healthy = Arc::new(AtomicBool::new(true));
+        let h = healthy.clone();
+        let p = path.clone();
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || write_loop(file, rx, h, p))
+            .map_err(|source| RelayError::File {
+                what: "cannot start the audit writer for",
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Audit {
+            tx,
+            healthy,
+            path,
+            keep_arguments,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether events are being written. While false, requests must be refused.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// Queues an event. A full queue or a dead writer marks the audit unhealthy
+    /// (so the next requests are refused) and reports it in the log.
+    pub fn record(&self, event: AuditEvent) {
+        match self.tx.try_send(event) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.healthy.store(false, Ordering::Release);
+                tracing::error!("audit queue full: refusing requests until the audit catches up");
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.healthy.store(false, Ordering::Release);
+                tracing::error!("audit writer is gone: refusing requests");
+            }
+        }
+    }
+
+    /// What to store for a message's arguments.
+    pub fn arguments(&self, args: &serde_json::Value) -> serde_json::Value {
+        if self.keep_arguments {
+            return args.clone();
+        }
+        let canonical = serde_json::to_vec(args).unwrap_or_default();
+        let digest = ring::digest::digest(&ring::digest::SHA256, &canonical);
+        serde_json::Value::String(format!("sha256:{}", hex::encode(digest.as_ref())))
+    }
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    let mut opts = OpenOptions::new();
+    opts.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)
+}
+
+fn write_loop(file: File, rx: Receiver<AuditEvent>, healthy: Arc<AtomicBool>, path: PathBuf) {
+    let mut out = BufWriter::new(file);
+    let mut unsynced_since: Option<Instant> = None;
+    loop {
+        let wait = match unsynced_since {
+            Some(t) => SYNC_EVERY.saturating_sub(t.elapsed()),
+            None => Duration::from_secs(3600),
+        };
+        match rx.recv_timeout(wait) {
+            Ok(event) => {
+                let written = serde_json::to_writer(&mut out, &event)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| out.write_all(b"\n"))
+                    .and_then(|()| out.flush());
+                match written {
+                    Ok(()) => {
+                        if !healthy.swap(true, Ordering::AcqRel) {
+                            tracing::info!(path = %path.display(), "audit log writable again");
+                        }
+                        unsynced_since.get_or_insert_with(Instant::now);
+                    }
+                    Err(e) => {
+                        healthy.store(false, Ordering::Release);
+                        tracing::error!(path = %path.display(), error = %e, "cannot write the audit log: refusing requests");
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                let _ = out.flush();
+                let _ = out.get_ref().sync_data();
+                return;
+            }
+        }
+        if matches!(unsynced_since, Some(t) if t.elapsed() >= SYNC_EVERY) {
+            if let Err(e) = out.get_ref().sync_data() {
+                healthy.store(false, Ordering::Release);
+                tracing::error!(path = %path.display(), error = %e, "cannot sync the audit log: refusing requests");
+            }
+            unsynced_since = None;
+        }
+    }
+}
+
+/// A filter for `relay audit`.
+#[derive(Debug, Default)]
+pub struct Query {
+    pub route: Option<String>,
+    /// Only events at or after this RFC 3339 time.
+    pub since: Option<SystemTime>,
+    pub decision: Option<String>,
+}
+
+/// Reads the events of `path` that match `query`, oldest first. Lines that are
+/// not events (a torn last line after a crash) are reported, not hidden.
+pub fn read(path: &Path, query: &Query) -> Result<(Vec<AuditEvent>, usize), RelayError> {
+    let file = File::open(path).map_err(|source| RelayError::File {
+        what: "cannot read the audit log",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut events = Vec::new();
+    let mut bad = 0;
+    for line in BufReader::new(file).lines() {
+        let line = line.map_err(|source| RelayError::File {
+            what: "cannot read the audit log",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let Ok(event) = serde_json::from_str::<AuditEvent>(&line) else {
+            bad += 1;
+            continue;
+        };
+        if query.route.as_deref().is_some_and(|r| r != event.route) {
+            continue;
+        }
+        if query
+            .decision
+            .as_deref()
+            .is_some_and(|d| d != event.decision)
+        {
+            continue;
+        }
+        if let Some(since) = query.since {
+            match humantime::parse_rfc3339_weak(&event.time) {
+                Ok(t) if t >= since => {}
+                _ => continue,
+            }
+        }
+        events.push(event);
+    }
+    Ok((events, bad))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_written_in_order_and_queried() {
+        let dir = std::env::temp_dir().join(format!("dbr-audit-{}", crate::token::random_hex(6)));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let audit = Audit::open(&dir, false).expect("open");
+        for (i, decision) in ["allow", "deny", "allow"].iter().enumerate() {
+            audit.record(AuditEvent {
+                time: now_rfc3339(),
+                request_id: format!("r{i}"),
+                route: if i == 2 { "other".into() } else { "db".into() },
+                decision: (*decision).into(),
+                ..Default::default()
+            });
+        }
+        let path = audit.path().to_path_buf();
+        drop(audit);
+        // The writer drains and syncs on shutdown; give it a moment.
+        let mut events = Vec::new();
+        for _ in 0..100 {
+            events = read(&path, &Query::default()).expect("read").0;
+            if events.len() == 3 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            events
+                .iter()
+                .map(|e| e.request_id.as_str())
+                .collect::<Vec<_>>(),
+            ["r0", "r1", "r2"]
+        );
+        let q = Query {
+            route: Some("db".into()),
+            decision: Some("deny".into()),
+            ..Default::default()
+        };
+        let (only, bad) = read(&path, &q).expect("read");
+        assert_eq!((only.len(), bad), (1, 0));
+        assert_eq!(only[0].request_id, "r1");
+        // A torn line is counted, not hidden.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open")
+            .write_all(b"{\"time\":")
+            .expect("write");
+        assert_eq!(read(&path, &Query::default()).expect("read").1, 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn arguments_are_hashed_unless_kept() {
+        let dir = std::env::temp_dir().join(format!("dbr-audit-{}", crate::token::random_hex(6)));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let args = serde_json::json!({"query": "SELECT secret FROM t"});
+        let hashed = Audit::open(&dir, false).expect("open").arguments(&args);
+        assert!(hashed
+            .as_str()
+            .is_some_and(|s| s.starts_with("sha256:") && !s.contains("secret")));
+        let kept = Audit::open(&dir, true).expect("open").arguments(&args);
+        assert_eq!(kept, args);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

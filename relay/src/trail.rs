@@ -1,0 +1,177 @@
+//! One request's audit events, assembled along the request path and written
+//! when the response body ends (so they carry the status, the bytes sent and
+//! the full latency).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Method, Response};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+
+use crate::audit::{now_rfc3339, AuditEvent, SqlSummary};
+use crate::gateway::{BoxError, RespBody};
+use crate::jsonrpc::Message;
+use crate::state::SharedState;
+
+/// The audit record of one request in progress.
+pub struct Trail {
+    base: AuditEvent,
+    started: Instant,
+    pub route: String,
+    pub identity: String,
+    pub client: String,
+    pub bytes_in: u64,
+    /// One entry per JSON-RPC message (empty: the request carried none).
+    messages: Vec<AuditEvent>,
+    skip: bool,
+}
+
+impl Trail {
+    pub fn new(request_id: &str, method: &Method, path: &str, started: Instant) -> Trail {
+        Trail {
+            base: AuditEvent {
+                time: now_rfc3339(),
+                request_id: request_id.to_owned(),
+                http: format!("{method} {path}"),
+                decision: "deny".into(),
+                ..Default::default()
+            },
+            started,
+            route: String::new(),
+            identity: String::new(),
+            client: String::new(),
+            bytes_in: 0,
+            messages: Vec::new(),
+            skip: false,
+        }
+    }
+
+    /// Not a route request (health checks, unknown paths): nothing to audit.
+    pub fn skip(&mut self) {
+        self.skip = true;
+    }
+
+    pub fn allow(&mut self, rule: &str) {
+        self.base.decision = "allow".into();
+        self.base.policy = vec![rule.to_owned()];
+    }
+
+    pub fn deny(&mut self, rule: &str) {
+        self.base.decision = "deny".into();
+        self.base.policy = vec![rule.to_owned()];
+    }
+
+    /// Records what each JSON-RPC message of the body is.
+    pub fn messages(&mut self, state: &SharedState, messages: &[Message]) {
+        self.messages = messages
+            .iter()
+            .map(|m| AuditEvent {
+                method: m.method.clone(),
+                kind: Some(m.kind.as_str().to_owned()),
+                target: m.target.clone(),
+                arguments: m.arguments.as_ref().map(|a| state.audit.arguments(a)),
+                sql: m
+                    .sql_argument()
+                    .map(|q| SqlSummary::from(&crate::sql::classify(q))),
+                ..Default::default()
+            })
+            .collect();
+    }
+
+    /// Wraps the response so that the events are written when its body ends.
+    pub fn attach(self, state: &SharedState, response: Response<RespBody>) -> Response<RespBody> {
+        if self.skip {
+            return response;
+        }
+        let status = response.status().as_u16();
+        let mut base = self.base;
+        base.route = self.route;
+        base.identity = self.identity;
+        base.client = self.client;
+        base.status = status;
+        base.bytes_in = self.bytes_in;
+        let events = if self.messages.is_empty() {
+            vec![base]
+        } else {
+            self.messages
+                .into_iter()
+                .map(|m| AuditEvent {
+                    method: m.method,
+                    kind: m.kind,
+                    target: m.target,
+                    arguments: m.arguments,
+                    sql: m.sql,
+                    ..base.clone()
+                })
+                .collect()
+        };
+        let (parts, body) = response.into_parts();
+        let body = AuditedBody {
+            inner: body,
+            state: state.clone(),
+            events,
+            started: self.started,
+            bytes_out: 0,
+            complete: false,
+        };
+        Response::from_parts(parts, body.boxed_unsync())
+    }
+}
+
+/// A response body that writes the request's audit events when it ends or is
+/// dropped (the client went away).
+struct AuditedBody {
+    inner: RespBody,
+    state: SharedState,
+    events: Vec<AuditEvent>,
+    started: Instant,
+    bytes_out: u64,
+    complete: bool,
+}
+
+impl Body for AuditedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.bytes_out += d.len() as u64;
+                }
+            }
+            Poll::Ready(None) => this.complete = true,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for AuditedBody {
+    fn drop(&mut self) {
+        let complete = self.complete || self.inner.is_end_stream();
+        let latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        for mut event in self.events.drain(..) {
+            event.latency_ms = (latency_ms * 1000.0).round() / 1000.0;
+            event.bytes_out = self.bytes_out;
+            event.complete = complete;
+            self.state.audit.record(event);
+        }
+    }
+}
