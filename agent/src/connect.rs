@@ -11,7 +11,7 @@ use crate::backoff::Backoff;
 use crate::dial::Dialer;
 use crate::error::AgentError;
 use crate::session::{self, Identity, SessionConfig, SessionEnd};
-use crate::upstream::HttpUpstream;
+use crate::upstream::Upstream;
 
 /// Which transport `agent connect` uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -33,8 +33,8 @@ pub struct ConnectOptions {
     pub token: String,
     pub ca_cert: Option<PathBuf>,
     pub route: String,
-    /// The local HTTP server, e.g. `http://127.0.0.1:8000/mcp`.
-    pub upstream: String,
+    /// What serves the route ([`Upstream::http`] or [`Upstream::sqlite`]).
+    pub upstream: Arc<Upstream>,
     pub transport: TransportChoice,
     pub drain_timeout: Duration,
     /// How often a TCP tunnel in auto mode tries QUIC again.
@@ -55,13 +55,14 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     protocol::validate_route_name(&opts.route)
         .map_err(|e| AgentError::Config(format!("--route: {e}")))?;
-    let upstream = HttpUpstream::new(&opts.upstream)?;
+    let upstream = opts.upstream.clone();
     let mut dialer = Dialer::new(&opts.relay, opts.ca_cert.as_deref())?;
     dialer.quic_retry_interval = opts.quic_retry_interval;
     let identity = Identity {
         token: opts.token.clone(),
         instance_id: instance_id(),
         routes: vec![opts.route.clone()],
+        kind: upstream.kind(),
     };
     let config = SessionConfig {
         drain_timeout: opts.drain_timeout,

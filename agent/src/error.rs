@@ -18,6 +18,8 @@ pub enum AgentError {
     Tunnel(#[from] tunnel::TunnelError),
     #[error(transparent)]
     Relay(#[from] relay::RelayError),
+    #[error(transparent)]
+    Sqlite(#[from] crate::sqlite_db::SqliteError),
     #[error("{0}")]
     Config(String),
 }

@@ -2,8 +2,9 @@
 //!
 //! `agent connect` dials OUT to a relay ([`dial`]: QUIC raced against TLS over
 //! TCP), says hello ([`session`]), and serves each stream the relay opens from
-//! a local server ([`upstream`]). It reconnects with backoff ([`backoff`]) and,
-//! with no `--relay`, runs a relay in-process ([`embedded`]).
+//! a local server or the built-in SQLite MCP server ([`upstream`],
+//! [`sqlite_server`], [`sqlite_db`]). It reconnects with backoff ([`backoff`])
+//! and, with no `--relay`, runs a relay in-process ([`embedded`]).
 
 #![forbid(unsafe_code)]
 
@@ -13,6 +14,8 @@ pub mod dial;
 pub mod embedded;
 pub mod error;
 pub mod session;
+pub mod sqlite_db;
+pub mod sqlite_server;
 pub mod upstream;
 
 pub use connect::{run, ConnectOptions, TransportChoice};

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent::connect::Reporter;
+use agent::sqlite_db::{Limits, SqliteDb};
+use agent::upstream::Upstream;
 use agent::{ConnectOptions, TransportChoice};
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
@@ -33,6 +35,7 @@ enum Command {
 }
 
 #[derive(Args)]
+#[command(group = clap::ArgGroup::new("upstream").required(true).multiple(false))]
 struct ConnectArgs {
     /// The relay, e.g. https://relay.example.com. Omit it to run an embedded
     /// relay on this machine.
@@ -49,8 +52,15 @@ struct ConnectArgs {
     #[arg(long, default_value = "demo")]
     route: String,
     /// The local HTTP server to serve the route from, e.g. http://127.0.0.1:8000/mcp.
-    #[arg(long)]
-    http: String,
+    #[arg(long, group = "upstream", value_name = "URL")]
+    http: Option<String>,
+    /// Serve the route from the built-in SQLite MCP server on this database
+    /// file (created with sample data if it does not exist).
+    #[arg(long, group = "upstream", value_name = "FILE")]
+    sqlite: Option<PathBuf>,
+    /// With --sqlite: open the database read-only (writing tools then fail).
+    #[arg(long, requires = "sqlite", conflicts_with = "http")]
+    read_only: bool,
     /// Tunnel transport.
     #[arg(long, value_enum, default_value_t = TransportChoice::Auto)]
     transport: TransportChoice,
@@ -107,6 +117,21 @@ fn main() -> ExitCode {
 async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));
+    let upstream = match (&args.http, &args.sqlite) {
+        (Some(url), _) => Upstream::http(url)?,
+        (None, Some(path)) => {
+            let db = SqliteDb::open(path, args.read_only, Limits::default())?;
+            if db.created_sample() {
+                println!(
+                    "created {} with sample data (tables customers, products, orders)",
+                    path.display()
+                );
+            }
+            Upstream::sqlite(db, stop.clone())
+        }
+        (None, None) => anyhow::bail!("pass --http URL or --sqlite FILE"),
+    };
+    let mcp = upstream.sqlite_db().is_some();
     let mut embedded = None;
     let (relay_url, token, ca_cert) = match args.relay {
         Some(url) => {
@@ -128,15 +153,22 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
                 e.relay.public_url,
                 dir.display()
             );
-            println!("  trust its CA:  {}", e.ca_path.display());
-            println!("  client token:  {}", e.client_token);
-            println!(
-                "  try:           curl --cacert {} -H 'Authorization: Bearer {}' {}/mcp/{}",
-                e.ca_path.display(),
-                e.client_token,
-                e.relay.public_url,
-                args.route
-            );
+            let route_url = format!("{}/mcp/{}", e.relay.public_url, args.route);
+            let ca = e.ca_path.display();
+            let token = &e.client_token;
+            println!("  trust its CA:  {ca}");
+            println!("  client token:  {token}");
+            if mcp {
+                println!("  MCP server:    {route_url} (Streamable HTTP)");
+                println!(
+                    "  in a client:   server URL {route_url}, header 'Authorization: Bearer {token}', trusting the CA above (Node.js clients: NODE_EXTRA_CA_CERTS={ca})"
+                );
+                println!(
+                    "  try:           curl --cacert {ca} -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{{\"protocolVersion\":\"2025-06-18\",\"capabilities\":{{}},\"clientInfo\":{{\"name\":\"curl\",\"version\":\"1\"}}}}}}' {route_url}"
+                );
+            } else {
+                println!("  try:           curl --cacert {ca} -H 'Authorization: Bearer {token}' {route_url}");
+            }
             let out = (url, e.agent_token.clone(), Some(e.ca_path.clone()));
             embedded = Some(e);
             out
@@ -147,7 +179,7 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
         token,
         ca_cert,
         route: args.route,
-        upstream: args.http,
+        upstream: Arc::new(upstream),
         transport: args.transport,
         drain_timeout: args.drain_timeout,
         quic_retry_interval: args.quic_retry_interval,

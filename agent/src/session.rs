@@ -13,13 +13,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tunnel::{RecvHalf, SendHalf, Transport, TunnelConnection};
 
-use crate::upstream::HttpUpstream;
+use crate::upstream::Upstream;
 
 /// What the agent presents in its hello.
 pub struct Identity {
     pub token: String,
     pub instance_id: [u8; 16],
     pub routes: Vec<String>,
+    /// What serves the routes.
+    pub kind: UpstreamKind,
 }
 
 /// How a session ended.
@@ -71,7 +73,7 @@ pub async fn handshake(
             .iter()
             .map(|r| RouteOffer {
                 name: r.clone(),
-                kind: UpstreamKind::Http,
+                kind: identity.kind,
             })
             .collect(),
     };
@@ -99,7 +101,7 @@ pub async fn handshake(
 /// Serves an established session until it ends.
 pub async fn serve(
     session: Established,
-    upstream: Arc<HttpUpstream>,
+    upstream: Arc<Upstream>,
     stop: CancellationToken,
     config: &SessionConfig,
     dialer: Option<&crate::dial::Dialer>,
@@ -219,11 +221,7 @@ fn drain_then_close(conn: TunnelConnection, in_flight: TaskTracker, timeout: Dur
     });
 }
 
-async fn accept_streams(
-    conn: TunnelConnection,
-    upstream: Arc<HttpUpstream>,
-    in_flight: TaskTracker,
-) {
+async fn accept_streams(conn: TunnelConnection, upstream: Arc<Upstream>, in_flight: TaskTracker) {
     loop {
         let (send, mut recv) = match conn.accept_bi().await {
             Ok(s) => s,

@@ -1,17 +1,29 @@
-//! Serving one exchange from a local HTTP server.
+//! Serving one exchange: from a local HTTP server (`--http URL`), or from an
+//! MCP server built into the agent (`--sqlite FILE`).
+//!
+//! Both kinds see the same thing: the relay's [`ExchangeHead`] and the
+//! request body become an `http::Request`; the answer goes back as one
+//! [`ResponseHead`] frame and then the body, written chunk by chunk as it
+//! comes (flushed each time, so server-sent events are not held back).
 
+use std::fmt::Display;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Request, StatusCode};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use protocol::{BodyKind, ExchangeHead, FrameLimit, Header, ResponseHead};
+use protocol::{BodyKind, ExchangeHead, FrameLimit, Header, ResponseHead, UpstreamKind};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
 use tunnel::{RecvHalf, SendHalf, TunnelBody};
 
 use crate::error::AgentError;
+use crate::sqlite_db::SqliteDb;
+use crate::sqlite_server::SqliteServer;
 
 type ReqBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
@@ -19,6 +31,224 @@ type ReqBody = UnsyncBoxBody<Bytes, std::io::Error>;
 /// and `Host` (the local server gets its own).
 fn is_local_hop(name: &str) -> bool {
     name == "host" || relay::headers::HOP_BY_HOP.contains(&name)
+}
+
+/// What serves a route.
+pub enum Upstream {
+    /// A local HTTP server.
+    Http(Box<HttpUpstream>),
+    /// An MCP server inside the agent, spoken to over Streamable HTTP.
+    Mcp(McpUpstream),
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Upstream::Http(h) => f.debug_tuple("Http").field(&h.base.as_str()).finish(),
+            Upstream::Mcp(m) => f.debug_tuple("Mcp").field(&m.db).finish(),
+        }
+    }
+}
+
+impl Upstream {
+    /// A local HTTP server at `base`, e.g. `http://127.0.0.1:8000/mcp`.
+    pub fn http(base: &str) -> Result<Upstream, AgentError> {
+        HttpUpstream::new(base).map(|h| Upstream::Http(Box::new(h)))
+    }
+
+    /// The built-in SQLite MCP server on `db`. Its long-lived GET streams
+    /// end when `stop` is cancelled; requests in flight run to their end.
+    pub fn sqlite(db: SqliteDb, stop: CancellationToken) -> Upstream {
+        Upstream::Mcp(McpUpstream::sqlite(db, stop))
+    }
+
+    /// What the hello tells the relay about this upstream.
+    pub fn kind(&self) -> UpstreamKind {
+        match self {
+            Upstream::Http(_) => UpstreamKind::Http,
+            Upstream::Mcp(_) => UpstreamKind::Sqlite,
+        }
+    }
+
+    /// The database behind a built-in SQLite server.
+    pub fn sqlite_db(&self) -> Option<&SqliteDb> {
+        match self {
+            Upstream::Http(_) => None,
+            Upstream::Mcp(m) => Some(&m.db),
+        }
+    }
+
+    /// Serves one exchange: `head` and the request body from `recv`; the
+    /// answer goes into `send`.
+    pub async fn serve(&self, head: ExchangeHead, mut send: SendHalf, recv: RecvHalf) {
+        match self {
+            Upstream::Http(h) => h.serve(head, send, recv).await,
+            Upstream::Mcp(m) => {
+                let req = match request(&head, recv, &head.path) {
+                    Ok(r) => r,
+                    Err((status, code, msg)) => {
+                        return reply_error(&mut send, status, code, msg).await
+                    }
+                };
+                m.serve(&head, req, send).await
+            }
+        }
+    }
+}
+
+/// The request for `head`, its body read from `recv`, addressed to `uri`.
+fn request(
+    head: &ExchangeHead,
+    recv: RecvHalf,
+    uri: &str,
+) -> Result<Request<ReqBody>, (StatusCode, &'static str, &'static str)> {
+    let body: ReqBody = match head.body {
+        BodyKind::Empty => Empty::new().map_err(|never| match never {}).boxed_unsync(),
+        BodyKind::Length(_) | BodyKind::Streaming => TunnelBody::new(recv, None).boxed_unsync(),
+    };
+    let mut req = Request::new(body);
+    *req.method_mut() = http::Method::from_bytes(head.method.as_bytes())
+        .map_err(|_| (StatusCode::BAD_REQUEST, "bad_method", "invalid method"))?;
+    *req.uri_mut() = uri
+        .parse()
+        .map_err(|_| (StatusCode::BAD_REQUEST, "bad_path", "invalid path"))?;
+    for h in &head.headers {
+        if is_local_hop(&h.name) {
+            continue;
+        }
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_bytes(&h.value),
+        ) {
+            req.headers_mut().append(n, v);
+        }
+    }
+    if head.body == BodyKind::Empty {
+        req.headers_mut().remove(http::header::CONTENT_LENGTH);
+    }
+    Ok(req)
+}
+
+/// Streams `resp` into `send`: the head frame, then each body chunk as it
+/// comes, flushed. Ends early, cleanly, when `end_early` is cancelled. On a
+/// body error it returns with `send` unfinished: dropping it aborts the
+/// stream, so the client sees an error rather than a body that looks
+/// complete.
+async fn send_response<B>(
+    request_id: &str,
+    send: &mut SendHalf,
+    resp: Response<B>,
+    end_early: Option<&CancellationToken>,
+) where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Display,
+{
+    let (parts, mut body) = resp.into_parts();
+    let headers = parts
+        .headers
+        .iter()
+        .filter(|(n, _)| !is_local_hop(n.as_str()))
+        .map(|(n, v)| Header {
+            name: n.as_str().to_owned(),
+            value: v.as_bytes().to_vec(),
+        })
+        .collect();
+    let head_frame = ResponseHead {
+        status: parts.status.as_u16(),
+        headers,
+    };
+    if protocol::write_frame("response", send, &head_frame, FrameLimit::HEAD)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let never = CancellationToken::new();
+    let end_early = end_early.unwrap_or(&never);
+    loop {
+        let frame = tokio::select! {
+            f = body.frame() => f,
+            _ = end_early.cancelled() => break,
+        };
+        match frame {
+            None => break,
+            Some(Ok(f)) => {
+                if let Ok(data) = f.into_data() {
+                    if send.write_all(&data).await.is_err() {
+                        return;
+                    }
+                    // Flush per chunk: an SSE event must not wait for the next one.
+                    if send.flush().await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                tracing::warn!(request_id, error = %e, "the upstream's response body failed");
+                return;
+            }
+        }
+    }
+    let _ = send.finish().await;
+}
+
+/// An MCP server running inside the agent (today: the built-in SQLite
+/// server), served with rmcp's Streamable HTTP transport at the route's root.
+pub struct McpUpstream {
+    db: Arc<SqliteDb>,
+    service: StreamableHttpService<SqliteServer, LocalSessionManager>,
+    /// When cancelled (the agent stops), the long-lived GET streams end.
+    stop: CancellationToken,
+}
+
+impl McpUpstream {
+    fn sqlite(db: SqliteDb, stop: CancellationToken) -> McpUpstream {
+        let db = Arc::new(db);
+        let server = SqliteServer::new(db.clone());
+        // No socket listens here: requests arrive only through the tunnel,
+        // with a Host the agent sets itself, so rmcp's DNS-rebinding guard
+        // has nothing to guard. Origin is the relay's to check.
+        // rmcp's own token ends every session at once, in-flight calls
+        // included: it is cancelled only when this upstream is dropped, so
+        // that stopping the agent lets tool calls finish (the drain).
+        let config = StreamableHttpServerConfig::default()
+            .disable_allowed_hosts()
+            .with_cancellation_token(CancellationToken::new());
+        let service = StreamableHttpService::new(
+            move || Ok(server.clone()),
+            Arc::new(LocalSessionManager::default()),
+            config,
+        );
+        McpUpstream { db, service, stop }
+    }
+
+    async fn serve(&self, head: &ExchangeHead, mut req: Request<ReqBody>, mut send: SendHalf) {
+        // The MCP endpoint is the route itself: https://relay/mcp/<route>.
+        if req.uri().path() != "/" {
+            return reply_error(
+                &mut send,
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "the MCP endpoint is the route's own URL (/mcp/<route>); nothing is served below it",
+            )
+            .await;
+        }
+        req.headers_mut()
+            .insert(http::header::HOST, HeaderValue::from_static("localhost"));
+        let standalone_stream = req.method() == http::Method::GET;
+        let resp = self.service.handle(req).await;
+        // A GET is the long-lived server-to-client stream, with no request in
+        // flight: when the agent stops, it ends at once instead of holding the
+        // drain. POSTs (tool calls) run to their end.
+        let end_early = standalone_stream.then_some(&self.stop);
+        send_response(&head.request_id, &mut send, resp, end_early).await;
+    }
+}
+
+impl Drop for McpUpstream {
+    fn drop(&mut self) {
+        self.service.config.cancellation_token.cancel();
+    }
 }
 
 /// A local HTTP server that answers a route.
@@ -29,7 +259,7 @@ pub struct HttpUpstream {
 
 impl HttpUpstream {
     /// `base` is where `/mcp/<route>` maps to, e.g. `http://127.0.0.1:8000/mcp`.
-    pub fn new(base: &str) -> Result<Arc<HttpUpstream>, AgentError> {
+    pub fn new(base: &str) -> Result<HttpUpstream, AgentError> {
         let bad = |reason: &str| AgentError::UpstreamUrl {
             url: base.to_owned(),
             reason: reason.to_owned(),
@@ -44,7 +274,7 @@ impl HttpUpstream {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new()).build(connector);
-        Ok(Arc::new(HttpUpstream { base: url, client }))
+        Ok(HttpUpstream { base: url, client })
     }
 
     pub fn base(&self) -> &url::Url {
@@ -81,50 +311,10 @@ impl HttpUpstream {
     /// Forwards `head` (and the request body from `recv`) to the local server
     /// and streams its answer into `send`.
     pub async fn serve(&self, head: ExchangeHead, mut send: SendHalf, recv: RecvHalf) {
-        let target = self.target(&head.path);
-        let body: ReqBody = match head.body {
-            BodyKind::Empty => Empty::new().map_err(|never| match never {}).boxed_unsync(),
-            BodyKind::Length(_) | BodyKind::Streaming => TunnelBody::new(recv, None).boxed_unsync(),
+        let req = match request(&head, recv, &self.target(&head.path)) {
+            Ok(r) => r,
+            Err((status, code, msg)) => return reply_error(&mut send, status, code, msg).await,
         };
-        let mut req = Request::new(body);
-        *req.method_mut() = match http::Method::from_bytes(head.method.as_bytes()) {
-            Ok(m) => m,
-            Err(_) => {
-                return reply_error(
-                    &mut send,
-                    StatusCode::BAD_REQUEST,
-                    "bad_method",
-                    "invalid method",
-                )
-                .await
-            }
-        };
-        *req.uri_mut() = match target.parse() {
-            Ok(u) => u,
-            Err(_) => {
-                return reply_error(
-                    &mut send,
-                    StatusCode::BAD_REQUEST,
-                    "bad_path",
-                    "invalid path",
-                )
-                .await
-            }
-        };
-        for h in &head.headers {
-            if is_local_hop(&h.name) {
-                continue;
-            }
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(h.name.as_bytes()),
-                HeaderValue::from_bytes(&h.value),
-            ) {
-                req.headers_mut().append(n, v);
-            }
-        }
-        if head.body == BodyKind::Empty {
-            req.headers_mut().remove(http::header::CONTENT_LENGTH);
-        }
         let resp = match self.client.request(req).await {
             Ok(r) => r,
             Err(e) => {
@@ -143,48 +333,7 @@ impl HttpUpstream {
                 .await;
             }
         };
-        let (parts, mut body) = resp.into_parts();
-        let headers = parts
-            .headers
-            .iter()
-            .filter(|(n, _)| !is_local_hop(n.as_str()))
-            .map(|(n, v)| Header {
-                name: n.as_str().to_owned(),
-                value: v.as_bytes().to_vec(),
-            })
-            .collect();
-        let head_frame = ResponseHead {
-            status: parts.status.as_u16(),
-            headers,
-        };
-        if protocol::write_frame("response", &mut send, &head_frame, FrameLimit::HEAD)
-            .await
-            .is_err()
-        {
-            return;
-        }
-        while let Some(frame) = body.frame().await {
-            match frame {
-                Ok(f) => {
-                    if let Ok(data) = f.into_data() {
-                        if send.write_all(&data).await.is_err() {
-                            return;
-                        }
-                        // Flush per chunk: an SSE event must not wait for the next one.
-                        if send.flush().await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                Err(e) => {
-                    // Dropping `send` unfinished aborts the stream: the client
-                    // sees an error rather than a body that looks complete.
-                    tracing::warn!(request_id = head.request_id, error = %e, "local server's response body failed");
-                    return;
-                }
-            }
-        }
-        let _ = send.finish().await;
+        send_response(&head.request_id, &mut send, resp, None).await;
     }
 }
 

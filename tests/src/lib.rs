@@ -4,6 +4,7 @@
 //! guard is dropped, so a failing test leaves nothing behind.
 
 pub mod client;
+pub mod mcp;
 pub mod procs;
 pub mod upstream;
 

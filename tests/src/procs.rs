@@ -320,6 +320,32 @@ impl AgentProc {
         transport: &str,
         extra: &[&str],
     ) -> AgentProc {
+        Self::spawn_upstream(relay, token, route, &["--http", upstream], transport, extra)
+    }
+
+    /// Starts an agent whose upstream is given as arguments (e.g.
+    /// `["--sqlite", path]`), and waits until it is live.
+    pub async fn start_upstream(
+        relay: &RelayProc,
+        token: &str,
+        route: &str,
+        upstream: &[&str],
+        transport: &str,
+    ) -> AgentProc {
+        let mut a = Self::spawn_upstream(relay, token, route, upstream, transport, &[]);
+        let url = a.wait_live().await;
+        AgentProc { proc: a.proc, url }
+    }
+
+    /// Starts an agent whose upstream is given as arguments, without waiting.
+    pub fn spawn_upstream(
+        relay: &RelayProc,
+        token: &str,
+        route: &str,
+        upstream: &[&str],
+        transport: &str,
+        extra: &[&str],
+    ) -> AgentProc {
         let mut args: Vec<String> = vec![
             "connect".into(),
             "--relay".into(),
@@ -328,11 +354,10 @@ impl AgentProc {
             relay.ca().display().to_string(),
             "--route".into(),
             route.into(),
-            "--http".into(),
-            upstream.into(),
             "--transport".into(),
             transport.into(),
         ];
+        args.extend(upstream.iter().map(|s| s.to_string()));
         args.extend(extra.iter().map(|s| s.to_string()));
         let proc = Proc::spawn(
             "agent",

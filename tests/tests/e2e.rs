@@ -12,5 +12,7 @@ mod gateway;
 mod hostile;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
+#[path = "e2e/mcp_sqlite.rs"]
+mod mcp_sqlite;
 #[path = "e2e/transports.rs"]
 mod transports;

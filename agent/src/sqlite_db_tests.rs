@@ -1,0 +1,445 @@
+//! Unit tests of the SQLite layer: what each call refuses, and why.
+
+use super::*;
+
+/// A temporary directory removed on drop.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let p = std::env::temp_dir().join(format!(
+            "drawbridge-sqlite-{tag}-{}-{n}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&p).expect("temp dir");
+        Dir(p)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn sample(tag: &str) -> (Dir, SqliteDb) {
+    let dir = Dir::new(tag);
+    let db = SqliteDb::open(&dir.0.join("demo.db"), false, Limits::default()).expect("open");
+    (dir, db)
+}
+
+fn count(db: &SqliteDb, table: &str) -> i64 {
+    let rows = db
+        .read_query(&format!("SELECT count(*) AS n FROM {table}"))
+        .expect("count");
+    rows.rows[0]["n"].as_i64().expect("n")
+}
+
+#[track_caller]
+fn refused<T: std::fmt::Debug>(r: Result<T, SqliteError>) -> String {
+    match r {
+        Err(SqliteError::Refused(msg)) => msg,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_missing_file_is_created_with_the_sample_dataset() {
+    let (dir, db) = sample("create");
+    assert!(db.created_sample());
+    let tables = db.list_tables().expect("list");
+    assert_eq!(tables.tables, ["customers", "orders", "products"]);
+    assert!(tables.views.is_empty());
+    assert_eq!(count(&db, "customers"), 12);
+    assert_eq!(count(&db, "products"), 10);
+    assert_eq!(count(&db, "orders"), 25);
+    // No leftover partial file next to it.
+    let names: Vec<_> = std::fs::read_dir(&dir.0)
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["demo.db"]);
+    drop(db);
+    // Opened again, it is kept as it is.
+    let again = SqliteDb::open(&dir.0.join("demo.db"), false, Limits::default()).expect("open");
+    assert!(!again.created_sample());
+    assert_eq!(count(&again, "orders"), 25);
+}
+
+#[test]
+fn read_query_returns_rows_as_objects() {
+    let (_dir, db) = sample("rows");
+    let rows = db
+        .read_query(
+            "SELECT c.id, c.name, o.id, o.quantity * p.price AS total, NULL AS empty, X'00FF' AS raw \
+             FROM orders o JOIN customers c ON c.id = o.customer_id JOIN products p ON p.id = o.product_id \
+             WHERE o.id = 3",
+        )
+        .expect("query");
+    assert_eq!(
+        rows.columns,
+        ["id", "name", "id_2", "total", "empty", "raw"]
+    );
+    assert_eq!(rows.row_count, 1);
+    assert!(!rows.truncated);
+    let r = &rows.rows[0];
+    assert_eq!(r["id"], 2);
+    assert_eq!(r["name"], "Alan Turing");
+    assert_eq!(r["id_2"], 3);
+    assert_eq!(r["total"], 279.99);
+    assert_eq!(r["empty"], Value::Null);
+    assert_eq!(r["raw"], "X'00FF'");
+    // WITH … SELECT, VALUES and table-valued pragmas are reads too.
+    assert_eq!(
+        db.read_query(
+            "WITH big AS (SELECT * FROM products WHERE price > 100) SELECT count(*) AS n FROM big"
+        )
+        .expect("with")
+        .rows[0]["n"],
+        5
+    );
+    assert_eq!(
+        db.read_query("VALUES (1), (2)").expect("values").row_count,
+        2
+    );
+    assert_eq!(
+        db.read_query("SELECT name FROM pragma_table_info('orders')")
+            .expect("pragma function")
+            .row_count,
+        6
+    );
+    // A trailing semicolon and comment are fine.
+    assert_eq!(
+        db.read_query("SELECT 1; -- done").expect("tail").row_count,
+        1
+    );
+}
+
+#[test]
+fn read_query_refuses_anything_that_is_not_a_read() {
+    let (_dir, db) = sample("readonly");
+    let cases = [
+        // Writes, however they are spelled.
+        "DELETE FROM orders",
+        "WITH x AS (SELECT 1) DELETE FROM orders",
+        "WITH x AS (SELECT 1) INSERT INTO orders SELECT * FROM orders",
+        "  \n-- a comment first\n  update products set price = 0",
+        "INSERT INTO customers (name, email, city, country, signed_up) VALUES ('x','x','x','x','x') RETURNING id",
+        "REPLACE INTO products (id, name, category, price) VALUES (1, 'x', 'x', 0)",
+        // More than one statement.
+        "SELECT 1; DROP TABLE orders",
+        "SELECT 1; SELECT 2",
+        "SELECT 1; DELETE FROM orders",
+        // Schema changes and everything else that is not a query.
+        "DROP TABLE orders",
+        "CREATE TABLE t (a)",
+        "CREATE TEMP TABLE t (a)",
+        "CREATE VIEW v AS SELECT 1",
+        "ALTER TABLE orders ADD COLUMN x",
+        "ATTACH DATABASE ':memory:' AS other",
+        "ATTACH DATABASE '/tmp/drawbridge-attack.db' AS other",
+        "DETACH DATABASE main",
+        "PRAGMA query_only = 0",
+        "PRAGMA writable_schema = 1",
+        "PRAGMA table_info(orders)",
+        "VACUUM",
+        "VACUUM INTO '/tmp/drawbridge-vacuum-copy.db'",
+        "REINDEX",
+        "ANALYZE",
+        "BEGIN",
+        "SAVEPOINT s",
+        "",
+        "-- only a comment",
+    ];
+    for sql in cases {
+        let msg = refused(db.read_query(sql));
+        assert!(
+            msg.starts_with("read_query runs one read-only statement"),
+            "{sql}: {msg}"
+        );
+    }
+    assert!(!Path::new("/tmp/drawbridge-vacuum-copy.db").exists());
+    assert_eq!(count(&db, "orders"), 25);
+    assert_eq!(count(&db, "products"), 10);
+    let msg = refused(db.read_query("WITH x AS (SELECT 1) DELETE FROM orders"));
+    assert!(msg.contains("DELETE from orders"), "{msg}");
+    let msg = refused(db.read_query("ATTACH DATABASE ':memory:' AS other"));
+    assert!(msg.contains("ATTACH"), "{msg}");
+}
+
+#[test]
+fn sql_errors_carry_sqlites_message() {
+    let (_dir, db) = sample("errors");
+    let err = db
+        .read_query("SELECT * FROM nowhere")
+        .expect_err("no table");
+    assert!(matches!(err, SqliteError::Sql(_)), "{err:?}");
+    assert!(err.to_string().contains("no such table: nowhere"), "{err}");
+    let err = db.read_query("SELEKT 1").expect_err("syntax");
+    assert!(err.to_string().contains("syntax error"), "{err}");
+    let err = db
+        .write_query("INSERT INTO orders (id, customer_id, product_id, quantity, ordered_at, status) VALUES (1, 1, 1, 1, 'x', 'pending')")
+        .expect_err("duplicate key");
+    assert!(
+        err.to_string().contains("UNIQUE constraint failed"),
+        "{err}"
+    );
+}
+
+#[test]
+fn write_query_runs_data_writes_only() {
+    let (_dir, db) = sample("write");
+    let out = db
+        .write_query("UPDATE products SET in_stock = in_stock + 1 WHERE category = 'office'")
+        .expect("update");
+    assert_eq!(out.affected_rows, 2);
+    assert!(out.returning.is_none());
+    let out = db
+        .write_query("WITH old AS (SELECT id FROM orders WHERE status = 'returned') DELETE FROM orders WHERE id IN (SELECT id FROM old)")
+        .expect("with delete");
+    assert_eq!(out.affected_rows, 2);
+    let out = db
+        .write_query("INSERT INTO customers (name, email, city, country, signed_up) VALUES ('Linus', 'linus@example.com', 'Portland', 'USA', '2024-11-01') RETURNING id, name")
+        .expect("insert returning");
+    assert_eq!(out.affected_rows, 1);
+    let returning = out.returning.expect("returning rows");
+    assert_eq!(returning.rows[0]["id"], 13);
+    assert_eq!(returning.rows[0]["name"], "Linus");
+    assert_eq!(count(&db, "customers"), 13);
+
+    let cases = [
+        "SELECT * FROM orders",
+        "DROP TABLE orders",
+        "CREATE TABLE t (a)",
+        "CREATE INDEX i ON orders(status)",
+        "ALTER TABLE orders RENAME TO o",
+        "ATTACH DATABASE ':memory:' AS other",
+        "PRAGMA journal_mode = off",
+        "PRAGMA foreign_keys = off",
+        "VACUUM",
+        "VACUUM INTO '/tmp/drawbridge-vacuum-copy2.db'",
+        "REINDEX",
+        "ANALYZE",
+        "BEGIN",
+        "COMMIT",
+        "DELETE FROM orders; DROP TABLE customers",
+        "CREATE TRIGGER t AFTER INSERT ON orders BEGIN DELETE FROM customers; END",
+    ];
+    for sql in cases {
+        let msg = refused(db.write_query(sql));
+        assert!(
+            msg.starts_with("write_query runs one INSERT"),
+            "{sql}: {msg}"
+        );
+    }
+    // SQLite's own tables: refused by the authorizer or by SQLite itself.
+    for sql in [
+        "UPDATE sqlite_master SET sql = ''",
+        "DELETE FROM sqlite_master",
+        "INSERT INTO sqlite_master VALUES ('table', 'x', 'x', 0, 'CREATE TABLE x (a)')",
+    ] {
+        assert!(db.write_query(sql).is_err(), "{sql}");
+    }
+    assert!(!Path::new("/tmp/drawbridge-vacuum-copy2.db").exists());
+    assert_eq!(count(&db, "orders"), 23);
+    assert_eq!(
+        db.list_tables().expect("list").tables,
+        ["customers", "orders", "products"]
+    );
+}
+
+#[test]
+fn create_table_creates_tables_only() {
+    let (_dir, db) = sample("create-table");
+    assert_eq!(
+        db.create_table(
+            "CREATE TABLE notes (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL)"
+        )
+        .expect("create"),
+        "notes"
+    );
+    db.write_query("INSERT INTO notes (body) VALUES ('hello')")
+        .expect("insert into the new table");
+    assert_eq!(
+        db.create_table("CREATE TABLE big_orders AS SELECT * FROM orders WHERE quantity > 1")
+            .expect("create as select"),
+        "big_orders"
+    );
+    assert_eq!(count(&db, "big_orders"), 7);
+    let err = db
+        .create_table("CREATE TABLE notes (a)")
+        .expect_err("exists");
+    assert!(err.to_string().contains("already exists"), "{err}");
+    for sql in [
+        "CREATE TEMP TABLE t (a)",
+        "CREATE VIEW v AS SELECT 1",
+        "CREATE INDEX i ON orders(status)",
+        "DROP TABLE orders",
+        "INSERT INTO orders SELECT * FROM orders",
+        "SELECT 1",
+        "CREATE TABLE a (x); DROP TABLE orders",
+        "ATTACH DATABASE ':memory:' AS other",
+        "ANALYZE",
+    ] {
+        let msg = refused(db.create_table(sql));
+        assert!(
+            msg.starts_with("create_table runs one CREATE TABLE"),
+            "{sql}: {msg}"
+        );
+    }
+    let tables = db.list_tables().expect("list").tables;
+    assert_eq!(
+        tables,
+        ["big_orders", "customers", "notes", "orders", "products"]
+    );
+}
+
+#[test]
+fn describe_table_cannot_be_injected() {
+    let (_dir, db) = sample("describe");
+    let d = db.describe_table("orders").expect("describe");
+    assert_eq!(d.name, "orders");
+    assert_eq!(d.kind, "table");
+    assert_eq!(d.row_count, Some(25));
+    let names: Vec<_> = d.columns.iter().map(|c| c["name"].clone()).collect();
+    assert_eq!(
+        names,
+        [
+            "id",
+            "customer_id",
+            "product_id",
+            "quantity",
+            "ordered_at",
+            "status"
+        ]
+    );
+    assert_eq!(d.columns[0]["pk"], 1);
+    assert_eq!(d.foreign_keys.len(), 2);
+    assert_eq!(d.indexes.len(), 1);
+    assert!(d
+        .sql
+        .as_deref()
+        .is_some_and(|s| s.starts_with("CREATE TABLE orders")));
+    // Identifiers are case-insensitive in SQLite.
+    assert_eq!(db.describe_table("ORDERS").expect("case").name, "orders");
+
+    for attack in [
+        "orders; DROP TABLE orders",
+        "orders\"; DROP TABLE orders; --",
+        "orders') UNION SELECT sql FROM sqlite_master --",
+        "x' OR '1'='1",
+        "\"orders\"",
+        "",
+    ] {
+        match db.describe_table(attack) {
+            Err(SqliteError::NoSuchTable(name)) => assert_eq!(name, attack),
+            other => panic!("{attack:?}: {other:?}"),
+        }
+    }
+    assert_eq!(count(&db, "orders"), 25);
+
+    // A table whose name needs quoting is described through a quoted identifier.
+    db.create_table("CREATE TABLE \"odd \"\"name\"\"; --\" (a INTEGER)")
+        .expect("odd table");
+    db.write_query("INSERT INTO \"odd \"\"name\"\"; --\" VALUES (1), (2)")
+        .expect("insert");
+    let d = db.describe_table("odd \"name\"; --").expect("odd");
+    assert_eq!(d.row_count, Some(2));
+    assert_eq!(d.columns.len(), 1);
+    assert_eq!(quote_identifier("a\"b"), "\"a\"\"b\"");
+}
+
+#[test]
+fn read_only_mode_opens_the_file_read_only() {
+    let (dir, db) = sample("ro");
+    drop(db);
+    let path = dir.0.join("demo.db");
+    let db = SqliteDb::open(&path, true, Limits::default()).expect("open read-only");
+    assert!(db.is_read_only());
+    assert_eq!(count(&db, "orders"), 25);
+    assert!(db.describe_table("customers").is_ok());
+    assert_eq!(db.list_tables().expect("list").tables.len(), 3);
+    for err in [
+        db.write_query("DELETE FROM orders").expect_err("write"),
+        db.create_table("CREATE TABLE t (a)").expect_err("create"),
+    ] {
+        assert!(matches!(err, SqliteError::ReadOnly(_)), "{err:?}");
+        assert!(err.to_string().contains("read-only"), "{err}");
+    }
+    assert_eq!(count(&db, "orders"), 25);
+    // A missing file is not created in read-only mode.
+    let missing = dir.0.join("missing.db");
+    let err = SqliteDb::open(&missing, true, Limits::default()).expect_err("missing");
+    assert!(matches!(err, SqliteError::Missing(_)), "{err:?}");
+    assert!(!missing.exists());
+}
+
+#[test]
+fn the_reading_connection_cannot_write_even_without_the_authorizer() {
+    // Defence in depth: the connection behind read_query is opened read-only
+    // with query_only, whatever the authorizer would have said.
+    let (_dir, db) = sample("reader");
+    let conn = lock(&db.reader);
+    let err = conn
+        .execute("DELETE FROM orders", [])
+        .expect_err("read-only connection");
+    assert!(
+        err.to_string().contains("readonly")
+            || err.to_string().contains("read-only")
+            || err.to_string().contains("query_only"),
+        "{err}"
+    );
+}
+
+#[test]
+fn results_and_time_are_bounded() {
+    let dir = Dir::new("limits");
+    let db = SqliteDb::open(
+        &dir.0.join("demo.db"),
+        false,
+        Limits {
+            max_rows: 5,
+            timeout: Duration::from_millis(200),
+        },
+    )
+    .expect("open");
+    let rows = db.read_query("SELECT * FROM orders").expect("rows");
+    assert_eq!(rows.row_count, 5);
+    assert!(rows.truncated);
+    let started = Instant::now();
+    let err = db
+        .read_query("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(*) FROM n")
+        .expect_err("endless");
+    assert!(matches!(err, SqliteError::Timeout(_)), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The connection is usable afterwards.
+    assert_eq!(count(&db, "orders"), 25);
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_an_error_at_open() {
+    let dir = Dir::new("garbage");
+    let path = dir.0.join("notes.txt");
+    std::fs::write(
+        &path,
+        "this is not a database, it is a text file of some length",
+    )
+    .expect("write");
+    let err = SqliteDb::open(&path, false, Limits::default()).expect_err("garbage");
+    assert!(matches!(err, SqliteError::Open { .. }), "{err:?}");
+}
+
+#[test]
+fn values_convert_to_json() {
+    assert_eq!(to_json(ValueRef::Integer(-3)), -3);
+    assert_eq!(to_json(ValueRef::Real(1.5)), 1.5);
+    assert_eq!(to_json(ValueRef::Real(f64::INFINITY)), "inf");
+    assert_eq!(to_json(ValueRef::Text(b"h\xffi")), "h\u{fffd}i");
+    assert_eq!(to_json(ValueRef::Blob(&[1, 171])), "X'01AB'");
+    assert_eq!(to_json(ValueRef::Null), Value::Null);
+}
