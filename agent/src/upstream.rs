@@ -129,6 +129,9 @@ fn request(
     Ok(req)
 }
 
+/// How long an answered exchange waits for the relay to acknowledge its tail.
+const ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Streams `resp` into `send`: the head frame, then each body chunk as it
 /// comes, flushed. Ends early, cleanly, when `end_early` is cancelled. On a
 /// body error it returns with `send` unfinished: dropping it aborts the
@@ -189,7 +192,9 @@ async fn send_response<B>(
             }
         }
     }
-    let _ = send.finish().await;
+    // Wait for the relay's acknowledgement: an agent that stops closes its
+    // connection once this task ends, and must not discard the tail.
+    let _ = send.finish_acknowledged(ACK_WAIT).await;
 }
 
 /// An MCP server running inside the agent (today: the built-in SQLite
@@ -369,7 +374,7 @@ async fn reply_error(send: &mut SendHalf, status: StatusCode, code: &str, messag
         .is_ok()
         && send.write_all(body.as_bytes()).await.is_ok()
     {
-        let _ = send.finish().await;
+        let _ = send.finish_acknowledged(ACK_WAIT).await;
     }
 }
 

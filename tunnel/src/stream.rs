@@ -48,6 +48,18 @@ impl SendHalf {
     pub async fn finish(&mut self) -> io::Result<()> {
         self.shutdown().await
     }
+
+    /// Ends the sending direction and, on QUIC, waits (up to `max_wait`)
+    /// until the peer has acknowledged every byte. Closing the connection
+    /// right after a plain `finish` can discard data still in flight; an agent
+    /// that drains before it stops must use this.
+    pub async fn finish_acknowledged(&mut self, max_wait: std::time::Duration) -> io::Result<()> {
+        self.shutdown().await?;
+        if let SendInner::Quic(s) = &mut self.inner {
+            let _ = tokio::time::timeout(max_wait, s.stopped()).await;
+        }
+        Ok(())
+    }
 }
 
 impl RecvHalf {
