@@ -3,8 +3,8 @@
 //! Events are written by one thread, in order. Durability rule: every event
 //! is written and flushed as it arrives, and the file is `fdatasync`ed at least
 //! every 100 ms while events flow (group commit), so a crash of the machine can
-//! lose at most the last 100 ms of events; a crash of the relay process alone
-//! loses none that were handed to the writer.
+//! lose at most the last 100 ms of events; a crash of the relay process loses
+//! only events still queued for the writer (it writes each as it arrives).
 //!
 //! The audit never drops silently. If an event cannot be queued or written,
 //! [`Audit::healthy`] turns false and the gateway refuses requests (fail
