@@ -1,0 +1,1150 @@
+//! Tests of the policy engine: the decision matrix, loading errors, layering,
+//! tool listing and the example policies of `deploy/policies/`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use super::load::{line_col, schema};
+use super::request::{build, rfc3339, unix_seconds, Facts, Vocabulary};
+use super::*;
+use crate::jsonrpc::{classify_body, Message};
+use crate::sql::classify;
+
+const OWNER: &str = "alice@example.com";
+const ROUTE: &str = "crm";
+/// 2026-06-01T00:00:00Z.
+const JUNE_2026: u64 = 1_780_272_000;
+/// 2027-01-02T00:00:00Z.
+const JAN_2027: u64 = 1_798_848_000;
+
+const OWNER_ONLY: &str = include_str!("../../../deploy/policies/owner-only.cedar");
+const SHARE_READ_ONLY: &str = include_str!("../../../deploy/policies/share-read-only.cedar");
+const ORG_NO_ATTACH: &str = include_str!("../../../deploy/policies/org-no-attach.cedar");
+
+const SQLITE_TOOLS: [&str; 6] = [
+    "read_query",
+    "write_query",
+    "create_table",
+    "list_tables",
+    "describe_table",
+    "append_insight",
+];
+
+fn at(unix: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(unix)
+}
+
+fn caller(email: &str) -> Caller<'_> {
+    Caller {
+        email,
+        groups: &[],
+        client_id: "client-1",
+        client_name: Some("ChatGPT"),
+        route: ROUTE,
+        route_owner: OWNER,
+        time: at(JUNE_2026),
+    }
+}
+
+fn message(value: Value) -> Message {
+    let mut messages = classify_body(value.to_string().as_bytes()).expect("valid message");
+    assert_eq!(messages.len(), 1);
+    messages.remove(0)
+}
+
+fn request(method: &str) -> Message {
+    message(json!({"jsonrpc": "2.0", "id": 1, "method": method}))
+}
+
+fn call(tool: &str, arguments: Value) -> Message {
+    message(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments}}))
+}
+
+fn sql_call(tool: &str, sql: &str) -> Message {
+    call(tool, json!({"query": sql}))
+}
+
+/// Decide as the gateway will: SQL facts classified from the message.
+fn decide_as(engine: &Engine, caller: Caller<'_>, message: &Message) -> Decision {
+    let facts = message.sql_argument().map(classify);
+    engine.decide(&Request {
+        caller,
+        message,
+        sql: facts.as_ref(),
+    })
+}
+
+fn decide(engine: &Engine, email: &str, message: &Message) -> Decision {
+    decide_as(engine, caller(email), message)
+}
+
+fn flags(allow: &[&str], tools: Option<&[&str]>, read_only: bool) -> Engine {
+    let allow: Vec<String> = allow.iter().map(|s| s.to_string()).collect();
+    let tools: Option<Vec<String>> = tools.map(|t| t.iter().map(|s| s.to_string()).collect());
+    let policy =
+        Policy::from_flags(OWNER, &allow, tools.as_deref(), read_only).expect("flags compile");
+    Engine::new(policy, None)
+}
+
+fn cedar(text: &str) -> Policy {
+    Policy::from_cedar_text(text, "test.cedar").unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn assert_allowed(decision: &Decision, policies: &[&str]) {
+    assert!(decision.allowed, "{decision:?}");
+    assert_eq!(decision.policies, policies, "{decision:?}");
+    assert!(decision.errors.is_empty(), "{decision:?}");
+}
+
+fn assert_denied(decision: &Decision, policies: &[&str]) {
+    assert!(!decision.allowed, "{decision:?}");
+    assert_eq!(decision.policies, policies, "{decision:?}");
+}
+
+/// One message of every action.
+fn every_action() -> Vec<Message> {
+    vec![
+        request("initialize"),
+        request("server/discover"),
+        request("ping"),
+        message(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})),
+        message(json!({"jsonrpc": "2.0", "id": 7, "result": {}})),
+        request("tools/list"),
+        request("resources/list"),
+        request("resources/templates/list"),
+        request("prompts/list"),
+        sql_call("read_query", "SELECT 1"),
+        call("list_tables", json!({})),
+        read_resource(),
+        message(json!({"jsonrpc": "2.0", "id": 1, "method": "prompts/get",
+            "params": {"name": "mcp-demo", "arguments": {"topic": "x"}}})),
+        request("completion/complete"),
+    ]
+}
+
+fn read_resource() -> Message {
+    message(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "resources/read",
+        "params": {"uri": "memo://insights"}}),
+    )
+}
+
+// ---------------------------------------------------------------- schema ---
+
+#[test]
+fn schema_loads() {
+    schema().expect("the built-in schema parses");
+    assert!(Vocabulary::get().is_ok());
+}
+
+#[test]
+fn every_request_fits_the_schema() {
+    let schema = schema().expect("schema");
+    let vocabulary = Vocabulary::get().expect("vocabulary");
+    let groups = ["ops".to_owned(), "Data Team".to_owned()];
+    let mut who = caller("Bob@Example.com");
+    who.groups = &groups;
+    who.client_name = None;
+    let mut messages = every_action();
+    messages.push(sql_call("read_query", "SELECT * FROM main.t JOIN u"));
+    messages.push(call(
+        "weird",
+        json!({"n": 1, "o": {"a": [1]}, "s": "x", "z": null}),
+    ));
+    for message in &messages {
+        let facts_owned = message.sql_argument().map(classify);
+        let facts = Facts {
+            action: Action::of(message),
+            method: message.method.as_deref().unwrap_or_default(),
+            target: message.target.as_deref(),
+            arguments: message.arguments.as_ref(),
+            sql: facts_owned.as_ref(),
+            listing: false,
+        };
+        build(vocabulary, &who, &facts, Some(schema))
+            .unwrap_or_else(|e| panic!("{message:?}: {e}"));
+    }
+    // The listing form too.
+    let facts = Facts {
+        action: Action::CallTool,
+        method: "tools/call",
+        target: Some("read_query"),
+        arguments: None,
+        sql: None,
+        listing: true,
+    };
+    build(vocabulary, &who, &facts, Some(schema)).expect("listing request");
+}
+
+#[test]
+fn messages_map_to_actions() {
+    let cases = [
+        (request("initialize"), Action::Initialize),
+        (request("server/discover"), Action::Initialize),
+        (request("ping"), Action::Ping),
+        (
+            message(json!({"jsonrpc": "2.0", "method": "notifications/cancelled"})),
+            Action::Notify,
+        ),
+        (
+            message(json!({"jsonrpc": "2.0", "id": 1, "result": {}})),
+            Action::Respond,
+        ),
+        (
+            message(json!({"jsonrpc": "2.0", "id": 1, "error": {"code": 1, "message": "no"}})),
+            Action::Respond,
+        ),
+        (request("tools/list"), Action::ListTools),
+        (call("x", json!({})), Action::CallTool),
+        (request("resources/list"), Action::ListResources),
+        (request("resources/templates/list"), Action::ListResources),
+        (
+            message(
+                json!({"jsonrpc": "2.0", "id": 1, "method": "resources/subscribe",
+                "params": {"uri": "a://b"}}),
+            ),
+            Action::ReadResource,
+        ),
+        (request("prompts/list"), Action::ListPrompts),
+        (
+            message(json!({"jsonrpc": "2.0", "id": 1, "method": "prompts/get",
+                "params": {"name": "p"}})),
+            Action::GetPrompt,
+        ),
+        (request("logging/setLevel"), Action::OtherMethod),
+        (request("Tools/List"), Action::OtherMethod),
+    ];
+    for (message, action) in cases {
+        assert_eq!(Action::of(&message), action, "{message:?}");
+    }
+    // Every action is declared in the schema.
+    for action in Action::ALL {
+        assert!(
+            SCHEMA_TEXT.contains(&format!("action {} ", action.as_str())),
+            "{}",
+            action.as_str()
+        );
+    }
+}
+
+#[test]
+fn time_as_datetime() {
+    assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+    assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    assert_eq!(rfc3339(946_684_799), "1999-12-31T23:59:59Z");
+    assert_eq!(rfc3339(1_798_761_600), "2027-01-01T00:00:00Z");
+    assert_eq!(rfc3339(-5), "1970-01-01T00:00:00Z");
+    assert_eq!(rfc3339(i64::MAX), "9999-12-31T23:59:59Z");
+    assert_eq!(unix_seconds(at(JUNE_2026)), 1_780_272_000);
+    assert_eq!(unix_seconds(UNIX_EPOCH - Duration::from_secs(3)), -3);
+}
+
+// ---------------------------------------------------------------- matrix ---
+
+#[test]
+fn default_is_owner_only() {
+    let engine = flags(&[], None, false);
+    for message in every_action() {
+        assert_allowed(&decide(&engine, OWNER, &message), &["owner"]);
+        assert_allowed(&decide(&engine, "ALICE@example.COM", &message), &["owner"]);
+        assert_denied(
+            &decide(&engine, "mallory@example.com", &message),
+            &[NO_PERMIT],
+        );
+    }
+    // Looking like the owner is not being the owner.
+    for email in ["alice@example.com.evil.net", "alice", "alice@example.co"] {
+        assert_denied(&decide(&engine, email, &request("ping")), &[NO_PERMIT]);
+    }
+    // No identity is nobody, even on a route whose owner is unknown.
+    let engine = Engine::new(cedar(OWNER_ONLY), None);
+    let mut nobody = caller(" ");
+    nobody.route_owner = "";
+    let decision = decide_as(&engine, nobody, &request("ping"));
+    assert!(!decision.allowed, "{decision:?}");
+    assert!(decision.errors[0].contains("no identity"), "{decision:?}");
+}
+
+#[test]
+fn allowed_by_email_and_by_domain() {
+    let engine = flags(&["Bob@Example.com", "@corp.com"], None, false);
+    let list = request("tools/list");
+    assert_allowed(
+        &decide(&engine, "bob@example.com", &list),
+        &["allow-bob@example.com"],
+    );
+    assert_allowed(
+        &decide(&engine, "carol@corp.com", &list),
+        &["allow-@corp.com"],
+    );
+    assert_allowed(
+        &decide(&engine, "Dave@CORP.com", &list),
+        &["allow-@corp.com"],
+    );
+    for stranger in [
+        "carol@example.com",
+        "carol@sub.corp.com",
+        "carol@corp.com.evil.net",
+        "corp.com@evil.net",
+        "carol@notcorp.com",
+    ] {
+        assert_denied(&decide(&engine, stranger, &list), &[NO_PERMIT]);
+    }
+    assert!(engine
+        .owner()
+        .cedar_text()
+        .contains("@id(\"allow-@corp.com\")"));
+}
+
+#[test]
+fn tools_flag_restricts_calls_for_everybody() {
+    let engine = flags(
+        &["bob@example.com"],
+        Some(&["read_query", "list_tables"]),
+        false,
+    );
+    for who in [OWNER, "bob@example.com"] {
+        let read = decide(&engine, who, &sql_call("read_query", "SELECT 1"));
+        assert!(read.allowed, "{read:?}");
+        assert!(decide(&engine, who, &call("list_tables", json!({}))).allowed);
+        assert_denied(
+            &decide(&engine, who, &sql_call("write_query", "DELETE FROM t")),
+            &["tools"],
+        );
+        assert_denied(
+            &decide(&engine, who, &call("describe_table", json!({}))),
+            &["tools"],
+        );
+        // Other methods are not tools.
+        assert!(decide(&engine, who, &request("tools/list")).allowed);
+    }
+    // An empty list: no tool at all.
+    let none = flags(&[], Some(&[]), false);
+    assert_denied(
+        &decide(&none, OWNER, &call("list_tables", json!({}))),
+        &["tools"],
+    );
+    assert!(decide(&none, OWNER, &request("tools/list")).allowed);
+}
+
+#[test]
+fn read_only_judges_the_sql_not_the_tool_name() {
+    let engine = flags(&["bob@example.com"], None, true);
+    for who in [OWNER, "bob@example.com"] {
+        for sql in [
+            "SELECT * FROM t",
+            "WITH x AS (SELECT 1) SELECT * FROM x",
+            "PRAGMA table_info(t)",
+            "EXPLAIN DELETE FROM t",
+        ] {
+            let d = decide(&engine, who, &sql_call("read_query", sql));
+            assert!(d.allowed, "{sql}: {d:?}");
+        }
+        for sql in [
+            "WITH x AS (SELECT 1) DELETE FROM t",
+            "SELECT 1; DROP TABLE t",
+            "INSERT INTO t VALUES (1)",
+            "ATTACH 'x.db' AS x",
+            "PRAGMA journal_mode = DELETE",
+            "BEGIN",
+        ] {
+            assert_denied(
+                &decide(&engine, who, &sql_call("read_query", sql)),
+                &["read-only-sql"],
+            );
+        }
+        // Known write tools, even with SQL that reads.
+        for tool in WRITE_TOOLS {
+            assert_denied(
+                &decide(&engine, who, &sql_call(tool, "SELECT 1")),
+                &["read-only-tools"],
+            );
+        }
+        assert_denied(
+            &decide(
+                &engine,
+                who,
+                &call("append_insight", json!({"insight": "x"})),
+            ),
+            &["read-only-tools"],
+        );
+        // A write with a write tool: both rules name themselves.
+        assert_denied(
+            &decide(&engine, who, &sql_call("write_query", "DELETE FROM t")),
+            &["read-only-sql", "read-only-tools"],
+        );
+        // An unknown tool cannot pass by carrying a harmless query.
+        assert_denied(
+            &decide(&engine, who, &sql_call("delete_file", "SELECT 1")),
+            &["read-only-tools"],
+        );
+        assert_denied(
+            &decide(&engine, who, &call("delete_file", json!({"path": "/x"}))),
+            &["read-only-tools"],
+        );
+        // read_query needs SQL it can judge.
+        for arguments in [
+            json!({}),
+            json!({"query": ["DELETE FROM t"]}),
+            json!({"q": "x"}),
+        ] {
+            assert_denied(
+                &decide(&engine, who, &call("read_query", arguments)),
+                &["read-only-no-sql"],
+            );
+        }
+        // Read tools without SQL.
+        assert!(decide(&engine, who, &call("list_tables", json!({}))).allowed);
+        assert!(
+            decide(
+                &engine,
+                who,
+                &call("describe_table", json!({"table_name": "t"}))
+            )
+            .allowed
+        );
+        // SQL that reads but loads code or touches files.
+        assert_denied(
+            &decide(
+                &engine,
+                who,
+                &sql_call("read_query", "SELECT load_extension('/tmp/x.so')"),
+            ),
+            &["read-only-functions"],
+        );
+        // Resources and prompts are reads.
+        assert!(decide(&engine, who, &read_resource()).allowed);
+    }
+}
+
+#[test]
+fn sql_that_does_not_parse_fails_closed() {
+    for engine in [flags(&[], None, true), flags(&[], None, false)] {
+        for sql in [
+            "SELEC 1",
+            "",
+            "SELECT 'unterminated",
+            "REINDEX",
+            "DELETE FROM t; SELEC 1",
+        ] {
+            assert_denied(
+                &decide(&engine, OWNER, &sql_call("read_query", sql)),
+                &[UNPARSED_SQL],
+            );
+        }
+    }
+    // Without facts from the caller, the engine classifies the SQL itself.
+    let engine = flags(&[], None, true);
+    let message = sql_call("read_query", "WITH x AS (SELECT 1) DELETE FROM t");
+    let decision = engine.decide(&Request {
+        caller: caller(OWNER),
+        message: &message,
+        sql: None,
+    });
+    assert_denied(&decision, &["read-only-sql"]);
+    let message = sql_call("read_query", "SELEC 1");
+    let decision = engine.decide(&Request {
+        caller: caller(OWNER),
+        message: &message,
+        sql: None,
+    });
+    assert_denied(&decision, &[UNPARSED_SQL]);
+}
+
+// -------------------------------------------------------------- layering ---
+
+#[test]
+fn org_forbid_beats_owner_permit() {
+    let org = Policy::from_cedar_text(ORG_NO_ATTACH, "org-no-attach.cedar").expect("org");
+    assert!(!org.has_permit());
+    let owner = Policy::from_flags(OWNER, &[], None, false).expect("owner");
+    let engine = Engine::new(owner, Some(org));
+    assert_denied(
+        &decide(
+            &engine,
+            OWNER,
+            &sql_call("write_query", "ATTACH 'other.db' AS o"),
+        ),
+        &["org/no-attach"],
+    );
+    // Not forbidden by the org: the owner's permit decides.
+    assert_allowed(
+        &decide(&engine, OWNER, &sql_call("write_query", "DELETE FROM t")),
+        &["owner"],
+    );
+    // Both layers deny: both are named.
+    assert_denied(
+        &decide(
+            &engine,
+            "eve@example.com",
+            &sql_call("read_query", "ATTACH 'x' AS x"),
+        ),
+        &[NO_PERMIT, "org/no-attach"],
+    );
+}
+
+#[test]
+fn org_permit_never_widens_a_route() {
+    let org = cedar(
+        r#"@id("everybody") permit (principal, action, resource);
+           @id("no-drop") forbid (principal, action, resource)
+           when { context.sql.kinds.contains("drop") };"#,
+    );
+    let engine = Engine::new(
+        Policy::from_flags(OWNER, &[], None, false).expect("owner"),
+        Some(org),
+    );
+    assert_denied(
+        &decide(&engine, "eve@example.com", &request("ping")),
+        &[NO_PERMIT],
+    );
+    assert_allowed(
+        &decide(&engine, OWNER, &request("ping")),
+        &["owner", "org/everybody"],
+    );
+    assert_denied(
+        &decide(&engine, OWNER, &sql_call("write_query", "DROP TABLE t")),
+        &["org/no-drop"],
+    );
+}
+
+#[test]
+fn org_permits_restrict_every_route() {
+    // An organisation that permits only its own domain.
+    let org = cedar(
+        r#"@id("corp-only") permit (principal, action, resource) when { principal.domain == "corp.com" };"#,
+    );
+    let owner =
+        Policy::from_flags(OWNER, &["carol@corp.com".to_owned()], None, false).expect("owner");
+    let engine = Engine::new(owner, Some(org));
+    assert_denied(&decide(&engine, OWNER, &request("ping")), &[ORG_NO_PERMIT]);
+    assert_allowed(
+        &decide(&engine, "carol@corp.com", &request("ping")),
+        &["allow-carol@corp.com", "org/corp-only"],
+    );
+    // An org member the owner did not allow.
+    assert_denied(
+        &decide(&engine, "dave@corp.com", &request("ping")),
+        &[NO_PERMIT],
+    );
+}
+
+#[test]
+fn evaluation_errors_fail_closed() {
+    // Overflow is only found at evaluation. Cedar alone would skip the
+    // erroring forbid and allow.
+    let policy = cedar(
+        r#"@id("owner") permit (principal, action, resource) when { principal.email == context.route.owner };
+           @id("overflows") forbid (principal, action, resource) when { context.time * 9223372036854775807 > 0 };"#,
+    );
+    let engine = Engine::new(policy, None);
+    let decision = decide(&engine, OWNER, &request("ping"));
+    assert_denied(&decision, &["overflows"]);
+    assert_eq!(decision.errors.len(), 1, "{decision:?}");
+    assert!(decision.errors[0].contains("overflow"), "{decision:?}");
+    assert!(
+        decision.message().contains("evaluation failed"),
+        "{}",
+        decision.message()
+    );
+
+    // A tools/call without a tool cannot be built: denied too.
+    let mut broken = call("x", json!({}));
+    broken.target = None;
+    let decision = decide(&flags(&[], None, false), OWNER, &broken);
+    assert!(!decision.allowed);
+    assert!(
+        decision.errors[0].contains("without a tool name"),
+        "{decision:?}"
+    );
+}
+
+// ---------------------------------------------------------------- loading ---
+
+#[test]
+fn schema_typo_is_refused_with_its_line() {
+    let text = "// Bob may list.\n\
+                @id(\"bob\")\n\
+                permit (principal, action == Action::\"list_tools\", resource)\n\
+                when { principal.emial == \"bob@example.com\" };\n";
+    let error = Policy::from_cedar_text(text, "owner.cedar").expect_err("typo");
+    let PolicyError::Invalid {
+        source_name,
+        problems,
+    } = &error
+    else {
+        panic!("{error:?}");
+    };
+    assert_eq!(source_name, "owner.cedar");
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].line, Some(4));
+    assert_eq!(problems[0].column, Some(8));
+    assert_eq!(problems[0].policy.as_deref(), Some("bob"));
+    let shown = error.to_string();
+    assert!(shown.contains("owner.cedar:4:8: "), "{shown}");
+    assert!(shown.contains("emial"), "{shown}");
+    assert!(shown.contains("did you mean `email`?"), "{shown}");
+
+    // Columns count characters, not bytes.
+    let error = Policy::from_cedar_text(
+        "// ünïcödé\npermit (principal, action, resource) when { \"é\" == principal.emial };",
+        "u.cedar",
+    )
+    .expect_err("typo");
+    assert!(error.to_string().contains("u.cedar:2:52: "), "{error}");
+
+    // Unknown action, unknown entity type, unguarded optional attribute.
+    for (text, line, needle) in [
+        ("\npermit (principal, action == Action::\"call_tools\", resource);", 2, "call_tools"),
+        ("permit (principal == Usr::\"a\", action, resource);", 1, "Usr"),
+        (
+            "permit (principal, action, resource)\nwhen { context.tool == \"x\" };",
+            2,
+            "context has tool",
+        ),
+        (
+            "permit (principal, action == Action::\"ping\", resource)\nwhen { resource.owner == \"x\" && context.sql.read_onyl };",
+            2,
+            "read_onyl",
+        ),
+        // Can never apply: call_tool's resource is a Tool, not a Route.
+        (
+            "permit (principal, action == Action::\"call_tool\",\n resource == Route::\"crm\");",
+            1,
+            "unable to find an applicable action",
+        ),
+        ("permit (principal, action, resource) when { false };", 1, "policy is impossible"),
+    ] {
+        let error = Policy::from_cedar_text(text, "p.cedar").expect_err(text);
+        let shown = error.to_string();
+        assert!(matches!(error, PolicyError::Invalid { .. }), "{shown}");
+        assert!(shown.contains(&format!("p.cedar:{line}:")), "{shown}");
+        assert!(shown.contains(needle), "{shown}");
+    }
+}
+
+#[test]
+fn syntax_errors_are_located() {
+    let text =
+        "@id(\"a\")\npermit (principal, action, resource)\n\nforbid (principal, action resource);";
+    let error = Policy::from_cedar_text(text, "org.cedar").expect_err("syntax");
+    let shown = error.to_string();
+    assert!(matches!(error, PolicyError::Syntax { .. }), "{shown}");
+    assert!(
+        shown.starts_with("policy org.cedar is not valid Cedar:"),
+        "{shown}"
+    );
+    assert!(shown.contains("org.cedar:4:"), "{shown}");
+}
+
+#[test]
+fn ids_duplicates_and_templates() {
+    // Un-annotated policies are named after their source and line.
+    let policy = cedar("\n\npermit (principal, action, resource)\nwhen { principal.email == context.route.owner };\n@id(\"x\") forbid (principal, action, resource) when { context.time < 0 };");
+    assert_eq!(policy.ids(), ["test.cedar:3", "x"]);
+    let engine = Engine::new(policy, None);
+    assert_allowed(&decide(&engine, OWNER, &request("ping")), &["test.cedar:3"]);
+
+    let error = Policy::from_cedar_text(
+        "@id(\"a\") permit (principal, action, resource);\n@id(\"a\") forbid (principal, action, resource);",
+        "dup.cedar",
+    )
+    .expect_err("duplicate");
+    assert_eq!(
+        error.to_string(),
+        "dup.cedar:2: policy id \"a\" is used twice (first at line 1)"
+    );
+
+    let error = Policy::from_cedar_text(
+        "\npermit (principal == ?principal, action, resource);",
+        "t.cedar",
+    )
+    .expect_err("template");
+    assert!(
+        matches!(error, PolicyError::Template { line: 2, .. }),
+        "{error}"
+    );
+
+    // Empty text: nothing is permitted.
+    let engine = Engine::new(cedar(""), None);
+    assert_denied(&decide(&engine, OWNER, &request("ping")), &[NO_PERMIT]);
+}
+
+#[test]
+fn flags_compile_to_inspectable_cedar() {
+    let policy = Policy::from_flags(
+        "Alice@Example.com",
+        &["bob@example.com".to_owned(), " @corp.com ".to_owned()],
+        Some(&["read_query".to_owned(), "we\"ird\\na\nme ü".to_owned()]),
+        true,
+    )
+    .expect("flags");
+    assert_eq!(policy.source_name(), "flags");
+    assert_eq!(
+        policy.ids(),
+        [
+            "owner",
+            "allow-bob@example.com",
+            "allow-@corp.com",
+            "tools",
+            "read-only-sql",
+            "read-only-no-sql",
+            "read-only-tools",
+            "read-only-functions"
+        ]
+    );
+    let text = policy.cedar_text();
+    assert!(
+        text.contains("principal == User::\"alice@example.com\""),
+        "{text}"
+    );
+    // The text loads again by itself.
+    let again = Policy::from_cedar_text(text, "copy.cedar").expect("reload");
+    assert_eq!(again.ids(), policy.ids());
+
+    // An odd tool name survives quoting.
+    let engine = flags(&[], Some(&["we\"ird\\na\nme ü"]), false);
+    assert!(decide(&engine, OWNER, &call("we\"ird\\na\nme ü", json!({}))).allowed);
+    assert!(!decide(&engine, OWNER, &call("we\"ird", json!({}))).allowed);
+}
+
+#[test]
+fn bad_flags_are_refused() {
+    for (owner, allow, tools) in [
+        ("alice", vec![], None),
+        ("", vec![], None),
+        ("@example.com", vec![], None),
+        (OWNER, vec!["bob"], None),
+        (OWNER, vec!["@"], None),
+        (OWNER, vec!["@a@b"], None),
+        (OWNER, vec!["bob @x.com"], None),
+        (OWNER, vec![], Some(vec![""])),
+    ] {
+        let allow: Vec<String> = allow.into_iter().map(str::to_owned).collect();
+        let tools: Option<Vec<String>> = tools.map(|t| t.into_iter().map(str::to_owned).collect());
+        let error =
+            Policy::from_flags(owner, &allow, tools.as_deref(), false).expect_err("refused");
+        assert!(matches!(error, PolicyError::Flag { .. }), "{error}");
+        assert!(error.to_string().starts_with("invalid "), "{error}");
+    }
+}
+
+#[test]
+fn line_and_column_count_characters() {
+    assert_eq!(line_col("ab\ncd", 0), (1, 1));
+    assert_eq!(line_col("ab\ncd", 4), (2, 2));
+    assert_eq!(line_col("ü\nüx", 5), (2, 2));
+    assert_eq!(line_col("ab", 99), (1, 3));
+}
+
+// ----------------------------------------------------------- the context ---
+
+#[test]
+fn context_fields_are_usable() {
+    let groups = ["ops".to_owned()];
+    let policy = cedar(
+        r#"
+        @id("ops") permit (principal in Group::"ops", action == Action::"ping", resource in Route::"crm")
+        when { context.client.name == "ChatGPT" && context.client_id == "client-1" && context.route.name == "crm" };
+        @id("args") permit (principal, action == Action::"call_tool", resource)
+        when {
+          context has tool && context.tool == "describe_table" && resource.route.owner == "alice@example.com" &&
+          context.arguments.contains({name: "table_name", value: "Users"}) &&
+          context.arguments.contains({name: "limit", value: "5"}) &&
+          context.arguments_json like "*\"table_name\":\"users\"*"
+        };
+        @id("sql") permit (principal, action == Action::"call_tool", resource)
+        when {
+          context.has_sql && context.sql.parsed && context.sql.kinds == ["select"] &&
+          context.sql.tables.contains("main.t") && context.sql.table_names.contains("t") &&
+          context.sql.table_list == ",main.t,u,t," && context.sql.functions.contains("count") &&
+          context.time == 1780272000 && context.now == datetime("2026-06-01")
+        };
+        @id("prompt") permit (principal, action == Action::"get_prompt", resource)
+        when { context has target && context.target == "mcp-demo" && context.method == "prompts/get" };
+        "#,
+    );
+    let engine = Engine::new(policy, None);
+    let mut ops = caller("x@y.z");
+    ops.groups = &groups;
+    assert_allowed(&decide_as(&engine, ops, &request("ping")), &["ops"]);
+    assert_denied(&decide(&engine, "x@y.z", &request("ping")), &[NO_PERMIT]);
+    assert_allowed(
+        &decide(
+            &engine,
+            "x@y.z",
+            &call("describe_table", json!({"table_name": "Users", "limit": 5})),
+        ),
+        &["args"],
+    );
+    assert_allowed(
+        &decide(
+            &engine,
+            "x@y.z",
+            &sql_call("read_query", "SELECT count(*) FROM main.t JOIN u"),
+        ),
+        &["sql"],
+    );
+    let prompt = message(json!({"jsonrpc": "2.0", "id": 1, "method": "prompts/get",
+        "params": {"name": "mcp-demo"}}));
+    assert_allowed(&decide(&engine, "x@y.z", &prompt), &["prompt"]);
+}
+
+#[test]
+fn cached_entities_never_mix_callers() {
+    // Entities are cached per caller, route, action and tool; every input
+    // must reach the decision.
+    let policy = cedar(
+        r#"@id("ops") permit (principal in Group::"ops", action, resource)
+           when { context.client.name == "ChatGPT" && context.route.owner == "alice@example.com" };
+           @id("domain") permit (principal, action == Action::"call_tool", resource == Tool::"t")
+           when { principal.domain == "corp.com" && resource.route.name == "crm" };"#,
+    );
+    let engine = Engine::new(policy, None);
+    let ops = ["ops".to_owned()];
+    let other = ["other".to_owned()];
+    for _ in 0..2 {
+        let mut who = caller("x@example.com");
+        who.groups = &ops;
+        assert!(decide_as(&engine, who, &request("ping")).allowed);
+        who.groups = &other;
+        assert!(!decide_as(&engine, who, &request("ping")).allowed);
+        who.groups = &[];
+        assert!(!decide_as(&engine, who, &request("ping")).allowed);
+        who.groups = &ops;
+        who.client_name = Some("Claude");
+        assert!(!decide_as(&engine, who, &request("ping")).allowed);
+        who.client_name = None;
+        assert!(!decide_as(&engine, who, &request("ping")).allowed);
+        who.client_name = Some("ChatGPT");
+        who.route_owner = "bob@example.com";
+        assert!(!decide_as(&engine, who, &request("ping")).allowed);
+
+        let corp = caller("y@corp.com");
+        assert!(decide_as(&engine, corp, &call("t", json!({}))).allowed);
+        assert!(!decide_as(&engine, corp, &call("u", json!({}))).allowed);
+        assert!(!decide_as(&engine, corp, &request("ping")).allowed);
+        let mut elsewhere = corp;
+        elsewhere.route = "billing";
+        assert!(!decide_as(&engine, elsewhere, &call("t", json!({}))).allowed);
+    }
+}
+
+// -------------------------------------------------------------- listing ---
+
+fn all_tools() -> Vec<String> {
+    SQLITE_TOOLS.iter().map(|t| t.to_string()).collect()
+}
+
+#[test]
+fn visible_tools_filters_the_list() {
+    let tools = all_tools();
+    let open = flags(&["bob@example.com"], None, false);
+    assert_eq!(open.visible_tools(&caller(OWNER), &tools), tools);
+    assert_eq!(
+        open.visible_tools(&caller("bob@example.com"), &tools),
+        tools
+    );
+    assert!(open
+        .visible_tools(&caller("eve@example.com"), &tools)
+        .is_empty());
+
+    let restricted = flags(
+        &[],
+        Some(&["list_tables", "write_query", "read_query"]),
+        false,
+    );
+    assert_eq!(
+        restricted.visible_tools(&caller(OWNER), &tools),
+        ["read_query", "write_query", "list_tables"]
+    );
+
+    // Read-only: the read tools stay visible although listing has no SQL.
+    let read_only = flags(&[], None, true);
+    assert_eq!(
+        read_only.visible_tools(&caller(OWNER), &tools),
+        ["read_query", "list_tables", "describe_table"]
+    );
+    assert!(read_only.tool_visible(&caller(OWNER), "read_query"));
+    assert!(!read_only.tool_visible(&caller(OWNER), "write_query"));
+    assert!(!read_only.tool_visible(&caller("eve@example.com"), "read_query"));
+    let both = flags(&[], Some(&["read_query", "write_query"]), true);
+    assert_eq!(both.visible_tools(&caller(OWNER), &tools), ["read_query"]);
+
+    // Under an org guardrail that judges content, nothing is hidden.
+    let org = Policy::from_cedar_text(ORG_NO_ATTACH, "org").expect("org");
+    let guarded = Engine::new(
+        Policy::from_flags(OWNER, &[], None, false).expect("owner"),
+        Some(org),
+    );
+    assert_eq!(guarded.visible_tools(&caller(OWNER), &tools), tools);
+}
+
+// ------------------------------------------------------------- examples ---
+
+#[test]
+fn example_owner_only() {
+    let engine = Engine::new(
+        Policy::from_cedar_text(OWNER_ONLY, "owner-only.cedar").expect("loads"),
+        None,
+    );
+    for message in every_action() {
+        assert_allowed(&decide(&engine, OWNER, &message), &["owner"]);
+        assert_denied(&decide(&engine, "bob@example.com", &message), &[NO_PERMIT]);
+    }
+    assert_denied(
+        &decide(&engine, OWNER, &sql_call("write_query", "SELEC")),
+        &[UNPARSED_SQL],
+    );
+    assert_eq!(
+        engine.visible_tools(&caller(OWNER), &all_tools()),
+        all_tools()
+    );
+    assert!(engine
+        .visible_tools(&caller("bob@example.com"), &all_tools())
+        .is_empty());
+}
+
+#[test]
+fn example_share_read_only() {
+    let engine = Engine::new(
+        Policy::from_cedar_text(SHARE_READ_ONLY, "share-read-only.cedar").expect("loads"),
+        None,
+    );
+    const BOB: &str = "bob@example.com";
+    // The owner keeps everything.
+    assert_allowed(
+        &decide(&engine, OWNER, &sql_call("write_query", "DELETE FROM t")),
+        &["owner"],
+    );
+    // Bob connects, lists and reads.
+    for method in [
+        "initialize",
+        "ping",
+        "tools/list",
+        "resources/list",
+        "prompts/list",
+    ] {
+        assert_allowed(&decide(&engine, BOB, &request(method)), &["bob-connect"]);
+    }
+    assert_allowed(
+        &decide(
+            &engine,
+            BOB,
+            &message(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})),
+        ),
+        &["bob-connect"],
+    );
+    assert_allowed(
+        &decide(
+            &engine,
+            BOB,
+            &sql_call("read_query", "SELECT * FROM customers"),
+        ),
+        &["bob-read-tools"],
+    );
+    assert_allowed(
+        &decide(
+            &engine,
+            BOB,
+            &call("describe_table", json!({"table_name": "customers"})),
+        ),
+        &["bob-read-tools"],
+    );
+    // ... but writes nothing, whatever the spelling.
+    assert_denied(
+        &decide(
+            &engine,
+            BOB,
+            &sql_call("read_query", "WITH x AS (SELECT 1) DELETE FROM customers"),
+        ),
+        &["bob-read-only-sql"],
+    );
+    assert_denied(
+        &decide(
+            &engine,
+            BOB,
+            &sql_call("read_query", "SELECT writefile('/tmp/x', 'y')"),
+        ),
+        &["bob-read-only-sql"],
+    );
+    assert_denied(
+        &decide(&engine, BOB, &sql_call("write_query", "SELECT 1")),
+        &[NO_PERMIT],
+    );
+    assert_denied(
+        &decide(
+            &engine,
+            BOB,
+            &call("append_insight", json!({"insight": "x"})),
+        ),
+        &[NO_PERMIT],
+    );
+    // Not resources or prompts, and only on route "crm".
+    assert_denied(&decide(&engine, BOB, &read_resource()), &[NO_PERMIT]);
+    let mut other_route = caller(BOB);
+    other_route.route = "billing";
+    assert_denied(
+        &decide_as(&engine, other_route, &request("ping")),
+        &[NO_PERMIT],
+    );
+    assert_denied(
+        &decide_as(&engine, other_route, &sql_call("read_query", "SELECT 1")),
+        &[NO_PERMIT],
+    );
+    // Until 2027-01-01.
+    let mut later = caller(BOB);
+    later.time = at(JAN_2027);
+    assert_denied(&decide_as(&engine, later, &request("ping")), &[NO_PERMIT]);
+    assert_denied(
+        &decide_as(&engine, later, &sql_call("read_query", "SELECT 1")),
+        &[NO_PERMIT],
+    );
+    // Bob sees the read tools, until the date.
+    assert_eq!(
+        engine.visible_tools(&caller(BOB), &all_tools()),
+        ["read_query", "list_tables", "describe_table"]
+    );
+    assert!(engine.visible_tools(&later, &all_tools()).is_empty());
+    assert!(engine
+        .visible_tools(&caller("eve@example.com"), &all_tools())
+        .is_empty());
+}
+
+#[test]
+fn example_org_no_attach() {
+    let org = Policy::from_cedar_text(ORG_NO_ATTACH, "org-no-attach.cedar").expect("loads");
+    let owner =
+        Policy::from_flags(OWNER, &["bob@example.com".to_owned()], None, false).expect("owner");
+    let engine = Engine::new(owner, Some(org));
+    for who in [OWNER, "bob@example.com"] {
+        for (sql, rule) in [
+            ("ATTACH DATABASE '/etc/x.db' AS x", "org/no-attach"),
+            ("attach 'x' as y", "org/no-attach"),
+            (
+                "SELECT load_extension('/tmp/evil.so')",
+                "org/no-load-extension",
+            ),
+            ("SELECT readfile('/etc/passwd')", "org/no-load-extension"),
+            ("SELECT * FROM secrets", "org/no-secret-tables"),
+            ("SELECT * FROM main.\"API_Secrets\"", "org/no-secret-tables"),
+            ("DELETE FROM user_passwords", "org/no-secret-tables"),
+            (
+                "SELECT a FROM t JOIN credentials_v2 c ON 1",
+                "org/no-secret-tables",
+            ),
+        ] {
+            assert_denied(&decide(&engine, who, &sql_call("read_query", sql)), &[rule]);
+        }
+        for table in ["secrets", "SECRETS", "Passwords"] {
+            assert_denied(
+                &decide(
+                    &engine,
+                    who,
+                    &call("describe_table", json!({"table_name": table})),
+                ),
+                &["org/no-secret-tables"],
+            );
+        }
+        // Everything else is left to the owner's policy.
+        let d = decide(
+            &engine,
+            who,
+            &sql_call("write_query", "INSERT INTO t VALUES (1)"),
+        );
+        assert!(d.allowed, "{d:?}");
+        assert!(
+            decide(
+                &engine,
+                who,
+                &call("describe_table", json!({"table_name": "customers"}))
+            )
+            .allowed
+        );
+        assert!(decide(&engine, who, &request("tools/list")).allowed);
+    }
+    assert_denied(
+        &decide(&engine, "eve@example.com", &request("ping")),
+        &[NO_PERMIT],
+    );
+}
+
+#[test]
+fn decision_messages_name_the_rule() {
+    let engine = flags(&[], None, true);
+    let d = decide(&engine, OWNER, &sql_call("read_query", "DELETE FROM t"));
+    assert_eq!(d.message(), "denied by policy read-only-sql");
+    let d = decide(&engine, OWNER, &sql_call("read_query", "SELECT 1"));
+    assert_eq!(d.message(), "allowed by policy owner");
+    let d = decide(&engine, OWNER, &sql_call("write_query", "DELETE FROM t"));
+    assert_eq!(
+        d.message(),
+        "denied by policies read-only-sql, read-only-tools"
+    );
+    let json = serde_json::to_value(&d).expect("serialize");
+    assert_eq!(
+        json["policies"],
+        json!(["read-only-sql", "read-only-tools"])
+    );
+}
+
+// ----------------------------------------------------------------- cost ---
+
+/// The cost of one decision for a typical SQL tool call, owner flags with
+/// --allow/--read-only plus an org guardrail. Prints; asserts nothing about
+/// time. `cargo test --release -p drawbridge-relay policy::tests::decision_cost -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn decision_cost() {
+    let owner = Policy::from_flags(
+        OWNER,
+        &["bob@example.com".to_owned(), "@corp.com".to_owned()],
+        None,
+        true,
+    )
+    .expect("owner");
+    let org = Policy::from_cedar_text(ORG_NO_ATTACH, "org").expect("org");
+    let engine = Engine::new(owner.clone(), Some(org));
+    let owner_only = Engine::new(owner, None);
+    let message = sql_call(
+        "read_query",
+        "SELECT c.name, sum(o.total) FROM customers c JOIN orders o ON o.customer_id = c.id \
+         WHERE o.created_at > '2026-01-01' GROUP BY c.name ORDER BY 2 DESC LIMIT 10",
+    );
+    let facts = classify(message.sql_argument().expect("sql"));
+    let groups = ["ops".to_owned(), "data".to_owned()];
+    let mut who = caller("bob@example.com");
+    who.groups = &groups;
+    let request = Request {
+        caller: who,
+        message: &message,
+        sql: Some(&facts),
+    };
+    for (name, engine) in [("owner+org", &engine), ("owner only", &owner_only)] {
+        assert!(engine.decide(&request).allowed);
+        let n = 20_000u32;
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(engine.decide(std::hint::black_box(&request)));
+        }
+        let per = start.elapsed() / n;
+        println!("decide ({name}): {per:?} per decision");
+    }
+    let start = std::time::Instant::now();
+    let n = 2_000u32;
+    let tools = all_tools();
+    for _ in 0..n {
+        std::hint::black_box(engine.visible_tools(&who, &tools));
+    }
+    println!(
+        "visible_tools (6 tools, owner+org): {:?} per list",
+        start.elapsed() / n
+    );
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(classify(message.sql_argument().expect("sql")));
+    }
+    println!("sql::classify of the same SQL: {:?}", start.elapsed() / n);
+}
