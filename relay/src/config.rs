@@ -39,6 +39,8 @@ pub struct RelayConfig {
     pub max_body: usize,
     /// Keep tool arguments in the audit log instead of their hash.
     pub audit_arguments: bool,
+    /// The organisation's Cedar policy, applied to every route (its forbids win).
+    pub policy: Option<PathBuf>,
 }
 
 impl RelayConfig {
@@ -57,6 +59,7 @@ impl RelayConfig {
             revocation_check_interval: Duration::from_secs(1),
             max_body: 4 * 1024 * 1024,
             audit_arguments: false,
+            policy: None,
         }
     }
 }

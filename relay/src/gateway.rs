@@ -5,7 +5,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
@@ -17,6 +17,8 @@ use protocol::{BodyKind, ExchangeHead, Identity, IdentityKind};
 use crate::forward;
 use crate::headers;
 use crate::jsonrpc;
+use crate::policy::{Caller, Decision, Request as PolicyRequest};
+use crate::sql::{self, SqlFacts};
 use crate::state::SharedState;
 use crate::store::TokenRecord;
 use crate::token::{self, TokenKind};
@@ -172,6 +174,10 @@ async fn route_request(
                 return jsonrpc_error(StatusCode::BAD_REQUEST, &e.to_jsonrpc_error(None));
             }
         };
+        let facts: Vec<Option<SqlFacts>> = messages
+            .iter()
+            .map(|m| m.sql_argument().map(sql::classify))
+            .collect();
         let method_header = parts
             .headers
             .get(jsonrpc::MCP_METHOD_HEADER)
@@ -183,13 +189,62 @@ async fn route_request(
         if method_header.is_some() || name_header.is_some() {
             for m in &messages {
                 if let Err(e) = jsonrpc::check_headers(method_header, name_header, m) {
-                    trail.messages(state, &messages);
+                    trail.messages(state, &messages, &facts, &[]);
                     trail.deny("mcp-header-mismatch");
                     return jsonrpc_error(e.http_status(), &e.to_jsonrpc_error(m.id.as_ref()));
                 }
             }
         }
-        trail.messages(state, &messages);
+
+        // 4. The policy decides each message: the organisation's policy and
+        //    the route owner's, both of which must allow it.
+        let engine = match state.policies.for_owner(&token.owner) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the policy engine");
+                trail.messages(state, &messages, &facts, &[]);
+                trail.deny("internal-error");
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the relay's policy engine failed",
+                );
+            }
+        };
+        let caller = Caller {
+            email: &token.owner,
+            groups: &[],
+            client_id: &token.name,
+            client_name: None,
+            route: &route,
+            route_owner: &token.owner,
+            time: SystemTime::now(),
+        };
+        let mut decisions: Vec<Decision> = messages
+            .iter()
+            .zip(&facts)
+            .map(|(m, f)| {
+                engine.decide(&PolicyRequest {
+                    caller,
+                    message: m,
+                    sql: f.as_ref(),
+                })
+            })
+            .collect();
+        if decisions.iter().any(|d| !d.allowed) {
+            // Nothing of a body with a denied message reaches the laptop.
+            for d in decisions.iter_mut().filter(|d| d.allowed) {
+                *d = Decision {
+                    allowed: false,
+                    policies: vec!["batch-refused".into()],
+                    errors: Vec::new(),
+                };
+            }
+            trail.messages(state, &messages, &facts, &decisions);
+            trail.deny("policy");
+            return denied(&messages, &decisions);
+        }
+        trail.messages(state, &messages, &facts, &decisions);
         let len = bytes.len() as u64;
         (
             full_req(bytes),
@@ -218,7 +273,7 @@ async fn route_request(
     };
     trail.allow("owner-only");
 
-    // 4. Which agent serves it: a replica whose tunnel opens a stream. A
+    // 5. Which agent serves it: a replica whose tunnel opens a stream. A
     //    tunnel that died since the last keep-alive is skipped.
     let mut attempts = 0;
     let (agent, stream) = loop {
@@ -238,7 +293,7 @@ async fn route_request(
         }
     };
 
-    // 5. Forward, and stream the answer back.
+    // 6. Forward, and stream the answer back.
     let host = parts
         .headers
         .get(header::HOST)
@@ -289,6 +344,36 @@ async fn route_request(
         }
     }
 }
+
+/// The answer to a body the policy refused: a JSON-RPC error for each request
+/// (HTTP 200, as JSON-RPC errors are), naming the policy that decided; 202 when
+/// the body held only notifications or responses.
+fn denied(messages: &[jsonrpc::Message], decisions: &[Decision]) -> Response<RespBody> {
+    let errors: Vec<serde_json::Value> = messages
+        .iter()
+        .zip(decisions)
+        .filter(|(m, _)| m.kind == jsonrpc::MessageKind::Request)
+        .map(|(m, d)| {
+            serde_json::json!({
+                "jsonrpc": "2.0",
+                "id": m.id,
+                "error": {"code": POLICY_DENIED, "message": d.message(), "data": {"policies": d.policies}},
+            })
+        })
+        .collect();
+    match errors.as_slice() {
+        [] => {
+            let mut resp = Response::new(full(Bytes::new()));
+            *resp.status_mut() = StatusCode::ACCEPTED;
+            resp
+        }
+        [one] if messages.len() == 1 => jsonrpc_error(StatusCode::OK, one),
+        _ => jsonrpc_error(StatusCode::OK, &serde_json::Value::Array(errors)),
+    }
+}
+
+/// The JSON-RPC error code of a policy denial.
+pub const POLICY_DENIED: i64 = -32001;
 
 /// A POST whose body is JSON: an MCP client's JSON-RPC message(s).
 fn is_json_post(parts: &http::request::Parts) -> bool {

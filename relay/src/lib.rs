@@ -21,6 +21,7 @@ pub mod headers;
 pub mod jsonrpc;
 pub mod listener;
 pub mod logging;
+pub mod policies;
 pub mod policy;
 pub mod registry;
 pub mod server;

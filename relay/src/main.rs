@@ -110,6 +110,10 @@ struct ServeArgs {
     /// Write tool arguments to the audit log in the clear (default: a SHA-256).
     #[arg(long)]
     audit_arguments: bool,
+    /// The organisation's Cedar policy for every route: its forbids win over
+    /// any route owner's permits (see deploy/policies/). Checked at start.
+    #[arg(long)]
+    policy: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -328,6 +332,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.drain_timeout = args.drain_timeout;
     config.max_body = args.max_body;
     config.audit_arguments = args.audit_arguments;
+    config.policy = args.policy;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let relay = relay::start(config).await?;

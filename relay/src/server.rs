@@ -12,6 +12,7 @@ use crate::audit::Audit;
 use crate::certs;
 use crate::config::{RelayConfig, TlsSource};
 use crate::error::RelayError;
+use crate::policies::Policies;
 use crate::registry::Registry;
 use crate::state::{RelayState, SharedState};
 use crate::store::Store;
@@ -33,6 +34,7 @@ pub struct RunningRelay {
 pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
     let store = Store::open(&config.state_dir)?;
     let audit = Audit::open(&config.state_dir, config.audit_arguments)?;
+    let policies = Policies::load(config.policy.as_deref())?;
     let (tcp, udp) = bind(config.listen, config.quic)?;
     let local_addr = tcp.local_addr().map_err(|source| RelayError::Bind {
         addr: config.listen.to_string(),
@@ -68,6 +70,7 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         registry: Registry::default(),
         shutdown: CancellationToken::new(),
         requests: TaskTracker::new(),
+        policies,
     });
     let tasks = TaskTracker::new();
     let quic = match udp {

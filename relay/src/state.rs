@@ -7,6 +7,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::audit::Audit;
 use crate::config::RelayConfig;
+use crate::policies::Policies;
 use crate::registry::Registry;
 use crate::store::Store;
 
@@ -22,6 +23,8 @@ pub struct RelayState {
     pub shutdown: CancellationToken,
     /// In-flight client requests (drained on shutdown).
     pub requests: TaskTracker,
+    /// Per-message policy.
+    pub policies: Policies,
 }
 
 impl RelayState {

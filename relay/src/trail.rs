@@ -14,6 +14,8 @@ use http_body_util::BodyExt;
 use crate::audit::{now_rfc3339, AuditEvent, SqlSummary};
 use crate::gateway::{BoxError, RespBody};
 use crate::jsonrpc::Message;
+use crate::policy::Decision;
+use crate::sql::SqlFacts;
 use crate::state::SharedState;
 
 /// The audit record of one request in progress.
@@ -64,19 +66,34 @@ impl Trail {
         self.base.policy = vec![rule.to_owned()];
     }
 
-    /// Records what each JSON-RPC message of the body is.
-    pub fn messages(&mut self, state: &SharedState, messages: &[Message]) {
+    /// Records what each JSON-RPC message of the body is, what its SQL does
+    /// and what the policy decided about it.
+    pub fn messages(
+        &mut self,
+        state: &SharedState,
+        messages: &[Message],
+        facts: &[Option<SqlFacts>],
+        decisions: &[Decision],
+    ) {
         self.messages = messages
             .iter()
-            .map(|m| AuditEvent {
-                method: m.method.clone(),
-                kind: Some(m.kind.as_str().to_owned()),
-                target: m.target.clone(),
-                arguments: m.arguments.as_ref().map(|a| state.audit.arguments(a)),
-                sql: m
-                    .sql_argument()
-                    .map(|q| SqlSummary::from(&crate::sql::classify(q))),
-                ..Default::default()
+            .enumerate()
+            .map(|(i, m)| {
+                let decision = decisions.get(i);
+                AuditEvent {
+                    method: m.method.clone(),
+                    kind: Some(m.kind.as_str().to_owned()),
+                    target: m.target.clone(),
+                    arguments: m.arguments.as_ref().map(|a| state.audit.arguments(a)),
+                    sql: facts.get(i).and_then(|f| f.as_ref()).map(SqlSummary::from),
+                    decision: match decision {
+                        Some(d) if d.allowed => "allow".into(),
+                        Some(_) => "deny".into(),
+                        None => String::new(),
+                    },
+                    policy: decision.map(|d| d.policies.clone()).unwrap_or_default(),
+                    ..Default::default()
+                }
             })
             .collect();
     }
@@ -98,13 +115,28 @@ impl Trail {
         } else {
             self.messages
                 .into_iter()
-                .map(|m| AuditEvent {
-                    method: m.method,
-                    kind: m.kind,
-                    target: m.target,
-                    arguments: m.arguments,
-                    sql: m.sql,
-                    ..base.clone()
+                .map(|m| {
+                    // A message the policy judged carries its own decision;
+                    // otherwise the request's (a refusal before any policy).
+                    let judged = !m.decision.is_empty();
+                    AuditEvent {
+                        method: m.method,
+                        kind: m.kind,
+                        target: m.target,
+                        arguments: m.arguments,
+                        sql: m.sql,
+                        decision: if judged {
+                            m.decision
+                        } else {
+                            base.decision.clone()
+                        },
+                        policy: if judged {
+                            m.policy
+                        } else {
+                            base.policy.clone()
+                        },
+                        ..base.clone()
+                    }
                 })
                 .collect()
         };

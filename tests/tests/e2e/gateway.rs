@@ -220,3 +220,90 @@ async fn every_message_is_audited_with_what_its_sql_does() {
     assert_eq!(code, 0);
     assert!(out.lines().count() == 2 && out.contains("deny"), "{out}");
 }
+
+fn org_policy() -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/policies/org-no-attach.cedar")
+        .display()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_organisations_policy_denies_per_message_before_the_laptop() {
+    let policy = org_policy();
+    let s = setup(&["--policy", &policy]).await;
+    let before = s.up.hits.load(Ordering::Relaxed);
+    let attach = br#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"read_query","arguments":{"query":"ATTACH DATABASE '/tmp/x.db' AS x"}}}"#;
+    let a = s.post(&attach[..], &[]).await;
+    assert_eq!(a.status, 200, "a denial is a JSON-RPC error: {}", a.text());
+    let v = a.json();
+    assert_eq!(v["id"], 5);
+    assert_eq!(v["error"]["code"], -32001);
+    let msg = v["error"]["message"].as_str().expect("message");
+    assert!(
+        msg.contains("org/no-attach"),
+        "the denial names its policy: {msg}"
+    );
+    assert_eq!(
+        s.up.hits.load(Ordering::Relaxed),
+        before,
+        "a denied message reached the laptop"
+    );
+
+    // In a batch, one denied message keeps the whole body from the laptop.
+    let batch = br#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"read_query","arguments":{"query":"SELECT load_extension('x')"}}}]"#;
+    let a = s.post(&batch[..], &[]).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.json().as_array().map(Vec::len), Some(2), "{}", a.text());
+    assert_eq!(s.up.hits.load(Ordering::Relaxed), before);
+
+    // What the policy allows goes through.
+    let read = br#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"read_query","arguments":{"query":"SELECT * FROM customers"}}}"#;
+    assert_eq!(s.post(&read[..], &[]).await.status, 200);
+    assert_eq!(s.up.hits.load(Ordering::Relaxed), before + 1);
+
+    let events = s.audit(4).await;
+    let denied = events
+        .iter()
+        .find(|e| e["decision"] == "deny" && e["sql"]["kinds"][0] == "attach")
+        .expect("the denial is audited");
+    assert_eq!(denied["policy"][0], "org/no-attach");
+    let allowed = events
+        .iter()
+        .rev()
+        .find(|e| e["target"] == "read_query")
+        .expect("allowed call audited");
+    assert_eq!(allowed["decision"], "allow");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_policy_stops_the_relay_at_start_with_its_line() {
+    let dir = e2e::TempDir::new("badpolicy");
+    let path = dir.path().join("org.cedar");
+    std::fs::write(
+        &path,
+        "@id(\"x\")\nforbid (principal, action, resource)\nwhen { principal.emial == \"a\" };\n",
+    )
+    .expect("write");
+    let state = dir.path().join("state");
+    let out = std::process::Command::new(e2e::procs::bin("relay"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--self-signed",
+            "--state-dir",
+        ])
+        .arg(&state)
+        .arg("--policy")
+        .arg(&path)
+        .output()
+        .expect("run relay");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("org.cedar:3"),
+        "names the file and line: {err}"
+    );
+    assert!(err.contains("emial"), "{err}");
+}
