@@ -327,7 +327,16 @@ async fn route_request(
         body: body_kind,
     };
     match forward::exchange(stream, head, body, state.config.response_timeout).await {
-        Ok(resp) => resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()),
+        Ok(resp) => {
+            let mut resp = resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync());
+            if is_event_stream(resp.headers()) {
+                // Proxies in front of the relay (nginx and friends) must not
+                // buffer server-sent events.
+                resp.headers_mut()
+                    .insert("x-accel-buffering", HeaderValue::from_static("no"));
+            }
+            resp
+        }
         Err(e) => {
             tracing::warn!(request_id, route, session = agent.id, error = %e, "exchange failed");
             let code = match e {
@@ -374,6 +383,18 @@ fn denied(messages: &[jsonrpc::Message], decisions: &[Decision]) -> Response<Res
 
 /// The JSON-RPC error code of a policy denial.
 pub const POLICY_DENIED: i64 = -32001;
+
+/// Whether a response is a stream of server-sent events.
+fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        })
+}
 
 /// A POST whose body is JSON: an MCP client's JSON-RPC message(s).
 fn is_json_post(parts: &http::request::Parts) -> bool {

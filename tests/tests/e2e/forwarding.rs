@@ -103,6 +103,11 @@ async fn sse_events_arrive_one_by_one() {
     let resp = client.send(req).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    assert_eq!(
+        resp.headers()["x-accel-buffering"],
+        "no",
+        "proxies must not buffer SSE"
+    );
     let mut body = resp.into_body();
     let mut seen = String::new();
     for k in 0..3 {
