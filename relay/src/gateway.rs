@@ -344,12 +344,7 @@ async fn route_request(
                 forward::ForwardError::Open(_) => "agent_unavailable",
                 forward::ForwardError::NoAnswer(_) => "agent_error",
             };
-            let mut resp = error(e.status(), code, &format!("route '{route}': {e}"));
-            if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
-                resp.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            }
-            resp
+            error(e.status(), code, &format!("route '{route}': {e}"))
         }
     }
 }
@@ -427,14 +422,11 @@ fn jsonrpc_error(status: StatusCode, body: &serde_json::Value) -> Response<RespB
 }
 
 fn no_agent(route: &str) -> Response<RespBody> {
-    let mut resp = error(
+    error(
         StatusCode::SERVICE_UNAVAILABLE,
         "agent_unavailable",
         &format!("no agent is connected for route '{route}'"),
-    );
-    resp.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-    resp
+    )
 }
 
 /// Splits `/mcp/<route>/<rest>` into the route and `/<rest>`.
@@ -510,6 +502,11 @@ pub fn error(status: StatusCode, code: &str, message: &str) -> Response<RespBody
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        // Every 503 of the relay is temporary: say when to come back.
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
     resp
 }
 

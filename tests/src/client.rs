@@ -12,6 +12,13 @@ use hyper_util::rt::TokioExecutor;
 
 pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
+/// A request body holding `bytes`.
+pub fn full_body(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
 /// A client for the relay's public side.
 #[derive(Clone)]
 pub struct HttpsClient {
@@ -81,20 +88,16 @@ impl HttpsClient {
         if let Some(t) = token {
             b = b.header("authorization", format!("Bearer {t}"));
         }
-        let req = b
-            .body(
-                Full::new(body.into())
-                    .map_err(|never| match never {})
-                    .boxed_unsync(),
-            )
-            .expect("request");
-        let resp = self.send(req).await;
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await.expect("response body").to_bytes();
+        self.fetch(b.body(full_body(body)).expect("request")).await
+    }
+
+    /// Sends a request and buffers the answer.
+    pub async fn fetch(&self, req: Request<Body>) -> Answer {
+        let (parts, body) = self.send(req).await.into_parts();
         Answer {
             status: parts.status,
             headers: parts.headers,
-            body,
+            body: body.collect().await.expect("response body").to_bytes(),
         }
     }
 

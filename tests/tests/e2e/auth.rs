@@ -39,17 +39,9 @@ impl Setup {
         if let Some(a) = auth {
             req = req.header("authorization", a);
         }
-        let resp = self
-            .client
-            .send(req.body(e2e::client::Body::default()).expect("req"))
-            .await;
-        let (parts, body) = resp.into_parts();
-        use http_body_util::BodyExt;
-        e2e::client::Answer {
-            status: parts.status,
-            headers: parts.headers,
-            body: body.collect().await.expect("body").to_bytes(),
-        }
+        self.client
+            .fetch(req.body(e2e::client::Body::default()).expect("req"))
+            .await
     }
 }
 

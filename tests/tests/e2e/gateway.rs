@@ -8,7 +8,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use e2e::{AgentProc, HttpsClient, RelayProc, Upstream};
 use http::Request;
-use http_body_util::BodyExt;
 
 struct Setup {
     relay: RelayProc,
@@ -50,16 +49,9 @@ impl Setup {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let body = http_body_util::Full::new(body.into())
-            .map_err(|never| match never {})
-            .boxed_unsync();
-        let resp = self.client.send(req.body(body).expect("req")).await;
-        let (parts, body) = resp.into_parts();
-        e2e::client::Answer {
-            status: parts.status,
-            headers: parts.headers,
-            body: body.collect().await.expect("body").to_bytes(),
-        }
+        self.client
+            .fetch(req.body(e2e::client::full_body(body)).expect("req"))
+            .await
     }
 
     /// The relay's audit trail as JSON values.
