@@ -80,8 +80,8 @@ pub struct SqlSummary {
     pub tables: Vec<String>,
 }
 
-impl From<&crate::sql::SqlFacts> for SqlSummary {
-    fn from(f: &crate::sql::SqlFacts) -> Self {
+impl From<&policy::sql::SqlFacts> for SqlSummary {
+    fn from(f: &policy::sql::SqlFacts) -> Self {
         SqlSummary {
             parsed: f.parsed,
             read_only: f.read_only,

@@ -16,13 +16,13 @@ use protocol::{BodyKind, ExchangeHead, Identity, IdentityKind};
 
 use crate::forward;
 use crate::headers;
-use crate::jsonrpc;
-use crate::policy::{Caller, Decision, Request as PolicyRequest};
-use crate::sql::{self, SqlFacts};
 use crate::state::SharedState;
 use crate::store::TokenRecord;
 use crate::token::{self, TokenKind};
 use crate::trail::Trail;
+use policy::jsonrpc;
+use policy::sql::{self, SqlFacts};
+use policy::{Caller, Decision, Request as PolicyRequest};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every response body the relay sends.

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use crate::error::RelayError;
-use crate::policy::{Engine, Policy};
+use policy::{Engine, Policy};
 
 /// The relay's policy engines.
 pub struct Policies {

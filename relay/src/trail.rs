@@ -13,10 +13,10 @@ use http_body_util::BodyExt;
 
 use crate::audit::{now_rfc3339, AuditEvent, SqlSummary};
 use crate::gateway::{BoxError, RespBody};
-use crate::jsonrpc::Message;
-use crate::policy::Decision;
-use crate::sql::SqlFacts;
 use crate::state::SharedState;
+use policy::jsonrpc::Message;
+use policy::sql::SqlFacts;
+use policy::Decision;
 
 /// The audit record of one request in progress.
 pub struct Trail {

@@ -280,7 +280,7 @@ impl Policy {
     }
 
     /// Compile the simple flags to Cedar text and load it like a file (see
-    /// [`crate::policy`] for exactly what each flag means):
+    /// [`crate::engine`] for exactly what each flag means):
     ///
     /// * `owner` (an email) may do everything — the default with no flags;
     /// * each `allow` entry (`bob@example.com` or `@example.com`) may too;
@@ -414,7 +414,7 @@ impl Policy {
     }
 
     /// Whether any of its policies is a `permit` (a layer with none only
-    /// forbids; see [`crate::policy::Engine`]).
+    /// forbids; see [`crate::Engine`]).
     pub fn has_permit(&self) -> bool {
         self.has_permit
     }

@@ -1,0 +1,21 @@
+//! What a Drawbridge route's traffic means, and whether it may pass. Pure:
+//! no sockets, no files, no clock (callers pass the time), so that the relay
+//! and the agent decide with exactly the same code, and so that every parser
+//! here can be fuzzed.
+//!
+//! * [`jsonrpc`] — an MCP JSON-RPC body classified message by message:
+//!   method, target (tool, prompt, resource), arguments, and the 2026-07-28
+//!   `Mcp-Method`/`Mcp-Name` header checks.
+//! * [`sql`] — what a piece of SQL really does (sqlparser, SQLite dialect):
+//!   statement kinds, read-only or not, tables, functions.
+//! * [`engine`] — the Cedar engine: [`Policy`] (from Cedar text or from the
+//!   simple flags), [`Engine`] (owner's and organisation's policies),
+//!   [`Decision`].
+
+#![forbid(unsafe_code)]
+
+pub mod engine;
+pub mod jsonrpc;
+pub mod sql;
+
+pub use engine::*;
