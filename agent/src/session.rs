@@ -74,6 +74,8 @@ pub async fn handshake(
             .map(|r| RouteOffer {
                 name: r.clone(),
                 kind: identity.kind,
+                policy: None,
+                accept_tool_changes: false,
             })
             .collect(),
     };

@@ -36,6 +36,14 @@ pub struct Hello {
 pub struct RouteOffer {
     pub name: String,
     pub kind: UpstreamKind,
+    /// The route owner's policy as Cedar text (compiled from `agent connect`'s
+    /// flags, or read from `--policy FILE`). `None`: only the owner may use the
+    /// route. The relay validates it against its schema and refuses the hello
+    /// with [`RefusalCode::InvalidPolicy`] if it does not hold.
+    pub policy: Option<String>,
+    /// The owner approves tools whose definitions changed since the relay
+    /// pinned them (`agent connect --accept-tool-changes`).
+    pub accept_tool_changes: bool,
 }
 
 /// What kind of local server answers a route (informational for the relay).
@@ -113,6 +121,8 @@ pub enum RefusalCode {
     NoRoutes,
     /// The relay is shutting down or full; try again later.
     Unavailable,
+    /// A route's owner policy does not parse or validate.
+    InvalidPolicy,
 }
 
 impl RefusalCode {

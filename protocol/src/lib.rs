@@ -34,8 +34,8 @@ pub use handshake::{
 pub use route::{validate_route_name, RouteNameError};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The oldest protocol version this build still accepts from a peer.
-pub const MIN_PROTOCOL_VERSION: u16 = 1;
+pub const MIN_PROTOCOL_VERSION: u16 = 2;
 /// The ALPN token that marks a tunnel connection, over QUIC and over TLS on TCP.
 pub const ALPN: &[u8] = b"drawbridge/1";

@@ -14,6 +14,8 @@ fn hello() -> Hello {
         routes: vec![RouteOffer {
             name: "demo".into(),
             kind: UpstreamKind::Http,
+            policy: None,
+            accept_tool_changes: false,
         }],
     }
 }

@@ -186,6 +186,8 @@ fn hello(version: u16, credential: &str, route: &str) -> Hello {
         routes: vec![RouteOffer {
             name: route.to_owned(),
             kind: UpstreamKind::Http,
+            policy: None,
+            accept_tool_changes: false,
         }],
     }
 }
