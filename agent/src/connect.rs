@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 use crate::dial::Dialer;
 use crate::error::AgentError;
-use crate::session::{self, Identity, SessionConfig, SessionEnd};
+use crate::gate::{Gate, OwnerPolicy, Summary};
+use crate::session::{self, Identity, Serving, SessionConfig, SessionEnd};
 use crate::upstream::Upstream;
 
 /// Which transport `agent connect` uses.
@@ -39,12 +40,31 @@ pub struct ConnectOptions {
     pub drain_timeout: Duration,
     /// How often a TCP tunnel in auto mode tries QUIC again.
     pub quic_retry_interval: Duration,
+    /// The route owner's policy: sent to the relay, and applied again here.
+    pub policy: OwnerPolicy,
+    /// The local server is not an MCP server (`--plain-http`).
+    pub plain_http: bool,
+    /// The largest JSON-RPC body the agent reads to decide it.
+    pub max_body: usize,
+}
+
+/// One request as the agent's live line shows it.
+#[derive(Debug, Clone)]
+pub struct RequestLine {
+    pub request_id: String,
+    /// Who asked (as the relay verified).
+    pub identity: String,
+    pub summary: Summary,
+    /// From the stream's arrival to the end of the answer.
+    pub elapsed: Duration,
 }
 
 /// What the agent reports as it goes (the CLI prints it; tests read it).
 pub trait Reporter: Send + Sync {
     fn live(&self, route: &str, url: &str, transport: tunnel::Transport);
     fn reconnecting(&self, reason: &str, delay: Duration);
+    /// One request served (or refused) by this agent.
+    fn request(&self, line: &RequestLine);
 }
 
 /// Runs until `stop` is cancelled (Ok) or the relay refuses us for good (Err).
@@ -58,12 +78,23 @@ pub async fn run(
     let upstream = opts.upstream.clone();
     let mut dialer = Dialer::new(&opts.relay, opts.ca_cert.as_deref())?;
     dialer.quic_retry_interval = opts.quic_retry_interval;
+    let kind = if opts.plain_http {
+        protocol::UpstreamKind::PlainHttp
+    } else {
+        upstream.kind()
+    };
     let identity = Identity {
         token: opts.token.clone(),
         instance_id: instance_id(),
         routes: vec![opts.route.clone()],
-        kind: upstream.kind(),
+        kind,
+        policy: opts.policy.text.clone(),
     };
+    let serving = Arc::new(Serving {
+        gate: Gate::new(&opts.policy, kind, opts.max_body),
+        upstream: upstream.clone(),
+        reporter: reporter.clone(),
+    });
     let config = SessionConfig {
         drain_timeout: opts.drain_timeout,
         quic_retry: (opts.transport == crate::TransportChoice::Auto)
@@ -128,7 +159,7 @@ pub async fn run(
         }
         let end = session::serve(
             established,
-            upstream.clone(),
+            serving.clone(),
             stop.clone(),
             &config,
             Some(&dialer),
@@ -151,6 +182,26 @@ pub async fn run(
             }
         }
     }
+}
+
+/// The agent's line for one request: `time identity what → decision (rules)
+/// latency`, e.g.
+/// `2026-11-22T10:00:00Z alice@example.com tools/call read_query → allow (owner) 2.1ms`.
+pub fn live_line(line: &RequestLine, now: std::time::SystemTime) -> String {
+    let s = &line.summary;
+    let decision = if s.allowed { "allow" } else { "DENY" };
+    let rules = if s.policies.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", s.policies.join(", "))
+    };
+    format!(
+        "{} {} {} → {decision}{rules} {:.1?}",
+        humantime::format_rfc3339_seconds(now),
+        line.identity,
+        s.what,
+        line.elapsed
+    )
 }
 
 fn refusal_error(mut r: protocol::Refusal) -> AgentError {

@@ -4,7 +4,8 @@
 //! TCP), says hello ([`session`]), and serves each stream the relay opens from
 //! a local server or the built-in SQLite MCP server ([`upstream`],
 //! [`sqlite_server`], [`sqlite_db`]). It reconnects with backoff ([`backoff`])
-//! and, with no `--relay`, runs a relay in-process ([`embedded`]).
+//! and, with no `--relay`, runs a relay in-process ([`embedded`]). Every
+//! exchange is decided again with the owner's policy first ([`gate`]).
 
 #![forbid(unsafe_code)]
 
@@ -13,6 +14,8 @@ pub mod connect;
 pub mod dial;
 pub mod embedded;
 pub mod error;
+pub mod gate;
+mod reply;
 pub mod session;
 pub mod sqlite_db;
 pub mod sqlite_server;

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent::connect::Reporter;
+use agent::connect::{live_line, Reporter, RequestLine};
+use agent::gate::OwnerPolicy;
 use agent::sqlite_db::{Limits, SqliteDb};
 use agent::upstream::Upstream;
 use agent::{ConnectOptions, TransportChoice};
@@ -58,9 +59,34 @@ struct ConnectArgs {
     /// file (created with sample data if it does not exist).
     #[arg(long, group = "upstream", value_name = "FILE")]
     sqlite: Option<PathBuf>,
-    /// With --sqlite: open the database read-only (writing tools then fail).
-    #[arg(long, requires = "sqlite", conflicts_with = "http")]
+    /// The local server at --http is not an MCP server: forward plain HTTP
+    /// (bodies are not read; each request is authorized as a whole).
+    #[arg(long, requires = "http", conflicts_with = "sqlite")]
+    plain_http: bool,
+    /// Also let this person use the route (EMAIL), or everybody with an
+    /// email at this domain (@DOMAIN). Repeatable. Default: only the owner
+    /// (the owner of the agent token).
+    #[arg(long, value_name = "EMAIL|@DOMAIN", conflicts_with = "policy")]
+    allow: Vec<String>,
+    /// The only tools anybody (the owner too) may call, comma-separated.
+    #[arg(long, value_name = "TOOL,...", value_delimiter = ',', num_args = 0..)]
+    #[arg(conflicts_with = "policy")]
+    tools: Option<Vec<String>>,
+    /// Read-only for everybody: SQL must only read, whatever the tool is
+    /// called, and only tools known to read may be called. With --sqlite the
+    /// database is also opened read-only.
+    #[arg(long)]
     read_only: bool,
+    /// The route's full Cedar policy instead of --allow/--tools (see
+    /// deploy/policies/ for examples). Checked against the schema at start.
+    #[arg(long, value_name = "FILE.cedar")]
+    policy: Option<PathBuf>,
+    /// Print the Cedar policy the flags compile to, and exit.
+    #[arg(long)]
+    print_policy: bool,
+    /// The largest JSON-RPC request body the agent reads to decide it.
+    #[arg(long, default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
+    max_body: usize,
     /// Tunnel transport.
     #[arg(long, value_enum, default_value_t = TransportChoice::Auto)]
     transport: TransportChoice,
@@ -87,6 +113,10 @@ impl Reporter for Printer {
 
     fn reconnecting(&self, reason: &str, delay: Duration) {
         tracing::warn!("{reason}; reconnecting in {delay:.1?}");
+    }
+
+    fn request(&self, line: &RequestLine) {
+        println!("{}", live_line(line, std::time::SystemTime::now()));
     }
 }
 
@@ -115,6 +145,19 @@ fn main() -> ExitCode {
 }
 
 async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
+    let policy = match &args.policy {
+        Some(path) => {
+            if args.read_only {
+                tracing::info!("--read-only with --policy: the database opens read-only; the policy file decides the rest");
+            }
+            OwnerPolicy::from_file(path)?
+        }
+        None => OwnerPolicy::from_flags(&args.allow, args.tools.as_deref(), args.read_only)?,
+    };
+    if args.print_policy {
+        print!("{}", policy.cedar_text());
+        return Ok(());
+    }
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));
     let upstream = match (&args.http, &args.sqlite) {
@@ -183,6 +226,9 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
         transport: args.transport,
         drain_timeout: args.drain_timeout,
         quic_retry_interval: args.quic_retry_interval,
+        policy,
+        plain_http: args.plain_http,
+        max_body: args.max_body,
     };
     let result = agent::run(opts, stop, Arc::new(Printer)).await;
     if let Some(e) = embedded {

@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tunnel::{RecvHalf, SendHalf, Transport, TunnelConnection};
 
+use crate::connect::{Reporter, RequestLine};
+use crate::gate::Gate;
 use crate::upstream::Upstream;
 
 /// What the agent presents in its hello.
@@ -22,6 +24,16 @@ pub struct Identity {
     pub routes: Vec<String>,
     /// What serves the routes.
     pub kind: UpstreamKind,
+    /// The owner's policy as sent to the relay (`None`: only the owner).
+    pub policy: Option<String>,
+}
+
+/// What serves a session's exchanges: the gate that decides each one, the
+/// local server, and who hears about each request.
+pub struct Serving {
+    pub gate: Gate,
+    pub upstream: Arc<Upstream>,
+    pub reporter: Arc<dyn Reporter>,
 }
 
 /// How a session ended.
@@ -74,7 +86,7 @@ pub async fn handshake(
             .map(|r| RouteOffer {
                 name: r.clone(),
                 kind: identity.kind,
-                policy: None,
+                policy: identity.policy.clone(),
                 accept_tool_changes: false,
             })
             .collect(),
@@ -103,7 +115,7 @@ pub async fn handshake(
 /// Serves an established session until it ends.
 pub async fn serve(
     session: Established,
-    upstream: Arc<Upstream>,
+    serving: Arc<Serving>,
     stop: CancellationToken,
     config: &SessionConfig,
     dialer: Option<&crate::dial::Dialer>,
@@ -116,7 +128,12 @@ pub async fn serve(
     } = session;
     let mut control = tunnel::ControlReader::spawn(recv);
     let in_flight = TaskTracker::new();
-    let accept_task = tokio::spawn(accept_streams(conn.clone(), upstream, in_flight.clone()));
+    let accept_task = tokio::spawn(accept_streams(
+        conn.clone(),
+        serving,
+        Arc::from(welcome.owner.as_str()),
+        in_flight.clone(),
+    ));
     let interval = Duration::from_millis(u64::from(welcome.keepalive_interval_ms.max(100)));
     let mut ping = tokio::time::interval(interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -223,22 +240,42 @@ fn drain_then_close(conn: TunnelConnection, in_flight: TaskTracker, timeout: Dur
     });
 }
 
-async fn accept_streams(conn: TunnelConnection, upstream: Arc<Upstream>, in_flight: TaskTracker) {
+async fn accept_streams(
+    conn: TunnelConnection,
+    serving: Arc<Serving>,
+    owner: Arc<str>,
+    in_flight: TaskTracker,
+) {
     loop {
-        let (send, mut recv) = match conn.accept_bi().await {
+        let (mut send, mut recv) = match conn.accept_bi().await {
             Ok(s) => s,
             Err(_) => return,
         };
-        let upstream = upstream.clone();
+        let serving = serving.clone();
+        let owner = owner.clone();
         in_flight.spawn(async move {
             let open = protocol::read_frame::<StreamOpen, _>("exchange", &mut recv, FrameLimit::HEAD).await;
-            match open {
-                Ok(StreamOpen::Exchange(head)) => {
-                    tracing::debug!(request_id = head.request_id, method = head.method, path = head.path, subject = head.identity.subject, "exchange");
-                    upstream.serve(head, send, recv).await;
+            let head = match open {
+                Ok(StreamOpen::Exchange(head)) => head,
+                Err(e) => {
+                    tracing::warn!(error = %e, "bad exchange header from the relay; dropping the stream");
+                    return;
                 }
-                Err(e) => tracing::warn!(error = %e, "bad exchange header from the relay; dropping the stream"),
+            };
+            tracing::debug!(request_id = head.request_id, method = head.method, path = head.path, subject = head.identity.subject, "exchange");
+            let started = Instant::now();
+            let (body, summary) = serving.gate.admit(&head, &owner, recv, &mut send).await;
+            let identity = head.identity.subject.clone();
+            let request_id = head.request_id.clone();
+            if let Some(body) = body {
+                serving.upstream.serve(head, send, body).await;
             }
+            serving.reporter.request(&RequestLine {
+                request_id,
+                identity,
+                summary,
+                elapsed: started.elapsed(),
+            });
         });
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use protocol::{BodyKind, ExchangeHead, FrameLimit, Header, ResponseHead, UpstreamKind};
@@ -19,13 +19,14 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
-use tunnel::{RecvHalf, SendHalf, TunnelBody};
+use tunnel::SendHalf;
 
 use crate::error::AgentError;
 use crate::sqlite_db::SqliteDb;
 use crate::sqlite_server::SqliteServer;
 
-type ReqBody = UnsyncBoxBody<Bytes, std::io::Error>;
+/// A request body as the local server gets it.
+pub type ReqBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
 /// Headers never forwarded to or from the local server: the hop-by-hop ones,
 /// and `Host` (the local server gets its own).
@@ -78,13 +79,13 @@ impl Upstream {
         }
     }
 
-    /// Serves one exchange: `head` and the request body from `recv`; the
-    /// answer goes into `send`.
-    pub async fn serve(&self, head: ExchangeHead, mut send: SendHalf, recv: RecvHalf) {
+    /// Serves one exchange: `head` and its request body (already admitted by
+    /// the [`crate::gate::Gate`]); the answer goes into `send`.
+    pub async fn serve(&self, head: ExchangeHead, mut send: SendHalf, body: ReqBody) {
         match self {
-            Upstream::Http(h) => h.serve(head, send, recv).await,
+            Upstream::Http(h) => h.serve(head, send, body).await,
             Upstream::Mcp(m) => {
-                let req = match request(&head, recv, &head.path) {
+                let req = match request(&head, body, &head.path) {
                     Ok(r) => r,
                     Err((status, code, msg)) => {
                         return reply_error(&mut send, status, code, msg).await
@@ -96,16 +97,12 @@ impl Upstream {
     }
 }
 
-/// The request for `head`, its body read from `recv`, addressed to `uri`.
+/// The request for `head` with `body`, addressed to `uri`.
 fn request(
     head: &ExchangeHead,
-    recv: RecvHalf,
+    body: ReqBody,
     uri: &str,
 ) -> Result<Request<ReqBody>, (StatusCode, &'static str, &'static str)> {
-    let body: ReqBody = match head.body {
-        BodyKind::Empty => Empty::new().map_err(|never| match never {}).boxed_unsync(),
-        BodyKind::Length(_) | BodyKind::Streaming => TunnelBody::new(recv, None).boxed_unsync(),
-    };
     let mut req = Request::new(body);
     *req.method_mut() = http::Method::from_bytes(head.method.as_bytes())
         .map_err(|_| (StatusCode::BAD_REQUEST, "bad_method", "invalid method"))?;
@@ -128,9 +125,6 @@ fn request(
     }
     Ok(req)
 }
-
-/// How long an answered exchange waits for the relay to acknowledge its tail.
-const ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Streams `resp` into `send`: the head frame, then each body chunk as it
 /// comes, flushed. Ends early, cleanly, when `end_early` is cancelled. On a
@@ -194,7 +188,7 @@ async fn send_response<B>(
     }
     // Wait for the relay's acknowledgement: an agent that stops closes its
     // connection once this task ends, and must not discard the tail.
-    let _ = send.finish_acknowledged(ACK_WAIT).await;
+    let _ = send.finish_acknowledged(crate::reply::ACK_WAIT).await;
 }
 
 /// An MCP server running inside the agent (today: the built-in SQLite
@@ -313,10 +307,10 @@ impl HttpUpstream {
         target
     }
 
-    /// Forwards `head` (and the request body from `recv`) to the local server
-    /// and streams its answer into `send`.
-    pub async fn serve(&self, head: ExchangeHead, mut send: SendHalf, recv: RecvHalf) {
-        let req = match request(&head, recv, &self.target(&head.path)) {
+    /// Forwards `head` and its body to the local server and streams its
+    /// answer into `send`.
+    pub async fn serve(&self, head: ExchangeHead, mut send: SendHalf, body: ReqBody) {
+        let req = match request(&head, body, &self.target(&head.path)) {
             Ok(r) => r,
             Err((status, code, msg)) => return reply_error(&mut send, status, code, msg).await,
         };
@@ -355,27 +349,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// Answers the exchange with an error produced by the agent itself.
 async fn reply_error(send: &mut SendHalf, status: StatusCode, code: &str, message: &str) {
-    let body = serde_json::json!({ "error": code, "message": message }).to_string();
-    let head = ResponseHead {
-        status: status.as_u16(),
-        headers: vec![
-            Header {
-                name: "content-type".into(),
-                value: b"application/json".to_vec(),
-            },
-            Header {
-                name: "content-length".into(),
-                value: body.len().to_string().into_bytes(),
-            },
-        ],
-    };
-    if protocol::write_frame("response", send, &head, FrameLimit::HEAD)
-        .await
-        .is_ok()
-        && send.write_all(body.as_bytes()).await.is_ok()
-    {
-        let _ = send.finish_acknowledged(ACK_WAIT).await;
-    }
+    let body = serde_json::json!({ "error": code, "message": message });
+    crate::reply::json(send, status, &body).await;
 }
 
 #[cfg(test)]

@@ -11,9 +11,12 @@
 //! * [`engine`] — the Cedar engine: [`Policy`] (from Cedar text or from the
 //!   simple flags), [`Engine`] (owner's and organisation's policies),
 //!   [`Decision`].
+//! * [`body`] — a whole body decided ([`Engine::decide_body`]) and the
+//!   JSON-RPC errors that answer a refused one ([`body::denial`]).
 
 #![forbid(unsafe_code)]
 
+pub mod body;
 pub mod engine;
 pub mod jsonrpc;
 pub mod sql;

@@ -46,12 +46,18 @@ pub struct RouteOffer {
     pub accept_tool_changes: bool,
 }
 
-/// What kind of local server answers a route (informational for the relay).
+/// What kind of local server answers a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum UpstreamKind {
+    /// A local MCP server over Streamable HTTP.
     Http,
+    /// A local MCP server run as a child process (stdio).
     Stdio,
+    /// The agent's built-in SQLite MCP server.
     Sqlite,
+    /// A local HTTP server that is not an MCP server (`--plain-http`): the
+    /// relay authorizes each request as a whole and does not read bodies.
+    PlainHttp,
 }
 
 /// The relay's answer to a [`Hello`].

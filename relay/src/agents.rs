@@ -5,6 +5,7 @@
 //! credential and its routes, and answer [`Welcome`] or a precise [`Refusal`].
 //! The stream then carries pings and goodbyes until the connection ends.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use protocol::{
 use tokio::time::{timeout, Instant};
 use tunnel::{ControlReader, RecvHalf, SendHalf, TunnelConnection};
 
-use crate::registry::{AgentSession, KillReason};
+use crate::registry::{AgentSession, KillReason, ServedRoute};
 use crate::state::SharedState;
 use crate::store::{RouteClaim, TokenRejection};
 use crate::token::TokenKind;
@@ -118,13 +119,41 @@ async fn handshake(
         return refuse(send, RefusalCode::NoRoutes, "the agent offered no routes").await;
     }
     let mut names = Vec::new();
+    let mut served = HashMap::new();
     for offer in &hello.routes {
         if let Err(e) = protocol::validate_route_name(&offer.name) {
             return refuse(send, RefusalCode::InvalidRoute, e.to_string()).await;
         }
-        if !names.contains(&offer.name) {
-            names.push(offer.name.clone());
+        if served.contains_key(&offer.name) {
+            return refuse(
+                send,
+                RefusalCode::InvalidRoute,
+                format!("route '{}' is offered twice", offer.name),
+            )
+            .await;
         }
+        let engine = match state
+            .policies
+            .for_route(&offer.name, offer.policy.as_deref())
+        {
+            Ok(e) => e,
+            Err(e) => {
+                return refuse(
+                    send,
+                    RefusalCode::InvalidPolicy,
+                    format!("the policy of route '{}' was refused: {e}", offer.name),
+                )
+                .await;
+            }
+        };
+        names.push(offer.name.clone());
+        served.insert(
+            offer.name.clone(),
+            ServedRoute {
+                kind: offer.kind,
+                engine,
+            },
+        );
     }
     for name in &names {
         match state.store.claim_route(name, &record.owner) {
@@ -156,7 +185,7 @@ async fn handshake(
         record.owner.clone(),
         record.id.clone(),
         hello.instance_id,
-        names.clone(),
+        served,
         conn.clone(),
     ));
     let welcome = HelloReply::Welcome(Welcome {

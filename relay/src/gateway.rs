@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
@@ -12,14 +13,16 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use protocol::{BodyKind, ExchangeHead, Identity, IdentityKind};
+use protocol::{BodyKind, ExchangeHead, Identity, IdentityKind, UpstreamKind};
 
 use crate::forward;
 use crate::headers;
+use crate::registry::{AgentSession, ServedRoute};
 use crate::state::SharedState;
 use crate::store::TokenRecord;
 use crate::token::{self, TokenKind};
 use crate::trail::Trail;
+pub use policy::body::POLICY_DENIED;
 use policy::jsonrpc;
 use policy::sql::{self, SqlFacts};
 use policy::{Caller, Decision, Request as PolicyRequest};
@@ -112,17 +115,11 @@ async fn route_request(
     trail.identity = token.owner.clone();
     trail.client = token.name.clone();
 
-    // 2. May they use this route? (Until policy lands: only its owner.)
-    match state.store.route_owner(&route) {
-        Ok(Some(owner)) if owner == token.owner => {}
-        Ok(Some(_)) => {
-            trail.deny("owner-only");
-            return error(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                &format!("this token may not use route '{route}'"),
-            );
-        }
+    // 2. Which route, whose, and who serves it now. The owner is who claimed
+    //    the route on this relay; the owner's policy is the one the serving
+    //    agent brought in its hello (under the organisation's).
+    let owner = match state.store.route_owner(&route) {
+        Ok(Some(owner)) => owner,
         Ok(None) => {
             trail.deny("unknown-route");
             return error(
@@ -140,12 +137,27 @@ async fn route_request(
                 "the relay's state store failed",
             );
         }
-    }
+    };
+    let Some((agent, served)) = pick_agent(state, &route) else {
+        trail.deny("no-agent");
+        return no_agent(&route);
+    };
+    let caller = Caller {
+        email: &token.owner,
+        groups: &[],
+        client_id: &token.name,
+        client_name: None,
+        route: &route,
+        route_owner: &owner,
+        time: SystemTime::now(),
+    };
+    let engine = served.engine.clone();
 
     // 3. What the body says: JSON-RPC messages are read whole (up to the
     //    cap), classified one by one (method, target, SQL facts) and audited.
+    //    Anything else is decided as a whole.
     let (parts, body) = req.into_parts();
-    let (body, body_kind) = if is_json_post(&parts) {
+    let (body, body_kind) = if served.kind != UpstreamKind::PlainHttp && is_json_post(&parts) {
         let bytes = match Limited::new(body, state.config.max_body).collect().await {
             Ok(c) => c.to_bytes(),
             Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
@@ -198,53 +210,14 @@ async fn route_request(
 
         // 4. The policy decides each message: the organisation's policy and
         //    the route owner's, both of which must allow it.
-        let engine = match state.policies.for_owner(&token.owner) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot build the policy engine");
-                trail.messages(state, &messages, &facts, &[]);
-                trail.deny("internal-error");
-                return error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "the relay's policy engine failed",
-                );
-            }
-        };
-        let caller = Caller {
-            email: &token.owner,
-            groups: &[],
-            client_id: &token.name,
-            client_name: None,
-            route: &route,
-            route_owner: &token.owner,
-            time: SystemTime::now(),
-        };
-        let mut decisions: Vec<Decision> = messages
-            .iter()
-            .zip(&facts)
-            .map(|(m, f)| {
-                engine.decide(&PolicyRequest {
-                    caller,
-                    message: m,
-                    sql: f.as_ref(),
-                })
-            })
-            .collect();
+        let decisions = engine.decide_body(caller, &messages, &facts);
         if decisions.iter().any(|d| !d.allowed) {
-            // Nothing of a body with a denied message reaches the laptop.
-            for d in decisions.iter_mut().filter(|d| d.allowed) {
-                *d = Decision {
-                    allowed: false,
-                    policies: vec!["batch-refused".into()],
-                    errors: Vec::new(),
-                };
-            }
             trail.messages(state, &messages, &facts, &decisions);
             trail.deny("policy");
             return denied(&messages, &decisions);
         }
         trail.messages(state, &messages, &facts, &decisions);
+        trail.allow("policy");
         let len = bytes.len() as u64;
         (
             full_req(bytes),
@@ -255,6 +228,33 @@ async fn route_request(
             },
         )
     } else {
+        if served.kind != UpstreamKind::PlainHttp && parts.method == http::Method::POST {
+            // An MCP route's POSTs are JSON-RPC: anything else would reach
+            // the local server without the policy having read it.
+            trail.deny("not-json");
+            return jsonrpc_error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                &serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {
+                    "code": -32600,
+                    "message": "MCP messages must be POSTed with Content-Type: application/json"}}),
+            );
+        }
+        // No JSON-RPC message to judge (an MCP GET stream or DELETE, or a
+        // plain HTTP route): the caller needs what every MCP session needs.
+        let decision = engine.decide(&PolicyRequest {
+            caller,
+            message: &policy::body::session_plumbing(),
+            sql: None,
+        });
+        if !decision.allowed {
+            trail.deny(&decision.policies.join(","));
+            return error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                &format!("route '{route}': {}", decision.message()),
+            );
+        }
+        trail.allow(&decision.policies.join(","));
         let kind = if body.is_end_stream() {
             BodyKind::Empty
         } else {
@@ -271,23 +271,23 @@ async fn route_request(
             kind,
         )
     };
-    trail.allow("owner-only");
 
-    // 5. Which agent serves it: a replica whose tunnel opens a stream. A
-    //    tunnel that died since the last keep-alive is skipped.
+    // 5. A stream to the agent. A tunnel that died since the last keep-alive
+    //    is skipped for another replica, if one decides with the same policy.
+    let mut agent = agent;
     let mut attempts = 0;
-    let (agent, stream) = loop {
-        let Some(agent) = state.registry.pick(&route) else {
-            return no_agent(&route);
-        };
+    let stream = loop {
         match forward::open(&agent).await {
-            Ok(stream) => break (agent, stream),
+            Ok(stream) => break stream,
             Err(e) => {
                 tracing::warn!(request_id, route, session = agent.id, error = %e, "agent tunnel unusable; trying another replica");
                 agent.set_draining();
                 attempts += 1;
-                if attempts >= 3 {
-                    return no_agent(&route);
+                let next =
+                    pick_agent(state, &route).filter(|(_, s)| Arc::ptr_eq(&s.engine, &engine));
+                match next {
+                    Some((a, _)) if attempts < 3 => agent = a,
+                    _ => return no_agent(&route),
                 }
             }
         }
@@ -349,35 +349,26 @@ async fn route_request(
     }
 }
 
+/// A live replica serving `route`, and how it serves it.
+fn pick_agent(state: &SharedState, route: &str) -> Option<(Arc<AgentSession>, ServedRoute)> {
+    let agent = state.registry.pick(route)?;
+    let served = agent.served(route)?.clone();
+    Some((agent, served))
+}
+
 /// The answer to a body the policy refused: a JSON-RPC error for each request
 /// (HTTP 200, as JSON-RPC errors are), naming the policy that decided; 202 when
 /// the body held only notifications or responses.
 fn denied(messages: &[jsonrpc::Message], decisions: &[Decision]) -> Response<RespBody> {
-    let errors: Vec<serde_json::Value> = messages
-        .iter()
-        .zip(decisions)
-        .filter(|(m, _)| m.kind == jsonrpc::MessageKind::Request)
-        .map(|(m, d)| {
-            serde_json::json!({
-                "jsonrpc": "2.0",
-                "id": m.id,
-                "error": {"code": POLICY_DENIED, "message": d.message(), "data": {"policies": d.policies}},
-            })
-        })
-        .collect();
-    match errors.as_slice() {
-        [] => {
+    match policy::body::denial(messages, decisions, "") {
+        Some(errors) => jsonrpc_error(StatusCode::OK, &errors),
+        None => {
             let mut resp = Response::new(full(Bytes::new()));
             *resp.status_mut() = StatusCode::ACCEPTED;
             resp
         }
-        [one] if messages.len() == 1 => jsonrpc_error(StatusCode::OK, one),
-        _ => jsonrpc_error(StatusCode::OK, &serde_json::Value::Array(errors)),
     }
 }
-
-/// The JSON-RPC error code of a policy denial.
-pub const POLICY_DENIED: i64 = -32001;
 
 /// Whether a response is a stream of server-sent events.
 fn is_event_stream(headers: &http::HeaderMap) -> bool {

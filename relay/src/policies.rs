@@ -1,9 +1,12 @@
 //! The policy engines of a running relay: the organisation's policy (from
-//! `relay serve --policy FILE`) combined with each route owner's.
+//! `relay serve --policy FILE`) combined with each route owner's (sent by the
+//! agent in its hello: compiled from `agent connect --allow/--tools/--read-only`
+//! or read from `agent connect --policy FILE`).
 //!
-//! Until agents send their owners' policies, an owner's layer is the default
-//! compiled from no flags: only the owner. Engines are built once per owner
-//! and cached, since compiling Cedar text costs far more than a decision.
+//! A route offered without a policy gets the default: only its owner.
+//! Engines are built once per distinct owner policy text and cached, since
+//! compiling Cedar text costs far more than a decision, and a reconnecting
+//! agent sends the same text again.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,9 +15,15 @@ use std::sync::{Arc, Mutex};
 use crate::error::RelayError;
 use policy::{Engine, Policy};
 
+/// Most distinct owner policies kept compiled; the cache is emptied when full
+/// (engines in use stay alive through their sessions).
+const CACHE_ENTRIES: usize = 256;
+
 /// The relay's policy engines.
 pub struct Policies {
     org: Option<Policy>,
+    /// Owner-only, under the organisation's policy.
+    default: Arc<Engine>,
     engines: Mutex<HashMap<String, Arc<Engine>>>,
 }
 
@@ -33,26 +42,41 @@ impl Policies {
                 let name = path.display().to_string();
                 Some(
                     Policy::from_cedar_text(&text, &name)
-                        .map_err(|e| RelayError::Config(format!("policy {e}")))?,
+                        .map_err(|e| RelayError::Config(e.to_string()))?,
                 )
             }
         };
+        let owner_only = Policy::from_flags(&[], None, false)
+            .map_err(|e| RelayError::Config(format!("the default owner policy: {e}")))?;
         Ok(Policies {
+            default: Arc::new(Engine::new(owner_only, org.clone())),
             org,
             engines: Mutex::new(HashMap::new()),
         })
     }
 
-    /// The engine for routes of `owner`.
-    pub fn for_owner(&self, owner: &str) -> Result<Arc<Engine>, RelayError> {
+    /// The engine for a route whose owner sent `owner_policy` (Cedar text), or
+    /// the owner-only default without one. The error is for the agent: which
+    /// line of its policy is wrong, and why.
+    pub fn for_route(
+        &self,
+        route: &str,
+        owner_policy: Option<&str>,
+    ) -> Result<Arc<Engine>, String> {
+        let Some(text) = owner_policy else {
+            return Ok(self.default.clone());
+        };
         let mut engines = self.engines.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(e) = engines.get(owner) {
+        if let Some(e) = engines.get(text) {
             return Ok(e.clone());
         }
-        let policy = Policy::from_flags(owner, &[], None, false)
-            .map_err(|e| RelayError::Config(format!("owner policy for {owner}: {e}")))?;
+        let policy = Policy::from_cedar_text(text, &format!("route {route}'s owner policy"))
+            .map_err(|e| format!("{e}"))?;
         let engine = Arc::new(Engine::new(policy, self.org.clone()));
-        engines.insert(owner.to_owned(), engine.clone());
+        if engines.len() >= CACHE_ENTRIES {
+            engines.clear();
+        }
+        engines.insert(text.to_owned(), engine.clone());
         Ok(engine)
     }
 }

@@ -7,8 +7,20 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
+use policy::Engine;
+use protocol::UpstreamKind;
 use tokio::sync::Notify;
 use tunnel::{Transport, TunnelConnection};
+
+/// How a session serves one of its routes.
+#[derive(Clone)]
+pub struct ServedRoute {
+    /// What kind of local server answers it.
+    pub kind: UpstreamKind,
+    /// The route owner's policy (as the agent sent it) under the
+    /// organisation's: the relay's side of the decision.
+    pub engine: Arc<Engine>,
+}
 
 /// One connected agent.
 pub struct AgentSession {
@@ -17,6 +29,8 @@ pub struct AgentSession {
     pub token_id: String,
     pub instance_id: [u8; 16],
     pub routes: Vec<String>,
+    /// How each of `routes` is served.
+    served: HashMap<String, ServedRoute>,
     pub conn: TunnelConnection,
     /// No new exchanges go to a draining session.
     draining: AtomicBool,
@@ -38,20 +52,28 @@ impl AgentSession {
         owner: String,
         token_id: String,
         instance_id: [u8; 16],
-        routes: Vec<String>,
+        served: HashMap<String, ServedRoute>,
         conn: TunnelConnection,
     ) -> Self {
+        let mut routes: Vec<String> = served.keys().cloned().collect();
+        routes.sort();
         AgentSession {
             id,
             owner,
             token_id,
             instance_id,
             routes,
+            served,
             conn,
             draining: AtomicBool::new(false),
             kill: Notify::new(),
             kill_reason: std::sync::Mutex::new(None),
         }
+    }
+
+    /// How this session serves `route` (`None`: it does not).
+    pub fn served(&self, route: &str) -> Option<&ServedRoute> {
+        self.served.get(route)
     }
 
     pub fn transport(&self) -> Transport {

@@ -320,7 +320,14 @@ impl AgentProc {
         transport: &str,
         extra: &[&str],
     ) -> AgentProc {
-        Self::spawn_upstream(relay, token, route, &["--http", upstream], transport, extra)
+        Self::spawn_upstream(
+            relay,
+            token,
+            route,
+            &["--http", upstream, "--plain-http"],
+            transport,
+            extra,
+        )
     }
 
     /// Starts an agent whose upstream is given as arguments (e.g.

@@ -282,7 +282,8 @@ impl Policy {
     /// Compile the simple flags to Cedar text and load it like a file (see
     /// [`crate::engine`] for exactly what each flag means):
     ///
-    /// * `owner` (an email) may do everything — the default with no flags;
+    /// * the route's owner (whoever the relay knows as its owner:
+    ///   `context.route.owner`) may do everything — the default with no flags;
     /// * each `allow` entry (`bob@example.com` or `@example.com`) may too;
     /// * `tools`, when given, are the only tools anybody may call (an empty
     ///   list: none);
@@ -292,22 +293,20 @@ impl Policy {
     /// Emails and domains are compared lowercased. The generated text is
     /// [`Policy::cedar_text`]; its source name is "flags".
     pub fn from_flags(
-        owner: &str,
         allow: &[String],
         tools: Option<&[String]>,
         read_only: bool,
     ) -> Result<Self, PolicyError> {
-        let owner = email_flag("owner", owner)?;
         let mut text = String::from(
             "// Compiled from flags by Drawbridge. To go further, edit a copy and pass it\n\
-             // with --policy FILE.cedar (the schema: relay/src/policy/schema.cedarschema).\n\n",
+             // with --policy FILE.cedar (the schema: policy/src/engine/schema.cedarschema).\n\n",
         );
-        text.push_str(&format!(
-            "// The owner may do everything.\n\
+        text.push_str(
+            "// The route's owner may do everything.\n\
              @id(\"owner\")\n\
-             permit (principal == User::{}, action, resource);\n",
-            cedar_string(&owner)
-        ));
+             permit (principal, action, resource)\n\
+             when { principal.email == context.route.owner };\n",
+        );
         for entry in allow {
             let entry = entry.trim();
             if let Some(domain) = entry.strip_prefix('@') {

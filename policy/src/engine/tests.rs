@@ -83,8 +83,7 @@ fn decide(engine: &Engine, email: &str, message: &Message) -> Decision {
 fn flags(allow: &[&str], tools: Option<&[&str]>, read_only: bool) -> Engine {
     let allow: Vec<String> = allow.iter().map(|s| s.to_string()).collect();
     let tools: Option<Vec<String>> = tools.map(|t| t.iter().map(|s| s.to_string()).collect());
-    let policy =
-        Policy::from_flags(OWNER, &allow, tools.as_deref(), read_only).expect("flags compile");
+    let policy = Policy::from_flags(&allow, tools.as_deref(), read_only).expect("flags compile");
     Engine::new(policy, None)
 }
 
@@ -459,7 +458,7 @@ fn sql_that_does_not_parse_fails_closed() {
 fn org_forbid_beats_owner_permit() {
     let org = Policy::from_cedar_text(ORG_NO_ATTACH, "org-no-attach.cedar").expect("org");
     assert!(!org.has_permit());
-    let owner = Policy::from_flags(OWNER, &[], None, false).expect("owner");
+    let owner = Policy::from_flags(&[], None, false).expect("owner");
     let engine = Engine::new(owner, Some(org));
     assert_denied(
         &decide(
@@ -493,7 +492,7 @@ fn org_permit_never_widens_a_route() {
            when { context.sql.kinds.contains("drop") };"#,
     );
     let engine = Engine::new(
-        Policy::from_flags(OWNER, &[], None, false).expect("owner"),
+        Policy::from_flags(&[], None, false).expect("owner"),
         Some(org),
     );
     assert_denied(
@@ -516,8 +515,7 @@ fn org_permits_restrict_every_route() {
     let org = cedar(
         r#"@id("corp-only") permit (principal, action, resource) when { principal.domain == "corp.com" };"#,
     );
-    let owner =
-        Policy::from_flags(OWNER, &["carol@corp.com".to_owned()], None, false).expect("owner");
+    let owner = Policy::from_flags(&["carol@corp.com".to_owned()], None, false).expect("owner");
     let engine = Engine::new(owner, Some(org));
     assert_denied(&decide(&engine, OWNER, &request("ping")), &[ORG_NO_PERMIT]);
     assert_allowed(
@@ -675,7 +673,6 @@ fn ids_duplicates_and_templates() {
 #[test]
 fn flags_compile_to_inspectable_cedar() {
     let policy = Policy::from_flags(
-        "Alice@Example.com",
         &["bob@example.com".to_owned(), " @corp.com ".to_owned()],
         Some(&["read_query".to_owned(), "we\"ird\\na\nme ü".to_owned()]),
         true,
@@ -697,7 +694,7 @@ fn flags_compile_to_inspectable_cedar() {
     );
     let text = policy.cedar_text();
     assert!(
-        text.contains("principal == User::\"alice@example.com\""),
+        text.contains("principal.email == context.route.owner"),
         "{text}"
     );
     // The text loads again by itself.
@@ -712,20 +709,16 @@ fn flags_compile_to_inspectable_cedar() {
 
 #[test]
 fn bad_flags_are_refused() {
-    for (owner, allow, tools) in [
-        ("alice", vec![], None),
-        ("", vec![], None),
-        ("@example.com", vec![], None),
-        (OWNER, vec!["bob"], None),
-        (OWNER, vec!["@"], None),
-        (OWNER, vec!["@a@b"], None),
-        (OWNER, vec!["bob @x.com"], None),
-        (OWNER, vec![], Some(vec![""])),
+    for (allow, tools) in [
+        (vec!["bob"], None),
+        (vec!["@"], None),
+        (vec!["@a@b"], None),
+        (vec!["bob @x.com"], None),
+        (vec![], Some(vec![""])),
     ] {
         let allow: Vec<String> = allow.into_iter().map(str::to_owned).collect();
         let tools: Option<Vec<String>> = tools.map(|t| t.into_iter().map(str::to_owned).collect());
-        let error =
-            Policy::from_flags(owner, &allow, tools.as_deref(), false).expect_err("refused");
+        let error = Policy::from_flags(&allow, tools.as_deref(), false).expect_err("refused");
         assert!(matches!(error, PolicyError::Flag { .. }), "{error}");
         assert!(error.to_string().starts_with("invalid "), "{error}");
     }
@@ -876,7 +869,7 @@ fn visible_tools_filters_the_list() {
     // Under an org guardrail that judges content, nothing is hidden.
     let org = Policy::from_cedar_text(ORG_NO_ATTACH, "org").expect("org");
     let guarded = Engine::new(
-        Policy::from_flags(OWNER, &[], None, false).expect("owner"),
+        Policy::from_flags(&[], None, false).expect("owner"),
         Some(org),
     );
     assert_eq!(guarded.visible_tools(&caller(OWNER), &tools), tools);
@@ -1016,8 +1009,7 @@ fn example_share_read_only() {
 #[test]
 fn example_org_no_attach() {
     let org = Policy::from_cedar_text(ORG_NO_ATTACH, "org-no-attach.cedar").expect("loads");
-    let owner =
-        Policy::from_flags(OWNER, &["bob@example.com".to_owned()], None, false).expect("owner");
+    let owner = Policy::from_flags(&["bob@example.com".to_owned()], None, false).expect("owner");
     let engine = Engine::new(owner, Some(org));
     for who in [OWNER, "bob@example.com"] {
         for (sql, rule) in [
@@ -1094,12 +1086,11 @@ fn decision_messages_name_the_rule() {
 
 /// The cost of one decision for a typical SQL tool call, owner flags with
 /// --allow/--read-only plus an org guardrail. Prints; asserts nothing about
-/// time. `cargo test --release -p drawbridge-relay policy::tests::decision_cost -- --ignored --nocapture`
+/// time. `cargo test --release -p drawbridge-policy engine::tests::decision_cost -- --ignored --nocapture`
 #[test]
 #[ignore]
 fn decision_cost() {
     let owner = Policy::from_flags(
-        OWNER,
         &["bob@example.com".to_owned(), "@corp.com".to_owned()],
         None,
         true,

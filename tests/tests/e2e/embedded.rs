@@ -22,6 +22,7 @@ async fn start_embedded(state: &TempDir, upstream: &str) -> (Proc, String, Strin
         &state.path().display().to_string(),
         "--http",
         upstream,
+        "--plain-http",
         "--route",
         "demo",
     ]
@@ -89,6 +90,7 @@ async fn json_logs_are_one_object_per_line() {
         &relay.ca().display().to_string(),
         "--http",
         &up.url(),
+        "--plain-http",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -20,11 +20,13 @@ struct Setup {
 async fn setup(extra: &[&str]) -> Setup {
     let up = Upstream::start("u").await;
     let relay = RelayProc::start(extra).await;
-    let agent = AgentProc::start(
+    // The test upstream stands in for a local MCP server over HTTP: every
+    // POST is JSON-RPC (no --plain-http), which the relay and agent decide.
+    let agent = AgentProc::start_upstream(
         &relay,
         &relay.token("alice@x", false),
         "demo",
-        &up.url(),
+        &["--http", &up.url()],
         "auto",
     )
     .await;

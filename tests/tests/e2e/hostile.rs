@@ -573,3 +573,41 @@ async fn malformed_control_frame_after_handshake_disconnects_that_agent_only() {
 
     healthy.assert_serves(&relay, "after").await;
 }
+
+// ---------------------------------------------------------------------------
+// 6. A route policy that does not hold.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_policy_that_does_not_validate_is_refused_with_its_line() {
+    let relay = RelayProc::start(&[]).await;
+    let token = relay.token("mallory@example.com", false);
+    let (_endpoint, quic) = quic_connect(&relay).await;
+    let conn = TunnelConnection::Quic(quic);
+    let mut bad = hello(PROTOCOL_VERSION, &token, "mallory");
+    bad.routes[0].policy =
+        Some("permit (principal, action, resource)\n  when { context.nope };\n".into());
+    let (reply, _send, _recv) = say_hello(&conn, &bad).await;
+    match reply {
+        HelloReply::Refused(r) => {
+            assert_eq!(r.code, RefusalCode::InvalidPolicy, "{r:?}");
+            assert!(
+                r.message.contains("route 'mallory'")
+                    && r.message.contains(":2:")
+                    && r.message.contains("nope"),
+                "{}",
+                r.message
+            );
+        }
+        other => panic!("a broken policy was accepted: {other:?}"),
+    }
+    // Nothing was claimed or served: the route is unknown.
+    let answer = HttpsClient::new(&relay.ca(), false)
+        .call(
+            "POST",
+            &relay.route_url("mallory"),
+            Some(&relay.token("mallory@example.com", true)),
+            "{}",
+        )
+        .await;
+    assert_eq!(answer.status, 404, "{}", answer.text());
+}

@@ -347,9 +347,18 @@ async fn the_sqlite_server_answers_an_mcp_client_through_the_relay() {
     client.cancel().await.expect("close the session");
 }
 
+/// The owner may do everything: a policy file that lets writes through to
+/// the database, so that what refuses them is SQLite itself.
+const OWNER_ANYTHING: &str =
+    "permit (principal, action, resource)\n  when { principal.email == context.route.owner };\n";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_read_only_agent_refuses_writes() {
-    let s = setup(&["--read-only"], |db| {
+async fn a_read_only_database_refuses_writes_itself() {
+    let policy_dir = TempDir::new("policy");
+    let policy = policy_dir.path().join("owner.cedar");
+    std::fs::write(&policy, OWNER_ANYTHING).expect("write policy");
+    let policy = policy.display().to_string();
+    let s = setup(&["--read-only", "--policy", &policy], |db| {
         // The file exists first: --read-only does not create one.
         drop(
             agent::sqlite_db::SqliteDb::open(db, false, Default::default())
@@ -453,13 +462,16 @@ async fn read_only_needs_an_existing_database() {
     );
     assert!(!db.exists());
 
-    // --http and --sqlite exclude each other, one of them is needed, and
-    // --read-only goes with --sqlite. (A relay is named so that a command
+    // --http and --sqlite exclude each other, one of them is needed,
+    // --plain-http goes with --http, and --policy excludes --allow. (A relay is named so that a command
     // wrongly accepted would not start an embedded relay.)
     for upstream in [
         vec!["--sqlite", "x.db", "--http", "http://127.0.0.1:1"],
         vec![],
-        vec!["--http", "http://127.0.0.1:1", "--read-only"],
+        vec!["--sqlite", "x.db", "--plain-http"],
+        vec![
+            "--sqlite", "x.db", "--policy", "p.cedar", "--allow", "a@b.c",
+        ],
     ] {
         let mut args: Vec<String> = ["connect", "--relay", "https://127.0.0.1:9", "--token", "x"]
             .iter()

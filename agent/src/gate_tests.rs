@@ -1,0 +1,217 @@
+//! The laptop decides on its own: whatever the relay let through, the owner's
+//! policy is applied again to the body the local server would get.
+
+use protocol::{BodyKind, ExchangeHead, Header, Identity, IdentityKind, UpstreamKind};
+use serde_json::{json, Value};
+
+use super::*;
+
+const OWNER: &str = "alice@example.com";
+
+fn head(subject: &str, method: &str, content_type: Option<&str>) -> ExchangeHead {
+    ExchangeHead {
+        route: "db".into(),
+        method: method.into(),
+        path: "/".into(),
+        headers: content_type
+            .map(|ct| Header {
+                name: "content-type".into(),
+                value: ct.as_bytes().to_vec(),
+            })
+            .into_iter()
+            .collect(),
+        identity: Identity {
+            subject: subject.into(),
+            kind: IdentityKind::ClientToken,
+            credential_name: "laptop-test".into(),
+        },
+        request_id: "r1".into(),
+        session: None,
+        body: BodyKind::Length(1),
+    }
+}
+
+fn gate(allow: &[&str], read_only: bool) -> Gate {
+    let allow: Vec<String> = allow.iter().map(|s| s.to_string()).collect();
+    let policy = OwnerPolicy::from_flags(&allow, None, read_only).expect("flags");
+    Gate::new(&policy, UpstreamKind::Sqlite, 1024)
+}
+
+fn call(tool: &str, query: &str) -> Vec<u8> {
+    json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": tool, "arguments": {"query": query}}})
+    .to_string()
+    .into_bytes()
+}
+
+fn refusal(v: &Verdict) -> (StatusCode, Value) {
+    match v {
+        Verdict::Refuse { status, body } => (*status, body.clone().unwrap_or(Value::Null)),
+        Verdict::Pass => panic!("expected a refusal"),
+    }
+}
+
+#[test]
+fn the_owner_passes_and_a_stranger_does_not_whatever_the_relay_said() {
+    let g = gate(&[], false);
+    let body = call("read_query", "SELECT 1");
+    let (v, s) = g.judge_body(&head(OWNER, "POST", Some("application/json")), OWNER, &body);
+    assert_eq!(v, Verdict::Pass);
+    assert_eq!(s.what, "tools/call read_query");
+    assert_eq!(s.policies, ["owner"]);
+
+    // The relay forwarded mallory's call (a relay whose organisation policy
+    // permits everybody, say): the laptop still says no.
+    let (v, s) = g.judge_body(
+        &head("mallory@evil.example", "POST", Some("application/json")),
+        OWNER,
+        &body,
+    );
+    let (status, answer) = refusal(&v);
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["id"], 7);
+    assert_eq!(answer["error"]["code"], policy::body::POLICY_DENIED);
+    let message = answer["error"]["message"].as_str().expect("message");
+    assert!(
+        message.starts_with("the route owner's policy on the laptop: "),
+        "{message}"
+    );
+    assert!(!s.allowed);
+
+    // A GET stream or DELETE needs the same right.
+    assert_eq!(
+        g.judge_plumbing(&head(OWNER, "GET", None), OWNER).0,
+        Verdict::Pass
+    );
+    let (status, _) = refusal(
+        &g.judge_plumbing(&head("mallory@evil.example", "DELETE", None), OWNER)
+            .0,
+    );
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[test]
+fn read_only_is_judged_on_the_sql_at_the_laptop() {
+    let g = gate(&["bob@example.com"], true);
+    let json_head = head("bob@example.com", "POST", Some("application/json"));
+    assert_eq!(
+        g.judge_body(
+            &json_head,
+            OWNER,
+            &call("read_query", "SELECT * FROM orders")
+        )
+        .0,
+        Verdict::Pass
+    );
+    for sql in [
+        "WITH x AS (SELECT 1) DELETE FROM orders",
+        "SELECT 1; DELETE FROM orders",
+        "ATTACH DATABASE '/tmp/x' AS x",
+        "not sql at all (",
+    ] {
+        let (v, s) = g.judge_body(&json_head, OWNER, &call("read_query", sql));
+        let (_, answer) = refusal(&v);
+        assert_eq!(
+            answer["error"]["code"],
+            policy::body::POLICY_DENIED,
+            "{sql}"
+        );
+        assert!(!s.allowed, "{sql}");
+    }
+    let (v, _) = g.judge_body(&json_head, OWNER, &call("write_query", "SELECT 1"));
+    refusal(&v);
+}
+
+#[test]
+fn a_batch_with_one_denied_message_is_refused_whole() {
+    let g = gate(&[], true);
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "read_query", "arguments": {"query": "SELECT 1"}}},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "write_query", "arguments": {"query": "DELETE FROM orders"}}},
+    ])
+    .to_string();
+    let (v, s) = g.judge_body(
+        &head(OWNER, "POST", Some("application/json")),
+        OWNER,
+        batch.as_bytes(),
+    );
+    let (_, answer) = refusal(&v);
+    let errors = answer.as_array().expect("array");
+    assert_eq!(errors.len(), 2);
+    assert_eq!(
+        errors[0]["error"]["data"]["policies"],
+        json!(["batch-refused"])
+    );
+    assert_eq!(s.what, "batch of 2");
+}
+
+#[test]
+fn what_cannot_be_read_is_refused() {
+    let g = gate(&[], false);
+    let (status, answer) = refusal(
+        &g.judge_body(
+            &head(OWNER, "POST", Some("application/json")),
+            OWNER,
+            b"{nope",
+        )
+        .0,
+    );
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer["error"]["code"], -32700);
+    let (status, _) = refusal(
+        &g.judge_body(
+            &head(OWNER, "POST", Some("text/plain")),
+            OWNER,
+            &call("read_query", "SELECT 1"),
+        )
+        .0,
+    );
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // A refused body of notifications only is answered 202, with nothing.
+    let g = gate(&[], false);
+    let note = br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    let (v, _) = g.judge_body(
+        &head("mallory@evil.example", "POST", Some("application/json")),
+        OWNER,
+        note,
+    );
+    assert_eq!(
+        v,
+        Verdict::Refuse {
+            status: StatusCode::ACCEPTED,
+            body: None
+        }
+    );
+}
+
+#[test]
+fn flags_without_rules_send_no_policy_and_a_file_is_checked_at_start() {
+    assert!(OwnerPolicy::from_flags(&[], None, false)
+        .expect("default")
+        .text
+        .is_none());
+    let p = OwnerPolicy::from_flags(
+        &["@example.com".into()],
+        Some(&["read_query".into()]),
+        false,
+    )
+    .expect("flags");
+    assert!(p
+        .text
+        .as_deref()
+        .is_some_and(|t| t.contains("allow-@example.com")));
+    let dir = std::env::temp_dir().join(format!("gate-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("bad.cedar");
+    std::fs::write(
+        &file,
+        "permit (principal, action, resource)\nwhen { context.nope };\n",
+    )
+    .expect("write");
+    let err = OwnerPolicy::from_file(&file)
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("bad.cedar") && err.contains("2"), "{err}");
+    assert!(OwnerPolicy::from_file(&dir.join("missing.cedar")).is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,53 @@
+//! Answers the agent writes itself (a refusal, a local error) instead of the
+//! local server's.
+
+use http::StatusCode;
+use protocol::{FrameLimit, Header, ResponseHead};
+use tokio::io::AsyncWriteExt;
+use tunnel::SendHalf;
+
+/// How long an answered exchange waits for the relay to acknowledge its tail.
+pub(crate) const ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Answers the exchange with `status` and a JSON body.
+pub(crate) async fn json(send: &mut SendHalf, status: StatusCode, body: &serde_json::Value) {
+    let body = body.to_string();
+    let head = ResponseHead {
+        status: status.as_u16(),
+        headers: vec![
+            Header {
+                name: "content-type".into(),
+                value: b"application/json".to_vec(),
+            },
+            Header {
+                name: "content-length".into(),
+                value: body.len().to_string().into_bytes(),
+            },
+        ],
+    };
+    if protocol::write_frame("response", send, &head, FrameLimit::HEAD)
+        .await
+        .is_ok()
+        && send.write_all(body.as_bytes()).await.is_ok()
+    {
+        let _ = send.finish_acknowledged(ACK_WAIT).await;
+    }
+}
+
+/// Answers the exchange with no body (202 for a refused body of
+/// notifications).
+pub(crate) async fn empty(send: &mut SendHalf, status: StatusCode) {
+    let head = ResponseHead {
+        status: status.as_u16(),
+        headers: vec![Header {
+            name: "content-length".into(),
+            value: b"0".to_vec(),
+        }],
+    };
+    if protocol::write_frame("response", send, &head, FrameLimit::HEAD)
+        .await
+        .is_ok()
+    {
+        let _ = send.finish_acknowledged(ACK_WAIT).await;
+    }
+}
