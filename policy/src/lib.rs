@@ -18,6 +18,8 @@
 
 pub mod body;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod jsonrpc;
 pub mod sql;
 

@@ -19,6 +19,8 @@ pub mod control;
 pub mod error;
 pub mod exchange;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod handshake;
 pub mod route;
 

@@ -1,0 +1,1 @@
+SELECT "main"."Secrets".x FROM [main].`Secrets`
