@@ -2,10 +2,11 @@
 //!
 //! `agent connect` dials OUT to a relay ([`dial`]: QUIC raced against TLS over
 //! TCP), says hello ([`session`]), and serves each stream the relay opens from
-//! a local server or the built-in SQLite MCP server ([`upstream`],
-//! [`sqlite_server`], [`sqlite_db`]). It reconnects with backoff ([`backoff`])
-//! and, with no `--relay`, runs a relay in-process ([`embedded`]). Every
-//! exchange is decided again with the owner's policy first ([`gate`]).
+//! a local server, a stdio MCP server run as a child ([`stdio`]) or the
+//! built-in SQLite MCP server ([`upstream`], [`sqlite_server`],
+//! [`sqlite_db`]). It reconnects with backoff ([`backoff`]) and, with no
+//! `--relay`, runs a relay in-process ([`embedded`]). Every exchange is
+//! decided again with the owner's policy first ([`gate`]).
 
 #![forbid(unsafe_code)]
 
@@ -19,6 +20,7 @@ mod reply;
 pub mod session;
 pub mod sqlite_db;
 pub mod sqlite_server;
+pub mod stdio;
 pub mod upstream;
 
 pub use connect::{run, ConnectOptions, TransportChoice};

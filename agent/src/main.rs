@@ -59,6 +59,17 @@ struct ConnectArgs {
     /// file (created with sample data if it does not exist).
     #[arg(long, group = "upstream", value_name = "FILE")]
     sqlite: Option<PathBuf>,
+    /// Serve the route from a stdio MCP server: everything after `--` is the
+    /// command and its arguments, e.g. `-- uvx mcp-server-sqlite --db-path
+    /// demo.db`. Each MCP session gets its own child process; stateless
+    /// (2026-07-28) clients share one that the agent initializes itself. The
+    /// child's stderr goes to this log.
+    #[arg(last = true, group = "upstream", value_name = "CMD ARGS", num_args = 1..)]
+    command: Vec<String>,
+    /// With `-- CMD`: stop a session's child after this long without
+    /// requests (an open GET stream counts as activity).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
     /// The local server at --http is not an MCP server: forward plain HTTP
     /// (bodies are not read; each request is authorized as a whole).
     #[arg(long, requires = "http", conflicts_with = "sqlite")]
@@ -160,9 +171,16 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     }
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));
-    let upstream = match (&args.http, &args.sqlite) {
-        (Some(url), _) => Upstream::http(url)?,
-        (None, Some(path)) => {
+    let upstream = match (&args.http, &args.sqlite, args.command.split_first()) {
+        (Some(url), _, _) => Upstream::http(url)?,
+        (None, None, Some((program, rest))) => Upstream::stdio(
+            program.clone(),
+            rest.to_vec(),
+            &args.route,
+            args.idle_timeout,
+            stop.clone(),
+        ),
+        (None, Some(path), _) => {
             let db = SqliteDb::open(path, args.read_only, Limits::default())?;
             if db.created_sample() {
                 println!(
@@ -172,9 +190,10 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
             }
             Upstream::sqlite(db, stop.clone())
         }
-        (None, None) => anyhow::bail!("pass --http URL or --sqlite FILE"),
+        (None, None, None) => anyhow::bail!("pass --http URL, --sqlite FILE or -- CMD ARGS..."),
     };
-    let mcp = upstream.sqlite_db().is_some();
+    let mcp = !matches!(upstream, Upstream::Http(_));
+    let upstream = Arc::new(upstream);
     let mut embedded = None;
     let (relay_url, token, ca_cert) = match args.relay {
         Some(url) => {
@@ -222,7 +241,7 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
         token,
         ca_cert,
         route: args.route,
-        upstream: Arc::new(upstream),
+        upstream: upstream.clone(),
         transport: args.transport,
         drain_timeout: args.drain_timeout,
         quic_retry_interval: args.quic_retry_interval,
@@ -231,6 +250,7 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
         max_body: args.max_body,
     };
     let result = agent::run(opts, stop, Arc::new(Printer)).await;
+    upstream.shutdown().await;
     if let Some(e) = embedded {
         e.relay.shutdown().await;
     }

@@ -1,7 +1,8 @@
-//! Serving one exchange: from a local HTTP server (`--http URL`), or from an
-//! MCP server built into the agent (`--sqlite FILE`).
+//! Serving one exchange: from a local HTTP server (`--http URL`), from an
+//! MCP server built into the agent (`--sqlite FILE`), or from a stdio MCP
+//! server run as a child process (`-- CMD ARGS...`, see [`crate::stdio`]).
 //!
-//! Both kinds see the same thing: the relay's [`ExchangeHead`] and the
+//! All kinds see the same thing: the relay's [`ExchangeHead`] and the
 //! request body become an `http::Request`; the answer goes back as one
 //! [`ResponseHead`] frame and then the body, written chunk by chunk as it
 //! comes (flushed each time, so server-sent events are not held back).
@@ -24,6 +25,7 @@ use tunnel::SendHalf;
 use crate::error::AgentError;
 use crate::sqlite_db::SqliteDb;
 use crate::sqlite_server::SqliteServer;
+use crate::stdio::StdioUpstream;
 
 /// A request body as the local server gets it.
 pub type ReqBody = UnsyncBoxBody<Bytes, std::io::Error>;
@@ -40,6 +42,14 @@ pub enum Upstream {
     Http(Box<HttpUpstream>),
     /// An MCP server inside the agent, spoken to over Streamable HTTP.
     Mcp(McpUpstream),
+    /// A stdio MCP server, one child process per MCP session.
+    Stdio(StdioRoute),
+}
+
+/// A stdio MCP server behind the bridge, and when its GET streams end.
+pub struct StdioRoute {
+    bridge: StdioUpstream,
+    stop: CancellationToken,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -47,6 +57,7 @@ impl std::fmt::Debug for Upstream {
         match self {
             Upstream::Http(h) => f.debug_tuple("Http").field(&h.base.as_str()).finish(),
             Upstream::Mcp(m) => f.debug_tuple("Mcp").field(&m.db).finish(),
+            Upstream::Stdio(s) => f.debug_tuple("Stdio").field(&s.bridge).finish(),
         }
     }
 }
@@ -63,18 +74,42 @@ impl Upstream {
         Upstream::Mcp(McpUpstream::sqlite(db, stop))
     }
 
+    /// A stdio MCP server, `program args...`, run once per MCP session
+    /// (children idle for `idle_timeout` are stopped). Its long-lived GET
+    /// streams end when `stop` is cancelled.
+    pub fn stdio(
+        program: String,
+        args: Vec<String>,
+        route: &str,
+        idle_timeout: std::time::Duration,
+        stop: CancellationToken,
+    ) -> Upstream {
+        Upstream::Stdio(StdioRoute {
+            bridge: StdioUpstream::new(program, args, route, idle_timeout),
+            stop,
+        })
+    }
+
+    /// Stops what the upstream runs (the stdio children) and waits for it.
+    pub async fn shutdown(&self) {
+        if let Upstream::Stdio(s) = self {
+            s.bridge.shutdown().await;
+        }
+    }
+
     /// What the hello tells the relay about this upstream.
     pub fn kind(&self) -> UpstreamKind {
         match self {
             Upstream::Http(_) => UpstreamKind::Http,
             Upstream::Mcp(_) => UpstreamKind::Sqlite,
+            Upstream::Stdio(_) => UpstreamKind::Stdio,
         }
     }
 
     /// The database behind a built-in SQLite server.
     pub fn sqlite_db(&self) -> Option<&SqliteDb> {
         match self {
-            Upstream::Http(_) => None,
+            Upstream::Http(_) | Upstream::Stdio(_) => None,
             Upstream::Mcp(m) => Some(&m.db),
         }
     }
@@ -92,6 +127,22 @@ impl Upstream {
                     }
                 };
                 m.serve(&head, req, send).await
+            }
+            Upstream::Stdio(s) => {
+                if head.path != "/" {
+                    return reply_error(&mut send, StatusCode::NOT_FOUND, "not_found", NOT_BELOW)
+                        .await;
+                }
+                let req = match request(&head, body, &head.path) {
+                    Ok(r) => r,
+                    Err((status, code, msg)) => {
+                        return reply_error(&mut send, status, code, msg).await
+                    }
+                };
+                let standalone_stream = req.method() == http::Method::GET;
+                let resp = s.bridge.handle(req).await;
+                let end_early = standalone_stream.then_some(&s.stop);
+                send_response(&head.request_id, &mut send, resp, end_early).await;
             }
         }
     }
@@ -191,6 +242,9 @@ async fn send_response<B>(
     let _ = send.finish_acknowledged(crate::reply::ACK_WAIT).await;
 }
 
+const NOT_BELOW: &str =
+    "the MCP endpoint is the route's own URL (/mcp/<route>); nothing is served below it";
+
 /// An MCP server running inside the agent (today: the built-in SQLite
 /// server), served with rmcp's Streamable HTTP transport at the route's root.
 pub struct McpUpstream {
@@ -224,13 +278,7 @@ impl McpUpstream {
     async fn serve(&self, head: &ExchangeHead, mut req: Request<ReqBody>, mut send: SendHalf) {
         // The MCP endpoint is the route itself: https://relay/mcp/<route>.
         if req.uri().path() != "/" {
-            return reply_error(
-                &mut send,
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "the MCP endpoint is the route's own URL (/mcp/<route>); nothing is served below it",
-            )
-            .await;
+            return reply_error(&mut send, StatusCode::NOT_FOUND, "not_found", NOT_BELOW).await;
         }
         req.headers_mut()
             .insert(http::header::HOST, HeaderValue::from_static("localhost"));
