@@ -6,8 +6,8 @@
 #
 # Works on a fresh Debian machine with Rust installed, as root or not. It
 # installs Debian packages only when something it needs is missing (using sudo
-# when not root), keeps a Python venv in .venv-tests/ when the end-to-end tests
-# need Python, builds the binaries the end-to-end tests start, and runs the
+# when not root), keeps Python venvs in .venv-tests/ (the Python MCP client)
+# and .venv-sqlite/ (the reference mcp-server-sqlite, which needs mcp<2), builds the binaries the end-to-end tests start, and runs the
 # tests with cargo-nextest if it is installed, else with cargo test.
 # Exits non-zero when anything fails.
 
@@ -17,6 +17,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
 VENV="$ROOT/.venv-tests"
 REQUIREMENTS="$ROOT/tests/requirements.txt"
+SQLITE_VENV="$ROOT/.venv-sqlite"
+SQLITE_REQUIREMENTS="$ROOT/tests/requirements-sqlite.txt"
 
 section() {
     printf '\n==> %s\n' "$*"
@@ -46,7 +48,7 @@ ensure_debian_packages() {
     local wanted=()
     # python3-venv: only when the tests need a venv and this python3 cannot
     # make one (Debian splits venv/ensurepip out of python3).
-    if [ -f "$REQUIREMENTS" ] && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    if { [ -f "$REQUIREMENTS" ] || [ -f "$SQLITE_REQUIREMENTS" ]; } && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
         wanted+=(python3-venv)
     fi
     if [ ${#wanted[@]} -eq 0 ]; then
@@ -71,30 +73,42 @@ ensure_debian_packages() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
-# Creates or updates .venv-tests/ from tests/requirements.txt, if there is one,
-# and puts it first on PATH for the tests.
+# Creates or updates the venv $1 from the requirements file $2 (reinstalling
+# only when the file changed).
+make_venv() {
+    local venv=$1 requirements=$2
+    command -v python3 >/dev/null 2>&1 || die "$requirements exists but python3 is not installed"
+    if [ ! -x "$venv/bin/python" ]; then
+        echo "creating $venv"
+        python3 -m venv "$venv"
+    fi
+    local stamp="$venv/.requirements.sha256" want have=""
+    want=$(sha256sum "$requirements" | cut -d' ' -f1)
+    [ -f "$stamp" ] && have=$(cat "$stamp")
+    if [ "$want" != "$have" ]; then
+        echo "installing $requirements into $venv"
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+        echo "$want" >"$stamp"
+    else
+        echo "$venv up to date"
+    fi
+}
+
+# .venv-tests/ from tests/requirements.txt, first on PATH for the tests; and
+# .venv-sqlite/ from tests/requirements-sqlite.txt, which the stdio bridge's
+# tests find through DRAWBRIDGE_SQLITE_VENV (kept off PATH: it has mcp 1.x).
 ensure_python_venv() {
     if [ ! -f "$REQUIREMENTS" ]; then
         echo "no tests/requirements.txt; skipped"
-        return 0
-    fi
-    command -v python3 >/dev/null 2>&1 || die "tests/requirements.txt exists but python3 is not installed"
-    if [ ! -x "$VENV/bin/python" ]; then
-        echo "creating $VENV"
-        python3 -m venv "$VENV"
-    fi
-    local stamp="$VENV/.requirements.sha256" want have=""
-    want=$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)
-    [ -f "$stamp" ] && have=$(cat "$stamp")
-    if [ "$want" != "$have" ]; then
-        echo "installing tests/requirements.txt"
-        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
-        echo "$want" >"$stamp"
     else
-        echo "up to date"
+        make_venv "$VENV" "$REQUIREMENTS"
+        export VIRTUAL_ENV="$VENV"
+        export PATH="$VENV/bin:$PATH"
     fi
-    export VIRTUAL_ENV="$VENV"
-    export PATH="$VENV/bin:$PATH"
+    if [ -f "$SQLITE_REQUIREMENTS" ]; then
+        make_venv "$SQLITE_VENV" "$SQLITE_REQUIREMENTS"
+        export DRAWBRIDGE_SQLITE_VENV="$SQLITE_VENV"
+    fi
 }
 
 section "toolchain"
@@ -104,7 +118,7 @@ cargo --version
 section "debian packages"
 ensure_debian_packages
 
-section "python venv (.venv-tests)"
+section "python venvs (.venv-tests, .venv-sqlite)"
 ensure_python_venv
 
 section "format and lints (cargo fmt --check, cargo clippy -D warnings)"

@@ -18,5 +18,7 @@ mod mcp_sqlite;
 mod owner_policy;
 #[path = "e2e/python_client.rs"]
 mod python_client;
+#[path = "e2e/stdio.rs"]
+mod stdio;
 #[path = "e2e/transports.rs"]
 mod transports;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use e2e::{AgentProc, RelayProc, TempDir};
 
 /// The Python of the venv `scripts/test.sh` installs `tests/requirements.txt` into.
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     let venv = std::env::var_os("VIRTUAL_ENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-tests"));

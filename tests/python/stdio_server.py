@@ -1,0 +1,74 @@
+"""A tiny, deliberately misbehaving stdio MCP server for the bridge's tests.
+
+Standard library only; one JSON-RPC message per line. Tools:
+  echo{text}     answers with the text (and notes this process's pid)
+  garbage        writes a non-JSON line and a response with an id nobody
+                 sent before its real answer
+  progress       sends two progress notifications and a log message, then answers
+  huge           writes one line over 16 MiB
+  exit{code}     exits at once with that status, without answering
+Every request also logs one line on stderr.
+"""
+
+import json
+import os
+import sys
+
+
+def send(msg):
+    sys.stdout.write(json.dumps(msg) + "\n")
+    sys.stdout.flush()
+
+
+def result(id, text):
+    send({"jsonrpc": "2.0", "id": id, "result": {"content": [{"type": "text", "text": text}], "isError": False}})
+
+
+TOOLS = [
+    {"name": n, "description": n, "inputSchema": {"type": "object"}}
+    for n in ("echo", "garbage", "progress", "huge", "exit")
+]
+
+for line in sys.stdin:
+    msg = json.loads(line)
+    method, id = msg.get("method"), msg.get("id")
+    print(f"stdio_server got {method}", file=sys.stderr, flush=True)
+    if id is None:
+        continue
+    if method == "initialize":
+        send({"jsonrpc": "2.0", "id": id, "result": {
+            "protocolVersion": msg["params"]["protocolVersion"],
+            "capabilities": {"tools": {}, "logging": {}},
+            "serverInfo": {"name": "misbehaving", "version": "1"},
+        }})
+    elif method == "tools/list":
+        send({"jsonrpc": "2.0", "id": id, "result": {"tools": TOOLS}})
+    elif method == "tools/call":
+        name = msg["params"]["name"]
+        args = msg["params"].get("arguments") or {}
+        if name == "echo":
+            result(id, f"{args.get('text', '')} pid={os.getpid()}")
+        elif name == "garbage":
+            sys.stdout.write("this is not JSON\n")
+            send({"jsonrpc": "2.0", "id": 987654321, "result": {"stolen": True}})
+            send({"jsonrpc": "2.0", "id": "someone-else", "result": {"stolen": True}})
+            result(id, "after garbage")
+        elif name == "progress":
+            token = msg["params"].get("_meta", {}).get("progressToken")
+            for i in (1, 2):
+                send({"jsonrpc": "2.0", "method": "notifications/progress",
+                      "params": {"progressToken": token, "progress": i, "total": 2}})
+            send({"jsonrpc": "2.0", "method": "notifications/message",
+                  "params": {"level": "info", "data": "working"}})
+            result(id, "done")
+        elif name == "huge":
+            sys.stdout.write('{"jsonrpc":"2.0","id":%s,"result":{"x":"' % json.dumps(id))
+            sys.stdout.write("x" * (17 * 1024 * 1024))
+            sys.stdout.write('"}}\n')
+            sys.stdout.flush()
+        elif name == "exit":
+            sys.exit(int(args.get("code", 3)))
+    elif method == "ping":
+        send({"jsonrpc": "2.0", "id": id, "result": {}})
+    else:
+        send({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": f"no method {method}"}})

@@ -1,0 +1,604 @@
+//! The stdio bridge (`agent connect -- CMD ARGS...`) through the real relay
+//! and agent: the reference `mcp-server-sqlite` (PyPI, its own venv with
+//! `mcp<2`, installed by scripts/test.sh into .venv-sqlite) driven by rmcp
+//! and by the Python `mcp` client, sessions and their children, DELETE, a
+//! crashed child, and a misbehaving one (tests/python/stdio_server.py).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use e2e::client::{full_body, Answer};
+use e2e::mcp::{self, McpClient};
+use e2e::{AgentProc, HttpsClient, RelayProc, TempDir};
+use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject};
+use serde_json::{json, Value};
+
+const OWNER: &str = "alice@example.com";
+
+/// The `mcp-server-sqlite` executable of the venv scripts/test.sh makes
+/// (`DRAWBRIDGE_SQLITE_VENV`, else `.venv-sqlite` in the workspace).
+fn mcp_server_sqlite() -> PathBuf {
+    let venv = std::env::var_os("DRAWBRIDGE_SQLITE_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-sqlite")
+        });
+    let exe = venv.join("bin/mcp-server-sqlite");
+    assert!(
+        exe.exists(),
+        "{} is missing: run scripts/test.sh, which installs tests/requirements-sqlite.txt into .venv-sqlite (or set DRAWBRIDGE_SQLITE_VENV)",
+        exe.display()
+    );
+    exe
+}
+
+fn misbehaving_server() -> Vec<String> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/stdio_server.py");
+    vec![
+        crate::python_client::python().display().to_string(),
+        script.display().to_string(),
+    ]
+}
+
+struct Setup {
+    relay: RelayProc,
+    agent: AgentProc,
+    token: String,
+    http: HttpsClient,
+    _dir: TempDir,
+}
+
+/// A relay and an agent serving route `s` from `-- command...`.
+async fn setup(command: Vec<String>, extra: &[&str]) -> Setup {
+    let dir = TempDir::new("stdio");
+    let relay = RelayProc::start(&[]).await;
+    let agent_token = relay.token(OWNER, false);
+    let token = relay.token(OWNER, true);
+    let mut upstream: Vec<&str> = extra.to_vec();
+    upstream.push("--");
+    upstream.extend(command.iter().map(String::as_str));
+    let agent = AgentProc::start_upstream(&relay, &agent_token, "s", &upstream, "auto").await;
+    let http = HttpsClient::new(&relay.ca(), false);
+    Setup {
+        relay,
+        agent,
+        token,
+        http,
+        _dir: dir,
+    }
+}
+
+async fn sqlite_setup() -> (Setup, PathBuf) {
+    let dir = TempDir::new("stdio-db");
+    let db = dir.path().join("ref.db");
+    let s = setup(
+        vec![
+            mcp_server_sqlite().display().to_string(),
+            "--db-path".into(),
+            db.display().to_string(),
+        ],
+        &[],
+    )
+    .await;
+    let s = Setup { _dir: dir, ..s };
+    (s, db)
+}
+
+impl Setup {
+    async fn client(&self) -> McpClient {
+        mcp::connect(&self.relay.route_url("s"), &self.relay.ca(), &self.token).await
+    }
+
+    /// POSTs one JSON-RPC message (with `session`, and `accept`).
+    async fn post(&self, msg: &Value, session: Option<&str>, accept: &str) -> Answer {
+        let mut b = http::Request::builder()
+            .method("POST")
+            .uri(self.relay.route_url("s"))
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("content-type", "application/json")
+            .header("accept", accept);
+        if let Some(s) = session {
+            b = b.header("mcp-session-id", s);
+        }
+        self.http
+            .fetch(b.body(full_body(msg.to_string())).expect("request"))
+            .await
+    }
+
+    async fn delete(&self, session: &str) -> Answer {
+        let req = http::Request::builder()
+            .method("DELETE")
+            .uri(self.relay.route_url("s"))
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("mcp-session-id", session)
+            .body(full_body(""))
+            .expect("request");
+        self.http.fetch(req).await
+    }
+
+    /// A new session by hand: initialize, then notifications/initialized.
+    async fn session(&self) -> String {
+        let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
+            "protocolVersion":"2025-06-18","capabilities":{},
+            "clientInfo":{"name":"e2e","version":"1"}}});
+        let a = self.post(&init, None, BOTH).await;
+        assert_eq!(a.status, 200, "{}", a.text());
+        assert!(a.json()["result"]["serverInfo"].is_object(), "{}", a.text());
+        let sid = a
+            .headers
+            .get("mcp-session-id")
+            .expect("Mcp-Session-Id on the initialize answer")
+            .to_str()
+            .expect("visible ASCII")
+            .to_owned();
+        assert!(
+            sid.len() >= 32 && sid.bytes().all(|b| (0x21..=0x7e).contains(&b)),
+            "{sid}"
+        );
+        let a = self
+            .post(
+                &json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+                Some(&sid),
+                BOTH,
+            )
+            .await;
+        assert_eq!(a.status, 202, "{}", a.text());
+        sid
+    }
+
+    /// The pids of the children the agent started, in order.
+    fn child_pids(&self) -> Vec<u32> {
+        self.agent
+            .proc
+            .stderr
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter_map(|l| l.split("started child pid=").nth(1))
+            .filter_map(|rest| {
+                rest.split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .and_then(|d| d.parse().ok())
+            })
+            .collect()
+    }
+
+    /// Waits until at least `n` children were started; returns the pids.
+    async fn wait_children(&self, n: usize) -> Vec<u32> {
+        for _ in 0..600 {
+            let pids = self.child_pids();
+            if pids.len() >= n {
+                return pids;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "the agent did not start {n} children:\n{}",
+            self.agent.proc.stderr_text()
+        );
+    }
+}
+
+const BOTH: &str = "application/json, text/event-stream";
+
+fn call_msg(id: u64, tool: &str, args: Value) -> Value {
+    json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":args}})
+}
+
+async fn call(client: &McpClient, tool: &str, args: Value) -> CallToolResult {
+    let Value::Object(args) = args else {
+        panic!("arguments must be an object")
+    };
+    client
+        .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args as JsonObject))
+        .await
+        .unwrap_or_else(|e| panic!("{tool}: {e}"))
+}
+
+fn text(r: &CallToolResult) -> String {
+    r.content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect()
+}
+
+/// Whether process `pid` is gone: exited and reaped (a zombie, state `Z`,
+/// still has its /proc entry).
+fn reaped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_err()
+}
+
+async fn wait_reaped(pid: u32) {
+    for _ in 0..400 {
+        if reaped(pid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    panic!("child {pid} is still there: {stat}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_sqlite_server_serves_rmcp_sessions_each_with_its_own_child() {
+    let (s, db) = sqlite_setup().await;
+    let a = s.client().await;
+    let info = a.peer_info().expect("server info");
+    assert_eq!(
+        info.server_info.as_ref().map(|i| i.name.as_str()),
+        Some("sqlite")
+    );
+    let tools = a.list_all_tools().await.expect("tools/list");
+    let mut names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "append_insight",
+            "create_table",
+            "describe_table",
+            "list_tables",
+            "read_query",
+            "write_query"
+        ]
+    );
+    let created = call(
+        &a,
+        "create_table",
+        json!({"query": "CREATE TABLE t (n INTEGER)"}),
+    )
+    .await;
+    assert!(text(&created).contains("created"), "{created:?}");
+    let wrote = call(
+        &a,
+        "write_query",
+        json!({"query": "INSERT INTO t VALUES (40), (2)"}),
+    )
+    .await;
+    assert!(text(&wrote).contains("affected_rows"), "{wrote:?}");
+
+    // A second session, concurrently: its own child, the same database.
+    let b = s.client().await;
+    let read = call(
+        &b,
+        "read_query",
+        json!({"query": "SELECT SUM(n) AS total FROM t"}),
+    )
+    .await;
+    assert!(text(&read).contains("42"), "{read:?}");
+    let pids = s.wait_children(2).await;
+    assert_eq!(pids.len(), 2, "one child per session: {pids:?}");
+    assert_ne!(pids[0], pids[1]);
+    assert!(db.exists());
+    // The child's stderr reaches the agent's log, with its pid.
+    assert!(
+        s.agent
+            .proc
+            .wait_stderr("child stderr", Duration::from_secs(30))
+            .await,
+        "no child stderr in the agent log"
+    );
+    a.cancel().await.expect("close a");
+    b.cancel().await.expect("close b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_session_kills_its_child_and_leaves_no_zombie() {
+    let (s, _db) = sqlite_setup().await;
+    let sid = s.session().await;
+    let pid = *s.wait_children(1).await.last().expect("pid");
+    let a = s
+        .post(&call_msg(2, "list_tables", json!({})), Some(&sid), BOTH)
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert!(!reaped(pid), "the child runs while its session lives");
+
+    let d = s.delete(&sid).await;
+    assert!(
+        d.status == 200 || d.status == 204,
+        "{} {}",
+        d.status,
+        d.text()
+    );
+    wait_reaped(pid).await;
+
+    // The session is gone: 404 with a JSON-RPC error, and DELETE again too.
+    let gone = s
+        .post(&call_msg(3, "list_tables", json!({})), Some(&sid), BOTH)
+        .await;
+    assert_eq!(gone.status, 404, "{}", gone.text());
+    assert_eq!(gone.json()["error"]["code"], -32600, "{}", gone.text());
+    assert_eq!(s.delete(&sid).await.status, 404);
+    // A made-up session id is unknown as well.
+    let made_up = s
+        .post(
+            &call_msg(4, "list_tables", json!({})),
+            Some("not-a-session"),
+            BOTH,
+        )
+        .await;
+    assert_eq!(made_up.status, 404, "{}", made_up.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_mcp_client_uses_the_reference_server_in_both_modes() {
+    let (s, _db) = sqlite_setup().await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/mcp_client.py");
+    for (mode, version) in [("auto", "2026-07-28"), ("legacy", "2025-11-25")] {
+        let out = tokio::time::timeout(
+            Duration::from_secs(120),
+            tokio::process::Command::new(crate::python_client::python())
+                .arg(&script)
+                .arg(s.relay.route_url("s"))
+                .arg(&s.token)
+                .arg(s.relay.ca())
+                .arg(mode)
+                .arg("reference")
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("the Python client finished within 120s")
+        .expect("run the Python client");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "python client failed ({mode}):\n{stderr}"
+        );
+        let v: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\n{stderr}"));
+        assert_eq!(v["protocol_version"], version, "{mode}: {v}");
+        assert_eq!(v["server_name"], "sqlite", "{mode}: {v}");
+        assert_eq!(
+            v["tools"],
+            json!([
+                "append_insight",
+                "create_table",
+                "describe_table",
+                "list_tables",
+                "read_query",
+                "write_query"
+            ]),
+            "{mode}"
+        );
+        assert!(
+            v["wrote"].as_str().unwrap_or("").contains("affected_rows"),
+            "{v}"
+        );
+        let total = if mode == "auto" { "42" } else { "84" };
+        assert!(
+            v["read"].as_str().unwrap_or("").contains(total),
+            "{mode}: {v}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_child_is_a_clear_error_and_a_new_session_gets_a_fresh_one() {
+    let s = setup(misbehaving_server(), &[]).await;
+    let sid = s.session().await;
+    let first = *s.wait_children(1).await.last().expect("pid");
+    // The pending request of a child that exits gets -32603 naming the
+    // command and its exit status.
+    let a = s
+        .post(&call_msg(2, "exit", json!({"code": 3})), Some(&sid), BOTH)
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let v = a.json();
+    assert_eq!(v["id"], 2, "{v}");
+    assert_eq!(v["error"]["code"], -32603, "{v}");
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("stdio_server.py") && msg.contains("exit status: 3"),
+        "{msg}"
+    );
+    wait_reaped(first).await;
+    // Its session is gone.
+    let next = s
+        .post(
+            &call_msg(3, "echo", json!({"text": "hi"})),
+            Some(&sid),
+            BOTH,
+        )
+        .await;
+    assert_eq!(next.status, 404, "{}", next.text());
+
+    // A new session: a fresh child. Killed from outside, its session ends too.
+    let sid2 = s.session().await;
+    let second = *s.wait_children(2).await.last().expect("pid");
+    assert_ne!(first, second);
+    let ok = s
+        .post(
+            &call_msg(4, "echo", json!({"text": "hi"})),
+            Some(&sid2),
+            BOTH,
+        )
+        .await;
+    assert!(
+        ok.text().contains(&format!("hi pid={second}")),
+        "{}",
+        ok.text()
+    );
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &second.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    assert!(
+        s.agent
+            .proc
+            .wait_stderr(&format!("(pid {second}) exited"), Duration::from_secs(30))
+            .await,
+        "the agent noticed the crash"
+    );
+    wait_reaped(second).await;
+    let gone = s
+        .post(
+            &call_msg(5, "echo", json!({"text": "hi"})),
+            Some(&sid2),
+            BOTH,
+        )
+        .await;
+    assert_eq!(gone.status, 404, "{}", gone.text());
+    // And rmcp's client works on a third child.
+    let c = s.client().await;
+    let r = call(&c, "echo", json!({"text": "again"})).await;
+    let third = *s.wait_children(3).await.last().expect("pid");
+    assert_eq!(text(&r), format!("again pid={third}"));
+    c.cancel().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misbehaving_child_is_contained() {
+    let s = setup(misbehaving_server(), &[]).await;
+    let sid = s.session().await;
+    // Garbage and responses to ids the bridge never sent are dropped.
+    let a = s
+        .post(&call_msg(7, "garbage", json!({})), Some(&sid), BOTH)
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let v = a.json();
+    assert_eq!(v["id"], 7, "{v}");
+    assert_eq!(v["result"]["content"][0]["text"], "after garbage", "{v}");
+    assert!(
+        s.agent
+            .proc
+            .wait_stderr("not JSON", Duration::from_secs(10))
+            .await
+    );
+    assert!(
+        s.agent
+            .proc
+            .wait_stderr("never sent", Duration::from_secs(10))
+            .await
+    );
+
+    // Progress before the response: an event stream for a client that takes
+    // one, with the client's own token; JSON for one that does not.
+    let mut progress = call_msg(8, "progress", json!({}));
+    progress["params"]["_meta"] = json!({"progressToken": "my-token"});
+    let a = s.post(&progress, Some(&sid), BOTH).await;
+    assert_eq!(
+        a.headers.get("content-type").and_then(|v| v.to_str().ok()),
+        Some("text/event-stream"),
+        "{}",
+        a.text()
+    );
+    let events: Vec<Value> = a
+        .text()
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).expect("event JSON"))
+        .collect();
+    assert_eq!(events.len(), 4, "{events:?}");
+    assert_eq!(events[0]["params"]["progressToken"], "my-token");
+    assert_eq!(events[2]["method"], "notifications/message");
+    assert_eq!(events[3]["id"], 8);
+    assert_eq!(events[3]["result"]["content"][0]["text"], "done");
+    let a = s.post(&progress, Some(&sid), "application/json").await;
+    assert_eq!(
+        a.json()["result"]["content"][0]["text"],
+        "done",
+        "{}",
+        a.text()
+    );
+
+    // A line over 16 MiB: a clear error, the child killed; a new session works.
+    let pid = *s.wait_children(1).await.last().expect("pid");
+    let a = s
+        .post(&call_msg(9, "huge", json!({})), Some(&sid), BOTH)
+        .await;
+    let v = a.json();
+    assert_eq!(v["error"]["code"], -32603, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("longer than"),
+        "{v}"
+    );
+    wait_reaped(pid).await;
+    let sid2 = s.session().await;
+    let a = s
+        .post(
+            &call_msg(10, "echo", json!({"text": "ok"})),
+            Some(&sid2),
+            BOTH,
+        )
+        .await;
+    assert!(a.text().contains("ok pid="), "{}", a.text());
+
+    // Not JSON from the client: -32700; a batch: refused; both change nothing.
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(s.relay.route_url("s"))
+        .header("authorization", format!("Bearer {}", s.token))
+        .header("content-type", "text/plain")
+        .header("mcp-session-id", &sid2)
+        .body(full_body("{not json"))
+        .expect("request");
+    let bad = s.http.fetch(req).await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert_eq!(bad.json()["error"]["code"], -32700, "{}", bad.text());
+    let a = s
+        .post(
+            &call_msg(11, "echo", json!({"text": "still"})),
+            Some(&sid2),
+            BOTH,
+        )
+        .await;
+    assert!(a.text().contains("still pid="), "{}", a.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stateless_clients_share_one_child_the_bridge_initialized() {
+    let s = setup(misbehaving_server(), &[]).await;
+    let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {}});
+    let discover =
+        json!({"jsonrpc":"2.0","id":"d","method":"server/discover","params":{"_meta": meta}});
+    let a = s.post(&discover, None, BOTH).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let v = a.json();
+    assert_eq!(v["id"], "d");
+    assert_eq!(
+        v["result"]["supportedVersions"],
+        json!(["2026-07-28"]),
+        "{v}"
+    );
+    assert_eq!(
+        v["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+        "misbehaving"
+    );
+    assert!(v["result"]["capabilities"]["tools"].is_object(), "{v}");
+    assert!(a.headers.get("mcp-session-id").is_none());
+    // Two callers with the same id each get their own answer.
+    let mut one = call_msg(1, "echo", json!({"text": "one"}));
+    one["params"]["_meta"] = meta.clone();
+    let mut two = call_msg(1, "echo", json!({"text": "two"}));
+    two["params"]["_meta"] = meta.clone();
+    let (r1, r2) = tokio::join!(s.post(&one, None, BOTH), s.post(&two, None, BOTH));
+    assert!(r1.text().contains("one pid="), "{}", r1.text());
+    assert!(r2.text().contains("two pid="), "{}", r2.text());
+    assert_eq!(
+        (r1.json()["id"].clone(), r2.json()["id"].clone()),
+        (json!(1), json!(1))
+    );
+    assert_eq!(s.child_pids().len(), 1, "one shared child");
+    // The shared child crashes: an error now, a fresh child next time.
+    let mut exit = call_msg(2, "exit", json!({"code": 5}));
+    exit["params"]["_meta"] = meta.clone();
+    let e = s.post(&exit, None, BOTH).await.json();
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("exit status: 5"),
+        "{e}"
+    );
+    let again = s.post(&one, None, BOTH).await;
+    assert!(again.text().contains("one pid="), "{}", again.text());
+    let pids = s.wait_children(2).await;
+    assert_ne!(pids[0], pids[1]);
+}
