@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::framing::{self, FramingError, LineReader, MAX_LINE};
 use super::ids::IdMap;
 use super::message::{self, Kind, INTERNAL_ERROR, METHOD_NOT_FOUND};
+use super::stateless;
 
 /// How long a child gets to exit by itself once its stdin is closed.
 pub const GRACE: Duration = Duration::from_secs(2);
@@ -64,6 +65,9 @@ pub struct Sink {
     /// The client accepts `text/event-stream`: messages other than the
     /// response may be sent to it.
     sse: bool,
+    /// For a stateless client: the request's method, whose result is
+    /// completed for 2026-07-28 ([`stateless::adapt_result`]).
+    stateless_method: Option<String>,
 }
 
 struct State {
@@ -150,6 +154,10 @@ impl Child {
     /// failure, the JSON-RPC error response to give the client.
     pub async fn request(self: &Arc<Self>, mut msg: Value, sse: bool) -> Result<Waiting, Value> {
         let client_id = msg.get("id").cloned().unwrap_or(Value::Null);
+        let stateless_method = self
+            .shared
+            .then(|| message::method(&msg).map(str::to_owned))
+            .flatten();
         let (tx, rx) = mpsc::channel(SINK_DEPTH);
         let bridge_id = {
             let mut st = self.state();
@@ -157,7 +165,14 @@ impl Child {
                 return Err(message::error(client_id, INTERNAL_ERROR, why));
             }
             st.last_used = Instant::now();
-            st.ids.register(&mut msg, Sink { tx, sse })
+            st.ids.register(
+                &mut msg,
+                Sink {
+                    tx,
+                    sse,
+                    stateless_method,
+                },
+            )
         };
         let mut waiting = Waiting {
             rx,
@@ -268,7 +283,12 @@ impl Child {
         match kind {
             Kind::Response => {
                 return match st.ids.complete(&mut msg) {
-                    Some(e) => Action::Deliver(e.sink.tx, msg),
+                    Some(e) => {
+                        if let Some(method) = &e.sink.stateless_method {
+                            stateless::adapt_result(method, &mut msg);
+                        }
+                        Action::Deliver(e.sink.tx, msg)
+                    }
                     None => Action::Drop("a response with an id the bridge never sent", msg),
                 }
             }

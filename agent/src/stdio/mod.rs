@@ -6,7 +6,7 @@
 //!   ([`child`]), forwards the handshake, and answers with a fresh random
 //!   session id; later requests with that id go to that child.
 //! * Stateless clients (2026-07-28: no initialize, no session) are served by
-//!   one shared child the bridge initializes itself ([`discover`]).
+//!   one shared child the bridge initializes itself ([`stateless`]).
 //! * Ids are rewritten towards the child ([`ids`]); answers are JSON or an
 //!   event stream ([`answer`]); lines are capped ([`framing`]).
 //! * DELETE or `--idle-timeout` stops a session's child; a crashed child is
@@ -17,10 +17,10 @@
 
 pub mod answer;
 pub mod child;
-pub mod discover;
 pub mod framing;
 pub mod ids;
 pub mod message;
+pub mod stateless;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -197,7 +197,7 @@ impl StdioUpstream {
                     }
                 };
                 if message::method(&msg) == Some("server/discover") {
-                    let result = discover::result(&init);
+                    let result = stateless::result(&init);
                     return answer::json(
                         StatusCode::OK,
                         &serde_json::json!({"jsonrpc": "2.0", "id": id, "result": result}),
@@ -296,7 +296,7 @@ impl StdioUpstream {
         }
         let child = Child::spawn(&self.spec, &self.route, true)?;
         let guard = StopOnDrop(Some(child.clone()));
-        let resp = match child.request(discover::initialize_request(), false).await {
+        let resp = match child.request(stateless::initialize_request(), false).await {
             Ok(waiting) => response_of(waiting).await,
             Err(e) => e,
         };
@@ -310,7 +310,7 @@ impl StdioUpstream {
                 ));
             }
         };
-        child.send(discover::initialized_notification()).await?;
+        child.send(stateless::initialized_notification()).await?;
         guard.disarm();
         tracing::info!(
             route = self.route,

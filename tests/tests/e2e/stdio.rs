@@ -270,14 +270,6 @@ async fn the_reference_sqlite_server_serves_rmcp_sessions_each_with_its_own_chil
     assert_eq!(pids.len(), 2, "one child per session: {pids:?}");
     assert_ne!(pids[0], pids[1]);
     assert!(db.exists());
-    // The child's stderr reaches the agent's log, with its pid.
-    assert!(
-        s.agent
-            .proc
-            .wait_stderr("child stderr", Duration::from_secs(30))
-            .await,
-        "no child stderr in the agent log"
-    );
     a.cancel().await.expect("close a");
     b.cancel().await.expect("close b");
 }

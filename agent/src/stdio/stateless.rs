@@ -1,7 +1,9 @@
 //! Stateless clients (MCP 2026-07-28) ask `server/discover` instead of
 //! initializing. The bridge serves them from a shared child it initialized
-//! itself, and answers `server/discover` from that child's initialize
-//! result.
+//! itself, answers `server/discover` from that child's initialize result,
+//! and gives the child's results the fields 2026-07-28 requires
+//! (`resultType`; `cacheScope` and `ttlMs` on cacheable results), which a
+//! server of an older revision does not send.
 
 use serde_json::{json, Map, Value};
 
@@ -51,6 +53,32 @@ pub fn result(init: &Value) -> Value {
     out
 }
 
+/// Results of these methods are cacheable in 2026-07-28.
+const CACHEABLE: &[&str] = &[
+    "tools/list",
+    "prompts/list",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+];
+
+/// Completes the child's `result` of a `method` request for a 2026-07-28
+/// client: fields the child set are kept, missing required ones added.
+pub fn adapt_result(method: &str, response: &mut Value) {
+    let Some(result) = response.get_mut("result").and_then(Value::as_object_mut) else {
+        return;
+    };
+    result
+        .entry("resultType")
+        .or_insert_with(|| json!("complete"));
+    if CACHEABLE.contains(&method) {
+        result.entry("ttlMs").or_insert_with(|| json!(0));
+        result
+            .entry("cacheScope")
+            .or_insert_with(|| json!("private"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +103,26 @@ mod tests {
         let bare = result(&json!({}));
         assert_eq!(bare["capabilities"], json!({}));
         assert!(bare.get("instructions").is_none());
+    }
+
+    #[test]
+    fn results_get_the_fields_2026_07_28_requires() {
+        let mut list = json!({"jsonrpc":"2.0","id":1,"result":{"tools":[]}});
+        adapt_result("tools/list", &mut list);
+        assert_eq!(
+            list["result"],
+            json!({"tools":[],"resultType":"complete","ttlMs":0,"cacheScope":"private"})
+        );
+        let mut call = json!({"jsonrpc":"2.0","id":1,"result":{"content":[],"resultType":"x"}});
+        adapt_result("tools/call", &mut call);
+        assert_eq!(
+            call["result"],
+            json!({"content":[],"resultType":"x"}),
+            "kept, not cacheable"
+        );
+        let mut err = json!({"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"m"}});
+        let before = err.clone();
+        adapt_result("tools/list", &mut err);
+        assert_eq!(err, before);
     }
 }
