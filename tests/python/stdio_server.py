@@ -7,12 +7,15 @@ Standard library only; one JSON-RPC message per line. Tools:
   progress       sends two progress notifications and a log message, then answers
   huge           writes one line over 16 MiB
   exit{code}     exits at once with that status, without answering
+  later          answers, then (a moment later) sends a log message that
+                 belongs to no request
 Every request also logs one line on stderr.
 """
 
 import json
 import os
 import sys
+import time
 
 
 def send(msg):
@@ -26,7 +29,7 @@ def result(id, text):
 
 TOOLS = [
     {"name": n, "description": n, "inputSchema": {"type": "object"}}
-    for n in ("echo", "garbage", "progress", "huge", "exit")
+    for n in ("echo", "garbage", "progress", "huge", "exit", "later")
 ]
 
 for line in sys.stdin:
@@ -66,6 +69,11 @@ for line in sys.stdin:
             sys.stdout.write("x" * (17 * 1024 * 1024))
             sys.stdout.write('"}}\n')
             sys.stdout.flush()
+        elif name == "later":
+            result(id, "see you later")
+            time.sleep(0.5)
+            send({"jsonrpc": "2.0", "method": "notifications/message",
+                  "params": {"level": "info", "data": "later-news"}})
         elif name == "exit":
             sys.exit(int(args.get("code", 3)))
     elif method == "ping":

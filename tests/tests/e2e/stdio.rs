@@ -594,3 +594,88 @@ async fn stateless_clients_share_one_child_the_bridge_initialized() {
     let pids = s.wait_children(2).await;
     assert_ne!(pids[0], pids[1]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_end_when_idle_and_when_the_agent_stops_and_the_get_stream_gets_the_rest() {
+    let mut s = setup(misbehaving_server(), &["--idle-timeout", "1s"]).await;
+    // Session A does nothing: its child is stopped after the idle timeout.
+    let a = s.session().await;
+    let pid_a = *s.wait_children(1).await.last().expect("pid");
+    wait_reaped(pid_a).await;
+    assert!(
+        s.agent
+            .proc
+            .wait_stderr("idle for 1s", Duration::from_secs(10))
+            .await
+    );
+    let gone = s
+        .post(&call_msg(2, "echo", json!({"text": "x"})), Some(&a), BOTH)
+        .await;
+    assert_eq!(gone.status, 404, "{}", gone.text());
+
+    // Session B holds its GET stream open: not idle. A message of the child
+    // that belongs to no request arrives on it.
+    let b = s.session().await;
+    let pid_b = *s.wait_children(2).await.last().expect("pid");
+    let get = http::Request::builder()
+        .method("GET")
+        .uri(s.relay.route_url("s"))
+        .header("authorization", format!("Bearer {}", s.token))
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &b)
+        .body(full_body(""))
+        .expect("request");
+    let resp = s.http.send(get).await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let r = s
+        .post(&call_msg(3, "later", json!({})), Some(&b), BOTH)
+        .await;
+    assert!(r.text().contains("see you later"), "{}", r.text());
+    let mut seen = String::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        use http_body_util::BodyExt;
+        while !seen.contains("later-news") {
+            let frame = body
+                .frame()
+                .await
+                .expect("the stream stays open")
+                .expect("frame");
+            if let Ok(data) = frame.into_data() {
+                seen.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no later-news on the GET stream: {seen}"));
+    // Well past the idle timeout, B's child still runs (its stream is open).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !reaped(pid_b),
+        "a session with an open GET stream is not idle"
+    );
+    let ok = s
+        .post(
+            &call_msg(4, "echo", json!({"text": "alive"})),
+            Some(&b),
+            BOTH,
+        )
+        .await;
+    assert!(
+        ok.text().contains(&format!("alive pid={pid_b}")),
+        "{}",
+        ok.text()
+    );
+
+    // The agent stops: every child is stopped and reaped.
+    s.agent.proc.signal("TERM");
+    s.agent.proc.wait_exit(Duration::from_secs(30)).await;
+    wait_reaped(pid_b).await;
+    assert!(
+        s.agent
+            .proc
+            .stderr_text()
+            .contains(&format!("(pid {pid_b}) was stopped")),
+        "the agent stopped and reaped the child itself"
+    );
+}
