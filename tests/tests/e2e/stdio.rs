@@ -526,7 +526,7 @@ async fn a_misbehaving_child_is_contained() {
         .method("POST")
         .uri(s.relay.route_url("s"))
         .header("authorization", format!("Bearer {}", s.token))
-        .header("content-type", "text/plain")
+        .header("content-type", "application/json")
         .header("mcp-session-id", &sid2)
         .body(full_body("{not json"))
         .expect("request");
