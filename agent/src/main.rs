@@ -179,7 +179,7 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
             &args.route,
             args.idle_timeout,
             stop.clone(),
-        ),
+        )?,
         (None, Some(path), _) => {
             let db = SqliteDb::open(path, args.read_only, Limits::default())?;
             if db.created_sample() {

@@ -76,18 +76,17 @@ impl Upstream {
 
     /// A stdio MCP server, `program args...`, run once per MCP session
     /// (children idle for `idle_timeout` are stopped). Its long-lived GET
-    /// streams end when `stop` is cancelled.
+    /// streams end when `stop` is cancelled. The program must exist.
     pub fn stdio(
         program: String,
         args: Vec<String>,
         route: &str,
         idle_timeout: std::time::Duration,
         stop: CancellationToken,
-    ) -> Upstream {
-        Upstream::Stdio(StdioRoute {
-            bridge: StdioUpstream::new(program, args, route, idle_timeout),
-            stop,
-        })
+    ) -> Result<Upstream, AgentError> {
+        let bridge = StdioUpstream::new(program, args, route, idle_timeout);
+        bridge.check_command().map_err(AgentError::Config)?;
+        Ok(Upstream::Stdio(StdioRoute { bridge, stop }))
     }
 
     /// Stops what the upstream runs (the stdio children) and waits for it.

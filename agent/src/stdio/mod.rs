@@ -100,6 +100,20 @@ impl StdioUpstream {
         }
     }
 
+    /// Checks that the program can be found (an existing file, or on
+    /// `PATH`), so that a typo is an error at start rather than on the
+    /// first request.
+    pub fn check_command(&self) -> Result<(), String> {
+        find_program(&self.spec.program, std::env::var_os("PATH").as_deref())
+            .map(|_| ())
+            .ok_or_else(|| {
+                format!(
+                    "cannot find the stdio MCP server's program `{}` (not a file, and not on PATH)",
+                    self.spec.program
+                )
+            })
+    }
+
     /// The command line, for messages.
     pub fn command(&self) -> String {
         self.spec.display()
@@ -450,6 +464,21 @@ async fn watch(child: Arc<Child>, idle: Duration, on_end: impl std::future::Futu
     on_end.await;
 }
 
+/// Where `program` is: itself if it names a path, else the first file of
+/// that name in `path` (a `PATH` value).
+fn find_program(program: &str, path: Option<&std::ffi::OsStr>) -> Option<std::path::PathBuf> {
+    if program.is_empty() {
+        return None;
+    }
+    if program.contains(std::path::MAIN_SEPARATOR) {
+        let p = std::path::PathBuf::from(program);
+        return p.is_file().then_some(p);
+    }
+    std::env::split_paths(path?)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
 fn accepts_sse(headers: &http::HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT)
@@ -486,4 +515,42 @@ fn new_session_id() -> Option<String> {
     let mut id = [0u8; 16];
     SystemRandom::new().fill(&mut id).ok()?;
     Some(hex::encode(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_are_found_on_the_path_or_as_files() {
+        let dir = std::env::temp_dir().join(format!("drawbridge-find-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let exe = dir.join("my-server");
+        std::fs::write(&exe, "").expect("file");
+        let path =
+            std::env::join_paths([std::path::Path::new("/nonexistent"), &dir]).expect("path");
+        assert_eq!(find_program("my-server", Some(&path)), Some(exe.clone()));
+        assert_eq!(
+            find_program(exe.to_str().expect("utf-8"), None),
+            Some(exe.clone())
+        );
+        assert_eq!(find_program("no-such-server", Some(&path)), None);
+        assert_eq!(find_program("my-server", None), None);
+        assert_eq!(find_program("", Some(&path)), None);
+        assert_eq!(
+            find_program(dir.to_str().expect("utf-8"), None),
+            None,
+            "a directory"
+        );
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn session_ids_are_fresh_visible_ascii() {
+        let a = new_session_id().expect("id");
+        let b = new_session_id().expect("id");
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| (0x21..=0x7e).contains(&c)));
+    }
 }

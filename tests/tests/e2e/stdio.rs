@@ -69,6 +69,11 @@ async fn setup(command: Vec<String>, extra: &[&str]) -> Setup {
 }
 
 async fn sqlite_setup() -> (Setup, PathBuf) {
+    sqlite_setup_with(&[]).await
+}
+
+/// The reference server behind the bridge, with `flags` (e.g. a policy).
+async fn sqlite_setup_with(flags: &[&str]) -> (Setup, PathBuf) {
     let dir = TempDir::new("stdio-db");
     let db = dir.path().join("ref.db");
     let s = setup(
@@ -77,7 +82,7 @@ async fn sqlite_setup() -> (Setup, PathBuf) {
             "--db-path".into(),
             db.display().to_string(),
         ],
-        &[],
+        flags,
     )
     .await;
     let s = Setup { _dir: dir, ..s };
@@ -677,5 +682,58 @@ async fn children_end_when_idle_and_when_the_agent_stops_and_the_get_stream_gets
             .stderr_text()
             .contains(&format!("(pid {pid_b}) was stopped")),
         "the agent stopped and reaped the child itself"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_route_keeps_writes_away_from_the_reference_server() {
+    // The reference server judges SQL by its first word; the policy judges
+    // what the SQL does, before anything reaches the child.
+    let (s, _db) = sqlite_setup_with(&["--read-only"]).await;
+    let c = s.client().await;
+    let read = call(&c, "read_query", json!({"query": "SELECT 41 + 1 AS n"})).await;
+    assert!(text(&read).contains("42"), "{read:?}");
+    for (tool, sql) in [
+        ("write_query", "CREATE TABLE t (n INTEGER)"),
+        ("read_query", "SELECT 1; DROP TABLE t"),
+        ("read_query", "WITH x AS (SELECT 1) DELETE FROM t"),
+    ] {
+        let Value::Object(args) = json!({"query": sql}) else {
+            unreachable!()
+        };
+        let e = c
+            .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args))
+            .await
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            e.contains("-32001") && e.contains("read-only"),
+            "{tool} {sql}: {e}"
+        );
+    }
+    // The session still works.
+    let again = call(&c, "list_tables", json!({})).await;
+    assert!(!again.is_error.unwrap_or(false), "{again:?}");
+    c.cancel().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_that_does_not_exist_stops_the_agent_at_start() {
+    let relay = RelayProc::start(&[]).await;
+    let token = relay.token(OWNER, false);
+    let mut agent = AgentProc::spawn_upstream(
+        &relay,
+        &token,
+        "s",
+        &["--", "drawbridge-no-such-mcp-server", "--flag"],
+        "auto",
+        &[],
+    );
+    let code = agent.proc.wait_exit(Duration::from_secs(30)).await;
+    assert_eq!(code, Some(1));
+    let err = agent.proc.stderr_text();
+    assert!(
+        err.contains("cannot find the stdio MCP server's program `drawbridge-no-such-mcp-server`"),
+        "{err}"
     );
 }
