@@ -9,6 +9,7 @@ use std::time::Duration;
 use agent::connect::{live_line, Reporter, RequestLine};
 use agent::gate::OwnerPolicy;
 use agent::sqlite_db::{Limits, SqliteDb};
+use agent::stdio::StdioLimits;
 use agent::upstream::Upstream;
 use agent::{ConnectOptions, TransportChoice};
 use anyhow::Context as _;
@@ -70,6 +71,10 @@ struct ConnectArgs {
     /// requests (an open GET stream counts as activity).
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     idle_timeout: Duration,
+    /// With `-- CMD`: the most MCP sessions (each its own child process) at
+    /// once; an initialize beyond gets 503.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    max_sessions: usize,
     /// The local server at --http is not an MCP server: forward plain HTTP
     /// (bodies are not read; each request is authorized as a whole).
     #[arg(long, requires = "http", conflicts_with = "sqlite")]
@@ -177,7 +182,10 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
             program.clone(),
             rest.to_vec(),
             &args.route,
-            args.idle_timeout,
+            StdioLimits {
+                idle_timeout: args.idle_timeout,
+                max_sessions: args.max_sessions,
+            },
             stop.clone(),
         )?,
         (None, Some(path), _) => {

@@ -25,7 +25,7 @@ use tunnel::SendHalf;
 use crate::error::AgentError;
 use crate::sqlite_db::SqliteDb;
 use crate::sqlite_server::SqliteServer;
-use crate::stdio::StdioUpstream;
+use crate::stdio::{StdioLimits, StdioUpstream};
 
 /// A request body as the local server gets it.
 pub type ReqBody = UnsyncBoxBody<Bytes, std::io::Error>;
@@ -75,16 +75,16 @@ impl Upstream {
     }
 
     /// A stdio MCP server, `program args...`, run once per MCP session
-    /// (children idle for `idle_timeout` are stopped). Its long-lived GET
+    /// (within `limits`). Its long-lived GET
     /// streams end when `stop` is cancelled. The program must exist.
     pub fn stdio(
         program: String,
         args: Vec<String>,
         route: &str,
-        idle_timeout: std::time::Duration,
+        limits: StdioLimits,
         stop: CancellationToken,
     ) -> Result<Upstream, AgentError> {
-        let bridge = StdioUpstream::new(program, args, route, idle_timeout);
+        let bridge = StdioUpstream::new(program, args, route, limits);
         bridge.check_command().map_err(AgentError::Config)?;
         Ok(Upstream::Stdio(StdioRoute { bridge, stop }))
     }

@@ -332,7 +332,17 @@ impl Child {
         };
         match self.route_message(msg) {
             Action::Deliver(tx, msg) => {
-                let _ = tx.send(msg).await;
+                if message::kind(&msg) == Kind::Response {
+                    let _ = tx.send(msg).await;
+                } else if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(msg) {
+                    // A client that does not read its stream must not hold
+                    // back the child's other answers: its progress is dropped.
+                    tracing::debug!(
+                        route = self.route,
+                        pid = self.pid,
+                        "a client lags behind its stream; a message for it was dropped"
+                    );
+                }
             }
             Action::ReplyToChild(reply) => {
                 tracing::info!(

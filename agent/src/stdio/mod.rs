@@ -40,6 +40,16 @@ const SESSION_HEADER: &str = "mcp-session-id";
 
 type Sessions = Arc<Mutex<HashMap<String, Arc<Child>>>>;
 
+/// How many children a route may have, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct StdioLimits {
+    /// A session's child is stopped after this long without requests (an
+    /// open GET stream counts as activity).
+    pub idle_timeout: Duration,
+    /// The most sessions (each a child) at once.
+    pub max_sessions: usize,
+}
+
 struct Shared {
     child: Arc<Child>,
     /// The child's `initialize` result.
@@ -51,6 +61,7 @@ pub struct StdioUpstream {
     spec: CommandSpec,
     route: String,
     idle_timeout: Duration,
+    max_sessions: usize,
     sessions: Sessions,
     shared: Arc<tokio::sync::Mutex<Option<Shared>>>,
 }
@@ -84,17 +95,18 @@ impl Drop for StopOnDrop {
 
 impl StdioUpstream {
     /// Serves `route` from `program args...`; a session's child is stopped
-    /// after `idle_timeout` without requests.
+    /// after `limits.idle_timeout` without requests.
     pub fn new(
         program: String,
         args: Vec<String>,
         route: &str,
-        idle_timeout: Duration,
+        limits: StdioLimits,
     ) -> StdioUpstream {
         StdioUpstream {
             spec: CommandSpec { program, args },
             route: route.to_owned(),
-            idle_timeout,
+            idle_timeout: limits.idle_timeout,
+            max_sessions: limits.max_sessions,
             sessions: Arc::default(),
             shared: Arc::default(),
         }
@@ -243,6 +255,22 @@ impl StdioUpstream {
     /// A new session: its own child, initialized by the client.
     async fn initialize(&self, msg: Value) -> Response<Body> {
         let id = msg.get("id").cloned().unwrap_or(Value::Null);
+        let open = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        if open >= self.max_sessions {
+            return answer::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                id,
+                INTERNAL_ERROR,
+                &format!(
+                    "this route already has {} MCP sessions, each with its own process; end one (DELETE) or wait for one to go idle",
+                    self.max_sessions
+                ),
+            );
+        }
         let child = match Child::spawn(&self.spec, &self.route, false) {
             Ok(c) => c,
             Err(e) => return answer::json(StatusCode::OK, &message::error(id, INTERNAL_ERROR, &e)),

@@ -737,3 +737,28 @@ async fn a_program_that_does_not_exist_stops_the_agent_at_start() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_beyond_max_sessions_are_refused_until_one_ends() {
+    let s = setup(misbehaving_server(), &["--max-sessions", "2"]).await;
+    let a = s.session().await;
+    let _b = s.session().await;
+    let init = json!({"jsonrpc":"2.0","id":9,"method":"initialize","params":{
+        "protocolVersion":"2025-06-18","capabilities":{},
+        "clientInfo":{"name":"e2e","version":"1"}}});
+    let refused = s.post(&init, None, BOTH).await;
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    let v = refused.json();
+    assert_eq!(v["id"], 9);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("already has 2 MCP sessions"),
+        "{v}"
+    );
+    assert_eq!(s.child_pids().len(), 2, "no third child");
+    assert_eq!(s.delete(&a).await.status, 200);
+    let _c = s.session().await;
+    assert_eq!(s.wait_children(3).await.len(), 3);
+}
