@@ -41,6 +41,12 @@ pub struct RelayConfig {
     pub audit_arguments: bool,
     /// The organisation's Cedar policy, applied to every route (its forbids win).
     pub policy: Option<PathBuf>,
+    /// Browser origins allowed besides the relay's own and loopback ones
+    /// (`*`: every origin). See [`crate::origin`].
+    pub allow_origins: Vec<String>,
+    /// Idle time after which an event stream gets a keep-alive comment
+    /// (zero: never).
+    pub sse_keepalive: Duration,
 }
 
 impl RelayConfig {
@@ -60,6 +66,8 @@ impl RelayConfig {
             max_body: 4 * 1024 * 1024,
             audit_arguments: false,
             policy: None,
+            allow_origins: Vec::new(),
+            sse_keepalive: Duration::from_secs(15),
         }
     }
 }

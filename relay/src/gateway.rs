@@ -17,11 +17,13 @@ use protocol::{BodyKind, ExchangeHead, Identity, IdentityKind, UpstreamKind};
 
 use crate::forward;
 use crate::headers;
+use crate::legacy_sse::{self, Legacy, LegacyPost};
 use crate::registry::{AgentSession, ServedRoute};
 use crate::state::SharedState;
 use crate::store::TokenRecord;
 use crate::token::{self, TokenKind};
 use crate::trail::Trail;
+use crate::{cors, sse_keepalive};
 pub use policy::body::POLICY_DENIED;
 use policy::jsonrpc;
 use policy::sql::{self, SqlFacts};
@@ -44,8 +46,17 @@ pub async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let mut trail = Trail::new(&request_id, &method, &path, started);
-    let response = route_request(&state, peer, req, &request_id, &mut trail).await;
-    let mut response = trail.attach(&state, response);
+    let origin = cors::request_origin(req.headers());
+    let mut legacy = None;
+    let response = route_request(&state, peer, req, &request_id, &mut trail, &mut legacy).await;
+    let response = trail.attach(&state, response);
+    // A message POSTed to a legacy SSE session is answered on its stream.
+    let mut response = match legacy {
+        Some(post) => legacy_sse::deliver(&state, post, response),
+        None => response,
+    };
+    // Only allowed origins get this far (route_request refuses the others).
+    cors::decorate(response.headers_mut(), origin.as_ref());
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", v);
     }
@@ -67,6 +78,7 @@ async fn route_request(
     req: Request<Incoming>,
     request_id: &str,
     trail: &mut Trail,
+    legacy: &mut Option<LegacyPost>,
 ) -> Response<RespBody> {
     let path = req.uri().path().to_owned();
     let path = path.as_str();
@@ -102,6 +114,27 @@ async fn route_request(
             "audit_unavailable",
             "the relay cannot write its audit log; refusing requests until it can",
         );
+    }
+
+    // 0b. Browsers: a foreign Origin is refused before anything else, and
+    //     a preflight is answered without a token (see cors.rs, origin.rs).
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let allowed = origin.to_str().is_ok_and(|o| state.origins.allows(o));
+        if !allowed {
+            trail.deny("origin-not-allowed");
+            let shown = String::from_utf8_lossy(origin.as_bytes());
+            return error(
+                StatusCode::FORBIDDEN,
+                "origin_not_allowed",
+                &format!(
+                    "Origin {shown:?} may not call this relay; if this web client is yours, start the relay with --allow-origin {shown}"
+                ),
+            );
+        }
+    }
+    if cors::is_preflight(req.method()) {
+        trail.skip();
+        return cors::preflight();
     }
 
     // 1. Who is asking.
@@ -153,10 +186,28 @@ async fn route_request(
     };
     let engine = served.engine.clone();
 
+    // 2b. The legacy HTTP+SSE transport (2024-11-05): a stream opened here,
+    //     or a message POSTed to one (which then takes the path below).
+    match legacy_sse::recognise(state, &req, &route, &token) {
+        Ok(Legacy::No) => {}
+        Ok(Legacy::Open) => {
+            trail.allow("owner-only");
+            return legacy_sse::open(state, &route, &token, peer);
+        }
+        Ok(Legacy::Post(post)) => *legacy = Some(post),
+        Err(resp) => {
+            trail.deny("legacy-session");
+            return *resp;
+        }
+    }
+
     // 3. What the body says: JSON-RPC messages are read whole (up to the
     //    cap), classified one by one (method, target, SQL facts) and audited.
     //    Anything else is decided as a whole.
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    if let Some(post) = legacy.as_ref() {
+        legacy_sse::prepare(post, &mut parts);
+    }
     let (body, body_kind) = if served.kind != UpstreamKind::PlainHttp && is_json_post(&parts) {
         let bytes = match Limited::new(body, state.config.max_body).collect().await {
             Ok(c) => c.to_bytes(),
@@ -334,6 +385,7 @@ async fn route_request(
                 // buffer server-sent events.
                 resp.headers_mut()
                     .insert("x-accel-buffering", HeaderValue::from_static("no"));
+                resp = resp.map(|b| sse_keepalive::wrap(b, state.config.sse_keepalive));
             }
             resp
         }
@@ -371,7 +423,7 @@ fn denied(messages: &[jsonrpc::Message], decisions: &[Decision]) -> Response<Res
 }
 
 /// Whether a response is a stream of server-sent events.
-fn is_event_stream(headers: &http::HeaderMap) -> bool {
+pub fn is_event_stream(headers: &http::HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -509,6 +561,16 @@ fn text(status: StatusCode, body: &'static str) -> Response<RespBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
+}
+
+/// An empty response body.
+pub fn empty() -> RespBody {
+    full(Bytes::new())
+}
+
+/// An empty request body.
+pub fn empty_req() -> ReqBody {
+    full_req(Bytes::new())
 }
 
 fn full(body: impl Into<Bytes>) -> RespBody {

@@ -114,6 +114,17 @@ struct ServeArgs {
     /// any route owner's permits (see deploy/policies/). Checked at start.
     #[arg(long)]
     policy: Option<PathBuf>,
+    /// A browser origin (https://app.example.com[:port]) allowed to call
+    /// routes, besides the relay's own (--public-url) and loopback ones
+    /// (http(s)://localhost, 127.0.0.1, [::1] on any port). Repeatable; '*'
+    /// allows every origin. Requests without Origin (server-side clients)
+    /// are always allowed; any other Origin gets 403.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    allow_origins: Vec<String>,
+    /// Send a keep-alive comment on an event stream idle this long (0:
+    /// never), so that proxies do not close it.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    sse_keepalive: std::time::Duration,
 }
 
 #[derive(Subcommand)]
@@ -333,6 +344,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.max_body = args.max_body;
     config.audit_arguments = args.audit_arguments;
     config.policy = args.policy;
+    config.allow_origins = args.allow_origins;
+    config.sse_keepalive = args.sse_keepalive;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let relay = relay::start(config).await?;

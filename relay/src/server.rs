@@ -12,6 +12,8 @@ use crate::audit::Audit;
 use crate::certs;
 use crate::config::{RelayConfig, TlsSource};
 use crate::error::RelayError;
+use crate::legacy_sse::LegacySessions;
+use crate::origin::AllowedOrigins;
 use crate::policies::Policies;
 use crate::registry::Registry;
 use crate::state::{RelayState, SharedState};
@@ -49,6 +51,8 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         .host_str()
         .map(|h| h.trim_matches(['[', ']']).to_owned())
         .ok_or_else(|| RelayError::Config(format!("--public-url {public_url:?} has no host")))?;
+    let origins = AllowedOrigins::new(&public_url, &config.allow_origins)
+        .map_err(|e| RelayError::Config(e.to_string()))?;
 
     let (key, ca_path) = match &config.tls {
         TlsSource::Files { cert, key } => (certs::from_files(cert, key)?, None),
@@ -71,6 +75,8 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         shutdown: CancellationToken::new(),
         requests: TaskTracker::new(),
         policies,
+        origins,
+        legacy: LegacySessions::default(),
     });
     let tasks = TaskTracker::new();
     let quic = match udp {

@@ -7,6 +7,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::audit::Audit;
 use crate::config::RelayConfig;
+use crate::legacy_sse::LegacySessions;
+use crate::origin::AllowedOrigins;
 use crate::policies::Policies;
 use crate::registry::Registry;
 use crate::store::Store;
@@ -25,6 +27,10 @@ pub struct RelayState {
     pub requests: TaskTracker,
     /// Per-message policy.
     pub policies: Policies,
+    /// Browser origins that may call routes.
+    pub origins: AllowedOrigins,
+    /// Open streams of the legacy HTTP+SSE transport.
+    pub legacy: LegacySessions,
 }
 
 impl RelayState {

@@ -1,0 +1,706 @@
+//! The legacy HTTP+SSE transport (MCP 2024-11-05), which older clients
+//! still speak, served by the relay on top of Streamable HTTP to the agent.
+//!
+//! * `GET /mcp/<route>` with `Accept: text/event-stream`, no `Mcp-Session-Id`
+//!   and no `MCP-Protocol-Version` opens a stream held by the relay. Its first
+//!   event is `endpoint`, whose data is the URL to POST to:
+//!   `/mcp/<route>?session_id=<32 hex digits>`.
+//! * Each POST to that URL goes through the gateway like any other (token —
+//!   the identity that opened the stream, and no other —, body cap, JSON-RPC
+//!   classification, policy, audit), is forwarded to the agent as an ordinary
+//!   Streamable HTTP POST carrying the upstream `Mcp-Session-Id` learned from
+//!   the `initialize` answer, and is itself answered 202. Whatever the gateway
+//!   answers (the agent's JSON or SSE answer, or a policy denial) is delivered
+//!   as `event: message` events on the stream.
+//! * Closing the stream ends the session: the upstream session is DELETEd.
+//!
+//! Why the endpoint cannot be mistaken for Streamable HTTP: a Streamable HTTP
+//! client POSTs to the route URL exactly as given and carries its session in
+//! the `Mcp-Session-Id` header, never in the query; a Streamable HTTP GET
+//! stream carries `Mcp-Session-Id` (stateful servers) or `MCP-Protocol-Version`
+//! (every revision since 2025-06-18). So a POST whose query has `session_id`
+//! is legacy (one that also has `Mcp-Session-Id` is refused as ambiguous), and
+//! the `session_id` parameter is removed before forwarding, so the agent never
+//! sees it. `session_id` is also the name legacy clients look for (the Python
+//! SDK reports it as the session id).
+//!
+//! Bounds: [`MAX_SESSIONS_PER_IDENTITY`] streams per identity, at most
+//! [`MAX_IN_FLIGHT`] POSTs per stream whose answers are not yet delivered
+//! (more get 429), and [`QUEUE`] events waiting for a slow client; beyond
+//! that, delivering waits, which holds the tunnel stream and so pushes back
+//! on the agent through flow control.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use protocol::{BodyKind, ExchangeHead, Identity, IdentityKind};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::gateway::{self, BoxError, RespBody};
+use crate::state::SharedState;
+use crate::store::TokenRecord;
+use crate::trail::Trail;
+use crate::{forward, headers, sse_keepalive, token};
+
+/// The query parameter naming a legacy session in the endpoint URL.
+pub const SESSION_PARAM: &str = "session_id";
+/// Open legacy streams per identity; one more gets 429.
+pub const MAX_SESSIONS_PER_IDENTITY: usize = 8;
+/// POSTs of one stream whose answers are still being delivered; one more gets 429.
+pub const MAX_IN_FLIGHT: usize = 16;
+/// Events queued for one stream before delivering waits.
+pub const QUEUE: usize = 32;
+/// The largest single message delivered on a stream.
+pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+/// The legacy sessions of a relay, by id.
+#[derive(Default)]
+pub struct LegacySessions {
+    by_id: Mutex<HashMap<String, Arc<LegacySession>>>,
+}
+
+/// One open legacy stream.
+pub struct LegacySession {
+    pub id: String,
+    pub route: String,
+    /// The identity that opened it; only it may POST to it.
+    pub owner: String,
+    /// The name of the token that opened it.
+    pub client: String,
+    tx: mpsc::Sender<Bytes>,
+    upstream: Mutex<Upstream>,
+    in_flight: Arc<Semaphore>,
+    /// Cancelled when the stream ends.
+    closed: CancellationToken,
+}
+
+/// What the relay learned from the agent's answers.
+#[derive(Default, Clone)]
+struct Upstream {
+    session: Option<HeaderValue>,
+    protocol_version: Option<HeaderValue>,
+}
+
+/// A POST to a legacy session, admitted (it holds one in-flight slot).
+pub struct LegacyPost {
+    session: Arc<LegacySession>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// What a request is, as far as the legacy transport is concerned.
+pub enum Legacy {
+    /// Not legacy: the ordinary Streamable HTTP path.
+    No,
+    /// Opens a legacy stream.
+    Open,
+    /// A message POSTed to an open legacy session.
+    Post(LegacyPost),
+}
+
+type Refusal = Box<Response<RespBody>>;
+
+/// Tells legacy requests apart. Runs after authentication: `token` is the
+/// caller. A refusal is the answer to send.
+pub fn recognise<B>(
+    state: &SharedState,
+    req: &http::Request<B>,
+    route: &str,
+    token: &TokenRecord,
+) -> Result<Legacy, Refusal> {
+    let h = req.headers();
+    let Some(id) = session_param(req.uri()) else {
+        let opens = req.method() == Method::GET
+            && accepts_event_stream(h)
+            && !h.contains_key("mcp-session-id")
+            && !h.contains_key("mcp-protocol-version");
+        return Ok(if opens { Legacy::Open } else { Legacy::No });
+    };
+    let refuse = |status, code, msg: &str| Err(Box::new(gateway::error(status, code, msg)));
+    if req.method() != Method::POST {
+        return refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "a legacy SSE session endpoint only takes POSTed JSON-RPC messages",
+        );
+    }
+    if h.contains_key("mcp-session-id") {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "ambiguous_session",
+            "a request carries either Mcp-Session-Id (Streamable HTTP) or ?session_id= (legacy HTTP+SSE), not both",
+        );
+    }
+    if !is_json(h) {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "POST JSON-RPC messages to a legacy SSE session with Content-Type: application/json",
+        );
+    }
+    let session = state.legacy.get(&id);
+    let Some(session) = session.filter(|s| s.owner == token.owner && s.route == route) else {
+        // The same answer whether it never existed or belongs to someone
+        // else: a session id is not a credential, and is not confirmed.
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "unknown_session",
+            &format!(
+                "no open legacy SSE session {id:?} for this token on route '{route}'; open one with GET /mcp/{route} (Accept: text/event-stream)"
+            ),
+        );
+    };
+    let Ok(permit) = session.in_flight.clone().try_acquire_owned() else {
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_in_flight",
+            &format!(
+                "this legacy SSE session already has {MAX_IN_FLIGHT} messages whose answers are not delivered; wait for them"
+            ),
+        );
+    };
+    Ok(Legacy::Post(LegacyPost {
+        session,
+        _permit: permit,
+    }))
+}
+
+/// Opens a legacy stream for `token` on `route`: the `endpoint` event, then
+/// the answers to what is POSTed to it, with keep-alive comments.
+pub fn open(
+    state: &SharedState,
+    route: &str,
+    token: &TokenRecord,
+    peer: SocketAddr,
+) -> Response<RespBody> {
+    if state.registry.pick(route).is_none() {
+        return gateway::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "agent_unavailable",
+            &format!("no agent is connected for route '{route}'"),
+        );
+    }
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let session = Arc::new(LegacySession {
+        id: token::random_hex(16),
+        route: route.to_owned(),
+        owner: token.owner.clone(),
+        client: token.name.clone(),
+        tx,
+        upstream: Mutex::new(Upstream::default()),
+        in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        closed: CancellationToken::new(),
+    });
+    if let Err(open) = state.legacy.insert(session.clone()) {
+        return gateway::error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_sessions",
+            &format!(
+                "{} already has {open} open legacy SSE streams (the most allowed); close one first",
+                token.owner
+            ),
+        );
+    }
+    tracing::info!(
+        route,
+        session = session.id,
+        owner = session.owner,
+        "legacy SSE stream opened"
+    );
+    let endpoint = format!(
+        "event: endpoint\ndata: /mcp/{route}?{SESSION_PARAM}={}\n\n",
+        session.id
+    );
+    let guard = StreamGuard {
+        state: state.clone(),
+        session,
+        peer,
+    };
+    let shutdown = state.shutdown.clone();
+    let stream = futures::stream::unfold(
+        (Some(Bytes::from(endpoint)), rx, guard),
+        move |(first, mut rx, guard)| {
+            let shutdown = shutdown.clone();
+            async move {
+                let next = match first {
+                    Some(first) => Some(first),
+                    None => tokio::select! {
+                        m = rx.recv() => m,
+                        _ = shutdown.cancelled() => None,
+                    },
+                };
+                next.map(|b| (Ok::<_, BoxError>(Frame::data(b)), (None, rx, guard)))
+            }
+        },
+    );
+    let body = sse_keepalive::wrap(
+        StreamBody::new(stream).boxed_unsync(),
+        state.config.sse_keepalive,
+    );
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
+}
+
+/// Makes a legacy POST an ordinary Streamable HTTP one for the agent: the
+/// upstream session and protocol version, an `Accept` a Streamable HTTP server
+/// takes, and no `session_id` parameter.
+pub fn prepare(post: &LegacyPost, parts: &mut http::request::Parts) {
+    let up = post.session.upstream();
+    let h = &mut parts.headers;
+    if let Some(s) = up.session {
+        h.insert("mcp-session-id", s);
+    }
+    if let Some(v) = up.protocol_version {
+        if !h.contains_key("mcp-protocol-version") {
+            h.insert("mcp-protocol-version", v);
+        }
+    }
+    h.insert(
+        header::ACCEPT,
+        HeaderValue::from_static("application/json, text/event-stream"),
+    );
+    let query: Vec<(String, String)> = parts
+        .uri
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .filter(|(k, _)| k != SESSION_PARAM)
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut pq = parts.uri.path().to_owned();
+    if !query.is_empty() {
+        pq.push('?');
+        pq.push_str(
+            &url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(query)
+                .finish(),
+        );
+    }
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    uri.path_and_query = pq.parse().ok();
+    if let Ok(u) = http::Uri::from_parts(uri) {
+        parts.uri = u;
+    }
+}
+
+/// Delivers the gateway's answer to a legacy POST onto its stream and answers
+/// the POST 202. An answer that is not a success (a refusal before the agent,
+/// an agent error) is the POST's own answer instead.
+///
+/// Everything the gateway would have sent a Streamable HTTP client arrives
+/// here whole, so any rewriting done on that path (e.g. `tools/list`
+/// filtering) applies to legacy clients too.
+pub fn deliver(
+    state: &SharedState,
+    post: LegacyPost,
+    response: Response<RespBody>,
+) -> Response<RespBody> {
+    if !response.status().is_success() {
+        return response;
+    }
+    let session = post.session.clone();
+    if let Some(id) = response.headers().get("mcp-session-id") {
+        session.learn_session(id.clone());
+    }
+    let event_stream = gateway::is_event_stream(response.headers());
+    let body = response.into_body();
+    state.requests.spawn(async move {
+        let closed = session.closed.clone();
+        tokio::select! {
+            _ = pump(&session, body, event_stream) => {}
+            _ = closed.cancelled() => {}
+        }
+        drop(post);
+    });
+    let mut resp = Response::new(gateway::empty());
+    *resp.status_mut() = StatusCode::ACCEPTED;
+    resp
+}
+
+/// Carries one answer's messages onto the stream.
+async fn pump(session: &LegacySession, mut body: RespBody, event_stream: bool) {
+    if !event_stream {
+        let mut bytes = BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            match frame.map(Frame::into_data) {
+                Ok(Ok(d)) if bytes.len() + d.len() <= MAX_MESSAGE => bytes.extend_from_slice(&d),
+                Ok(Ok(_)) => {
+                    tracing::warn!(
+                        session = session.id,
+                        "legacy SSE: the agent's answer exceeds {MAX_MESSAGE} bytes; dropped"
+                    );
+                    return;
+                }
+                Ok(Err(_)) => {}
+                Err(e) => {
+                    tracing::warn!(session = session.id, error = %e, "legacy SSE: the agent's answer could not be read");
+                    return;
+                }
+            }
+        }
+        if !bytes.iter().all(u8::is_ascii_whitespace) {
+            session.send(&bytes).await;
+        }
+        return;
+    }
+    let mut parser = SseParser::default();
+    while let Some(frame) = body.frame().await {
+        let data = match frame {
+            Ok(f) => match f.into_data() {
+                Ok(d) => d,
+                Err(_) => continue,
+            },
+            Err(e) => {
+                tracing::warn!(session = session.id, error = %e, "legacy SSE: the agent's event stream failed");
+                return;
+            }
+        };
+        match parser.push(&data) {
+            Ok(messages) => {
+                // Events without data (priming events, say) carry no message.
+                for m in messages.iter().filter(|m| !m.is_empty()) {
+                    if !session.send(m).await {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(session = session.id, error = %e, "legacy SSE: dropping the agent's answer");
+                return;
+            }
+        }
+    }
+}
+
+impl LegacySessions {
+    fn get(&self, id: &str) -> Option<Arc<LegacySession>> {
+        self.lock().get(id).cloned()
+    }
+
+    /// Adds a session unless its owner has too many; the error is how many.
+    fn insert(&self, session: Arc<LegacySession>) -> Result<(), usize> {
+        let mut map = self.lock();
+        let open = map.values().filter(|s| s.owner == session.owner).count();
+        if open >= MAX_SESSIONS_PER_IDENTITY {
+            return Err(open);
+        }
+        map.insert(session.id.clone(), session);
+        Ok(())
+    }
+
+    fn remove(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    /// How many legacy streams are open.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<LegacySession>>> {
+        // A panic while holding the lock cannot leave the map inconsistent.
+        self.by_id.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl LegacySession {
+    fn upstream(&self) -> Upstream {
+        self.upstream
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn learn_session(&self, id: HeaderValue) {
+        self.upstream
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .session = Some(id);
+    }
+
+    /// Queues one JSON-RPC message (or batch) as a `message` event, waiting
+    /// while the queue is full. False when the stream is gone.
+    async fn send(&self, message: &[u8]) -> bool {
+        let data = match serde_json::from_slice::<serde_json::Value>(message) {
+            Ok(v) => {
+                self.learn_version(&v);
+                v.to_string()
+            }
+            Err(_) => String::from_utf8_lossy(message).into_owned(),
+        };
+        let mut event = BytesMut::with_capacity(data.len() + 32);
+        event.extend_from_slice(b"event: message\n");
+        for line in data.lines() {
+            event.extend_from_slice(b"data: ");
+            event.extend_from_slice(line.as_bytes());
+            event.extend_from_slice(b"\n");
+        }
+        event.extend_from_slice(b"\n");
+        self.tx.send(event.freeze()).await.is_ok()
+    }
+
+    /// The protocol version the server chose, from its `initialize` result.
+    fn learn_version(&self, message: &serde_json::Value) {
+        let Some(v) = message
+            .get("result")
+            .filter(|r| r.get("serverInfo").is_some())
+            .and_then(|r| r.get("protocolVersion"))
+            .and_then(|v| v.as_str())
+        else {
+            return;
+        };
+        if let Ok(v) = HeaderValue::from_str(v) {
+            self.upstream
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .protocol_version = Some(v);
+        }
+    }
+}
+
+/// Ends a session when its stream's body is dropped (the client went away,
+/// or the relay shuts down).
+struct StreamGuard {
+    state: SharedState,
+    session: Arc<LegacySession>,
+    peer: SocketAddr,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let s = &self.session;
+        self.state.legacy.remove(&s.id);
+        s.closed.cancel();
+        tracing::info!(route = s.route, session = s.id, "legacy SSE stream closed");
+        let up = s.upstream();
+        let Some(upstream_session) = up.session else {
+            return;
+        };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(end_upstream(
+                self.state.clone(),
+                s.clone(),
+                upstream_session,
+                up.protocol_version,
+                self.peer,
+            ));
+        }
+    }
+}
+
+/// DELETEs the upstream session of a closed legacy stream (audited like any
+/// request).
+async fn end_upstream(
+    state: SharedState,
+    session: Arc<LegacySession>,
+    upstream_session: HeaderValue,
+    protocol_version: Option<HeaderValue>,
+    peer: SocketAddr,
+) {
+    let request_id = token::random_hex(8);
+    let path = format!("/mcp/{}", session.route);
+    let mut trail = Trail::new(&request_id, &Method::DELETE, &path, Instant::now());
+    trail.route = session.route.clone();
+    trail.identity = session.owner.clone();
+    trail.client = session.client.clone();
+    trail.allow("legacy-stream-closed");
+    let mut hm = HeaderMap::new();
+    hm.insert("mcp-session-id", upstream_session.clone());
+    if let Some(v) = protocol_version {
+        hm.insert("mcp-protocol-version", v);
+    }
+    let response = match state.registry.pick(&session.route) {
+        None => gateway::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "agent_unavailable",
+            "no agent to end the session on",
+        ),
+        Some(agent) => {
+            let head = ExchangeHead {
+                route: session.route.clone(),
+                method: "DELETE".into(),
+                path: "/".into(),
+                headers: headers::to_tunnel(&hm, None, peer),
+                identity: Identity {
+                    subject: session.owner.clone(),
+                    kind: IdentityKind::ClientToken,
+                    credential_name: session.client.clone(),
+                },
+                request_id: request_id.clone(),
+                session: upstream_session.to_str().ok().map(str::to_owned),
+                body: BodyKind::Empty,
+            };
+            let answer = match forward::open(&agent).await {
+                Ok(stream) => {
+                    forward::exchange(
+                        stream,
+                        head,
+                        gateway::empty_req(),
+                        state.config.response_timeout,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(r) => r.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()),
+                Err(e) => gateway::error(e.status(), "agent_error", &e.to_string()),
+            }
+        }
+    };
+    tracing::debug!(
+        request_id,
+        session = session.id,
+        status = response.status().as_u16(),
+        "legacy SSE: upstream session deleted"
+    );
+    let response = trail.attach(&state, response);
+    let _ = response.into_body().collect().await;
+}
+
+/// The legacy session named in a request's query.
+fn session_param(uri: &http::Uri) -> Option<String> {
+    url::form_urlencoded::parse(uri.query()?.as_bytes())
+        .find(|(k, _)| k == SESSION_PARAM)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn accepts_event_stream(h: &HeaderMap) -> bool {
+    h.get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|m| {
+            m.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/event-stream"))
+        })
+}
+
+fn is_json(h: &HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// The data of each event of a server-sent event stream, fed in chunks.
+/// Lines end with LF or CRLF; `event`, `id`, `retry` and comments are dropped.
+#[derive(Default)]
+struct SseParser {
+    /// Bytes after the last complete line.
+    partial: Vec<u8>,
+    /// The data lines of the event being read.
+    data: Vec<u8>,
+    has_data: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("an event of the agent's stream exceeds {MAX_MESSAGE} bytes")]
+struct TooLarge;
+
+impl SseParser {
+    /// Feeds a chunk; returns the data of the events it completed.
+    fn push(&mut self, chunk: &[u8]) -> Result<Vec<Vec<u8>>, TooLarge> {
+        let mut out = Vec::new();
+        let mut rest = chunk;
+        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+            let mut line = std::mem::take(&mut self.partial);
+            line.extend_from_slice(&rest[..i]);
+            rest = &rest[i + 1..];
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            if line.is_empty() {
+                if self.has_data {
+                    out.push(std::mem::take(&mut self.data));
+                }
+                self.data.clear();
+                self.has_data = false;
+            } else if let Some(value) = line.strip_prefix(b"data") {
+                let value = match value {
+                    [b':', b' ', v @ ..] | [b':', v @ ..] => v,
+                    [] => &[][..],
+                    _ => continue, // a field named e.g. "database"
+                };
+                if self.has_data {
+                    self.data.push(b'\n');
+                }
+                self.data.extend_from_slice(value);
+                self.has_data = true;
+            }
+            if self.data.len() > MAX_MESSAGE {
+                return Err(TooLarge);
+            }
+        }
+        self.partial.extend_from_slice(rest);
+        if self.partial.len() > MAX_MESSAGE {
+            return Err(TooLarge);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_events_are_read_across_chunks() {
+        let mut p = SseParser::default();
+        assert!(p.push(b"id: 1\nevent: message\nda").expect("ok").is_empty());
+        assert!(p.push(b"ta: {\"a\":").expect("ok").is_empty());
+        assert_eq!(
+            p.push(b"1}\r\n\r\n").expect("ok"),
+            vec![b"{\"a\":1}".to_vec()]
+        );
+        // A priming event without data, a comment, two data lines.
+        assert_eq!(
+            p.push(b"id: 2\ndata:\n\n: keep-alive\n\ndata: x\ndata:y\n\n")
+                .expect("ok"),
+            vec![Vec::new(), b"x\ny".to_vec()]
+        );
+        assert!(p.push(b"id: 3\n\n").expect("ok").is_empty());
+    }
+
+    #[test]
+    fn the_session_parameter_is_found_and_only_it() {
+        let uri: http::Uri = "/mcp/db?x=1&session_id=abc".parse().expect("uri");
+        assert_eq!(session_param(&uri).as_deref(), Some("abc"));
+        let uri: http::Uri = "/mcp/db?sessionid=abc".parse().expect("uri");
+        assert_eq!(session_param(&uri), None);
+        let uri: http::Uri = "/mcp/db".parse().expect("uri");
+        assert_eq!(session_param(&uri), None);
+    }
+
+    #[test]
+    fn accept_lists_are_read() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream;q=0.9"),
+        );
+        assert!(accepts_event_stream(&h));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        assert!(!accepts_event_stream(&h));
+    }
+}
