@@ -4,11 +4,12 @@
 //! headers an MCP client must read.
 //!
 //! Which origins are allowed is [`crate::origin`]'s rule; a disallowed one
-//! never gets here (it is refused 403 first).
+//! is refused 403 on routes, and gets no CORS headers anywhere.
 
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use crate::gateway::RespBody;
+use crate::origin::AllowedOrigins;
 
 /// The request headers an MCP client sends.
 pub const ALLOW_HEADERS: &str = "Authorization, Content-Type, Accept, MCP-Protocol-Version, \
@@ -20,9 +21,12 @@ pub const EXPOSE_HEADERS: &str = "WWW-Authenticate, Mcp-Session-Id, MCP-Protocol
 /// How long a browser may cache a preflight answer, in seconds.
 pub const MAX_AGE: &str = "86400";
 
-/// The request's `Origin`, if it has a readable one.
-pub fn request_origin(headers: &HeaderMap) -> Option<HeaderValue> {
-    headers.get(header::ORIGIN).cloned()
+/// The request's `Origin`, if it has one that `allowed` accepts.
+pub fn allowed_origin(allowed: &AllowedOrigins, headers: &HeaderMap) -> Option<HeaderValue> {
+    headers
+        .get(header::ORIGIN)
+        .filter(|o| o.to_str().is_ok_and(|o| allowed.allows(o)))
+        .cloned()
 }
 
 /// Whether the request is a CORS preflight (or any OPTIONS) on a route.

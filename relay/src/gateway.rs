@@ -46,7 +46,7 @@ pub async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let mut trail = Trail::new(&request_id, &method, &path, started);
-    let origin = cors::request_origin(req.headers());
+    let origin = cors::allowed_origin(&state.origins, req.headers());
     let mut legacy = None;
     let response = route_request(&state, peer, req, &request_id, &mut trail, &mut legacy).await;
     let response = trail.attach(&state, response);
@@ -55,7 +55,6 @@ pub async fn handle(
         Some(post) => legacy_sse::deliver(&state, post, response),
         None => response,
     };
-    // Only allowed origins get this far (route_request refuses the others).
     cors::decorate(response.headers_mut(), origin.as_ref());
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", v);
@@ -188,7 +187,7 @@ async fn route_request(
 
     // 2b. The legacy HTTP+SSE transport (2024-11-05): a stream opened here,
     //     or a message POSTed to one (which then takes the path below).
-    match legacy_sse::recognise(state, &req, &route, &token) {
+    match legacy_sse::recognise(state, &req, &route, &rest, &token) {
         Ok(Legacy::No) => {}
         Ok(Legacy::Open) => {
             trail.allow("owner-only");

@@ -1,7 +1,7 @@
 //! The legacy HTTP+SSE transport (MCP 2024-11-05), which older clients
 //! still speak, served by the relay on top of Streamable HTTP to the agent.
 //!
-//! * `GET /mcp/<route>` with `Accept: text/event-stream`, no `Mcp-Session-Id`
+//! * `GET /mcp/<route>` (the route's own URL, not a path below it) with `Accept: text/event-stream`, no `Mcp-Session-Id`
 //!   and no `MCP-Protocol-Version` opens a stream held by the relay. Its first
 //!   event is `endpoint`, whose data is the URL to POST to:
 //!   `/mcp/<route>?session_id=<32 hex digits>`.
@@ -112,8 +112,13 @@ pub fn recognise<B>(
     state: &SharedState,
     req: &http::Request<B>,
     route: &str,
+    rest: &str,
     token: &TokenRecord,
 ) -> Result<Legacy, Refusal> {
+    // Only the route's own URL: paths below it belong to the local server.
+    if !rest.is_empty() && rest != "/" {
+        return Ok(Legacy::No);
+    }
     let h = req.headers();
     let Some(id) = session_param(req.uri()) else {
         let opens = req.method() == Method::GET
