@@ -69,7 +69,7 @@ impl AllowedOrigins {
         let Some(normal) = normalise(origin) else {
             return false;
         };
-        is_loopback(&normal) || self.exact.iter().any(|o| *o == normal)
+        is_loopback(&normal) || self.exact.contains(&normal)
     }
 }
 

@@ -45,20 +45,11 @@ pub fn wrap(body: RespBody, interval: Duration) -> RespBody {
 ///
 /// SSE lines end with CRLF, LF or CR; an event ends at an empty line, i.e. at
 /// a line terminator right after another one (or at the start of the stream).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Boundary {
     /// The last (up to) four bytes passed on.
     tail: [u8; 4],
     len: usize,
-}
-
-impl Default for Boundary {
-    fn default() -> Self {
-        Boundary {
-            tail: [0; 4],
-            len: 0,
-        }
-    }
 }
 
 impl Boundary {

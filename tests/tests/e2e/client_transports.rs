@@ -337,8 +337,19 @@ async fn next_message(body: &mut Incoming, text: &mut String) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_legacy_transport_goes_through_the_gateway_checks() {
-    let (relay, _agent, token, _dir) =
-        sqlite_setup(&["--sse-keepalive", "100ms", "--max-body", "2000"]).await;
+    let org_policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/policies/org-no-attach.cedar")
+        .display()
+        .to_string();
+    let (relay, _agent, token, _dir) = sqlite_setup(&[
+        "--sse-keepalive",
+        "100ms",
+        "--max-body",
+        "2000",
+        "--policy",
+        &org_policy,
+    ])
+    .await;
     let client = HttpsClient::new(&relay.ca(), false);
     let route = relay.route_url("db");
     let (mut stream, endpoint, _) = open_legacy(&client, &route, &token).await;
@@ -386,6 +397,19 @@ async fn the_legacy_transport_goes_through_the_gateway_checks() {
     let tools = next_message(&mut stream, &mut text).await;
     assert_eq!(tools["id"], 2, "{tools}");
     assert_eq!(tools["result"]["tools"].as_array().map(Vec::len), Some(6));
+
+    // The policy decides each message; a denial is the answer on the stream.
+    let a = client
+        .fetch(post(
+            r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"read_query","arguments":{"query":"ATTACH DATABASE ':memory:' AS x"}}}"#,
+            &bearer,
+        ))
+        .await;
+    assert_eq!(a.status, 202);
+    let denied = next_message(&mut stream, &mut text).await;
+    assert_eq!(denied["id"], 5, "{denied}");
+    assert_eq!(denied["error"]["code"], -32001, "{denied}");
+    assert!(denied.to_string().contains("org/no-attach"), "{denied}");
 
     // The same gateway checks as any POST, answered on the POST itself.
     let a = client.fetch(post("{not json", &bearer)).await;
@@ -599,4 +623,27 @@ async fn the_python_sdk_legacy_sse_client_uses_the_sqlite_route() {
             "{m} not audited: {methods:?}"
         );
     }
+}
+
+#[test]
+fn a_malformed_allow_origin_stops_the_relay_with_the_reason() {
+    let state = TempDir::new("bad-origin");
+    let out = std::process::Command::new(e2e::procs::bin("relay"))
+        .args([
+            "serve",
+            "--self-signed",
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+        ])
+        .arg(state.path())
+        .args(["--allow-origin", "app.example.com"])
+        .output()
+        .expect("run relay");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--allow-origin \"app.example.com\" is not an origin"),
+        "{stderr}"
+    );
 }
