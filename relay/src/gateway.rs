@@ -185,14 +185,14 @@ async fn route_request(
     };
     let engine = served.engine.clone();
 
-    // 2b. The legacy HTTP+SSE transport (2024-11-05): a stream opened here,
-    //     or a message POSTed to one (which then takes the path below).
-    match legacy_sse::recognise(state, &req, &route, &rest, &token) {
+    // 2b. The legacy HTTP+SSE transport (2024-11-05): a stream to open (once
+    //     the policy has allowed it, in 3), or a message POSTed to one (which
+    //     then takes the path below).
+    let mcp = served.kind != UpstreamKind::PlainHttp;
+    let mut open_legacy = false;
+    match legacy_sse::recognise(state, &req, &route, &rest, mcp, &token) {
         Ok(Legacy::No) => {}
-        Ok(Legacy::Open) => {
-            trail.allow("owner-only");
-            return legacy_sse::open(state, &route, &token, peer);
-        }
+        Ok(Legacy::Open) => open_legacy = true,
         Ok(Legacy::Post(post)) => *legacy = Some(post),
         Err(resp) => {
             trail.deny("legacy-session");
@@ -321,6 +321,11 @@ async fn route_request(
             kind,
         )
     };
+
+    // 4b. A legacy stream is held by the relay itself.
+    if open_legacy {
+        return legacy_sse::open(state, &route, &token, peer);
+    }
 
     // 5. A stream to the agent. A tunnel that died since the last keep-alive
     //    is skipped for another replica, if one decides with the same policy.

@@ -70,7 +70,8 @@ pub struct LegacySessions {
 pub struct LegacySession {
     pub id: String,
     pub route: String,
-    /// The identity that opened it; only it may POST to it.
+    /// The identity that opened it (not necessarily the route's owner);
+    /// only it may POST to it.
     pub owner: String,
     /// The name of the token that opened it.
     pub client: String,
@@ -113,10 +114,12 @@ pub fn recognise<B>(
     req: &http::Request<B>,
     route: &str,
     rest: &str,
+    mcp: bool,
     token: &TokenRecord,
 ) -> Result<Legacy, Refusal> {
-    // Only the route's own URL: paths below it belong to the local server.
-    if !rest.is_empty() && rest != "/" {
+    // Only an MCP route's own URL: paths below it belong to the local server,
+    // and a plain HTTP route is not MCP.
+    if !mcp || (!rest.is_empty() && rest != "/") {
         return Ok(Legacy::No);
     }
     let h = req.headers();

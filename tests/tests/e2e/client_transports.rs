@@ -19,18 +19,18 @@ const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","param
 
 /// A relay (with `relay_args`) and an agent serving route `db` from the
 /// built-in SQLite server.
-async fn sqlite_setup(relay_args: &[&str]) -> (RelayProc, AgentProc, String, TempDir) {
+async fn sqlite_setup(
+    relay_args: &[&str],
+    agent_args: &[&str],
+) -> (RelayProc, AgentProc, String, TempDir) {
     let dir = TempDir::new("client-transports");
     let db = dir.path().join("demo.db").display().to_string();
     let relay = RelayProc::start(relay_args).await;
-    let agent = AgentProc::start_upstream(
-        &relay,
-        &relay.token(OWNER, false),
-        "db",
-        &["--sqlite", &db],
-        "auto",
-    )
-    .await;
+    let mut upstream = vec!["--sqlite", db.as_str()];
+    upstream.extend_from_slice(agent_args);
+    let agent =
+        AgentProc::start_upstream(&relay, &relay.token(OWNER, false), "db", &upstream, "auto")
+            .await;
     let token = relay.token(OWNER, true);
     (relay, agent, token, dir)
 }
@@ -69,7 +69,7 @@ fn header(a: &Answer, name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_preflight_is_answered_without_a_token() {
-    let (relay, _agent, _token, _dir) = sqlite_setup(&[]).await;
+    let (relay, _agent, _token, _dir) = sqlite_setup(&[], &[]).await;
     let client = HttpsClient::new(&relay.ca(), false);
     // MCP Inspector's origin (loopback, any port), and the relay's own.
     for origin in ["http://localhost:6274".to_owned(), relay.url()] {
@@ -341,14 +341,17 @@ async fn the_legacy_transport_goes_through_the_gateway_checks() {
         .join("../deploy/policies/org-no-attach.cedar")
         .display()
         .to_string();
-    let (relay, _agent, token, _dir) = sqlite_setup(&[
-        "--sse-keepalive",
-        "100ms",
-        "--max-body",
-        "2000",
-        "--policy",
-        &org_policy,
-    ])
+    let (relay, _agent, token, _dir) = sqlite_setup(
+        &[
+            "--sse-keepalive",
+            "100ms",
+            "--max-body",
+            "2000",
+            "--policy",
+            &org_policy,
+        ],
+        &["--allow", "bob@example.com"],
+    )
     .await;
     let client = HttpsClient::new(&relay.ca(), false);
     let route = relay.route_url("db");
@@ -423,10 +426,29 @@ async fn the_legacy_transport_goes_through_the_gateway_checks() {
     assert_eq!(a.status, 413);
     let a = client.fetch(post(PING, "Bearer nope")).await;
     assert_eq!(a.status, 401);
-    // Another identity never reaches the session.
+    // Another identity, though allowed on the route, never reaches the
+    // session (nor learns that it exists); it may open its own.
     let bob = relay.token("bob@example.com", true);
     let a = client.fetch(post(PING, &format!("Bearer {bob}"))).await;
-    assert!(a.status == 403 || a.status == 404, "{}", a.status);
+    assert_eq!(a.status, 404, "{}", a.text());
+    assert_eq!(a.json()["error"], "unknown_session");
+    let (bobs, bob_endpoint, _) = open_legacy(&client, &route, &bob).await;
+    assert_ne!(bob_endpoint, endpoint);
+    drop(bobs);
+    // An identity the policy does not allow cannot open a stream.
+    let carol = relay.token("carol@example.com", true);
+    let a = client
+        .fetch(request(
+            "GET",
+            &route,
+            &[
+                ("authorization", &format!("Bearer {carol}")),
+                ("accept", "text/event-stream"),
+            ],
+            "",
+        ))
+        .await;
+    assert_eq!(a.status, 403, "{}", a.text());
     // An unknown session, a non-POST, an ambiguous request.
     let a = client
         .fetch(request(
@@ -563,7 +585,7 @@ async fn a_streamable_http_get_stream_is_not_taken_for_legacy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_sdk_legacy_sse_client_uses_the_sqlite_route() {
-    let (relay, _agent, token, _dir) = sqlite_setup(&[]).await;
+    let (relay, _agent, token, _dir) = sqlite_setup(&[], &[]).await;
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/mcp_legacy_sse_client.py");
     let out = tokio::time::timeout(
