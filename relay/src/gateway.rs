@@ -117,19 +117,9 @@ async fn route_request(
 
     // 0b. Browsers: a foreign Origin is refused before anything else, and
     //     a preflight is answered without a token (see cors.rs, origin.rs).
-    if let Some(origin) = req.headers().get(header::ORIGIN) {
-        let allowed = origin.to_str().is_ok_and(|o| state.origins.allows(o));
-        if !allowed {
-            trail.deny("origin-not-allowed");
-            let shown = String::from_utf8_lossy(origin.as_bytes());
-            return error(
-                StatusCode::FORBIDDEN,
-                "origin_not_allowed",
-                &format!(
-                    "Origin {shown:?} may not call this relay; if this web client is yours, start the relay with --allow-origin {shown}"
-                ),
-            );
-        }
+    if let Some(refusal) = state.origins.refuse(req.headers()) {
+        trail.deny("origin-not-allowed");
+        return refusal;
     }
     if cors::is_preflight(req.method()) {
         trail.skip();

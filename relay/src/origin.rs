@@ -15,6 +15,10 @@
 
 use std::net::IpAddr;
 
+use http::{Response, StatusCode};
+
+use crate::gateway::{self, RespBody};
+
 /// The origins a relay accepts.
 #[derive(Debug, Clone, Default)]
 pub struct AllowedOrigins {
@@ -59,6 +63,23 @@ impl AllowedOrigins {
             allowed.exact.push(url.origin().ascii_serialization());
         }
         Ok(allowed)
+    }
+
+    /// The 403 for a request whose `Origin` is not allowed; `None` when it
+    /// has none or an allowed one.
+    pub fn refuse(&self, headers: &http::HeaderMap) -> Option<Response<RespBody>> {
+        let origin = headers.get(http::header::ORIGIN)?;
+        if origin.to_str().is_ok_and(|o| self.allows(o)) {
+            return None;
+        }
+        let shown = String::from_utf8_lossy(origin.as_bytes());
+        Some(gateway::error(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            &format!(
+                "Origin {shown:?} may not call this relay; if this web client is yours, start the relay with --allow-origin {shown}"
+            ),
+        ))
     }
 
     /// Whether a request carrying `Origin: origin` may proceed.

@@ -166,6 +166,24 @@ async fn a_foreign_origin_is_refused_before_anything_is_forwarded() {
         0,
         "nothing forwarded"
     );
+    // The refusals are audited.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, out, _) = relay.admin(&["audit", "--json", "--decision", "deny"]);
+        let refused = out
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["policy"] == json!(["origin-not-allowed"]))
+            .count();
+        if refused >= 7 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "origin refusals not audited:\n{out}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // No Origin (a server-side client): served.
     let a = client.fetch(post(None, Some(&bearer))).await;
