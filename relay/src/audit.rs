@@ -36,7 +36,7 @@ pub struct AuditEvent {
     pub request_id: String,
     /// Who asked (the token's owner).
     pub identity: String,
-    /// The credential used (token name); the OAuth client id once OAuth lands.
+    /// The credential used: a client token's name, or the OAuth client id.
     pub client: String,
     pub route: String,
     /// HTTP method and path below the route.

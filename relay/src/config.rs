@@ -47,6 +47,10 @@ pub struct RelayConfig {
     /// Idle time after which an event stream gets a keep-alive comment
     /// (zero: never).
     pub sse_keepalive: Duration,
+    /// Lifetime of the OAuth access tokens the relay issues.
+    pub access_token_ttl: Duration,
+    /// Lifetime of OAuth refresh tokens (each use rotates them).
+    pub refresh_token_ttl: Duration,
 }
 
 impl RelayConfig {
@@ -68,6 +72,8 @@ impl RelayConfig {
             policy: None,
             allow_origins: Vec::new(),
             sse_keepalive: Duration::from_secs(15),
+            access_token_ttl: Duration::from_secs(3600),
+            refresh_token_ttl: Duration::from_secs(30 * 86_400),
         }
     }
 }

@@ -37,4 +37,10 @@ pub enum RelayError {
     NoSuchToken(String),
     #[error("token {0} is already revoked")]
     AlreadyRevoked(String),
+    #[error("a user named {0} already exists")]
+    UserExists(String),
+    #[error("no user named {0}")]
+    NoSuchUser(String),
+    #[error("password hashing: {0}")]
+    Password(String),
 }

@@ -18,9 +18,10 @@ use protocol::{BodyKind, ExchangeHead, Identity, IdentityKind, UpstreamKind};
 use crate::forward;
 use crate::headers;
 use crate::legacy_sse::{self, Legacy, LegacyPost};
+use crate::oauth;
+use crate::oauth_store;
 use crate::registry::{AgentSession, ServedRoute};
 use crate::state::SharedState;
-use crate::store::TokenRecord;
 use crate::token::{self, TokenKind};
 use crate::trail::Trail;
 use crate::{cors, sse_keepalive};
@@ -85,6 +86,10 @@ async fn route_request(
         trail.skip();
         return text(StatusCode::OK, "ok\n");
     }
+    if oauth::serves(path) {
+        trail.skip();
+        return oauth::handle(state, peer, req).await;
+    }
     let Some((route, rest)) = split_route(path) else {
         trail.skip();
         return error(
@@ -127,15 +132,15 @@ async fn route_request(
     }
 
     // 1. Who is asking.
-    let token = match authenticate(state, req.headers()) {
+    let caller_id = match authenticate(state, req.headers(), &route) {
         Ok(t) => t,
         Err(resp) => {
             trail.deny("authentication");
             return *resp;
         }
     };
-    trail.identity = token.owner.clone();
-    trail.client = token.name.clone();
+    trail.identity = caller_id.subject.clone();
+    trail.client = caller_id.client_id.clone();
 
     // 2. Which route, whose, and who serves it now. The owner is who claimed
     //    the route on this relay; the owner's policy is the one the serving
@@ -165,9 +170,9 @@ async fn route_request(
         return no_agent(&route);
     };
     let caller = Caller {
-        email: &token.owner,
+        email: &caller_id.subject,
         groups: &[],
-        client_id: &token.name,
+        client_id: &caller_id.client_id,
         client_name: None,
         route: &route,
         route_owner: &owner,
@@ -180,7 +185,7 @@ async fn route_request(
     //     then takes the path below).
     let mcp = served.kind != UpstreamKind::PlainHttp;
     let mut open_legacy = false;
-    match legacy_sse::recognise(state, &req, &route, &rest, mcp, &token) {
+    match legacy_sse::recognise(state, &req, &route, &rest, mcp, &caller_id) {
         Ok(Legacy::No) => {}
         Ok(Legacy::Open) => open_legacy = true,
         Ok(Legacy::Post(post)) => *legacy = Some(post),
@@ -314,7 +319,7 @@ async fn route_request(
 
     // 4b. A legacy stream is held by the relay itself.
     if open_legacy {
-        return legacy_sse::open(state, &route, &token, peer);
+        return legacy_sse::open(state, &route, &caller_id, peer);
     }
 
     // 5. A stream to the agent. A tunnel that died since the last keep-alive
@@ -359,9 +364,9 @@ async fn route_request(
         ),
         headers: headers::to_tunnel(&parts.headers, host.as_deref(), peer),
         identity: Identity {
-            subject: token.owner.clone(),
-            kind: IdentityKind::ClientToken,
-            credential_name: token.name.clone(),
+            subject: caller_id.subject.clone(),
+            kind: caller_id.kind,
+            credential_name: caller_id.client_id.clone(),
         },
         request_id: request_id.to_owned(),
         session: parts
@@ -475,16 +480,25 @@ fn split_route(path: &str) -> Option<(&str, &str)> {
     }
 }
 
-/// Checks the bearer token. The error is the 401 to send.
+/// Who is calling, as the bearer token says.
+pub struct Authenticated {
+    /// The identity (an email address).
+    pub subject: String,
+    /// The client: a client token's name, or the OAuth client id.
+    pub client_id: String,
+    pub kind: IdentityKind,
+}
+
+/// Checks the bearer token: a client token, or an OAuth access token issued
+/// for exactly this route. The error is the 401 to send.
 fn authenticate(
     state: &SharedState,
     headers: &http::HeaderMap,
-) -> Result<TokenRecord, Box<Response<RespBody>>> {
+    route: &str,
+) -> Result<Authenticated, Box<Response<RespBody>>> {
+    let refuse = |code: &str, text: &str| Box::new(unauthorized(state, route, Some((code, text))));
     let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Err(Box::new(unauthorized(
-            None,
-            "this route needs a bearer token",
-        )));
+        return Err(Box::new(unauthorized(state, route, None)));
     };
     let presented = value
         .to_str()
@@ -494,36 +508,57 @@ fn authenticate(
             scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
         })
         .ok_or_else(|| {
-            unauthorized(
-                Some("invalid_request"),
+            refuse(
+                "invalid_request",
                 "the Authorization header must be 'Bearer <token>'",
             )
         })?;
-    let record = state.store.verify(presented).map_err(|rejection| {
-        Box::new(unauthorized(Some("invalid_token"), &rejection.to_string()))
-    })?;
-    if record.kind != TokenKind::Client {
-        return Err(Box::new(unauthorized(
-            Some("invalid_token"),
-            "an agent token cannot call routes; create a client token with `relay token create --client`",
-        )));
+    if presented.starts_with(oauth_store::ACCESS_PREFIX) {
+        let record = state
+            .store
+            .verify_access(presented)
+            .map_err(|rejection| refuse("invalid_token", &rejection.to_string()))?;
+        // The token's audience is one route (RFC 8707): never another.
+        if record.resource != state.route_url(route) {
+            return Err(refuse(
+                "invalid_token",
+                "the token was issued for another resource",
+            ));
+        }
+        return Ok(Authenticated {
+            subject: record.email,
+            client_id: record.client_id,
+            kind: IdentityKind::OAuth,
+        });
     }
-    Ok(record)
+    let record = state
+        .store
+        .verify(presented)
+        .map_err(|rejection| refuse("invalid_token", &rejection.to_string()))?;
+    if record.kind != TokenKind::Client {
+        return Err(refuse(
+            "invalid_token",
+            "an agent token cannot call routes; create a client token with `relay token create --client`",
+        ));
+    }
+    Ok(Authenticated {
+        subject: record.owner,
+        client_id: record.name,
+        kind: IdentityKind::ClientToken,
+    })
 }
 
-fn unauthorized(error_code: Option<&str>, description: &str) -> Response<RespBody> {
-    let challenge = match error_code {
-        Some(code) => format!(
-            "Bearer realm=\"drawbridge\", error=\"{code}\", error_description=\"{}\"",
-            description.replace('"', "'")
-        ),
-        None => "Bearer realm=\"drawbridge\"".to_owned(),
-    };
-    let mut resp = error(
-        StatusCode::UNAUTHORIZED,
-        error_code.unwrap_or("unauthorized"),
-        description,
-    );
+/// A 401 whose challenge points at the route's protected-resource metadata
+/// (RFC 9728), with the error when a token was presented (RFC 6750).
+fn unauthorized(
+    state: &SharedState,
+    route: &str,
+    error_code: Option<(&str, &str)>,
+) -> Response<RespBody> {
+    let (code, description) =
+        error_code.unwrap_or(("unauthorized", "this route needs a bearer token"));
+    let mut resp = error(StatusCode::UNAUTHORIZED, code, description);
+    let challenge = oauth::metadata::challenge(state, route, error_code);
     if let Ok(v) = HeaderValue::from_str(&challenge) {
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }

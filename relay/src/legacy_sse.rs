@@ -45,7 +45,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::gateway::{self, BoxError, RespBody};
 use crate::state::SharedState;
-use crate::store::TokenRecord;
 use crate::trail::Trail;
 use crate::{forward, headers, sse_keepalive, token};
 
@@ -107,15 +106,15 @@ pub enum Legacy {
 
 type Refusal = Box<Response<RespBody>>;
 
-/// Tells legacy requests apart. Runs after authentication: `token` is the
-/// caller. A refusal is the answer to send.
+/// Tells legacy requests apart. Runs after authentication: `caller` is who
+/// asks. A refusal is the answer to send.
 pub fn recognise<B>(
     state: &SharedState,
     req: &http::Request<B>,
     route: &str,
     rest: &str,
     mcp: bool,
-    token: &TokenRecord,
+    caller: &gateway::Authenticated,
 ) -> Result<Legacy, Refusal> {
     // Only an MCP route's own URL: paths below it belong to the local server,
     // and a plain HTTP route is not MCP.
@@ -153,7 +152,7 @@ pub fn recognise<B>(
         );
     }
     let session = state.legacy.get(&id);
-    let Some(session) = session.filter(|s| s.owner == token.owner && s.route == route) else {
+    let Some(session) = session.filter(|s| s.owner == caller.subject && s.route == route) else {
         // The same answer whether it never existed or belongs to someone
         // else: a session id is not a credential, and is not confirmed.
         return refuse(
@@ -179,12 +178,12 @@ pub fn recognise<B>(
     }))
 }
 
-/// Opens a legacy stream for `token` on `route`: the `endpoint` event, then
+/// Opens a legacy stream for `caller` on `route`: the `endpoint` event, then
 /// the answers to what is POSTed to it, with keep-alive comments.
 pub fn open(
     state: &SharedState,
     route: &str,
-    token: &TokenRecord,
+    caller: &gateway::Authenticated,
     peer: SocketAddr,
 ) -> Response<RespBody> {
     if state.registry.pick(route).is_none() {
@@ -198,8 +197,8 @@ pub fn open(
     let session = Arc::new(LegacySession {
         id: token::random_hex(16),
         route: route.to_owned(),
-        owner: token.owner.clone(),
-        client: token.name.clone(),
+        owner: caller.subject.clone(),
+        client: caller.client_id.clone(),
         tx,
         upstream: Mutex::new(Upstream::default()),
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
@@ -211,7 +210,7 @@ pub fn open(
             "too_many_sessions",
             &format!(
                 "{} already has {open} open legacy SSE streams (the most allowed); close one first",
-                token.owner
+                caller.subject
             ),
         );
     }

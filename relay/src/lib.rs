@@ -5,6 +5,8 @@
 //! * [`agents`] — tunnel handshake, control stream, keep-alives, GoAway.
 //! * [`gateway`] — the request path: authenticate → route → [`forward`].
 //! * [`store`] — embedded SQLite state: tokens and route claims.
+//! * [`oauth`] — the OAuth 2.1 authorization server (discovery, registration,
+//!   login and consent, tokens); its tables are in [`oauth_store`].
 //! * [`server`] — starting and stopping it all.
 
 #![forbid(unsafe_code)]
@@ -22,6 +24,8 @@ pub mod headers;
 pub mod legacy_sse;
 pub mod listener;
 pub mod logging;
+pub mod oauth;
+pub mod oauth_store;
 pub mod origin;
 pub mod policies;
 pub mod registry;

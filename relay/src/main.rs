@@ -12,7 +12,8 @@ use relay::token::TokenKind;
 use relay::{admin, RelayConfig, TlsSource};
 
 /// Drawbridge relay: the public end of the tunnel. Terminates TLS, checks every
-/// request's token and streams it to the agent serving the route.
+/// request's token and streams it to the agent serving the route. Also the
+/// OAuth 2.1 authorization server MCP clients sign in with (local accounts).
 #[derive(Parser)]
 #[command(name = "relay", version)]
 struct Cli {
@@ -33,6 +34,10 @@ enum Command {
     /// List and release route claims.
     #[command(subcommand)]
     Route(RouteCommand),
+    /// Local accounts that sign in to MCP clients through the relay's OAuth
+    /// pages (the email is the identity policy and audit see).
+    #[command(subcommand)]
+    User(UserCommand),
     /// Show the audit trail (<state-dir>/audit.jsonl): one event per message.
     Audit {
         #[command(flatten)]
@@ -125,6 +130,35 @@ struct ServeArgs {
     /// never), so that proxies do not close it.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     sse_keepalive: std::time::Duration,
+    /// Lifetime of the OAuth access tokens the relay issues to MCP clients.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    access_token_ttl: std::time::Duration,
+    /// Lifetime of OAuth refresh tokens (each use rotates them).
+    #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+    refresh_token_ttl: std::time::Duration,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add an account. The password is read from stdin (one line) or, on a
+    /// terminal, prompted for without echo; argon2id-hashed.
+    Add {
+        #[command(flatten)]
+        state: StateDir,
+        /// The account's email address (its identity).
+        email: String,
+    },
+    /// List accounts.
+    List {
+        #[command(flatten)]
+        state: StateDir,
+    },
+    /// Remove an account: its sessions end and its OAuth tokens are revoked.
+    Remove {
+        #[command(flatten)]
+        state: StateDir,
+        email: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -304,6 +338,29 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::User(UserCommand::Add { state, email }) => {
+            let store = open(&state)?;
+            let password = read_password()?;
+            relay::oauth::accounts::add_user(&store, &email, &password)?;
+            eprintln!("added user {}", email.trim());
+            Ok(())
+        }
+        Command::User(UserCommand::List { state }) => {
+            let store = open(&state)?;
+            println!("{:<40}  ADDED", "EMAIL");
+            for (email, created) in store.list_users()? {
+                let added =
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(created.max(0) as u64);
+                println!("{email:<40}  {}", humantime::format_rfc3339_seconds(added));
+            }
+            Ok(())
+        }
+        Command::User(UserCommand::Remove { state, email }) => {
+            let store = open(&state)?;
+            store.remove_user(&email)?;
+            eprintln!("removed user {email}; their sessions and OAuth tokens are revoked");
+            Ok(())
+        }
         Command::Route(RouteCommand::List { state }) => {
             let store = open(&state)?;
             println!("{:<32}  OWNER", "ROUTE");
@@ -322,6 +379,22 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// A password from a prompt (on a terminal) or the first line of stdin.
+fn read_password() -> anyhow::Result<String> {
+    use std::io::IsTerminal as _;
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("password: ").context("cannot read the password")?;
+        let again = rpassword::prompt_password("again: ").context("cannot read the password")?;
+        anyhow::ensure!(first == again, "the passwords differ");
+        return Ok(first);
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from stdin")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -346,6 +419,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.policy = args.policy;
     config.allow_origins = args.allow_origins;
     config.sse_keepalive = args.sse_keepalive;
+    config.access_token_ttl = args.access_token_ttl;
+    config.refresh_token_ttl = args.refresh_token_ttl;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let relay = relay::start(config).await?;

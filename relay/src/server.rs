@@ -77,6 +77,7 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         policies,
         origins,
         legacy: LegacySessions::default(),
+        oauth: crate::oauth::OAuthState::default(),
     });
     let tasks = TaskTracker::new();
     let quic = match udp {

@@ -31,12 +31,19 @@ pub struct RelayState {
     pub origins: AllowedOrigins,
     /// Open streams of the legacy HTTP+SSE transport.
     pub legacy: LegacySessions,
+    /// The authorization server's in-memory parts (rate limits).
+    pub oauth: crate::oauth::OAuthState,
 }
 
 impl RelayState {
     /// The public URL of a route.
     pub fn route_url(&self, route: &str) -> String {
         format!("{}/mcp/{route}", self.public_url)
+    }
+
+    /// The OAuth issuer: the public URL, exactly (one string everywhere).
+    pub fn issuer(&self) -> &str {
+        &self.public_url
     }
 }
 

@@ -1,4 +1,5 @@
-//! The relay's embedded state: agent and client tokens, route claims.
+//! The relay's embedded state: agent and client tokens, route claims. The
+//! OAuth tables (accounts, clients, codes, tokens) are in [`crate::oauth_store`].
 //!
 //! SQLite in WAL mode with `synchronous=FULL`: a token that `relay token create`
 //! printed survives a power cut. Other processes (the `relay token …`
@@ -135,6 +136,8 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(wrap)?;
         conn.execute_batch(SCHEMA).map_err(wrap)?;
+        conn.execute_batch(crate::oauth_store::SCHEMA)
+            .map_err(wrap)?;
         Ok(Store {
             conn: Mutex::new(conn),
             path,
@@ -146,7 +149,7 @@ impl Store {
         &self.path
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite consistent (each call
         // is one statement or one transaction), so a poisoned lock is usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())

@@ -16,6 +16,8 @@ mod hostile;
 mod lifecycle;
 #[path = "e2e/mcp_sqlite.rs"]
 mod mcp_sqlite;
+#[path = "e2e/oauth.rs"]
+mod oauth;
 #[path = "e2e/owner_policy.rs"]
 mod owner_policy;
 #[path = "e2e/python_client.rs"]

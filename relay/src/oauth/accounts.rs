@@ -1,0 +1,94 @@
+//! Local accounts: an email and an argon2id password hash, for a small
+//! self-hosted relay (`relay user add|list|remove`).
+
+use std::sync::OnceLock;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+
+use crate::error::RelayError;
+use crate::store::Store;
+
+/// The shortest password `relay user add` accepts.
+pub const MIN_PASSWORD_LEN: usize = 8;
+
+/// Hashes a password (argon2id, default parameters, random salt).
+pub fn hash_password(password: &str) -> Result<String, RelayError> {
+    let salt = hex::decode(crate::token::random_hex(16))
+        .map_err(|e| RelayError::Password(e.to_string()))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| RelayError::Password(e.to_string()))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| RelayError::Password(e.to_string()))
+}
+
+/// Checks an email and password. An unknown email costs as much as a
+/// wrong password, so that timing does not tell which accounts exist.
+pub fn check_password(store: &Store, email: &str, password: &str) -> Result<bool, RelayError> {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    let stored = store.user_password_hash(email)?;
+    let hash = match &stored {
+        Some(h) => h.as_str(),
+        None => DUMMY
+            .get_or_init(|| hash_password("not a password of anyone").unwrap_or_default())
+            .as_str(),
+    };
+    let ok = PasswordHash::new(hash)
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false);
+    Ok(ok && stored.is_some())
+}
+
+/// Adds a local account.
+pub fn add_user(store: &Store, email: &str, password: &str) -> Result<(), RelayError> {
+    let email = email.trim();
+    let valid = email
+        .split_once('@')
+        .is_some_and(|(user, domain)| !user.is_empty() && !domain.is_empty())
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !valid {
+        return Err(RelayError::Config(format!(
+            "{email:?} is not an email address"
+        )));
+    }
+    if password.chars().count() < MIN_PASSWORD_LEN {
+        return Err(RelayError::Config(format!(
+            "the password must have at least {MIN_PASSWORD_LEN} characters"
+        )));
+    }
+    store.add_user(email, &hash_password(password)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accounts_sign_in_with_their_password_only() {
+        let dir = std::env::temp_dir().join(format!("dbr-acct-{}", crate::token::random_hex(6)));
+        let store = Store::open(&dir).expect("open");
+        add_user(&store, "alice@example.com", "correct horse").expect("add");
+        assert!(matches!(
+            add_user(&store, "alice@example.com", "another one"),
+            Err(RelayError::UserExists(_))
+        ));
+        assert!(add_user(&store, "bob", "long enough").is_err());
+        assert!(add_user(&store, "bob@example.com", "short").is_err());
+        assert!(check_password(&store, "alice@example.com", "correct horse").expect("check"));
+        assert!(!check_password(&store, "alice@example.com", "wrong horse").expect("check"));
+        assert!(!check_password(&store, "nobody@example.com", "correct horse").expect("check"));
+        let stored = store
+            .user_password_hash("alice@example.com")
+            .expect("get")
+            .expect("some");
+        assert!(stored.starts_with("$argon2id$"), "{stored}");
+        store.remove_user("alice@example.com").expect("remove");
+        assert!(!check_password(&store, "alice@example.com", "correct horse").expect("check"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

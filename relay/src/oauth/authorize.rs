@@ -1,0 +1,479 @@
+//! The authorization endpoint (`GET /oauth/authorize`) and the forms it
+//! leads to: sign in (`POST /oauth/login`) and consent (`POST /oauth/consent`).
+//!
+//! Until the client and its redirect URI are known good, errors are pages
+//! shown to the person: a redirect to an unchecked URI would make the relay
+//! an open redirector. After that, errors go back to the client as
+//! `error=…&state=…&iss=…` on its redirect URI (RFC 6749 §4.1.2.1, RFC 9207).
+
+use http::{header, HeaderMap, Response, StatusCode};
+use url::Url;
+
+use crate::gateway::RespBody;
+use crate::oauth_store::{AuthCode, OAuthClient, Session};
+use crate::state::SharedState;
+use crate::store::now;
+use crate::token;
+
+use super::{clients, html, pages, pkce, redirect, resource, session, Params, SCOPE};
+
+/// How long an authorization code may wait to be redeemed.
+pub const CODE_TTL_SECS: i64 = 120;
+
+/// A checked authorization request.
+#[derive(Debug)]
+pub struct AuthorizeRequest {
+    pub client: OAuthClient,
+    pub redirect_uri: String,
+    pub state: Option<String>,
+    pub code_challenge: String,
+    pub route: String,
+    /// The route's canonical URL: the token's audience.
+    pub resource: String,
+    pub scope: String,
+    /// The query string as received, carried through the forms.
+    pub query: String,
+}
+
+/// Why a request cannot be authorized.
+#[derive(Debug)]
+pub enum Refusal {
+    /// Shown to the person: the redirect URI is not (yet) trustworthy.
+    Page { title: String, message: String },
+    /// Sent back to the client's (checked) redirect URI.
+    Redirect {
+        redirect_uri: String,
+        state: Option<String>,
+        error: &'static str,
+        description: String,
+    },
+}
+
+/// Checks an authorization request (its query string).
+pub fn check(state: &SharedState, query: &str) -> Result<AuthorizeRequest, Refusal> {
+    let params = Params::parse(query.as_bytes());
+    let page = |title: &str, message: String| Refusal::Page {
+        title: title.to_owned(),
+        message,
+    };
+    let client_id = params
+        .get("client_id")
+        .ok_or_else(|| page("Invalid request", "the request has no client_id".into()))?;
+    let client = match state.store.client(client_id) {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return Err(page(
+                "Unknown application",
+                format!("no application with client_id {client_id:?} is registered on this relay"),
+            ))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "client lookup failed");
+            return Err(page(
+                "Server error",
+                "the relay's state store failed".into(),
+            ));
+        }
+    };
+    let redirect_uri = params
+        .get("redirect_uri")
+        .ok_or_else(|| page("Invalid request", "the request has no redirect_uri".into()))?;
+    if !client
+        .redirect_uris
+        .iter()
+        .any(|r| clients::redirect_matches(r, redirect_uri))
+    {
+        return Err(page(
+            "Invalid redirect URI",
+            format!(
+                "{redirect_uri:?} is not a redirect URI registered for this application; \
+                 the relay will not send you there"
+            ),
+        ));
+    }
+    if let Some(p) = params.repeated() {
+        return Err(page(
+            "Invalid request",
+            format!("the parameter {p:?} is given more than once"),
+        ));
+    }
+    let state_param = params.get("state").map(str::to_owned);
+    let refuse = |error: &'static str, description: String| Refusal::Redirect {
+        redirect_uri: redirect_uri.to_owned(),
+        state: state_param.clone(),
+        error,
+        description,
+    };
+    match params.get("response_type") {
+        Some("code") => {}
+        Some(other) => {
+            return Err(refuse(
+                "unsupported_response_type",
+                format!("response_type {other:?} is not supported; use \"code\""),
+            ))
+        }
+        None => {
+            return Err(refuse(
+                "invalid_request",
+                "response_type is required".into(),
+            ))
+        }
+    }
+    let Some(code_challenge) = params.get("code_challenge") else {
+        return Err(refuse(
+            "invalid_request",
+            "PKCE is required: code_challenge is missing".into(),
+        ));
+    };
+    if params.get("code_challenge_method") != Some("S256") {
+        return Err(refuse(
+            "invalid_request",
+            "code_challenge_method must be S256".into(),
+        ));
+    }
+    if !pkce::valid_challenge(code_challenge) {
+        return Err(refuse(
+            "invalid_request",
+            "code_challenge must be 43 characters of base64url (an S256 challenge)".into(),
+        ));
+    }
+    let Some(resource_param) = params.get("resource") else {
+        return Err(refuse(
+            "invalid_target",
+            "resource is required: the URL of the route to use (RFC 8707)".into(),
+        ));
+    };
+    let Some((route, resource)) = resource::route_of(&state.public_url, resource_param) else {
+        return Err(refuse(
+            "invalid_target",
+            format!(
+                "resource {resource_param:?} is not a route of this relay ({}/mcp/<route>)",
+                state.public_url
+            ),
+        ));
+    };
+    let scope = match params.get("scope") {
+        None => SCOPE.to_owned(),
+        Some(s) => {
+            if let Some(bad) = s.split(' ').find(|s| !s.is_empty() && *s != SCOPE) {
+                return Err(refuse(
+                    "invalid_scope",
+                    format!("scope {bad:?} is not known here (supported: {SCOPE})"),
+                ));
+            }
+            SCOPE.to_owned()
+        }
+    };
+    Ok(AuthorizeRequest {
+        client,
+        redirect_uri: redirect_uri.to_owned(),
+        state: state_param,
+        code_challenge: code_challenge.to_owned(),
+        route,
+        resource,
+        scope,
+        query: query.to_owned(),
+    })
+}
+
+/// `GET /oauth/authorize`.
+pub fn authorize(state: &SharedState, headers: &HeaderMap, query: &str) -> Response<RespBody> {
+    let req = match check(state, query) {
+        Ok(r) => r,
+        Err(refusal) => return refused(state, refusal),
+    };
+    match session::current(state, headers) {
+        Some((_, s)) => match &s.email {
+            Some(email) => {
+                match state
+                    .store
+                    .has_consent(email, &req.client.client_id, &req.route, &req.scope)
+                {
+                    Ok(true) => issue_code(state, &req, email),
+                    Ok(false) => consent_page(&s, &req, email),
+                    Err(e) => store_failed(e),
+                }
+            }
+            None => login_page(&s, &req, "", None, StatusCode::OK),
+        },
+        None => {
+            // A fresh session to carry the CSRF token of the sign-in form.
+            let id = match state.store.create_session(None, session::TTL_SECS) {
+                Ok(id) => id,
+                Err(e) => return store_failed(e),
+            };
+            let s = match state.store.session(&id) {
+                Ok(Some(s)) => s,
+                Ok(None) => {
+                    return store_failed(crate::RelayError::Config("session vanished".into()))
+                }
+                Err(e) => return store_failed(e),
+            };
+            with_cookie(login_page(&s, &req, "", None, StatusCode::OK), &id)
+        }
+    }
+}
+
+/// `POST /oauth/login`.
+pub async fn login(state: &SharedState, headers: &HeaderMap, form: &Params) -> Response<RespBody> {
+    let Some((old_id, s)) = checked_session(state, headers, form) else {
+        return csrf_refused();
+    };
+    let req = match check(state, form.get("request").unwrap_or("")) {
+        Ok(r) => r,
+        Err(refusal) => return refused(state, refusal),
+    };
+    let email = form.get("email").unwrap_or("").trim();
+    let password = form.get("password").unwrap_or("");
+    // argon2 takes a while on purpose: not on the async workers.
+    let checked = {
+        let state = state.clone();
+        let (email, password) = (email.to_owned(), password.to_owned());
+        tokio::task::spawn_blocking(move || {
+            super::accounts::check_password(&state.store, &email, &password)
+        })
+        .await
+        .unwrap_or_else(|e| Err(crate::RelayError::Password(e.to_string())))
+    };
+    match checked {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::info!(
+                email,
+                client_id = req.client.client_id,
+                "sign-in refused: wrong email or password"
+            );
+            return login_page(
+                &s,
+                &req,
+                email,
+                Some("Wrong email or password."),
+                StatusCode::UNAUTHORIZED,
+            );
+        }
+        Err(e) => return store_failed(e),
+    }
+    // A new session id on sign-in (no session fixation).
+    let _ = state.store.end_session(&old_id);
+    let id = match state.store.create_session(Some(email), session::TTL_SECS) {
+        Ok(id) => id,
+        Err(e) => return store_failed(e),
+    };
+    tracing::info!(email, client_id = req.client.client_id, "signed in");
+    with_cookie(redirect(&format!("/oauth/authorize?{}", req.query)), &id)
+}
+
+/// `POST /oauth/consent`.
+pub fn consent(state: &SharedState, headers: &HeaderMap, form: &Params) -> Response<RespBody> {
+    let Some((_, s)) = checked_session(state, headers, form) else {
+        return csrf_refused();
+    };
+    let req = match check(state, form.get("request").unwrap_or("")) {
+        Ok(r) => r,
+        Err(refusal) => return refused(state, refusal),
+    };
+    let Some(email) = s.email.clone() else {
+        return login_page(&s, &req, "", None, StatusCode::UNAUTHORIZED);
+    };
+    match form.get("decision") {
+        Some("approve") => {
+            if let Err(e) =
+                state
+                    .store
+                    .record_consent(&email, &req.client.client_id, &req.route, &req.scope)
+            {
+                return store_failed(e);
+            }
+            issue_code(state, &req, &email)
+        }
+        Some("deny") => refused(
+            state,
+            Refusal::Redirect {
+                redirect_uri: req.redirect_uri,
+                state: req.state,
+                error: "access_denied",
+                description: "the user denied access".into(),
+            },
+        ),
+        _ => html(
+            StatusCode::BAD_REQUEST,
+            pages::error("Invalid request", "the form has no decision"),
+        ),
+    }
+}
+
+/// The session of a form post, if its CSRF token is the session's.
+fn checked_session(
+    state: &SharedState,
+    headers: &HeaderMap,
+    form: &Params,
+) -> Option<(String, Session)> {
+    let (id, s) = session::current(state, headers)?;
+    session::csrf_ok(&s, form.get("csrf")).then_some((id, s))
+}
+
+fn csrf_refused() -> Response<RespBody> {
+    html(
+        StatusCode::FORBIDDEN,
+        pages::error(
+            "Form expired",
+            "the form's CSRF token is missing or does not belong to this browser's session; \
+             go back to the application and start signing in again",
+        ),
+    )
+}
+
+fn issue_code(state: &SharedState, req: &AuthorizeRequest, email: &str) -> Response<RespBody> {
+    let code = AuthCode {
+        family: token::random_hex(16),
+        client_id: req.client.client_id.clone(),
+        redirect_uri: req.redirect_uri.clone(),
+        code_challenge: req.code_challenge.clone(),
+        resource: req.resource.clone(),
+        email: email.to_owned(),
+        scope: req.scope.clone(),
+        expires_at: now() + CODE_TTL_SECS,
+    };
+    let secret = match state.store.insert_code(&code) {
+        Ok(s) => s,
+        Err(e) => return store_failed(e),
+    };
+    tracing::info!(
+        email,
+        client_id = req.client.client_id,
+        route = req.route,
+        "authorization code issued"
+    );
+    let mut pairs = vec![("code", secret.as_str())];
+    if let Some(s) = &req.state {
+        pairs.push(("state", s));
+    }
+    pairs.push(("iss", state.issuer()));
+    redirect(&with_query(&req.redirect_uri, &pairs))
+}
+
+fn refused(state: &SharedState, refusal: Refusal) -> Response<RespBody> {
+    match refusal {
+        Refusal::Page { title, message } => {
+            html(StatusCode::BAD_REQUEST, pages::error(&title, &message))
+        }
+        Refusal::Redirect {
+            redirect_uri,
+            state: client_state,
+            error,
+            description,
+        } => {
+            let mut pairs = vec![
+                ("error", error),
+                ("error_description", description.as_str()),
+            ];
+            if let Some(s) = &client_state {
+                pairs.push(("state", s));
+            }
+            pairs.push(("iss", state.issuer()));
+            redirect(&with_query(&redirect_uri, &pairs))
+        }
+    }
+}
+
+/// `uri` with `pairs` added to its query.
+fn with_query(uri: &str, pairs: &[(&str, &str)]) -> String {
+    match Url::parse(uri) {
+        Ok(mut url) => {
+            url.query_pairs_mut().extend_pairs(pairs);
+            url.to_string()
+        }
+        // Registered URIs were parsed at registration; this cannot happen.
+        Err(_) => uri.to_owned(),
+    }
+}
+
+fn client_label(client: &OAuthClient) -> String {
+    match &client.client_name {
+        Some(n) => format!("{n} ({})", client.client_id),
+        None => client.client_id.clone(),
+    }
+}
+
+fn login_page(
+    s: &Session,
+    req: &AuthorizeRequest,
+    email: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response<RespBody> {
+    html(
+        status,
+        pages::login(
+            &s.csrf,
+            &req.query,
+            &client_label(&req.client),
+            &req.route,
+            email,
+            error,
+        ),
+    )
+}
+
+fn consent_page(s: &Session, req: &AuthorizeRequest, email: &str) -> Response<RespBody> {
+    let host = Url::parse(&req.redirect_uri)
+        .ok()
+        .map(|u| match u.host_str() {
+            Some(h) => format!("{}://{h}", u.scheme()),
+            None => format!("{}:", u.scheme()),
+        })
+        .unwrap_or_default();
+    html(
+        StatusCode::OK,
+        pages::consent(
+            &s.csrf,
+            &req.query,
+            &pages::ConsentView {
+                email,
+                client: &client_label(&req.client),
+                redirect_host: &host,
+                route: &req.route,
+                resource: &req.resource,
+                scope: &req.scope,
+            },
+        ),
+    )
+}
+
+fn with_cookie(mut resp: Response<RespBody>, id: &str) -> Response<RespBody> {
+    if let Some(v) = session::set_cookie(id) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+fn store_failed(e: crate::RelayError) -> Response<RespBody> {
+    tracing::error!(error = %e, "OAuth state store failed");
+    html(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        pages::error("Server error", "the relay's state store failed"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_query;
+
+    #[test]
+    fn answers_are_added_to_the_redirect_uri_query() {
+        assert_eq!(
+            with_query(
+                "http://127.0.0.1:5/cb",
+                &[("code", "c"), ("iss", "https://r:1")]
+            ),
+            "http://127.0.0.1:5/cb?code=c&iss=https%3A%2F%2Fr%3A1"
+        );
+        assert_eq!(
+            with_query(
+                "cursor://anysphere.cursor-mcp/oauth/callback?x=1",
+                &[("state", "a b")]
+            ),
+            "cursor://anysphere.cursor-mcp/oauth/callback?x=1&state=a+b"
+        );
+    }
+}

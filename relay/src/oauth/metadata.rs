@@ -1,0 +1,68 @@
+//! Discovery: protected-resource metadata (RFC 9728), authorization-server
+//! metadata (RFC 8414), and the `WWW-Authenticate` challenge that points a
+//! client at them.
+
+use crate::state::RelayState;
+
+use super::SCOPE;
+
+/// Where the protected-resource metadata of `route` lives (path-inserted form).
+pub fn resource_metadata_url(state: &RelayState, route: &str) -> String {
+    format!(
+        "{}/.well-known/oauth-protected-resource/mcp/{route}",
+        state.public_url
+    )
+}
+
+/// Protected-resource metadata: of a route, or (root form) of the relay.
+pub fn protected_resource(state: &RelayState, route: Option<&str>) -> serde_json::Value {
+    let (resource, name) = match route {
+        Some(r) => (state.route_url(r), format!("Drawbridge route {r}")),
+        None => (state.public_url.clone(), "Drawbridge relay".to_owned()),
+    };
+    serde_json::json!({
+        "resource": resource,
+        "authorization_servers": [state.issuer()],
+        "scopes_supported": [SCOPE],
+        "bearer_methods_supported": ["header"],
+        "resource_name": name,
+    })
+}
+
+/// Authorization-server metadata (also served at the OpenID discovery path).
+pub fn authorization_server(state: &RelayState) -> serde_json::Value {
+    let issuer = state.issuer();
+    serde_json::json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/oauth/authorize"),
+        "token_endpoint": format!("{issuer}/oauth/token"),
+        "registration_endpoint": format!("{issuer}/oauth/register"),
+        "revocation_endpoint": format!("{issuer}/oauth/revoke"),
+        "scopes_supported": [SCOPE],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "revocation_endpoint_auth_methods_supported": ["none"],
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": true,
+        // Client ID metadata documents are not supported yet.
+        "client_id_metadata_document_supported": false,
+    })
+}
+
+/// The `WWW-Authenticate` value of a 401 from `route`; `error` when a token
+/// was presented (RFC 6750 §3).
+pub fn challenge(state: &RelayState, route: &str, error: Option<(&str, &str)>) -> String {
+    let mut c = format!(
+        "Bearer realm=\"drawbridge\", resource_metadata=\"{}\", scope=\"{SCOPE}\"",
+        resource_metadata_url(state, route)
+    );
+    if let Some((code, description)) = error {
+        c.push_str(&format!(
+            ", error=\"{code}\", error_description=\"{}\"",
+            description.replace(['"', '\\'], "'")
+        ));
+    }
+    c
+}

@@ -1,0 +1,334 @@
+//! The relay as the OAuth 2.1 authorization server of its routes (the MCP
+//! authorization spec): discovery ([`metadata`]), dynamic client registration
+//! ([`clients`]), the authorization code flow with local accounts
+//! ([`authorize`], [`pages`], [`session`], [`accounts`]), the token endpoint
+//! ([`token_endpoint`]) and revocation ([`revoke`]).
+//!
+//! Access tokens are opaque (`dboa_…`), stored hashed, and bound to exactly
+//! one route's URL; the gateway checks them in `authenticate`.
+
+pub mod accounts;
+pub mod authorize;
+pub mod clients;
+pub mod metadata;
+pub mod pages;
+pub mod pkce;
+pub mod ratelimit;
+pub mod resource;
+pub mod revoke;
+pub mod session;
+pub mod token_endpoint;
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+
+use crate::gateway::RespBody;
+use crate::state::SharedState;
+
+/// The one scope routes know.
+pub const SCOPE: &str = "mcp";
+
+/// Largest form or JSON body the OAuth endpoints read.
+const MAX_BODY: usize = 64 * 1024;
+
+/// The authorization server's in-memory state.
+pub struct OAuthState {
+    /// Dynamic client registrations per client IP.
+    pub registrations: ratelimit::RateLimiter,
+}
+
+impl Default for OAuthState {
+    fn default() -> Self {
+        OAuthState {
+            // A burst of 10, then one every 6 s: generous for clients that
+            // register on every connect, useless for filling the table.
+            registrations: ratelimit::RateLimiter::new(10.0, 1.0 / 6.0),
+        }
+    }
+}
+
+/// Whether the authorization server serves `path`.
+pub fn serves(path: &str) -> bool {
+    path.starts_with("/.well-known/") || path.starts_with("/oauth/")
+}
+
+/// Serves one request to a discovery or OAuth endpoint.
+pub async fn handle(
+    state: &SharedState,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<RespBody> {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    if method == Method::OPTIONS {
+        return cors(preflight());
+    }
+    let resp = match (method.clone(), path.as_str()) {
+        (Method::GET, "/.well-known/oauth-authorization-server")
+        | (Method::GET, "/.well-known/openid-configuration") => {
+            json(StatusCode::OK, &metadata::authorization_server(state))
+        }
+        (Method::GET, "/.well-known/oauth-protected-resource") => {
+            json(StatusCode::OK, &metadata::protected_resource(state, None))
+        }
+        (Method::GET, p) if p.starts_with("/.well-known/oauth-protected-resource/mcp/") => {
+            let route = &p["/.well-known/oauth-protected-resource/mcp/".len()..];
+            let route = route.strip_suffix('/').unwrap_or(route);
+            if protocol::validate_route_name(route).is_err() {
+                oauth_error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    &format!("{route:?} is not a route name"),
+                )
+            } else {
+                json(
+                    StatusCode::OK,
+                    &metadata::protected_resource(state, Some(route)),
+                )
+            }
+        }
+        (Method::POST, "/oauth/register") => match read_body(req).await {
+            Ok(body) => clients::register(state, peer, &body),
+            Err(resp) => resp,
+        },
+        (Method::GET, "/oauth/authorize") => {
+            let query = req.uri().query().unwrap_or("").to_owned();
+            authorize::authorize(state, req.headers(), &query)
+        }
+        (Method::POST, "/oauth/login") => {
+            let headers = req.headers().clone();
+            match read_form(req).await {
+                Ok(form) => authorize::login(state, &headers, &form).await,
+                Err(resp) => resp,
+            }
+        }
+        (Method::POST, "/oauth/consent") => {
+            let headers = req.headers().clone();
+            match read_form(req).await {
+                Ok(form) => authorize::consent(state, &headers, &form),
+                Err(resp) => resp,
+            }
+        }
+        (Method::POST, "/oauth/token") => match read_form(req).await {
+            Ok(form) => token_endpoint::token(state, &form),
+            Err(resp) => resp,
+        },
+        (Method::POST, "/oauth/revoke") => match read_form(req).await {
+            Ok(form) => revoke::revoke(state, &form),
+            Err(resp) => resp,
+        },
+        (
+            _,
+            "/.well-known/oauth-authorization-server"
+            | "/.well-known/openid-configuration"
+            | "/.well-known/oauth-protected-resource"
+            | "/oauth/register"
+            | "/oauth/authorize"
+            | "/oauth/login"
+            | "/oauth/consent"
+            | "/oauth/token"
+            | "/oauth/revoke",
+        ) => oauth_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request",
+            &format!("{method} is not allowed on {path}"),
+        ),
+        _ => oauth_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("no such path on this relay: {path}"),
+        ),
+    };
+    // The HTML pages are for the browser that signs in; everything else
+    // may be read by browser-based MCP clients.
+    if path.starts_with("/.well-known/")
+        || matches!(
+            path.as_str(),
+            "/oauth/register" | "/oauth/token" | "/oauth/revoke"
+        )
+    {
+        cors(resp)
+    } else {
+        resp
+    }
+}
+
+/// The parameters of a form (or query string). A parameter given twice is
+/// an error (RFC 6749 §3.1).
+#[derive(Debug, Default, Clone)]
+pub struct Params {
+    pairs: Vec<(String, String)>,
+}
+
+impl Params {
+    pub fn parse(bytes: &[u8]) -> Params {
+        Params {
+            pairs: url::form_urlencoded::parse(bytes).into_owned().collect(),
+        }
+    }
+
+    /// The value of `name`; empty values count as absent.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first parameter given more than once, if any.
+    pub fn repeated(&self) -> Option<&str> {
+        self.pairs.iter().enumerate().find_map(|(i, (k, _))| {
+            self.pairs[..i]
+                .iter()
+                .any(|(p, _)| p == k)
+                .then_some(k.as_str())
+        })
+    }
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<RespBody>> {
+    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) => Err(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &format!("could not read the request body (at most {MAX_BODY} bytes): {e}"),
+        )),
+    }
+}
+
+/// Reads an `application/x-www-form-urlencoded` body.
+async fn read_form(req: Request<Incoming>) -> Result<Params, Response<RespBody>> {
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !is_form {
+        return Err(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the body must be application/x-www-form-urlencoded",
+        ));
+    }
+    Ok(Params::parse(&read_body(req).await?))
+}
+
+/// Compares two secrets in constant time.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn full(body: impl Into<Bytes>) -> RespBody {
+    Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A JSON answer that no cache keeps (RFC 6749 §5.1).
+pub fn json(status: StatusCode, body: &serde_json::Value) -> Response<RespBody> {
+    let mut resp = Response::new(full(body.to_string()));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+/// An OAuth error answer: `{"error": code, "error_description": text}`.
+pub fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response<RespBody> {
+    json(
+        status,
+        &serde_json::json!({ "error": code, "error_description": description }),
+    )
+}
+
+/// An HTML page.
+pub fn html(status: StatusCode, body: String) -> Response<RespBody> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // The pages carry no script and must not be framed (clickjacking).
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    resp
+}
+
+/// A 303 to `location`.
+pub fn redirect(location: &str) -> Response<RespBody> {
+    let mut resp = Response::new(full(Bytes::new()));
+    *resp.status_mut() = StatusCode::SEE_OTHER;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn preflight() -> Response<RespBody> {
+    let mut resp = Response::new(full(Bytes::new()));
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    let h = resp.headers_mut();
+    h.insert(
+        "access-control-allow-methods",
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    h.insert(
+        "access-control-allow-headers",
+        HeaderValue::from_static("Authorization, Content-Type, Accept, MCP-Protocol-Version"),
+    );
+    h.insert("access-control-max-age", HeaderValue::from_static("600"));
+    resp
+}
+
+fn cors(mut resp: Response<RespBody>) -> Response<RespBody> {
+    resp.headers_mut()
+        .insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_know_repeats_and_empty_values() {
+        let p = Params::parse(b"a=1&b=&c=x%20y&a=2");
+        assert_eq!(p.get("a"), Some("1"));
+        assert_eq!(p.get("b"), None);
+        assert_eq!(p.get("c"), Some("x y"));
+        assert_eq!(p.repeated(), Some("a"));
+        assert_eq!(Params::parse(b"a=1&b=2").repeated(), None);
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"ab"));
+    }
+}

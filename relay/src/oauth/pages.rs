@@ -1,0 +1,137 @@
+//! The sign-in, consent and error pages: server-rendered HTML, no script.
+
+/// Escapes text for HTML content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn layout(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>{title} · Drawbridge</title>\
+<style>body{{font-family:system-ui,sans-serif;max-width:28rem;margin:3rem auto;padding:0 1rem;color:#222}}\
+label{{display:block;margin:.8rem 0 .2rem}}input[type=email],input[type=password]{{width:100%;padding:.4rem}}\
+button{{margin:1rem .5rem 0 0;padding:.5rem 1rem}}.error{{color:#a00}}dt{{font-weight:600}}dd{{margin:0 0 .5rem}}</style>\
+</head><body><h1>{title}</h1>\n{body}\n</body></html>\n",
+        title = escape(title)
+    )
+}
+
+/// The hidden fields every form carries: the CSRF token and the
+/// authorization request being answered.
+fn hidden(csrf: &str, request: &str) -> String {
+    format!(
+        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+<input type=\"hidden\" name=\"request\" value=\"{}\">",
+        escape(csrf),
+        escape(request)
+    )
+}
+
+/// The sign-in page.
+pub fn login(
+    csrf: &str,
+    request: &str,
+    client: &str,
+    route: &str,
+    email: &str,
+    error: Option<&str>,
+) -> String {
+    let error = error
+        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
+        .unwrap_or_default();
+    layout(
+        "Sign in",
+        &format!(
+            "<p><strong>{client}</strong> wants to use the route <strong>{route}</strong>. \
+Sign in to this relay first.</p>{error}\
+<form method=\"post\" action=\"/oauth/login\">{hidden}\
+<label for=\"email\">Email</label><input id=\"email\" type=\"email\" name=\"email\" value=\"{email}\" required autofocus>\
+<label for=\"password\">Password</label><input id=\"password\" type=\"password\" name=\"password\" required>\
+<button type=\"submit\">Sign in</button></form>",
+            client = escape(client),
+            route = escape(route),
+            email = escape(email),
+            hidden = hidden(csrf, request),
+        ),
+    )
+}
+
+/// What the consent page shows.
+pub struct ConsentView<'a> {
+    pub email: &'a str,
+    pub client: &'a str,
+    pub redirect_host: &'a str,
+    pub route: &'a str,
+    pub resource: &'a str,
+    pub scope: &'a str,
+}
+
+/// The consent page.
+pub fn consent(csrf: &str, request: &str, v: &ConsentView<'_>) -> String {
+    layout(
+        "Allow access?",
+        &format!(
+            "<p>Signed in as <strong>{email}</strong>.</p>\
+<dl><dt>Application</dt><dd>{client}</dd>\
+<dt>It will send you back to</dt><dd>{host}</dd>\
+<dt>Route</dt><dd>{route} ({resource})</dd>\
+<dt>Scopes</dt><dd>{scope}</dd></dl>\
+<p>The application may call this route's tools as you, within the route's policy, \
+until you revoke its access.</p>\
+<form method=\"post\" action=\"/oauth/consent\">{hidden}\
+<button type=\"submit\" name=\"decision\" value=\"approve\">Allow</button>\
+<button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></form>",
+            email = escape(v.email),
+            client = escape(v.client),
+            host = escape(v.redirect_host),
+            route = escape(v.route),
+            resource = escape(v.resource),
+            scope = escape(v.scope),
+            hidden = hidden(csrf, request),
+        ),
+    )
+}
+
+/// An error shown to the person (never a redirect to an unchecked URI).
+pub fn error(title: &str, message: &str) -> String {
+    layout(
+        title,
+        &format!("<p class=\"error\">{}</p>", escape(message)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn everything_shown_is_escaped() {
+        let page = login(
+            "c\"srf",
+            "a=1&b=<x>",
+            "<script>alert(1)</script>",
+            "db",
+            "",
+            Some("bad & worse"),
+        );
+        assert!(!page.contains("<script>"));
+        assert!(page.contains("&lt;script&gt;"));
+        assert!(page.contains("value=\"c&quot;srf\""));
+        assert!(page.contains("value=\"a=1&amp;b=&lt;x&gt;\""));
+        assert!(page.contains("bad &amp; worse"));
+        assert!(!page.to_ascii_lowercase().contains("<script"));
+    }
+}

@@ -1,0 +1,283 @@
+//! The token endpoint (`POST /oauth/token`): authorization codes (with PKCE)
+//! and refresh tokens (rotated on every use; a reused one revokes its whole
+//! family) are exchanged for an access token bound to one route.
+
+use http::{Response, StatusCode};
+
+use crate::gateway::RespBody;
+use crate::oauth_store::{CodeRedemption, Grant, IssuedTokens, OAuthTokenKind};
+use crate::state::SharedState;
+use crate::store::now;
+
+use super::{json, oauth_error, pkce, resource, Params};
+
+/// `POST /oauth/token`.
+pub fn token(state: &SharedState, form: &Params) -> Response<RespBody> {
+    match exchange(state, form) {
+        Ok(issued) => json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "access_token": issued.access_token,
+                "token_type": "Bearer",
+                "expires_in": issued.expires_in,
+                "refresh_token": issued.refresh_token,
+                "scope": issued.scope,
+            }),
+        ),
+        Err(e) => e.response(),
+    }
+}
+
+/// An RFC 6749 §5.2 error.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TokenError {
+    pub code: &'static str,
+    pub description: String,
+}
+
+impl TokenError {
+    fn new(code: &'static str, description: impl Into<String>) -> TokenError {
+        TokenError {
+            code,
+            description: description.into(),
+        }
+    }
+
+    fn response(&self) -> Response<RespBody> {
+        let status = match self.code {
+            "invalid_client" => StatusCode::UNAUTHORIZED,
+            "server_error" => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        oauth_error(status, self.code, &self.description)
+    }
+}
+
+fn store_error(e: crate::RelayError) -> TokenError {
+    tracing::error!(error = %e, "OAuth state store failed");
+    TokenError::new("server_error", "the relay's state store failed")
+}
+
+fn exchange(state: &SharedState, form: &Params) -> Result<IssuedTokens, TokenError> {
+    if let Some(p) = form.repeated() {
+        return Err(TokenError::new(
+            "invalid_request",
+            format!("the parameter {p:?} is given more than once"),
+        ));
+    }
+    let grant_type = form
+        .get("grant_type")
+        .ok_or_else(|| TokenError::new("invalid_request", "grant_type is required"))?;
+    if !matches!(grant_type, "authorization_code" | "refresh_token") {
+        return Err(TokenError::new(
+            "unsupported_grant_type",
+            format!(
+                "grant_type {grant_type:?} is not supported (authorization_code, refresh_token)"
+            ),
+        ));
+    }
+    if form.get("client_secret").is_some() {
+        return Err(TokenError::new(
+            "invalid_client",
+            "clients of this relay are public: they authenticate with PKCE, not a client_secret",
+        ));
+    }
+    let client_id = form
+        .get("client_id")
+        .ok_or_else(|| TokenError::new("invalid_request", "client_id is required"))?;
+    let client = state
+        .store
+        .client(client_id)
+        .map_err(store_error)?
+        .ok_or_else(|| {
+            TokenError::new(
+                "invalid_client",
+                format!("no client {client_id:?} is registered on this relay"),
+            )
+        })?;
+    // A resource, when given, must name the grant's route (RFC 8707 §2.2).
+    let resource = match form.get("resource") {
+        None => None,
+        Some(r) => Some(
+            resource::route_of(&state.public_url, r)
+                .map(|(_, url)| url)
+                .ok_or_else(|| {
+                    TokenError::new(
+                        "invalid_target",
+                        format!("resource {r:?} is not a route of this relay"),
+                    )
+                })?,
+        ),
+    };
+    let access_ttl = state.config.access_token_ttl.as_secs() as i64;
+    let refresh_ttl = state.config.refresh_token_ttl.as_secs() as i64;
+
+    if grant_type == "authorization_code" {
+        let code = form
+            .get("code")
+            .ok_or_else(|| TokenError::new("invalid_request", "code is required"))?;
+        let verifier = form.get("code_verifier").ok_or_else(|| {
+            TokenError::new("invalid_request", "code_verifier is required (PKCE)")
+        })?;
+        let redirect_uri = form
+            .get("redirect_uri")
+            .ok_or_else(|| TokenError::new("invalid_request", "redirect_uri is required"))?;
+        let code = match state.store.redeem_code(code).map_err(store_error)? {
+            CodeRedemption::Fresh(c) => c,
+            CodeRedemption::Replayed => {
+                tracing::warn!(
+                    client_id,
+                    "authorization code replayed; its tokens are revoked"
+                );
+                return Err(TokenError::new(
+                    "invalid_grant",
+                    "the authorization code was already used; tokens issued from it are revoked",
+                ));
+            }
+            CodeRedemption::Unknown => {
+                return Err(TokenError::new(
+                    "invalid_grant",
+                    "the authorization code is not known to this relay",
+                ))
+            }
+        };
+        if code.expires_at <= now() {
+            return Err(TokenError::new(
+                "invalid_grant",
+                "the authorization code has expired",
+            ));
+        }
+        if code.client_id != client.client_id {
+            return Err(TokenError::new(
+                "invalid_grant",
+                "the authorization code was issued to another client",
+            ));
+        }
+        // Identical to the authorization request's (RFC 6749 §4.1.3).
+        if code.redirect_uri != redirect_uri {
+            return Err(TokenError::new(
+                "invalid_grant",
+                "redirect_uri differs from the one of the authorization request",
+            ));
+        }
+        if !pkce::verify(verifier, &code.code_challenge) {
+            return Err(TokenError::new(
+                "invalid_grant",
+                "PKCE verification failed: code_verifier does not match the code_challenge",
+            ));
+        }
+        if resource.as_ref().is_some_and(|r| *r != code.resource) {
+            return Err(TokenError::new(
+                "invalid_target",
+                "resource differs from the one of the authorization request",
+            ));
+        }
+        let issued = state
+            .store
+            .issue_tokens(
+                &Grant {
+                    family: &code.family,
+                    client_id: &code.client_id,
+                    email: &code.email,
+                    resource: &code.resource,
+                    scope: &code.scope,
+                },
+                access_ttl,
+                refresh_ttl,
+            )
+            .map_err(store_error)?;
+        tracing::info!(
+            email = code.email,
+            client_id,
+            resource = code.resource,
+            "OAuth tokens issued"
+        );
+        return Ok(issued);
+    }
+
+    // refresh_token
+    let presented = form
+        .get("refresh_token")
+        .ok_or_else(|| TokenError::new("invalid_request", "refresh_token is required"))?;
+    let old = state
+        .store
+        .oauth_token(presented)
+        .map_err(store_error)?
+        .filter(|t| t.kind == OAuthTokenKind::Refresh)
+        .ok_or_else(|| {
+            TokenError::new(
+                "invalid_grant",
+                "the refresh token is not known to this relay",
+            )
+        })?;
+    if old.client_id != client.client_id {
+        return Err(TokenError::new(
+            "invalid_grant",
+            "the refresh token was issued to another client",
+        ));
+    }
+    if old.rotated_at.is_some() {
+        // Someone holds a refresh token that was already exchanged: either
+        // the client or a thief. Cut both off (OAuth 2.1 §4.3.1).
+        state
+            .store
+            .revoke_family(&old.family)
+            .map_err(store_error)?;
+        tracing::warn!(
+            client_id,
+            email = old.email,
+            "refresh token reused; its family is revoked"
+        );
+        return Err(TokenError::new(
+            "invalid_grant",
+            "the refresh token was already used; every token of this grant is now revoked",
+        ));
+    }
+    if let Err(rejection) = old.check(now()) {
+        return Err(TokenError::new(
+            "invalid_grant",
+            format!("refresh token: {rejection}"),
+        ));
+    }
+    if resource.as_ref().is_some_and(|r| *r != old.resource) {
+        return Err(TokenError::new(
+            "invalid_target",
+            "resource differs from the one the grant is for",
+        ));
+    }
+    if let Some(s) = form.get("scope") {
+        if s.split(' ')
+            .any(|s| !s.is_empty() && !old.scope.split(' ').any(|g| g == s))
+        {
+            return Err(TokenError::new(
+                "invalid_scope",
+                format!("scope {s:?} exceeds the grant's ({})", old.scope),
+            ));
+        }
+    }
+    if !state.store.rotate_refresh(&old.id).map_err(store_error)? {
+        // Lost a race with another exchange of the same token: a reuse.
+        state
+            .store
+            .revoke_family(&old.family)
+            .map_err(store_error)?;
+        return Err(TokenError::new(
+            "invalid_grant",
+            "the refresh token was already used; every token of this grant is now revoked",
+        ));
+    }
+    state
+        .store
+        .issue_tokens(
+            &Grant {
+                family: &old.family,
+                client_id: &old.client_id,
+                email: &old.email,
+                resource: &old.resource,
+                scope: &old.scope,
+            },
+            access_ttl,
+            refresh_ttl,
+        )
+        .map_err(store_error)
+}

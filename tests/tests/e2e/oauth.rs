@@ -1,0 +1,752 @@
+//! The relay as OAuth 2.1 authorization server: the Python MCP SDK's OAuth
+//! client signs in with a local account (dynamic registration, login and
+//! consent forms, PKCE, resource, iss) and calls tools through the tunnel;
+//! then the flow's edges, driven over plain HTTPS: discovery, wrong PKCE
+//! verifier, replayed code, redirect URI mismatch, a token for another
+//! route, revocation, refresh-token reuse, a missing CSRF token, and an
+//! open-redirect attempt.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use e2e::client::{full_body, Answer};
+use e2e::{AgentProc, HttpsClient, RelayProc, TempDir};
+
+const EMAIL: &str = "alice@example.com";
+const PASSWORD: &str = "correct horse battery";
+const REDIRECT: &str = "http://127.0.0.1:53682/callback";
+/// RFC 7636 Appendix B.
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+fn python() -> PathBuf {
+    let venv = std::env::var_os("VIRTUAL_ENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-tests"));
+    let python = venv.join("bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/test.sh, which installs tests/requirements.txt into .venv-tests",
+        python.display()
+    );
+    python
+}
+
+/// `relay user add EMAIL` with the password on stdin.
+fn add_user(relay: &RelayProc, email: &str, password: &str) -> (i32, String) {
+    let mut child = std::process::Command::new(e2e::procs::bin("relay"))
+        .args(["user", "add", email, "--state-dir"])
+        .arg(relay.state.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run relay user add");
+    writeln!(child.stdin.take().expect("stdin"), "{password}").expect("write password");
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+struct Setup {
+    relay: RelayProc,
+    http: HttpsClient,
+    _agent: Option<AgentProc>,
+    _dir: TempDir,
+}
+
+impl Setup {
+    /// A relay with the local account; with `agent`, the built-in SQLite
+    /// server serves route `db`, owned by that account.
+    async fn new(agent: bool) -> Setup {
+        let relay = RelayProc::start(&[]).await;
+        let (code, err) = add_user(&relay, EMAIL, PASSWORD);
+        assert_eq!(code, 0, "user add: {err}");
+        let dir = TempDir::new("oauth");
+        let agent = if agent {
+            let db = dir.path().join("demo.db").display().to_string();
+            Some(
+                AgentProc::start_upstream(
+                    &relay,
+                    &relay.token(EMAIL, false),
+                    "db",
+                    &["--sqlite", &db],
+                    "auto",
+                )
+                .await,
+            )
+        } else {
+            None
+        };
+        let http = HttpsClient::new(&relay.ca(), false);
+        Setup {
+            relay,
+            http,
+            _agent: agent,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.relay.url())
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: String,
+        cookie: Option<&str>,
+    ) -> Answer {
+        let mut b = http::Request::builder()
+            .method("POST")
+            .uri(self.url(path))
+            .header("content-type", content_type);
+        if let Some(c) = cookie {
+            b = b.header("cookie", c);
+        }
+        self.http
+            .fetch(b.body(full_body(body)).expect("request"))
+            .await
+    }
+
+    async fn get(&self, url: &str, cookie: Option<&str>) -> Answer {
+        let mut b = http::Request::builder().method("GET").uri(url);
+        if let Some(c) = cookie {
+            b = b.header("cookie", c);
+        }
+        self.http
+            .fetch(b.body(full_body("")).expect("request"))
+            .await
+    }
+
+    async fn form(&self, path: &str, pairs: &[(&str, &str)], cookie: Option<&str>) -> Answer {
+        self.post(
+            path,
+            "application/x-www-form-urlencoded",
+            encode(pairs),
+            cookie,
+        )
+        .await
+    }
+
+    async fn register(&self, redirect_uri: &str) -> String {
+        let a = self
+            .post(
+                "/oauth/register",
+                "application/json",
+                serde_json::json!({
+                    "client_name": "e2e <script>",
+                    "redirect_uris": [redirect_uri],
+                    "token_endpoint_auth_method": "none",
+                })
+                .to_string(),
+                None,
+            )
+            .await;
+        assert_eq!(a.status, 201, "{}", a.text());
+        a.json()["client_id"]
+            .as_str()
+            .expect("client_id")
+            .to_owned()
+    }
+
+    fn authorize_url(&self, client_id: &str, redirect_uri: &str, route: &str) -> String {
+        format!(
+            "{}?{}",
+            self.url("/oauth/authorize"),
+            encode(&[
+                ("response_type", "code"),
+                ("client_id", client_id),
+                ("redirect_uri", redirect_uri),
+                ("code_challenge", CHALLENGE),
+                ("code_challenge_method", "S256"),
+                ("resource", &self.relay.route_url(route)),
+                ("scope", "mcp"),
+                ("state", "xyz"),
+            ])
+        )
+    }
+
+    /// The browser's part: sign in and consent; returns the final redirect.
+    async fn sign_in(&self, client_id: &str, route: &str) -> url::Url {
+        let page = self
+            .get(&self.authorize_url(client_id, REDIRECT, route), None)
+            .await;
+        assert_eq!(page.status, 200, "{}", page.text());
+        let cookie = session_cookie(&page);
+        let body = page.text();
+        let a = self
+            .form(
+                "/oauth/login",
+                &[
+                    ("csrf", &hidden(&body, "csrf")),
+                    ("request", &hidden(&body, "request")),
+                    ("email", EMAIL),
+                    ("password", PASSWORD),
+                ],
+                Some(&cookie),
+            )
+            .await;
+        assert_eq!(a.status, 303, "{}", a.text());
+        let cookie = session_cookie(&a);
+        let next = self
+            .get(&self.url(location(&a).as_str()), Some(&cookie))
+            .await;
+        let last = if next.status == 303 {
+            next
+        } else {
+            assert_eq!(next.status, 200, "{}", next.text());
+            let body = next.text();
+            assert!(body.contains("Allow access?"), "{body}");
+            // The client's name is shown, escaped.
+            assert!(body.contains("e2e &lt;script&gt;"), "{body}");
+            self.form(
+                "/oauth/consent",
+                &[
+                    ("csrf", &hidden(&body, "csrf")),
+                    ("request", &hidden(&body, "request")),
+                    ("decision", "approve"),
+                ],
+                Some(&cookie),
+            )
+            .await
+        };
+        assert_eq!(last.status, 303, "{}", last.text());
+        url::Url::parse(&location(&last)).expect("redirect URL")
+    }
+
+    async fn code(&self, client_id: &str, route: &str) -> String {
+        let to = self.sign_in(client_id, route).await;
+        assert!(to.as_str().starts_with(REDIRECT), "{to}");
+        let q = query(&to);
+        assert_eq!(q("state").as_deref(), Some("xyz"));
+        assert_eq!(q("iss").as_deref(), Some(self.relay.url().as_str()));
+        q("code").expect("code")
+    }
+
+    async fn exchange(
+        &self,
+        client_id: &str,
+        code: &str,
+        verifier: &str,
+        redirect: &str,
+    ) -> Answer {
+        self.form(
+            "/oauth/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("code_verifier", verifier),
+                ("redirect_uri", redirect),
+                ("client_id", client_id),
+                ("resource", &self.relay.route_url("db")),
+            ],
+            None,
+        )
+        .await
+    }
+
+    async fn refresh(&self, client_id: &str, refresh_token: &str) -> Answer {
+        self.form(
+            "/oauth/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+                ("client_id", client_id),
+            ],
+            None,
+        )
+        .await
+    }
+
+    /// POSTs `tools/list` to a route with a bearer token.
+    async fn list_tools(&self, route: &str, token: &str) -> Answer {
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(self.relay.route_url(route))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18")
+            .body(full_body(
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#,
+            ))
+            .expect("request");
+        self.http.fetch(req).await
+    }
+
+    /// Signs in and exchanges the code: (client_id, token response).
+    async fn tokens(&self) -> (String, serde_json::Value) {
+        let client_id = self.register(REDIRECT).await;
+        let code = self.code(&client_id, "db").await;
+        let a = self.exchange(&client_id, &code, VERIFIER, REDIRECT).await;
+        assert_eq!(a.status, 200, "{}", a.text());
+        assert_eq!(a.headers["cache-control"], "no-store");
+        (client_id, a.json())
+    }
+}
+
+fn encode(pairs: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+}
+
+fn location(a: &Answer) -> String {
+    a.headers["location"].to_str().expect("ascii").to_owned()
+}
+
+fn session_cookie(a: &Answer) -> String {
+    let set = a.headers["set-cookie"].to_str().expect("ascii");
+    for attr in ["Secure", "HttpOnly", "SameSite=Lax"] {
+        assert!(set.contains(attr), "{set}");
+    }
+    set.split(';').next().expect("cookie").to_owned()
+}
+
+fn hidden(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {page}"))
+        + marker.len();
+    let end = start + page[start..].find('"').expect("closing quote");
+    page[start..end]
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+fn query(u: &url::Url) -> impl Fn(&str) -> Option<String> + '_ {
+    move |name| {
+        u.query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+}
+
+fn oauth_error(a: &Answer) -> String {
+    a.json()["error"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_signs_in_with_a_local_account_and_calls_tools() {
+    let s = Setup::new(true).await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/oauth_client.py");
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(python())
+            .arg(&script)
+            .arg(s.relay.route_url("db"))
+            .arg(s.relay.ca())
+            .arg(EMAIL)
+            .arg(PASSWORD)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the Python client finished within 120s")
+    .expect("run the Python client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "python OAuth client failed:\n{stderr}"
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\n{stderr}"));
+    assert_eq!(v["pages"], serde_json::json!(["login", "consent"]), "{v}");
+    assert_eq!(v["issuer"], s.relay.url(), "{v}");
+    assert!(
+        v["tools"]
+            .as_array()
+            .expect("tools")
+            .iter()
+            .any(|t| t == "read_query"),
+        "{v}"
+    );
+    assert_eq!(v["read"]["is_error"], false, "{v}");
+    assert_eq!(v["read"]["structured"]["rows"][0]["n"], 12, "{v}");
+    assert_eq!(v["scope"], "mcp", "{v}");
+    let client_id = v["client_id"].as_str().expect("client_id");
+    assert!(v["access_token"]
+        .as_str()
+        .expect("token")
+        .starts_with("dboa_"));
+
+    // The audit names the user and the OAuth client.
+    let mut calls = Vec::new();
+    for _ in 0..100 {
+        let (code, out, err) = s.relay.admin(&["audit", "--json", "--decision", "allow"]);
+        assert_eq!(code, 0, "{err}");
+        calls = out
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line"))
+            .filter(|e| e["target"] == "read_query")
+            .collect();
+        if !calls.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let call = calls.first().expect("an audited read_query");
+    assert_eq!(call["identity"], EMAIL, "{call}");
+    assert_eq!(call["client"], client_id, "{call}");
+
+    // The same token at the relay works for this route only (audience).
+    let token = v["access_token"].as_str().expect("token");
+    assert_eq!(s.list_tools("db", token).await.status, 200);
+    let other = s.list_tools("other", token).await;
+    assert_eq!(other.status, 401, "{}", other.text());
+    let challenge = other.headers["www-authenticate"].to_str().expect("ascii");
+    assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+    assert!(challenge.contains("another resource"), "{challenge}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_documents_name_one_issuer() {
+    let s = Setup::new(false).await;
+    let issuer = s.relay.url();
+    // The 401 points at the route's protected-resource metadata.
+    let a = s.list_tools("db", "").await;
+    assert_eq!(a.status, 401);
+    let a = s
+        .http
+        .fetch(
+            http::Request::builder()
+                .method("POST")
+                .uri(s.relay.route_url("db"))
+                .header("content-type", "application/json")
+                .body(full_body("{}"))
+                .expect("req"),
+        )
+        .await;
+    assert_eq!(a.status, 401);
+    let challenge = a.headers["www-authenticate"].to_str().expect("ascii");
+    let prm_url = format!("{issuer}/.well-known/oauth-protected-resource/mcp/db");
+    assert!(
+        challenge.contains(&format!("resource_metadata=\"{prm_url}\"")),
+        "{challenge}"
+    );
+    assert!(challenge.contains("scope=\"mcp\""), "{challenge}");
+    assert!(
+        !challenge.contains("error="),
+        "no token, no error: {challenge}"
+    );
+
+    let prm = s.get(&prm_url, None).await;
+    assert_eq!(prm.status, 200);
+    let prm = prm.json();
+    assert_eq!(prm["resource"], s.relay.route_url("db"));
+    assert_eq!(prm["authorization_servers"], serde_json::json!([issuer]));
+    let root = s
+        .get(&s.url("/.well-known/oauth-protected-resource"), None)
+        .await;
+    assert_eq!(root.status, 200);
+    assert_eq!(
+        root.json()["authorization_servers"],
+        serde_json::json!([issuer])
+    );
+
+    for path in [
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+    ] {
+        let a = s.get(&s.url(path), None).await;
+        assert_eq!(a.status, 200, "{path}");
+        assert_eq!(a.headers["access-control-allow-origin"], "*");
+        let m = a.json();
+        assert_eq!(m["issuer"], issuer, "{path}");
+        assert_eq!(
+            m["code_challenge_methods_supported"],
+            serde_json::json!(["S256"])
+        );
+        assert_eq!(m["authorization_response_iss_parameter_supported"], true);
+        assert_eq!(
+            m["grant_types_supported"],
+            serde_json::json!(["authorization_code", "refresh_token"])
+        );
+        assert_eq!(
+            m["token_endpoint_auth_methods_supported"],
+            serde_json::json!(["none"])
+        );
+        for ep in ["authorization", "token", "registration", "revocation"] {
+            let u = m[format!("{ep}_endpoint")].as_str().expect("endpoint");
+            assert!(u.starts_with(&format!("{issuer}/oauth/")), "{ep}: {u}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_refuses_unsafe_redirect_uris() {
+    let s = Setup::new(false).await;
+    for (meta, error) in [
+        (
+            serde_json::json!({"redirect_uris": ["http://evil.example/cb"]}),
+            "invalid_redirect_uri",
+        ),
+        (
+            serde_json::json!({"redirect_uris": ["javascript:alert(1)"]}),
+            "invalid_redirect_uri",
+        ),
+        (
+            serde_json::json!({"redirect_uris": []}),
+            "invalid_redirect_uri",
+        ),
+        (
+            serde_json::json!({"client_name": "x"}),
+            "invalid_redirect_uri",
+        ),
+        (
+            serde_json::json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "client_secret_basic"}),
+            "invalid_client_metadata",
+        ),
+        (
+            serde_json::json!({"redirect_uris": [REDIRECT], "grant_types": ["client_credentials"]}),
+            "invalid_client_metadata",
+        ),
+        (
+            serde_json::json!(["not", "an", "object"]),
+            "invalid_client_metadata",
+        ),
+    ] {
+        let a = s
+            .post(
+                "/oauth/register",
+                "application/json",
+                meta.to_string(),
+                None,
+            )
+            .await;
+        assert_eq!(a.status, 400, "{meta}: {}", a.text());
+        assert_eq!(oauth_error(&a), error, "{meta}");
+    }
+    // Native apps' custom schemes and hosted callbacks register.
+    for uri in [
+        "cursor://anysphere.cursor-mcp/oauth/callback",
+        "https://claude.ai/api/mcp/auth_callback",
+    ] {
+        s.register(uri).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codes_need_the_right_verifier_and_work_once() {
+    let s = Setup::new(true).await;
+    let client_id = s.register(REDIRECT).await;
+
+    // Wrong PKCE verifier.
+    let code = s.code(&client_id, "db").await;
+    let wrong = "x".repeat(43);
+    let a = s.exchange(&client_id, &code, &wrong, REDIRECT).await;
+    assert_eq!(a.status, 400, "{}", a.text());
+    assert_eq!(oauth_error(&a), "invalid_grant");
+    assert!(a.text().contains("PKCE"), "{}", a.text());
+
+    // Consent is remembered: the second sign-in skips the consent page.
+    let code = s.code(&client_id, "db").await;
+    // Redirect URI differs from the authorization request's.
+    let a = s
+        .exchange(&client_id, &code, VERIFIER, "http://127.0.0.1:53682/other")
+        .await;
+    assert_eq!(oauth_error(&a), "invalid_grant", "{}", a.text());
+
+    // A good exchange, then the same code again: refused, and the tokens
+    // issued from it are revoked.
+    let code = s.code(&client_id, "db").await;
+    let a = s.exchange(&client_id, &code, VERIFIER, REDIRECT).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let token = a.json()["access_token"].as_str().expect("token").to_owned();
+    assert_eq!(s.list_tools("db", &token).await.status, 200);
+    let replay = s.exchange(&client_id, &code, VERIFIER, REDIRECT).await;
+    assert_eq!(replay.status, 400);
+    assert_eq!(oauth_error(&replay), "invalid_grant");
+    let a = s.list_tools("db", &token).await;
+    assert_eq!(a.status, 401, "{}", a.text());
+    assert!(a.text().contains("revoked"), "{}", a.text());
+
+    // Other token-endpoint errors, as RFC 6749 names them.
+    let a = s
+        .form(
+            "/oauth/token",
+            &[("grant_type", "password"), ("client_id", &client_id)],
+            None,
+        )
+        .await;
+    assert_eq!(oauth_error(&a), "unsupported_grant_type");
+    let a = s.exchange("dbc_unknown", &code, VERIFIER, REDIRECT).await;
+    assert_eq!(a.status, 401);
+    assert_eq!(oauth_error(&a), "invalid_client");
+    let a = s
+        .form("/oauth/token", &[("client_id", &client_id)], None)
+        .await;
+    assert_eq!(oauth_error(&a), "invalid_request");
+    let a = s
+        .post("/oauth/token", "application/json", "{}".into(), None)
+        .await;
+    assert_eq!(oauth_error(&a), "invalid_request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_tokens_rotate_and_a_reuse_revokes_the_family() {
+    let s = Setup::new(true).await;
+    let (client_id, t1) = s.tokens().await;
+    let r1 = t1["refresh_token"].as_str().expect("refresh").to_owned();
+    let a = s.refresh(&client_id, &r1).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let t2 = a.json();
+    let r2 = t2["refresh_token"].as_str().expect("refresh").to_owned();
+    let access2 = t2["access_token"].as_str().expect("access").to_owned();
+    assert_ne!(r1, r2);
+    assert_eq!(s.list_tools("db", &access2).await.status, 200);
+
+    // The old refresh token again: refused, and every token of the grant dies.
+    let a = s.refresh(&client_id, &r1).await;
+    assert_eq!(a.status, 400);
+    assert_eq!(oauth_error(&a), "invalid_grant");
+    assert_eq!(s.list_tools("db", &access2).await.status, 401);
+    let a = s.refresh(&client_id, &r2).await;
+    assert_eq!(oauth_error(&a), "invalid_grant", "{}", a.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_tokens_stop_working() {
+    let s = Setup::new(true).await;
+    let (client_id, t) = s.tokens().await;
+    let access = t["access_token"].as_str().expect("access").to_owned();
+    let refresh = t["refresh_token"].as_str().expect("refresh").to_owned();
+    assert_eq!(s.list_tools("db", &access).await.status, 200);
+    let a = s
+        .form(
+            "/oauth/revoke",
+            &[("token", &access), ("client_id", &client_id)],
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let a = s.list_tools("db", &access).await;
+    assert_eq!(a.status, 401);
+    let challenge = a.headers["www-authenticate"].to_str().expect("ascii");
+    assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+    assert!(challenge.contains("resource_metadata="), "{challenge}");
+    // Revoking the refresh token ends the grant.
+    let a = s
+        .form(
+            "/oauth/revoke",
+            &[("token", &refresh), ("client_id", &client_id)],
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(
+        oauth_error(&s.refresh(&client_id, &refresh).await),
+        "invalid_grant"
+    );
+    // Unknown tokens get the same 200 (RFC 7009 §2.2).
+    let a = s
+        .form(
+            "/oauth/revoke",
+            &[("token", "dboa_nope"), ("client_id", &client_id)],
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forms_without_the_session_csrf_token_are_refused() {
+    let s = Setup::new(false).await;
+    let client_id = s.register(REDIRECT).await;
+    let page = s
+        .get(&s.authorize_url(&client_id, REDIRECT, "db"), None)
+        .await;
+    let cookie = session_cookie(&page);
+    let body = page.text();
+    let request = hidden(&body, "request");
+    for (csrf, cookie) in [
+        (None, Some(cookie.as_str())),
+        (Some("0".repeat(64)), Some(cookie.as_str())),
+        (Some(hidden(&body, "csrf")), None),
+    ] {
+        let mut pairs = vec![
+            ("request", request.as_str()),
+            ("email", EMAIL),
+            ("password", PASSWORD),
+        ];
+        if let Some(c) = &csrf {
+            pairs.push(("csrf", c));
+        }
+        let a = s.form("/oauth/login", &pairs, cookie).await;
+        assert_eq!(a.status, 403, "{csrf:?} {cookie:?}: {}", a.text());
+        assert!(a.text().contains("CSRF"), "{}", a.text());
+        assert!(a.headers.get("set-cookie").is_none());
+    }
+    // A wrong password is refused on the page, not by redirect.
+    let a = s
+        .form(
+            "/oauth/login",
+            &[
+                ("csrf", &hidden(&body, "csrf")),
+                ("request", &request),
+                ("email", EMAIL),
+                ("password", "wrong password"),
+            ],
+            Some(&cookie),
+        )
+        .await;
+    assert_eq!(a.status, 401);
+    assert!(a.text().contains("Wrong email or password"), "{}", a.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_redirects_only_to_registered_uris() {
+    let s = Setup::new(false).await;
+    let client_id = s.register(REDIRECT).await;
+    // An unregistered redirect URI: an error page, never a redirect.
+    for evil in ["https://evil.example/cb", "http://127.0.0.1:53682/other"] {
+        let a = s.get(&s.authorize_url(&client_id, evil, "db"), None).await;
+        assert_eq!(a.status, 400, "{evil}");
+        assert!(a.headers.get("location").is_none(), "{evil}");
+        assert!(
+            a.text().contains("not a redirect URI registered"),
+            "{}",
+            a.text()
+        );
+    }
+    let a = s
+        .get(&s.authorize_url("dbc_unknown", REDIRECT, "db"), None)
+        .await;
+    assert_eq!(a.status, 400);
+    assert!(a.headers.get("location").is_none());
+    // Loopback redirect URIs match on any port.
+    let a = s
+        .get(
+            &s.authorize_url(&client_id, "http://127.0.0.1:40001/callback", "db"),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    // Once the redirect URI is known good, errors go back to it with iss.
+    let mut bad = url::Url::parse(&s.authorize_url(&client_id, REDIRECT, "db")).expect("url");
+    let pairs: Vec<(String, String)> = bad
+        .query_pairs()
+        .filter(|(k, _)| k != "resource")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    bad.query_pairs_mut().clear().extend_pairs(pairs);
+    let a = s.get(bad.as_str(), None).await;
+    assert_eq!(a.status, 303, "{}", a.text());
+    let to = url::Url::parse(&location(&a)).expect("location");
+    assert!(to.as_str().starts_with(REDIRECT), "{to}");
+    let q = query(&to);
+    assert_eq!(q("error").as_deref(), Some("invalid_target"));
+    assert_eq!(q("state").as_deref(), Some("xyz"));
+    assert_eq!(q("iss").as_deref(), Some(s.relay.url().as_str()));
+}
