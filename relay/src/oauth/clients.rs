@@ -43,27 +43,17 @@ pub fn check_redirect_uri(uri: &str) -> Result<(), String> {
         return Err(format!("{uri:?} has a fragment"));
     }
     match url.scheme() {
-        "https" => {
-            if url.host_str().is_none_or(str::is_empty) {
-                return Err(format!("{uri:?} has no host"));
-            }
-        }
-        "http" => {
-            if !is_loopback(&url) {
-                return Err(format!(
-                    "{uri:?}: plain http is allowed only for loopback hosts (127.0.0.1, [::1], localhost)"
-                ));
-            }
-        }
-        s if FORBIDDEN_SCHEMES.contains(&s) => {
-            return Err(format!(
-                "{uri:?}: the {s}: scheme cannot receive a redirect"
-            ));
-        }
-        // A native app's private-use scheme (RFC 8252 §7.1): cursor://, vscode://…
-        _ => {}
+        "https" if url.host_str().is_none_or(str::is_empty) => Err(format!("{uri:?} has no host")),
+        "http" if !is_loopback(&url) => Err(format!(
+            "{uri:?}: plain http is allowed only for loopback hosts (127.0.0.1, [::1], localhost)"
+        )),
+        s if FORBIDDEN_SCHEMES.contains(&s) => Err(format!(
+            "{uri:?}: the {s}: scheme cannot receive a redirect"
+        )),
+        // https with a host, http on loopback, or a native app's
+        // private-use scheme (RFC 8252 §7.1): cursor://, vscode://…
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 fn is_loopback(url: &Url) -> bool {

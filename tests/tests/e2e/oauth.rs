@@ -172,8 +172,9 @@ impl Setup {
         )
     }
 
-    /// The browser's part: sign in and consent; returns the final redirect.
-    async fn sign_in(&self, client_id: &str, route: &str) -> url::Url {
+    /// The browser's part: sign in and consent; returns the final redirect
+    /// and whether the consent page was shown.
+    async fn sign_in(&self, client_id: &str, route: &str) -> (url::Url, bool) {
         let page = self
             .get(&self.authorize_url(client_id, REDIRECT, route), None)
             .await;
@@ -197,7 +198,8 @@ impl Setup {
         let next = self
             .get(&self.url(location(&a).as_str()), Some(&cookie))
             .await;
-        let last = if next.status == 303 {
+        let consented = next.status != 303;
+        let last = if !consented {
             next
         } else {
             assert_eq!(next.status, 200, "{}", next.text());
@@ -217,11 +219,14 @@ impl Setup {
             .await
         };
         assert_eq!(last.status, 303, "{}", last.text());
-        url::Url::parse(&location(&last)).expect("redirect URL")
+        (
+            url::Url::parse(&location(&last)).expect("redirect URL"),
+            consented,
+        )
     }
 
     async fn code(&self, client_id: &str, route: &str) -> String {
-        let to = self.sign_in(client_id, route).await;
+        let (to, _) = self.sign_in(client_id, route).await;
         assert!(to.as_str().starts_with(REDIRECT), "{to}");
         let q = query(&to);
         assert_eq!(q("state").as_deref(), Some("xyz"));
@@ -264,17 +269,19 @@ impl Setup {
         .await
     }
 
-    /// POSTs `tools/list` to a route with a bearer token.
-    async fn list_tools(&self, route: &str, token: &str) -> Answer {
+    /// POSTs an MCP `initialize` to a route with a bearer token.
+    async fn call_route(&self, route: &str, token: &str) -> Answer {
         let req = http::Request::builder()
             .method("POST")
             .uri(self.relay.route_url(route))
             .header("authorization", format!("Bearer {token}"))
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2025-06-18")
             .body(full_body(
-                r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#,
+                serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                    "protocolVersion": "2025-06-18", "capabilities": {},
+                    "clientInfo": {"name": "oauth-test", "version": "1"}}})
+                .to_string(),
             ))
             .expect("request");
         self.http.fetch(req).await
@@ -402,8 +409,8 @@ async fn python_sdk_signs_in_with_a_local_account_and_calls_tools() {
 
     // The same token at the relay works for this route only (audience).
     let token = v["access_token"].as_str().expect("token");
-    assert_eq!(s.list_tools("db", token).await.status, 200);
-    let other = s.list_tools("other", token).await;
+    assert_eq!(s.call_route("db", token).await.status, 200);
+    let other = s.call_route("other", token).await;
     assert_eq!(other.status, 401, "{}", other.text());
     let challenge = other.headers["www-authenticate"].to_str().expect("ascii");
     assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
@@ -415,7 +422,7 @@ async fn discovery_documents_name_one_issuer() {
     let s = Setup::new(false).await;
     let issuer = s.relay.url();
     // The 401 points at the route's protected-resource metadata.
-    let a = s.list_tools("db", "").await;
+    let a = s.call_route("db", "").await;
     assert_eq!(a.status, 401);
     let a = s
         .http
@@ -550,8 +557,13 @@ async fn codes_need_the_right_verifier_and_work_once() {
     assert_eq!(oauth_error(&a), "invalid_grant");
     assert!(a.text().contains("PKCE"), "{}", a.text());
 
-    // Consent is remembered: the second sign-in skips the consent page.
-    let code = s.code(&client_id, "db").await;
+    // Consent is remembered: the second sign-in skips the consent page;
+    // another client is asked again.
+    let (to, consented) = s.sign_in(&client_id, "db").await;
+    assert!(!consented);
+    let code = query(&to)("code").expect("code");
+    let other_client = s.register(REDIRECT).await;
+    assert!(s.sign_in(&other_client, "db").await.1);
     // Redirect URI differs from the authorization request's.
     let a = s
         .exchange(&client_id, &code, VERIFIER, "http://127.0.0.1:53682/other")
@@ -564,11 +576,11 @@ async fn codes_need_the_right_verifier_and_work_once() {
     let a = s.exchange(&client_id, &code, VERIFIER, REDIRECT).await;
     assert_eq!(a.status, 200, "{}", a.text());
     let token = a.json()["access_token"].as_str().expect("token").to_owned();
-    assert_eq!(s.list_tools("db", &token).await.status, 200);
+    assert_eq!(s.call_route("db", &token).await.status, 200);
     let replay = s.exchange(&client_id, &code, VERIFIER, REDIRECT).await;
     assert_eq!(replay.status, 400);
     assert_eq!(oauth_error(&replay), "invalid_grant");
-    let a = s.list_tools("db", &token).await;
+    let a = s.call_route("db", &token).await;
     assert_eq!(a.status, 401, "{}", a.text());
     assert!(a.text().contains("revoked"), "{}", a.text());
 
@@ -605,13 +617,13 @@ async fn refresh_tokens_rotate_and_a_reuse_revokes_the_family() {
     let r2 = t2["refresh_token"].as_str().expect("refresh").to_owned();
     let access2 = t2["access_token"].as_str().expect("access").to_owned();
     assert_ne!(r1, r2);
-    assert_eq!(s.list_tools("db", &access2).await.status, 200);
+    assert_eq!(s.call_route("db", &access2).await.status, 200);
 
     // The old refresh token again: refused, and every token of the grant dies.
     let a = s.refresh(&client_id, &r1).await;
     assert_eq!(a.status, 400);
     assert_eq!(oauth_error(&a), "invalid_grant");
-    assert_eq!(s.list_tools("db", &access2).await.status, 401);
+    assert_eq!(s.call_route("db", &access2).await.status, 401);
     let a = s.refresh(&client_id, &r2).await;
     assert_eq!(oauth_error(&a), "invalid_grant", "{}", a.text());
 }
@@ -622,7 +634,7 @@ async fn revoked_tokens_stop_working() {
     let (client_id, t) = s.tokens().await;
     let access = t["access_token"].as_str().expect("access").to_owned();
     let refresh = t["refresh_token"].as_str().expect("refresh").to_owned();
-    assert_eq!(s.list_tools("db", &access).await.status, 200);
+    assert_eq!(s.call_route("db", &access).await.status, 200);
     let a = s
         .form(
             "/oauth/revoke",
@@ -631,7 +643,7 @@ async fn revoked_tokens_stop_working() {
         )
         .await;
     assert_eq!(a.status, 200, "{}", a.text());
-    let a = s.list_tools("db", &access).await;
+    let a = s.call_route("db", &access).await;
     assert_eq!(a.status, 401);
     let challenge = a.headers["www-authenticate"].to_str().expect("ascii");
     assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
