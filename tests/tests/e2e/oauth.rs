@@ -675,6 +675,21 @@ async fn revoked_tokens_stop_working() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forms_without_the_session_csrf_token_are_refused() {
     let s = Setup::new(false).await;
+    // `relay user add` refuses a second account of the same email, a short
+    // password and a non-address.
+    let (code, err) = add_user(&s.relay, EMAIL, "another password");
+    assert_ne!(code, 0);
+    assert!(err.contains("already exists"), "{err}");
+    let (code, err) = add_user(&s.relay, "bob@example.com", "short");
+    assert_ne!(code, 0);
+    assert!(err.contains("at least 8 characters"), "{err}");
+    let (code, err) = add_user(&s.relay, "bob", "long enough password");
+    assert_ne!(code, 0);
+    assert!(err.contains("not an email address"), "{err}");
+    let (code, out, _) = s.relay.admin(&["user", "list"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(EMAIL) && !out.contains("bob"), "{out}");
+
     let client_id = s.register(REDIRECT).await;
     let page = s
         .get(&s.authorize_url(&client_id, REDIRECT, "db"), None)
