@@ -63,7 +63,11 @@ impl Setup {
     /// A relay with the local account; with `agent`, the built-in SQLite
     /// server serves route `db`, owned by that account.
     async fn new(agent: bool) -> Setup {
-        let relay = RelayProc::start(&[]).await;
+        Setup::with_args(agent, &[]).await
+    }
+
+    async fn with_args(agent: bool, relay_args: &[&str]) -> Setup {
+        let relay = RelayProc::start(relay_args).await;
         let (code, err) = add_user(&relay, EMAIL, PASSWORD);
         assert_eq!(code, 0, "user add: {err}");
         let dir = TempDir::new("oauth");
@@ -776,4 +780,28 @@ async fn the_relay_redirects_only_to_registered_uris() {
     assert_eq!(q("error").as_deref(), Some("invalid_target"));
     assert_eq!(q("state").as_deref(), Some("xyz"));
     assert_eq!(q("iss").as_deref(), Some(s.relay.url().as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_access_tokens_are_refused_and_refresh_renews_them() {
+    let s = Setup::with_args(false, &["--access-token-ttl", "1s"]).await;
+    let (client_id, t) = s.tokens().await;
+    assert_eq!(t["expires_in"], 1);
+    let access = t["access_token"].as_str().expect("access").to_owned();
+    // Wait (generously) for the second to pass.
+    let mut last = String::new();
+    for _ in 0..300 {
+        let a = s.call_route("db", &access).await;
+        last = a.text();
+        if a.status == 401 && last.contains("expired") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(last.contains("the token has expired"), "{last}");
+    let a = s
+        .refresh(&client_id, t["refresh_token"].as_str().expect("refresh"))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_ne!(a.json()["access_token"], t["access_token"]);
 }
