@@ -47,6 +47,9 @@ pub struct RelayConfig {
     /// Idle time after which an event stream gets a keep-alive comment
     /// (zero: never).
     pub sse_keepalive: Duration,
+    /// Largest `tools/list` answer (or event of a stream carrying one) the
+    /// relay reads to filter it; a bigger one becomes a JSON-RPC error.
+    pub max_tools_list: usize,
 }
 
 impl RelayConfig {
@@ -68,6 +71,7 @@ impl RelayConfig {
             policy: None,
             allow_origins: Vec::new(),
             sse_keepalive: Duration::from_secs(15),
+            max_tools_list: crate::tool_filter::DEFAULT_MAX_TOOLS_LIST,
         }
     }
 }

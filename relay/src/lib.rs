@@ -4,7 +4,9 @@
 //!   ALPN), the QUIC tunnel on UDP.
 //! * [`agents`] — tunnel handshake, control stream, keep-alives, GoAway.
 //! * [`gateway`] — the request path: authenticate → route → [`forward`].
-//! * [`store`] — embedded SQLite state: tokens and route claims.
+//! * [`store`] — embedded SQLite state: tokens, route claims, tool pins.
+//! * [`tool_filter`] — `tools/list` answers filtered per caller; [`pins`] —
+//!   tool pinning (rug-pull defence).
 //! * [`server`] — starting and stopping it all.
 
 #![forbid(unsafe_code)]
@@ -23,6 +25,7 @@ pub mod legacy_sse;
 pub mod listener;
 pub mod logging;
 pub mod origin;
+pub mod pins;
 pub mod policies;
 pub mod registry;
 pub mod server;
@@ -31,6 +34,7 @@ pub mod sse_keepalive;
 pub mod state;
 pub mod store;
 pub mod token;
+pub mod tool_filter;
 pub mod trail;
 
 pub use config::{RelayConfig, TlsSource};

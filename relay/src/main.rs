@@ -33,6 +33,11 @@ enum Command {
     /// List and release route claims.
     #[command(subcommand)]
     Route(RouteCommand),
+    /// Tool pins (rug-pull defence): each route's tools are pinned when first
+    /// listed; a tool whose definition changes is hidden and its calls are
+    /// refused until the change is approved.
+    #[command(subcommand)]
+    Tools(ToolsCommand),
     /// Show the audit trail (<state-dir>/audit.jsonl): one event per message.
     Audit {
         #[command(flatten)]
@@ -125,6 +130,10 @@ struct ServeArgs {
     /// never), so that proxies do not close it.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     sse_keepalive: std::time::Duration,
+    /// Largest tools/list answer, in bytes, the relay reads to filter it per
+    /// caller; a bigger one becomes a JSON-RPC error (fail closed).
+    #[arg(long, default_value_t = relay::tool_filter::DEFAULT_MAX_TOOLS_LIST)]
+    max_tools_list: usize,
 }
 
 #[derive(Subcommand)]
@@ -173,6 +182,33 @@ enum TokenCommand {
         /// Expiry of the new token, e.g. 90d.
         #[arg(long)]
         expires: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ToolsCommand {
+    /// Show a route's pinned tools: hash prefix, when pinned, pending change.
+    List {
+        #[command(flatten)]
+        state: StateDir,
+        /// The route.
+        #[arg(long)]
+        route: String,
+        /// One JSON object per tool, with full hashes and definitions.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve pending tool changes of a route: the new definitions become
+    /// the pins (audited). Takes effect at once on a running relay.
+    Approve {
+        #[command(flatten)]
+        state: StateDir,
+        /// The route.
+        #[arg(long)]
+        route: String,
+        /// Only this tool (default: every pending change of the route).
+        #[arg(long)]
+        tool: Option<String>,
     },
 }
 
@@ -304,6 +340,20 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Tools(ToolsCommand::List { state, route, json }) => {
+            let store = open(&state)?;
+            print!("{}", relay::pins::list(&store, &route, json)?);
+            Ok(())
+        }
+        Command::Tools(ToolsCommand::Approve { state, route, tool }) => {
+            let store = open(&state)?;
+            let audit_log = state.path().join("audit.jsonl");
+            print!(
+                "{}",
+                relay::pins::approve(&store, &audit_log, &route, tool.as_deref())?
+            );
+            Ok(())
+        }
         Command::Route(RouteCommand::List { state }) => {
             let store = open(&state)?;
             println!("{:<32}  OWNER", "ROUTE");
@@ -346,6 +396,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.policy = args.policy;
     config.allow_origins = args.allow_origins;
     config.sse_keepalive = args.sse_keepalive;
+    config.max_tools_list = args.max_tools_list;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let relay = relay::start(config).await?;
