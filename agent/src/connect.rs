@@ -46,6 +46,9 @@ pub struct ConnectOptions {
     pub plain_http: bool,
     /// The largest JSON-RPC body the agent reads to decide it.
     pub max_body: usize,
+    /// The owner approves tools whose definitions changed since the relay
+    /// pinned them (`--accept-tool-changes`).
+    pub accept_tool_changes: bool,
 }
 
 /// One request as the agent's live line shows it.
@@ -89,6 +92,7 @@ pub async fn run(
         routes: vec![opts.route.clone()],
         kind,
         policy: opts.policy.text.clone(),
+        accept_tool_changes: opts.accept_tool_changes,
     };
     let serving = Arc::new(Serving {
         gate: Gate::new(&opts.policy, kind, opts.max_body),

@@ -103,6 +103,11 @@ struct ConnectArgs {
     /// The largest JSON-RPC request body the agent reads to decide it.
     #[arg(long, default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
     max_body: usize,
+    /// Approve tool definitions that changed since the relay pinned them:
+    /// while this agent serves the route, the relay pins the tools it lists
+    /// anew instead of hiding the changed ones (see `relay tools`).
+    #[arg(long)]
+    accept_tool_changes: bool,
     /// Tunnel transport.
     #[arg(long, value_enum, default_value_t = TransportChoice::Auto)]
     transport: TransportChoice,
@@ -256,6 +261,7 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
         policy,
         plain_http: args.plain_http,
         max_body: args.max_body,
+        accept_tool_changes: args.accept_tool_changes,
     };
     let result = agent::run(opts, stop, Arc::new(Printer)).await;
     upstream.shutdown().await;

@@ -26,6 +26,8 @@ pub struct Identity {
     pub kind: UpstreamKind,
     /// The owner's policy as sent to the relay (`None`: only the owner).
     pub policy: Option<String>,
+    /// Offer `accept_tool_changes` on every route.
+    pub accept_tool_changes: bool,
 }
 
 /// What serves a session's exchanges: the gate that decides each one, the
@@ -87,7 +89,7 @@ pub async fn handshake(
                 name: r.clone(),
                 kind: identity.kind,
                 policy: identity.policy.clone(),
-                accept_tool_changes: false,
+                accept_tool_changes: identity.accept_tool_changes,
             })
             .collect(),
     };

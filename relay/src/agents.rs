@@ -152,6 +152,7 @@ async fn handshake(
             ServedRoute {
                 kind: offer.kind,
                 engine,
+                accept_tool_changes: offer.accept_tool_changes,
             },
         );
     }

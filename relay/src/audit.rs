@@ -69,6 +69,19 @@ pub struct AuditEvent {
     pub bytes_out: u64,
     /// False when the response was cut short (client gone, agent failed).
     pub complete: bool,
+    /// A tool pin event (`kind` `tool-pin`): the pinned and the new
+    /// definition's hashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<PinHashes>,
+}
+
+/// The hashes of a tool pin event (hex SHA-256 of the canonical definition).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PinHashes {
+    /// The definition pinned before (absent when first pinned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_hash: Option<String>,
+    pub new_hash: String,
 }
 
 /// The SQL facts worth keeping in the trail.
@@ -223,6 +236,26 @@ fn write_loop(file: File, rx: Receiver<AuditEvent>, healthy: Arc<AtomicBool>, pa
             unsynced_since = None;
         }
     }
+}
+
+/// Appends events to the audit log of `path` and syncs it, from a process
+/// that does not run the relay (the `relay tools approve` command).
+pub fn append(path: &Path, events: &[AuditEvent]) -> Result<(), RelayError> {
+    let wrap = |source| RelayError::File {
+        what: "cannot write the audit log",
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut lines = Vec::new();
+    for event in events {
+        serde_json::to_writer(&mut lines, event).map_err(|e| wrap(e.into()))?;
+        lines.push(b'\n');
+    }
+    // One write of whole lines: O_APPEND keeps it from interleaving with the
+    // running relay's lines.
+    let mut file = open_append(path).map_err(wrap)?;
+    file.write_all(&lines).map_err(wrap)?;
+    file.sync_data().map_err(wrap)
 }
 
 /// A filter for `relay audit`.

@@ -51,6 +51,9 @@ pub struct RelayConfig {
     pub access_token_ttl: Duration,
     /// Lifetime of OAuth refresh tokens (each use rotates them).
     pub refresh_token_ttl: Duration,
+    /// Largest `tools/list` answer (or event of a stream carrying one) the
+    /// relay reads to filter it; a bigger one becomes a JSON-RPC error.
+    pub max_tools_list: usize,
 }
 
 impl RelayConfig {
@@ -74,6 +77,7 @@ impl RelayConfig {
             sse_keepalive: Duration::from_secs(15),
             access_token_ttl: Duration::from_secs(3600),
             refresh_token_ttl: Duration::from_secs(30 * 86_400),
+            max_tools_list: crate::tool_filter::DEFAULT_MAX_TOOLS_LIST,
         }
     }
 }

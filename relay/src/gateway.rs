@@ -20,9 +20,11 @@ use crate::headers;
 use crate::legacy_sse::{self, Legacy, LegacyPost};
 use crate::oauth;
 use crate::oauth_store;
+use crate::pins;
 use crate::registry::{AgentSession, ServedRoute};
 use crate::state::SharedState;
 use crate::token::{self, TokenKind};
+use crate::tool_filter;
 use crate::trail::Trail;
 use crate::{cors, sse_keepalive};
 pub use policy::body::POLICY_DENIED;
@@ -202,6 +204,8 @@ async fn route_request(
     if let Some(post) = legacy.as_ref() {
         legacy_sse::prepare(post, &mut parts);
     }
+    // The body's tools/list requests, whose answers are filtered.
+    let mut tools_list = None;
     let (body, body_kind) = if served.kind != UpstreamKind::PlainHttp && is_json_post(&parts) {
         let bytes = match Limited::new(body, state.config.max_body).collect().await {
             Ok(c) => c.to_bytes(),
@@ -255,13 +259,17 @@ async fn route_request(
 
         // 4. The policy decides each message: the organisation's policy and
         //    the route owner's, both of which must allow it.
-        let decisions = engine.decide_body(caller, &messages, &facts);
+        let mut decisions = engine.decide_body(caller, &messages, &facts);
+        // A call to a tool that changed since it was pinned waits for the owner.
+        pins::deny_changed_tools(&state.store, &route, &messages, &mut decisions);
         if decisions.iter().any(|d| !d.allowed) {
             trail.messages(state, &messages, &facts, &decisions);
             trail.deny("policy");
-            return denied(&messages, &decisions);
+            let visible = |tool: &str| engine.tool_visible(&caller, tool);
+            return denied(&messages, &decisions, &route, &visible);
         }
         trail.messages(state, &messages, &facts, &decisions);
+        tools_list = tool_filter::relay_watch(state, &messages, &engine, &caller, request_id);
         trail.allow("policy");
         let len = bytes.len() as u64;
         (
@@ -343,6 +351,10 @@ async fn route_request(
         }
     };
 
+    if let Some(watch) = tools_list.as_mut() {
+        watch.accept_tool_changes(agent.served(&route).is_some_and(|s| s.accept_tool_changes));
+    }
+
     // 6. Forward, and stream the answer back.
     let host = parts
         .headers
@@ -355,7 +367,7 @@ async fn route_request(
         .query()
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
-    let head = ExchangeHead {
+    let mut head = ExchangeHead {
         route: route.clone(),
         method: parts.method.as_str().to_owned(),
         path: format!(
@@ -376,9 +388,17 @@ async fn route_request(
             .map(str::to_owned),
         body: body_kind,
     };
+    if tools_list.is_some() {
+        // A tools/list answer is read by the relay: not compressed.
+        head.headers
+            .retain(|h| !h.name.eq_ignore_ascii_case("accept-encoding"));
+    }
     match forward::exchange(stream, head, body, state.config.response_timeout).await {
         Ok(resp) => {
             let mut resp = resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync());
+            if let Some(watch) = tools_list {
+                resp = watch.filter(resp).await;
+            }
             if is_event_stream(resp.headers()) {
                 // Proxies in front of the relay (nginx and friends) must not
                 // buffer server-sent events.
@@ -408,10 +428,17 @@ fn pick_agent(state: &SharedState, route: &str) -> Option<(Arc<AgentSession>, Se
 }
 
 /// The answer to a body the policy refused: a JSON-RPC error for each request
-/// (HTTP 200, as JSON-RPC errors are), naming the policy that decided; 202 when
-/// the body held only notifications or responses.
-fn denied(messages: &[jsonrpc::Message], decisions: &[Decision]) -> Response<RespBody> {
-    match policy::body::denial(messages, decisions, "") {
+/// (HTTP 200, as JSON-RPC errors are), naming the policy that decided (or
+/// "unknown tool" for a tool the caller cannot see, see
+/// [`tool_filter::refusal`]); 202 when the body held only notifications or
+/// responses.
+fn denied(
+    messages: &[jsonrpc::Message],
+    decisions: &[Decision],
+    route: &str,
+    visible: &dyn Fn(&str) -> bool,
+) -> Response<RespBody> {
+    match tool_filter::refusals(messages, decisions, route, visible) {
         Some(errors) => jsonrpc_error(StatusCode::OK, &errors),
         None => {
             let mut resp = Response::new(full(Bytes::new()));

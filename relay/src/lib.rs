@@ -4,9 +4,11 @@
 //!   ALPN), the QUIC tunnel on UDP.
 //! * [`agents`] — tunnel handshake, control stream, keep-alives, GoAway.
 //! * [`gateway`] — the request path: authenticate → route → [`forward`].
-//! * [`store`] — embedded SQLite state: tokens and route claims.
+//! * [`store`] — embedded SQLite state: tokens, route claims, tool pins.
 //! * [`oauth`] — the OAuth 2.1 authorization server (discovery, registration,
 //!   login and consent, tokens); its tables are in [`oauth_store`].
+//! * [`tool_filter`] — `tools/list` answers filtered per caller; [`pins`] —
+//!   tool pinning (rug-pull defence).
 //! * [`server`] — starting and stopping it all.
 
 #![forbid(unsafe_code)]
@@ -27,6 +29,7 @@ pub mod logging;
 pub mod oauth;
 pub mod oauth_store;
 pub mod origin;
+pub mod pins;
 pub mod policies;
 pub mod registry;
 pub mod server;
@@ -35,6 +38,7 @@ pub mod sse_keepalive;
 pub mod state;
 pub mod store;
 pub mod token;
+pub mod tool_filter;
 pub mod trail;
 
 pub use config::{RelayConfig, TlsSource};

@@ -38,6 +38,11 @@ enum Command {
     /// pages (the email is the identity policy and audit see).
     #[command(subcommand)]
     User(UserCommand),
+    /// Tool pins (rug-pull defence): each route's tools are pinned when first
+    /// listed; a tool whose definition changes is hidden and its calls are
+    /// refused until the change is approved.
+    #[command(subcommand)]
+    Tools(ToolsCommand),
     /// Show the audit trail (<state-dir>/audit.jsonl): one event per message.
     Audit {
         #[command(flatten)]
@@ -130,6 +135,10 @@ struct ServeArgs {
     /// never), so that proxies do not close it.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     sse_keepalive: std::time::Duration,
+    /// Largest tools/list answer, in bytes, the relay reads to filter it per
+    /// caller; a bigger one becomes a JSON-RPC error (fail closed).
+    #[arg(long, default_value_t = relay::tool_filter::DEFAULT_MAX_TOOLS_LIST)]
+    max_tools_list: usize,
     /// Lifetime of the OAuth access tokens the relay issues to MCP clients.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     access_token_ttl: std::time::Duration,
@@ -207,6 +216,33 @@ enum TokenCommand {
         /// Expiry of the new token, e.g. 90d.
         #[arg(long)]
         expires: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ToolsCommand {
+    /// Show a route's pinned tools: hash prefix, when pinned, pending change.
+    List {
+        #[command(flatten)]
+        state: StateDir,
+        /// The route.
+        #[arg(long)]
+        route: String,
+        /// One JSON object per tool, with full hashes and definitions.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve pending tool changes of a route: the new definitions become
+    /// the pins (audited). Takes effect at once on a running relay.
+    Approve {
+        #[command(flatten)]
+        state: StateDir,
+        /// The route.
+        #[arg(long)]
+        route: String,
+        /// Only this tool (default: every pending change of the route).
+        #[arg(long)]
+        tool: Option<String>,
     },
 }
 
@@ -361,6 +397,20 @@ fn run(command: Command) -> anyhow::Result<()> {
             eprintln!("removed user {email}; their sessions and OAuth tokens are revoked");
             Ok(())
         }
+        Command::Tools(ToolsCommand::List { state, route, json }) => {
+            let store = open(&state)?;
+            print!("{}", relay::pins::list(&store, &route, json)?);
+            Ok(())
+        }
+        Command::Tools(ToolsCommand::Approve { state, route, tool }) => {
+            let store = open(&state)?;
+            let audit_log = state.path().join("audit.jsonl");
+            print!(
+                "{}",
+                relay::pins::approve(&store, &audit_log, &route, tool.as_deref())?
+            );
+            Ok(())
+        }
         Command::Route(RouteCommand::List { state }) => {
             let store = open(&state)?;
             println!("{:<32}  OWNER", "ROUTE");
@@ -421,6 +471,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.sse_keepalive = args.sse_keepalive;
     config.access_token_ttl = args.access_token_ttl;
     config.refresh_token_ttl = args.refresh_token_ttl;
+    config.max_tools_list = args.max_tools_list;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let relay = relay::start(config).await?;

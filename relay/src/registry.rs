@@ -20,6 +20,10 @@ pub struct ServedRoute {
     /// The route owner's policy (as the agent sent it) under the
     /// organisation's: the relay's side of the decision.
     pub engine: Arc<Engine>,
+    /// The owner approves changed tool definitions (`agent connect
+    /// --accept-tool-changes`): those seen in this session's `tools/list`
+    /// answers are pinned again instead of hidden.
+    pub accept_tool_changes: bool,
 }
 
 /// One connected agent.

@@ -138,6 +138,7 @@ impl Store {
         conn.execute_batch(SCHEMA).map_err(wrap)?;
         conn.execute_batch(crate::oauth_store::SCHEMA)
             .map_err(wrap)?;
+        conn.execute_batch(TOOL_PINS_SCHEMA).map_err(wrap)?;
         Ok(Store {
             conn: Mutex::new(conn),
             path,
@@ -341,12 +342,12 @@ impl Store {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
-    /// Releases a route claim so another owner may take the name.
+    /// Releases a route claim so another owner may take the name. Its tool
+    /// pins go with it: the next owner's tools are pinned afresh.
     pub fn release_route(&self, name: &str) -> Result<bool, RelayError> {
-        Ok(self
-            .conn()
-            .execute("DELETE FROM routes WHERE name = ?1", [name])?
-            > 0)
+        let conn = self.conn();
+        conn.execute("DELETE FROM tool_pins WHERE route = ?1", [name])?;
+        Ok(conn.execute("DELETE FROM routes WHERE name = ?1", [name])? > 0)
     }
 
     /// Changes whenever another connection (another process) commits.
@@ -354,6 +355,232 @@ impl Store {
         Ok(self
             .conn()
             .query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tool pins (rug-pull defence, see `crate::pins`): per route and tool, the
+// SHA-256 of the definition approved (first seen, or approved by the owner),
+// and the definition seen since that differs from it, pending approval.
+// ---------------------------------------------------------------------------
+
+const TOOL_PINS_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tool_pins (
+    route              TEXT NOT NULL,
+    tool               TEXT NOT NULL,
+    hash               TEXT NOT NULL,
+    definition         TEXT NOT NULL,
+    pinned_at          INTEGER NOT NULL,
+    pending_hash       TEXT,
+    pending_definition TEXT,
+    pending_since      INTEGER,
+    PRIMARY KEY (route, tool)
+);
+";
+
+/// One pinned tool of a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolPin {
+    pub tool: String,
+    /// Hex SHA-256 of the approved definition's canonical JSON.
+    pub hash: String,
+    /// The approved definition (canonical JSON).
+    pub definition: String,
+    pub pinned_at: i64,
+    /// A differing definition seen since, waiting for the owner's approval.
+    pub pending: Option<PendingChange>,
+}
+
+/// A tool definition that differs from the pinned one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingChange {
+    pub hash: String,
+    pub definition: String,
+    pub since: i64,
+}
+
+/// A pin replaced by an approved definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repinned {
+    pub tool: String,
+    pub old_hash: String,
+    pub new_hash: String,
+}
+
+const PIN_COLUMNS: &str =
+    "tool, hash, definition, pinned_at, pending_hash, pending_definition, pending_since";
+
+fn row_to_pin(r: &rusqlite::Row<'_>) -> rusqlite::Result<ToolPin> {
+    let pending_hash: Option<String> = r.get(4)?;
+    let pending_definition: Option<String> = r.get(5)?;
+    let pending_since: Option<i64> = r.get(6)?;
+    Ok(ToolPin {
+        tool: r.get(0)?,
+        hash: r.get(1)?,
+        definition: r.get(2)?,
+        pinned_at: r.get(3)?,
+        pending: match (pending_hash, pending_definition, pending_since) {
+            (Some(hash), Some(definition), Some(since)) => Some(PendingChange {
+                hash,
+                definition,
+                since,
+            }),
+            _ => None,
+        },
+    })
+}
+
+impl Store {
+    /// Every pinned tool of a route, by name.
+    pub fn tool_pins(&self, route: &str) -> Result<Vec<ToolPin>, RelayError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {PIN_COLUMNS} FROM tool_pins WHERE route = ?1 ORDER BY tool"
+        ))?;
+        let rows = stmt.query_map([route], row_to_pin)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// One pinned tool.
+    pub fn tool_pin(&self, route: &str, tool: &str) -> Result<Option<ToolPin>, RelayError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {PIN_COLUMNS} FROM tool_pins WHERE route = ?1 AND tool = ?2"),
+                [route, tool],
+                row_to_pin,
+            )
+            .optional()?)
+    }
+
+    /// Pins a tool seen for the first time. False: it was already pinned
+    /// (by a concurrent request, or another relay process).
+    pub fn pin_tool(
+        &self,
+        route: &str,
+        tool: &str,
+        hash: &str,
+        definition: &str,
+    ) -> Result<bool, RelayError> {
+        Ok(self.conn().execute(
+            "INSERT INTO tool_pins (route, tool, hash, definition, pinned_at)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(route, tool) DO NOTHING",
+            params![route, tool, hash, definition, now()],
+        )? > 0)
+    }
+
+    /// Records a definition that differs from the pin. True only the first
+    /// time this definition is recorded (so a change is reported once).
+    pub fn note_tool_change(
+        &self,
+        route: &str,
+        tool: &str,
+        hash: &str,
+        definition: &str,
+    ) -> Result<bool, RelayError> {
+        Ok(self.conn().execute(
+            "UPDATE tool_pins SET pending_hash = ?3, pending_definition = ?4, pending_since = ?5
+             WHERE route = ?1 AND tool = ?2 AND hash != ?3
+               AND (pending_hash IS NULL OR pending_hash != ?3)",
+            params![route, tool, hash, definition, now()],
+        )? > 0)
+    }
+
+    /// Forgets the pending change of a tool that is back to its pinned
+    /// definition. True if there was one.
+    pub fn clear_tool_change(
+        &self,
+        route: &str,
+        tool: &str,
+        hash: &str,
+    ) -> Result<bool, RelayError> {
+        Ok(self.conn().execute(
+            "UPDATE tool_pins SET pending_hash = NULL, pending_definition = NULL, pending_since = NULL
+             WHERE route = ?1 AND tool = ?2 AND hash = ?3 AND pending_hash IS NOT NULL",
+            params![route, tool, hash],
+        )? > 0)
+    }
+
+    /// Whether calls to a tool wait for the owner's approval of a change.
+    pub fn tool_change_pending(&self, route: &str, tool: &str) -> Result<bool, RelayError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT 1 FROM tool_pins WHERE route = ?1 AND tool = ?2 AND pending_hash IS NOT NULL",
+                [route, tool],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// Pins a new definition the owner approved as it was seen. `None`: it
+    /// was pinned already (nothing changed).
+    pub fn repin_tool(
+        &self,
+        route: &str,
+        tool: &str,
+        hash: &str,
+        definition: &str,
+    ) -> Result<Option<Repinned>, RelayError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let old: Option<String> = tx
+            .query_row(
+                "SELECT hash FROM tool_pins WHERE route = ?1 AND tool = ?2",
+                [route, tool],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if old.as_deref() == Some(hash) {
+            return Ok(None);
+        }
+        tx.execute(
+            "INSERT INTO tool_pins (route, tool, hash, definition, pinned_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(route, tool) DO UPDATE SET hash = ?3, definition = ?4, pinned_at = ?5,
+               pending_hash = NULL, pending_definition = NULL, pending_since = NULL",
+            params![route, tool, hash, definition, now()],
+        )?;
+        tx.commit()?;
+        Ok(Some(Repinned {
+            tool: tool.to_owned(),
+            old_hash: old.unwrap_or_default(),
+            new_hash: hash.to_owned(),
+        }))
+    }
+
+    /// Approves the pending changes of a route (of one tool, or all): their
+    /// definitions become the pins.
+    pub fn approve_tool_changes(
+        &self,
+        route: &str,
+        tool: Option<&str>,
+    ) -> Result<Vec<Repinned>, RelayError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let approved = {
+            let mut stmt = tx.prepare(
+                "SELECT tool, hash, pending_hash FROM tool_pins
+                 WHERE route = ?1 AND (?2 IS NULL OR tool = ?2) AND pending_hash IS NOT NULL
+                 ORDER BY tool",
+            )?;
+            let rows = stmt.query_map(params![route, tool], |r| {
+                Ok(Repinned {
+                    tool: r.get(0)?,
+                    old_hash: r.get(1)?,
+                    new_hash: r.get(2)?,
+                })
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        tx.execute(
+            "UPDATE tool_pins SET hash = pending_hash, definition = pending_definition,
+               pinned_at = ?3, pending_hash = NULL, pending_definition = NULL, pending_since = NULL
+             WHERE route = ?1 AND (?2 IS NULL OR tool = ?2) AND pending_hash IS NOT NULL",
+            params![route, tool, now()],
+        )?;
+        tx.commit()?;
+        Ok(approved)
     }
 }
 
@@ -450,6 +677,74 @@ mod tests {
             s.claim_route("db", "b@x").expect("claim"),
             RouteClaim::Granted
         );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn tool_pins_record_changes_once_and_survive_a_reopen() {
+        let (s, dir) = store();
+        s.claim_route("db", "a@x").expect("claim");
+        assert!(s.pin_tool("db", "t", "h1", "{}").expect("pin"));
+        assert!(
+            !s.pin_tool("db", "t", "h2", "{}").expect("pin"),
+            "first sight only"
+        );
+        assert!(!s.tool_change_pending("db", "t").expect("pending"));
+        // A change is recorded once, a further change again.
+        assert!(s
+            .note_tool_change("db", "t", "h2", "{\"d\":2}")
+            .expect("note"));
+        assert!(!s
+            .note_tool_change("db", "t", "h2", "{\"d\":2}")
+            .expect("note"));
+        assert!(
+            !s.note_tool_change("db", "t", "h1", "{}").expect("note"),
+            "the pin is no change"
+        );
+        assert!(s.tool_change_pending("db", "t").expect("pending"));
+        assert!(!s.tool_change_pending("other", "t").expect("pending"));
+        // Reopening (a restart) keeps it all; the schema is created idempotently.
+        drop(s);
+        let s = Store::open(&dir).expect("reopen");
+        let pins = s.tool_pins("db").expect("pins");
+        assert_eq!(pins.len(), 1);
+        assert_eq!(pins[0].hash, "h1");
+        assert_eq!(
+            pins[0].pending.as_ref().map(|p| p.hash.as_str()),
+            Some("h2")
+        );
+        // Approval makes the pending definition the pin.
+        assert!(s
+            .approve_tool_changes("db", Some("other"))
+            .expect("approve")
+            .is_empty());
+        let approved = s.approve_tool_changes("db", None).expect("approve");
+        assert_eq!(
+            approved,
+            [Repinned {
+                tool: "t".into(),
+                old_hash: "h1".into(),
+                new_hash: "h2".into()
+            }]
+        );
+        let pin = s.tool_pin("db", "t").expect("pin").expect("some");
+        assert_eq!(
+            (pin.hash.as_str(), pin.definition.as_str(), pin.pending),
+            ("h2", "{\"d\":2}", None)
+        );
+        // A revert clears a pending change; a re-pin replaces the pin.
+        assert!(s.note_tool_change("db", "t", "h3", "{}").expect("note"));
+        assert!(s.clear_tool_change("db", "t", "h2").expect("clear"));
+        assert!(!s.tool_change_pending("db", "t").expect("pending"));
+        assert_eq!(s.repin_tool("db", "t", "h2", "{}").expect("repin"), None);
+        let r = s
+            .repin_tool("db", "t", "h4", "{}")
+            .expect("repin")
+            .expect("changed");
+        assert_eq!((r.old_hash.as_str(), r.new_hash.as_str()), ("h2", "h4"));
+        // Releasing the route forgets its pins.
+        assert!(s.release_route("db").expect("release"));
+        assert!(s.tool_pins("db").expect("pins").is_empty());
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -24,5 +24,7 @@ mod owner_policy;
 mod python_client;
 #[path = "e2e/stdio.rs"]
 mod stdio;
+#[path = "e2e/tool_pinning.rs"]
+mod tool_pinning;
 #[path = "e2e/transports.rs"]
 mod transports;

@@ -104,6 +104,10 @@ async fn allowed_people_read_only_and_nobody_else() {
     let bob = s.client(BOB).await;
     let tools = bob.list_all_tools().await.expect("tools/list");
     assert!(tools.iter().any(|t| t.name == "read_query"));
+    assert!(
+        !tools.iter().any(|t| t.name == "write_query"),
+        "a tool nobody may call is not listed"
+    );
     let r = bob
         .call_tool(
             CallToolRequestParams::new("read_query")
@@ -114,9 +118,13 @@ async fn allowed_people_read_only_and_nobody_else() {
     assert_eq!(r.is_error, Some(false), "{r:?}");
 
     // Writes are refused by the policy, whatever the spelling, before the
-    // database sees them; the error names the rule.
+    // database sees them. A tool nobody may call is an unknown tool; a
+    // visible tool refused for its SQL gets an error naming the rule.
     let e = call_error(&bob, "write_query", json!({"query": "DELETE FROM orders"})).await;
-    assert!(e.contains("-32001") && e.contains("read-only-tools"), "{e}");
+    assert!(
+        e.contains("-32602") && e.contains("Unknown tool: write_query"),
+        "{e}"
+    );
     for sql in [
         "WITH x AS (SELECT 1) DELETE FROM orders",
         "SELECT 1; DROP TABLE orders",
@@ -136,7 +144,10 @@ async fn allowed_people_read_only_and_nobody_else() {
         json!({"query": "CREATE TABLE t (a)"}),
     )
     .await;
-    assert!(e.contains("-32001"), "{e}");
+    assert!(
+        e.contains("-32602") && e.contains("Unknown tool: create_table"),
+        "{e}"
+    );
     // And nothing was written.
     let r = alice
         .call_tool(
@@ -213,10 +224,23 @@ async fn an_organisation_that_allows_everybody_cannot_overrule_the_owner() {
             .is_some_and(|m| m.contains("default-deny")),
         "{v}"
     );
-    // The owner's --tools holds for the owner as well.
+    // The owner's --tools holds for the owner as well: other tools are
+    // neither listed nor callable.
     let alice = s.client(OWNER).await;
+    let mut listed: Vec<String> = alice
+        .list_all_tools()
+        .await
+        .expect("tools/list")
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, ["list_tables", "read_query"]);
     let e = call_error(&alice, "describe_table", json!({"table_name": "orders"})).await;
-    assert!(e.contains("-32001") && e.contains("tools"), "{e}");
+    assert!(
+        e.contains("-32602") && e.contains("Unknown tool: describe_table"),
+        "{e}"
+    );
     let r = alice
         .call_tool(CallToolRequestParams::new("list_tables"))
         .await

@@ -1,0 +1,564 @@
+//! `tools/list` answers filtered to what the caller may call, and the errors
+//! of refused `tools/call`s.
+//!
+//! When a body holds `tools/list` requests, the agent's answer is rewritten
+//! ([`Watch::filter`]): in the response whose id is that of a `tools/list`
+//! request, `result.tools` keeps only the tools a [`ToolGate`] lets through;
+//! every other member (`nextCursor`, `_meta`, …) and every other message stay
+//! as they are.
+//!
+//! * `application/json` (one message or a batch): read whole, up to a cap;
+//!   re-serialised only if a tool was removed, with a new `Content-Length`.
+//! * `text/event-stream`: events are passed on one by one as each completes;
+//!   the event carrying the watched response is rewritten, all others pass
+//!   untouched. Once every watched id is answered the rest of the stream is
+//!   passed through without looking.
+//! * Fail closed: an answer (or, in a stream, one event) larger than the cap,
+//!   a compressed answer, or a body that fails while read becomes a JSON-RPC
+//!   error ([`TOOLS_LIST_UNFILTERABLE`]) instead of an unfiltered list.
+//!
+//! The relay's gate ([`RelayGate`]) hides tools whose definition changed
+//! since they were pinned ([`crate::pins`]) and tools the policy would not
+//! let this caller call ([`policy::Engine::tool_visible`]).
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Full};
+use serde_json::Value;
+
+use crate::gateway::{BoxError, RespBody, POLICY_DENIED};
+use crate::pins;
+use policy::body::BATCH_REFUSED;
+use policy::jsonrpc::{Message, MessageKind, INVALID_PARAMS, TOOLS_CALL};
+use policy::{Caller, Decision, Engine};
+
+/// The `tools/list` method.
+pub const TOOLS_LIST: &str = "tools/list";
+/// Default cap on a buffered `tools/list` answer (or one event of a stream).
+pub const DEFAULT_MAX_TOOLS_LIST: usize = 8 * 1024 * 1024;
+/// JSON-RPC error code of a `tools/list` answer the relay could not filter.
+pub const TOOLS_LIST_UNFILTERABLE: i64 = -32603;
+
+/// Decides which tools of a `tools/list` answer the caller sees.
+pub trait ToolGate: Send + Unpin + 'static {
+    /// Removes from `tools` those the caller may not see, keeping the order.
+    fn filter(&mut self, tools: &mut Vec<Value>);
+}
+
+/// The relay's gate: pins first (a changed tool is hidden from everybody),
+/// then the policy (what this caller may call).
+pub struct RelayGate {
+    pub engine: Arc<Engine>,
+    pub email: String,
+    pub client_id: String,
+    pub route: String,
+    pub route_owner: String,
+    pub pins: pins::Inspector,
+}
+
+impl ToolGate for RelayGate {
+    fn filter(&mut self, tools: &mut Vec<Value>) {
+        let hidden = self.pins.hidden(tools);
+        let caller = Caller {
+            email: &self.email,
+            groups: &[],
+            client_id: &self.client_id,
+            client_name: None,
+            route: &self.route,
+            route_owner: &self.route_owner,
+            time: SystemTime::now(),
+        };
+        let engine = &self.engine;
+        tools.retain(|t| {
+            t.get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|name| !hidden.contains(name) && engine.tool_visible(&caller, name))
+        });
+    }
+}
+
+/// The watch of a body's `tools/list` requests as the relay filters them:
+/// pins of the caller's route, and the policy of `engine` for `caller`.
+pub fn relay_watch(
+    state: &crate::state::SharedState,
+    messages: &[Message],
+    engine: &Arc<Engine>,
+    caller: &Caller<'_>,
+    request_id: &str,
+) -> Option<Watch<RelayGate>> {
+    let gate = RelayGate {
+        engine: engine.clone(),
+        email: caller.email.to_owned(),
+        client_id: caller.client_id.to_owned(),
+        route: caller.route.to_owned(),
+        route_owner: caller.route_owner.to_owned(),
+        pins: pins::Inspector {
+            state: state.clone(),
+            route: caller.route.to_owned(),
+            request_id: request_id.to_owned(),
+            identity: caller.email.to_owned(),
+            client: caller.client_id.to_owned(),
+            accept_changes: false,
+        },
+    };
+    Watch::new(messages, gate, state.config.max_tools_list)
+}
+
+impl Watch<RelayGate> {
+    /// The agent that answers was started with `--accept-tool-changes` for
+    /// this route: changed definitions in its answer are pinned again.
+    pub fn accept_tool_changes(&mut self, accept: bool) {
+        self.gate.pins.accept_changes = accept;
+    }
+}
+
+/// The `tools/list` requests of one body whose answers are to be filtered.
+pub struct Watch<G> {
+    ids: Vec<Value>,
+    gate: G,
+    cap: usize,
+}
+
+impl<G: ToolGate> Watch<G> {
+    /// A watch over the `tools/list` requests of `messages`; `None` if there
+    /// are none.
+    pub fn new(messages: &[Message], gate: G, cap: usize) -> Option<Watch<G>> {
+        let ids: Vec<Value> = messages
+            .iter()
+            .filter(|m| m.kind == MessageKind::Request && m.method.as_deref() == Some(TOOLS_LIST))
+            .filter_map(|m| m.id.clone())
+            .collect();
+        (!ids.is_empty()).then_some(Watch { ids, gate, cap })
+    }
+
+    /// Filters the agent's answer (see the module docs).
+    pub async fn filter(mut self, resp: Response<RespBody>) -> Response<RespBody> {
+        if !resp.status().is_success() {
+            return resp;
+        }
+        let media = content_type(resp.headers());
+        let sse = media == "text/event-stream";
+        if !sse && media != "application/json" {
+            return resp;
+        }
+        if let Some(coding) = resp
+            .headers()
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .filter(|c| !c.trim().eq_ignore_ascii_case("identity"))
+        {
+            return self.unfilterable(&format!("it is compressed ({coding})"));
+        }
+        if sse {
+            let (mut parts, body) = resp.into_parts();
+            parts.headers.remove(header::CONTENT_LENGTH);
+            let body = SseFilter::new(body, self.ids, self.gate, self.cap);
+            return Response::from_parts(parts, body.boxed_unsync());
+        }
+        let (mut parts, mut body) = resp.into_parts();
+        let mut read = BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            match frame.map(Frame::into_data) {
+                Ok(Ok(data)) => {
+                    if read.len() + data.len() > self.cap {
+                        return self.unfilterable(&format!("it exceeds {} bytes", self.cap));
+                    }
+                    read.extend_from_slice(&data);
+                }
+                Ok(Err(_trailers)) => {}
+                Err(e) => {
+                    return self.unfilterable(&format!("the agent's answer failed: {e}"));
+                }
+            }
+        }
+        let bytes = read.freeze();
+        let bytes = match serde_json::from_slice::<Value>(&bytes) {
+            Ok(mut v) => {
+                if rewrite(&mut v, &mut self.ids, &mut self.gate) {
+                    Bytes::from(v.to_string())
+                } else {
+                    bytes
+                }
+            }
+            Err(_) => bytes,
+        };
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        Response::from_parts(parts, full(bytes))
+    }
+
+    /// The answer that replaces one the relay cannot filter: a JSON-RPC error
+    /// for the watched request (HTTP 502: the agent's answer is at fault).
+    fn unfilterable(&self, why: &str) -> Response<RespBody> {
+        let body = Value::from(unfilterable_errors(&self.ids, why));
+        let body = match body {
+            Value::Array(mut one) if one.len() == 1 => one.remove(0),
+            many => many,
+        };
+        let mut resp = Response::new(full(Bytes::from(body.to_string())));
+        *resp.status_mut() = StatusCode::BAD_GATEWAY;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp
+    }
+}
+
+fn unfilterable_errors(ids: &[Value], why: &str) -> Vec<Value> {
+    ids.iter()
+        .map(|id| {
+            serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {
+                "code": TOOLS_LIST_UNFILTERABLE,
+                "message": format!("the relay cannot filter this tools/list answer: {why}; refusing to pass it unfiltered"),
+            }})
+        })
+        .collect()
+}
+
+/// The media type of a response, lowercased, without parameters.
+fn content_type(headers: &http::HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+fn full(bytes: Bytes) -> RespBody {
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// Filters the watched responses in a message or a batch. Answered ids leave
+/// `ids`. True if a tool was removed.
+pub fn rewrite(value: &mut Value, ids: &mut Vec<Value>, gate: &mut dyn ToolGate) -> bool {
+    match value {
+        Value::Array(items) => {
+            let mut changed = false;
+            for item in items {
+                changed |= rewrite_one(item, ids, gate);
+            }
+            changed
+        }
+        one => rewrite_one(one, ids, gate),
+    }
+}
+
+fn rewrite_one(message: &mut Value, ids: &mut Vec<Value>, gate: &mut dyn ToolGate) -> bool {
+    if message.get("method").is_some() {
+        return false; // a request or notification of the server, not an answer
+    }
+    let Some(pos) = message
+        .get("id")
+        .and_then(|id| ids.iter().position(|w| w == id))
+    else {
+        return false;
+    };
+    ids.remove(pos);
+    let Some(tools) = message
+        .get_mut("result")
+        .and_then(|r| r.get_mut("tools"))
+        .and_then(Value::as_array_mut)
+    else {
+        return false; // an error, or no list to filter
+    };
+    let before = tools.len();
+    gate.filter(tools);
+    tools.len() != before
+}
+
+/// A server-sent event stream whose watched responses are filtered.
+struct SseFilter<G> {
+    inner: RespBody,
+    ids: Vec<Value>,
+    gate: G,
+    cap: usize,
+    /// Bytes of the event being received.
+    buf: BytesMut,
+    /// Where the scan for the end of that event resumes.
+    scan: usize,
+    out: VecDeque<Bytes>,
+    /// Every watched id is answered (or the stream failed closed): pass on.
+    through: bool,
+    /// No more frames from `inner`.
+    ended: bool,
+}
+
+impl<G: ToolGate> SseFilter<G> {
+    fn new(inner: RespBody, ids: Vec<Value>, gate: G, cap: usize) -> Self {
+        SseFilter {
+            inner,
+            ids,
+            gate,
+            cap,
+            buf: BytesMut::new(),
+            scan: 0,
+            out: VecDeque::new(),
+            through: false,
+            ended: false,
+        }
+    }
+
+    /// Takes in bytes of the stream; queues what may go out.
+    fn feed(&mut self, data: Bytes, at_eof: bool) {
+        if self.through {
+            if !data.is_empty() {
+                self.out.push_back(data);
+            }
+            return;
+        }
+        self.buf.extend_from_slice(&data);
+        while let Some(end) = event_end(&self.buf, &mut self.scan, at_eof) {
+            if end > self.cap {
+                return self.fail_closed();
+            }
+            let event = self.buf.split_to(end).freeze();
+            self.scan = 0;
+            let event = self.event(event);
+            self.out.push_back(event);
+            if self.ids.is_empty() {
+                self.through = true;
+                let rest = self.buf.split().freeze();
+                if !rest.is_empty() {
+                    self.out.push_back(rest);
+                }
+                return;
+            }
+        }
+        if self.buf.len() > self.cap {
+            self.fail_closed();
+        } else if at_eof && !self.buf.is_empty() {
+            // An unfinished last event: clients drop it; pass it on as it is.
+            self.out.push_back(self.buf.split().freeze());
+        }
+    }
+
+    /// An event too large to inspect while answers are watched: the watched
+    /// answers become errors, and the stream ends.
+    fn fail_closed(&mut self) {
+        let errors = unfilterable_errors(
+            &self.ids,
+            &format!("an event of the stream exceeds {} bytes", self.cap),
+        );
+        for e in errors {
+            self.out.push_back(Bytes::from(format!("data: {e}\n\n")));
+        }
+        self.buf.clear();
+        self.ids.clear();
+        self.through = true;
+        self.ended = true;
+    }
+
+    /// One complete event: rewritten if it carries a watched response.
+    fn event(&mut self, event: Bytes) -> Bytes {
+        let lines = lines(&event);
+        let data: Vec<&[u8]> = lines.iter().filter_map(|l| data_value(l)).collect();
+        if data.is_empty() {
+            return event;
+        }
+        let joined = data.join(&b"\n"[..]);
+        let Ok(mut value) = serde_json::from_slice::<Value>(&joined) else {
+            return event;
+        };
+        if !rewrite(&mut value, &mut self.ids, &mut self.gate) {
+            return event;
+        }
+        let mut out = Vec::with_capacity(event.len());
+        let mut wrote = false;
+        for line in lines {
+            if data_value(line).is_some() {
+                if !wrote {
+                    out.extend_from_slice(b"data: ");
+                    out.extend_from_slice(value.to_string().as_bytes());
+                    out.push(b'\n');
+                    wrote = true;
+                }
+                continue;
+            }
+            out.extend_from_slice(line);
+            out.push(b'\n');
+        }
+        out.push(b'\n');
+        Bytes::from(out)
+    }
+}
+
+/// The end (exclusive) of the first complete event in `buf`: the end of its
+/// first empty line. Lines end with CRLF, LF or CR (a CR last in `buf` waits
+/// for the next byte, unless the stream ended). `scan` is where the line in
+/// progress starts, so bytes are looked at once.
+fn event_end(buf: &[u8], scan: &mut usize, at_eof: bool) -> Option<usize> {
+    let mut line_start = *scan;
+    let mut i = *scan;
+    while i < buf.len() {
+        let b = buf[i];
+        if b != b'\n' && b != b'\r' {
+            i += 1;
+            continue;
+        }
+        let mut next = i + 1;
+        if b == b'\r' {
+            if next == buf.len() && !at_eof {
+                break;
+            }
+            if buf.get(next) == Some(&b'\n') {
+                next += 1;
+            }
+        }
+        let empty = i == line_start;
+        line_start = next;
+        i = next;
+        if empty {
+            return Some(next);
+        }
+    }
+    *scan = line_start;
+    None
+}
+
+/// The lines of one complete event, without terminators and without the
+/// empty line that ends it.
+fn lines(event: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i < event.len() {
+        let b = event[i];
+        if b == b'\n' || b == b'\r' {
+            out.push(&event[start..i]);
+            if b == b'\r' && event.get(i + 1) == Some(&b'\n') {
+                i += 1;
+            }
+            start = i + 1;
+        }
+        i += 1;
+    }
+    if start < event.len() {
+        out.push(&event[start..]);
+    }
+    while out.last().is_some_and(|l| l.is_empty()) {
+        out.pop();
+    }
+    out
+}
+
+/// The value of a `data` field line (one leading space removed).
+fn data_value(line: &[u8]) -> Option<&[u8]> {
+    if line == b"data" {
+        return Some(b"");
+    }
+    let value = line.strip_prefix(b"data:")?;
+    Some(value.strip_prefix(b" ").unwrap_or(value))
+}
+
+impl<G: ToolGate> Body for SseFilter<G> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(b) = this.out.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(b))));
+            }
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    this.ended = true;
+                    this.feed(Bytes::new(), true);
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => this.feed(data, false),
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended && self.out.is_empty()
+    }
+}
+
+/// The JSON-RPC error of one refused request: a call to a tool the caller
+/// cannot see is an unknown tool (-32602, nothing says it exists); a call
+/// refused by its tool's pin says how to approve the change; every other
+/// refusal names the policies that decided ([`POLICY_DENIED`]).
+pub fn refusal(
+    message: &Message,
+    decision: &Decision,
+    route: &str,
+    visible: &dyn Fn(&str) -> bool,
+) -> Value {
+    let error = match (message.method.as_deref(), message.target.as_deref()) {
+        (Some(TOOLS_CALL), Some(tool))
+            if decision.policies.len() == 1
+                && [pins::PIN_CHANGED, pins::PIN_UNAVAILABLE]
+                    .contains(&decision.policies[0].as_str()) =>
+        {
+            serde_json::json!({
+                "code": POLICY_DENIED,
+                "message": pins::refusal_message(route, tool, &decision.policies[0]),
+                "data": {"policies": decision.policies},
+            })
+        }
+        (Some(TOOLS_CALL), Some(tool))
+            if !decision.policies.iter().any(|p| p == BATCH_REFUSED) && !visible(tool) =>
+        {
+            serde_json::json!({
+                "code": INVALID_PARAMS,
+                "message": format!("Unknown tool: {tool}"),
+            })
+        }
+        _ => serde_json::json!({
+            "code": POLICY_DENIED,
+            "message": decision.message(),
+            "data": {"policies": decision.policies},
+        }),
+    };
+    serde_json::json!({"jsonrpc": "2.0", "id": message.id, "error": error})
+}
+
+/// The answer to a refused body: one JSON-RPC error per request (see
+/// [`refusal`]), a single object for a single message, an array for a
+/// batch; `None` when the body held only notifications and responses.
+pub fn refusals(
+    messages: &[Message],
+    decisions: &[Decision],
+    route: &str,
+    visible: &dyn Fn(&str) -> bool,
+) -> Option<Value> {
+    let errors: Vec<Value> = messages
+        .iter()
+        .zip(decisions)
+        .filter(|(m, _)| m.kind == MessageKind::Request)
+        .map(|(m, d)| refusal(m, d, route, visible))
+        .collect();
+    match errors.len() {
+        0 => None,
+        1 if messages.len() == 1 => errors.into_iter().next(),
+        _ => Some(Value::Array(errors)),
+    }
+}
+
+#[cfg(test)]
+#[path = "tool_filter_tests.rs"]
+mod tests;
