@@ -51,6 +51,10 @@ pub struct RelayConfig {
     pub access_token_ttl: Duration,
     /// Lifetime of OAuth refresh tokens (each use rotates them).
     pub refresh_token_ttl: Duration,
+    /// FOR BENCHMARKS ONLY: forward JSON-RPC bodies without classifying them,
+    /// deciding them with the policy or auditing them (tokens and route
+    /// ownership are still checked). Measures what policy and audit cost.
+    pub bench_disable_policy_and_audit: bool,
 }
 
 impl RelayConfig {
@@ -74,6 +78,7 @@ impl RelayConfig {
             sse_keepalive: Duration::from_secs(15),
             access_token_ttl: Duration::from_secs(3600),
             refresh_token_ttl: Duration::from_secs(30 * 86_400),
+            bench_disable_policy_and_audit: false,
         }
     }
 }
