@@ -25,11 +25,11 @@ fn caller() -> Caller<'static> {
 
 fn policy(c: &mut Criterion) {
     let engine = Engine::new(
-        Policy::from_flags(OWNER, &[], None, false).expect("owner policy"),
+        Policy::from_flags(&[], None, false).expect("owner policy"),
         None,
     );
     let read_only = Engine::new(
-        Policy::from_flags(OWNER, &[], None, true).expect("read-only policy"),
+        Policy::from_flags(&[], None, true).expect("read-only policy"),
         None,
     );
     let messages = jsonrpc::classify_body(TOOLS_CALL).expect("classify");

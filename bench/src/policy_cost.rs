@@ -13,7 +13,7 @@ use crate::systems::{OWNER, SQL_ROUTE};
 
 /// Times `runs` decisions of the small scenario's `tools/call`.
 pub fn run(runs: usize) -> anyhow::Result<Record> {
-    let engine = Engine::new(Policy::from_flags(OWNER, &[], None, false)?, None);
+    let engine = Engine::new(Policy::from_flags(&[], None, false)?, None);
     let body = TOOLS_CALL.as_bytes();
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs.min(1000) {

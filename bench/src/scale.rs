@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 use tunnel::quic::QuicSettings;
 use tunnel::TunnelConnection;
 
-use agent::session::{self, Identity, SessionConfig};
+use agent::connect::{Reporter, RequestLine};
+use agent::gate::{Gate, OwnerPolicy};
+use agent::session::{self, Identity, Serving, SessionConfig};
 use agent::upstream::Upstream;
 
 use crate::record::{percentile, Record};
@@ -40,14 +42,24 @@ pub async fn run(dir: &std::path::Path, upstream: &str, agents: usize) -> anyhow
     // One UDP socket for every connection: quinn multiplexes them.
     let (endpoint, _) = tunnel::quic::client_endpoint(relay.addr, tls, &settings)?;
     let upstream = Arc::new(Upstream::http(upstream)?);
+    let kind = upstream.kind();
+    let serving = Arc::new(Serving {
+        gate: Gate::new(
+            &OwnerPolicy::from_flags(&[], None, false)?,
+            kind,
+            4 * 1024 * 1024,
+        ),
+        upstream,
+        reporter: Arc::new(Silent),
+    });
     let stop = CancellationToken::new();
     let gate = Arc::new(Semaphore::new(PARALLEL_DIALS));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let started = Instant::now();
     for i in 0..agents {
-        let (endpoint, upstream, stop, gate, tx, token) = (
+        let (endpoint, serving, stop, gate, tx, token) = (
             endpoint.clone(),
-            upstream.clone(),
+            serving.clone(),
             stop.clone(),
             gate.clone(),
             tx.clone(),
@@ -63,7 +75,8 @@ pub async fn run(dir: &std::path::Path, upstream: &str, agents: usize) -> anyhow
                     token,
                     instance_id: instance_id(i),
                     routes: vec![format!("scale-{i}")],
-                    kind: upstream.kind(),
+                    kind,
+                    policy: None,
                 };
                 match session::handshake(TunnelConnection::Quic(conn), &identity).await {
                     Ok(s) => anyhow::Ok(s),
@@ -79,7 +92,7 @@ pub async fn run(dir: &std::path::Path, upstream: &str, agents: usize) -> anyhow
                         drain_timeout: Duration::from_secs(1),
                         quic_retry: None,
                     };
-                    session::serve(established, upstream, stop, &config, None).await;
+                    session::serve(established, serving, stop, &config, None).await;
                 }
                 Err(e) => {
                     let _ = tx.send(Err(e));
@@ -134,4 +147,13 @@ fn instance_id(i: usize) -> [u8; 16] {
     id[..8].copy_from_slice(&(i as u64).to_le_bytes());
     id[8..].copy_from_slice(&std::process::id().to_le_bytes().repeat(2));
     id
+}
+
+/// The simulated agents report nothing.
+struct Silent;
+
+impl Reporter for Silent {
+    fn live(&self, _route: &str, _url: &str, _transport: tunnel::Transport) {}
+    fn reconnecting(&self, _reason: &str, _delay: Duration) {}
+    fn request(&self, _line: &RequestLine) {}
 }
