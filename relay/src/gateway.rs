@@ -204,9 +204,15 @@ async fn route_request(
     if let Some(post) = legacy.as_ref() {
         legacy_sse::prepare(post, &mut parts);
     }
+    if state.config.bench_disable_policy_and_audit {
+        trail.skip();
+    }
     // The body's tools/list requests, whose answers are filtered.
     let mut tools_list = None;
-    let (body, body_kind) = if served.kind != UpstreamKind::PlainHttp && is_json_post(&parts) {
+    let (body, body_kind) = if served.kind != UpstreamKind::PlainHttp
+        && is_json_post(&parts)
+        && !state.config.bench_disable_policy_and_audit
+    {
         let bytes = match Limited::new(body, state.config.max_body).collect().await {
             Ok(c) => c.to_bytes(),
             Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
@@ -281,7 +287,8 @@ async fn route_request(
             },
         )
     } else {
-        if served.kind != UpstreamKind::PlainHttp && parts.method == http::Method::POST {
+        let bench = state.config.bench_disable_policy_and_audit;
+        if served.kind != UpstreamKind::PlainHttp && parts.method == http::Method::POST && !bench {
             // An MCP route's POSTs are JSON-RPC: anything else would reach
             // the local server without the policy having read it.
             trail.deny("not-json");
@@ -294,20 +301,22 @@ async fn route_request(
         }
         // No JSON-RPC message to judge (an MCP GET stream or DELETE, or a
         // plain HTTP route): the caller needs what every MCP session needs.
-        let decision = engine.decide(&PolicyRequest {
-            caller,
-            message: &policy::body::session_plumbing(),
-            sql: None,
-        });
-        if !decision.allowed {
-            trail.deny(&decision.policies.join(","));
-            return error(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                &format!("route '{route}': {}", decision.message()),
-            );
+        if !bench {
+            let decision = engine.decide(&PolicyRequest {
+                caller,
+                message: &policy::body::session_plumbing(),
+                sql: None,
+            });
+            if !decision.allowed {
+                trail.deny(&decision.policies.join(","));
+                return error(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    &format!("route '{route}': {}", decision.message()),
+                );
+            }
+            trail.allow(&decision.policies.join(","));
         }
-        trail.allow(&decision.policies.join(","));
         let kind = if body.is_end_stream() {
             BodyKind::Empty
         } else {

@@ -145,6 +145,9 @@ struct ServeArgs {
     /// Lifetime of OAuth refresh tokens (each use rotates them).
     #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
     refresh_token_ttl: std::time::Duration,
+    /// FOR BENCHMARKS ONLY (bench/): no per-message policy and no audit.
+    #[arg(long, hide = true)]
+    bench_disable_policy_and_audit: bool,
 }
 
 #[derive(Subcommand)]
@@ -472,6 +475,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.access_token_ttl = args.access_token_ttl;
     config.refresh_token_ttl = args.refresh_token_ttl;
     config.max_tools_list = args.max_tools_list;
+    config.bench_disable_policy_and_audit = args.bench_disable_policy_and_audit;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let relay = relay::start(config).await?;

@@ -79,6 +79,12 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         legacy: LegacySessions::default(),
         oauth: crate::oauth::OAuthState::default(),
     });
+    if config.bench_disable_policy_and_audit {
+        tracing::warn!(
+            "--bench-disable-policy-and-audit: JSON-RPC messages are NOT classified, NOT decided \
+             by policy and NOT audited. For benchmarks only; never run a relay like this"
+        );
+    }
     let tasks = TaskTracker::new();
     let quic = match udp {
         Some((socket, sizes)) => {

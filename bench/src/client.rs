@@ -1,0 +1,256 @@
+//! The load generator: HTTP/1.1 keep-alive, one connection per worker (as
+//! `wrk` does), TCP_NODELAY, over plain TCP or TLS.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use tokio_rustls::TlsConnector;
+
+/// The JSON-RPC body of the small request: an MCP `tools/call` of
+/// `read_query` in the stateless 2026-07-28 revision (no session, the
+/// protocol version and client capabilities in `_meta`).
+pub const TOOLS_CALL: &str = concat!(
+    r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_query","#,
+    r#""arguments":{"query":"SELECT 1 AS one"},"_meta":{"#,
+    r#""io.modelcontextprotocol/protocolVersion":"2026-07-28","#,
+    r#""io.modelcontextprotocol/clientCapabilities":{},"#,
+    r#""io.modelcontextprotocol/clientInfo":{"name":"drawbridge-bench","version":"1"}}}}"#
+);
+
+/// How long one request may take before the run is declared broken.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where requests go.
+#[derive(Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    /// TLS (trusting the relay's CA) with this server name, or plain TCP.
+    pub tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// The MCP endpoint's path, e.g. `/mcp` or `/mcp/sql`.
+    pub mcp_path: String,
+    /// Prefix of `/bytes/<n>`, e.g. `` or `/mcp/bulk`.
+    pub bytes_prefix: String,
+    /// A bearer token to send.
+    pub token: Option<String>,
+}
+
+/// A TLS connector trusting `ca` (HTTP/1.1 by ALPN).
+pub fn tls_connector(ca: &std::path::Path) -> anyhow::Result<TlsConnector> {
+    let config = tunnel::tls::client_config(Some(ca), &[b"http/1.1"])?;
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// One keep-alive connection.
+pub struct Conn {
+    send: SendRequest<Full<Bytes>>,
+    target: Target,
+}
+
+impl Conn {
+    pub async fn open(target: &Target) -> anyhow::Result<Conn> {
+        let tcp = tokio::net::TcpStream::connect(target.addr)
+            .await
+            .with_context(|| format!("connect to {}", target.addr))?;
+        tcp.set_nodelay(true)?;
+        let send = match &target.tls {
+            None => handshake(tcp).await?,
+            Some((connector, name)) => {
+                let tls = connector.connect(name.clone(), tcp).await?;
+                handshake(tls).await?
+            }
+        };
+        Ok(Conn {
+            send,
+            target: target.clone(),
+        })
+    }
+
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Bytes,
+    ) -> anyhow::Result<Request<Full<Bytes>>> {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, self.target.addr.to_string());
+        if let Some(t) = &self.target.token {
+            b = b.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        if method == "POST" {
+            b = b
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .header(http::header::ACCEPT, "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2026-07-28")
+                .header("mcp-method", "tools/call")
+                .header("mcp-name", "read_query");
+        }
+        Ok(b.body(Full::new(body))?)
+    }
+
+    /// One `tools/call` round trip, the answer read to its end and checked.
+    pub async fn tools_call(&mut self) -> anyhow::Result<()> {
+        let req = self.request(
+            "POST",
+            &self.target.mcp_path,
+            Bytes::from_static(TOOLS_CALL.as_bytes()),
+        )?;
+        let call = async {
+            self.send.ready().await?;
+            let resp = self.send.send_request(req).await?;
+            let status = resp.status();
+            let body = resp.into_body().collect().await?.to_bytes();
+            anyhow::Ok((status, body))
+        };
+        let (status, body) = tokio::time::timeout(REQUEST_TIMEOUT, call)
+            .await
+            .context("tools/call timed out")??;
+        if status != StatusCode::OK || !contains(&body, br#""one":1"#) {
+            bail!(
+                "tools/call answered {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(300)])
+            );
+        }
+        Ok(())
+    }
+
+    /// Downloads `/bytes/<n>`; returns the bytes received.
+    pub async fn download(&mut self, n: u64, timeout: Duration) -> anyhow::Result<u64> {
+        let path = format!("{}/bytes/{n}", self.target.bytes_prefix);
+        let req = self.request("GET", &path, Bytes::new())?;
+        let get = async {
+            self.send.ready().await?;
+            let resp = self.send.send_request(req).await?;
+            if resp.status() != StatusCode::OK {
+                bail!("bulk download answered {}", resp.status());
+            }
+            let mut body = resp.into_body();
+            let mut got = 0u64;
+            while let Some(frame) = body.frame().await {
+                if let Some(d) = frame?.data_ref() {
+                    got += d.len() as u64;
+                }
+            }
+            Ok(got)
+        };
+        tokio::time::timeout(timeout, get)
+            .await
+            .context("bulk download timed out")?
+    }
+}
+
+async fn handshake<S>(io: S) -> anyhow::Result<SendRequest<Full<Bytes>>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(send)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// What one load level measured.
+pub struct LevelResult {
+    /// Every request's latency, in µs, sorted.
+    pub latencies_us: Vec<f64>,
+    pub rps: f64,
+    pub errors: u64,
+}
+
+/// `workers` connections each sending `tools/call` back to back for
+/// `duration` (after `warmup` per worker, not measured).
+pub async fn load(
+    target: &Target,
+    workers: usize,
+    warmup: usize,
+    duration: Duration,
+) -> anyhow::Result<LevelResult> {
+    let mut conns = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let mut c = Conn::open(target).await?;
+        for _ in 0..warmup {
+            c.tools_call().await.context("warm-up")?;
+        }
+        conns.push(c);
+    }
+    let start = Instant::now();
+    let deadline = start + duration;
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(4096);
+                let mut errors = 0u64;
+                let mut last_error = None;
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    match c.tools_call().await {
+                        Ok(()) => lat.push(t.elapsed().as_nanos() as f64 / 1000.0),
+                        Err(e) => {
+                            errors += 1;
+                            last_error = Some(e.to_string());
+                            if errors > 100 {
+                                break;
+                            }
+                            // The connection may be gone: start a new one.
+                            if let Ok(n) = Conn::open(&c.target).await {
+                                c = n;
+                            }
+                        }
+                    }
+                }
+                (lat, errors, last_error)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    let mut last_error = None;
+    for t in tasks {
+        let (lat, e, le) = t.await?;
+        all.extend(lat);
+        errors += e;
+        last_error = le.or(last_error);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    if all.is_empty() {
+        bail!(
+            "no request succeeded: {}",
+            last_error.unwrap_or_else(|| "no time to send any".into())
+        );
+    }
+    if let Some(e) = last_error {
+        eprintln!("  {errors} errors, last: {e}");
+    }
+    all.sort_by(f64::total_cmp);
+    Ok(LevelResult {
+        rps: all.len() as f64 / elapsed,
+        latencies_us: all,
+        errors,
+    })
+}
+
+/// One bulk download of `n` bytes on a fresh connection, in MB/s (10^6 B/s).
+pub async fn bulk(target: &Target, n: u64) -> anyhow::Result<f64> {
+    let mut c = Conn::open(target).await?;
+    let t = Instant::now();
+    let got = c.download(n, Duration::from_secs(300)).await?;
+    if got != n {
+        bail!("bulk download cut short: {got} of {n} bytes");
+    }
+    Ok(n as f64 / t.elapsed().as_secs_f64() / 1e6)
+}

@@ -1,0 +1,64 @@
+//! `bench`: Drawbridge against direct access and against rathole, bore and
+//! `ssh -R`, on loopback, in one run. Writes `bench/results.json`,
+//! `BENCHMARKS.md` and `bench/latency.svg`.
+//!
+//! `cargo run --release -p bench -- --quick` (under 3 minutes) or without
+//! `--quick` for the full run.
+
+mod client;
+mod plot;
+mod policy_cost;
+mod procs;
+mod reconnect;
+mod record;
+mod report;
+mod run;
+mod scale;
+mod systems;
+mod tools;
+mod upstream;
+
+use clap::Parser;
+
+/// Benchmarks the relay path against direct access and other tunnels.
+#[derive(Parser)]
+#[command(name = "bench")]
+struct Cli {
+    /// The short run (under 3 minutes): shorter load levels, one bulk download.
+    #[arg(long)]
+    quick: bool,
+    /// Only these systems, comma-separated (direct, drawbridge-quic,
+    /// drawbridge-quic-nopolicy, drawbridge-tcp, rathole-tcp, rathole-noise,
+    /// bore, ssh-r). Scale, reconnect and policy run with drawbridge-quic.
+    #[arg(long, value_delimiter = ',')]
+    systems: Vec<String>,
+    /// Agents connected at once in the scale scenario.
+    #[arg(long, default_value_t = 1000)]
+    agents: usize,
+    /// Only regenerate BENCHMARKS.md and the plot from bench/results.json.
+    #[arg(long)]
+    report_only: bool,
+    /// Use the relay and agent binaries as they are built (no cargo build).
+    #[arg(long)]
+    no_build: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    for s in &cli.systems {
+        if !record::SYSTEMS.contains(&s.as_str()) {
+            anyhow::bail!(
+                "unknown system {s:?}; one of {}",
+                record::SYSTEMS.join(", ")
+            );
+        }
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(run::run(run::Options {
+        quick: cli.quick,
+        systems: cli.systems,
+        agents: cli.agents,
+        report_only: cli.report_only,
+        no_build: cli.no_build,
+    }))
+}

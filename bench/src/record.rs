@@ -1,0 +1,73 @@
+//! One line of `bench/results.json`: a figure for one system in one scenario.
+
+use serde::{Deserialize, Serialize};
+
+/// The systems under test, as they are named in the results.
+pub const SYSTEMS: [&str; 8] = [
+    "direct",
+    "drawbridge-quic",
+    "drawbridge-quic-nopolicy",
+    "drawbridge-tcp",
+    "rathole-tcp",
+    "rathole-noise",
+    "bore",
+    "ssh-r",
+];
+
+/// One measured figure. Fields that do not apply to a scenario are `null`.
+///
+/// * `small`: `p50_us`/`p99_us` per request, `rps` at `concurrency` workers.
+/// * `bulk`: `mb_per_s` (10^6 bytes/s), median of `runs` downloads.
+/// * `scale`: `concurrency` agents; `rss_kib` relay memory per agent;
+///   `p50_us`/`p99_us` one agent's dial + handshake; `rps` agents connected
+///   per second over the whole run (so the time to connect all of them is
+///   `concurrency / rps`).
+/// * `reconnect`: `p50_us` median and `p99_us` worst of `runs` relay restarts,
+///   from the signal to the first answered request.
+/// * `policy`: `p50_us`/`p99_us` of the whole per-message decision
+///   (JSON-RPC classification, SQL classification, Cedar), over `runs` messages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub system: String,
+    pub scenario: String,
+    pub concurrency: Option<u64>,
+    pub p50_us: Option<f64>,
+    pub p99_us: Option<f64>,
+    pub rps: Option<f64>,
+    pub mb_per_s: Option<f64>,
+    pub rss_kib: Option<f64>,
+    pub runs: Option<u64>,
+}
+
+impl Record {
+    /// A record with only its system and scenario filled in.
+    pub fn new(system: &str, scenario: &str) -> Record {
+        Record {
+            system: system.to_owned(),
+            scenario: scenario.to_owned(),
+            concurrency: None,
+            p50_us: None,
+            p99_us: None,
+            rps: None,
+            mb_per_s: None,
+            rss_kib: None,
+            runs: None,
+        }
+    }
+}
+
+/// Nearest-rank percentile of sorted samples (`p` in 0..=1).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// The median of unsorted values.
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    percentile(&v, 0.5)
+}

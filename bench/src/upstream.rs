@@ -1,0 +1,115 @@
+//! The local server every system reaches: the built-in SQLite MCP server (the
+//! very code `agent connect --sqlite` runs, served here over plain HTTP at
+//! `/mcp`), and `/bytes/<n>`, which streams `n` bytes for the bulk scenario.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio_util::sync::CancellationToken;
+
+use agent::sqlite_db::{Limits, SqliteDb};
+use agent::sqlite_server::SqliteServer;
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+type Mcp = StreamableHttpService<SqliteServer, LocalSessionManager>;
+
+/// Bytes per chunk of a `/bytes/<n>` stream.
+const CHUNK: usize = 64 * 1024;
+
+/// A running local server; stops when dropped.
+pub struct LocalServer {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl LocalServer {
+    /// Serves the SQLite database at `db` (created with the sample data if
+    /// missing) on 127.0.0.1, port chosen by the OS.
+    pub async fn start(db: &Path) -> anyhow::Result<LocalServer> {
+        let db = Arc::new(SqliteDb::open(db, false, Limits::default())?);
+        let server = SqliteServer::new(db);
+        let config = StreamableHttpServerConfig::default()
+            .disable_allowed_hosts()
+            .with_cancellation_token(CancellationToken::new());
+        let mcp: Arc<Mcp> = Arc::new(StreamableHttpService::new(
+            move || Ok(server.clone()),
+            Arc::new(LocalSessionManager::default()),
+            config,
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("bind the local server")?;
+        let addr = listener.local_addr()?;
+        let chunk = Bytes::from(vec![b'x'; CHUNK]);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let _ = tcp.set_nodelay(true);
+                let (mcp, chunk) = (mcp.clone(), chunk.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        handle(mcp.clone(), chunk.clone(), req)
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        Ok(LocalServer { addr, task })
+    }
+}
+
+async fn handle(
+    mcp: Arc<Mcp>,
+    chunk: Bytes,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path();
+    if let Some(n) = path.strip_prefix("/bytes/") {
+        let total: u64 = n.parse().unwrap_or(0);
+        let stream = futures::stream::unfold(0u64, move |sent| {
+            let chunk = chunk.clone();
+            async move {
+                if sent >= total {
+                    return None;
+                }
+                let n = (total - sent).min(CHUNK as u64);
+                Some((
+                    Ok::<_, Infallible>(Frame::data(chunk.slice(..n as usize))),
+                    sent + n,
+                ))
+            }
+        });
+        let mut resp = Response::new(StreamBody::new(stream).boxed_unsync());
+        if let Ok(v) = http::HeaderValue::from_str(&total.to_string()) {
+            resp.headers_mut().insert(http::header::CONTENT_LENGTH, v);
+        }
+        return Ok(resp);
+    }
+    if path == "/mcp" || path == "/mcp/" {
+        let resp = mcp.handle(req).await;
+        return Ok(resp.map(|b| b.boxed_unsync()));
+    }
+    let mut resp = Response::new(Full::new(Bytes::from_static(b"not found\n")).boxed_unsync());
+    *resp.status_mut() = http::StatusCode::NOT_FOUND;
+    Ok(resp)
+}
