@@ -266,11 +266,11 @@ impl Store {
         let hash = token::hash(presented);
         let record = {
             let conn = self.conn();
-            conn.query_row(
-                &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE secret_hash = ?1"),
-                [hash],
-                row_to_record,
-            )
+            // On every request: a cached statement, not SQL parsed each time.
+            conn.prepare_cached(&format!(
+                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE secret_hash = ?1"
+            ))
+            .and_then(|mut stmt| stmt.query_row([hash], row_to_record))
             .optional()
             .map_err(|e| {
                 tracing::error!(error = %e, "token lookup failed");
@@ -326,11 +326,11 @@ impl Store {
 
     /// The owner of a claimed route.
     pub fn route_owner(&self, name: &str) -> Result<Option<String>, RelayError> {
+        // On every request: a cached statement, not SQL parsed each time.
         Ok(self
             .conn()
-            .query_row("SELECT owner FROM routes WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
+            .prepare_cached("SELECT owner FROM routes WHERE name = ?1")
+            .and_then(|mut stmt| stmt.query_row([name], |r| r.get(0)))
             .optional()?)
     }
 
