@@ -86,11 +86,18 @@ impl Action {
 
     /// The action a message is judged as. Methods are case-sensitive, so
     /// `Tools/Call` is `other_method` (and the server will not know it).
+    ///
+    /// A notification is `notify` only when its method is a notification's
+    /// (`notifications/…`). Any other method sent without an id is judged by
+    /// its method, like a request: a server that runs a `tools/call` it got
+    /// without an id must not be a way around the rules for `call_tool`
+    /// (found by the `jsonrpc` fuzz target).
     pub fn of(message: &Message) -> Self {
+        let method = message.method.as_deref().unwrap_or_default();
         match message.kind {
             MessageKind::Response | MessageKind::Error => Self::Respond,
-            MessageKind::Notification => Self::Notify,
-            MessageKind::Request => match message.method.as_deref().unwrap_or_default() {
+            MessageKind::Notification if method.starts_with("notifications/") => Self::Notify,
+            MessageKind::Request | MessageKind::Notification => match method {
                 "initialize" | "server/discover" => Self::Initialize,
                 "ping" => Self::Ping,
                 "tools/list" => Self::ListTools,

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::load::{line_col, schema};
 use super::request::{build, rfc3339, unix_seconds, Facts, Vocabulary};
 use super::*;
-use crate::jsonrpc::{classify_body, Message};
+use crate::jsonrpc::{classify_body, Message, MessageKind};
 use crate::sql::classify;
 
 const OWNER: &str = "alice@example.com";
@@ -1138,4 +1138,22 @@ fn decision_cost() {
         std::hint::black_box(classify(message.sql_argument().expect("sql")));
     }
     println!("sql::classify of the same SQL: {:?}", start.elapsed() / n);
+}
+
+/// Found by the `jsonrpc` fuzz target: a `tools/call` sent without an id is
+/// a notification in JSON-RPC terms, but a server may still run it, so it is
+/// judged as `call_tool` (read-only and --tools apply), not as `notify`.
+#[test]
+fn a_request_method_without_an_id_is_judged_by_its_method() {
+    let engine = flags(&[], Some(&["read_query"]), true);
+    let sneaky = message(json!({"jsonrpc": "2.0", "method": "tools/call",
+        "params": {"name": "read_query", "arguments": {"query": "WITH x AS (SELECT 1) DELETE FROM orders"}}}));
+    assert_eq!(sneaky.kind, MessageKind::Notification);
+    assert_denied(&decide(&engine, OWNER, &sneaky), &["read-only-sql"]);
+    let other_tool = message(json!({"jsonrpc": "2.0", "method": "tools/call",
+        "params": {"name": "write_query", "arguments": {"query": "SELECT 1"}}}));
+    assert!(!decide(&engine, OWNER, &other_tool).allowed);
+    // Real notifications stay plumbing.
+    let note = message(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    assert!(decide(&engine, OWNER, &note).allowed);
 }
