@@ -604,29 +604,15 @@ async fn a_streamable_http_get_stream_is_not_taken_for_legacy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_sdk_legacy_sse_client_uses_the_sqlite_route() {
     let (relay, _agent, token, _dir) = sqlite_setup(&[], &[]).await;
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/mcp_legacy_sse_client.py");
-    let out = tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio::process::Command::new(crate::python_client::python())
-            .arg(&script)
-            .arg(relay.route_url("db"))
-            .arg(&token)
-            .arg(relay.ca())
-            .kill_on_drop(true)
-            .output(),
+    let v = e2e::python::run_json(
+        "mcp_legacy_sse_client.py",
+        &[
+            relay.route_url("db").into(),
+            token.clone().into(),
+            relay.ca().into(),
+        ],
     )
-    .await
-    .expect("the Python client finished within 120s")
-    .expect("run the Python client");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "python legacy client failed:\n{stderr}"
-    );
-    let v: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\n{stderr}"));
+    .await;
     eprintln!("legacy client saw: {v}");
     assert!(v["protocol_version"].is_string(), "{v}");
     assert_eq!(v["session_ids"].as_array().map(Vec::len), Some(1), "{v}");

@@ -7,7 +7,6 @@
 //! open-redirect attempt.
 
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -20,19 +19,6 @@ const REDIRECT: &str = "http://127.0.0.1:53682/callback";
 /// RFC 7636 Appendix B.
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
-
-fn python() -> PathBuf {
-    let venv = std::env::var_os("VIRTUAL_ENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-tests"));
-    let python = venv.join("bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/test.sh, which installs tests/requirements.txt into .venv-tests",
-        python.display()
-    );
-    python
-}
 
 /// `relay user add EMAIL` with the password on stdin.
 fn add_user(relay: &RelayProc, email: &str, password: &str) -> (i32, String) {
@@ -350,29 +336,16 @@ fn oauth_error(a: &Answer) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_signs_in_with_a_local_account_and_calls_tools() {
     let s = Setup::new(true).await;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/oauth_client.py");
-    let out = tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio::process::Command::new(python())
-            .arg(&script)
-            .arg(s.relay.route_url("db"))
-            .arg(s.relay.ca())
-            .arg(EMAIL)
-            .arg(PASSWORD)
-            .kill_on_drop(true)
-            .output(),
+    let v = e2e::python::run_json(
+        "oauth_client.py",
+        &[
+            s.relay.route_url("db").into(),
+            s.relay.ca().into(),
+            EMAIL.into(),
+            PASSWORD.into(),
+        ],
     )
-    .await
-    .expect("the Python client finished within 120s")
-    .expect("run the Python client");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "python OAuth client failed:\n{stderr}"
-    );
-    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\n{stderr}"));
+    .await;
     assert_eq!(v["pages"], serde_json::json!(["login", "consent"]), "{v}");
     assert_eq!(v["issuer"], s.relay.url(), "{v}");
     assert!(

@@ -2,49 +2,19 @@
 //! SQLite server through relay and agent, in both of its modes: the stateless
 //! 2026-07-28 revision (`server/discover`) and the initialize handshake.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
 use e2e::{AgentProc, RelayProc, TempDir};
 
-/// The Python of the venv `scripts/test.sh` installs `tests/requirements.txt` into.
-pub(crate) fn python() -> PathBuf {
-    let venv = std::env::var_os("VIRTUAL_ENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-tests"));
-    let python = venv.join("bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/test.sh, which installs tests/requirements.txt into .venv-tests",
-        python.display()
-    );
-    python
-}
-
 async fn run_client(relay: &RelayProc, token: &str, mode: &str) -> serde_json::Value {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/mcp_client.py");
-    let out = tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio::process::Command::new(python())
-            .arg(&script)
-            .arg(relay.route_url("db"))
-            .arg(token)
-            .arg(relay.ca())
-            .arg(mode)
-            .kill_on_drop(true)
-            .output(),
+    e2e::python::run_json(
+        "mcp_client.py",
+        &[
+            relay.route_url("db").into(),
+            token.into(),
+            relay.ca().into(),
+            mode.into(),
+        ],
     )
     .await
-    .expect("the Python client finished within 120s")
-    .expect("run the Python client");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "python client failed ({mode}):\n{stderr}"
-    );
-    let line = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\n{stderr}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,7 +35,7 @@ fn mcp_server_sqlite() -> PathBuf {
 fn misbehaving_server() -> Vec<String> {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/stdio_server.py");
     vec![
-        crate::python_client::python().display().to_string(),
+        e2e::python::python().display().to_string(),
         script.display().to_string(),
     ]
 }
@@ -320,31 +320,18 @@ async fn a_deleted_session_kills_its_child_and_leaves_no_zombie() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_mcp_client_uses_the_reference_server_in_both_modes() {
     let (s, _db) = sqlite_setup().await;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/mcp_client.py");
     for (mode, version) in [("auto", "2026-07-28"), ("legacy", "2025-11-25")] {
-        let out = tokio::time::timeout(
-            Duration::from_secs(120),
-            tokio::process::Command::new(crate::python_client::python())
-                .arg(&script)
-                .arg(s.relay.route_url("s"))
-                .arg(&s.token)
-                .arg(s.relay.ca())
-                .arg(mode)
-                .arg("reference")
-                .kill_on_drop(true)
-                .output(),
+        let v = e2e::python::run_json(
+            "mcp_client.py",
+            &[
+                s.relay.route_url("s").into(),
+                s.token.clone().into(),
+                s.relay.ca().into(),
+                mode.into(),
+                "reference".into(),
+            ],
         )
-        .await
-        .expect("the Python client finished within 120s")
-        .expect("run the Python client");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "python client failed ({mode}):\n{stderr}"
-        );
-        let v: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\n{stderr}"));
+        .await;
         assert_eq!(v["protocol_version"], version, "{mode}: {v}");
         assert_eq!(v["server_name"], "sqlite", "{mode}: {v}");
         assert_eq!(
