@@ -142,6 +142,11 @@ impl Reporter for Printer {
 }
 
 fn main() -> ExitCode {
+    // A stdio child being started (see agent::stdio::orphan_guard): no CLI,
+    // no runtime, just exec.
+    if let Some(code) = agent::stdio::orphan_guard::run_if_requested() {
+        return ExitCode::from(code);
+    }
     let cli = Cli::parse();
     logging::init(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
@@ -183,16 +188,19 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     tokio::spawn(stop_on_signal(stop.clone()));
     let upstream = match (&args.http, &args.sqlite, args.command.split_first()) {
         (Some(url), _, _) => Upstream::http(url)?,
-        (None, None, Some((program, rest))) => Upstream::stdio(
-            program.clone(),
-            rest.to_vec(),
-            &args.route,
-            StdioLimits {
-                idle_timeout: args.idle_timeout,
-                max_sessions: args.max_sessions,
-            },
-            stop.clone(),
-        )?,
+        (None, None, Some((program, rest))) => {
+            agent::stdio::orphan_guard::enable();
+            Upstream::stdio(
+                program.clone(),
+                rest.to_vec(),
+                &args.route,
+                StdioLimits {
+                    idle_timeout: args.idle_timeout,
+                    max_sessions: args.max_sessions,
+                },
+                stop.clone(),
+            )?
+        }
         (None, Some(path), _) => {
             let db = SqliteDb::open(path, args.read_only, Limits::default())?;
             if db.created_sample() {

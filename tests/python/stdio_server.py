@@ -10,10 +10,13 @@ Standard library only; one JSON-RPC message per line. Tools:
   later          answers, then (a moment later) sends a log message that
                  belongs to no request
 Every request also logs one line on stderr.
+With --linger it does not exit when its stdin closes, and ignores SIGTERM
+(a server that would outlive a careless parent).
 """
 
 import json
 import os
+import signal
 import sys
 import time
 
@@ -80,3 +83,15 @@ for line in sys.stdin:
         send({"jsonrpc": "2.0", "id": id, "result": {}})
     else:
         send({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": f"no method {method}"}})
+
+if "--linger" in sys.argv[1:]:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        print("stdio_server: stdin closed, lingering", file=sys.stderr, flush=True)
+    except BrokenPipeError:
+        pass
+    # Nothing more is written: a closed stdout or stderr must not end it.
+    os.close(1)
+    os.close(2)
+    while True:
+        time.sleep(3600)

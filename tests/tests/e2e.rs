@@ -12,6 +12,8 @@ mod forwarding;
 mod gateway;
 #[path = "e2e/hostile.rs"]
 mod hostile;
+#[path = "e2e/isolation.rs"]
+mod isolation;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
 #[path = "e2e/mcp_sqlite.rs"]

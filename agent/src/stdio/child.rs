@@ -103,8 +103,7 @@ impl Child {
     /// Starts `spec` for `route`.
     pub fn spawn(spec: &CommandSpec, route: &str, shared: bool) -> Result<Arc<Child>, String> {
         let label = spec.display();
-        let mut proc = tokio::process::Command::new(&spec.program)
-            .args(&spec.args)
+        let mut proc = super::orphan_guard::command(&spec.program, &spec.args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

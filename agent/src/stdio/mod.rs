@@ -20,6 +20,7 @@ pub mod child;
 pub mod framing;
 pub mod ids;
 pub mod message;
+pub mod orphan_guard;
 pub mod stateless;
 
 use std::collections::HashMap;

@@ -753,3 +753,95 @@ async fn sessions_beyond_max_sessions_are_refused_until_one_ends() {
     let _c = s.session().await;
     assert_eq!(s.wait_children(3).await.len(), 3);
 }
+
+/// Whether `pid` has died (gone, or a zombie waiting for whoever inherited it).
+fn dead(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// Every live process whose parent is `pid`, and theirs, recursively.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut all = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            break;
+        };
+        for e in entries.flatten() {
+            let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid ...
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(parent) && !dead(child) {
+                all.push(child);
+                frontier.push(child);
+            }
+        }
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_with_sigkill_leaves_no_orphan_children() {
+    // Children that ignore SIGTERM and do not exit when their stdin closes:
+    // only the kernel's parent-death signal can end them with the agent.
+    let mut command = misbehaving_server();
+    command.push("--linger".into());
+    let mut s = setup(command, &[]).await;
+    let a = s.session().await;
+    let b = s.session().await;
+    for sid in [&a, &b] {
+        let r = s
+            .post(&call_msg(2, "echo", json!({"text": "hi"})), Some(sid), BOTH)
+            .await;
+        assert!(r.text().contains("hi pid="), "{}", r.text());
+    }
+    let pids = s.wait_children(2).await;
+    let tree = descendants(s.agent.proc.pid);
+    for pid in &pids {
+        assert!(
+            tree.contains(pid),
+            "child {pid} is not in the agent's process tree {tree:?}"
+        );
+    }
+    s.agent.proc.kill().await;
+    let mut left = tree.clone();
+    for _ in 0..400 {
+        left.retain(|p| !dead(*p));
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for pid in &left {
+        // Leave nothing behind, even when failing.
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    assert!(
+        left.is_empty(),
+        "processes of the SIGKILLed agent still alive: {left:?} (of {tree:?})"
+    );
+    // The route reports the agent gone rather than hanging.
+    let r = s
+        .post(&call_msg(3, "echo", json!({"text": "x"})), Some(&a), BOTH)
+        .await;
+    assert!(
+        r.status.is_client_error() || r.status.is_server_error(),
+        "{}",
+        r.text()
+    );
+}
