@@ -1,30 +1,29 @@
 //! The audit trail: one JSON line per message in `<state-dir>/audit.jsonl`.
 //!
-//! Events are written by one thread, in order. Durability rule: every event
-//! is written and flushed as it arrives, and the file is `fdatasync`ed at least
-//! every 100 ms while events flow (group commit), so a crash of the machine can
-//! lose at most the last 100 ms of events; a crash of the relay process loses
-//! only events still queued for the writer (it writes each as it arrives).
+//! Durability rule: an event is written to the file (one `write(2)` on an
+//! append-only descriptor, no user-space buffer) by the request's own task,
+//! before the end of its response is handed to the client. So a crash or
+//! SIGKILL of the relay process never loses the event of a request whose
+//! client saw it complete. A background thread `fdatasync`s the file at most
+//! 100 ms after a write (group commit), so a crash of the machine (power,
+//! kernel) can lose at most the last 100 ms of events.
 //!
-//! The audit never drops silently. If an event cannot be queued or written,
+//! The audit never drops silently. If an event cannot be written,
 //! [`Audit::healthy`] turns false and the gateway refuses requests (fail
 //! closed) until a write succeeds again. Tokens never appear in events, and
 //! tool arguments only as a hash unless the operator asks for them.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::RelayError;
 
-/// Events waiting for the writer, at most. Beyond that the relay fails closed.
-const QUEUE: usize = 16 * 1024;
 /// Longest time between an event's write and its `fdatasync`.
 const SYNC_EVERY: Duration = Duration::from_millis(100);
 
@@ -109,17 +108,28 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
-/// The audit writer.
+/// The audit log, shared by every request.
 pub struct Audit {
-    tx: SyncSender<AuditEvent>,
-    healthy: Arc<AtomicBool>,
+    file: Mutex<File>,
+    sync: Arc<SyncState>,
+    healthy: AtomicBool,
     path: PathBuf,
     /// Keep arguments in the clear instead of hashing them.
     pub keep_arguments: bool,
 }
 
+/// What the group-commit thread shares with the writers.
+struct SyncState {
+    /// Written since the last `fdatasync`.
+    dirty: AtomicBool,
+    /// The `Audit` is gone: sync once more and end.
+    closed: AtomicBool,
+    /// A failed `fdatasync` (the writers then report unhealthy).
+    failed: AtomicBool,
+}
+
 impl Audit {
-    /// Opens (appending) `<state_dir>/audit.jsonl` and starts the writer.
+    /// Opens (appending) `<state_dir>/audit.jsonl` and starts the syncer.
     pub fn open(state_dir: &Path, keep_arguments: bool) -> Result<Audit, RelayError> {
         let path = state_dir.join("audit.jsonl");
         let file = open_append(&path).map_err(|source| RelayError::File {
@@ -127,21 +137,30 @@ impl Audit {
             path: path.clone(),
             source,
         })?;
-        let (tx, rx) = mpsc::sync_channel(QUEUE);
-        let healthy = Arc::new(AtomicBool::new(true));
-        let h = healthy.clone();
+        let for_sync = file.try_clone().map_err(|source| RelayError::File {
+            what: "cannot open the audit log",
+            path: path.clone(),
+            source,
+        })?;
+        let sync = Arc::new(SyncState {
+            dirty: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+        });
+        let s = sync.clone();
         let p = path.clone();
         std::thread::Builder::new()
-            .name("audit-writer".into())
-            .spawn(move || write_loop(file, rx, h, p))
+            .name("audit-sync".into())
+            .spawn(move || sync_loop(for_sync, s, p))
             .map_err(|source| RelayError::File {
-                what: "cannot start the audit writer for",
+                what: "cannot start the audit syncer for",
                 path: path.clone(),
                 source,
             })?;
         Ok(Audit {
-            tx,
-            healthy,
+            file: Mutex::new(file),
+            sync,
+            healthy: AtomicBool::new(true),
             path,
             keep_arguments,
         })
@@ -153,21 +172,36 @@ impl Audit {
 
     /// Whether events are being written. While false, requests must be refused.
     pub fn healthy(&self) -> bool {
-        self.healthy.load(Ordering::Acquire)
+        self.healthy.load(Ordering::Acquire) && !self.sync.failed.load(Ordering::Acquire)
     }
 
-    /// Queues an event. A full queue or a dead writer marks the audit unhealthy
-    /// (so the next requests are refused) and reports it in the log.
+    /// Writes an event now (see the durability rule above). A failed write
+    /// marks the audit unhealthy, so the next requests are refused, and is
+    /// reported in the log; the next successful write makes it healthy again.
     pub fn record(&self, event: AuditEvent) {
-        match self.tx.try_send(event) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
+        let mut line = match serde_json::to_vec(&event) {
+            Ok(l) => l,
+            Err(e) => {
                 self.healthy.store(false, Ordering::Release);
-                tracing::error!("audit queue full: refusing requests until the audit catches up");
+                tracing::error!(error = %e, "cannot encode an audit event: refusing requests");
+                return;
             }
-            Err(TrySendError::Disconnected(_)) => {
+        };
+        line.push(b'\n');
+        let written = {
+            let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+            file.write_all(&line)
+        };
+        match written {
+            Ok(()) => {
+                self.sync.dirty.store(true, Ordering::Release);
+                if !self.healthy.swap(true, Ordering::AcqRel) {
+                    tracing::info!(path = %self.path.display(), "audit log writable again");
+                }
+            }
+            Err(e) => {
                 self.healthy.store(false, Ordering::Release);
-                tracing::error!("audit writer is gone: refusing requests");
+                tracing::error!(path = %self.path.display(), error = %e, "cannot write the audit log: refusing requests");
             }
         }
     }
@@ -194,46 +228,35 @@ fn open_append(path: &Path) -> std::io::Result<File> {
     opts.open(path)
 }
 
-fn write_loop(file: File, rx: Receiver<AuditEvent>, healthy: Arc<AtomicBool>, path: PathBuf) {
-    let mut out = BufWriter::new(file);
-    let mut unsynced_since: Option<Instant> = None;
+impl Drop for Audit {
+    fn drop(&mut self) {
+        self.sync.closed.store(true, Ordering::Release);
+    }
+}
+
+/// Group commit: `fdatasync` at most [`SYNC_EVERY`] after a write.
+fn sync_loop(file: File, sync: Arc<SyncState>, path: PathBuf) {
     loop {
-        let wait = match unsynced_since {
-            Some(t) => SYNC_EVERY.saturating_sub(t.elapsed()),
-            None => Duration::from_secs(3600),
-        };
-        match rx.recv_timeout(wait) {
-            Ok(event) => {
-                let written = serde_json::to_writer(&mut out, &event)
-                    .map_err(std::io::Error::from)
-                    .and_then(|()| out.write_all(b"\n"))
-                    .and_then(|()| out.flush());
-                match written {
-                    Ok(()) => {
-                        if !healthy.swap(true, Ordering::AcqRel) {
-                            tracing::info!(path = %path.display(), "audit log writable again");
-                        }
-                        unsynced_since.get_or_insert_with(Instant::now);
+        std::thread::sleep(SYNC_EVERY);
+        let closed = sync.closed.load(Ordering::Acquire);
+        if sync.dirty.swap(false, Ordering::AcqRel) {
+            match file.sync_data() {
+                Ok(()) => {
+                    if sync.failed.swap(false, Ordering::AcqRel) {
+                        tracing::info!(path = %path.display(), "audit log syncs again");
                     }
-                    Err(e) => {
-                        healthy.store(false, Ordering::Release);
-                        tracing::error!(path = %path.display(), error = %e, "cannot write the audit log: refusing requests");
+                }
+                Err(e) => {
+                    // Written but maybe not on disk: keep trying, refuse meanwhile.
+                    sync.dirty.store(true, Ordering::Release);
+                    if !sync.failed.swap(true, Ordering::AcqRel) {
+                        tracing::error!(path = %path.display(), error = %e, "cannot sync the audit log: refusing requests");
                     }
                 }
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                let _ = out.flush();
-                let _ = out.get_ref().sync_data();
-                return;
-            }
         }
-        if matches!(unsynced_since, Some(t) if t.elapsed() >= SYNC_EVERY) {
-            if let Err(e) = out.get_ref().sync_data() {
-                healthy.store(false, Ordering::Release);
-                tracing::error!(path = %path.display(), error = %e, "cannot sync the audit log: refusing requests");
-            }
-            unsynced_since = None;
+        if closed {
+            return;
         }
     }
 }

@@ -141,7 +141,7 @@ impl Trail {
                 .collect()
         };
         let (parts, body) = response.into_parts();
-        let body = AuditedBody {
+        let mut body = AuditedBody {
             inner: body,
             state: state.clone(),
             events,
@@ -149,12 +149,19 @@ impl Trail {
             bytes_out: 0,
             complete: false,
         };
+        if body.inner.is_end_stream() {
+            // No body to wait for: the client may see the whole response as
+            // soon as its head is sent.
+            body.complete = true;
+            body.write();
+        }
         Response::from_parts(parts, body.boxed_unsync())
     }
 }
 
-/// A response body that writes the request's audit events when it ends or is
-/// dropped (the client went away).
+/// A response body that writes the request's audit events when it ends,
+/// before the client gets its last frame (see the durability rule in
+/// [`crate::audit`]), or when it is dropped (the client went away).
 struct AuditedBody {
     inner: RespBody,
     state: SharedState,
@@ -179,8 +186,16 @@ impl Body for AuditedBody {
                 if let Some(d) = frame.data_ref() {
                     this.bytes_out += d.len() as u64;
                 }
+                if this.inner.is_end_stream() {
+                    // The last frame: on file before the client has it.
+                    this.complete = true;
+                    this.write();
+                }
             }
-            Poll::Ready(None) => this.complete = true,
+            Poll::Ready(None) => {
+                this.complete = true;
+                this.write();
+            }
             _ => {}
         }
         polled
@@ -195,8 +210,9 @@ impl Body for AuditedBody {
     }
 }
 
-impl Drop for AuditedBody {
-    fn drop(&mut self) {
+impl AuditedBody {
+    /// Writes the events (once).
+    fn write(&mut self) {
         let complete = self.complete || self.inner.is_end_stream();
         let latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         for mut event in self.events.drain(..) {
@@ -205,5 +221,11 @@ impl Drop for AuditedBody {
             event.complete = complete;
             self.state.audit.record(event);
         }
+    }
+}
+
+impl Drop for AuditedBody {
+    fn drop(&mut self) {
+        self.write();
     }
 }

@@ -101,6 +101,23 @@ impl HttpsClient {
         }
     }
 
+    /// Sends a request and buffers the answer; a failed connection or a
+    /// cut body is an error rather than a panic.
+    pub async fn try_fetch(&self, req: Request<Body>) -> Result<Answer, String> {
+        let (parts, body) = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_parts();
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok(Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+
     pub async fn get(&self, url: &str, token: Option<&str>) -> Answer {
         self.call("GET", url, token, Bytes::new()).await
     }

@@ -778,3 +778,138 @@ async fn expired_access_tokens_are_refused_and_refresh_renews_them() {
     assert_eq!(a.status, 200, "{}", a.text());
     assert_ne!(a.json()["access_token"], t["access_token"]);
 }
+
+/// An MCP `initialize` POST to route `db` with a bearer token.
+fn initialize_request(route_url: &str, token: &str) -> http::Request<e2e::client::Body> {
+    http::Request::builder()
+        .method("POST")
+        .uri(route_url)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(full_body(
+            serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {},
+                "clientInfo": {"name": "crash-test", "version": "1"}}})
+            .to_string(),
+        ))
+        .expect("request")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_during_load_keeps_its_state_and_the_audit_of_every_completed_request() {
+    let mut s = Setup::new(true).await;
+    let (client_id, tokens) = s.tokens().await;
+    let access = tokens["access_token"]
+        .as_str()
+        .expect("access token")
+        .to_owned();
+    let refresh = tokens["refresh_token"]
+        .as_str()
+        .expect("refresh token")
+        .to_owned();
+    let client_token = s.relay.token(EMAIL, true);
+
+    // Load from four callers (two credentials) until the relay dies.
+    let completed = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut load = Vec::new();
+    for n in 0..4 {
+        let token = if n % 2 == 0 {
+            access.clone()
+        } else {
+            client_token.clone()
+        };
+        let ca = s.relay.ca();
+        let route = s.relay.route_url("db");
+        let completed = completed.clone();
+        load.push(tokio::spawn(async move {
+            let http = HttpsClient::new(&ca, n % 2 == 1);
+            loop {
+                match http.try_fetch(initialize_request(&route, &token)).await {
+                    Ok(a) if a.status == 200 => {
+                        let id = a.headers["x-request-id"]
+                            .to_str()
+                            .expect("ascii")
+                            .to_owned();
+                        completed.lock().expect("lock").push(id);
+                    }
+                    Ok(a) => panic!("{} {}", a.status, a.text()),
+                    Err(_) => return, // the relay is gone
+                }
+            }
+        }));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while completed.lock().expect("lock").len() < 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the load did not get going"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.relay.proc.signal("KILL");
+    s.relay.proc.wait_exit(Duration::from_secs(20)).await;
+    for t in load {
+        t.await.expect("load task");
+    }
+
+    // Every request whose client saw a complete answer is in the audit log.
+    let completed = completed.lock().expect("lock").clone();
+    let log = std::fs::read_to_string(s.relay.state.path().join("audit.jsonl")).expect("audit log");
+    let audited: std::collections::HashSet<String> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["status"] == 200 && e["complete"] == true)
+        .filter_map(|e| e["request_id"].as_str().map(str::to_owned))
+        .collect();
+    let missing: Vec<&String> = completed
+        .iter()
+        .filter(|id| !audited.contains(*id))
+        .collect();
+    println!(
+        "killed during load: {} requests completed, {} audited, {} missing",
+        completed.len(),
+        completed.len() - missing.len(),
+        missing.len()
+    );
+    assert!(missing.is_empty(), "completed but not audited: {missing:?}");
+
+    // The restarted relay has its tokens, OAuth client and grant, account.
+    let state = s.relay.state.clone();
+    let addr = s.relay.addr.to_string();
+    s.relay = RelayProc::start_with(state, &addr, &[]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        // The agent reconnects by itself.
+        let a = s
+            .http
+            .try_fetch(initialize_request(&s.relay.route_url("db"), &client_token))
+            .await;
+        let status = a.as_ref().map(|a| a.status.as_u16());
+        if status == Ok(200) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the route did not come back: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let a = s.call_route("db", &access).await;
+    assert_eq!(
+        a.status,
+        200,
+        "the OAuth access token after the crash: {}",
+        a.text()
+    );
+    let a = s.refresh(&client_id, &refresh).await;
+    assert_eq!(
+        a.status,
+        200,
+        "the refresh token after the crash: {}",
+        a.text()
+    );
+    let (code, out, err) = s.relay.admin(&["user", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(EMAIL), "{out}");
+}
