@@ -353,10 +353,32 @@ impl AgentProc {
         transport: &str,
         extra: &[&str],
     ) -> AgentProc {
+        Self::spawn_at(
+            &relay.url(),
+            relay,
+            token,
+            route,
+            upstream,
+            transport,
+            extra,
+        )
+    }
+
+    /// Like [`AgentProc::spawn_upstream`], dialing `relay_url` (e.g. a
+    /// [`crate::netsim::Network`] in front of the relay).
+    pub fn spawn_at(
+        relay_url: &str,
+        relay: &RelayProc,
+        token: &str,
+        route: &str,
+        upstream: &[&str],
+        transport: &str,
+        extra: &[&str],
+    ) -> AgentProc {
         let mut args: Vec<String> = vec![
             "connect".into(),
             "--relay".into(),
-            relay.url(),
+            relay_url.into(),
             "--ca-cert".into(),
             relay.ca().display().to_string(),
             "--route".into(),

@@ -18,6 +18,8 @@ mod isolation;
 mod lifecycle;
 #[path = "e2e/mcp_sqlite.rs"]
 mod mcp_sqlite;
+#[path = "e2e/network_change.rs"]
+mod network_change;
 #[path = "e2e/oauth.rs"]
 mod oauth;
 #[path = "e2e/owner_policy.rs"]
