@@ -54,6 +54,10 @@ pub struct RelayConfig {
     /// Largest `tools/list` answer (or event of a stream carrying one) the
     /// relay reads to filter it; a bigger one becomes a JSON-RPC error.
     pub max_tools_list: usize,
+    /// Requests per route, from every caller together (`None`: unlimited).
+    pub rate_limit_route: Option<crate::rate_limits::Rate>,
+    /// Requests per identity, over every route (`None`: unlimited).
+    pub rate_limit_identity: Option<crate::rate_limits::Rate>,
     /// FOR BENCHMARKS ONLY: forward JSON-RPC bodies without classifying them,
     /// deciding them with the policy or auditing them (tokens and route
     /// ownership are still checked). Measures what policy and audit cost.
@@ -82,6 +86,8 @@ impl RelayConfig {
             access_token_ttl: Duration::from_secs(3600),
             refresh_token_ttl: Duration::from_secs(30 * 86_400),
             max_tools_list: crate::tool_filter::DEFAULT_MAX_TOOLS_LIST,
+            rate_limit_route: None,
+            rate_limit_identity: None,
             bench_disable_policy_and_audit: false,
         }
     }

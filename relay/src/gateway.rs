@@ -167,6 +167,25 @@ async fn route_request(
             );
         }
     };
+    // 2a. Rate limits: per identity, then per route.
+    if let Err(limited) = state.limits.check(&route, &caller_id.subject) {
+        trail.deny(&format!("rate-limit-{}", limited.what));
+        let mut resp = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            &format!(
+                "too many requests for this {} (limit {}); retry in {} s",
+                limited.what,
+                limited.rate,
+                limited.retry_after_secs()
+            ),
+        );
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(limited.retry_after_secs()),
+        );
+        return resp;
+    }
     let Some((agent, served)) = pick_agent(state, &route) else {
         trail.deny("no-agent");
         return no_agent(&route);

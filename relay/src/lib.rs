@@ -31,6 +31,7 @@ pub mod oauth_store;
 pub mod origin;
 pub mod pins;
 pub mod policies;
+pub mod rate_limits;
 pub mod registry;
 pub mod server;
 pub mod signals;

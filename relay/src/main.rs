@@ -145,6 +145,16 @@ struct ServeArgs {
     /// Lifetime of OAuth refresh tokens (each use rotates them).
     #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
     refresh_token_ttl: std::time::Duration,
+    /// Most requests to one route, from all callers together: N/s, N/min
+    /// or N/h (a burst of N, then evenly spread). Over it: 429 with
+    /// Retry-After. Default: unlimited.
+    #[arg(long, value_name = "RATE")]
+    rate_limit_route: Option<relay::rate_limits::Rate>,
+    /// Most requests of one identity (a token's owner, a signed-in user),
+    /// over all routes: N/s, N/min or N/h. Over it: 429 with Retry-After.
+    /// Default: unlimited.
+    #[arg(long, value_name = "RATE")]
+    rate_limit_identity: Option<relay::rate_limits::Rate>,
     /// FOR BENCHMARKS ONLY (bench/): no per-message policy and no audit.
     #[arg(long, hide = true)]
     bench_disable_policy_and_audit: bool,
@@ -475,6 +485,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.access_token_ttl = args.access_token_ttl;
     config.refresh_token_ttl = args.refresh_token_ttl;
     config.max_tools_list = args.max_tools_list;
+    config.rate_limit_route = args.rate_limit_route;
+    config.rate_limit_identity = args.rate_limit_identity;
     config.bench_disable_policy_and_audit = args.bench_disable_policy_and_audit;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {

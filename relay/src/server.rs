@@ -78,6 +78,10 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         origins,
         legacy: LegacySessions::default(),
         oauth: crate::oauth::OAuthState::default(),
+        limits: crate::rate_limits::RequestLimits::new(
+            config.rate_limit_route,
+            config.rate_limit_identity,
+        ),
     });
     if config.bench_disable_policy_and_audit {
         tracing::warn!(

@@ -33,6 +33,8 @@ pub struct RelayState {
     pub legacy: LegacySessions,
     /// The authorization server's in-memory parts (rate limits).
     pub oauth: crate::oauth::OAuthState,
+    /// Per-route and per-identity request rate limits.
+    pub limits: crate::rate_limits::RequestLimits,
 }
 
 impl RelayState {

@@ -16,6 +16,8 @@ mod hostile;
 mod isolation;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
+#[path = "e2e/limits.rs"]
+mod limits;
 #[path = "e2e/mcp_sqlite.rs"]
 mod mcp_sqlite;
 #[path = "e2e/network_change.rs"]
