@@ -2,8 +2,8 @@
 //! `--rate-limit-identity`), with `governor`'s GCRA: a limit `N/period`
 //! allows a burst of `N` and then one request every `period / N`.
 //!
-//! A caller over a limit gets 429 with `Retry-After` (whole seconds, at least
-//! 1) and the refusal is audited like any other. Both limits are off unless
+//! A caller over a limit gets 429 with `Retry-After` (in whole seconds, at
+//! least one) and the refusal is audited like any other. Both limits are off unless
 //! configured.
 
 use std::num::NonZeroU32;
