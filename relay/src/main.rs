@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve HTTPS and the agent tunnel (QUIC on UDP, TLS on TCP) on one port.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create, list, revoke and rotate agent and client tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -294,7 +294,7 @@ fn open(state: &StateDir) -> anyhow::Result<Store> {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Token(TokenCommand::Create {
             state,
             owner,
