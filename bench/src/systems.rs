@@ -120,6 +120,12 @@ impl Relay {
             &state.display().to_string(),
             "--drain-timeout",
             "2s",
+            // Every load generator and every scale agent comes from
+            // 127.0.0.1: no per-address bounds.
+            "--max-connections-per-ip",
+            "0",
+            "--max-quic-handshakes-per-ip",
+            "0",
         ]
         .iter()
         .map(|s| s.to_string())

@@ -58,6 +58,14 @@ pub struct RelayConfig {
     pub rate_limit_route: Option<crate::rate_limits::Rate>,
     /// Requests per identity, over every route (`None`: unlimited).
     pub rate_limit_identity: Option<crate::rate_limits::Rate>,
+    /// TCP and QUIC connections one address may hold at once (0: unlimited).
+    pub max_connections_per_ip: u32,
+    /// QUIC handshakes one address may have in progress (0: unlimited).
+    pub max_quic_handshakes_per_ip: u32,
+    /// How long a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send a JSON-RPC request body (408 after).
+    pub body_read_timeout: Duration,
     /// FOR BENCHMARKS ONLY: forward JSON-RPC bodies without classifying them,
     /// deciding them with the policy or auditing them (tokens and route
     /// ownership are still checked). Measures what policy and audit cost.
@@ -88,6 +96,10 @@ impl RelayConfig {
             max_tools_list: crate::tool_filter::DEFAULT_MAX_TOOLS_LIST,
             rate_limit_route: None,
             rate_limit_identity: None,
+            max_connections_per_ip: 256,
+            max_quic_handshakes_per_ip: 16,
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
             bench_disable_policy_and_audit: false,
         }
     }

@@ -232,7 +232,24 @@ async fn route_request(
         && is_json_post(&parts)
         && !state.config.bench_disable_policy_and_audit
     {
-        let bytes = match Limited::new(body, state.config.max_body).collect().await {
+        let read = tokio::time::timeout(
+            state.config.body_read_timeout,
+            Limited::new(body, state.config.max_body).collect(),
+        )
+        .await;
+        let Ok(read) = read else {
+            trail.deny("body-timeout");
+            return jsonrpc_error(
+                StatusCode::REQUEST_TIMEOUT,
+                &serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {
+                "code": -32600,
+                "message": format!(
+                    "the request body did not arrive within {:?}",
+                    state.config.body_read_timeout
+                )}}),
+            );
+        };
+        let bytes = match read {
             Ok(c) => c.to_bytes(),
             Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
                 trail.deny("body-too-large");

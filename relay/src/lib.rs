@@ -18,6 +18,7 @@ pub mod agents;
 pub mod audit;
 pub mod certs;
 pub mod config;
+pub mod conn_limits;
 pub mod cors;
 pub mod error;
 pub mod forward;

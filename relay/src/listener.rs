@@ -34,10 +34,21 @@ pub async fn serve_tcp(state: SharedState, listener: TcpListener, tls: Arc<rustl
                 continue;
             }
         };
+        let slot = match state.conn_limits.connections.acquire(peer.ip()) {
+            Ok(slot) => slot,
+            Err(held) => {
+                if state.conn_limits.connections.should_log(peer.ip()) {
+                    tracing::warn!(ip = %peer.ip(), held, "too many connections from one address (--max-connections-per-ip); closing new ones");
+                }
+                drop(tcp);
+                continue;
+            }
+        };
         let state = state.clone();
         let acceptor = acceptor.clone();
         state.requests.clone().spawn(async move {
             serve_tcp_connection(state, acceptor, tcp, peer).await;
+            drop(slot);
         });
     }
 }
@@ -65,8 +76,16 @@ async fn serve_tcp_connection(
     if is_tunnel {
         let conn = MuxConnection::start(tls.compat(), Side::Server);
         let conn = TunnelConnection::Mux { conn, remote: peer };
-        // Tunnels are not request work: do not hold up the HTTP drain.
-        tokio::spawn(agents::serve_connection(state, conn));
+        // Tunnels are not request work: do not hold up the HTTP drain. The
+        // caller's connection slot is released when this returns; the
+        // tunnel takes a slot of its own.
+        let Ok(slot) = state.conn_limits.connections.acquire(peer.ip()) else {
+            return;
+        };
+        tokio::spawn(async move {
+            agents::serve_connection(state, conn).await;
+            drop(slot);
+        });
         return;
     }
     serve_http(state, tls, peer).await;
@@ -83,7 +102,7 @@ async fn serve_http(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(std::time::Duration::from_secs(30));
+        .header_read_timeout(state.config.header_read_timeout);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -117,13 +136,44 @@ pub async fn serve_quic(state: SharedState, endpoint: quinn::Endpoint) {
             _ = state.shutdown.cancelled() => return,
         };
         let Some(incoming) = incoming else { return };
+        let remote = incoming.remote_address();
+        let limits = &state.conn_limits;
+        // Bounded per address: handshakes in progress, then connections. A
+        // flood of half-open handshakes costs one refusal packet each.
+        let handshake = match limits.quic_handshakes.acquire(remote.ip()) {
+            Ok(slot) => slot,
+            Err(held) => {
+                if limits.quic_handshakes.should_log(remote.ip()) {
+                    tracing::warn!(ip = %remote.ip(), held, "too many QUIC handshakes in progress from one address (--max-quic-handshakes-per-ip); refusing new ones");
+                }
+                incoming.refuse();
+                continue;
+            }
+        };
+        let Ok(slot) = limits.connections.acquire(remote.ip()) else {
+            if limits.connections.should_log(remote.ip()) {
+                tracing::warn!(ip = %remote.ip(), "too many connections from one address (--max-connections-per-ip); refusing QUIC");
+            }
+            incoming.refuse();
+            continue;
+        };
         let state = state.clone();
         tokio::spawn(async move {
-            let remote = incoming.remote_address();
-            match incoming.await {
-                Ok(conn) => agents::serve_connection(state, TunnelConnection::Quic(conn)).await,
-                Err(e) => tracing::debug!(%remote, error = %e, "QUIC handshake failed"),
-            }
+            let timeout = state.config.handshake_timeout;
+            let conn = match tokio::time::timeout(timeout, incoming).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => {
+                    tracing::debug!(%remote, error = %e, "QUIC handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%remote, "QUIC handshake timed out");
+                    return;
+                }
+            };
+            drop(handshake);
+            agents::serve_connection(state, TunnelConnection::Quic(conn)).await;
+            drop(slot);
         });
     }
 }

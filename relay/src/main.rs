@@ -155,6 +155,21 @@ struct ServeArgs {
     /// Default: unlimited.
     #[arg(long, value_name = "RATE")]
     rate_limit_identity: Option<relay::rate_limits::Rate>,
+    /// TCP and QUIC connections one client address may hold at once (0:
+    /// unlimited); more are closed at once, before TLS.
+    #[arg(long, default_value_t = 256)]
+    max_connections_per_ip: u32,
+    /// QUIC handshakes one address may have in progress (0: unlimited);
+    /// more are refused. Bounds floods of half-open handshakes.
+    #[arg(long, default_value_t = 16)]
+    max_quic_handshakes_per_ip: u32,
+    /// How long a client may take to send a request's headers (slowloris).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    header_read_timeout: std::time::Duration,
+    /// How long a client may take to send a JSON-RPC request body; after it
+    /// the relay answers 408 and forwards nothing.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    body_read_timeout: std::time::Duration,
     /// FOR BENCHMARKS ONLY (bench/): no per-message policy and no audit.
     #[arg(long, hide = true)]
     bench_disable_policy_and_audit: bool,
@@ -487,6 +502,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.max_tools_list = args.max_tools_list;
     config.rate_limit_route = args.rate_limit_route;
     config.rate_limit_identity = args.rate_limit_identity;
+    config.max_connections_per_ip = args.max_connections_per_ip;
+    config.max_quic_handshakes_per_ip = args.max_quic_handshakes_per_ip;
+    config.header_read_timeout = args.header_read_timeout;
+    config.body_read_timeout = args.body_read_timeout;
     config.bench_disable_policy_and_audit = args.bench_disable_policy_and_audit;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {

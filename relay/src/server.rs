@@ -82,6 +82,10 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
             config.rate_limit_route,
             config.rate_limit_identity,
         ),
+        conn_limits: crate::conn_limits::ConnLimits::new(
+            config.max_connections_per_ip,
+            config.max_quic_handshakes_per_ip,
+        ),
     });
     if config.bench_disable_policy_and_audit {
         tracing::warn!(

@@ -35,6 +35,8 @@ pub struct RelayState {
     pub oauth: crate::oauth::OAuthState,
     /// Per-route and per-identity request rate limits.
     pub limits: crate::rate_limits::RequestLimits,
+    /// Per-IP connection and QUIC handshake bounds.
+    pub conn_limits: crate::conn_limits::ConnLimits,
 }
 
 impl RelayState {
