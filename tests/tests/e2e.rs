@@ -2,6 +2,8 @@
 
 #[path = "e2e/auth.rs"]
 mod auth;
+#[path = "e2e/churn.rs"]
+mod churn;
 #[path = "e2e/client_transports.rs"]
 mod client_transports;
 #[path = "e2e/embedded.rs"]
