@@ -31,7 +31,7 @@ struct Churn {
 
 impl Churn {
     async fn cycle(&self, i: usize) -> Result<(), String> {
-        let conn = if i % 2 == 0 {
+        let conn = if i.is_multiple_of(2) {
             let connecting = self
                 .quic
                 .connect(self.relay_addr, "127.0.0.1")
