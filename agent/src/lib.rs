@@ -17,6 +17,7 @@ pub mod embedded;
 pub mod error;
 pub mod gate;
 mod reply;
+pub mod response_cap;
 pub mod session;
 pub mod sqlite_db;
 pub mod sqlite_server;

@@ -103,6 +103,11 @@ struct ConnectArgs {
     /// The largest JSON-RPC request body the agent reads to decide it.
     #[arg(long, default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
     max_body: usize,
+    /// The largest answer a local MCP server (--http without --plain-http)
+    /// may send: a JSON answer as a whole, an event stream event by event.
+    /// Over it the answer is cut off and the client gets an error.
+    #[arg(long, default_value_t = 64 * 1024 * 1024, value_name = "BYTES")]
+    max_response: u64,
     /// Approve tool definitions that changed since the relay pinned them:
     /// while this agent serves the route, the relay pins the tools it lists
     /// anew instead of hiding the changed ones (see `relay tools`).
@@ -187,7 +192,8 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));
     let upstream = match (&args.http, &args.sqlite, args.command.split_first()) {
-        (Some(url), _, _) => Upstream::http(url)?,
+        (Some(url), _, _) if args.plain_http => Upstream::http(url)?,
+        (Some(url), _, _) => Upstream::http_mcp(url, args.max_response)?,
         (None, None, Some((program, rest))) => {
             agent::stdio::orphan_guard::enable();
             Upstream::stdio(

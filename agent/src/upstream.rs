@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tunnel::SendHalf;
 
 use crate::error::AgentError;
+use crate::response_cap::{CapCounter, ResponseCap};
 use crate::sqlite_db::SqliteDb;
 use crate::sqlite_server::SqliteServer;
 use crate::stdio::{StdioLimits, StdioUpstream};
@@ -66,6 +67,15 @@ impl Upstream {
     /// A local HTTP server at `base`, e.g. `http://127.0.0.1:8000/mcp`.
     pub fn http(base: &str) -> Result<Upstream, AgentError> {
         HttpUpstream::new(base).map(|h| Upstream::Http(Box::new(h)))
+    }
+
+    /// A local MCP server over HTTP at `base` whose answers are capped at
+    /// `max_response` bytes (a JSON answer whole, an event stream per
+    /// event; see [`crate::response_cap`]).
+    pub fn http_mcp(base: &str, max_response: u64) -> Result<Upstream, AgentError> {
+        let mut h = HttpUpstream::new(base)?;
+        h.max_response = Some(max_response);
+        Ok(Upstream::Http(Box::new(h)))
     }
 
     /// The built-in SQLite MCP server on `db`. Its long-lived GET streams
@@ -190,6 +200,30 @@ async fn send_response<B>(
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: Display,
 {
+    stream_response(request_id, send, resp, end_early, ResponseCap::None).await
+}
+
+/// [`send_response`] within `cap`: a body that goes over it is cut off (the
+/// stream aborted, so the client sees an error) and no more of it is read.
+async fn send_capped<B>(request_id: &str, send: &mut SendHalf, resp: Response<B>, cap: ResponseCap)
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Display,
+{
+    stream_response(request_id, send, resp, None, cap).await
+}
+
+async fn stream_response<B>(
+    request_id: &str,
+    send: &mut SendHalf,
+    resp: Response<B>,
+    end_early: Option<&CancellationToken>,
+    cap: ResponseCap,
+) where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Display,
+{
+    let mut counter = CapCounter::new(cap);
     let (parts, mut body) = resp.into_parts();
     let headers = parts
         .headers
@@ -221,6 +255,14 @@ async fn send_response<B>(
             None => break,
             Some(Ok(f)) => {
                 if let Ok(data) = f.into_data() {
+                    if !counter.admit(&data) {
+                        tracing::warn!(
+                            request_id,
+                            ?cap,
+                            "the local server's answer went over --max-response; cutting it off"
+                        );
+                        return;
+                    }
                     if send.write_all(&data).await.is_err() {
                         return;
                     }
@@ -301,6 +343,8 @@ impl Drop for McpUpstream {
 pub struct HttpUpstream {
     base: url::Url,
     client: Client<HttpConnector, ReqBody>,
+    /// Cap on what the server may answer (`None`: `--plain-http`).
+    max_response: Option<u64>,
 }
 
 impl HttpUpstream {
@@ -320,7 +364,11 @@ impl HttpUpstream {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new()).build(connector);
-        Ok(HttpUpstream { base: url, client })
+        Ok(HttpUpstream {
+            base: url,
+            client,
+            max_response: None,
+        })
     }
 
     pub fn base(&self) -> &url::Url {
@@ -379,7 +427,29 @@ impl HttpUpstream {
                 .await;
             }
         };
-        send_response(&head.request_id, &mut send, resp, None).await;
+        let content_type = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let cap = ResponseCap::for_response(self.max_response, content_type);
+        if let (ResponseCap::Whole(max), Some(len)) =
+            (cap, http_body::Body::size_hint(resp.body()).exact())
+        {
+            if len > max {
+                tracing::warn!(request_id = head.request_id, upstream = %self.base, len, max, "the local server's answer is over --max-response");
+                let msg = format!(
+                    "the local MCP server answered with {len} bytes, over the agent's --max-response of {max}"
+                );
+                return reply_error(
+                    &mut send,
+                    StatusCode::BAD_GATEWAY,
+                    "response_too_large",
+                    &msg,
+                )
+                .await;
+            }
+        }
+        send_capped(&head.request_id, &mut send, resp, cap).await;
     }
 }
 

@@ -5,6 +5,9 @@
 //! * `/upload` — reads the body as it streams in; answers its length and checksum.
 //! * `/sse` — an event stream; event `k+1` is only sent after the test calls
 //!   [`Upstream::release`], so a test can prove each event arrived on its own.
+//! * `/json-bytes/<n>` — `n` bytes as `application/json`, streamed (no length);
+//!   `/json-sized/<n>` the same with a `Content-Length`; `/sse-big/<n>` one
+//!   event of `n` bytes (a local MCP server answering with far too much).
 //! * `/hang` — never answers.
 //! * `/id` — this server's id (to tell replicas apart).
 
@@ -169,6 +172,44 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         Response::builder()
             .header("content-type", "application/json")
             .body(full(v.to_string()))
+            .expect("response")
+    } else if let Some(n) = path.strip_prefix("/json-sized/") {
+        let n: usize = n.parse().unwrap_or(0);
+        Response::builder()
+            .header("content-type", "application/json")
+            .body(full(vec![b' '; n]))
+            .expect("response")
+    } else if let Some((kind, n)) = path
+        .strip_prefix("/json-bytes/")
+        .map(|n| ("json", n))
+        .or_else(|| path.strip_prefix("/sse-big/").map(|n| ("sse", n)))
+    {
+        let total: u64 = n.parse().unwrap_or(0);
+        let sse = kind == "sse";
+        let stream = futures::stream::unfold(0u64, move |sent| async move {
+            if sent >= total {
+                return None;
+            }
+            let n = (total - sent).min(64 * 1024);
+            let mut chunk = vec![b'x'; n as usize];
+            if sse && sent == 0 {
+                chunk[..6].copy_from_slice(b"data: ");
+            }
+            Some((
+                Ok::<_, std::io::Error>(Frame::data(Bytes::from(chunk))),
+                sent + n,
+            ))
+        });
+        Response::builder()
+            .header(
+                "content-type",
+                if sse {
+                    "text/event-stream"
+                } else {
+                    "application/json"
+                },
+            )
+            .body(StreamBody::new(stream).boxed_unsync())
             .expect("response")
     } else if path == "/sse" {
         let gate = shared.sse_gate.clone();

@@ -367,3 +367,67 @@ async fn a_flood_of_half_open_quic_handshakes_is_bounded_and_agents_still_connec
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_server_answering_with_too_much_is_cut_off_and_the_route_keeps_working() {
+    let upstream = Upstream::start("greedy").await;
+    let relay = RelayProc::start(&[]).await;
+    let agent_token = relay.token(ALICE, false);
+    let mut agent = AgentProc::spawn_upstream(
+        &relay,
+        &agent_token,
+        "greedy",
+        &["--http", &upstream.url()],
+        "auto",
+        &["--max-response", "1048576"],
+    );
+    agent.wait_live().await;
+    let token = relay.token(ALICE, true);
+    let http = HttpsClient::new(&relay.ca(), false);
+    let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let post = |path: &str| {
+        http::Request::builder()
+            .method("POST")
+            .uri(format!("{}{path}", relay.route_url("greedy")))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(e2e::client::full_body(ping))
+            .expect("request")
+    };
+    // A JSON answer that says its size: refused before anything is sent.
+    let a = http.fetch(post("/json-sized/2000000")).await;
+    assert_eq!(a.status, 502, "{}", a.text());
+    assert!(
+        a.text()
+            .contains("over the agent's --max-response of 1048576"),
+        "{}",
+        a.text()
+    );
+    // 200 MB streamed without a length, and one 200 MB event: cut off at the
+    // cap, an error for the client rather than a message that looks whole.
+    for path in ["/json-bytes/200000000", "/sse-big/200000000"] {
+        let r = http.try_fetch(post(path)).await;
+        match r {
+            Err(e) => assert!(!e.is_empty()),
+            Ok(a) => panic!(
+                "{path}: a {} answer of {} bytes arrived whole",
+                a.status,
+                a.body.len()
+            ),
+        }
+    }
+    assert!(
+        agent
+            .proc
+            .wait_stderr(
+                "went over --max-response",
+                std::time::Duration::from_secs(10)
+            )
+            .await
+    );
+    // Answers within the cap, and the route, are unaffected.
+    let a = http.fetch(post("/json-bytes/1000")).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body.len(), 1000);
+}
