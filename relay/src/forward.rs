@@ -28,6 +28,11 @@ pub enum ForwardError {
     Timeout(Duration),
     #[error("the agent ended the exchange without answering: {0}")]
     NoAnswer(String),
+    /// The agent answered with something that is no response head (a frame
+    /// that does not decode, an oversized one, an invalid status): it broke
+    /// the protocol, and its connection is closed.
+    #[error("the agent broke the tunnel protocol: {0}")]
+    Violation(String),
 }
 
 impl ForwardError {
@@ -35,8 +40,19 @@ impl ForwardError {
         match self {
             ForwardError::Open(_) => StatusCode::SERVICE_UNAVAILABLE,
             ForwardError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            ForwardError::NoAnswer(_) => StatusCode::BAD_GATEWAY,
+            ForwardError::NoAnswer(_) | ForwardError::Violation(_) => StatusCode::BAD_GATEWAY,
         }
+    }
+}
+
+/// Ends `agent`'s connection if `result` shows it broke the protocol: a
+/// peer that sends what the protocol does not allow is not trusted with
+/// further requests. Its other in-flight exchanges fail; other agents, and
+/// its route's other replicas, are not touched.
+pub fn disconnect_on_violation<T>(agent: &AgentSession, result: &Result<T, ForwardError>) {
+    if let Err(ForwardError::Violation(why)) = result {
+        tracing::warn!(session = agent.id, error = %why, "agent broke the tunnel protocol; closing its connection");
+        agent.conn.close("protocol violation");
     }
 }
 
@@ -86,7 +102,10 @@ pub async fn exchange(
             if let Some(u) = &upload {
                 u.abort();
             }
-            return Err(ForwardError::NoAnswer(e.to_string()));
+            return Err(match e {
+                protocol::FrameError::Decode(d) => ForwardError::Violation(d.to_string()),
+                other => ForwardError::NoAnswer(other.to_string()),
+            });
         }
         Err(_) => {
             if let Some(u) = &upload {
@@ -96,7 +115,7 @@ pub async fn exchange(
         }
     };
     let status = StatusCode::from_u16(head.status)
-        .map_err(|_| ForwardError::NoAnswer(format!("invalid status {}", head.status)))?;
+        .map_err(|_| ForwardError::Violation(format!("invalid status {}", head.status)))?;
     let mut response = Response::new(TunnelBody::new(recv, upload));
     *response.status_mut() = status;
     *response.headers_mut() = headers::from_tunnel(head.headers);

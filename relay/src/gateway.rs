@@ -438,7 +438,9 @@ async fn route_request(
         head.headers
             .retain(|h| !h.name.eq_ignore_ascii_case("accept-encoding"));
     }
-    match forward::exchange(stream, head, body, state.config.response_timeout).await {
+    let answer = forward::exchange(stream, head, body, state.config.response_timeout).await;
+    forward::disconnect_on_violation(&agent, &answer);
+    match answer {
         Ok(resp) => {
             let mut resp = resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync());
             if let Some(watch) = tools_list {
@@ -458,7 +460,9 @@ async fn route_request(
             let code = match e {
                 forward::ForwardError::Timeout(_) => "agent_timeout",
                 forward::ForwardError::Open(_) => "agent_unavailable",
-                forward::ForwardError::NoAnswer(_) => "agent_error",
+                forward::ForwardError::NoAnswer(_) | forward::ForwardError::Violation(_) => {
+                    "agent_error"
+                }
             };
             error(e.status(), code, &format!("route '{route}': {e}"))
         }

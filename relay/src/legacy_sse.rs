@@ -568,6 +568,7 @@ async fn end_upstream(
                 }
                 Err(e) => Err(e),
             };
+            forward::disconnect_on_violation(&agent, &answer);
             match answer {
                 Ok(r) => r.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()),
                 Err(e) => gateway::error(e.status(), "agent_error", &e.to_string()),

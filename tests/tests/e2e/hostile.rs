@@ -611,3 +611,94 @@ async fn a_route_policy_that_does_not_validate_is_refused_with_its_line() {
         .await;
     assert_eq!(answer.status, 404, "{}", answer.text());
 }
+
+// ---------------------------------------------------------------------------
+// 7. A valid agent that answers a request out of protocol.
+
+/// Mallory's agent handshakes properly, then answers the relay's exchange
+/// with `answer` where a response head belongs. The client gets a 502 naming
+/// the violation, mallory's tunnel is closed for it, and the healthy agent
+/// notices nothing.
+async fn assert_bad_answer_disconnects(answer: &'static [u8], what: &str) {
+    let relay = RelayProc::start(&[]).await;
+    let healthy = Healthy::start(&relay, "quic").await;
+
+    let mallory_token = relay.token("mallory@example.com", false);
+    let (_endpoint, quic) = quic_connect(&relay).await;
+    let conn = TunnelConnection::Quic(quic.clone());
+    // A plain HTTP route: the relay forwards the request whole, so the test
+    // needs no MCP body to reach the exchange.
+    let mut offer = hello(PROTOCOL_VERSION, &mallory_token, "mallory");
+    offer.routes[0].kind = UpstreamKind::PlainHttp;
+    let (reply, _control_send, _control_recv) = say_hello(&conn, &offer).await;
+    assert!(
+        matches!(reply, HelloReply::Welcome(_)),
+        "mallory's valid hello was refused: {reply:?}"
+    );
+    let rogue = tokio::spawn(async move {
+        let (mut send, mut recv) = conn.accept_bi().await.expect("the relay opens an exchange");
+        let open =
+            protocol::read_frame::<protocol::StreamOpen, _>("open", &mut recv, FrameLimit::HEAD)
+                .await
+                .expect("the relay's exchange head decodes");
+        send.write_all(answer).await.expect("write the bad answer");
+        send.flush().await.expect("flush");
+        // Keep the stream open: the relay must act on what it read, not on
+        // the stream ending.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop((send, recv, open));
+    });
+
+    let client = HttpsClient::new(&relay.ca(), false);
+    let url = format!("{}/echo", relay.route_url("mallory"));
+    let mallory_client = relay.token("mallory@example.com", true);
+    let answered = timeout(
+        PROMPT,
+        client.call("POST", &url, Some(&mallory_client), "hello?"),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{what}: the client got no answer within {PROMPT:?}"));
+    assert_eq!(answered.status, 502, "{what}: {}", answered.text());
+    let body = answered.json();
+    assert_eq!(body["error"], "agent_error", "{what}: {body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("broke the tunnel protocol")),
+        "{what}: {body}"
+    );
+
+    let closed = timeout(PROMPT, quic.closed())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: the relay kept mallory's tunnel open"));
+    match &closed {
+        quinn::ConnectionError::ApplicationClosed(close) => assert!(
+            String::from_utf8_lossy(&close.reason).contains("protocol violation"),
+            "{what}: closed, but not for the violation: {close:?}"
+        ),
+        other => panic!("{what}: mallory's tunnel ended without the relay closing it: {other:?}"),
+    }
+    rogue.abort();
+
+    // Mallory's route is gone with its tunnel: the next request is a clean 503.
+    let again = client
+        .call("POST", &url, Some(&mallory_client), "anyone?")
+        .await;
+    assert_eq!(again.status, 503, "{what}: {}", again.text());
+
+    healthy.assert_serves(&relay, "after").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_head_that_does_not_decode_disconnects_that_agent_only() {
+    assert_bad_answer_disconnects(
+        &[0, 0, 0, 8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+        "garbage response head",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_response_head_disconnects_that_agent_only() {
+    assert_bad_answer_disconnects(&[0x7f, 0xff, 0xff, 0xff], "2 GiB response head").await;
+}
