@@ -22,6 +22,8 @@ pub mod conn_limits;
 pub mod cors;
 pub mod error;
 pub mod forward;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod gateway;
 pub mod headers;
 pub mod legacy_sse;

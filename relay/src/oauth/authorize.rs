@@ -51,6 +51,16 @@ pub enum Refusal {
 
 /// Checks an authorization request (its query string).
 pub fn check(state: &SharedState, query: &str) -> Result<AuthorizeRequest, Refusal> {
+    check_query(&state.public_url, query, |id| state.store.client(id))
+}
+
+/// Checks an authorization request (its query string) made to the relay at
+/// `public_url`, whose registered clients `find_client` looks up.
+pub fn check_query(
+    public_url: &str,
+    query: &str,
+    find_client: impl FnOnce(&str) -> Result<Option<OAuthClient>, crate::RelayError>,
+) -> Result<AuthorizeRequest, Refusal> {
     let params = Params::parse(query.as_bytes());
     let page = |title: &str, message: String| Refusal::Page {
         title: title.to_owned(),
@@ -59,7 +69,7 @@ pub fn check(state: &SharedState, query: &str) -> Result<AuthorizeRequest, Refus
     let client_id = params
         .get("client_id")
         .ok_or_else(|| page("Invalid request", "the request has no client_id".into()))?;
-    let client = match state.store.client(client_id) {
+    let client = match find_client(client_id) {
         Ok(Some(c)) => c,
         Ok(None) => {
             return Err(page(
@@ -143,12 +153,11 @@ pub fn check(state: &SharedState, query: &str) -> Result<AuthorizeRequest, Refus
             "resource is required: the URL of the route to use (RFC 8707)".into(),
         ));
     };
-    let Some((route, resource)) = resource::route_of(&state.public_url, resource_param) else {
+    let Some((route, resource)) = resource::route_of(public_url, resource_param) else {
         return Err(refuse(
             "invalid_target",
             format!(
-                "resource {resource_param:?} is not a route of this relay ({}/mcp/<route>)",
-                state.public_url
+                "resource {resource_param:?} is not a route of this relay ({public_url}/mcp/<route>)"
             ),
         ));
     };

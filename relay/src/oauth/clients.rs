@@ -100,85 +100,15 @@ pub fn register(state: &SharedState, peer: SocketAddr, body: &[u8]) -> Response<
         }
         return resp;
     }
-    let bad = |code: &str, text: &str| oauth_error(StatusCode::BAD_REQUEST, code, text);
-    let meta: serde_json::Value = match serde_json::from_slice(body) {
-        Ok(v @ serde_json::Value::Object(_)) => v,
-        Ok(_) => return bad("invalid_client_metadata", "the body must be a JSON object"),
-        Err(e) => {
-            return bad(
-                "invalid_client_metadata",
-                &format!("the body is not JSON: {e}"),
-            )
-        }
+    let meta = match ClientMetadata::parse(body) {
+        Ok(m) => m,
+        Err(e) => return oauth_error(StatusCode::BAD_REQUEST, e.code, &e.description),
     };
-    let Some(uris) = meta["redirect_uris"].as_array().filter(|a| !a.is_empty()) else {
-        return bad(
-            "invalid_redirect_uri",
-            "redirect_uris must be a non-empty array",
-        );
-    };
-    if uris.len() > MAX_REDIRECT_URIS {
-        return bad(
-            "invalid_redirect_uri",
-            &format!("at most {MAX_REDIRECT_URIS} redirect_uris"),
-        );
-    }
-    let mut redirect_uris = Vec::with_capacity(uris.len());
-    for u in uris {
-        let Some(u) = u.as_str() else {
-            return bad("invalid_redirect_uri", "redirect_uris must be strings");
-        };
-        if let Err(e) = check_redirect_uri(u) {
-            return bad("invalid_redirect_uri", &e);
-        }
-        redirect_uris.push(u.to_owned());
-    }
-    match meta.get("token_endpoint_auth_method") {
-        None | Some(serde_json::Value::Null) => {}
-        Some(m) if m == "none" => {}
-        Some(m) => {
-            return bad(
-                "invalid_client_metadata",
-                &format!("token_endpoint_auth_method {m} is not supported: this relay registers public clients only (\"none\", with PKCE)"),
-            )
-        }
-    }
-    let grant_types = match string_list(&meta, "grant_types") {
-        Ok(Some(g)) => g,
-        Ok(None) => vec!["authorization_code".to_owned(), "refresh_token".to_owned()],
-        Err(e) => return bad("invalid_client_metadata", &e),
-    };
-    if let Some(g) = grant_types
-        .iter()
-        .find(|g| !matches!(g.as_str(), "authorization_code" | "refresh_token"))
-    {
-        return bad(
-            "invalid_client_metadata",
-            &format!("grant type {g:?} is not supported (authorization_code, refresh_token)"),
-        );
-    }
-    match string_list(&meta, "response_types") {
-        Ok(Some(r)) if r.iter().any(|r| r != "code") => {
-            return bad(
-                "invalid_client_metadata",
-                "only the response type \"code\" is supported",
-            )
-        }
-        Ok(_) => {}
-        Err(e) => return bad("invalid_client_metadata", &e),
-    }
-    let client_name = match meta.get("client_name") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(n)) if n.chars().count() <= MAX_NAME_LEN => {
-            Some(n.trim().to_owned()).filter(|n| !n.is_empty())
-        }
-        Some(_) => {
-            return bad(
-                "invalid_client_metadata",
-                &format!("client_name must be a string of at most {MAX_NAME_LEN} characters"),
-            )
-        }
-    };
+    let ClientMetadata {
+        redirect_uris,
+        grant_types,
+        client_name,
+    } = meta;
     let client = OAuthClient {
         client_id: format!("dbc_{}", token::random_hex(16)),
         client_name,
@@ -207,6 +137,119 @@ pub fn register(state: &SharedState, peer: SocketAddr, body: &[u8]) -> Response<
         out["client_name"] = serde_json::Value::String(n.clone());
     }
     json(StatusCode::CREATED, &out)
+}
+
+/// Why registration metadata is refused (RFC 7591 §3.2.2).
+#[derive(Debug, PartialEq, Eq)]
+pub struct MetadataError {
+    /// `invalid_redirect_uri` or `invalid_client_metadata`.
+    pub code: &'static str,
+    pub description: String,
+}
+
+/// The parts of a registration request (RFC 7591 §2) this relay keeps.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ClientMetadata {
+    /// Each one passed [`check_redirect_uri`]; 1 to 10 of them.
+    pub redirect_uris: Vec<String>,
+    pub grant_types: Vec<String>,
+    pub client_name: Option<String>,
+}
+
+impl ClientMetadata {
+    /// Parses and checks a registration request body.
+    pub fn parse(body: &[u8]) -> Result<ClientMetadata, MetadataError> {
+        let bad = |code: &'static str, description: String| MetadataError { code, description };
+        let meta: serde_json::Value = match serde_json::from_slice(body) {
+            Ok(v @ serde_json::Value::Object(_)) => v,
+            Ok(_) => {
+                return Err(bad(
+                    "invalid_client_metadata",
+                    "the body must be a JSON object".into(),
+                ))
+            }
+            Err(e) => {
+                return Err(bad(
+                    "invalid_client_metadata",
+                    format!("the body is not JSON: {e}"),
+                ))
+            }
+        };
+        let Some(uris) = meta["redirect_uris"].as_array().filter(|a| !a.is_empty()) else {
+            return Err(bad(
+                "invalid_redirect_uri",
+                "redirect_uris must be a non-empty array".into(),
+            ));
+        };
+        if uris.len() > MAX_REDIRECT_URIS {
+            return Err(bad(
+                "invalid_redirect_uri",
+                format!("at most {MAX_REDIRECT_URIS} redirect_uris"),
+            ));
+        }
+        let mut redirect_uris = Vec::with_capacity(uris.len());
+        for u in uris {
+            let Some(u) = u.as_str() else {
+                return Err(bad(
+                    "invalid_redirect_uri",
+                    "redirect_uris must be strings".into(),
+                ));
+            };
+            check_redirect_uri(u).map_err(|e| bad("invalid_redirect_uri", e))?;
+            redirect_uris.push(u.to_owned());
+        }
+        match meta.get("token_endpoint_auth_method") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(m) if m == "none" => {}
+            Some(m) => {
+                return Err(bad(
+                    "invalid_client_metadata",
+                    format!("token_endpoint_auth_method {m} is not supported: this relay registers public clients only (\"none\", with PKCE)"),
+                ))
+            }
+        }
+        let grant_types = match string_list(&meta, "grant_types") {
+            Ok(Some(g)) => g,
+            Ok(None) => vec!["authorization_code".to_owned(), "refresh_token".to_owned()],
+            Err(e) => return Err(bad("invalid_client_metadata", e)),
+        };
+        if let Some(g) = grant_types
+            .iter()
+            .find(|g| !matches!(g.as_str(), "authorization_code" | "refresh_token"))
+        {
+            return Err(bad(
+                "invalid_client_metadata",
+                format!("grant type {g:?} is not supported (authorization_code, refresh_token)"),
+            ));
+        }
+        match string_list(&meta, "response_types") {
+            Ok(Some(r)) if r.iter().any(|r| r != "code") => {
+                return Err(bad(
+                    "invalid_client_metadata",
+                    "only the response type \"code\" is supported".into(),
+                ))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(bad("invalid_client_metadata", e)),
+        }
+        let client_name = match meta.get("client_name") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(n)) if n.chars().count() <= MAX_NAME_LEN => {
+                Some(n.trim().to_owned()).filter(|n| !n.is_empty())
+            }
+            Some(_) => {
+                return Err(bad(
+                    "invalid_client_metadata",
+                    format!("client_name must be a string of at most {MAX_NAME_LEN} characters"),
+                ))
+            }
+        };
+        Ok(ClientMetadata {
+            redirect_uris,
+            grant_types,
+            client_name,
+        })
+    }
 }
 
 fn string_list(meta: &serde_json::Value, field: &str) -> Result<Option<Vec<String>>, String> {
