@@ -86,8 +86,8 @@ struct ServeArgs {
     #[arg(long, default_value = "0.0.0.0:443")]
     listen: SocketAddr,
     /// How the relay names itself, e.g. https://relay.example.com.
-    /// Default: https://<listen address> (https://localhost when listening on
-    /// all addresses).
+    /// Default: https://<--acme-domain>, else https://<listen address>
+    /// (https://localhost when listening on all addresses).
     #[arg(long, env = "DRAWBRIDGE_PUBLIC_URL")]
     public_url: Option<String>,
     /// PEM certificate chain.
@@ -182,13 +182,19 @@ struct ServeArgs {
 #[derive(Args)]
 struct AcmeArgs {
     /// Obtain and renew the certificate for this DNS name through ACME; it
-    /// must resolve to this relay. Kept in <state-dir>/acme/.
-    #[arg(long, value_name = "DOMAIN", requires = "acme_email",
+    /// must resolve to this relay. Kept in <state-dir>/acme/. Also the
+    /// default --public-url (https://DOMAIN).
+    #[arg(long, value_name = "DOMAIN", env = "DRAWBRIDGE_ACME_DOMAIN", requires = "acme_email",
           conflicts_with_all = ["tls_cert", "self_signed"])]
     acme_domain: Option<String>,
     /// The ACME account's contact email. Giving it agrees to the CA's terms
     /// of service.
-    #[arg(long, value_name = "EMAIL", requires = "acme_domain")]
+    #[arg(
+        long,
+        value_name = "EMAIL",
+        env = "DRAWBRIDGE_ACME_EMAIL",
+        requires = "acme_domain"
+    )]
     acme_email: Option<String>,
     /// The ACME directory URL (default: Let's Encrypt's production one).
     #[arg(long, value_name = "URL", requires = "acme_domain",
