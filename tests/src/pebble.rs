@@ -11,13 +11,15 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsage
 use crate::procs::Proc;
 use crate::{HttpsClient, TempDir};
 
-/// A running pebble; killed on drop.
+/// Pebble, configured; running once [`Pebble::run`] returned (killed on drop).
 pub struct Pebble {
-    pub proc: Proc,
+    pub proc: Option<Proc>,
     /// The ACME directory URL.
     pub directory: String,
     /// The CA of pebble's own HTTPS certificate (for `--acme-directory-ca`).
     pub tls_ca: PathBuf,
+    config: PathBuf,
+    ports: [u16; 2],
     management: String,
     pub dir: TempDir,
 }
@@ -26,6 +28,13 @@ impl Pebble {
     /// Starts pebble validating TLS-ALPN-01 challenges on `tls_port` (the
     /// relay's port), and waits until it answers.
     pub async fn start(tls_port: u16) -> Pebble {
+        let mut pebble = Pebble::new(tls_port);
+        pebble.run().await;
+        pebble
+    }
+
+    /// Configures pebble (ports, TLS certificate) without starting it.
+    pub fn new(tls_port: u16) -> Pebble {
         let dir = TempDir::new("pebble");
         let tls_ca = dir.path().join("pebble-tls-ca.pem");
         let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
@@ -45,10 +54,23 @@ impl Pebble {
         });
         let config_path = dir.path().join("pebble-config.json");
         std::fs::write(&config_path, config.to_string()).expect("write pebble config");
+        Pebble {
+            proc: None,
+            directory: format!("https://127.0.0.1:{listen}/dir"),
+            tls_ca,
+            config: config_path,
+            ports: [listen, management],
+            management: format!("https://127.0.0.1:{management}"),
+            dir,
+        }
+    }
+
+    /// Starts pebble and waits until it answers.
+    pub async fn run(&mut self) {
         let proc = Proc::spawn(
             "pebble",
             &binary(),
-            &["-config".into(), config_path.display().to_string()],
+            &["-config".into(), self.config.display().to_string()],
             &[
                 // Validate at once, every time (no random sleeps, no reuse of
                 // earlier authorizations), and no spurious badNonce errors.
@@ -57,16 +79,10 @@ impl Pebble {
                 ("PEBBLE_WFE_NONCEREJECT", "0"),
             ],
         );
-        for port in [listen, management] {
+        for port in self.ports {
             wait_listening(port, &proc).await;
         }
-        Pebble {
-            proc,
-            directory: format!("https://127.0.0.1:{listen}/dir"),
-            tls_ca,
-            management: format!("https://127.0.0.1:{management}"),
-            dir,
-        }
+        self.proc = Some(proc);
     }
 
     /// The root and intermediate of the CA pebble issues from (PEM), from

@@ -66,6 +66,78 @@ fn describe(chain: &[CertificateDer<'_>]) -> (String, Vec<String>, String) {
     )
 }
 
+/// The leaf the relay on `port` serves for `DOMAIN`, not verified.
+async fn served_leaf_unverified(port: u16) -> CertificateDer<'static> {
+    #[derive(Debug)]
+    struct Anything(Arc<rustls::crypto::CryptoProvider>);
+    impl rustls::client::danger::ServerCertVerifier for Anything {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: rustls_pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            let algs = &self.0.signature_verification_algorithms;
+            rustls::crypto::verify_tls12_signature(message, cert, dss, algs)
+        }
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            let algs = &self.0.signature_verification_algorithms;
+            rustls::crypto::verify_tls13_signature(message, cert, dss, algs)
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+    let provider = tunnel::tls::provider();
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Anything(provider)))
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to the relay");
+    let tls = connector
+        .connect(ServerName::try_from(DOMAIN).expect("name"), tcp)
+        .await
+        .expect("TLS handshake");
+    tls.get_ref().1.peer_certificates().expect("certificates")[0]
+        .clone()
+        .into_owned()
+}
+
+fn acme_args(pebble: &Pebble) -> Vec<String> {
+    [
+        "--acme-domain",
+        DOMAIN,
+        "--acme-email",
+        "ops@example.com",
+        "--acme-directory",
+        &pebble.directory,
+        "--acme-directory-ca",
+        &pebble.tls_ca.display().to_string(),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 fn obtained(relay: &RelayProc) -> usize {
     relay
         .proc
@@ -88,17 +160,7 @@ async fn the_relay_obtains_serves_and_renews_a_certificate_from_pebble() {
     std::fs::write(&root, &root_pem).expect("write root");
 
     let state = Arc::new(TempDir::new("relay-acme"));
-    let acme_args = [
-        "--acme-domain",
-        DOMAIN,
-        "--acme-email",
-        "ops@example.com",
-        "--acme-directory",
-        &pebble.directory,
-        "--acme-directory-ca",
-        &pebble.tls_ca.display().to_string(),
-    ]
-    .map(str::to_owned);
+    let acme_args = acme_args(&pebble);
     let acme: Vec<&str> = acme_args.iter().map(String::as_str).collect();
     let listen = format!("127.0.0.1:{port}");
     let mut with_renewal = acme.clone();
@@ -226,4 +288,57 @@ async fn the_relay_obtains_serves_and_renews_a_certificate_from_pebble() {
             .await
     );
     assert_eq!(obtained(&relay), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn until_the_ca_answers_a_temporary_certificate_is_served_and_issuance_retried() {
+    let port = free_tcp_udp_port();
+    // Configured but not started: its directory refuses connections.
+    let mut pebble = Pebble::new(port);
+    let state = Arc::new(TempDir::new("relay-acme-retry"));
+    let args = acme_args(&pebble);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let relay = RelayProc::start_tls(
+        state.clone(),
+        &format!("127.0.0.1:{port}"),
+        &args,
+        pebble.tls_ca.clone(),
+        &[],
+    )
+    .await;
+    assert!(
+        relay
+            .proc
+            .wait_stderr(
+                "ACME: could not obtain a certificate; still serving the previous one",
+                Duration::from_secs(30)
+            )
+            .await,
+        "{}",
+        relay.proc.stderr_text()
+    );
+    // Meanwhile: a temporary self-signed certificate for the domain.
+    let temporary = served_leaf_unverified(port).await;
+    let (_, names, issuer) = describe(std::slice::from_ref(&temporary));
+    assert_eq!(names, [DOMAIN]);
+    assert!(issuer.contains("temporary"), "{issuer}");
+    assert!(!state.path().join("acme/cert.pem").exists());
+
+    // The CA comes up; the retry (after 15-30 s: backoff from 30 s, with
+    // jitter) obtains the certificate.
+    pebble.run().await;
+    let (root_pem, _) = pebble.issuer_pem().await;
+    let root = pebble.dir.path().join("pebble-root.pem");
+    std::fs::write(&root, &root_pem).expect("write root");
+    assert!(
+        relay
+            .proc
+            .wait_stderr("ACME: certificate obtained", Duration::from_secs(60))
+            .await,
+        "{}",
+        relay.proc.stderr_text()
+    );
+    let (_, names, issuer) = describe(&served_chain(port, &root).await);
+    assert_eq!(names, [DOMAIN]);
+    assert!(issuer.contains("Pebble Intermediate"), "{issuer}");
 }
