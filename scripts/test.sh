@@ -51,6 +51,11 @@ ensure_debian_packages() {
     if { [ -f "$REQUIREMENTS" ] || [ -f "$SQLITE_REQUIREMENTS" ]; } && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
         wanted+=(python3-venv)
     fi
+    # pebble: the ACME test server the relay's ACME test obtains certificates
+    # from (tests/src/pebble.rs).
+    if ! command -v pebble >/dev/null 2>&1; then
+        wanted+=(pebble)
+    fi
     if [ ${#wanted[@]} -eq 0 ]; then
         echo "nothing needed"
         return 0

@@ -10,7 +10,7 @@
 
 #![forbid(unsafe_code)]
 
-pub mod backoff;
+pub use tunnel::backoff;
 pub mod connect;
 pub mod dial;
 pub mod embedded;

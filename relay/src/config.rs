@@ -11,6 +11,30 @@ pub enum TlsSource {
     Files { cert: PathBuf, key: PathBuf },
     /// A local CA in the state dir issues the certificate (development).
     SelfSigned,
+    /// An ACME CA (Let's Encrypt by default) issues and renews it.
+    Acme(AcmeConfig),
+}
+
+/// Certificates through ACME (TLS-ALPN-01 on the relay's own port).
+#[derive(Debug, Clone)]
+pub struct AcmeConfig {
+    /// The DNS name the certificate is for (it must resolve to this relay).
+    pub domain: String,
+    /// The account's contact address (the CA's expiry and policy mail).
+    pub email: String,
+    /// The CA's directory URL.
+    pub directory: String,
+    /// PEM CA certificates to trust for the directory (a private CA such as
+    /// a test server), besides the public web PKI.
+    pub directory_ca: Option<PathBuf>,
+    /// FOR TESTS: renew this long after a certificate is obtained or loaded,
+    /// instead of when a third of its lifetime remains.
+    pub renew_after: Option<Duration>,
+}
+
+impl AcmeConfig {
+    /// Let's Encrypt's production directory.
+    pub const LETS_ENCRYPT: &'static str = "https://acme-v02.api.letsencrypt.org/directory";
 }
 
 /// Everything `relay serve` needs.

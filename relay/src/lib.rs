@@ -9,13 +9,17 @@
 //!   login and consent, tokens); its tables are in [`oauth_store`].
 //! * [`tool_filter`] — `tools/list` answers filtered per caller; [`pins`] —
 //!   tool pinning (rug-pull defence).
+//! * [`certs`] — the TLS certificate from files or a local CA; [`acme`] —
+//!   from an ACME CA, renewed; [`cert_resolver`] — swapped while serving.
 //! * [`server`] — starting and stopping it all.
 
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod admin;
 pub mod agents;
 pub mod audit;
+pub mod cert_resolver;
 pub mod certs;
 pub mod config;
 pub mod conn_limits;
@@ -45,6 +49,6 @@ pub mod token;
 pub mod tool_filter;
 pub mod trail;
 
-pub use config::{RelayConfig, TlsSource};
+pub use config::{AcmeConfig, RelayConfig, TlsSource};
 pub use error::RelayError;
 pub use server::{start, RunningRelay};

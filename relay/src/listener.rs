@@ -72,7 +72,14 @@ async fn serve_tcp_connection(
             return;
         }
     };
-    let is_tunnel = tls.get_ref().1.alpn_protocol() == Some(protocol::ALPN);
+    let alpn = tls.get_ref().1.alpn_protocol();
+    if alpn == Some(crate::cert_resolver::ACME_TLS_ALPN) {
+        // An ACME CA validating TLS-ALPN-01: the handshake was the answer
+        // (RFC 8737 §3), no application data follows.
+        tracing::debug!(%peer, "answered an ACME tls-alpn-01 validation");
+        return;
+    }
+    let is_tunnel = alpn == Some(protocol::ALPN);
     if is_tunnel {
         let conn = MuxConnection::start(tls.compat(), Side::Server);
         let conn = TunnelConnection::Mux { conn, remote: peer };

@@ -86,8 +86,8 @@ struct ServeArgs {
     #[arg(long, default_value = "0.0.0.0:443")]
     listen: SocketAddr,
     /// How the relay names itself, e.g. https://relay.example.com.
-    /// Default: https://<listen address> (https://localhost when listening on
-    /// all addresses).
+    /// Default: https://<--acme-domain>, else https://<listen address>
+    /// (https://localhost when listening on all addresses).
     #[arg(long, env = "DRAWBRIDGE_PUBLIC_URL")]
     public_url: Option<String>,
     /// PEM certificate chain.
@@ -100,6 +100,8 @@ struct ServeArgs {
     /// clients trust <state-dir>/ca.pem. For development and private networks.
     #[arg(long)]
     self_signed: bool,
+    #[command(flatten)]
+    acme: AcmeArgs,
     #[command(flatten)]
     state: StateDir,
     /// Do not accept QUIC tunnels (agents use TLS over TCP).
@@ -173,6 +175,38 @@ struct ServeArgs {
     /// FOR BENCHMARKS ONLY (bench/): no per-message policy and no audit.
     #[arg(long, hide = true)]
     bench_disable_policy_and_audit: bool,
+}
+
+/// Certificates from an ACME CA (Let's Encrypt by default), validated with
+/// TLS-ALPN-01 on --listen's port (443 must be reachable from the internet).
+#[derive(Args)]
+struct AcmeArgs {
+    /// Obtain and renew the certificate for this DNS name through ACME; it
+    /// must resolve to this relay. Kept in <state-dir>/acme/. Also the
+    /// default --public-url (https://DOMAIN).
+    #[arg(long, value_name = "DOMAIN", env = "DRAWBRIDGE_ACME_DOMAIN", requires = "acme_email",
+          conflicts_with_all = ["tls_cert", "self_signed"])]
+    acme_domain: Option<String>,
+    /// The ACME account's contact email. Giving it agrees to the CA's terms
+    /// of service.
+    #[arg(
+        long,
+        value_name = "EMAIL",
+        env = "DRAWBRIDGE_ACME_EMAIL",
+        requires = "acme_domain"
+    )]
+    acme_email: Option<String>,
+    /// The ACME directory URL (default: Let's Encrypt's production one).
+    #[arg(long, value_name = "URL", requires = "acme_domain",
+          default_value = relay::AcmeConfig::LETS_ENCRYPT)]
+    acme_directory: String,
+    /// PEM CA certificate(s) to trust for the ACME directory (a private or
+    /// test CA), besides the public ones.
+    #[arg(long, value_name = "FILE", requires = "acme_domain")]
+    acme_directory_ca: Option<PathBuf>,
+    /// FOR TESTS: renew this long after a certificate was obtained.
+    #[arg(long, hide = true, value_parser = humantime::parse_duration)]
+    acme_renew_after: Option<std::time::Duration>,
 }
 
 #[derive(Subcommand)]
@@ -476,12 +510,25 @@ fn read_password() -> anyhow::Result<String> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let tls = match (args.tls_cert, args.tls_key, args.self_signed) {
-        (Some(cert), Some(key), false) => TlsSource::Files { cert, key },
-        (None, None, true) => TlsSource::SelfSigned,
-        _ => anyhow::bail!("give either --tls-cert FILE --tls-key FILE, or --self-signed"),
+    let acme = args.acme;
+    let tls = match (args.tls_cert, args.tls_key, args.self_signed, acme.acme_domain) {
+        (Some(cert), Some(key), false, None) => TlsSource::Files { cert, key },
+        (None, None, true, None) => TlsSource::SelfSigned,
+        (None, None, false, Some(domain)) => TlsSource::Acme(relay::AcmeConfig {
+            domain,
+            email: acme.acme_email.unwrap_or_default(),
+            directory: acme.acme_directory,
+            directory_ca: acme.acme_directory_ca,
+            renew_after: acme.acme_renew_after,
+        }),
+        _ => anyhow::bail!(
+            "give one of --acme-domain DOMAIN --acme-email EMAIL, --tls-cert FILE --tls-key FILE, or --self-signed"
+        ),
     };
-    if args.public_url.is_none() && args.listen.ip().is_unspecified() {
+    if args.public_url.is_none()
+        && args.listen.ip().is_unspecified()
+        && !matches!(tls, TlsSource::Acme(_))
+    {
         tracing::warn!(
             "no --public-url: route URLs will say https://localhost; set --public-url https://your.domain"
         );

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::audit::Audit;
+use crate::cert_resolver::{certified_key, CertResolver, ACME_TLS_ALPN};
 use crate::certs;
 use crate::config::{RelayConfig, TlsSource};
 use crate::error::RelayError;
@@ -28,6 +29,8 @@ pub struct RunningRelay {
     /// The CA to trust, when the certificate is self-signed.
     pub ca_path: Option<PathBuf>,
     pub state: SharedState,
+    /// The certificate served (swap it to replace it without a restart).
+    pub certs: Arc<CertResolver>,
     quic: Option<quinn::Endpoint>,
     tasks: TaskTracker,
 }
@@ -42,9 +45,10 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         addr: config.listen.to_string(),
         source,
     })?;
-    let public_url = match &config.public_url {
-        Some(u) => u.trim_end_matches('/').to_owned(),
-        None => default_public_url(local_addr),
+    let public_url = match (&config.public_url, &config.tls) {
+        (Some(u), _) => u.trim_end_matches('/').to_owned(),
+        (None, TlsSource::Acme(acme)) => with_port(&acme.domain, local_addr.port()),
+        (None, _) => default_public_url(local_addr),
     };
     let public_host = url::Url::parse(&public_url)
         .map_err(|e| RelayError::Config(format!("--public-url {public_url:?}: {e}")))?
@@ -54,18 +58,31 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
     let origins = AllowedOrigins::new(&public_url, &config.allow_origins)
         .map_err(|e| RelayError::Config(e.to_string()))?;
 
+    let mut acme = None;
     let (key, ca_path) = match &config.tls {
-        TlsSource::Files { cert, key } => (certs::from_files(cert, key)?, None),
-        TlsSource::SelfSigned => (
-            certs::self_signed(&config.state_dir, &[public_host])?,
-            Some(certs::ca_path(&config.state_dir)),
-        ),
+        TlsSource::Files { cert, key } => {
+            let k = certs::from_files(cert, key)?;
+            (certified_key(k.chain, k.key)?, None)
+        }
+        TlsSource::SelfSigned => {
+            let k = certs::self_signed(&config.state_dir, &[public_host])?;
+            (
+                certified_key(k.chain, k.key)?,
+                Some(certs::ca_path(&config.state_dir)),
+            )
+        }
+        TlsSource::Acme(settings) => {
+            let initial = crate::acme::initial_certificate(settings, &config.state_dir)?;
+            acme = Some((settings.clone(), initial.stored));
+            (initial.key, None)
+        }
     };
-    let https_tls = tunnel::tls::server_config(
-        key.chain.clone(),
-        key.key.clone_key(),
-        &[b"h2", b"http/1.1", protocol::ALPN],
-    )?;
+    let certs = Arc::new(CertResolver::new(key));
+    let mut https_alpn: Vec<&[u8]> = vec![b"h2", b"http/1.1", protocol::ALPN];
+    if acme.is_some() {
+        https_alpn.push(ACME_TLS_ALPN);
+    }
+    let https_tls = tunnel::tls::server_config_with_resolver(certs.clone(), &https_alpn)?;
     let state = Arc::new(RelayState {
         config: config.clone(),
         public_url: public_url.clone(),
@@ -105,7 +122,8 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
                      Raise net.core.rmem_max and net.core.wmem_max"
                 );
             }
-            let quic_tls = tunnel::tls::server_config(key.chain, key.key, &[protocol::ALPN])?;
+            let quic_tls =
+                tunnel::tls::server_config_with_resolver(certs.clone(), &[protocol::ALPN])?;
             let endpoint = tunnel::quic::server_endpoint(
                 socket,
                 quic_tls,
@@ -128,6 +146,10 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
     })?;
     tasks.spawn(listener::serve_tcp(state.clone(), tcp, Arc::new(https_tls)));
     tasks.spawn(agents::revocation_watch(state.clone()));
+    if let Some((settings, stored)) = acme {
+        let acme = crate::acme::Acme::new(settings, &config.state_dir, certs.clone());
+        tasks.spawn(acme.run(stored, state.shutdown.clone()));
+    }
     tracing::info!(
         %local_addr,
         %public_url,
@@ -140,6 +162,7 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         public_url,
         ca_path,
         state,
+        certs,
         quic,
         tasks,
     })
@@ -182,10 +205,14 @@ fn default_public_url(addr: SocketAddr) -> String {
     } else {
         ip.to_string()
     };
-    if addr.port() == 443 {
+    with_port(&host, addr.port())
+}
+
+fn with_port(host: &str, port: u16) -> String {
+    if port == 443 {
         format!("https://{host}")
     } else {
-        format!("https://{host}:{}", addr.port())
+        format!("https://{host}:{port}")
     }
 }
 

@@ -7,6 +7,7 @@ pub mod changing_server;
 pub mod client;
 pub mod mcp;
 pub mod netsim;
+pub mod pebble;
 pub mod procs;
 pub mod python;
 pub mod upstream;

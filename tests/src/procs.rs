@@ -183,6 +183,8 @@ pub struct RelayProc {
     pub addr: std::net::SocketAddr,
     pub state: Arc<TempDir>,
     pub extra_args: Vec<String>,
+    /// The CA certificate clients and agents trust for this relay.
+    pub ca: PathBuf,
 }
 
 impl RelayProc {
@@ -194,18 +196,29 @@ impl RelayProc {
 
     /// Starts a relay on `listen` with an existing state dir.
     pub async fn start_with(state: Arc<TempDir>, listen: &str, extra: &[&str]) -> RelayProc {
-        let mut args: Vec<String> = vec![
-            "serve".into(),
-            "--listen".into(),
-            listen.into(),
-            "--self-signed".into(),
+        let ca = state.path().join("ca.pem");
+        Self::start_tls(state, listen, &["--self-signed"], ca, extra).await
+    }
+
+    /// Starts a relay whose certificate comes from `tls` (e.g. the ACME
+    /// flags); clients and agents trust `ca`.
+    pub async fn start_tls(
+        state: Arc<TempDir>,
+        listen: &str,
+        tls: &[&str],
+        ca: PathBuf,
+        extra: &[&str],
+    ) -> RelayProc {
+        let mut args: Vec<String> = vec!["serve".into(), "--listen".into(), listen.into()];
+        args.extend(tls.iter().map(|s| s.to_string()));
+        args.extend([
             "--state-dir".into(),
             state.path().display().to_string(),
             // Short enough that tests see dead peers quickly, long enough
             // that a loaded CI machine does not drop live ones.
             "--keepalive-interval".into(),
             "2s".into(),
-        ];
+        ]);
         let extra_args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         if !extra_args.iter().any(|a| a == "--drain-timeout") {
             args.extend(["--drain-timeout".into(), "2s".into()]);
@@ -224,6 +237,7 @@ impl RelayProc {
             addr,
             state,
             extra_args,
+            ca,
         }
     }
 
@@ -234,6 +248,7 @@ impl RelayProc {
             addr,
             state,
             extra_args,
+            ..
         } = self;
         proc.signal("TERM");
         proc.wait_exit(Duration::from_secs(20)).await;
@@ -251,7 +266,7 @@ impl RelayProc {
     }
 
     pub fn ca(&self) -> PathBuf {
-        self.state.path().join("ca.pem")
+        self.ca.clone()
     }
 
     /// Runs a `relay` admin command against this relay's state; returns (code, stdout, stderr).

@@ -1,5 +1,7 @@
 //! End-to-end tests: one test binary (faster to link), one module per theme.
 
+#[path = "e2e/acme.rs"]
+mod acme;
 #[path = "e2e/auth.rs"]
 mod auth;
 #[path = "e2e/churn.rs"]

@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod body;
 pub mod conn;
 pub mod control;

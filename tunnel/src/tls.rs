@@ -67,6 +67,21 @@ pub fn server_config(
     Ok(cfg)
 }
 
+/// A server configuration whose certificate `resolver` picks per handshake
+/// (a certificate that can be swapped while serving), offering `alpn`.
+pub fn server_config_with_resolver(
+    resolver: Arc<dyn rustls::server::ResolvesServerCert>,
+    alpn: &[&[u8]],
+) -> Result<rustls::ServerConfig, TunnelError> {
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TunnelError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(cfg)
+}
+
 /// A client configuration that trusts the public web PKI and, if given, the
 /// CA certificates in `extra_ca` (for a self-signed or private relay).
 pub fn client_config(

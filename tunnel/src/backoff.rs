@@ -1,5 +1,6 @@
-//! Reconnect delays: exponential with jitter, so that a relay restart does
-//! not see every agent return in the same millisecond.
+//! Retry delays: exponential with jitter, so that a relay restart does not
+//! see every agent return in the same millisecond (the agent's reconnects),
+//! and a failing ACME server is not hammered (the relay's renewals).
 
 use std::time::Duration;
 
