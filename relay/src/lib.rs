@@ -9,13 +9,19 @@
 //!   login and consent, tokens); its tables are in [`oauth_store`].
 //! * [`tool_filter`] — `tools/list` answers filtered per caller; [`pins`] —
 //!   tool pinning (rug-pull defence).
+//! * [`metrics`] — Prometheus metrics, served with health checks by
+//!   [`admin_http`] on the admin listener.
+//! * [`reload`] — policy and certificates read again while running (SIGHUP);
+//!   [`cert_resolver`] swaps the served certificate.
 //! * [`server`] — starting and stopping it all.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod admin_http;
 pub mod agents;
 pub mod audit;
+pub mod cert_resolver;
 pub mod certs;
 pub mod config;
 pub mod conn_limits;
@@ -29,13 +35,16 @@ pub mod headers;
 pub mod legacy_sse;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod oauth;
 pub mod oauth_store;
 pub mod origin;
+pub mod pidfile;
 pub mod pins;
 pub mod policies;
 pub mod rate_limits;
 pub mod registry;
+pub mod reload;
 pub mod server;
 pub mod signals;
 pub mod sse_keepalive;

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::audit::Audit;
+use crate::cert_resolver::{self, CertResolver};
 use crate::certs;
 use crate::config::{RelayConfig, TlsSource};
 use crate::error::RelayError;
@@ -18,7 +19,7 @@ use crate::policies::Policies;
 use crate::registry::Registry;
 use crate::state::{RelayState, SharedState};
 use crate::store::Store;
-use crate::{agents, listener};
+use crate::{admin_http, agents, listener};
 
 /// A relay that is serving.
 pub struct RunningRelay {
@@ -27,9 +28,15 @@ pub struct RunningRelay {
     pub public_url: String,
     /// The CA to trust, when the certificate is self-signed.
     pub ca_path: Option<PathBuf>,
+    /// The admin listener's address (metrics, health), if it has one.
+    pub admin_addr: Option<SocketAddr>,
     pub state: SharedState,
     quic: Option<quinn::Endpoint>,
     tasks: TaskTracker,
+    /// Ends the admin listener, after the drain.
+    admin_stop: CancellationToken,
+    /// Counts reloads, for their outcomes.
+    reloads: std::sync::atomic::AtomicU64,
 }
 
 /// Binds the relay's port and starts serving.
@@ -61,11 +68,21 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
             Some(certs::ca_path(&config.state_dir)),
         ),
     };
-    let https_tls = tunnel::tls::server_config(
-        key.chain.clone(),
-        key.key.clone_key(),
-        &[b"h2", b"http/1.1", protocol::ALPN],
-    )?;
+    let expiry = key.chain.first().map(|leaf| cert_resolver::not_after(leaf));
+    let certs = CertResolver::new(key)?;
+    let https_tls = certs.server_config(&[b"h2", b"http/1.1", protocol::ALPN])?;
+    let admin = match config.admin_listen {
+        Some(addr) => {
+            let l = std::net::TcpListener::bind(addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .map_err(|source| RelayError::Bind {
+                    addr: format!("{addr} (--admin-listen)"),
+                    source,
+                })?;
+            Some(l)
+        }
+        None => None,
+    };
     let state = Arc::new(RelayState {
         config: config.clone(),
         public_url: public_url.clone(),
@@ -86,7 +103,14 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
             config.max_connections_per_ip,
             config.max_quic_handshakes_per_ip,
         ),
+        metrics: crate::metrics::Metrics::new(),
+        certs: certs.clone(),
     });
+    match expiry {
+        Some(Ok(t)) => state.metrics.set_certificate_expiry(t),
+        Some(Err(e)) => tracing::warn!(error = %e, "cannot read the certificate's expiry"),
+        None => {}
+    }
     if config.bench_disable_policy_and_audit {
         tracing::warn!(
             "--bench-disable-policy-and-audit: JSON-RPC messages are NOT classified, NOT decided \
@@ -105,7 +129,7 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
                      Raise net.core.rmem_max and net.core.wmem_max"
                 );
             }
-            let quic_tls = tunnel::tls::server_config(key.chain, key.key, &[protocol::ALPN])?;
+            let quic_tls = certs.server_config(&[protocol::ALPN])?;
             let endpoint = tunnel::quic::server_endpoint(
                 socket,
                 quic_tls,
@@ -128,6 +152,19 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
     })?;
     tasks.spawn(listener::serve_tcp(state.clone(), tcp, Arc::new(https_tls)));
     tasks.spawn(agents::revocation_watch(state.clone()));
+    let admin_stop = CancellationToken::new();
+    let admin_addr = match admin {
+        Some(l) => {
+            let addr = l.local_addr().ok();
+            let l = tokio::net::TcpListener::from_std(l).map_err(|source| RelayError::Bind {
+                addr: "--admin-listen".into(),
+                source,
+            })?;
+            tasks.spawn(admin_http::serve(state.clone(), l, admin_stop.clone()));
+            addr
+        }
+        None => None,
+    };
     tracing::info!(
         %local_addr,
         %public_url,
@@ -139,13 +176,26 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         local_addr,
         public_url,
         ca_path,
+        admin_addr,
         state,
         quic,
         tasks,
+        admin_stop,
+        reloads: std::sync::atomic::AtomicU64::new(0),
     })
 }
 
 impl RunningRelay {
+    /// Reads the organisation's policy and the certificate files again
+    /// (see [`crate::reload`]); what was refused keeps running as it was.
+    pub fn reload(&self) -> crate::reload::Outcome {
+        let seq = self
+            .reloads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        crate::reload::reload(&self.state, seq)
+    }
+
     /// Graceful stop: agents get `GoAway`, in-flight requests get
     /// `drain_timeout` to finish, then everything closes.
     pub async fn shutdown(self) {
@@ -168,6 +218,7 @@ impl RunningRelay {
             endpoint.close(quinn::VarInt::from_u32(0), b"relay shutdown");
             let _ = tokio::time::timeout(Duration::from_millis(250), endpoint.wait_idle()).await;
         }
+        self.admin_stop.cancel();
         self.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(1), self.tasks.wait()).await;
     }
