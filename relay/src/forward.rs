@@ -147,10 +147,11 @@ async fn upload(mut body: ReqBody, mut send: tunnel::SendHalf, sent: Counter) {
                 return;
             }
         };
+        // Counted as handed to the tunnel (before the agent can answer).
+        sent.inc_by(data.len() as u64);
         if send.write_all(&data).await.is_err() {
             return;
         }
-        sent.inc_by(data.len() as u64);
     }
     let _ = send.finish().await;
 }

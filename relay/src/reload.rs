@@ -53,6 +53,7 @@ pub fn reload(state: &RelayState, seq: u64) -> Outcome {
             }
             Err(e) => {
                 ok = false;
+                let e = one_line(&e);
                 state.metrics.reloaded(Reloaded::policy, false);
                 tracing::error!(policy = %path.display(), "new organisation policy rejected, the old one stays: {e}");
                 said.push(format!(
@@ -74,6 +75,7 @@ pub fn reload(state: &RelayState, seq: u64) -> Outcome {
             }
             Err(e) => {
                 ok = false;
+                let e = one_line(&e);
                 state.metrics.reloaded(Reloaded::certificate, false);
                 tracing::error!(cert = %cert.display(), key = %key.display(), "new TLS certificate rejected, the old one stays: {e}");
                 said.push(format!(
@@ -90,6 +92,16 @@ pub fn reload(state: &RelayState, seq: u64) -> Outcome {
         ok,
         message: said.join("; "),
     }
+}
+
+/// An error on one log line (a policy's problems come one per line).
+fn one_line(e: &RelayError) -> String {
+    e.to_string()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Reads the certificate files, and serves them if they fit; returns the

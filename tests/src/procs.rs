@@ -181,6 +181,8 @@ impl Drop for Proc {
 pub struct RelayProc {
     pub proc: Proc,
     pub addr: std::net::SocketAddr,
+    /// The admin listener (metrics, health), unless `--admin-listen off`.
+    pub admin: Option<std::net::SocketAddr>,
     pub state: Arc<TempDir>,
     pub extra_args: Vec<String>,
 }
@@ -192,20 +194,26 @@ impl RelayProc {
         Self::start_with(state, "127.0.0.1:0", extra).await
     }
 
-    /// Starts a relay on `listen` with an existing state dir.
+    /// Starts a relay on `listen` with an existing state dir. Its
+    /// certificate is self-signed unless `extra` gives `--tls-cert`; its
+    /// admin listener is on a free loopback port unless `extra` gives
+    /// `--admin-listen`.
     pub async fn start_with(state: Arc<TempDir>, listen: &str, extra: &[&str]) -> RelayProc {
-        let mut args: Vec<String> = vec![
-            "serve".into(),
-            "--listen".into(),
-            listen.into(),
-            "--self-signed".into(),
+        let mut args: Vec<String> = vec!["serve".into(), "--listen".into(), listen.into()];
+        if !extra.contains(&"--tls-cert") {
+            args.push("--self-signed".into());
+        }
+        if !extra.contains(&"--admin-listen") {
+            args.extend(["--admin-listen".into(), "127.0.0.1:0".into()]);
+        }
+        args.extend([
             "--state-dir".into(),
             state.path().display().to_string(),
             // Short enough that tests see dead peers quickly, long enough
             // that a loaded CI machine does not drop live ones.
             "--keepalive-interval".into(),
             "2s".into(),
-        ];
+        ]);
         let extra_args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         if !extra_args.iter().any(|a| a == "--drain-timeout") {
             args.extend(["--drain-timeout".into(), "2s".into()]);
@@ -219,9 +227,18 @@ impl RelayProc {
             .split_whitespace()
             .find_map(|w| w.parse::<std::net::SocketAddr>().ok())
             .unwrap_or_else(|| panic!("no address in {line:?}"));
+        // Printed before the "listening" line.
+        let admin = proc
+            .stdout
+            .lock()
+            .expect("lock")
+            .iter()
+            .find_map(|l| l.strip_prefix("admin listener (metrics, health) on http://"))
+            .map(|a| a.parse().expect("admin address"));
         RelayProc {
             proc,
             addr,
+            admin,
             state,
             extra_args,
         }
@@ -234,6 +251,7 @@ impl RelayProc {
             addr,
             state,
             extra_args,
+            ..
         } = self;
         proc.signal("TERM");
         proc.wait_exit(Duration::from_secs(20)).await;
@@ -248,6 +266,39 @@ impl RelayProc {
 
     pub fn route_url(&self, route: &str) -> String {
         format!("https://{}/mcp/{route}", self.addr)
+    }
+
+    /// `GET path` on the admin listener: (status, body).
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.admin.expect("the relay has an admin listener");
+        let mut tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect to the admin listener");
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        tcp.write_all(req.as_bytes()).await.expect("send");
+        let mut raw = Vec::new();
+        tcp.read_to_end(&mut raw).await.expect("read");
+        let raw = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("a status");
+        (status, body.to_owned())
+    }
+
+    /// The value of one series of `/metrics`, e.g.
+    /// `drawbridge_agents_connected{transport="quic"}` (`None`: absent).
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let (status, text) = self.admin_get("/metrics").await;
+        assert_eq!(status, 200, "{text}");
+        text.lines().find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
     }
 
     pub fn ca(&self) -> PathBuf {

@@ -52,6 +52,7 @@ async fn restart_and_reconnect(transport: &str) {
         addr,
         state,
         extra_args,
+        ..
     } = relay;
     proc.kill().await;
     drop(proc);
