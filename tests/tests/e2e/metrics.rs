@@ -176,3 +176,50 @@ async fn the_admin_listener_can_be_turned_off() {
     let out = relay.proc.stdout.lock().expect("lock").join("\n");
     assert!(!out.contains("admin listener"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_says_503_while_the_relay_drains() {
+    let up = Upstream::start("d").await;
+    let mut relay = RelayProc::start(&["--drain-timeout", "3s"]).await;
+    let _agent = AgentProc::start(
+        &relay,
+        &relay.token("alice@x", false),
+        "demo",
+        &up.url(),
+        "quic",
+    )
+    .await;
+    let token = relay.token("alice@x", true);
+    let client = HttpsClient::new(&relay.ca(), false);
+    // A request that never ends keeps the drain going.
+    let hang = tokio::spawn({
+        let url = format!("{}/hang", relay.route_url("demo"));
+        async move { client.get(&url, Some(&token)).await }
+    });
+    let mut in_flight = false;
+    for _ in 0..200 {
+        if up.hits.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            in_flight = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(in_flight, "the hanging request reached the laptop");
+    assert_eq!(relay.admin_get("/readyz").await.0, 200);
+
+    relay.proc.signal("TERM");
+    let mut draining = false;
+    for _ in 0..100 {
+        let (status, body) = relay.admin_get("/readyz").await;
+        if status == 503 {
+            assert_eq!(body, "draining\n");
+            draining = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(draining, "/readyz turns 503 during the drain");
+    assert_eq!(relay.admin_get("/healthz").await.0, 200, "still alive");
+    relay.proc.wait_exit(Duration::from_secs(20)).await;
+    hang.abort();
+}
