@@ -126,6 +126,10 @@ impl Relay {
             "0",
             "--max-quic-handshakes-per-ip",
             "0",
+            // No fixed admin port (a restarted relay would race its
+            // predecessor for it); metrics are not measured here.
+            "--admin-listen",
+            "off",
         ]
         .iter()
         .map(|s| s.to_string())

@@ -59,6 +59,7 @@ pub async fn serve_connection(state: SharedState, conn: TunnelConnection) {
         %transport,
         "agent connected"
     );
+    let _counted = state.metrics.agent_connected(transport);
     tokio::spawn(refuse_extra_streams(session.clone()));
     let outcome = control_loop(&state, &session, &mut send, ControlReader::spawn(recv)).await;
     state.registry.unregister(&session);
@@ -132,7 +133,7 @@ async fn handshake(
             )
             .await;
         }
-        let engine = match state
+        let policy = match state
             .policies
             .for_route(&offer.name, offer.policy.as_deref())
         {
@@ -151,7 +152,7 @@ async fn handshake(
             offer.name.clone(),
             ServedRoute {
                 kind: offer.kind,
-                engine,
+                policy,
                 accept_tool_changes: offer.accept_tool_changes,
             },
         );

@@ -88,6 +88,13 @@ pub fn certified_key(
         .map_err(|e| RelayError::Certificate(format!("certificate and key do not fit: {e}")))
 }
 
+/// When a DER certificate expires (its notAfter), in Unix seconds.
+pub fn not_after(der: &[u8]) -> Result<i64, RelayError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| RelayError::TlsCertificate(format!("cannot read the certificate: {e}")))?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +136,15 @@ mod tests {
         )
         .expect_err("mismatch");
         assert!(err.to_string().contains("do not fit"), "{err}");
+    }
+
+    #[test]
+    fn expiry_is_read_from_the_certificate() {
+        let k = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(vec!["x".to_owned()]).expect("params");
+        params.not_after = rcgen::date_time_ymd(2031, 5, 17);
+        let cert = params.self_signed(&k).expect("cert");
+        // 2031-05-17T00:00:00Z
+        assert_eq!(not_after(cert.der()).expect("parsed"), 1_936_742_400);
     }
 }

@@ -90,6 +90,9 @@ pub struct RelayConfig {
     pub header_read_timeout: Duration,
     /// How long a client may take to send a JSON-RPC request body (408 after).
     pub body_read_timeout: Duration,
+    /// The admin listener (plain HTTP: `/metrics`, `/healthz`, `/readyz`;
+    /// `None`: none). See [`crate::admin_http`].
+    pub admin_listen: Option<SocketAddr>,
     /// FOR BENCHMARKS ONLY: forward JSON-RPC bodies without classifying them,
     /// deciding them with the policy or auditing them (tokens and route
     /// ownership are still checked). Measures what policy and audit cost.
@@ -124,6 +127,7 @@ impl RelayConfig {
             max_quic_handshakes_per_ip: 16,
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(30),
+            admin_listen: None,
             bench_disable_policy_and_audit: false,
         }
     }

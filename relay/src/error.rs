@@ -23,6 +23,10 @@ pub enum RelayError {
     },
     #[error("certificate generation: {0}")]
     Certificate(String),
+    #[error("TLS certificate: {0}")]
+    TlsCertificate(String),
+    #[error("reload: {0}")]
+    Reload(String),
     #[error(transparent)]
     Tunnel(#[from] tunnel::TunnelError),
     #[error("cannot listen on {addr}: {source}")]

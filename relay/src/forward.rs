@@ -5,16 +5,21 @@
 //! response body, streamed back as it arrives. Nothing is buffered whole, and
 //! backpressure is the tunnel's flow control.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
+use prometheus_client::metrics::counter::Counter;
 use protocol::{ExchangeHead, FrameLimit, ResponseHead, StreamOpen};
 use tokio::io::AsyncWriteExt;
 
 use crate::gateway::ReqBody;
 use crate::headers;
+use crate::metrics::Metrics;
 use crate::registry::AgentSession;
 use tunnel::TunnelBody;
 use tunnel::{RecvHalf, SendHalf};
@@ -65,13 +70,15 @@ pub async fn open(agent: &AgentSession) -> Result<(SendHalf, RecvHalf), ForwardE
         .map_err(|e| ForwardError::Open(e.to_string()))
 }
 
-/// Sends `head` and `body` on an opened stream and returns the agent's response.
+/// Sends `head` and `body` on an opened stream and returns the agent's
+/// response. Body bytes both ways are counted in `metrics`.
 pub async fn exchange(
     (mut send, mut recv): (SendHalf, RecvHalf),
     head: ExchangeHead,
     body: ReqBody,
     response_timeout: Duration,
-) -> Result<Response<TunnelBody>, ForwardError> {
+    metrics: &Metrics,
+) -> Result<Response<Counted<TunnelBody>>, ForwardError> {
     let empty = head.body == protocol::BodyKind::Empty;
     protocol::write_frame(
         "exchange",
@@ -88,7 +95,7 @@ pub async fn exchange(
             .map_err(|e| ForwardError::Open(e.to_string()))?;
         None
     } else {
-        Some(tokio::spawn(upload(body, send)).abort_handle())
+        Some(tokio::spawn(upload(body, send, metrics.bytes_to_agent().clone())).abort_handle())
     };
 
     let head = match tokio::time::timeout(
@@ -116,7 +123,10 @@ pub async fn exchange(
     };
     let status = StatusCode::from_u16(head.status)
         .map_err(|_| ForwardError::Violation(format!("invalid status {}", head.status)))?;
-    let mut response = Response::new(TunnelBody::new(recv, upload));
+    let mut response = Response::new(Counted {
+        inner: TunnelBody::new(recv, upload),
+        counter: metrics.bytes_from_agent().clone(),
+    });
     *response.status_mut() = status;
     *response.headers_mut() = headers::from_tunnel(head.headers);
     Ok(response)
@@ -125,7 +135,7 @@ pub async fn exchange(
 /// Streams the client's request body into the tunnel, then ends that direction.
 /// If the client's body fails, the send half is dropped unfinished, which
 /// aborts the stream: the agent sees an error, not a short body.
-async fn upload(mut body: ReqBody, mut send: tunnel::SendHalf) {
+async fn upload(mut body: ReqBody, mut send: tunnel::SendHalf, sent: Counter) {
     while let Some(frame) = body.frame().await {
         let data: Bytes = match frame {
             Ok(f) => match f.into_data() {
@@ -137,9 +147,43 @@ async fn upload(mut body: ReqBody, mut send: tunnel::SendHalf) {
                 return;
             }
         };
+        // Counted as handed to the tunnel (before the agent can answer).
+        sent.inc_by(data.len() as u64);
         if send.write_all(&data).await.is_err() {
             return;
         }
     }
     let _ = send.finish().await;
+}
+
+/// A body whose data bytes are added to a counter as they pass.
+pub struct Counted<B> {
+    inner: B,
+    counter: Counter,
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.counter.inc_by(data.len() as u64);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }

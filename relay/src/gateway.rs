@@ -148,7 +148,10 @@ async fn route_request(
     //    the route on this relay; the owner's policy is the one the serving
     //    agent brought in its hello (under the organisation's).
     let owner = match state.store.route_owner(&route) {
-        Ok(Some(owner)) => owner,
+        Ok(Some(owner)) => {
+            trail.route_known = true;
+            owner
+        }
         Ok(None) => {
             trail.deny("unknown-route");
             return error(
@@ -199,7 +202,10 @@ async fn route_request(
         route_owner: &owner,
         time: SystemTime::now(),
     };
-    let engine = served.engine.clone();
+    // One engine decides the whole request, even if a reload swaps the
+    // organisation's policy meanwhile.
+    let route_policy = served.policy.clone();
+    let engine = route_policy.engine();
 
     // 2b. The legacy HTTP+SSE transport (2024-11-05): a stream to open (once
     //     the policy has allowed it, in 3), or a message POSTed to one (which
@@ -301,7 +307,9 @@ async fn route_request(
 
         // 4. The policy decides each message: the organisation's policy and
         //    the route owner's, both of which must allow it.
+        let deciding = Instant::now();
         let mut decisions = engine.decide_body(caller, &messages, &facts);
+        state.metrics.policy_evaluated(deciding.elapsed());
         // A call to a tool that changed since it was pinned waits for the owner.
         pins::deny_changed_tools(&state.store, &route, &messages, &mut decisions);
         if decisions.iter().any(|d| !d.allowed) {
@@ -338,11 +346,13 @@ async fn route_request(
         // No JSON-RPC message to judge (an MCP GET stream or DELETE, or a
         // plain HTTP route): the caller needs what every MCP session needs.
         if !bench {
+            let deciding = Instant::now();
             let decision = engine.decide(&PolicyRequest {
                 caller,
                 message: &policy::body::session_plumbing(),
                 sql: None,
             });
+            state.metrics.policy_evaluated(deciding.elapsed());
             if !decision.allowed {
                 trail.deny(&decision.policies.join(","));
                 return error(
@@ -386,8 +396,8 @@ async fn route_request(
                 tracing::warn!(request_id, route, session = agent.id, error = %e, "agent tunnel unusable; trying another replica");
                 agent.set_draining();
                 attempts += 1;
-                let next =
-                    pick_agent(state, &route).filter(|(_, s)| Arc::ptr_eq(&s.engine, &engine));
+                let next = pick_agent(state, &route)
+                    .filter(|(_, s)| Arc::ptr_eq(&s.policy, &route_policy));
                 match next {
                     Some((a, _)) if attempts < 3 => agent = a,
                     _ => return no_agent(&route),
@@ -438,7 +448,14 @@ async fn route_request(
         head.headers
             .retain(|h| !h.name.eq_ignore_ascii_case("accept-encoding"));
     }
-    let answer = forward::exchange(stream, head, body, state.config.response_timeout).await;
+    let answer = forward::exchange(
+        stream,
+        head,
+        body,
+        state.config.response_timeout,
+        &state.metrics,
+    )
+    .await;
     forward::disconnect_on_violation(&agent, &answer);
     match answer {
         Ok(resp) => {

@@ -563,6 +563,7 @@ async fn end_upstream(
                         head,
                         gateway::empty_req(),
                         state.config.response_timeout,
+                        &state.metrics,
                     )
                     .await
                 }

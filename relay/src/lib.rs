@@ -11,12 +11,16 @@
 //!   tool pinning (rug-pull defence).
 //! * [`certs`] — the TLS certificate from files or a local CA; [`acme`] —
 //!   from an ACME CA, renewed; [`cert_resolver`] — swapped while serving.
+//! * [`metrics`] — Prometheus metrics, served with health checks by
+//!   [`admin_http`] on the admin listener.
+//! * [`reload`] — policy and certificates read again while running (SIGHUP).
 //! * [`server`] — starting and stopping it all.
 
 #![forbid(unsafe_code)]
 
 pub mod acme;
 pub mod admin;
+pub mod admin_http;
 pub mod agents;
 pub mod audit;
 pub mod cert_resolver;
@@ -33,13 +37,16 @@ pub mod headers;
 pub mod legacy_sse;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod oauth;
 pub mod oauth_store;
 pub mod origin;
+pub mod pidfile;
 pub mod pins;
 pub mod policies;
 pub mod rate_limits;
 pub mod registry;
+pub mod reload;
 pub mod server;
 pub mod signals;
 pub mod sse_keepalive;

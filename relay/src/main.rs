@@ -43,6 +43,20 @@ enum Command {
     /// refused until the change is approved.
     #[command(subcommand)]
     Tools(ToolsCommand),
+    /// Reload a running relay's policy (--policy) and certificate files
+    /// (--tls-cert, --tls-key), as SIGHUP does. Signals the relay whose pid
+    /// is in <state-dir>/relay.pid and waits for the outcome it writes to
+    /// <state-dir>/reload.json: exit 0 when everything was reloaded, 1 when
+    /// something was refused (a policy that does not validate, a
+    /// certificate that cannot be read; the relay keeps the old one).
+    /// Connected agents and requests in flight are not disturbed.
+    Reload {
+        #[command(flatten)]
+        state: StateDir,
+        /// How long to wait for the relay's answer.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        wait: std::time::Duration,
+    },
     /// Show the audit trail (<state-dir>/audit.jsonl): one event per message.
     Audit {
         #[command(flatten)]
@@ -172,6 +186,11 @@ struct ServeArgs {
     /// the relay answers 408 and forwards nothing.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     body_read_timeout: std::time::Duration,
+    /// Admin listener: plain HTTP with /metrics (Prometheus), /healthz and
+    /// /readyz; `off` for none. It has NO authentication: keep it on
+    /// loopback or a private network, never the internet.
+    #[arg(long, default_value = "127.0.0.1:9464", value_name = "ADDR|off", value_parser = parse_admin_listen)]
+    admin_listen: AdminListen,
     /// FOR BENCHMARKS ONLY (bench/): no per-message policy and no audit.
     #[arg(long, hide = true)]
     bench_disable_policy_and_audit: bool,
@@ -324,6 +343,19 @@ enum RouteCommand {
     },
 }
 
+/// `--admin-listen`: an address, or `off`.
+#[derive(Clone, Copy)]
+struct AdminListen(Option<SocketAddr>);
+
+fn parse_admin_listen(s: &str) -> Result<AdminListen, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(AdminListen(None));
+    }
+    s.parse()
+        .map(|a| AdminListen(Some(a)))
+        .map_err(|e| format!("{e} (an address like 127.0.0.1:9464, or off)"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
@@ -344,6 +376,15 @@ fn open(state: &StateDir) -> anyhow::Result<Store> {
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => serve(*args),
+        Command::Reload { state, wait } => {
+            let outcome = relay::reload::request(&state.path(), wait)?;
+            if outcome.ok {
+                println!("{}", outcome.message);
+                Ok(())
+            } else {
+                anyhow::bail!("{}", outcome.message)
+            }
+        }
         Command::Token(TokenCommand::Create {
             state,
             owner,
@@ -553,10 +594,25 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.max_quic_handshakes_per_ip = args.max_quic_handshakes_per_ip;
     config.header_read_timeout = args.header_read_timeout;
     config.body_read_timeout = args.body_read_timeout;
+    config.admin_listen = args.admin_listen.0;
     config.bench_disable_policy_and_audit = args.bench_disable_policy_and_audit;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        // Before anything can name this process: SIGHUP must not end it.
+        let mut reloads =
+            relay::signals::ReloadRequests::listen().context("cannot listen for SIGHUP")?;
+        let state_dir = config.state_dir.clone();
         let relay = relay::start(config).await?;
+        let pidfile = relay::pidfile::PidFile::create(&state_dir)?;
+        if pidfile.is_none() {
+            tracing::warn!(
+                pidfile = %relay::pidfile::path(&state_dir).display(),
+                "another relay serves this state dir; `relay reload` reaches that one, not this"
+            );
+        }
+        if let Some(admin) = relay.admin_addr {
+            println!("admin listener (metrics, health) on http://{admin}");
+        }
         println!(
             "drawbridge relay listening on {} (tcp{}) as {}",
             relay.local_addr,
@@ -569,8 +625,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 ca.display()
             );
         }
-        relay::signals::stop_requested().await;
+        let stop = relay::signals::stop_requested();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = reloads.next() => {
+                    let outcome = relay.reload();
+                    if let Err(e) = relay::reload::record(&state_dir, &outcome) {
+                        tracing::error!(error = %e, "cannot record the reload's outcome for `relay reload`");
+                    }
+                }
+            }
+        }
         relay.shutdown().await;
+        drop(pidfile);
         anyhow::Ok(())
     })
 }

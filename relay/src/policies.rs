@@ -4,13 +4,21 @@
 //! or read from `agent connect --policy FILE`).
 //!
 //! A route offered without a policy gets the default: only its owner.
-//! Engines are built once per distinct owner policy text and cached, since
+//! Owner policies are compiled once per distinct text and cached, since
 //! compiling Cedar text costs far more than a decision, and a reconnecting
 //! agent sends the same text again.
+//!
+//! The organisation's policy can be replaced while the relay runs
+//! ([`Policies::reload`]): every [`RoutePolicy`] still in use (by a connected
+//! agent's session or in the cache) gets a new engine under the new
+//! organisation policy, so the next request is decided by it, while requests
+//! already being decided finish with the engine they started with.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+
+use arc_swap::ArcSwap;
 
 use crate::error::RelayError;
 use policy::{Engine, Policy};
@@ -19,64 +27,179 @@ use policy::{Engine, Policy};
 /// (engines in use stay alive through their sessions).
 const CACHE_ENTRIES: usize = 256;
 
+/// One route owner's policy under the organisation's current one.
+pub struct RoutePolicy {
+    owner: Policy,
+    engine: ArcSwap<Engine>,
+}
+
+impl RoutePolicy {
+    fn new(owner: Policy, org: Option<Policy>) -> Arc<RoutePolicy> {
+        Arc::new(RoutePolicy {
+            engine: ArcSwap::from_pointee(Engine::new(owner.clone(), org)),
+            owner,
+        })
+    }
+
+    /// The engine deciding now (keep it for the whole request, so that one
+    /// request is decided by one policy).
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine.load_full()
+    }
+
+    fn rebuild(&self, org: Option<Policy>) {
+        self.engine
+            .store(Arc::new(Engine::new(self.owner.clone(), org)));
+    }
+}
+
+struct Compiled {
+    org: Option<Policy>,
+    /// Owner policy text → its route policy.
+    cache: HashMap<String, Arc<RoutePolicy>>,
+    /// Every route policy handed out and maybe still in use.
+    handed_out: Vec<Weak<RoutePolicy>>,
+}
+
 /// The relay's policy engines.
 pub struct Policies {
-    org: Option<Policy>,
+    /// The organisation's policy file, if any (read again on reload).
+    org_path: Option<PathBuf>,
     /// Owner-only, under the organisation's policy.
-    default: Arc<Engine>,
-    engines: Mutex<HashMap<String, Arc<Engine>>>,
+    default: Arc<RoutePolicy>,
+    compiled: Mutex<Compiled>,
 }
 
 impl Policies {
     /// Loads the organisation's policy, if any. A policy that does not
     /// validate stops the relay with the file, line and problem.
-    pub fn load(org: Option<&Path>) -> Result<Policies, RelayError> {
-        let org = match org {
-            None => None,
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| RelayError::File {
-                    what: "cannot read the policy",
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-                let name = path.display().to_string();
-                Some(
-                    Policy::from_cedar_text(&text, &name)
-                        .map_err(|e| RelayError::Config(e.to_string()))?,
-                )
-            }
-        };
+    pub fn load(org_path: Option<&Path>) -> Result<Policies, RelayError> {
+        let org = org_path.map(read_org).transpose()?;
         let owner_only = Policy::from_flags(&[], None, false)
             .map_err(|e| RelayError::Config(format!("the default owner policy: {e}")))?;
+        let default = RoutePolicy::new(owner_only, org.clone());
         Ok(Policies {
-            default: Arc::new(Engine::new(owner_only, org.clone())),
-            org,
-            engines: Mutex::new(HashMap::new()),
+            org_path: org_path.map(Path::to_path_buf),
+            compiled: Mutex::new(Compiled {
+                org,
+                cache: HashMap::new(),
+                handed_out: vec![Arc::downgrade(&default)],
+            }),
+            default,
         })
     }
 
-    /// The engine for a route whose owner sent `owner_policy` (Cedar text), or
-    /// the owner-only default without one. The error is for the agent: which
-    /// line of its policy is wrong, and why.
+    /// The organisation's policy file (`None`: the relay has none).
+    pub fn org_path(&self) -> Option<&Path> {
+        self.org_path.as_deref()
+    }
+
+    /// Reads the organisation's policy file again and, if it validates, puts
+    /// every route under it. A policy that does not validate is refused with
+    /// the file, line and problem, and the current one stays. Returns how
+    /// many policies (`@id`s) the new file holds.
+    pub fn reload(&self) -> Result<usize, RelayError> {
+        let Some(path) = &self.org_path else {
+            return Ok(0);
+        };
+        let org = read_org(path)?;
+        let count = org.ids().len();
+        let mut compiled = self.lock();
+        compiled.org = Some(org.clone());
+        compiled.handed_out.retain(|w| w.strong_count() > 0);
+        for policy in compiled.handed_out.iter().filter_map(Weak::upgrade) {
+            policy.rebuild(Some(org.clone()));
+        }
+        Ok(count)
+    }
+
+    /// The policy of a route whose owner sent `owner_policy` (Cedar text),
+    /// or the owner-only default without one. The error is for the agent:
+    /// which line of its policy is wrong, and why.
     pub fn for_route(
         &self,
         route: &str,
         owner_policy: Option<&str>,
-    ) -> Result<Arc<Engine>, String> {
+    ) -> Result<Arc<RoutePolicy>, String> {
         let Some(text) = owner_policy else {
             return Ok(self.default.clone());
         };
-        let mut engines = self.engines.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(e) = engines.get(text) {
-            return Ok(e.clone());
+        let mut compiled = self.lock();
+        if let Some(p) = compiled.cache.get(text) {
+            return Ok(p.clone());
         }
-        let policy = Policy::from_cedar_text(text, &format!("route {route}'s owner policy"))
+        let owner = Policy::from_cedar_text(text, &format!("route {route}'s owner policy"))
             .map_err(|e| format!("{e}"))?;
-        let engine = Arc::new(Engine::new(policy, self.org.clone()));
-        if engines.len() >= CACHE_ENTRIES {
-            engines.clear();
+        let policy = RoutePolicy::new(owner, compiled.org.clone());
+        if compiled.cache.len() >= CACHE_ENTRIES {
+            compiled.cache.clear();
         }
-        engines.insert(text.to_owned(), engine.clone());
-        Ok(engine)
+        compiled.cache.insert(text.to_owned(), policy.clone());
+        compiled.handed_out.retain(|w| w.strong_count() > 0);
+        compiled.handed_out.push(Arc::downgrade(&policy));
+        Ok(policy)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Compiled> {
+        self.compiled.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn read_org(path: &Path) -> Result<Policy, RelayError> {
+    let text = std::fs::read_to_string(path).map_err(|source| RelayError::File {
+        what: "cannot read the policy",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Policy::from_cedar_text(&text, &path.display().to_string())
+        .map_err(|e| RelayError::Config(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, text: &str) {
+        std::fs::write(path, text).expect("write policy");
+    }
+
+    fn org_ids(p: &RoutePolicy) -> Vec<String> {
+        p.engine()
+            .org()
+            .map(|o| o.ids().to_vec())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_reload_puts_routes_in_use_under_the_new_policy_and_a_broken_one_changes_nothing() {
+        let dir = std::env::temp_dir().join(format!("policies-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("org.cedar");
+        write(
+            &path,
+            "@id(\"first\")\nforbid (principal, action, resource) when { context.has_sql };\n",
+        );
+        let policies = Policies::load(Some(&path)).expect("load");
+        let owner = Policy::from_flags(&[], None, false)
+            .expect("flags")
+            .cedar_text()
+            .to_owned();
+        let route = policies.for_route("demo", Some(&owner)).expect("route");
+        let default = policies.for_route("other", None).expect("default");
+        assert_eq!(org_ids(&route), ["first"]);
+
+        write(
+            &path,
+            "@id(\"second\")\nforbid (principal, action, resource) when { context.listing };\n",
+        );
+        assert_eq!(policies.reload().expect("reload"), 1);
+        assert_eq!(org_ids(&route), ["second"]);
+        assert_eq!(org_ids(&default), ["second"]);
+
+        write(&path, "@id(\"third\")\nforbid (principal, action, resource)\nwhen { principal.emial == \"a\" };\n");
+        let err = policies.reload().expect_err("broken policy refused");
+        assert!(err.to_string().contains("org.cedar:3"), "{err}");
+        assert_eq!(org_ids(&route), ["second"]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -7,10 +7,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
-use policy::Engine;
 use protocol::UpstreamKind;
 use tokio::sync::Notify;
 use tunnel::{Transport, TunnelConnection};
+
+use crate::policies::RoutePolicy;
 
 /// How a session serves one of its routes.
 #[derive(Clone)]
@@ -18,8 +19,9 @@ pub struct ServedRoute {
     /// What kind of local server answers it.
     pub kind: UpstreamKind,
     /// The route owner's policy (as the agent sent it) under the
-    /// organisation's: the relay's side of the decision.
-    pub engine: Arc<Engine>,
+    /// organisation's: the relay's side of the decision. Its engine is
+    /// replaced when the organisation's policy is reloaded.
+    pub policy: Arc<RoutePolicy>,
     /// The owner approves changed tool definitions (`agent connect
     /// --accept-tool-changes`): those seen in this session's `tools/list`
     /// answers are pinned again instead of hidden.
@@ -166,6 +168,12 @@ impl Registry {
             .map(|i| &slot.replicas[(start + i) % n])
             .find(|s| !s.is_draining() && !s.conn.is_closed())
             .cloned()
+    }
+
+    /// Whether some session serves `route` now.
+    pub fn serves(&self, route: &str) -> bool {
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        routes.contains_key(route)
     }
 
     /// Every live session (each once).

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::audit::Audit;
-use crate::cert_resolver::{certified_key, CertResolver, ACME_TLS_ALPN};
+use crate::cert_resolver::{certified_key, not_after, CertResolver, ACME_TLS_ALPN};
 use crate::certs;
 use crate::config::{RelayConfig, TlsSource};
 use crate::error::RelayError;
@@ -19,7 +19,7 @@ use crate::policies::Policies;
 use crate::registry::Registry;
 use crate::state::{RelayState, SharedState};
 use crate::store::Store;
-use crate::{agents, listener};
+use crate::{admin_http, agents, listener};
 
 /// A relay that is serving.
 pub struct RunningRelay {
@@ -28,11 +28,17 @@ pub struct RunningRelay {
     pub public_url: String,
     /// The CA to trust, when the certificate is self-signed.
     pub ca_path: Option<PathBuf>,
+    /// The admin listener's address (metrics, health), if it has one.
+    pub admin_addr: Option<SocketAddr>,
     pub state: SharedState,
     /// The certificate served (swap it to replace it without a restart).
     pub certs: Arc<CertResolver>,
     quic: Option<quinn::Endpoint>,
     tasks: TaskTracker,
+    /// Ends the admin listener, after the drain.
+    admin_stop: CancellationToken,
+    /// Counts reloads, for their outcomes.
+    reloads: std::sync::atomic::AtomicU64,
 }
 
 /// Binds the relay's port and starts serving.
@@ -77,12 +83,25 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
             (initial.key, None)
         }
     };
+    let expiry = key.cert.first().map(|leaf| not_after(leaf));
     let certs = Arc::new(CertResolver::new(key));
     let mut https_alpn: Vec<&[u8]> = vec![b"h2", b"http/1.1", protocol::ALPN];
     if acme.is_some() {
         https_alpn.push(ACME_TLS_ALPN);
     }
     let https_tls = tunnel::tls::server_config_with_resolver(certs.clone(), &https_alpn)?;
+    let admin = match config.admin_listen {
+        Some(addr) => {
+            let l = std::net::TcpListener::bind(addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .map_err(|source| RelayError::Bind {
+                    addr: format!("{addr} (--admin-listen)"),
+                    source,
+                })?;
+            Some(l)
+        }
+        None => None,
+    };
     let state = Arc::new(RelayState {
         config: config.clone(),
         public_url: public_url.clone(),
@@ -103,7 +122,14 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
             config.max_connections_per_ip,
             config.max_quic_handshakes_per_ip,
         ),
+        metrics: crate::metrics::Metrics::new(),
+        certs: certs.clone(),
     });
+    match expiry {
+        Some(Ok(t)) => state.metrics.set_certificate_expiry(t),
+        Some(Err(e)) => tracing::warn!(error = %e, "cannot read the certificate's expiry"),
+        None => {}
+    }
     if config.bench_disable_policy_and_audit {
         tracing::warn!(
             "--bench-disable-policy-and-audit: JSON-RPC messages are NOT classified, NOT decided \
@@ -150,6 +176,19 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         let acme = crate::acme::Acme::new(settings, &config.state_dir, certs.clone());
         tasks.spawn(acme.run(stored, state.shutdown.clone()));
     }
+    let admin_stop = CancellationToken::new();
+    let admin_addr = match admin {
+        Some(l) => {
+            let addr = l.local_addr().ok();
+            let l = tokio::net::TcpListener::from_std(l).map_err(|source| RelayError::Bind {
+                addr: "--admin-listen".into(),
+                source,
+            })?;
+            tasks.spawn(admin_http::serve(state.clone(), l, admin_stop.clone()));
+            addr
+        }
+        None => None,
+    };
     tracing::info!(
         %local_addr,
         %public_url,
@@ -161,14 +200,27 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         local_addr,
         public_url,
         ca_path,
+        admin_addr,
         state,
         certs,
         quic,
         tasks,
+        admin_stop,
+        reloads: std::sync::atomic::AtomicU64::new(0),
     })
 }
 
 impl RunningRelay {
+    /// Reads the organisation's policy and the certificate files again
+    /// (see [`crate::reload`]); what was refused keeps running as it was.
+    pub fn reload(&self) -> crate::reload::Outcome {
+        let seq = self
+            .reloads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        crate::reload::reload(&self.state, seq)
+    }
+
     /// Graceful stop: agents get `GoAway`, in-flight requests get
     /// `drain_timeout` to finish, then everything closes.
     pub async fn shutdown(self) {
@@ -191,6 +243,7 @@ impl RunningRelay {
             endpoint.close(quinn::VarInt::from_u32(0), b"relay shutdown");
             let _ = tokio::time::timeout(Duration::from_millis(250), endpoint.wait_idle()).await;
         }
+        self.admin_stop.cancel();
         self.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(1), self.tasks.wait()).await;
     }

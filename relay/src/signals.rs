@@ -15,3 +15,31 @@ pub async fn stop_requested() {
     }
     let _ = tokio::signal::ctrl_c().await;
 }
+
+/// SIGHUP, the request to reload policy and certificates. Listening starts
+/// at creation: from then on SIGHUP no longer ends the process.
+pub struct ReloadRequests {
+    #[cfg(unix)]
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl ReloadRequests {
+    /// Starts listening (inside a Tokio runtime).
+    pub fn listen() -> std::io::Result<ReloadRequests> {
+        Ok(ReloadRequests {
+            #[cfg(unix)]
+            hangup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?,
+        })
+    }
+
+    /// Resolves at the next SIGHUP (never, where there are no signals).
+    pub async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            if self.hangup.recv().await.is_some() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await
+    }
+}

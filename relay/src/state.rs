@@ -37,6 +37,10 @@ pub struct RelayState {
     pub limits: crate::rate_limits::RequestLimits,
     /// Per-IP connection and QUIC handshake bounds.
     pub conn_limits: crate::conn_limits::ConnLimits,
+    /// Prometheus metrics (served by the admin listener).
+    pub metrics: crate::metrics::Metrics,
+    /// The certificate every TLS handshake gets (swapped on reload).
+    pub certs: Arc<crate::cert_resolver::CertResolver>,
 }
 
 impl RelayState {

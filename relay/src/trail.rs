@@ -13,6 +13,7 @@ use http_body_util::BodyExt;
 
 use crate::audit::{now_rfc3339, AuditEvent, SqlSummary};
 use crate::gateway::{BoxError, RespBody};
+use crate::metrics;
 use crate::state::SharedState;
 use policy::jsonrpc::Message;
 use policy::sql::SqlFacts;
@@ -26,6 +27,8 @@ pub struct Trail {
     pub identity: String,
     pub client: String,
     pub bytes_in: u64,
+    /// The route is claimed on this relay: metrics may name it.
+    pub route_known: bool,
     /// One entry per JSON-RPC message (empty: the request carried none).
     messages: Vec<AuditEvent>,
     skip: bool,
@@ -46,6 +49,7 @@ impl Trail {
             identity: String::new(),
             client: String::new(),
             bytes_in: 0,
+            route_known: false,
             messages: Vec::new(),
             skip: false,
         }
@@ -104,6 +108,16 @@ impl Trail {
             return response;
         }
         let status = response.status().as_u16();
+        // Metrics name only routes the relay knows: a client cannot grow
+        // their series by calling made-up routes.
+        let metric_route = if self.route_known || state.registry.serves(&self.route) {
+            self.route.clone()
+        } else {
+            metrics::UNKNOWN_ROUTE.to_owned()
+        };
+        state
+            .metrics
+            .request_duration(&metric_route, self.started.elapsed());
         let mut base = self.base;
         base.route = self.route;
         base.identity = self.identity;
@@ -145,6 +159,7 @@ impl Trail {
             inner: body,
             state: state.clone(),
             events,
+            metric_route,
             started: self.started,
             bytes_out: 0,
             complete: false,
@@ -166,6 +181,8 @@ struct AuditedBody {
     inner: RespBody,
     state: SharedState,
     events: Vec<AuditEvent>,
+    /// The route as metrics name it.
+    metric_route: String,
     started: Instant,
     bytes_out: u64,
     complete: bool,
@@ -219,9 +236,26 @@ impl AuditedBody {
             event.latency_ms = (latency_ms * 1000.0).round() / 1000.0;
             event.bytes_out = self.bytes_out;
             event.complete = complete;
+            count(&self.state, &self.metric_route, &event);
             self.state.audit.record(event);
         }
     }
+}
+
+/// Counts one audited message in `drawbridge_requests_total`.
+fn count(state: &SharedState, route: &str, event: &AuditEvent) {
+    let method = match (&event.method, event.kind.as_deref()) {
+        (Some(m), _) => m.as_str(),
+        (None, Some("response" | "error")) => "response",
+        // No JSON-RPC message: the HTTP method.
+        (None, _) => event.http.split(' ').next().unwrap_or(""),
+    };
+    let decision = match event.decision.as_str() {
+        "allow" if event.status >= 500 => metrics::Decision::error,
+        "allow" => metrics::Decision::allow,
+        _ => metrics::Decision::deny,
+    };
+    state.metrics.request(route, method, decision);
 }
 
 impl Drop for AuditedBody {

@@ -181,6 +181,8 @@ impl Drop for Proc {
 pub struct RelayProc {
     pub proc: Proc,
     pub addr: std::net::SocketAddr,
+    /// The admin listener (metrics, health), unless `--admin-listen off`.
+    pub admin: Option<std::net::SocketAddr>,
     pub state: Arc<TempDir>,
     pub extra_args: Vec<String>,
     /// The CA certificate clients and agents trust for this relay.
@@ -194,10 +196,18 @@ impl RelayProc {
         Self::start_with(state, "127.0.0.1:0", extra).await
     }
 
-    /// Starts a relay on `listen` with an existing state dir.
+    /// Starts a relay on `listen` with an existing state dir. Its
+    /// certificate is self-signed unless `extra` gives `--tls-cert`; its
+    /// admin listener is on a free loopback port unless `extra` gives
+    /// `--admin-listen`.
     pub async fn start_with(state: Arc<TempDir>, listen: &str, extra: &[&str]) -> RelayProc {
         let ca = state.path().join("ca.pem");
-        Self::start_tls(state, listen, &["--self-signed"], ca, extra).await
+        let tls: &[&str] = if extra.contains(&"--tls-cert") {
+            &[]
+        } else {
+            &["--self-signed"]
+        };
+        Self::start_tls(state, listen, tls, ca, extra).await
     }
 
     /// Starts a relay whose certificate comes from `tls` (e.g. the ACME
@@ -211,6 +221,9 @@ impl RelayProc {
     ) -> RelayProc {
         let mut args: Vec<String> = vec!["serve".into(), "--listen".into(), listen.into()];
         args.extend(tls.iter().map(|s| s.to_string()));
+        if !extra.contains(&"--admin-listen") {
+            args.extend(["--admin-listen".into(), "127.0.0.1:0".into()]);
+        }
         args.extend([
             "--state-dir".into(),
             state.path().display().to_string(),
@@ -232,9 +245,18 @@ impl RelayProc {
             .split_whitespace()
             .find_map(|w| w.parse::<std::net::SocketAddr>().ok())
             .unwrap_or_else(|| panic!("no address in {line:?}"));
+        // Printed before the "listening" line.
+        let admin = proc
+            .stdout
+            .lock()
+            .expect("lock")
+            .iter()
+            .find_map(|l| l.strip_prefix("admin listener (metrics, health) on http://"))
+            .map(|a| a.parse().expect("admin address"));
         RelayProc {
             proc,
             addr,
+            admin,
             state,
             extra_args,
             ca,
@@ -263,6 +285,39 @@ impl RelayProc {
 
     pub fn route_url(&self, route: &str) -> String {
         format!("https://{}/mcp/{route}", self.addr)
+    }
+
+    /// `GET path` on the admin listener: (status, body).
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.admin.expect("the relay has an admin listener");
+        let mut tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect to the admin listener");
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        tcp.write_all(req.as_bytes()).await.expect("send");
+        let mut raw = Vec::new();
+        tcp.read_to_end(&mut raw).await.expect("read");
+        let raw = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("a status");
+        (status, body.to_owned())
+    }
+
+    /// The value of one series of `/metrics`, e.g.
+    /// `drawbridge_agents_connected{transport="quic"}` (`None`: absent).
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let (status, text) = self.admin_get("/metrics").await;
+        assert_eq!(status, 200, "{text}");
+        text.lines().find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
     }
 
     pub fn ca(&self) -> PathBuf {

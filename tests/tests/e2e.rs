@@ -24,6 +24,8 @@ mod lifecycle;
 mod limits;
 #[path = "e2e/mcp_sqlite.rs"]
 mod mcp_sqlite;
+#[path = "e2e/metrics.rs"]
+mod metrics;
 #[path = "e2e/network_change.rs"]
 mod network_change;
 #[path = "e2e/oauth.rs"]
@@ -32,6 +34,8 @@ mod oauth;
 mod owner_policy;
 #[path = "e2e/python_client.rs"]
 mod python_client;
+#[path = "e2e/reload.rs"]
+mod reload;
 #[path = "e2e/stdio.rs"]
 mod stdio;
 #[path = "e2e/tool_pinning.rs"]

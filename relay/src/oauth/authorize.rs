@@ -10,6 +10,7 @@ use http::{header, HeaderMap, Response, StatusCode};
 use url::Url;
 
 use crate::gateway::RespBody;
+use crate::metrics::OAuthEvent;
 use crate::oauth_store::{AuthCode, OAuthClient, Session};
 use crate::state::SharedState;
 use crate::store::now;
@@ -247,6 +248,7 @@ pub async fn login(state: &SharedState, headers: &HeaderMap, form: &Params) -> R
     match checked {
         Ok(true) => {}
         Ok(false) => {
+            state.metrics.oauth(OAuthEvent::login_failed);
             tracing::info!(
                 email,
                 client_id = req.client.client_id,
@@ -268,6 +270,7 @@ pub async fn login(state: &SharedState, headers: &HeaderMap, form: &Params) -> R
         Ok(id) => id,
         Err(e) => return store_failed(e),
     };
+    state.metrics.oauth(OAuthEvent::login_succeeded);
     tracing::info!(email, client_id = req.client.client_id, "signed in");
     with_cookie(redirect(&format!("/oauth/authorize?{}", req.query)), &id)
 }
@@ -347,6 +350,7 @@ fn issue_code(state: &SharedState, req: &AuthorizeRequest, email: &str) -> Respo
         Ok(s) => s,
         Err(e) => return store_failed(e),
     };
+    state.metrics.oauth(OAuthEvent::code_issued);
     tracing::info!(
         email,
         client_id = req.client.client_id,

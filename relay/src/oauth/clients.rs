@@ -9,6 +9,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use url::Url;
 
 use crate::gateway::RespBody;
+use crate::metrics::OAuthEvent;
 use crate::oauth_store::OAuthClient;
 use crate::state::SharedState;
 use crate::store::now;
@@ -136,6 +137,7 @@ pub fn register(state: &SharedState, peer: SocketAddr, body: &[u8]) -> Response<
     if let Some(n) = &client.client_name {
         out["client_name"] = serde_json::Value::String(n.clone());
     }
+    state.metrics.oauth(OAuthEvent::client_registered);
     json(StatusCode::CREATED, &out)
 }
 

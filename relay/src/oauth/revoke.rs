@@ -8,6 +8,7 @@
 use http::{Response, StatusCode};
 
 use crate::gateway::RespBody;
+use crate::metrics::OAuthEvent;
 use crate::oauth_store::OAuthTokenKind;
 use crate::state::SharedState;
 
@@ -52,6 +53,7 @@ pub fn revoke(state: &SharedState, form: &Params) -> Response<RespBody> {
         if let Err(e) = result {
             return failed(e);
         }
+        state.metrics.oauth(OAuthEvent::token_revoked);
         tracing::info!(client_id, email = t.email, kind = ?t.kind, "OAuth token revoked");
     }
     json(StatusCode::OK, &serde_json::json!({}))

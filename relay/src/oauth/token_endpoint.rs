@@ -5,6 +5,7 @@
 use http::{Response, StatusCode};
 
 use crate::gateway::RespBody;
+use crate::metrics::OAuthEvent;
 use crate::oauth_store::{CodeRedemption, Grant, IssuedTokens, OAuthTokenKind};
 use crate::state::SharedState;
 use crate::store::now;
@@ -13,7 +14,15 @@ use super::{json, oauth_error, pkce, resource, Params};
 
 /// `POST /oauth/token`.
 pub fn token(state: &SharedState, form: &Params) -> Response<RespBody> {
-    match exchange(state, form) {
+    let outcome = exchange(state, form);
+    state
+        .metrics
+        .oauth(match (&outcome, form.get("grant_type")) {
+            (Ok(_), Some("refresh_token")) => OAuthEvent::token_refreshed,
+            (Ok(_), _) => OAuthEvent::token_issued,
+            (Err(_), _) => OAuthEvent::token_refused,
+        });
+    match outcome {
         Ok(issued) => json(
             StatusCode::OK,
             &serde_json::json!({
