@@ -70,6 +70,8 @@ pub struct RelayConfig {
     /// deciding them with the policy or auditing them (tokens and route
     /// ownership are still checked). Measures what policy and audit cost.
     pub bench_disable_policy_and_audit: bool,
+    /// Client ID metadata documents (URL client ids).
+    pub cimd: crate::oauth::cimd::CimdConfig,
 }
 
 impl RelayConfig {
@@ -101,6 +103,7 @@ impl RelayConfig {
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(30),
             bench_disable_policy_and_audit: false,
+            cimd: crate::oauth::cimd::CimdConfig::default(),
         }
     }
 }

@@ -77,7 +77,7 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         policies,
         origins,
         legacy: LegacySessions::default(),
-        oauth: crate::oauth::OAuthState::default(),
+        oauth: crate::oauth::OAuthState::new(config.cimd.clone())?,
         limits: crate::rate_limits::RequestLimits::new(
             config.rate_limit_route,
             config.rate_limit_identity,
