@@ -87,6 +87,12 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
             config.max_quic_handshakes_per_ip,
         ),
     });
+    if config.cimd.allow_loopback {
+        tracing::warn!(
+            "--cimd-dev-allow-loopback: client metadata documents may be fetched from loopback \
+             addresses. For development only"
+        );
+    }
     if config.bench_disable_policy_and_audit {
         tracing::warn!(
             "--bench-disable-policy-and-audit: JSON-RPC messages are NOT classified, NOT decided \
