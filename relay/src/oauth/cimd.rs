@@ -37,6 +37,8 @@ pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// (its `Cache-Control: max-age`, clamped; the minimum when it has none).
 pub const MIN_TTL: Duration = Duration::from_secs(5 * 60);
 pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Most documents cached at once; beyond, new ones are used uncached.
+const MAX_CACHED: usize = 10_000;
 
 /// How the relay treats URL client ids.
 #[derive(Debug, Clone)]
@@ -132,13 +134,15 @@ impl Cimd {
             // Expired entries go when the cache is written to.
             let t = Instant::now();
             cache.retain(|_, c| c.until > t);
-            cache.insert(
-                url.to_owned(),
-                Cached {
-                    client: client.clone(),
-                    until: t + ttl,
-                },
-            );
+            if cache.len() < MAX_CACHED {
+                cache.insert(
+                    url.to_owned(),
+                    Cached {
+                        client: client.clone(),
+                        until: t + ttl,
+                    },
+                );
+            }
         }
         Ok(client)
     }
