@@ -97,6 +97,8 @@ pub struct RelayConfig {
     /// deciding them with the policy or auditing them (tokens and route
     /// ownership are still checked). Measures what policy and audit cost.
     pub bench_disable_policy_and_audit: bool,
+    /// Client ID metadata documents (URL client ids).
+    pub cimd: crate::oauth::cimd::CimdConfig,
 }
 
 impl RelayConfig {
@@ -129,6 +131,7 @@ impl RelayConfig {
             body_read_timeout: Duration::from_secs(30),
             admin_listen: None,
             bench_disable_policy_and_audit: false,
+            cimd: crate::oauth::cimd::CimdConfig::default(),
         }
     }
 }

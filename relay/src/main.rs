@@ -191,6 +191,24 @@ struct ServeArgs {
     /// loopback or a private network, never the internet.
     #[arg(long, default_value = "127.0.0.1:9464", value_name = "ADDR|off", value_parser = parse_admin_listen)]
     admin_listen: AdminListen,
+    /// Client ID metadata documents: an MCP client whose client_id is an
+    /// https URL is described by the JSON document there, fetched by the
+    /// relay (public addresses only, no redirects, at most 5 KiB and 5 s,
+    /// cached 5 min to 24 h per its Cache-Control).
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    cimd: String,
+    /// Fetch client metadata documents only from DOMAIN and its subdomains.
+    /// Repeatable; default: any public host.
+    #[arg(long = "cimd-allow-domain", value_name = "DOMAIN")]
+    cimd_allow_domains: Vec<String>,
+    /// DEVELOPMENT ONLY: client metadata documents may be served from
+    /// loopback addresses (other private addresses stay refused).
+    #[arg(long)]
+    cimd_dev_allow_loopback: bool,
+    /// DEVELOPMENT ONLY: trust this CA (PEM) too when fetching client
+    /// metadata documents.
+    #[arg(long, value_name = "FILE")]
+    cimd_ca: Option<PathBuf>,
     /// FOR BENCHMARKS ONLY (bench/): no per-message policy and no audit.
     #[arg(long, hide = true)]
     bench_disable_policy_and_audit: bool,
@@ -586,6 +604,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.allow_origins = args.allow_origins;
     config.sse_keepalive = args.sse_keepalive;
     config.access_token_ttl = args.access_token_ttl;
+    config.cimd = relay::oauth::cimd::CimdConfig {
+        enabled: args.cimd == "on",
+        allow_domains: args.cimd_allow_domains,
+        allow_loopback: args.cimd_dev_allow_loopback,
+        extra_ca: args.cimd_ca,
+    };
     config.refresh_token_ttl = args.refresh_token_ttl;
     config.max_tools_list = args.max_tools_list;
     config.rate_limit_route = args.rate_limit_route;

@@ -263,6 +263,26 @@ impl Store {
         Ok(())
     }
 
+    /// Stores (or refreshes) a client described by a client metadata
+    /// document: its id is the document's URL.
+    pub fn upsert_client(&self, client: &OAuthClient) -> Result<(), RelayError> {
+        let uris = serde_json::to_string(&client.redirect_uris)
+            .map_err(|e| RelayError::Config(e.to_string()))?;
+        self.conn().execute(
+            "INSERT INTO oauth_clients (client_id, client_name, redirect_uris, created_at)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (client_id) DO UPDATE SET client_name = ?2, redirect_uris = ?3,
+                 created_at = ?4",
+            params![
+                client.client_id,
+                client.client_name,
+                uris,
+                client.created_at
+            ],
+        )?;
+        Ok(())
+    }
+
     pub fn client(&self, client_id: &str) -> Result<Option<OAuthClient>, RelayError> {
         let row: Option<(String, Option<String>, String, i64)> = self
             .conn()

@@ -113,7 +113,7 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         policies,
         origins,
         legacy: LegacySessions::default(),
-        oauth: crate::oauth::OAuthState::default(),
+        oauth: crate::oauth::OAuthState::new(config.cimd.clone())?,
         limits: crate::rate_limits::RequestLimits::new(
             config.rate_limit_route,
             config.rate_limit_identity,
@@ -129,6 +129,12 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         Some(Ok(t)) => state.metrics.set_certificate_expiry(t),
         Some(Err(e)) => tracing::warn!(error = %e, "cannot read the certificate's expiry"),
         None => {}
+    }
+    if config.cimd.allow_loopback {
+        tracing::warn!(
+            "--cimd-dev-allow-loopback: client metadata documents may be fetched from loopback \
+             addresses. For development only"
+        );
     }
     if config.bench_disable_policy_and_audit {
         tracing::warn!(

@@ -1,9 +1,11 @@
 """Sign in to a Drawbridge route with the official Python MCP SDK's OAuth client.
 
-Usage: oauth_client.py URL CA_FILE EMAIL PASSWORD
+Usage: oauth_client.py URL CA_FILE EMAIL PASSWORD [CLIENT_METADATA_URL]
 
 `OAuthClientProvider` discovers the relay's metadata from the 401, registers
-itself (dynamic client registration) and starts the authorization code flow.
+itself (dynamic client registration) or, given CLIENT_METADATA_URL, uses that
+URL as its client_id (a client ID metadata document, which the relay fetches)
+and starts the authorization code flow.
 Its redirect handler plays the person at the browser, headlessly: it follows
 the authorize URL with its own HTTP client (cookies kept), fills the sign-in
 form and then the consent form (CSRF token included), and hands the code
@@ -107,7 +109,7 @@ class Browser:
         return await self.result
 
 
-async def main(url: str, ca: str, email: str, password: str) -> None:
+async def main(url: str, ca: str, email: str, password: str, client_metadata_url: str | None = None) -> None:
     tls = ssl.create_default_context(cafile=ca)
     browser = Browser(tls, email, password)
     storage = MemoryStorage()
@@ -123,6 +125,7 @@ async def main(url: str, ca: str, email: str, password: str) -> None:
         storage=storage,
         redirect_handler=browser.redirect_handler,
         callback_handler=browser.callback_handler,
+        client_metadata_url=client_metadata_url,
     )
     http = httpx2.AsyncClient(auth=auth, verify=tls, timeout=httpx2.Timeout(30, read=300))
     async with http, browser.http:
@@ -143,4 +146,4 @@ async def main(url: str, ca: str, email: str, password: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:5]))
+    asyncio.run(main(*sys.argv[1:6]))

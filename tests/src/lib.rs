@@ -1,10 +1,12 @@
 //! Harness for the end-to-end tests: the real `relay` and `agent` binaries on
-//! loopback (port 0), a scriptable local HTTP server, and an HTTPS client that
+//! loopback (port 0), a scriptable local HTTP server, an HTTPS document
+//! server with its own CA, and an HTTPS client that
 //! trusts the relay's self-signed CA. Every child process is killed when its
 //! guard is dropped, so a failing test leaves nothing behind.
 
 pub mod changing_server;
 pub mod client;
+pub mod documents;
 pub mod mcp;
 pub mod netsim;
 pub mod pebble;

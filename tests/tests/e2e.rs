@@ -6,6 +6,8 @@ mod acme;
 mod auth;
 #[path = "e2e/churn.rs"]
 mod churn;
+#[path = "e2e/cimd.rs"]
+mod cimd;
 #[path = "e2e/client_transports.rs"]
 mod client_transports;
 #[path = "e2e/embedded.rs"]

@@ -16,7 +16,7 @@ use crate::state::SharedState;
 use crate::store::now;
 use crate::token;
 
-use super::{clients, html, pages, pkce, redirect, resource, session, Params, SCOPE};
+use super::{cimd, clients, html, pages, pkce, redirect, resource, session, Params, SCOPE};
 
 /// How long an authorization code may wait to be redeemed.
 pub const CODE_TTL_SECS: i64 = 120;
@@ -51,8 +51,14 @@ pub enum Refusal {
 }
 
 /// Checks an authorization request (its query string).
-pub fn check(state: &SharedState, query: &str) -> Result<AuthorizeRequest, Refusal> {
-    check_query(&state.public_url, query, |id| state.store.client(id))
+/// A client given by URL has its metadata document fetched (or taken from
+/// the cache) first.
+pub async fn check(state: &SharedState, query: &str) -> Result<AuthorizeRequest, Refusal> {
+    let found = match Params::parse(query.as_bytes()).get("client_id") {
+        Some(id) => cimd::find_client(state, id).await,
+        None => Ok(None),
+    };
+    check_query(&state.public_url, query, |_| found)
 }
 
 /// Checks an authorization request (its query string) made to the relay at
@@ -60,7 +66,7 @@ pub fn check(state: &SharedState, query: &str) -> Result<AuthorizeRequest, Refus
 pub fn check_query(
     public_url: &str,
     query: &str,
-    find_client: impl FnOnce(&str) -> Result<Option<OAuthClient>, crate::RelayError>,
+    find_client: impl FnOnce(&str) -> Result<Option<OAuthClient>, cimd::LookupError>,
 ) -> Result<AuthorizeRequest, Refusal> {
     let params = Params::parse(query.as_bytes());
     let page = |title: &str, message: String| Refusal::Page {
@@ -78,7 +84,10 @@ pub fn check_query(
                 format!("no application with client_id {client_id:?} is registered on this relay"),
             ))
         }
-        Err(e) => {
+        Err(cimd::LookupError::Document(e)) => {
+            return Err(page("Untrusted application", e.to_string()));
+        }
+        Err(cimd::LookupError::Store(e)) => {
             tracing::error!(error = %e, "client lookup failed");
             return Err(page(
                 "Server error",
@@ -187,8 +196,12 @@ pub fn check_query(
 }
 
 /// `GET /oauth/authorize`.
-pub fn authorize(state: &SharedState, headers: &HeaderMap, query: &str) -> Response<RespBody> {
-    let req = match check(state, query) {
+pub async fn authorize(
+    state: &SharedState,
+    headers: &HeaderMap,
+    query: &str,
+) -> Response<RespBody> {
+    let req = match check(state, query).await {
         Ok(r) => r,
         Err(refusal) => return refused(state, refusal),
     };
@@ -229,7 +242,7 @@ pub async fn login(state: &SharedState, headers: &HeaderMap, form: &Params) -> R
     let Some((old_id, s)) = checked_session(state, headers, form) else {
         return csrf_refused();
     };
-    let req = match check(state, form.get("request").unwrap_or("")) {
+    let req = match check(state, form.get("request").unwrap_or("")).await {
         Ok(r) => r,
         Err(refusal) => return refused(state, refusal),
     };
@@ -276,11 +289,15 @@ pub async fn login(state: &SharedState, headers: &HeaderMap, form: &Params) -> R
 }
 
 /// `POST /oauth/consent`.
-pub fn consent(state: &SharedState, headers: &HeaderMap, form: &Params) -> Response<RespBody> {
+pub async fn consent(
+    state: &SharedState,
+    headers: &HeaderMap,
+    form: &Params,
+) -> Response<RespBody> {
     let Some((_, s)) = checked_session(state, headers, form) else {
         return csrf_refused();
     };
-    let req = match check(state, form.get("request").unwrap_or("")) {
+    let req = match check(state, form.get("request").unwrap_or("")).await {
         Ok(r) => r,
         Err(refusal) => return refused(state, refusal),
     };

@@ -46,8 +46,7 @@ pub fn authorization_server(state: &RelayState) -> serde_json::Value {
         "revocation_endpoint_auth_methods_supported": ["none"],
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": true,
-        // Client ID metadata documents are not supported yet.
-        "client_id_metadata_document_supported": false,
+        "client_id_metadata_document_supported": state.oauth.cimd.enabled(),
     })
 }
 

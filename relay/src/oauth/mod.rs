@@ -1,6 +1,7 @@
 //! The relay as the OAuth 2.1 authorization server of its routes (the MCP
 //! authorization spec): discovery ([`metadata`]), dynamic client registration
-//! ([`clients`]), the authorization code flow with local accounts
+//! ([`clients`]), client ID metadata documents ([`cimd`], fetched behind
+//! the [`ssrf`] guard), the authorization code flow with local accounts
 //! ([`authorize`], [`pages`], [`session`], [`accounts`]), the token endpoint
 //! ([`token_endpoint`]) and revocation ([`revoke`]).
 //!
@@ -9,6 +10,7 @@
 
 pub mod accounts;
 pub mod authorize;
+pub mod cimd;
 pub mod clients;
 pub mod metadata;
 pub mod pages;
@@ -17,6 +19,7 @@ pub mod ratelimit;
 pub mod resource;
 pub mod revoke;
 pub mod session;
+pub mod ssrf;
 pub mod token_endpoint;
 
 use std::net::SocketAddr;
@@ -39,15 +42,18 @@ const MAX_BODY: usize = 64 * 1024;
 pub struct OAuthState {
     /// Dynamic client registrations per client IP.
     pub registrations: ratelimit::RateLimiter,
+    /// Client metadata documents: the fetcher and its cache.
+    pub cimd: cimd::Cimd,
 }
 
-impl Default for OAuthState {
-    fn default() -> Self {
-        OAuthState {
+impl OAuthState {
+    pub fn new(cimd: cimd::CimdConfig) -> Result<Self, crate::RelayError> {
+        Ok(OAuthState {
             // A burst of 10, then one every 6 s: generous for clients that
             // register on every connect, useless for filling the table.
             registrations: ratelimit::RateLimiter::new(10.0, 1.0 / 6.0),
-        }
+            cimd: cimd::Cimd::new(cimd)?,
+        })
     }
 }
 
@@ -97,7 +103,7 @@ pub async fn handle(
         },
         (Method::GET, "/oauth/authorize") => {
             let query = req.uri().query().unwrap_or("").to_owned();
-            authorize::authorize(state, req.headers(), &query)
+            authorize::authorize(state, req.headers(), &query).await
         }
         (Method::POST, "/oauth/login") => {
             let headers = req.headers().clone();
@@ -109,12 +115,12 @@ pub async fn handle(
         (Method::POST, "/oauth/consent") => {
             let headers = req.headers().clone();
             match read_form(req).await {
-                Ok(form) => authorize::consent(state, &headers, &form),
+                Ok(form) => authorize::consent(state, &headers, &form).await,
                 Err(resp) => resp,
             }
         }
         (Method::POST, "/oauth/token") => match read_form(req).await {
-            Ok(form) => token_endpoint::token(state, &form),
+            Ok(form) => token_endpoint::token(state, &form).await,
             Err(resp) => resp,
         },
         (Method::POST, "/oauth/revoke") => match read_form(req).await {

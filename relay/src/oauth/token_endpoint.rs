@@ -6,15 +6,21 @@ use http::{Response, StatusCode};
 
 use crate::gateway::RespBody;
 use crate::metrics::OAuthEvent;
-use crate::oauth_store::{CodeRedemption, Grant, IssuedTokens, OAuthTokenKind};
+use crate::oauth_store::{CodeRedemption, Grant, IssuedTokens, OAuthClient, OAuthTokenKind};
 use crate::state::SharedState;
 use crate::store::now;
 
-use super::{json, oauth_error, pkce, resource, Params};
+use super::{cimd, json, oauth_error, pkce, resource, Params};
 
 /// `POST /oauth/token`.
-pub fn token(state: &SharedState, form: &Params) -> Response<RespBody> {
-    let outcome = exchange(state, form);
+/// A client given by URL has its metadata document fetched (or taken from
+/// the cache) first; a document that cannot be used is `invalid_client`.
+pub async fn token(state: &SharedState, form: &Params) -> Response<RespBody> {
+    let found = match form.get("client_id") {
+        Some(id) => cimd::find_client(state, id).await,
+        None => Ok(None),
+    };
+    let outcome = exchange(state, form, found);
     state
         .metrics
         .oauth(match (&outcome, form.get("grant_type")) {
@@ -67,7 +73,11 @@ fn store_error(e: crate::RelayError) -> TokenError {
     TokenError::new("server_error", "the relay's state store failed")
 }
 
-fn exchange(state: &SharedState, form: &Params) -> Result<IssuedTokens, TokenError> {
+fn exchange(
+    state: &SharedState,
+    form: &Params,
+    found: Result<Option<OAuthClient>, cimd::LookupError>,
+) -> Result<IssuedTokens, TokenError> {
     if let Some(p) = form.repeated() {
         return Err(TokenError::new(
             "invalid_request",
@@ -94,16 +104,19 @@ fn exchange(state: &SharedState, form: &Params) -> Result<IssuedTokens, TokenErr
     let client_id = form
         .get("client_id")
         .ok_or_else(|| TokenError::new("invalid_request", "client_id is required"))?;
-    let client = state
-        .store
-        .client(client_id)
-        .map_err(store_error)?
-        .ok_or_else(|| {
-            TokenError::new(
-                "invalid_client",
-                format!("no client {client_id:?} is registered on this relay"),
-            )
-        })?;
+    let client = match found {
+        Ok(c) => c,
+        Err(cimd::LookupError::Store(e)) => return Err(store_error(e)),
+        Err(cimd::LookupError::Document(e)) => {
+            return Err(TokenError::new("invalid_client", e.to_string()))
+        }
+    }
+    .ok_or_else(|| {
+        TokenError::new(
+            "invalid_client",
+            format!("no client {client_id:?} is registered on this relay"),
+        )
+    })?;
     // A resource, when given, must name the grant's route (RFC 8707 §2.2).
     let resource = match form.get("resource") {
         None => None,

@@ -21,7 +21,7 @@ const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
 /// `relay user add EMAIL` with the password on stdin.
-fn add_user(relay: &RelayProc, email: &str, password: &str) -> (i32, String) {
+pub(crate) fn add_user(relay: &RelayProc, email: &str, password: &str) -> (i32, String) {
     let mut child = std::process::Command::new(e2e::procs::bin("relay"))
         .args(["user", "add", email, "--state-dir"])
         .arg(relay.state.path())
@@ -288,7 +288,7 @@ impl Setup {
     }
 }
 
-fn encode(pairs: &[(&str, &str)]) -> String {
+pub(crate) fn encode(pairs: &[(&str, &str)]) -> String {
     url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(pairs)
         .finish()
