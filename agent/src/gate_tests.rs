@@ -28,6 +28,7 @@ fn head(subject: &str, method: &str, content_type: Option<&str>) -> ExchangeHead
         request_id: "r1".into(),
         session: None,
         body: BodyKind::Length(1),
+        grants: Vec::new(),
     }
 }
 

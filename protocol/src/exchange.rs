@@ -35,6 +35,24 @@ pub struct ExchangeHead {
     pub session: Option<String>,
     /// What follows the head on the stream.
     pub body: BodyKind,
+    /// The grants in force on the route (`agent share`), which the relay
+    /// applied on top of the owner's policy: the agent applies them too.
+    pub grants: Vec<RouteGrant>,
+}
+
+/// A grant the route's owner made at the relay (`agent share`): the grantee
+/// may use the route within it, until it expires. Grants only add permits to
+/// the owner's policy (see `policy::Grant`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RouteGrant {
+    pub id: String,
+    /// `bob@example.com` or `@example.com`.
+    pub with: String,
+    /// The only tools the grantee may call; `None`: any.
+    pub tools: Option<Vec<String>>,
+    pub read_only: bool,
+    /// Unix seconds.
+    pub expires_at: Option<i64>,
 }
 
 /// The request body that follows an [`ExchangeHead`].

@@ -37,6 +37,7 @@ fn exchange() -> StreamOpen {
         request_id: "r1".into(),
         session: Some("s".into()),
         body: BodyKind::Length(12),
+        grants: Vec::new(),
     })
 }
 

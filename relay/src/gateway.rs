@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use protocol::{BodyKind, ExchangeHead, Identity, IdentityKind, UpstreamKind};
 
 use crate::forward;
+use crate::grants_api;
 use crate::headers;
 use crate::legacy_sse::{self, Legacy, LegacyPost};
 use crate::oauth;
@@ -91,6 +92,10 @@ async fn route_request(
     if oauth::serves(path) {
         trail.skip();
         return oauth::handle(state, peer, req).await;
+    }
+    if grants_api::serves(path) {
+        trail.skip();
+        return grants_api::handle(state, req).await;
     }
     let Some((route, rest)) = split_route(path) else {
         trail.skip();
@@ -199,9 +204,26 @@ async fn route_request(
         route_owner: &owner,
         time: SystemTime::now(),
     };
-    let engine = served.engine.clone();
+    // 2b. Grants the owner made (agent share) add to the owner's policy; read
+    //     on every request, so a revoked one ends access on the next.
+    let (engine, grants) =
+        match state
+            .policies
+            .with_live_grants(&state.store, &route, &served.engine)
+        {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!(error = %e, "grants lookup failed");
+                trail.deny("internal-error");
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the relay's state store failed",
+                );
+            }
+        };
 
-    // 2b. The legacy HTTP+SSE transport (2024-11-05): a stream to open (once
+    // 2c. The legacy HTTP+SSE transport (2024-11-05): a stream to open (once
     //     the policy has allowed it, in 3), or a message POSTed to one (which
     //     then takes the path below).
     let mcp = served.kind != UpstreamKind::PlainHttp;
@@ -386,8 +408,8 @@ async fn route_request(
                 tracing::warn!(request_id, route, session = agent.id, error = %e, "agent tunnel unusable; trying another replica");
                 agent.set_draining();
                 attempts += 1;
-                let next =
-                    pick_agent(state, &route).filter(|(_, s)| Arc::ptr_eq(&s.engine, &engine));
+                let next = pick_agent(state, &route)
+                    .filter(|(_, s)| Arc::ptr_eq(&s.engine, &served.engine));
                 match next {
                     Some((a, _)) if attempts < 3 => agent = a,
                     _ => return no_agent(&route),
@@ -432,6 +454,7 @@ async fn route_request(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
         body: body_kind,
+        grants,
     };
     if tools_list.is_some() {
         // A tools/list answer is read by the relay: not compressed.

@@ -6,6 +6,8 @@ mod auth;
 mod churn;
 #[path = "e2e/client_transports.rs"]
 mod client_transports;
+#[path = "e2e/device_login.rs"]
+mod device_login;
 #[path = "e2e/embedded.rs"]
 mod embedded;
 #[path = "e2e/forwarding.rs"]
@@ -30,6 +32,8 @@ mod oauth;
 mod owner_policy;
 #[path = "e2e/python_client.rs"]
 mod python_client;
+#[path = "e2e/sharing.rs"]
+mod sharing;
 #[path = "e2e/stdio.rs"]
 mod stdio;
 #[path = "e2e/tool_pinning.rs"]

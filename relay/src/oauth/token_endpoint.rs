@@ -1,6 +1,7 @@
 //! The token endpoint (`POST /oauth/token`): authorization codes (with PKCE)
 //! and refresh tokens (rotated on every use; a reused one revokes its whole
-//! family) are exchanged for an access token bound to one route.
+//! family) are exchanged for an access token bound to one route; device
+//! codes (`agent login`, see [`device`]) for an agent credential.
 
 use http::{Response, StatusCode};
 
@@ -9,10 +10,16 @@ use crate::oauth_store::{CodeRedemption, Grant, IssuedTokens, OAuthTokenKind};
 use crate::state::SharedState;
 use crate::store::now;
 
-use super::{json, oauth_error, pkce, resource, Params};
+use super::{device, json, oauth_error, pkce, resource, Params};
 
 /// `POST /oauth/token`.
 pub fn token(state: &SharedState, form: &Params) -> Response<RespBody> {
+    if form.get("grant_type") == Some(device::GRANT_TYPE) && form.repeated().is_none() {
+        return match device::exchange(state, form) {
+            Ok(answer) => json(StatusCode::OK, &answer),
+            Err(e) => e.response(),
+        };
+    }
     match exchange(state, form) {
         Ok(issued) => json(
             StatusCode::OK,
@@ -36,7 +43,7 @@ pub struct TokenError {
 }
 
 impl TokenError {
-    fn new(code: &'static str, description: impl Into<String>) -> TokenError {
+    pub fn new(code: &'static str, description: impl Into<String>) -> TokenError {
         TokenError {
             code,
             description: description.into(),
@@ -72,7 +79,8 @@ fn exchange(state: &SharedState, form: &Params) -> Result<IssuedTokens, TokenErr
         return Err(TokenError::new(
             "unsupported_grant_type",
             format!(
-                "grant_type {grant_type:?} is not supported (authorization_code, refresh_token)"
+                "grant_type {grant_type:?} is not supported (authorization_code, refresh_token, {})",
+                device::GRANT_TYPE
             ),
         ));
     }
