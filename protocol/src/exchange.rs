@@ -55,6 +55,43 @@ pub struct RouteGrant {
     pub expires_at: Option<i64>,
 }
 
+impl ExchangeHead {
+    /// This head as protocol version 2 writes it (no grants): what a relay
+    /// sends an agent that said version 2 in its hello.
+    pub fn as_v2(&self) -> StreamOpenV2<'_> {
+        StreamOpenV2::Exchange(ExchangeHeadV2 {
+            route: &self.route,
+            method: &self.method,
+            path: &self.path,
+            headers: &self.headers,
+            identity: &self.identity,
+            request_id: &self.request_id,
+            session: &self.session,
+            body: self.body,
+        })
+    }
+}
+
+/// [`StreamOpen`] of protocol version 2 (encoding only).
+#[derive(Debug, Serialize)]
+pub enum StreamOpenV2<'a> {
+    Exchange(ExchangeHeadV2<'a>),
+}
+
+/// [`ExchangeHead`] of protocol version 2: the same fields, without grants
+/// (postcard encodes these borrowed fields exactly as the owned ones).
+#[derive(Debug, Serialize)]
+pub struct ExchangeHeadV2<'a> {
+    pub route: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub headers: &'a [Header],
+    pub identity: &'a Identity,
+    pub request_id: &'a str,
+    pub session: &'a Option<String>,
+    pub body: BodyKind,
+}
+
 /// The request body that follows an [`ExchangeHead`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BodyKind {

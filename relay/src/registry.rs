@@ -32,6 +32,8 @@ pub struct AgentSession {
     pub owner: String,
     pub token_id: String,
     pub instance_id: [u8; 16],
+    /// The tunnel protocol version of its hello.
+    pub protocol_version: u16,
     pub routes: Vec<String>,
     /// How each of `routes` is served.
     served: HashMap<String, ServedRoute>,
@@ -56,6 +58,7 @@ impl AgentSession {
         owner: String,
         token_id: String,
         instance_id: [u8; 16],
+        protocol_version: u16,
         served: HashMap<String, ServedRoute>,
         conn: TunnelConnection,
     ) -> Self {
@@ -66,6 +69,7 @@ impl AgentSession {
             owner,
             token_id,
             instance_id,
+            protocol_version,
             routes,
             served,
             conn,
