@@ -22,6 +22,12 @@ pub enum AgentError {
     Sqlite(#[from] crate::sqlite_db::SqliteError),
     #[error("{0}")]
     Config(String),
+    /// `agent login` or `agent share` could not do what was asked.
+    #[error("{0}")]
+    Api(String),
+    /// The credentials file (`agent login`) cannot be read or written.
+    #[error("credentials file {path}: {reason}")]
+    Credentials { path: String, reason: String },
 }
 
 /// Why one attempt to reach the relay failed.

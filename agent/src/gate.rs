@@ -9,8 +9,16 @@
 //!   the same JSON-RPC errors the relay would send, and never forwarded.
 //! * Anything else (an MCP GET stream or DELETE, a plain HTTP route) is
 //!   decided as session plumbing (`ping`), like at the relay.
+//!
+//! Grants the owner made at the relay (`agent share`) come with each
+//! exchange, as the relay applied them; they are compiled here, with the
+//! same code, into permits added to the owner's policy (its forbids still
+//! bind the grantee). Trusting the relay for them is trusting it for who is
+//! asking, which the agent does anyway.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -19,7 +27,7 @@ use http_body_util::{BodyExt, Empty, Full, LengthLimitError, Limited};
 use policy::jsonrpc::{self, Message};
 use policy::sql::{self, SqlFacts};
 use policy::{Caller, Decision, Engine, Policy, Request};
-use protocol::{BodyKind, ExchangeHead, UpstreamKind};
+use protocol::{BodyKind, ExchangeHead, RouteGrant, UpstreamKind};
 use serde_json::json;
 use tunnel::{RecvHalf, SendHalf, TunnelBody};
 
@@ -84,9 +92,14 @@ pub struct Summary {
     pub policies: Vec<String>,
 }
 
+/// Most distinct sets of grants kept compiled; emptied when full.
+const GRANTED_ENTRIES: usize = 64;
+
 /// Decides exchanges before the local server sees them.
 pub struct Gate {
-    engine: Engine,
+    engine: Arc<Engine>,
+    /// The owner's policy with the grants of recent exchanges, by grants.
+    granted: Mutex<HashMap<Vec<RouteGrant>, Arc<Engine>>>,
     plain_http: bool,
     max_body: usize,
 }
@@ -94,10 +107,47 @@ pub struct Gate {
 impl Gate {
     pub fn new(policy: &OwnerPolicy, kind: UpstreamKind, max_body: usize) -> Gate {
         Gate {
-            engine: Engine::new(policy.policy.clone(), None),
+            engine: Arc::new(Engine::new(policy.policy.clone(), None)),
+            granted: Mutex::new(HashMap::new()),
             plain_http: kind == UpstreamKind::PlainHttp,
             max_body,
         }
+    }
+
+    /// The engine for an exchange: the owner's policy with the exchange's
+    /// grants. Grants that cannot be compiled are left out (they permit
+    /// nothing).
+    fn engine_for(&self, head: &ExchangeHead) -> Arc<Engine> {
+        if head.grants.is_empty() {
+            return self.engine.clone();
+        }
+        let mut granted = self.granted.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = granted.get(&head.grants) {
+            return e.clone();
+        }
+        let grants: Vec<policy::Grant> = head
+            .grants
+            .iter()
+            .filter_map(|g| match to_policy(g) {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    tracing::warn!(grant = g.id, error = %e, "a grant from the relay is unusable; ignored");
+                    None
+                }
+            })
+            .collect();
+        let engine = match self.engine.owner().with_grants(&grants) {
+            Ok(p) => Arc::new(Engine::new(p, None)),
+            Err(e) => {
+                tracing::warn!(error = %e, "the route's grants do not combine with the owner's policy; ignored");
+                self.engine.clone()
+            }
+        };
+        if granted.len() >= GRANTED_ENTRIES {
+            granted.clear();
+        }
+        granted.insert(head.grants.clone(), engine.clone());
+        engine
     }
 
     /// Decides `head` (whose route belongs to `owner`), reading its body if
@@ -149,7 +199,7 @@ impl Gate {
     /// Decides a request that carries no JSON-RPC message (an MCP GET stream
     /// or DELETE, or any request of a plain HTTP route).
     pub fn judge_plumbing(&self, head: &ExchangeHead, owner: &str) -> (Verdict, Summary) {
-        let decision = self.engine.decide(&Request {
+        let decision = self.engine_for(head).decide(&Request {
             caller: caller(head, owner),
             message: &policy::body::session_plumbing(),
             sql: None,
@@ -200,7 +250,7 @@ impl Gate {
             .map(|m| m.sql_argument().map(sql::classify))
             .collect();
         let decisions = self
-            .engine
+            .engine_for(head)
             .decide_body(caller(head, owner), &messages, &facts);
         let summary = summarize(&messages, &decisions);
         if summary.allowed {
@@ -242,6 +292,19 @@ fn caller<'a>(head: &'a ExchangeHead, owner: &'a str) -> Caller<'a> {
         route_owner: owner,
         time: SystemTime::now(),
     }
+}
+
+/// A grant as the relay sent it, as the engine takes it.
+fn to_policy(g: &RouteGrant) -> Result<policy::Grant, policy::PolicyError> {
+    let grant = policy::Grant {
+        id: g.id.clone(),
+        grantee: policy::Grantee::parse(&g.with)?,
+        tools: g.tools.clone(),
+        read_only: g.read_only,
+        expires_at: g.expires_at,
+    };
+    grant.check()?;
+    Ok(grant)
 }
 
 fn refused(what: &str, policy: &str) -> Summary {

@@ -28,6 +28,7 @@ fn head(subject: &str, method: &str, content_type: Option<&str>) -> ExchangeHead
         request_id: "r1".into(),
         session: None,
         body: BodyKind::Length(1),
+        grants: Vec::new(),
     }
 }
 
@@ -214,4 +215,49 @@ fn flags_without_rules_send_no_policy_and_a_file_is_checked_at_start() {
     assert!(err.contains("bad.cedar") && err.contains("2"), "{err}");
     assert!(OwnerPolicy::from_file(&dir.join("missing.cedar")).is_err());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn grants_from_the_relay_add_to_the_owners_policy_here_too() {
+    // The owner's own --read-only still binds the grantee.
+    let g = gate(&[], true);
+    let mut bob = head("bob@example.com", "POST", Some("application/json"));
+    let read = call("read_query", "SELECT 1");
+    // No grant: refused.
+    let (v, _) = g.judge_body(&bob, OWNER, &read);
+    assert!(matches!(v, Verdict::Refuse { .. }));
+    bob.grants.push(protocol::RouteGrant {
+        id: "a1".into(),
+        with: "bob@example.com".into(),
+        tools: Some(vec!["read_query".into()]),
+        read_only: false,
+        expires_at: None,
+    });
+    let (v, s) = g.judge_body(&bob, OWNER, &read);
+    assert_eq!(v, Verdict::Pass, "{s:?}");
+    assert_eq!(s.policies, ["grant-a1-tools"]);
+    // The owner's read-only forbids a write, the grant does not widen it.
+    let (v, s) = g.judge_body(&bob, OWNER, &call("read_query", "DELETE FROM t"));
+    assert!(matches!(v, Verdict::Refuse { .. }));
+    assert_eq!(s.policies, ["read-only-sql"]);
+    // Another tool, another person, an expired grant, a malformed one: no.
+    let (v, _) = g.judge_body(&bob, OWNER, &call("list_tables", ""));
+    assert!(matches!(v, Verdict::Refuse { .. }));
+    let mut carol = bob.clone();
+    carol.identity.subject = "carol@example.com".into();
+    assert!(matches!(
+        g.judge_body(&carol, OWNER, &read).0,
+        Verdict::Refuse { .. }
+    ));
+    bob.grants[0].expires_at = Some(1);
+    assert!(matches!(
+        g.judge_body(&bob, OWNER, &read).0,
+        Verdict::Refuse { .. }
+    ));
+    bob.grants[0].expires_at = None;
+    bob.grants[0].id = "a1\") permit (principal, action, resource); //".into();
+    assert!(matches!(
+        g.judge_body(&bob, OWNER, &read).0,
+        Verdict::Refuse { .. }
+    ));
 }

@@ -7,18 +7,27 @@
 //! [`sqlite_db`]). It reconnects with backoff ([`backoff`]) and, with no
 //! `--relay`, runs a relay in-process ([`embedded`]). Every exchange is
 //! decided again with the owner's policy first ([`gate`]).
+//!
+//! `agent login` signs the agent in at a relay with the device grant
+//! ([`login`]) and keeps the credential ([`credentials`]); `agent share`
+//! manages grants on the owner's routes ([`share`]), both through the relay's
+//! HTTP API ([`relay_api`]).
 
 #![forbid(unsafe_code)]
 
 pub use tunnel::backoff;
 pub mod connect;
+pub mod credentials;
 pub mod dial;
 pub mod embedded;
 pub mod error;
 pub mod gate;
+pub mod login;
+pub mod relay_api;
 mod reply;
 pub mod response_cap;
 pub mod session;
+pub mod share;
 pub mod sqlite_db;
 pub mod sqlite_server;
 pub mod stdio;

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent::connect::{live_line, Reporter, RequestLine};
+use agent::credentials::{relay_key, Credential, Credentials};
 use agent::gate::OwnerPolicy;
+use agent::relay_api::RelayApi;
 use agent::sqlite_db::{Limits, SqliteDb};
 use agent::stdio::StdioLimits;
 use agent::upstream::Upstream;
@@ -33,7 +35,68 @@ struct Cli {
 enum Command {
     /// Connect to a relay and serve a route from a local server. Without
     /// --relay, a relay runs inside this process on 127.0.0.1.
-    Connect(ConnectArgs),
+    Connect(Box<ConnectArgs>),
+    /// Sign this agent in at a relay: prints a code and a URL; approve it in
+    /// a browser, signed in to the relay. The agent credential is stored in
+    /// your config directory (<config>/drawbridge/credentials.json, mode
+    /// 0600), and `agent connect --relay URL` then needs no --token.
+    Login(LoginArgs),
+    /// Share a route you own with another person (EMAIL) or everybody at a
+    /// domain (@DOMAIN): they add the printed URL to their MCP client and
+    /// sign in as themselves. Also --list and --revoke ID. Uses the
+    /// credential of `agent login`.
+    Share(ShareArgs),
+}
+
+#[derive(Args)]
+struct LoginArgs {
+    /// The relay, e.g. https://relay.example.com.
+    #[arg(long)]
+    relay: url::Url,
+    /// Extra CA certificate to trust (the relay's <state-dir>/ca.pem when it
+    /// uses --self-signed); remembered with the credential.
+    #[arg(long, alias = "ca")]
+    ca_cert: Option<PathBuf>,
+}
+
+#[derive(Args)]
+#[command(group = clap::ArgGroup::new("what").required(true).multiple(false))]
+struct ShareArgs {
+    /// The route to share (with --with), or whose grants to list (with
+    /// --list; default: all your routes).
+    route: Option<String>,
+    /// Who may use the route: an email, or @DOMAIN for everybody whose
+    /// email is at that domain (exactly, not its subdomains).
+    #[arg(long, value_name = "EMAIL|@DOMAIN", group = "what", requires = "route")]
+    with: Option<String>,
+    /// The only tools they may call, comma-separated. Default: every tool
+    /// your own policy lets through.
+    #[arg(
+        long,
+        value_name = "TOOL,...",
+        value_delimiter = ',',
+        requires = "with"
+    )]
+    tools: Option<Vec<String>>,
+    /// Only what `agent connect --read-only` lets through: the known read
+    /// tools, with SQL that only reads.
+    #[arg(long, requires = "with")]
+    read_only: bool,
+    /// How long the grant lasts, e.g. 7d or 12h. Default: until revoked.
+    #[arg(long, value_parser = humantime::parse_duration, requires = "with")]
+    expires: Option<Duration>,
+    /// List your grants: ID, route, who, tools, read-only, expiry.
+    #[arg(long, group = "what")]
+    list: bool,
+    /// Revoke a grant (its ID from --list): the peer's next request is refused.
+    #[arg(long, value_name = "ID", group = "what")]
+    revoke: Option<String>,
+    /// The relay. Default: the one you logged in to, if only one.
+    #[arg(long)]
+    relay: Option<url::Url>,
+    /// Extra CA certificate to trust. Default: the one given to `agent login`.
+    #[arg(long, alias = "ca")]
+    ca_cert: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -43,7 +106,8 @@ struct ConnectArgs {
     /// relay on this machine.
     #[arg(long)]
     relay: Option<url::Url>,
-    /// The agent token (from `relay token create --owner EMAIL`).
+    /// The agent token (from `relay token create --owner EMAIL`). Default:
+    /// the credential `agent login --relay URL` stored for this relay.
     #[arg(long, env = "DRAWBRIDGE_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Extra CA certificate to trust (the relay's <state-dir>/ca.pem when it
@@ -163,7 +227,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Connect(args) => connect(args).await,
+            Command::Connect(args) => connect(*args).await,
+            Command::Login(args) => login(args).await,
+            Command::Share(args) => share(args).await,
         }
     });
     match result {
@@ -223,12 +289,20 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     let upstream = Arc::new(upstream);
     let mut embedded = None;
     let (relay_url, token, ca_cert) = match args.relay {
-        Some(url) => {
-            let token = args.token.context(
-                "no agent token: pass --token or set DRAWBRIDGE_TOKEN (create one on the relay with `relay token create --owner EMAIL`)",
-            )?;
-            (url, token, args.ca_cert)
-        }
+        Some(url) => match args.token {
+            Some(token) => (url, token, args.ca_cert),
+            None => {
+                let stored = Credentials::default_location()?.get(&url)?;
+                let c = stored.with_context(|| {
+                    format!(
+                        "no agent credential for {}: run `agent login --relay {}` (or pass --token / set DRAWBRIDGE_TOKEN)",
+                        relay_key(&url),
+                        relay_key(&url)
+                    )
+                })?;
+                (url, c.token, args.ca_cert.or(c.ca_cert))
+            }
+        },
         None => {
             let dir = args
                 .state_dir
@@ -283,6 +357,119 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
         e.relay.shutdown().await;
     }
     result?;
+    Ok(())
+}
+
+async fn login(args: LoginArgs) -> anyhow::Result<()> {
+    let store = Credentials::default_location()?;
+    let api = RelayApi::new(&args.relay, args.ca_cert.as_deref())?;
+    let issued = agent::login::login(&api, |p| {
+        println!("To sign this agent in, open {}", p.verification_uri);
+        println!("and enter the code: {}", p.user_code);
+        if let Some(complete) = &p.verification_uri_complete {
+            println!("(or open {complete})");
+        }
+        println!(
+            "Waiting for approval (the code expires in {})...",
+            humantime::format_duration(p.expires_in)
+        );
+    })
+    .await?;
+    // Remembered as an absolute path: later commands run elsewhere.
+    let ca_cert = args.ca_cert.map(|p| std::path::absolute(&p).unwrap_or(p));
+    store.save(
+        &args.relay,
+        Credential {
+            token: issued.token,
+            owner: issued.owner.clone(),
+            token_id: issued.token_id.clone(),
+            ca_cert,
+            created_at: relay::store::now(),
+        },
+    )?;
+    println!(
+        "signed in to {} as {} (credential {}, saved in {})",
+        relay_key(&args.relay),
+        issued.owner,
+        issued.token_id,
+        store.path().display()
+    );
+    Ok(())
+}
+
+async fn share(args: ShareArgs) -> anyhow::Result<()> {
+    let store = Credentials::default_location()?;
+    let (relay_url, credential) = match &args.relay {
+        Some(url) => {
+            let c = store.get(url)?.with_context(|| {
+                format!(
+                    "no agent credential for {}: run `agent login --relay {}` first",
+                    relay_key(url),
+                    relay_key(url)
+                )
+            })?;
+            (url.clone(), c)
+        }
+        None => {
+            let mut all = store.all()?;
+            match all.len() {
+                0 => {
+                    anyhow::bail!("not logged in to any relay: run `agent login --relay URL` first")
+                }
+                1 => {
+                    let (key, c) = all.remove(0);
+                    (url::Url::parse(&key).context("stored relay URL")?, c)
+                }
+                _ => anyhow::bail!(
+                    "logged in to several relays ({}): pick one with --relay",
+                    all.iter()
+                        .map(|(k, _)| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        }
+    };
+    let ca = args.ca_cert.or(credential.ca_cert);
+    let api = RelayApi::new(&relay_url, ca.as_deref())?;
+    let token = &credential.token;
+    if let Some(with) = &args.with {
+        let route = args
+            .route
+            .as_deref()
+            .context("which route? agent share ROUTE --with ...")?;
+        let grant = agent::share::create(
+            &api,
+            token,
+            &agent::share::Share {
+                route,
+                with,
+                tools: args.tools.as_deref(),
+                read_only: args.read_only,
+                expires: args.expires,
+            },
+        )
+        .await?;
+        println!(
+            "shared route {} with {} (grant {})",
+            grant.route, grant.with, grant.id
+        );
+        println!("  {}", grant.line());
+        println!("send them this URL to add to their MCP client (they sign in as themselves):");
+        println!("  {}", grant.route_url);
+        println!("revoke with: agent share --revoke {}", grant.id);
+    } else if args.list {
+        let grants = agent::share::list(&api, token, args.route.as_deref()).await?;
+        if grants.is_empty() {
+            println!("no grants");
+        }
+        for g in &grants {
+            println!("{}", g.line());
+        }
+    } else if let Some(id) = &args.revoke {
+        let route = agent::share::revoke(&api, token, id).await?;
+        println!("revoked grant {id} on route {route}");
+    }
     Ok(())
 }
 

@@ -35,6 +35,61 @@ pub struct ExchangeHead {
     pub session: Option<String>,
     /// What follows the head on the stream.
     pub body: BodyKind,
+    /// The grants in force on the route (`agent share`), which the relay
+    /// applied on top of the owner's policy: the agent applies them too.
+    pub grants: Vec<RouteGrant>,
+}
+
+/// A grant the route's owner made at the relay (`agent share`): the grantee
+/// may use the route within it, until it expires. Grants only add permits to
+/// the owner's policy (see `policy::Grant`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RouteGrant {
+    pub id: String,
+    /// `bob@example.com` or `@example.com`.
+    pub with: String,
+    /// The only tools the grantee may call; `None`: any.
+    pub tools: Option<Vec<String>>,
+    pub read_only: bool,
+    /// Unix seconds.
+    pub expires_at: Option<i64>,
+}
+
+impl ExchangeHead {
+    /// This head as protocol version 2 writes it (no grants): what a relay
+    /// sends an agent that said version 2 in its hello.
+    pub fn as_v2(&self) -> StreamOpenV2<'_> {
+        StreamOpenV2::Exchange(ExchangeHeadV2 {
+            route: &self.route,
+            method: &self.method,
+            path: &self.path,
+            headers: &self.headers,
+            identity: &self.identity,
+            request_id: &self.request_id,
+            session: &self.session,
+            body: self.body,
+        })
+    }
+}
+
+/// [`StreamOpen`] of protocol version 2 (encoding only).
+#[derive(Debug, Serialize)]
+pub enum StreamOpenV2<'a> {
+    Exchange(ExchangeHeadV2<'a>),
+}
+
+/// [`ExchangeHead`] of protocol version 2: the same fields, without grants
+/// (postcard encodes these borrowed fields exactly as the owned ones).
+#[derive(Debug, Serialize)]
+pub struct ExchangeHeadV2<'a> {
+    pub route: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub headers: &'a [Header],
+    pub identity: &'a Identity,
+    pub request_id: &'a str,
+    pub session: &'a Option<String>,
+    pub body: BodyKind,
 }
 
 /// The request body that follows an [`ExchangeHead`].

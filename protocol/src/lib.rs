@@ -27,7 +27,8 @@ pub mod route;
 pub use control::{Control, GoAwayReason};
 pub use error::{DecodeError, FrameError};
 pub use exchange::{
-    BodyKind, ExchangeHead, Header, Identity, IdentityKind, ResponseHead, StreamOpen,
+    BodyKind, ExchangeHead, ExchangeHeadV2, Header, Identity, IdentityKind, ResponseHead,
+    RouteGrant, StreamOpen, StreamOpenV2,
 };
 pub use frame::{decode_frame, encode_frame, read_frame, write_frame, FrameLimit};
 pub use handshake::{
@@ -36,7 +37,9 @@ pub use handshake::{
 pub use route::{validate_route_name, RouteNameError};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// 3: exchange heads carry the route's grants (a relay sends version 2
+/// agents heads without them: [`ExchangeHead::as_v2`]).
+pub const PROTOCOL_VERSION: u16 = 3;
 /// The oldest protocol version this build still accepts from a peer.
 pub const MIN_PROTOCOL_VERSION: u16 = 2;
 /// The ALPN token that marks a tunnel connection, over QUIC and over TLS on TCP.

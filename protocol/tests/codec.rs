@@ -37,6 +37,7 @@ fn exchange() -> StreamOpen {
         request_id: "r1".into(),
         session: Some("s".into()),
         body: BodyKind::Length(12),
+        grants: Vec::new(),
     })
 }
 
@@ -289,4 +290,29 @@ async fn async_reader_sees_truncation_and_closure() {
         .expect("read");
     assert_eq!(got, Control::Ping { nonce: 5 });
     assert_eq!(LENGTH_PREFIX, 4);
+}
+
+/// A message's postcard payload.
+fn payload<T: serde::Serialize>(msg: &T) -> Vec<u8> {
+    postcard::to_allocvec(msg).expect("encode")
+}
+
+#[test]
+fn a_version_2_head_is_the_version_3_head_without_its_grants() {
+    let StreamOpen::Exchange(mut head) = exchange();
+    let v3_empty = payload(&StreamOpen::Exchange(head.clone()));
+    let v2 = payload(&head.as_v2());
+    // Version 3 appends the grants: an empty list is one byte (length 0).
+    assert_eq!(&v3_empty[..v3_empty.len() - 1], v2.as_slice());
+    assert_eq!(v3_empty.last(), Some(&0));
+    // With grants, the version 2 head is unchanged.
+    head.grants.push(RouteGrant {
+        id: "a1".into(),
+        with: "@example.com".into(),
+        tools: None,
+        read_only: true,
+        expires_at: None,
+    });
+    assert_eq!(payload(&head.as_v2()), v2);
+    roundtrip("exchange", StreamOpen::Exchange(head));
 }

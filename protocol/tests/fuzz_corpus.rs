@@ -46,6 +46,13 @@ fn real_frames() -> Vec<(&'static str, Vec<u8>)> {
         request_id: "0011223344556677".into(),
         session: Some("s-1".into()),
         body: BodyKind::Length(42),
+        grants: vec![RouteGrant {
+            id: "a1b2c3".into(),
+            with: "@example.com".into(),
+            tools: Some(vec!["read_query".into()]),
+            read_only: true,
+            expires_at: Some(1_800_000_000),
+        }],
     });
     vec![
         ("hello", frame(&hello, FrameLimit::CONTROL)),

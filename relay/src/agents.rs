@@ -187,6 +187,7 @@ async fn handshake(
         record.owner.clone(),
         record.id.clone(),
         hello.instance_id,
+        version,
         served,
         conn.clone(),
     ));

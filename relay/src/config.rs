@@ -75,6 +75,10 @@ pub struct RelayConfig {
     pub access_token_ttl: Duration,
     /// Lifetime of OAuth refresh tokens (each use rotates them).
     pub refresh_token_ttl: Duration,
+    /// How long an `agent login` code waits for its approval (RFC 8628).
+    pub device_code_ttl: Duration,
+    /// How often `agent login` may poll the token endpoint (RFC 8628).
+    pub device_poll_interval: Duration,
     /// Largest `tools/list` answer (or event of a stream carrying one) the
     /// relay reads to filter it; a bigger one becomes a JSON-RPC error.
     pub max_tools_list: usize,
@@ -122,6 +126,8 @@ impl RelayConfig {
             sse_keepalive: Duration::from_secs(15),
             access_token_ttl: Duration::from_secs(3600),
             refresh_token_ttl: Duration::from_secs(30 * 86_400),
+            device_code_ttl: Duration::from_secs(600),
+            device_poll_interval: Duration::from_secs(5),
             max_tools_list: crate::tool_filter::DEFAULT_MAX_TOOLS_LIST,
             rate_limit_route: None,
             rate_limit_identity: None,

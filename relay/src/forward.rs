@@ -61,33 +61,43 @@ pub fn disconnect_on_violation<T>(agent: &AgentSession, result: &Result<T, Forwa
     }
 }
 
+/// A stream opened to an agent, and the protocol version that agent speaks.
+pub type Opened = (SendHalf, RecvHalf, u16);
+
 /// Opens a stream to `agent` for one exchange.
-pub async fn open(agent: &AgentSession) -> Result<(SendHalf, RecvHalf), ForwardError> {
-    agent
+pub async fn open(agent: &AgentSession) -> Result<Opened, ForwardError> {
+    let (send, recv) = agent
         .conn
         .open_bi()
         .await
-        .map_err(|e| ForwardError::Open(e.to_string()))
+        .map_err(|e| ForwardError::Open(e.to_string()))?;
+    Ok((send, recv, agent.protocol_version))
 }
 
 /// Sends `head` and `body` on an opened stream and returns the agent's
 /// response. Body bytes both ways are counted in `metrics`.
 pub async fn exchange(
-    (mut send, mut recv): (SendHalf, RecvHalf),
+    (mut send, mut recv, version): Opened,
     head: ExchangeHead,
     body: ReqBody,
     response_timeout: Duration,
     metrics: &Metrics,
 ) -> Result<Response<Counted<TunnelBody>>, ForwardError> {
     let empty = head.body == protocol::BodyKind::Empty;
-    protocol::write_frame(
-        "exchange",
-        &mut send,
-        &StreamOpen::Exchange(head),
-        FrameLimit::HEAD,
-    )
-    .await
-    .map_err(|e| ForwardError::Open(e.to_string()))?;
+    let written = if version >= 3 {
+        protocol::write_frame(
+            "exchange",
+            &mut send,
+            &StreamOpen::Exchange(head),
+            FrameLimit::HEAD,
+        )
+        .await
+    } else {
+        // A version 2 agent knows no grants: it decides with the owner's
+        // policy alone (a grantee is refused on that laptop).
+        protocol::write_frame("exchange", &mut send, &head.as_v2(), FrameLimit::HEAD).await
+    };
+    written.map_err(|e| ForwardError::Open(e.to_string()))?;
 
     let upload = if empty {
         send.finish()

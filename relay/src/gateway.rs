@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use protocol::{BodyKind, ExchangeHead, Identity, IdentityKind, UpstreamKind};
 
 use crate::forward;
+use crate::grants_api;
 use crate::headers;
 use crate::legacy_sse::{self, Legacy, LegacyPost};
 use crate::oauth;
@@ -91,6 +92,10 @@ async fn route_request(
     if oauth::serves(path) {
         trail.skip();
         return oauth::handle(state, peer, req).await;
+    }
+    if grants_api::serves(path) {
+        trail.skip();
+        return grants_api::handle(state, req).await;
     }
     let Some((route, rest)) = split_route(path) else {
         trail.skip();
@@ -205,9 +210,26 @@ async fn route_request(
     // One engine decides the whole request, even if a reload swaps the
     // organisation's policy meanwhile.
     let route_policy = served.policy.clone();
-    let engine = route_policy.engine();
+    // 2b. Grants the owner made (agent share) add to the owner's policy; read
+    //     on every request, so a revoked one ends access on the next.
+    let (engine, grants) =
+        match state
+            .policies
+            .with_live_grants(&state.store, &route, &route_policy)
+        {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!(error = %e, "grants lookup failed");
+                trail.deny("internal-error");
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the relay's state store failed",
+                );
+            }
+        };
 
-    // 2b. The legacy HTTP+SSE transport (2024-11-05): a stream to open (once
+    // 2c. The legacy HTTP+SSE transport (2024-11-05): a stream to open (once
     //     the policy has allowed it, in 3), or a message POSTed to one (which
     //     then takes the path below).
     let mcp = served.kind != UpstreamKind::PlainHttp;
@@ -442,6 +464,7 @@ async fn route_request(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
         body: body_kind,
+        grants,
     };
     if tools_list.is_some() {
         // A tools/list answer is read by the relay: not compressed.

@@ -555,6 +555,8 @@ async fn end_upstream(
                 request_id: request_id.clone(),
                 session: upstream_session.to_str().ok().map(str::to_owned),
                 body: BodyKind::Empty,
+                // Ending the session is plumbing the owner's policy decides.
+                grants: Vec::new(),
             };
             let answer = match forward::open(&agent).await {
                 Ok(stream) => {

@@ -4,7 +4,9 @@
 //!   ALPN), the QUIC tunnel on UDP.
 //! * [`agents`] — tunnel handshake, control stream, keep-alives, GoAway.
 //! * [`gateway`] — the request path: authenticate → route → [`forward`].
-//! * [`store`] — embedded SQLite state: tokens, route claims, tool pins.
+//! * [`store`] — embedded SQLite state: tokens, route claims, tool pins;
+//!   grants (`agent share`) are in [`grant_store`], managed by route owners
+//!   through [`grants_api`].
 //! * [`oauth`] — the OAuth 2.1 authorization server (discovery, registration,
 //!   login and consent, tokens); its tables are in [`oauth_store`].
 //! * [`tool_filter`] — `tools/list` answers filtered per caller; [`pins`] —
@@ -33,6 +35,8 @@ pub mod forward;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod gateway;
+pub mod grant_store;
+pub mod grants_api;
 pub mod headers;
 pub mod legacy_sse;
 pub mod listener;

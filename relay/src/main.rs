@@ -161,6 +161,13 @@ struct ServeArgs {
     /// Lifetime of OAuth refresh tokens (each use rotates them).
     #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
     refresh_token_ttl: std::time::Duration,
+    /// How long an `agent login` code waits to be approved at /device.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    device_code_ttl: std::time::Duration,
+    /// How often `agent login` may poll for its approval (faster polls get
+    /// slow_down).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    device_poll_interval: std::time::Duration,
     /// Most requests to one route, from all callers together: N/s, N/min
     /// or N/h (a burst of N, then evenly spread). Over it: 429 with
     /// Retry-After. Default: unlimited.
@@ -611,6 +618,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         extra_ca: args.cimd_ca,
     };
     config.refresh_token_ttl = args.refresh_token_ttl;
+    config.device_code_ttl = args.device_code_ttl;
+    config.device_poll_interval = args.device_poll_interval;
     config.max_tools_list = args.max_tools_list;
     config.rate_limit_route = args.rate_limit_route;
     config.rate_limit_identity = args.rate_limit_identity;

@@ -62,6 +62,17 @@ CREATE TABLE IF NOT EXISTS oauth_tokens (
     rotated_at  INTEGER
 );
 CREATE INDEX IF NOT EXISTS oauth_tokens_family ON oauth_tokens (family);
+CREATE TABLE IF NOT EXISTS device_codes (
+    device_hash   BLOB PRIMARY KEY,
+    user_code     TEXT NOT NULL UNIQUE,
+    client_id     TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    interval_secs INTEGER NOT NULL,
+    last_poll_ms  INTEGER,
+    status        TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'denied')),
+    email         TEXT
+);
 ";
 
 /// Prefix of OAuth access tokens (bearer tokens for one route).
@@ -558,6 +569,160 @@ impl Store {
     }
 }
 
+// ---- device authorization (RFC 8628, `agent login`) ---------------------------
+
+/// A device authorization request waiting for a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRequest {
+    /// Normalized: eight letters, no dash.
+    pub user_code: String,
+    pub client_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// What a poll of the token endpoint with a device code finds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DevicePoll {
+    Unknown,
+    Expired,
+    Denied,
+    /// Polled faster than the interval: it is now 5 s longer.
+    SlowDown,
+    Pending,
+    /// Approved by this person; the device code is now spent.
+    Approved(String),
+}
+
+/// status, email, expires_at, interval_secs, last_poll_ms.
+type DeviceRow = (String, Option<String>, i64, i64, Option<i64>);
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Starts a device authorization; returns the device code (secret).
+    /// `user_code` must be unused (the caller retries with another one).
+    pub fn insert_device_code(
+        &self,
+        user_code: &str,
+        client_id: &str,
+        ttl_secs: i64,
+        interval_secs: i64,
+    ) -> Result<String, RelayError> {
+        let secret = token::random_hex(32);
+        let now = now();
+        let conn = self.conn();
+        // Forget requests long over (an hour after expiry: polls until then
+        // still get expired_token).
+        conn.execute(
+            "DELETE FROM device_codes WHERE expires_at <= ?1",
+            [now - 3600],
+        )?;
+        conn.execute(
+            "INSERT INTO device_codes (device_hash, user_code, client_id, created_at, expires_at,
+                                       interval_secs, status)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')",
+            params![
+                token::hash(&secret),
+                user_code,
+                client_id,
+                now,
+                now + ttl_secs,
+                interval_secs
+            ],
+        )?;
+        Ok(secret)
+    }
+
+    /// A pending, unexpired request by its (normalized) user code.
+    pub fn pending_device(&self, user_code: &str) -> Result<Option<DeviceRequest>, RelayError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT user_code, client_id, created_at, expires_at FROM device_codes
+                 WHERE user_code = ?1 AND status = 'pending' AND expires_at > ?2",
+                params![user_code, now()],
+                |r| {
+                    Ok(DeviceRequest {
+                        user_code: r.get(0)?,
+                        client_id: r.get(1)?,
+                        created_at: r.get(2)?,
+                        expires_at: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// The person's answer to a pending request: approved as `email`, or
+    /// denied. False if no such request is pending.
+    pub fn decide_device(
+        &self,
+        user_code: &str,
+        email: &str,
+        approve: bool,
+    ) -> Result<bool, RelayError> {
+        Ok(self.conn().execute(
+            "UPDATE device_codes SET status = ?2, email = ?3
+             WHERE user_code = ?1 AND status = 'pending' AND expires_at > ?4",
+            params![
+                user_code,
+                if approve { "approved" } else { "denied" },
+                email,
+                now()
+            ],
+        )? == 1)
+    }
+
+    /// One poll of the token endpoint with a device code.
+    pub fn poll_device(&self, device_code: &str) -> Result<DevicePoll, RelayError> {
+        let hash = token::hash(device_code);
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let row: Option<DeviceRow> = tx
+            .query_row(
+                "SELECT status, email, expires_at, interval_secs, last_poll_ms
+                 FROM device_codes WHERE device_hash = ?1",
+                [&hash],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()?;
+        let Some((status, email, expires_at, interval, last_poll)) = row else {
+            return Ok(DevicePoll::Unknown);
+        };
+        let now_ms = now_ms();
+        let poll = if status == "approved" {
+            tx.execute("DELETE FROM device_codes WHERE device_hash = ?1", [&hash])?;
+            DevicePoll::Approved(email.unwrap_or_default())
+        } else if expires_at * 1000 <= now_ms {
+            DevicePoll::Expired
+        } else if status == "denied" {
+            DevicePoll::Denied
+        } else if last_poll.is_some_and(|t| now_ms - t < interval * 1000) {
+            // RFC 8628 §3.5: this and every later poll waits 5 s longer.
+            tx.execute(
+                "UPDATE device_codes SET interval_secs = interval_secs + 5, last_poll_ms = ?2
+                 WHERE device_hash = ?1",
+                params![hash, now_ms],
+            )?;
+            DevicePoll::SlowDown
+        } else {
+            tx.execute(
+                "UPDATE device_codes SET last_poll_ms = ?2 WHERE device_hash = ?1",
+                params![hash, now_ms],
+            )?;
+            DevicePoll::Pending
+        };
+        tx.commit()?;
+        Ok(poll)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -575,6 +740,43 @@ mod tests {
             resource: "https://r/mcp/db",
             scope: "mcp",
         }
+    }
+
+    #[test]
+    fn a_device_code_is_pending_until_decided_then_spent_once() {
+        let (s, dir) = store();
+        let code = s
+            .insert_device_code("BCDFGHJK", "drawbridge-agent", 600, 1)
+            .expect("insert");
+        assert!(
+            s.insert_device_code("BCDFGHJK", "x", 600, 1).is_err(),
+            "user codes are unique"
+        );
+        assert_eq!(s.poll_device(&code).expect("poll"), DevicePoll::Pending);
+        // At once again: too fast, and the interval grows.
+        assert_eq!(s.poll_device(&code).expect("poll"), DevicePoll::SlowDown);
+        assert_eq!(s.poll_device(&code).expect("poll"), DevicePoll::SlowDown);
+        assert!(s.pending_device("BCDFGHJK").expect("lookup").is_some());
+        assert!(s.pending_device("BCDFGHJL").expect("lookup").is_none());
+        assert!(s.decide_device("BCDFGHJK", "a@x", true).expect("approve"));
+        assert!(!s
+            .decide_device("BCDFGHJK", "b@x", true)
+            .expect("decided once"));
+        assert_eq!(
+            s.poll_device(&code).expect("poll"),
+            DevicePoll::Approved("a@x".into())
+        );
+        assert_eq!(s.poll_device(&code).expect("poll"), DevicePoll::Unknown);
+        // Denied, and expired.
+        let denied = s
+            .insert_device_code("CDFGHJKL", "c", 600, 1)
+            .expect("insert");
+        assert!(s.decide_device("CDFGHJKL", "a@x", false).expect("deny"));
+        assert_eq!(s.poll_device(&denied).expect("poll"), DevicePoll::Denied);
+        let expired = s.insert_device_code("DFGHJKLM", "c", 0, 1).expect("insert");
+        assert_eq!(s.poll_device(&expired).expect("poll"), DevicePoll::Expired);
+        assert!(!s.decide_device("DFGHJKLM", "a@x", true).expect("too late"));
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -13,6 +13,12 @@
 //! agent's session or in the cache) gets a new engine under the new
 //! organisation policy, so the next request is decided by it, while requests
 //! already being decided finish with the engine they started with.
+//!
+//! Grants (`agent share`) add permits to the owner's policy. They are read
+//! from the store on every request ([`Policies::with_live_grants`]), so the
+//! policy with a route's grants is cached by the owner's text and the grants'
+//! (a changed grant is a new key; the route's entries are dropped when its
+//! grants change), and an expired grant permits nothing at decision time.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,7 +27,10 @@ use std::sync::{Arc, Mutex, Weak};
 use arc_swap::ArcSwap;
 
 use crate::error::RelayError;
-use policy::{Engine, Policy};
+use crate::grant_store::GrantRecord;
+use crate::store::{now, Store};
+use policy::{Engine, Grant, Policy};
+use protocol::RouteGrant;
 
 /// Most distinct owner policies kept compiled; the cache is emptied when full
 /// (engines in use stay alive through their sessions).
@@ -68,6 +77,9 @@ pub struct Policies {
     /// Owner-only, under the organisation's policy.
     default: Arc<RoutePolicy>,
     compiled: Mutex<Compiled>,
+    /// Owner policies with grants, by owner text and grants text: the route
+    /// and the policy.
+    granted: Mutex<HashMap<String, (String, Arc<RoutePolicy>)>>,
 }
 
 impl Policies {
@@ -86,6 +98,7 @@ impl Policies {
                 handed_out: vec![Arc::downgrade(&default)],
             }),
             default,
+            granted: Mutex::new(HashMap::new()),
         })
     }
 
@@ -138,6 +151,81 @@ impl Policies {
         compiled.handed_out.retain(|w| w.strong_count() > 0);
         compiled.handed_out.push(Arc::downgrade(&policy));
         Ok(policy)
+    }
+
+    /// The engine that decides a request on `route` now: `base` (the serving
+    /// agent's) with the route's live grants added, and those grants as the
+    /// agent is told them. Without grants, `base`'s own.
+    pub fn with_live_grants(
+        &self,
+        store: &Store,
+        route: &str,
+        base: &Arc<RoutePolicy>,
+    ) -> Result<(Arc<Engine>, Vec<RouteGrant>), RelayError> {
+        let records = store.live_grants(route, now())?;
+        if records.is_empty() {
+            return Ok((base.engine(), Vec::new()));
+        }
+        let grants: Vec<Grant> = records
+            .iter()
+            .filter_map(|r| match r.to_policy() {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    tracing::error!(route, grant = r.id, error = %e, "unusable grant skipped");
+                    None
+                }
+            })
+            .collect();
+        let wire = records.iter().map(GrantRecord::to_wire).collect();
+        Ok((self.granted(route, base, &grants).engine(), wire))
+    }
+
+    /// `base`'s owner policy with `grants` added, under the organisation's
+    /// policy; cached, and rebuilt like every other on a reload.
+    fn granted(
+        &self,
+        route: &str,
+        base: &Arc<RoutePolicy>,
+        grants: &[Grant],
+    ) -> Arc<RoutePolicy> {
+        let mut key = base.owner.cedar_text().to_owned();
+        key.push('\0');
+        for g in grants {
+            key.push_str(&g.cedar_text());
+        }
+        let mut granted = self.granted.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, p)) = granted.get(&key) {
+            return p.clone();
+        }
+        let owner = match base.owner.with_grants(grants) {
+            Ok(p) => p,
+            Err(e) => {
+                // E.g. the owner's policy file uses a `grant-…` id: the
+                // grants cannot be added, and permit nothing.
+                tracing::error!(route, error = %e, "the route's grants do not combine with its owner's policy; they are ignored");
+                return base.clone();
+            }
+        };
+        let policy = {
+            let mut compiled = self.lock();
+            let policy = RoutePolicy::new(owner, compiled.org.clone());
+            compiled.handed_out.retain(|w| w.strong_count() > 0);
+            compiled.handed_out.push(Arc::downgrade(&policy));
+            policy
+        };
+        if granted.len() >= CACHE_ENTRIES {
+            granted.clear();
+        }
+        granted.insert(key, (route.to_owned(), policy.clone()));
+        policy
+    }
+
+    /// Drops the cached policies of `route` (its grants changed).
+    pub fn forget_grants(&self, route: &str) {
+        self.granted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (r, _)| r != route);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Compiled> {

@@ -34,6 +34,8 @@ pub struct AgentSession {
     pub owner: String,
     pub token_id: String,
     pub instance_id: [u8; 16],
+    /// The tunnel protocol version of its hello.
+    pub protocol_version: u16,
     pub routes: Vec<String>,
     /// How each of `routes` is served.
     served: HashMap<String, ServedRoute>,
@@ -58,6 +60,7 @@ impl AgentSession {
         owner: String,
         token_id: String,
         instance_id: [u8; 16],
+        protocol_version: u16,
         served: HashMap<String, ServedRoute>,
         conn: TunnelConnection,
     ) -> Self {
@@ -68,6 +71,7 @@ impl AgentSession {
             owner,
             token_id,
             instance_id,
+            protocol_version,
             routes,
             served,
             conn,

@@ -139,6 +139,8 @@ impl Store {
         conn.execute_batch(crate::oauth_store::SCHEMA)
             .map_err(wrap)?;
         conn.execute_batch(TOOL_PINS_SCHEMA).map_err(wrap)?;
+        conn.execute_batch(crate::grant_store::SCHEMA)
+            .map_err(wrap)?;
         Ok(Store {
             conn: Mutex::new(conn),
             path,
@@ -343,10 +345,12 @@ impl Store {
     }
 
     /// Releases a route claim so another owner may take the name. Its tool
-    /// pins go with it: the next owner's tools are pinned afresh.
+    /// pins and its grants go with it: the next owner's tools are pinned
+    /// afresh, and nobody keeps a grant the previous owner made.
     pub fn release_route(&self, name: &str) -> Result<bool, RelayError> {
         let conn = self.conn();
         conn.execute("DELETE FROM tool_pins WHERE route = ?1", [name])?;
+        conn.execute("DELETE FROM route_grants WHERE route = ?1", [name])?;
         Ok(conn.execute("DELETE FROM routes WHERE name = ?1", [name])? > 0)
     }
 

@@ -4,6 +4,7 @@
 //! trusts the relay's self-signed CA. Every child process is killed when its
 //! guard is dropped, so a failing test leaves nothing behind.
 
+pub mod browser;
 pub mod changing_server;
 pub mod client;
 pub mod documents;

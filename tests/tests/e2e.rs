@@ -10,6 +10,8 @@ mod churn;
 mod cimd;
 #[path = "e2e/client_transports.rs"]
 mod client_transports;
+#[path = "e2e/device_login.rs"]
+mod device_login;
 #[path = "e2e/embedded.rs"]
 mod embedded;
 #[path = "e2e/forwarding.rs"]
@@ -38,6 +40,8 @@ mod owner_policy;
 mod python_client;
 #[path = "e2e/reload.rs"]
 mod reload;
+#[path = "e2e/sharing.rs"]
+mod sharing;
 #[path = "e2e/stdio.rs"]
 mod stdio;
 #[path = "e2e/tool_pinning.rs"]

@@ -310,7 +310,7 @@ impl Policy {
         for entry in allow {
             let entry = entry.trim();
             if let Some(domain) = entry.strip_prefix('@') {
-                let domain = domain_flag(entry, domain)?;
+                let domain = domain_flag("--allow", entry, domain)?;
                 text.push_str(&format!(
                     "\n// --allow {entry}: everybody whose email is at {domain}.\n\
                      @id({})\n\
@@ -479,14 +479,14 @@ pub(crate) fn cedar_string(value: &str) -> String {
 }
 
 /// A Cedar set literal of strings.
-fn cedar_set<'a>(values: impl IntoIterator<Item = &'a str>) -> String {
+pub(crate) fn cedar_set<'a>(values: impl IntoIterator<Item = &'a str>) -> String {
     let items: Vec<String> = values.into_iter().map(cedar_string).collect();
     format!("[{}]", items.join(", "))
 }
 
 /// A usable email flag value, lowercased: `local@domain`, no whitespace or
 /// control characters.
-fn email_flag(flag: &'static str, value: &str) -> Result<String, PolicyError> {
+pub(crate) fn email_flag(flag: &'static str, value: &str) -> Result<String, PolicyError> {
     let value = value.trim();
     let bad = |reason| PolicyError::Flag {
         flag,
@@ -506,9 +506,13 @@ fn email_flag(flag: &'static str, value: &str) -> Result<String, PolicyError> {
 }
 
 /// A usable `@domain` flag value, lowercased.
-fn domain_flag(entry: &str, domain: &str) -> Result<String, PolicyError> {
+pub(crate) fn domain_flag(
+    flag: &'static str,
+    entry: &str,
+    domain: &str,
+) -> Result<String, PolicyError> {
     let bad = |reason| PolicyError::Flag {
-        flag: "--allow",
+        flag,
         value: entry.to_owned(),
         reason,
     };

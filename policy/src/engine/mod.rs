@@ -132,6 +132,7 @@
 //! SQL facts under `--allow`/`--read-only` flags and an organisation
 //! guardrail, on a 2-core machine; the SQL's classification is extra.
 
+mod grant;
 mod load;
 mod request;
 #[cfg(test)]
@@ -141,6 +142,7 @@ use std::time::SystemTime;
 
 use cedar_policy::{Authorizer, Entities, Response};
 
+pub use grant::{Grant, Grantee};
 pub use load::{
     Policy, PolicyError, Problem, FILE_FUNCTIONS, READ_TOOLS, SCHEMA_TEXT, WRITE_TOOLS,
 };

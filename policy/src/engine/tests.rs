@@ -1157,3 +1157,94 @@ fn a_request_method_without_an_id_is_judged_by_its_method() {
     let note = message(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
     assert!(decide(&engine, OWNER, &note).allowed);
 }
+
+// ---- grants (agent share) ----------------------------------------------------
+
+fn grant(id: &str, with: &str, tools: Option<&[&str]>, read_only: bool) -> Grant {
+    Grant {
+        id: id.to_owned(),
+        grantee: Grantee::parse(with).expect("grantee"),
+        tools: tools.map(|t| t.iter().map(|s| s.to_string()).collect()),
+        read_only,
+        expires_at: None,
+    }
+}
+
+#[test]
+fn a_grant_permits_its_grantee_exactly_what_it_names() {
+    let owner = Policy::from_flags(&[], None, false).expect("owner only");
+    let g = grant(
+        "a1",
+        "Bob@Example.com",
+        Some(&["read_query", "write_query"]),
+        true,
+    );
+    let engine = Engine::new(owner.with_grants(&[g]).expect("with grant"), None);
+    let bob = "bob@example.com";
+    // Plumbing and lists.
+    assert!(decide(&engine, bob, &request("initialize")).allowed);
+    assert!(decide(&engine, bob, &request("tools/list")).allowed);
+    // A granted tool, read-only.
+    let read = decide(&engine, bob, &sql_call("read_query", "SELECT 1"));
+    assert!(read.allowed, "{read:?}");
+    assert_eq!(read.policies, ["grant-a1-tools"]);
+    let write = decide(&engine, bob, &sql_call("read_query", "DELETE FROM t"));
+    assert_eq!(
+        (write.allowed, write.policies.as_slice()),
+        (false, [NO_PERMIT.to_owned()].as_slice())
+    );
+    // Listed but not a read tool; a read tool not listed.
+    assert!(!decide(&engine, bob, &sql_call("write_query", "SELECT 1")).allowed);
+    assert!(!decide(&engine, bob, &call("list_tables", json!({}))).allowed);
+    assert_eq!(
+        engine.visible_tools(&caller(bob), &SQLITE_TOOLS.map(String::from)),
+        ["read_query"]
+    );
+    // Somebody else gets nothing; the owner keeps everything.
+    assert!(!decide(&engine, "carol@example.com", &request("initialize")).allowed);
+    assert!(decide(&engine, OWNER, &sql_call("write_query", "DELETE FROM t")).allowed);
+}
+
+#[test]
+fn a_domain_grant_and_expiry_and_the_owners_forbids() {
+    // The owner's --tools still binds the grantee.
+    let owner = Policy::from_flags(&[], Some(&["read_query".to_owned()]), false).expect("flags");
+    let mut g = grant("b2", "@example.com", None, false);
+    g.expires_at = Some(JUNE_2026 as i64 + 60);
+    let engine = Engine::new(owner.with_grants(&[g]).expect("with grant"), None);
+    let c = caller("dave@example.com");
+    assert!(decide_as(&engine, c, &sql_call("read_query", "DELETE FROM t")).allowed);
+    let other = decide_as(&engine, c, &call("list_tables", json!({})));
+    assert_eq!(other.policies, ["tools"]);
+    // Not a subdomain, and not after the expiry.
+    assert!(!decide(&engine, "eve@sub.example.com", &request("initialize")).allowed);
+    let later = Caller {
+        time: at(JUNE_2026 + 61),
+        ..c
+    };
+    assert!(!decide_as(&engine, later, &request("initialize")).allowed);
+    // No tool at all: plumbing only.
+    let none = grant("c3", "bob@example.com", Some(&[]), false);
+    let engine = Engine::new(
+        Policy::from_flags(&[], None, false)
+            .expect("owner")
+            .with_grants(&[none])
+            .expect("with grant"),
+        None,
+    );
+    assert!(decide(&engine, "bob@example.com", &request("ping")).allowed);
+    assert!(
+        !decide(
+            &engine,
+            "bob@example.com",
+            &sql_call("read_query", "SELECT 1")
+        )
+        .allowed
+    );
+    // Bad input is refused.
+    assert!(Grantee::parse("bob").is_err());
+    assert!(Grantee::parse("@").is_err());
+    assert!(grant("x-y", "bob@example.com", None, false)
+        .check()
+        .is_err());
+}

@@ -38,10 +38,12 @@ pub fn authorization_server(state: &RelayState) -> serde_json::Value {
         "token_endpoint": format!("{issuer}/oauth/token"),
         "registration_endpoint": format!("{issuer}/oauth/register"),
         "revocation_endpoint": format!("{issuer}/oauth/revoke"),
+        // `agent login` (RFC 8628), for the client id "drawbridge-agent" only.
+        "device_authorization_endpoint": format!("{issuer}/oauth/device_authorization"),
         "scopes_supported": [SCOPE],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "grant_types_supported": ["authorization_code", "refresh_token", super::device::GRANT_TYPE],
         "token_endpoint_auth_methods_supported": ["none"],
         "revocation_endpoint_auth_methods_supported": ["none"],
         "code_challenge_methods_supported": ["S256"],

@@ -3,7 +3,8 @@
 //! ([`clients`]), client ID metadata documents ([`cimd`], fetched behind
 //! the [`ssrf`] guard), the authorization code flow with local accounts
 //! ([`authorize`], [`pages`], [`session`], [`accounts`]), the token endpoint
-//! ([`token_endpoint`]) and revocation ([`revoke`]).
+//! ([`token_endpoint`]) and revocation ([`revoke`]); the device grant of
+//! `agent login` ([`device`], pages at `/device`).
 //!
 //! Access tokens are opaque (`dboa_…`), stored hashed, and bound to exactly
 //! one route's URL; the gateway checks them in `authenticate`.
@@ -12,6 +13,7 @@ pub mod accounts;
 pub mod authorize;
 pub mod cimd;
 pub mod clients;
+pub mod device;
 pub mod metadata;
 pub mod pages;
 pub mod pkce;
@@ -44,6 +46,10 @@ pub struct OAuthState {
     pub registrations: ratelimit::RateLimiter,
     /// Client metadata documents: the fetcher and its cache.
     pub cimd: cimd::Cimd,
+    /// Device authorizations (`agent login`) per client IP.
+    pub device_requests: ratelimit::RateLimiter,
+    /// Wrong user codes entered at /device per client IP.
+    pub device_guesses: ratelimit::RateLimiter,
 }
 
 impl OAuthState {
@@ -53,13 +59,20 @@ impl OAuthState {
             // register on every connect, useless for filling the table.
             registrations: ratelimit::RateLimiter::new(10.0, 1.0 / 6.0),
             cimd: cimd::Cimd::new(cimd)?,
+            device_requests: ratelimit::RateLimiter::new(10.0, 1.0 / 6.0),
+            // Guessing one of the pending codes among 20^8 takes forever at
+            // one every 6 s.
+            device_guesses: ratelimit::RateLimiter::new(10.0, 1.0 / 6.0),
         })
     }
 }
 
 /// Whether the authorization server serves `path`.
 pub fn serves(path: &str) -> bool {
-    path.starts_with("/.well-known/") || path.starts_with("/oauth/")
+    path.starts_with("/.well-known/")
+        || path.starts_with("/oauth/")
+        || path == "/device"
+        || path.starts_with("/device/")
 }
 
 /// Serves one request to a discovery or OAuth endpoint.
@@ -127,6 +140,28 @@ pub async fn handle(
             Ok(form) => revoke::revoke(state, &form),
             Err(resp) => resp,
         },
+        (Method::POST, "/oauth/device_authorization") => match read_form(req).await {
+            Ok(form) => device::authorization(state, peer, &form),
+            Err(resp) => resp,
+        },
+        (Method::GET, "/device") => {
+            let query = req.uri().query().unwrap_or("").to_owned();
+            device::page(state, peer, req.headers(), &query)
+        }
+        (Method::POST, "/device/login") => {
+            let headers = req.headers().clone();
+            match read_form(req).await {
+                Ok(form) => device::login(state, &headers, &form).await,
+                Err(resp) => resp,
+            }
+        }
+        (Method::POST, "/device/approve") => {
+            let headers = req.headers().clone();
+            match read_form(req).await {
+                Ok(form) => device::approve(state, peer, &headers, &form),
+                Err(resp) => resp,
+            }
+        }
         (
             _,
             "/.well-known/oauth-authorization-server"
@@ -137,7 +172,11 @@ pub async fn handle(
             | "/oauth/login"
             | "/oauth/consent"
             | "/oauth/token"
-            | "/oauth/revoke",
+            | "/oauth/revoke"
+            | "/oauth/device_authorization"
+            | "/device"
+            | "/device/login"
+            | "/device/approve",
         ) => oauth_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "invalid_request",
@@ -154,7 +193,7 @@ pub async fn handle(
     if path.starts_with("/.well-known/")
         || matches!(
             path.as_str(),
-            "/oauth/register" | "/oauth/token" | "/oauth/revoke"
+            "/oauth/register" | "/oauth/token" | "/oauth/revoke" | "/oauth/device_authorization"
         )
     {
         cors(resp)

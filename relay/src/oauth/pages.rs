@@ -22,7 +22,7 @@ fn layout(title: &str, body: &str) -> String {
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
 <title>{title} · Drawbridge</title>\
 <style>body{{font-family:system-ui,sans-serif;max-width:28rem;margin:3rem auto;padding:0 1rem;color:#222}}\
-label{{display:block;margin:.8rem 0 .2rem}}input[type=email],input[type=password]{{width:100%;padding:.4rem}}\
+label{{display:block;margin:.8rem 0 .2rem}}input[type=email],input[type=password],input[type=text]{{width:100%;padding:.4rem}}\
 button{{margin:1rem .5rem 0 0;padding:.5rem 1rem}}.error{{color:#a00}}dt{{font-weight:600}}dd{{margin:0 0 .5rem}}</style>\
 </head><body><h1>{title}</h1>\n{body}\n</body></html>\n",
         title = escape(title)
@@ -103,6 +103,82 @@ until you revoke its access.</p>\
             hidden = hidden(csrf, request),
         ),
     )
+}
+
+/// The user code field of the device pages.
+fn user_code_field(user_code: &str) -> String {
+    format!(
+        "<label for=\"user_code\">Code shown by the agent</label>\
+<input id=\"user_code\" type=\"text\" name=\"user_code\" value=\"{}\" required \
+autocomplete=\"off\" autocapitalize=\"characters\" placeholder=\"XXXX-XXXX\">",
+        escape(user_code)
+    )
+}
+
+/// `/device`, signed out: sign in to approve an `agent login`.
+pub fn device_login(csrf: &str, user_code: &str, email: &str, error: Option<&str>) -> String {
+    let error = error
+        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
+        .unwrap_or_default();
+    layout(
+        "Sign in an agent",
+        &format!(
+            "<p>An agent (<code>agent login</code>) asks to act as you on this relay: \
+to serve routes in your name and share them. Sign in to approve it.</p>{error}\
+<form method=\"post\" action=\"/device/login\">\
+<input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">{code}\
+<label for=\"email\">Email</label><input id=\"email\" type=\"email\" name=\"email\" value=\"{email}\" required>\
+<label for=\"password\">Password</label><input id=\"password\" type=\"password\" name=\"password\" required>\
+<button type=\"submit\">Sign in</button></form>",
+            csrf = escape(csrf),
+            code = user_code_field(user_code),
+            email = escape(email),
+        ),
+    )
+}
+
+/// `/device`, signed in, without a (valid) code: enter it.
+pub fn device_code(email: &str, user_code: &str, error: Option<&str>) -> String {
+    let error = error
+        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
+        .unwrap_or_default();
+    layout(
+        "Sign in an agent",
+        &format!(
+            "<p>Signed in as <strong>{email}</strong>. Enter the code the agent printed.</p>\
+{error}<form method=\"get\" action=\"/device\">{code}\
+<button type=\"submit\">Continue</button></form>",
+            email = escape(email),
+            code = user_code_field(user_code),
+        ),
+    )
+}
+
+/// `/device`, signed in, with a pending code: approve or deny.
+pub fn device_confirm(csrf: &str, user_code: &str, email: &str) -> String {
+    layout(
+        "Approve this agent?",
+        &format!(
+            "<p>Signed in as <strong>{email}</strong>.</p>\
+<dl><dt>Code</dt><dd>{code}</dd></dl>\
+<p>Approve only if this is the code your own terminal shows. The agent gets a \
+credential to serve routes as you and to share them, until you revoke it \
+(<code>relay token revoke</code>).</p>\
+<form method=\"post\" action=\"/device/approve\">\
+<input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+<input type=\"hidden\" name=\"user_code\" value=\"{code}\">\
+<button type=\"submit\" name=\"decision\" value=\"approve\">Approve</button>\
+<button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></form>",
+            email = escape(email),
+            code = escape(user_code),
+            csrf = escape(csrf),
+        ),
+    )
+}
+
+/// A page that says how something ended.
+pub fn notice(title: &str, message: &str) -> String {
+    layout(title, &format!("<p>{}</p>", escape(message)))
 }
 
 /// An error shown to the person (never a redirect to an unchecked URI).

@@ -1,6 +1,7 @@
 //! The token endpoint (`POST /oauth/token`): authorization codes (with PKCE)
 //! and refresh tokens (rotated on every use; a reused one revokes its whole
-//! family) are exchanged for an access token bound to one route.
+//! family) are exchanged for an access token bound to one route; device
+//! codes (`agent login`, see [`device`]) for an agent credential.
 
 use http::{Response, StatusCode};
 
@@ -10,12 +11,18 @@ use crate::oauth_store::{CodeRedemption, Grant, IssuedTokens, OAuthClient, OAuth
 use crate::state::SharedState;
 use crate::store::now;
 
-use super::{cimd, json, oauth_error, pkce, resource, Params};
+use super::{cimd, device, json, oauth_error, pkce, resource, Params};
 
 /// `POST /oauth/token`.
 /// A client given by URL has its metadata document fetched (or taken from
 /// the cache) first; a document that cannot be used is `invalid_client`.
 pub async fn token(state: &SharedState, form: &Params) -> Response<RespBody> {
+    if form.get("grant_type") == Some(device::GRANT_TYPE) && form.repeated().is_none() {
+        return match device::exchange(state, form) {
+            Ok(answer) => json(StatusCode::OK, &answer),
+            Err(e) => e.response(),
+        };
+    }
     let found = match form.get("client_id") {
         Some(id) => cimd::find_client(state, id).await,
         None => Ok(None),
@@ -51,7 +58,7 @@ pub struct TokenError {
 }
 
 impl TokenError {
-    fn new(code: &'static str, description: impl Into<String>) -> TokenError {
+    pub fn new(code: &'static str, description: impl Into<String>) -> TokenError {
         TokenError {
             code,
             description: description.into(),
@@ -91,7 +98,8 @@ fn exchange(
         return Err(TokenError::new(
             "unsupported_grant_type",
             format!(
-                "grant_type {grant_type:?} is not supported (authorization_code, refresh_token)"
+                "grant_type {grant_type:?} is not supported (authorization_code, refresh_token, {})",
+                device::GRANT_TYPE
             ),
         ));
     }

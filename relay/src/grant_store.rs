@@ -1,0 +1,243 @@
+//! The grants side of the embedded store: what route owners shared with
+//! peers (`agent share`). The gateway reads a route's live grants on every
+//! request, so a revoked or expired grant ends access on the next one.
+
+use rusqlite::{params, OptionalExtension};
+
+use crate::error::RelayError;
+use crate::store::{now, Store};
+use crate::token;
+
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS route_grants (
+    id         TEXT PRIMARY KEY,
+    route      TEXT NOT NULL,
+    grantee    TEXT NOT NULL,
+    tools      TEXT,
+    read_only  INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    revoked_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS route_grants_route ON route_grants (route);
+";
+
+/// One grant as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRecord {
+    pub id: String,
+    pub route: String,
+    /// `bob@example.com` or `@example.com` (lowercased).
+    pub grantee: String,
+    /// The only tools the grantee may call; `None`: any.
+    pub tools: Option<Vec<String>>,
+    pub read_only: bool,
+    pub created_by: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+/// A grant to record.
+pub struct NewGrant<'a> {
+    pub route: &'a str,
+    pub grantee: &'a str,
+    pub tools: Option<&'a [String]>,
+    pub read_only: bool,
+    pub created_by: &'a str,
+    pub expires_at: Option<i64>,
+}
+
+impl GrantRecord {
+    /// The grant as the policy engine takes it.
+    pub fn to_policy(&self) -> Result<policy::Grant, policy::PolicyError> {
+        let grant = policy::Grant {
+            id: self.id.clone(),
+            grantee: policy::Grantee::parse(&self.grantee)?,
+            tools: self.tools.clone(),
+            read_only: self.read_only,
+            expires_at: self.expires_at,
+        };
+        grant.check()?;
+        Ok(grant)
+    }
+
+    /// The grant as the agent is told it.
+    pub fn to_wire(&self) -> protocol::RouteGrant {
+        protocol::RouteGrant {
+            id: self.id.clone(),
+            with: self.grantee.clone(),
+            tools: self.tools.clone(),
+            read_only: self.read_only,
+            expires_at: self.expires_at,
+        }
+    }
+}
+
+const COLUMNS: &str = "id, route, grantee, tools, read_only, created_by, created_at, expires_at";
+
+fn row_to_grant(r: &rusqlite::Row<'_>) -> rusqlite::Result<GrantRecord> {
+    let tools: Option<String> = r.get(3)?;
+    let tools = match tools {
+        None => None,
+        Some(json) => Some(serde_json::from_str(&json).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, e.into())
+        })?),
+    };
+    Ok(GrantRecord {
+        id: r.get(0)?,
+        route: r.get(1)?,
+        grantee: r.get(2)?,
+        tools,
+        read_only: r.get(4)?,
+        created_by: r.get(5)?,
+        created_at: r.get(6)?,
+        expires_at: r.get(7)?,
+    })
+}
+
+impl Store {
+    /// Records a grant; returns it with its new id.
+    pub fn create_grant(&self, grant: &NewGrant<'_>) -> Result<GrantRecord, RelayError> {
+        let tools = grant
+            .tools
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| RelayError::Config(e.to_string()))?;
+        let record = GrantRecord {
+            id: token::random_hex(6),
+            route: grant.route.to_owned(),
+            grantee: grant.grantee.to_owned(),
+            tools: grant.tools.map(<[String]>::to_vec),
+            read_only: grant.read_only,
+            created_by: grant.created_by.to_owned(),
+            created_at: now(),
+            expires_at: grant.expires_at,
+        };
+        self.conn().execute(
+            "INSERT INTO route_grants (id, route, grantee, tools, read_only, created_by,
+                                       created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                record.id,
+                record.route,
+                record.grantee,
+                tools,
+                record.read_only,
+                record.created_by,
+                record.created_at,
+                record.expires_at
+            ],
+        )?;
+        Ok(record)
+    }
+
+    /// The grants of a route in force at `now` (not revoked, not expired),
+    /// oldest first.
+    pub fn live_grants(&self, route: &str, now: i64) -> Result<Vec<GrantRecord>, RelayError> {
+        let conn = self.conn();
+        // On every request: a cached statement, not SQL parsed each time.
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM route_grants
+             WHERE route = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)
+             ORDER BY rowid"
+        ))?;
+        let rows = stmt.query_map(params![route, now], row_to_grant)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Every grant not revoked on the routes `owner` owns (expired ones
+    /// too), optionally of one route.
+    pub fn owner_grants(
+        &self,
+        owner: &str,
+        route: Option<&str>,
+    ) -> Result<Vec<GrantRecord>, RelayError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {} FROM route_grants g JOIN routes r ON r.name = g.route
+             WHERE r.owner = ?1 AND (?2 IS NULL OR g.route = ?2) AND g.revoked_at IS NULL
+             ORDER BY g.route, g.rowid",
+            COLUMNS
+                .split(", ")
+                .map(|c| format!("g.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))?;
+        let rows = stmt.query_map(params![owner, route], row_to_grant)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// One grant that is not revoked.
+    pub fn grant(&self, id: &str) -> Result<Option<GrantRecord>, RelayError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM route_grants WHERE id = ?1 AND revoked_at IS NULL"),
+                [id],
+                row_to_grant,
+            )
+            .optional()?)
+    }
+
+    /// Revokes a grant. False if there was no such live grant.
+    pub fn revoke_grant(&self, id: &str) -> Result<bool, RelayError> {
+        Ok(self.conn().execute(
+            "UPDATE route_grants SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            params![id, now()],
+        )? > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants_live_until_revoked_or_expired_and_go_with_their_route() {
+        let dir = std::env::temp_dir().join(format!("dbr-grants-{}", token::random_hex(6)));
+        let s = Store::open(&dir).expect("open");
+        s.claim_route("db", "a@x").expect("claim");
+        let tools = vec!["read_query".to_owned()];
+        let g = s
+            .create_grant(&NewGrant {
+                route: "db",
+                grantee: "b@x",
+                tools: Some(&tools),
+                read_only: true,
+                created_by: "a@x",
+                expires_at: Some(now() + 60),
+            })
+            .expect("create");
+        let short = s
+            .create_grant(&NewGrant {
+                route: "db",
+                grantee: "@y",
+                tools: None,
+                read_only: false,
+                created_by: "a@x",
+                expires_at: Some(now() + 5),
+            })
+            .expect("create");
+        let t = now();
+        assert_eq!(
+            s.live_grants("db", t).expect("live"),
+            [g.clone(), short.clone()]
+        );
+        // Expired at decision time, still listed for its owner.
+        assert_eq!(
+            s.live_grants("db", t + 10).expect("live"),
+            std::slice::from_ref(&g)
+        );
+        assert_eq!(s.owner_grants("a@x", None).expect("list").len(), 2);
+        assert!(s.owner_grants("b@x", None).expect("list").is_empty());
+        assert!(s.revoke_grant(&g.id).expect("revoke"));
+        assert!(!s.revoke_grant(&g.id).expect("revoke again"));
+        assert_eq!(s.grant(&g.id).expect("get"), None);
+        assert_eq!(s.live_grants("db", t).expect("live"), [short]);
+        // A released route's grants do not pass to its next owner.
+        assert!(s.release_route("db").expect("release"));
+        assert!(s.live_grants("db", t).expect("live").is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
