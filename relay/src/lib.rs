@@ -9,6 +9,8 @@
 //!   login and consent, tokens); its tables are in [`oauth_store`].
 //! * [`tool_filter`] — `tools/list` answers filtered per caller; [`pins`] —
 //!   tool pinning (rug-pull defence).
+//! * [`config_file`] — `relay serve --config relay.toml`: the file, checked
+//!   with line numbers, under the command line's flags.
 //! * [`server`] — starting and stopping it all.
 
 #![forbid(unsafe_code)]
@@ -18,6 +20,7 @@ pub mod agents;
 pub mod audit;
 pub mod certs;
 pub mod config;
+pub mod config_file;
 pub mod conn_limits;
 pub mod cors;
 pub mod error;
