@@ -6,6 +6,8 @@ mod auth;
 mod churn;
 #[path = "e2e/client_transports.rs"]
 mod client_transports;
+#[path = "e2e/config_file.rs"]
+mod config_file;
 #[path = "e2e/embedded.rs"]
 mod embedded;
 #[path = "e2e/forwarding.rs"]
