@@ -8,6 +8,8 @@ mod churn;
 mod client_transports;
 #[path = "e2e/config_file.rs"]
 mod config_file;
+#[path = "e2e/deploy.rs"]
+mod deploy;
 #[path = "e2e/embedded.rs"]
 mod embedded;
 #[path = "e2e/forwarding.rs"]
