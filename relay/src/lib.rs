@@ -16,6 +16,8 @@
 //! * [`metrics`] — Prometheus metrics, served with health checks by
 //!   [`admin_http`] on the admin listener.
 //! * [`reload`] — policy and certificates read again while running (SIGHUP).
+//! * [`config_file`] — `relay serve --config relay.toml`: the file, checked
+//!   with line numbers, under the command line's flags.
 //! * [`server`] — starting and stopping it all.
 
 #![forbid(unsafe_code)]
@@ -28,6 +30,7 @@ pub mod audit;
 pub mod cert_resolver;
 pub mod certs;
 pub mod config;
+pub mod config_file;
 pub mod conn_limits;
 pub mod cors;
 pub mod error;

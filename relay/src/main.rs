@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+use relay::config_file::ConfigFile;
 use relay::logging::{self, LogFormat};
 use relay::store::Store;
 use relay::token::TokenKind;
@@ -57,6 +59,9 @@ enum Command {
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         wait: std::time::Duration,
     },
+    /// Check a config file for `relay serve --config`.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Show the audit trail (<state-dir>/audit.jsonl): one event per message.
     Audit {
         #[command(flatten)]
@@ -94,8 +99,20 @@ impl StateDir {
     }
 }
 
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check FILE without starting: syntax, keys, values, and the files it
+    /// names (the TLS certificate and key must parse, the policy must
+    /// compile). Prints a one-line summary, or the error with its line.
+    Check { file: PathBuf },
+}
+
 #[derive(Args)]
 struct ServeArgs {
+    /// A TOML file with these settings (see deploy/relay.toml); flags and
+    /// environment variables given override it.
+    #[arg(long, env = "DRAWBRIDGE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Address for HTTPS and both tunnel transports (TCP and UDP).
     #[arg(long, default_value = "0.0.0.0:443")]
     listen: SocketAddr,
@@ -382,9 +399,22 @@ fn parse_admin_listen(s: &str) -> Result<AdminListen, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    logging::init(cli.log_format);
-    match run(cli.command) {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // Whether a flag came from the command line or the environment (which
+    // win over the config file) rather than from its default.
+    let given = |id: &str| {
+        let m = matches.subcommand_matches("serve").unwrap_or(&matches);
+        matches!(
+            m.value_source(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        )
+    };
+    // `serve` sets up logging once it has read its config file.
+    if !matches!(cli.command, Command::Serve(_)) {
+        logging::init(cli.log_format);
+    }
+    match run(cli.command, cli.log_format, &given) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("relay: {e:#}");
@@ -398,9 +428,17 @@ fn open(state: &StateDir) -> anyhow::Result<Store> {
     Store::open(&dir).with_context(|| format!("cannot open the state in {}", dir.display()))
 }
 
-fn run(command: Command) -> anyhow::Result<()> {
+fn run(
+    command: Command,
+    log_format: LogFormat,
+    given: &dyn Fn(&str) -> bool,
+) -> anyhow::Result<()> {
     match command {
-        Command::Serve(args) => serve(*args),
+        Command::Serve(args) => serve(*args, log_format, given),
+        Command::Config(ConfigCommand::Check { file }) => {
+            println!("{}", ConfigFile::check(&file)?.summary());
+            Ok(())
+        }
         Command::Reload { state, wait } => {
             let outcome = relay::reload::request(&state.path(), wait)?;
             if outcome.ok {
@@ -575,7 +613,18 @@ fn read_password() -> anyhow::Result<String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
+fn serve(
+    args: ServeArgs,
+    log_format: LogFormat,
+    given: &dyn Fn(&str) -> bool,
+) -> anyhow::Result<()> {
+    let file = args.config.as_deref().map(ConfigFile::load).transpose()?;
+    let file_log_format = file.as_ref().and_then(ConfigFile::log_format);
+    logging::init(
+        file_log_format
+            .filter(|_| !given("log_format"))
+            .unwrap_or(log_format),
+    );
     let acme = args.acme;
     let tls = match (args.tls_cert, args.tls_key, args.self_signed, acme.acme_domain) {
         (Some(cert), Some(key), false, None) => TlsSource::Files { cert, key },
@@ -587,9 +636,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             directory_ca: acme.acme_directory_ca,
             renew_after: acme.acme_renew_after,
         }),
-        _ => anyhow::bail!(
-            "give one of --acme-domain DOMAIN --acme-email EMAIL, --tls-cert FILE --tls-key FILE, or --self-signed"
-        ),
+        _ => file.as_ref().and_then(ConfigFile::tls).context(
+            "give one of --acme-domain DOMAIN --acme-email EMAIL, --tls-cert FILE --tls-key FILE, or --self-signed (or [acme] or [tls] in --config)",
+        )?,
     };
     if args.public_url.is_none()
         && args.listen.ip().is_unspecified()
@@ -629,6 +678,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.body_read_timeout = args.body_read_timeout;
     config.admin_listen = args.admin_listen.0;
     config.bench_disable_policy_and_audit = args.bench_disable_policy_and_audit;
+    if let Some(file) = &file {
+        file.apply(&mut config, given);
+    }
+    if config.public_url.is_none() && config.listen.ip().is_unspecified() {
+        tracing::warn!(
+            "no --public-url: route URLs will say https://localhost; set --public-url https://your.domain"
+        );
+    }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         // Before anything can name this process: SIGHUP must not end it.
@@ -675,4 +732,38 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         drop(pidfile);
         anyhow::Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `relay serve` flag has a key in the config file, and every key
+    /// stands for a flag (a new flag without a key fails here).
+    #[test]
+    fn every_serve_flag_has_a_config_key() {
+        let mut cli = Cli::command();
+        cli.build();
+        let serve = cli.find_subcommand("serve").expect("serve");
+        let flags: Vec<String> = serve
+            .get_arguments()
+            .filter(|a| !a.is_hide_set() && a.get_long().is_some())
+            .map(|a| a.get_id().to_string())
+            .filter(|id| !["config", "help"].contains(&id.as_str()))
+            .collect();
+        let keys: Vec<&str> = relay::config_file::KEYS.iter().map(|(_, f)| *f).collect();
+        let missing: Vec<&String> = flags
+            .iter()
+            .filter(|f| !keys.contains(&f.as_str()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "flags without a config key: {missing:?}"
+        );
+        let unknown: Vec<&&str> = keys
+            .iter()
+            .filter(|k| !flags.iter().any(|f| f == *k))
+            .collect();
+        assert!(unknown.is_empty(), "config keys for no flag: {unknown:?}");
+    }
 }

@@ -182,12 +182,7 @@ impl Policies {
 
     /// `base`'s owner policy with `grants` added, under the organisation's
     /// policy; cached, and rebuilt like every other on a reload.
-    fn granted(
-        &self,
-        route: &str,
-        base: &Arc<RoutePolicy>,
-        grants: &[Grant],
-    ) -> Arc<RoutePolicy> {
+    fn granted(&self, route: &str, base: &Arc<RoutePolicy>, grants: &[Grant]) -> Arc<RoutePolicy> {
         let mut key = base.owner.cedar_text().to_owned();
         key.push('\0');
         for g in grants {

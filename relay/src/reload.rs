@@ -116,9 +116,10 @@ fn swap_certificate(state: &RelayState, cert: &Path, key: &Path) -> Result<Strin
         .first()
         .ok_or_else(|| RelayError::TlsCertificate(format!("{}: no certificate", cert.display())))?;
     let expiry = not_after(leaf)?;
-    state
-        .certs
-        .swap(crate::cert_resolver::certified_key(loaded.chain, loaded.key)?);
+    state.certs.swap(crate::cert_resolver::certified_key(
+        loaded.chain,
+        loaded.key,
+    )?);
     state.metrics.set_certificate_expiry(expiry);
     let when = std::time::UNIX_EPOCH + Duration::from_secs(expiry.max(0) as u64);
     Ok(humantime::format_rfc3339_seconds(when).to_string())

@@ -237,7 +237,42 @@ impl RelayProc {
             args.extend(["--drain-timeout".into(), "2s".into()]);
         }
         args.extend(extra_args.iter().cloned());
-        let mut proc = Proc::spawn("relay", &bin("relay"), &args, &[]);
+        Self::spawn(state, args, extra_args, &[], ca).await
+    }
+
+    /// Starts `relay serve --config <config> <extra…>` with environment
+    /// `envs`: the file names the listen address (port 0), the state dir
+    /// (`state`) and the certificate (self-signed, for [`RelayProc::ca`]).
+    pub async fn start_with_config(
+        state: Arc<TempDir>,
+        config: &Path,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> RelayProc {
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        if !extra.contains(&"--admin-listen") {
+            args.extend(["--admin-listen".into(), "127.0.0.1:0".into()]);
+        }
+        // `restart` runs `start_with` with these: the same file, under
+        // start_with's flags (same address and state dir).
+        let extra_args = args[1..].to_vec();
+        let ca = state.path().join("ca.pem");
+        Self::spawn(state, args, extra_args, envs, ca).await
+    }
+
+    async fn spawn(
+        state: Arc<TempDir>,
+        args: Vec<String>,
+        extra_args: Vec<String>,
+        envs: &[(&str, &str)],
+        ca: PathBuf,
+    ) -> RelayProc {
+        let mut proc = Proc::spawn("relay", &bin("relay"), &args, envs);
         let line = proc
             .wait_stdout("listening on", Duration::from_secs(20))
             .await;

@@ -10,6 +10,10 @@ mod churn;
 mod cimd;
 #[path = "e2e/client_transports.rs"]
 mod client_transports;
+#[path = "e2e/config_file.rs"]
+mod config_file;
+#[path = "e2e/deploy.rs"]
+mod deploy;
 #[path = "e2e/device_login.rs"]
 mod device_login;
 #[path = "e2e/embedded.rs"]
