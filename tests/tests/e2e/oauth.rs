@@ -10,6 +10,7 @@ use std::io::Write as _;
 use std::process::Stdio;
 use std::time::Duration;
 
+use e2e::browser::{encode, hidden, location};
 use e2e::client::{full_body, Answer};
 use e2e::{AgentProc, HttpsClient, RelayProc, TempDir};
 
@@ -21,7 +22,7 @@ const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
 /// `relay user add EMAIL` with the password on stdin.
-pub(crate) fn add_user(relay: &RelayProc, email: &str, password: &str) -> (i32, String) {
+fn add_user(relay: &RelayProc, email: &str, password: &str) -> (i32, String) {
     let mut child = std::process::Command::new(e2e::procs::bin("relay"))
         .args(["user", "add", email, "--state-dir"])
         .arg(relay.state.path())
@@ -288,37 +289,12 @@ impl Setup {
     }
 }
 
-pub(crate) fn encode(pairs: &[(&str, &str)]) -> String {
-    url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(pairs)
-        .finish()
-}
-
-fn location(a: &Answer) -> String {
-    a.headers["location"].to_str().expect("ascii").to_owned()
-}
-
 fn session_cookie(a: &Answer) -> String {
     let set = a.headers["set-cookie"].to_str().expect("ascii");
     for attr in ["Secure", "HttpOnly", "SameSite=Lax"] {
         assert!(set.contains(attr), "{set}");
     }
     set.split(';').next().expect("cookie").to_owned()
-}
-
-fn hidden(page: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = page
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no {name} in {page}"))
-        + marker.len();
-    let end = start + page[start..].find('"').expect("closing quote");
-    page[start..end]
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
 }
 
 fn query(u: &url::Url) -> impl Fn(&str) -> Option<String> + '_ {
