@@ -182,12 +182,21 @@ async fn a_shared_route_gives_each_peer_exactly_the_grant_until_revoked_or_expir
         e.contains("-32602") && e.contains("Unknown tool: write_query"),
         "{e}"
     );
-    // The laptop decided Bob's call with the grant too.
-    let stdout = agent.proc.stdout.lock().expect("lock").join("\n");
-    assert!(
-        stdout.contains(&format!("{BOB} tools/call read_query → allow")),
-        "{stdout}"
-    );
+    // The laptop decided Bob's call with the grant too. It prints its line
+    // after the answer has gone, so wait for it.
+    let needle = format!("{BOB} tools/call read_query → allow");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stdout = agent.proc.stdout.lock().expect("lock").join("\n");
+        if stdout.contains(&needle) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {needle:?} from the agent: {stdout}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 
     // Carol was granted nothing.
     let carol_token = oauth_access_token(&relay, CAROL, PASSWORD, "db").await;
