@@ -6,7 +6,7 @@
 //! an open redirector. After that, errors go back to the client as
 //! `error=…&state=…&iss=…` on its redirect URI (RFC 6749 §4.1.2.1, RFC 9207).
 
-use http::{header, HeaderMap, Response, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 use url::Url;
 
 use crate::gateway::RespBody;
@@ -214,7 +214,7 @@ pub async fn authorize(
                 {
                     Ok(true) => issue_code(state, &req, email),
                     Ok(false) => consent_page(&s, &req, email),
-                    Err(e) => store_failed(e),
+                    Err(e) => super::store_failed_page(e),
                 }
             }
             None => login_page(&s, &req, "", None, StatusCode::OK),
@@ -223,16 +223,18 @@ pub async fn authorize(
             // A fresh session to carry the CSRF token of the sign-in form.
             let id = match state.store.create_session(None, session::TTL_SECS) {
                 Ok(id) => id,
-                Err(e) => return store_failed(e),
+                Err(e) => return super::store_failed_page(e),
             };
             let s = match state.store.session(&id) {
                 Ok(Some(s)) => s,
                 Ok(None) => {
-                    return store_failed(crate::RelayError::Config("session vanished".into()))
+                    return super::store_failed_page(crate::RelayError::Config(
+                        "session vanished".into(),
+                    ))
                 }
-                Err(e) => return store_failed(e),
+                Err(e) => return super::store_failed_page(e),
             };
-            with_cookie(login_page(&s, &req, "", None, StatusCode::OK), &id)
+            session::with_cookie(login_page(&s, &req, "", None, StatusCode::OK), &id)
         }
     }
 }
@@ -275,17 +277,17 @@ pub async fn login(state: &SharedState, headers: &HeaderMap, form: &Params) -> R
                 StatusCode::UNAUTHORIZED,
             );
         }
-        Err(e) => return store_failed(e),
+        Err(e) => return super::store_failed_page(e),
     }
     // A new session id on sign-in (no session fixation).
     let _ = state.store.end_session(&old_id);
     let id = match state.store.create_session(Some(email), session::TTL_SECS) {
         Ok(id) => id,
-        Err(e) => return store_failed(e),
+        Err(e) => return super::store_failed_page(e),
     };
     state.metrics.oauth(OAuthEvent::login_succeeded);
     tracing::info!(email, client_id = req.client.client_id, "signed in");
-    with_cookie(redirect(&format!("/oauth/authorize?{}", req.query)), &id)
+    session::with_cookie(redirect(&format!("/oauth/authorize?{}", req.query)), &id)
 }
 
 /// `POST /oauth/consent`.
@@ -311,7 +313,7 @@ pub async fn consent(
                     .store
                     .record_consent(&email, &req.client.client_id, &req.route, &req.scope)
             {
-                return store_failed(e);
+                return super::store_failed_page(e);
             }
             issue_code(state, &req, &email)
         }
@@ -365,7 +367,7 @@ fn issue_code(state: &SharedState, req: &AuthorizeRequest, email: &str) -> Respo
     };
     let secret = match state.store.insert_code(&code) {
         Ok(s) => s,
-        Err(e) => return store_failed(e),
+        Err(e) => return super::store_failed_page(e),
     };
     state.metrics.oauth(OAuthEvent::code_issued);
     tracing::info!(
@@ -467,21 +469,6 @@ fn consent_page(s: &Session, req: &AuthorizeRequest, email: &str) -> Response<Re
                 scope: &req.scope,
             },
         ),
-    )
-}
-
-fn with_cookie(mut resp: Response<RespBody>, id: &str) -> Response<RespBody> {
-    if let Some(v) = session::set_cookie(id) {
-        resp.headers_mut().append(header::SET_COOKIE, v);
-    }
-    resp
-}
-
-fn store_failed(e: crate::RelayError) -> Response<RespBody> {
-    tracing::error!(error = %e, "OAuth state store failed");
-    html(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        pages::error("Server error", "the relay's state store failed"),
     )
 }
 

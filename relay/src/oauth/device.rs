@@ -233,14 +233,18 @@ pub fn page(
         // A fresh session to carry the CSRF token of the sign-in form.
         let id = match state.store.create_session(None, session::TTL_SECS) {
             Ok(id) => id,
-            Err(e) => return store_failed(e),
+            Err(e) => return super::store_failed_page(e),
         };
         let csrf = match state.store.session(&id) {
             Ok(Some(s)) => s.csrf,
-            Ok(None) => return store_failed(crate::RelayError::Config("session vanished".into())),
-            Err(e) => return store_failed(e),
+            Ok(None) => {
+                return super::store_failed_page(crate::RelayError::Config(
+                    "session vanished".into(),
+                ))
+            }
+            Err(e) => return super::store_failed_page(e),
         };
-        return with_cookie(
+        return session::with_cookie(
             html(StatusCode::OK, pages::device_login(&csrf, &typed, "", None)),
             &id,
         );
@@ -290,13 +294,13 @@ pub async fn login(state: &SharedState, headers: &HeaderMap, form: &Params) -> R
                 pages::device_login(&s.csrf, &typed, &email, Some("Wrong email or password.")),
             );
         }
-        Err(e) => return store_failed(e),
+        Err(e) => return super::store_failed_page(e),
     }
     // A new session id on sign-in (no session fixation).
     let _ = state.store.end_session(&old_id);
     let id = match state.store.create_session(Some(&email), session::TTL_SECS) {
         Ok(id) => id,
-        Err(e) => return store_failed(e),
+        Err(e) => return super::store_failed_page(e),
     };
     tracing::info!(email, "signed in (device page)");
     let next = format!(
@@ -305,7 +309,7 @@ pub async fn login(state: &SharedState, headers: &HeaderMap, form: &Params) -> R
             .append_pair("user_code", &typed)
             .finish()
     );
-    with_cookie(redirect(&next), &id)
+    session::with_cookie(redirect(&next), &id)
 }
 
 /// `POST /device/approve`: the signed-in person approves or denies a code.
@@ -363,7 +367,7 @@ pub fn approve(
             StatusCode::BAD_REQUEST,
             pages::device_code(&email, &typed, Some(&no_such_code(&typed))),
         ),
-        Err(e) => store_failed(e),
+        Err(e) => super::store_failed_page(e),
     }
 }
 
@@ -435,21 +439,6 @@ fn csrf_refused() -> Response<RespBody> {
             "the form's CSRF token is missing or does not belong to this browser's session; \
              open the agent's link again",
         ),
-    )
-}
-
-fn with_cookie(mut resp: Response<RespBody>, id: &str) -> Response<RespBody> {
-    if let Some(v) = session::set_cookie(id) {
-        resp.headers_mut().append(header::SET_COOKIE, v);
-    }
-    resp
-}
-
-fn store_failed(e: crate::RelayError) -> Response<RespBody> {
-    tracing::error!(error = %e, "OAuth state store failed");
-    html(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        pages::error("Server error", "the relay's state store failed"),
     )
 }
 

@@ -322,6 +322,15 @@ pub fn html(status: StatusCode, body: String) -> Response<RespBody> {
     resp
 }
 
+/// The page shown when the state store fails under a browser's request.
+pub fn store_failed_page(e: crate::RelayError) -> Response<RespBody> {
+    tracing::error!(error = %e, "OAuth state store failed");
+    html(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        pages::error("Server error", "the relay's state store failed"),
+    )
+}
+
 /// A 303 to `location`.
 pub fn redirect(location: &str) -> Response<RespBody> {
     let mut resp = Response::new(full(Bytes::new()));

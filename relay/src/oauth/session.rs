@@ -25,6 +25,17 @@ pub fn cookie_id(headers: &HeaderMap) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
+/// `resp` with the session cookie for `id` set.
+pub fn with_cookie(
+    mut resp: http::Response<crate::gateway::RespBody>,
+    id: &str,
+) -> http::Response<crate::gateway::RespBody> {
+    if let Some(v) = set_cookie(id) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    resp
+}
+
 /// The live session the request belongs to, with its id.
 pub fn current(state: &RelayState, headers: &HeaderMap) -> Option<(String, Session)> {
     let id = cookie_id(headers)?;
