@@ -130,8 +130,11 @@ section "format and lints (cargo fmt --check, cargo clippy -D warnings)"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 
-section "build (cargo build --workspace --bins)"
-cargo build --workspace --bins
+# --tests: the binaries are built with the same features as the tests (dev-
+# dependencies switch features on), so the test run below reuses every crate
+# instead of compiling a second copy of the dependency tree.
+section "build (cargo build --workspace --bins --tests)"
+cargo build --workspace --bins --tests
 
 if cargo nextest --version >/dev/null 2>&1; then
     section "tests (cargo nextest run --workspace --no-fail-fast --retries 1; a retried pass is reported as FLAKY)"

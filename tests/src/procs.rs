@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::TempDir;
 
-/// Path of a workspace binary (built by `cargo build --bins` before the tests).
+/// Path of a workspace binary (built by `cargo build --workspace --bins --tests` before the tests).
 pub fn bin(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -24,7 +24,7 @@ pub fn bin(name: &str) -> PathBuf {
     let p = target.join(profile).join(name);
     assert!(
         p.exists(),
-        "{} is missing: run `cargo build --workspace --bins` before the tests (scripts/test.sh does)",
+        "{} is missing: run `cargo build --workspace --bins --tests` before the tests (scripts/test.sh does)",
         p.display()
     );
     p
