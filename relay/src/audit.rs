@@ -35,6 +35,10 @@ pub struct AuditEvent {
     pub request_id: String,
     /// Who asked (the token's owner).
     pub identity: String,
+    /// The identity provider's groups of `identity` (sign-in through an
+    /// upstream provider); absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
     /// The credential used: a client token's name, or the OAuth client id.
     pub client: String,
     pub route: String,

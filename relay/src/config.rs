@@ -103,6 +103,8 @@ pub struct RelayConfig {
     pub bench_disable_policy_and_audit: bool,
     /// Client ID metadata documents (URL client ids).
     pub cimd: crate::oauth::cimd::CimdConfig,
+    /// Sign-in through upstream identity providers.
+    pub upstream: crate::oauth::upstream::UpstreamConfig,
 }
 
 impl RelayConfig {
@@ -138,6 +140,7 @@ impl RelayConfig {
             admin_listen: None,
             bench_disable_policy_and_audit: false,
             cimd: crate::oauth::cimd::CimdConfig::default(),
+            upstream: crate::oauth::upstream::UpstreamConfig::default(),
         }
     }
 }

@@ -13,8 +13,10 @@
 //! certificate and key must parse and fit, the policy must compile). Every
 //! error names the file, the line and column, and the key.
 //!
-//! No setting is a secret (the TLS key is named by its path, never inlined),
-//! so `Debug` output and logs may show them all.
+//! One setting is a secret, `oauth.oidc_client_secret` (better given in
+//! the environment, `DRAWBRIDGE_OIDC_CLIENT_SECRET`): it is held as a
+//! [`Secret`](crate::oauth::upstream::Secret), which `Debug` does not show.
+//! The TLS key is named by its path, never inlined.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -69,6 +71,15 @@ pub const KEYS: &[(&str, &str)] = &[
     ("oauth.cimd_allow_domains", "cimd_allow_domains"),
     ("oauth.cimd_dev_allow_loopback", "cimd_dev_allow_loopback"),
     ("oauth.cimd_ca", "cimd_ca"),
+    ("oauth.oidc_issuer", "oidc_issuer"),
+    ("oauth.oidc_client_id", "oidc_client_id"),
+    ("oauth.oidc_client_secret", "oidc_client_secret"),
+    ("oauth.oidc_groups_claim", "oidc_groups_claim"),
+    ("oauth.oidc_name", "oidc_name"),
+    (
+        "oauth.upstream_dev_allow_http_loopback",
+        "upstream_dev_allow_http_loopback",
+    ),
     ("acme.domain", "acme_domain"),
     ("acme.email", "acme_email"),
     ("acme.directory", "acme_directory"),
@@ -208,6 +219,12 @@ struct OAuth {
     cimd_allow_domains: Option<Vec<String>>,
     cimd_dev_allow_loopback: Option<bool>,
     cimd_ca: Option<PathBuf>,
+    oidc_issuer: Option<String>,
+    oidc_client_id: Option<String>,
+    oidc_client_secret: Option<crate::oauth::upstream::Secret>,
+    oidc_groups_claim: Option<String>,
+    oidc_name: Option<String>,
+    upstream_dev_allow_http_loopback: Option<bool>,
 }
 
 /// `"on"`/`"off"` (as the command line says it) or `true`/`false`.
@@ -559,6 +576,37 @@ impl ConfigFile {
             &mut config.cimd.extra_ca,
             o.cimd_ca.clone().map(Some),
             set("cimd_ca"),
+        );
+        let u = &mut config.upstream;
+        put(
+            &mut u.oidc_issuer,
+            o.oidc_issuer.clone().map(Some),
+            set("oidc_issuer"),
+        );
+        put(
+            &mut u.oidc_client_id,
+            o.oidc_client_id.clone().map(Some),
+            set("oidc_client_id"),
+        );
+        put(
+            &mut u.oidc_client_secret,
+            o.oidc_client_secret.clone().map(Some),
+            set("oidc_client_secret"),
+        );
+        put(
+            &mut u.oidc_groups_claim,
+            o.oidc_groups_claim.clone(),
+            set("oidc_groups_claim"),
+        );
+        put(
+            &mut u.oidc_name,
+            o.oidc_name.clone().map(Some),
+            set("oidc_name"),
+        );
+        put(
+            &mut u.dev_allow_http_loopback,
+            o.upstream_dev_allow_http_loopback,
+            set("upstream_dev_allow_http_loopback"),
         );
         put(
             &mut config.admin_listen,

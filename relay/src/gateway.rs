@@ -147,6 +147,7 @@ async fn route_request(
         }
     };
     trail.identity = caller_id.subject.clone();
+    trail.groups = caller_id.groups.clone();
     trail.client = caller_id.client_id.clone();
 
     // 2. Which route, whose, and who serves it now. The owner is who claimed
@@ -200,7 +201,7 @@ async fn route_request(
     };
     let caller = Caller {
         email: &caller_id.subject,
-        groups: &[],
+        groups: &caller_id.groups,
         client_id: &caller_id.client_id,
         client_name: None,
         route: &route,
@@ -603,6 +604,9 @@ pub struct Authenticated {
     /// The client: a client token's name, or the OAuth client id.
     pub client_id: String,
     pub kind: IdentityKind,
+    /// The groups the upstream identity provider gave the subject at its
+    /// latest sign-in ([`crate::identity_groups`]); none for client tokens.
+    pub groups: Vec<String>,
 }
 
 /// Checks the bearer token: a client token, or an OAuth access token issued
@@ -641,10 +645,19 @@ fn authenticate(
                 "the token was issued for another resource",
             ));
         }
+        let groups = state.store.groups(&record.email).map_err(|e| {
+            tracing::error!(error = %e, "groups lookup failed");
+            Box::new(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the relay's state store failed",
+            ))
+        })?;
         return Ok(Authenticated {
             subject: record.email,
             client_id: record.client_id,
             kind: IdentityKind::OAuth,
+            groups,
         });
     }
     let record = state
@@ -661,6 +674,7 @@ fn authenticate(
         subject: record.owner,
         client_id: record.name,
         kind: IdentityKind::ClientToken,
+        groups: Vec::new(),
     })
 }
 

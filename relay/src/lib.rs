@@ -41,6 +41,7 @@ pub mod gateway;
 pub mod grant_store;
 pub mod grants_api;
 pub mod headers;
+pub mod identity_groups;
 pub mod legacy_sse;
 pub mod listener;
 pub mod logging;

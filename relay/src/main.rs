@@ -233,6 +233,33 @@ struct ServeArgs {
     /// metadata documents.
     #[arg(long, value_name = "FILE")]
     cimd_ca: Option<PathBuf>,
+    /// Sign-in through this OpenID Connect provider (its issuer URL; the
+    /// relay reads <URL>/.well-known/openid-configuration at startup). The
+    /// redirect URI to register there is <public URL>/oauth/callback/oidc.
+    #[arg(long, env = "DRAWBRIDGE_OIDC_ISSUER", value_name = "URL")]
+    oidc_issuer: Option<String>,
+    /// The relay's client id at the OpenID Connect provider.
+    #[arg(long, env = "DRAWBRIDGE_OIDC_CLIENT_ID", value_name = "ID")]
+    oidc_client_id: Option<String>,
+    /// The relay's client secret at the OpenID Connect provider (better
+    /// given in the environment than on the command line).
+    #[arg(
+        long,
+        env = "DRAWBRIDGE_OIDC_CLIENT_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    oidc_client_secret: Option<String>,
+    /// The ID token (or userinfo) claim that lists the person's groups.
+    #[arg(long, default_value = "groups", value_name = "CLAIM")]
+    oidc_groups_claim: String,
+    /// The provider's name on the sign-in button. Default: the issuer's host.
+    #[arg(long, value_name = "NAME")]
+    oidc_name: Option<String>,
+    /// DEVELOPMENT ONLY: identity providers may be reached over plain http
+    /// on a loopback address.
+    #[arg(long)]
+    upstream_dev_allow_http_loopback: bool,
     /// FOR BENCHMARKS ONLY (bench/): no per-message policy and no audit.
     #[arg(long, hide = true)]
     bench_disable_policy_and_audit: bool,
@@ -665,6 +692,16 @@ fn serve(
         allow_domains: args.cimd_allow_domains,
         allow_loopback: args.cimd_dev_allow_loopback,
         extra_ca: args.cimd_ca,
+    };
+    config.upstream = relay::oauth::upstream::UpstreamConfig {
+        oidc_issuer: args.oidc_issuer,
+        oidc_client_id: args.oidc_client_id,
+        oidc_client_secret: args
+            .oidc_client_secret
+            .map(relay::oauth::upstream::Secret::new),
+        oidc_groups_claim: args.oidc_groups_claim,
+        oidc_name: args.oidc_name,
+        dev_allow_http_loopback: args.upstream_dev_allow_http_loopback,
     };
     config.refresh_token_ttl = args.refresh_token_ttl;
     config.device_code_ttl = args.device_code_ttl;

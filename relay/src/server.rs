@@ -63,6 +63,15 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         .ok_or_else(|| RelayError::Config(format!("--public-url {public_url:?} has no host")))?;
     let origins = AllowedOrigins::new(&public_url, &config.allow_origins)
         .map_err(|e| RelayError::Config(e.to_string()))?;
+    // Upstream identity providers are discovered before the relay serves
+    // anything: a provider that cannot be reached is a startup error.
+    let upstream = crate::oauth::upstream::Upstream::start(&config.upstream, &public_url).await?;
+    if config.upstream.dev_allow_http_loopback {
+        tracing::warn!(
+            "--upstream-dev-allow-http-loopback: identity providers may be reached over plain \
+             http on loopback addresses. For development only"
+        );
+    }
 
     let mut acme = None;
     let (key, ca_path) = match &config.tls {
@@ -113,7 +122,7 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         policies,
         origins,
         legacy: LegacySessions::default(),
-        oauth: crate::oauth::OAuthState::new(config.cimd.clone())?,
+        oauth: crate::oauth::OAuthState::new(config.cimd.clone(), upstream)?,
         limits: crate::rate_limits::RequestLimits::new(
             config.rate_limit_route,
             config.rate_limit_identity,

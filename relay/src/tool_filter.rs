@@ -57,6 +57,8 @@ pub trait ToolGate: Send + Unpin + 'static {
 pub struct RelayGate {
     pub engine: Arc<Engine>,
     pub email: String,
+    /// The identity provider's groups of `email`.
+    pub groups: Vec<String>,
     pub client_id: String,
     pub route: String,
     pub route_owner: String,
@@ -68,7 +70,7 @@ impl ToolGate for RelayGate {
         let hidden = self.pins.hidden(tools);
         let caller = Caller {
             email: &self.email,
-            groups: &[],
+            groups: &self.groups,
             client_id: &self.client_id,
             client_name: None,
             route: &self.route,
@@ -96,6 +98,7 @@ pub fn relay_watch(
     let gate = RelayGate {
         engine: engine.clone(),
         email: caller.email.to_owned(),
+        groups: caller.groups.to_vec(),
         client_id: caller.client_id.to_owned(),
         route: caller.route.to_owned(),
         route_owner: caller.route_owner.to_owned(),

@@ -25,6 +25,8 @@ pub struct Trail {
     started: Instant,
     pub route: String,
     pub identity: String,
+    /// The identity provider's groups of `identity`.
+    pub groups: Vec<String>,
     pub client: String,
     pub bytes_in: u64,
     /// The route is claimed on this relay: metrics may name it.
@@ -47,6 +49,7 @@ impl Trail {
             started,
             route: String::new(),
             identity: String::new(),
+            groups: Vec::new(),
             client: String::new(),
             bytes_in: 0,
             route_known: false,
@@ -121,6 +124,7 @@ impl Trail {
         let mut base = self.base;
         base.route = self.route;
         base.identity = self.identity;
+        base.groups = self.groups;
         base.client = self.client;
         base.status = status;
         base.bytes_in = self.bytes_in;

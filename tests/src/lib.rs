@@ -10,6 +10,7 @@ pub mod client;
 pub mod documents;
 pub mod mcp;
 pub mod netsim;
+pub mod oidc_provider;
 pub mod pebble;
 pub mod procs;
 pub mod python;

@@ -38,6 +38,8 @@ mod metrics;
 mod network_change;
 #[path = "e2e/oauth.rs"]
 mod oauth;
+#[path = "e2e/oidc.rs"]
+mod oidc;
 #[path = "e2e/owner_policy.rs"]
 mod owner_policy;
 #[path = "e2e/python_client.rs"]

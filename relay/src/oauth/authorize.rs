@@ -217,7 +217,7 @@ pub async fn authorize(
                     Err(e) => super::store_failed_page(e),
                 }
             }
-            None => login_page(&s, &req, "", None, StatusCode::OK),
+            None => login_page(state, &s, &req, "", None, StatusCode::OK),
         },
         None => {
             // A fresh session to carry the CSRF token of the sign-in form.
@@ -234,7 +234,7 @@ pub async fn authorize(
                 }
                 Err(e) => return super::store_failed_page(e),
             };
-            session::with_cookie(login_page(&s, &req, "", None, StatusCode::OK), &id)
+            session::with_cookie(login_page(state, &s, &req, "", None, StatusCode::OK), &id)
         }
     }
 }
@@ -270,6 +270,7 @@ pub async fn login(state: &SharedState, headers: &HeaderMap, form: &Params) -> R
                 "sign-in refused: wrong email or password"
             );
             return login_page(
+                state,
                 &s,
                 &req,
                 email,
@@ -304,7 +305,7 @@ pub async fn consent(
         Err(refusal) => return refused(state, refusal),
     };
     let Some(email) = s.email.clone() else {
-        return login_page(&s, &req, "", None, StatusCode::UNAUTHORIZED);
+        return login_page(state, &s, &req, "", None, StatusCode::UNAUTHORIZED);
     };
     match form.get("decision") {
         Some("approve") => {
@@ -384,7 +385,7 @@ fn issue_code(state: &SharedState, req: &AuthorizeRequest, email: &str) -> Respo
     redirect(&with_query(&req.redirect_uri, &pairs))
 }
 
-fn refused(state: &SharedState, refusal: Refusal) -> Response<RespBody> {
+pub(super) fn refused(state: &SharedState, refusal: Refusal) -> Response<RespBody> {
     match refusal {
         Refusal::Page { title, message } => {
             html(StatusCode::BAD_REQUEST, pages::error(&title, &message))
@@ -427,13 +428,22 @@ fn client_label(client: &OAuthClient) -> String {
     }
 }
 
+/// The sign-in page: the password form when the relay has local accounts
+/// (or no upstream provider), a link per upstream provider.
 fn login_page(
+    state: &SharedState,
     s: &Session,
     req: &AuthorizeRequest,
     email: &str,
     error: Option<&str>,
     status: StatusCode,
 ) -> Response<RespBody> {
+    let upstream = &state.oauth.upstream;
+    let passwords = !upstream.any()
+        || match state.store.list_users() {
+            Ok(users) => !users.is_empty(),
+            Err(e) => return super::store_failed_page(e),
+        };
     html(
         status,
         pages::login(
@@ -443,6 +453,10 @@ fn login_page(
             &req.route,
             email,
             error,
+            &pages::SignInWays {
+                passwords,
+                providers: &upstream.links(&s.csrf, &req.query),
+            },
         ),
     )
 }

@@ -4,7 +4,9 @@
 //! the [`ssrf`] guard), the authorization code flow with local accounts
 //! ([`authorize`], [`pages`], [`session`], [`accounts`]), the token endpoint
 //! ([`token_endpoint`]) and revocation ([`revoke`]); the device grant of
-//! `agent login` ([`device`], pages at `/device`).
+//! `agent login` ([`device`], pages at `/device`); sign-in through an
+//! upstream OpenID Connect provider ([`upstream`], [`upstream_oidc`],
+//! [`upstream_http`]).
 //!
 //! Access tokens are opaque (`dboa_…`), stored hashed, and bound to exactly
 //! one route's URL; the gateway checks them in `authenticate`.
@@ -23,6 +25,9 @@ pub mod revoke;
 pub mod session;
 pub mod ssrf;
 pub mod token_endpoint;
+pub mod upstream;
+pub mod upstream_http;
+pub mod upstream_oidc;
 
 use std::net::SocketAddr;
 
@@ -50,10 +55,16 @@ pub struct OAuthState {
     pub device_requests: ratelimit::RateLimiter,
     /// Wrong user codes entered at /device per client IP.
     pub device_guesses: ratelimit::RateLimiter,
+    /// Upstream identity providers (OpenID Connect) and their pending
+    /// sign-ins.
+    pub upstream: upstream::Upstream,
 }
 
 impl OAuthState {
-    pub fn new(cimd: cimd::CimdConfig) -> Result<Self, crate::RelayError> {
+    pub fn new(
+        cimd: cimd::CimdConfig,
+        upstream: upstream::Upstream,
+    ) -> Result<Self, crate::RelayError> {
         Ok(OAuthState {
             // A burst of 10, then one every 6 s: generous for clients that
             // register on every connect, useless for filling the table.
@@ -63,6 +74,7 @@ impl OAuthState {
             // Guessing one of the pending codes among 20^8 takes forever at
             // one every 6 s.
             device_guesses: ratelimit::RateLimiter::new(10.0, 1.0 / 6.0),
+            upstream,
         })
     }
 }
@@ -131,6 +143,16 @@ pub async fn handle(
                 Ok(form) => authorize::consent(state, &headers, &form).await,
                 Err(resp) => resp,
             }
+        }
+        (Method::GET, p) if p.starts_with("/oauth/upstream/") => {
+            let provider = p["/oauth/upstream/".len()..].to_owned();
+            let query = req.uri().query().unwrap_or("").to_owned();
+            upstream::start(state, &provider, req.headers(), &query).await
+        }
+        (Method::GET, p) if p.starts_with("/oauth/callback/") => {
+            let provider = p["/oauth/callback/".len()..].to_owned();
+            let query = req.uri().query().unwrap_or("").to_owned();
+            upstream::callback(state, &provider, req.headers(), &query).await
         }
         (Method::POST, "/oauth/token") => match read_form(req).await {
             Ok(form) => token_endpoint::token(state, &form).await,

@@ -40,6 +40,13 @@ fn hidden(csrf: &str, request: &str) -> String {
     )
 }
 
+/// How a person may sign in: the password form of local accounts, and
+/// links to upstream identity providers.
+pub struct SignInWays<'a> {
+    pub passwords: bool,
+    pub providers: &'a [super::upstream::ProviderLink],
+}
+
 /// The sign-in page.
 pub fn login(
     csrf: &str,
@@ -48,23 +55,41 @@ pub fn login(
     route: &str,
     email: &str,
     error: Option<&str>,
+    ways: &SignInWays<'_>,
 ) -> String {
     let error = error
         .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
         .unwrap_or_default();
+    let providers: String = ways
+        .providers
+        .iter()
+        .map(|p| {
+            format!(
+                "<p><a class=\"provider\" href=\"{}\">{}</a></p>",
+                escape(&p.href),
+                escape(&p.label)
+            )
+        })
+        .collect();
+    let form = if ways.passwords {
+        format!(
+            "<form method=\"post\" action=\"/oauth/login\">{hidden}\
+<label for=\"email\">Email</label><input id=\"email\" type=\"email\" name=\"email\" value=\"{email}\" required autofocus>\
+<label for=\"password\">Password</label><input id=\"password\" type=\"password\" name=\"password\" required>\
+<button type=\"submit\">Sign in</button></form>",
+            email = escape(email),
+            hidden = hidden(csrf, request),
+        )
+    } else {
+        String::new()
+    };
     layout(
         "Sign in",
         &format!(
             "<p><strong>{client}</strong> wants to use the route <strong>{route}</strong>. \
-Sign in to this relay first.</p>{error}\
-<form method=\"post\" action=\"/oauth/login\">{hidden}\
-<label for=\"email\">Email</label><input id=\"email\" type=\"email\" name=\"email\" value=\"{email}\" required autofocus>\
-<label for=\"password\">Password</label><input id=\"password\" type=\"password\" name=\"password\" required>\
-<button type=\"submit\">Sign in</button></form>",
+Sign in to this relay first.</p>{error}{providers}{form}",
             client = escape(client),
             route = escape(route),
-            email = escape(email),
-            hidden = hidden(csrf, request),
         ),
     )
 }
@@ -202,8 +227,17 @@ mod tests {
             "db",
             "",
             Some("bad & worse"),
+            &SignInWays {
+                passwords: true,
+                providers: &[super::super::upstream::ProviderLink {
+                    href: "/oauth/upstream/oidc?csrf=1&request=<x>".into(),
+                    label: "Sign in with <b>".into(),
+                }],
+            },
         );
         assert!(!page.contains("<script>"));
+        assert!(page.contains("href=\"/oauth/upstream/oidc?csrf=1&amp;request=&lt;x&gt;\""));
+        assert!(page.contains("Sign in with &lt;b&gt;"));
         assert!(page.contains("&lt;script&gt;"));
         assert!(page.contains("value=\"c&quot;srf\""));
         assert!(page.contains("value=\"a=1&amp;b=&lt;x&gt;\""));

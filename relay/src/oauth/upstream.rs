@@ -1,0 +1,481 @@
+//! Sign-in through an upstream identity provider (an OpenID Connect
+//! provider, [`super::upstream_oidc`]), next to or instead of local accounts.
+//!
+//! The sign-in page links to `GET /oauth/upstream/<provider>` with the
+//! session's CSRF token and the authorization request being answered. The
+//! relay remembers, for a few minutes and in memory, a pending sign-in under
+//! a random `state`: the browser session it belongs to, the PKCE verifier,
+//! the `nonce` and the request; then sends the browser to the provider. The
+//! provider sends it back to `GET /oauth/callback/<provider>`, where the
+//! pending sign-in is taken (once), checked to belong to the same browser
+//! session, and the code is exchanged. The person's verified email signs
+//! the session in (a new session id); the provider's groups are recorded
+//! for that email ([`crate::identity_groups`]) and reach policy and audit.
+//! Then the usual path goes on: consent, code.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, Response, StatusCode};
+use oauth2::{PkceCodeChallenge, PkceCodeVerifier};
+
+use crate::gateway::RespBody;
+use crate::metrics::OAuthEvent;
+use crate::state::SharedState;
+
+use super::upstream_http::UpstreamHttp;
+use super::upstream_oidc::{Oidc, OidcConfig};
+use super::{html, pages, redirect, session, Params};
+
+/// How long a pending sign-in waits for the provider's answer.
+pub const PENDING_TTL: Duration = Duration::from_secs(10 * 60);
+/// Most sign-ins pending at once; beyond, new ones are refused.
+const MAX_PENDING: usize = 10_000;
+
+/// A secret from the command line, the environment or the config file:
+/// never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// The upstream providers configured, as the flags (`relay serve
+/// --oidc-*`) and the config file's `[oauth]` keys say.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub oidc_issuer: Option<String>,
+    pub oidc_client_id: Option<String>,
+    pub oidc_client_secret: Option<Secret>,
+    pub oidc_groups_claim: String,
+    pub oidc_name: Option<String>,
+    /// DEVELOPMENT ONLY: providers may be reached over plain http on a
+    /// loopback address.
+    pub dev_allow_http_loopback: bool,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            oidc_issuer: None,
+            oidc_client_id: None,
+            oidc_client_secret: None,
+            oidc_groups_claim: "groups".into(),
+            oidc_name: None,
+            dev_allow_http_loopback: false,
+        }
+    }
+}
+
+impl UpstreamConfig {
+    /// The OpenID Connect provider, if one is configured.
+    pub fn oidc(&self) -> Result<Option<OidcConfig>, crate::RelayError> {
+        match (&self.oidc_issuer, &self.oidc_client_id) {
+            (None, None) => Ok(None),
+            (Some(issuer), Some(client_id)) => Ok(Some(OidcConfig {
+                issuer: issuer.clone(),
+                client_id: client_id.clone(),
+                client_secret: self.oidc_client_secret.clone(),
+                groups_claim: self.oidc_groups_claim.clone(),
+                name: self.oidc_name.clone(),
+            })),
+            _ => Err(crate::RelayError::Config(
+                "--oidc-issuer and --oidc-client-id go together".into(),
+            )),
+        }
+    }
+}
+
+/// Who signed in at the provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamIdentity {
+    /// The verified email, lowercased.
+    pub email: String,
+    /// The provider's groups, sorted, without duplicates.
+    pub groups: Vec<String>,
+}
+
+impl UpstreamIdentity {
+    pub fn new(email: &str, mut groups: Vec<String>) -> UpstreamIdentity {
+        groups.retain(|g| !g.is_empty());
+        groups.sort();
+        groups.dedup();
+        UpstreamIdentity {
+            email: email.to_lowercase(),
+            groups,
+        }
+    }
+}
+
+/// Why an upstream sign-in failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("OpenID Connect discovery of {issuer} failed: {reason}")]
+    Discovery { issuer: String, reason: String },
+    #[error("the code exchange failed: {0}")]
+    Exchange(String),
+    #[error("{0}")]
+    Identity(String),
+    #[error("the provider has not verified the email address {0}")]
+    Unverified(String),
+}
+
+/// Which provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    Oidc,
+}
+
+impl ProviderKind {
+    /// Its name in paths (`/oauth/upstream/<slug>`, `/oauth/callback/<slug>`).
+    pub fn slug(self) -> &'static str {
+        match self {
+            ProviderKind::Oidc => "oidc",
+        }
+    }
+
+    pub fn from_slug(slug: &str) -> Option<ProviderKind> {
+        match slug {
+            "oidc" => Some(ProviderKind::Oidc),
+            _ => None,
+        }
+    }
+}
+
+/// A sign-in sent to the provider, waiting for its answer.
+struct Pending {
+    provider: ProviderKind,
+    /// The browser session that started it.
+    session_id: String,
+    verifier: String,
+    nonce: String,
+    /// The authorization request being answered (its query string).
+    request: String,
+    started: Instant,
+}
+
+/// The providers, discovered, and the pending sign-ins.
+pub struct Upstream {
+    http: UpstreamHttp,
+    oidc: Option<Oidc>,
+    pending: Mutex<HashMap<String, Pending>>,
+}
+
+/// A link on the sign-in page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderLink {
+    pub href: String,
+    pub label: String,
+}
+
+impl Upstream {
+    /// Discovers the configured providers (the relay does not start if one
+    /// cannot be discovered). `public_url` is the relay's: the callbacks are
+    /// `<public_url>/oauth/callback/<provider>`.
+    pub async fn start(
+        config: &UpstreamConfig,
+        public_url: &str,
+    ) -> Result<Upstream, crate::RelayError> {
+        let http = UpstreamHttp::new(config.dev_allow_http_loopback)?;
+        let oidc = match config.oidc()? {
+            Some(c) => {
+                let oidc = Oidc::discover(c, &http, &callback_url(public_url, ProviderKind::Oidc))
+                    .await
+                    .map_err(|e| crate::RelayError::Config(e.to_string()))?;
+                tracing::info!(issuer = oidc.issuer(), "OpenID Connect provider discovered");
+                Some(oidc)
+            }
+            None => None,
+        };
+        Ok(Upstream {
+            http,
+            oidc,
+            pending: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// No provider.
+    pub fn none() -> Result<Upstream, crate::RelayError> {
+        Ok(Upstream {
+            http: UpstreamHttp::new(false)?,
+            oidc: None,
+            pending: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether any provider is configured.
+    pub fn any(&self) -> bool {
+        self.oidc.is_some()
+    }
+
+    /// The sign-in page's links for the session's CSRF token and the request.
+    pub fn links(&self, csrf: &str, request: &str) -> Vec<ProviderLink> {
+        let mut links = Vec::new();
+        let query = form_query(csrf, request);
+        if let Some(o) = &self.oidc {
+            links.push(ProviderLink {
+                href: format!("/oauth/upstream/{}?{query}", ProviderKind::Oidc.slug()),
+                label: format!("Sign in with {}", o.name()),
+            });
+        }
+        links
+    }
+
+    fn remember(&self, state: String, p: Pending) -> bool {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.retain(|_, p| p.started.elapsed() < PENDING_TTL);
+        if pending.len() >= MAX_PENDING {
+            return false;
+        }
+        pending.insert(state, p);
+        true
+    }
+
+    fn take(&self, state: &str) -> Option<Pending> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending
+            .remove(state)
+            .filter(|p| p.started.elapsed() < PENDING_TTL)
+    }
+}
+
+/// `<public_url>/oauth/callback/<provider>`: the redirect URI to register
+/// at the provider.
+pub fn callback_url(public_url: &str, provider: ProviderKind) -> String {
+    format!(
+        "{}/oauth/callback/{}",
+        public_url.trim_end_matches('/'),
+        provider.slug()
+    )
+}
+
+fn form_query(csrf: &str, request: &str) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("csrf", csrf)
+        .append_pair("request", request)
+        .finish()
+}
+
+fn page(status: StatusCode, title: &str, message: &str) -> Response<RespBody> {
+    html(status, pages::error(title, message))
+}
+
+/// `GET /oauth/upstream/<provider>?csrf=…&request=…`: off to the provider.
+pub async fn start(
+    state: &SharedState,
+    provider: &str,
+    headers: &HeaderMap,
+    query: &str,
+) -> Response<RespBody> {
+    let upstream = &state.oauth.upstream;
+    let Some(kind) = ProviderKind::from_slug(provider) else {
+        return page(
+            StatusCode::NOT_FOUND,
+            "Unknown provider",
+            "no such sign-in provider",
+        );
+    };
+    let params = Params::parse(query.as_bytes());
+    let Some((session_id, s)) = session::current(state, headers) else {
+        return csrf_refused();
+    };
+    if !session::csrf_ok(&s, params.get("csrf")) {
+        return csrf_refused();
+    }
+    let request = params.get("request").unwrap_or("").to_owned();
+    // The request must be one the relay would answer before the person
+    // leaves for the provider.
+    if let Err(refusal) = super::authorize::check(state, &request).await {
+        return super::authorize::refused(state, refusal);
+    }
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let oauth_state = crate::token::random_hex(32);
+    let nonce = crate::token::random_hex(32);
+    let url = match (kind, &upstream.oidc) {
+        (ProviderKind::Oidc, Some(o)) => o.authorize_url(&oauth_state, &nonce, challenge),
+        _ => {
+            return page(
+                StatusCode::NOT_FOUND,
+                "Unknown provider",
+                "this relay has no such sign-in provider",
+            )
+        }
+    };
+    let remembered = upstream.remember(
+        oauth_state,
+        Pending {
+            provider: kind,
+            session_id,
+            verifier: verifier.secret().clone(),
+            nonce,
+            request,
+            started: Instant::now(),
+        },
+    );
+    if !remembered {
+        return page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Busy",
+            "too many sign-ins are under way; try again in a few minutes",
+        );
+    }
+    redirect(url.as_str())
+}
+
+/// `GET /oauth/callback/<provider>?code=…&state=…`: back from the provider.
+pub async fn callback(
+    state: &SharedState,
+    provider: &str,
+    headers: &HeaderMap,
+    query: &str,
+) -> Response<RespBody> {
+    let upstream = &state.oauth.upstream;
+    let Some(kind) = ProviderKind::from_slug(provider) else {
+        return page(
+            StatusCode::NOT_FOUND,
+            "Unknown provider",
+            "no such sign-in provider",
+        );
+    };
+    let params = Params::parse(query.as_bytes());
+    let Some(p) = params.get("state").and_then(|s| upstream.take(s)) else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Sign-in expired",
+            "this answer of the sign-in provider belongs to no sign-in under way here \
+             (too old, used already, or not started by this relay); go back to the \
+             application and start again",
+        );
+    };
+    // The answer must come back to the browser that left.
+    let same_browser = session::cookie_id(headers)
+        .is_some_and(|id| super::ct_eq(id.as_bytes(), p.session_id.as_bytes()));
+    if p.provider != kind || !same_browser {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Sign-in refused",
+            "this sign-in was started in another browser session",
+        );
+    }
+    if let Some(error) = params.get("error") {
+        state.metrics.oauth(OAuthEvent::login_failed);
+        return page(
+            StatusCode::UNAUTHORIZED,
+            "Sign-in refused",
+            &format!(
+                "the sign-in provider answered {error}{}",
+                params
+                    .get("error_description")
+                    .map(|d| format!(": {d}"))
+                    .unwrap_or_default()
+            ),
+        );
+    }
+    let Some(code) = params.get("code") else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Sign-in refused",
+            "the sign-in provider's answer has no code",
+        );
+    };
+    let verifier = PkceCodeVerifier::new(p.verifier);
+    let identified = match (kind, &upstream.oidc) {
+        (ProviderKind::Oidc, Some(o)) => o.identify(&upstream.http, code, verifier, &p.nonce).await,
+        _ => {
+            return page(
+                StatusCode::NOT_FOUND,
+                "Unknown provider",
+                "this relay has no such sign-in provider",
+            )
+        }
+    };
+    let who = match identified {
+        Ok(who) => who,
+        Err(e) => {
+            state.metrics.oauth(OAuthEvent::login_failed);
+            tracing::info!(provider = kind.slug(), error = %e, "upstream sign-in refused");
+            return page(StatusCode::UNAUTHORIZED, "Sign-in refused", &e.to_string());
+        }
+    };
+    if let Err(e) = state.store.set_groups(&who.email, &who.groups) {
+        return super::store_failed_page(e);
+    }
+    // A new session id on sign-in (no session fixation).
+    let _ = state.store.end_session(&p.session_id);
+    let id = match state
+        .store
+        .create_session(Some(&who.email), session::TTL_SECS)
+    {
+        Ok(id) => id,
+        Err(e) => return super::store_failed_page(e),
+    };
+    state.metrics.oauth(OAuthEvent::login_succeeded);
+    tracing::info!(
+        email = who.email,
+        groups = ?who.groups,
+        provider = kind.slug(),
+        "signed in at the upstream provider"
+    );
+    session::with_cookie(redirect(&format!("/oauth/authorize?{}", p.request)), &id)
+}
+
+fn csrf_refused() -> Response<RespBody> {
+    page(
+        StatusCode::FORBIDDEN,
+        "Form expired",
+        "the link's CSRF token is missing or does not belong to this browser's session; \
+         go back to the application and start signing in again",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let c = UpstreamConfig {
+            oidc_issuer: Some("https://idp".into()),
+            oidc_client_id: Some("relay".into()),
+            oidc_client_secret: Some(Secret::new("hunter2-very-secret")),
+            ..Default::default()
+        };
+        let shown = format!("{c:?} {:?}", c.oidc().expect("valid"));
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("relay"), "{shown}");
+        let half = UpstreamConfig {
+            oidc_issuer: Some("https://idp".into()),
+            ..Default::default()
+        };
+        assert!(half.oidc().is_err());
+    }
+
+    #[test]
+    fn identities_are_normalised() {
+        let id = UpstreamIdentity::new(
+            "Alice@Example.COM",
+            vec!["ops".into(), "".into(), "data".into(), "ops".into()],
+        );
+        assert_eq!(id.email, "alice@example.com");
+        assert_eq!(id.groups, vec!["data".to_owned(), "ops".to_owned()]);
+        assert_eq!(
+            callback_url("https://r.example/", ProviderKind::Oidc),
+            "https://r.example/oauth/callback/oidc"
+        );
+    }
+}
