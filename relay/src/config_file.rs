@@ -13,9 +13,11 @@
 //! certificate and key must parse and fit, the policy must compile). Every
 //! error names the file, the line and column, and the key.
 //!
-//! One setting is a secret, `oauth.oidc_client_secret` (better given in
-//! the environment, `DRAWBRIDGE_OIDC_CLIENT_SECRET`): it is held as a
-//! [`Secret`](crate::oauth::upstream::Secret), which `Debug` does not show.
+//! Two settings are secrets, `oauth.oidc_client_secret` and
+//! `oauth.github_client_secret` (better given in the environment,
+//! `DRAWBRIDGE_OIDC_CLIENT_SECRET`, `DRAWBRIDGE_GITHUB_CLIENT_SECRET`): they
+//! are held as [`Secret`](crate::oauth::upstream::Secret)s, which `Debug`
+//! does not show.
 //! The TLS key is named by its path, never inlined.
 
 use std::fmt;
@@ -76,6 +78,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("oauth.oidc_client_secret", "oidc_client_secret"),
     ("oauth.oidc_groups_claim", "oidc_groups_claim"),
     ("oauth.oidc_name", "oidc_name"),
+    ("oauth.github_client_id", "github_client_id"),
+    ("oauth.github_client_secret", "github_client_secret"),
     (
         "oauth.upstream_dev_allow_http_loopback",
         "upstream_dev_allow_http_loopback",
@@ -224,6 +228,8 @@ struct OAuth {
     oidc_client_secret: Option<crate::oauth::upstream::Secret>,
     oidc_groups_claim: Option<String>,
     oidc_name: Option<String>,
+    github_client_id: Option<String>,
+    github_client_secret: Option<crate::oauth::upstream::Secret>,
     upstream_dev_allow_http_loopback: Option<bool>,
 }
 
@@ -602,6 +608,16 @@ impl ConfigFile {
             &mut u.oidc_name,
             o.oidc_name.clone().map(Some),
             set("oidc_name"),
+        );
+        put(
+            &mut u.github_client_id,
+            o.github_client_id.clone().map(Some),
+            set("github_client_id"),
+        );
+        put(
+            &mut u.github_client_secret,
+            o.github_client_secret.clone().map(Some),
+            set("github_client_secret"),
         );
         put(
             &mut u.dev_allow_http_loopback,

@@ -256,6 +256,26 @@ struct ServeArgs {
     /// The provider's name on the sign-in button. Default: the issuer's host.
     #[arg(long, value_name = "NAME")]
     oidc_name: Option<String>,
+    /// Sign-in with GitHub: the client id of the relay's GitHub OAuth app
+    /// (its callback URL: <public URL>/oauth/callback/github). The email is
+    /// the primary verified address; the groups are the person's
+    /// organisations and their teams as org/team.
+    #[arg(long, env = "DRAWBRIDGE_GITHUB_CLIENT_ID", value_name = "ID")]
+    github_client_id: Option<String>,
+    /// The GitHub OAuth app's client secret (better given in the environment).
+    #[arg(
+        long,
+        env = "DRAWBRIDGE_GITHUB_CLIENT_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    github_client_secret: Option<String>,
+    /// FOR TESTS: GitHub's web endpoints (/login/oauth/…).
+    #[arg(long, hide = true, default_value = relay::oauth::github::BASE_URL)]
+    github_base_url: String,
+    /// FOR TESTS: GitHub's REST API.
+    #[arg(long, hide = true, default_value = relay::oauth::github::API_URL)]
+    github_api_url: String,
     /// DEVELOPMENT ONLY: identity providers may be reached over plain http
     /// on a loopback address.
     #[arg(long)]
@@ -701,6 +721,12 @@ fn serve(
             .map(relay::oauth::upstream::Secret::new),
         oidc_groups_claim: args.oidc_groups_claim,
         oidc_name: args.oidc_name,
+        github_client_id: args.github_client_id,
+        github_client_secret: args
+            .github_client_secret
+            .map(relay::oauth::upstream::Secret::new),
+        github_base_url: args.github_base_url,
+        github_api_url: args.github_api_url,
         dev_allow_http_loopback: args.upstream_dev_allow_http_loopback,
     };
     config.refresh_token_ttl = args.refresh_token_ttl;

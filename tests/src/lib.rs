@@ -8,6 +8,7 @@ pub mod browser;
 pub mod changing_server;
 pub mod client;
 pub mod documents;
+pub mod github_standin;
 pub mod mcp;
 pub mod netsim;
 pub mod oidc_provider;
@@ -15,6 +16,7 @@ pub mod pebble;
 pub mod procs;
 pub mod python;
 pub mod upstream;
+pub mod upstream_sign_in;
 
 pub use client::HttpsClient;
 pub use procs::{AgentProc, RelayProc};

@@ -22,6 +22,8 @@ mod embedded;
 mod forwarding;
 #[path = "e2e/gateway.rs"]
 mod gateway;
+#[path = "e2e/github.rs"]
+mod github;
 #[path = "e2e/hostile.rs"]
 mod hostile;
 #[path = "e2e/isolation.rs"]

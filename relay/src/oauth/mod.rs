@@ -5,8 +5,8 @@
 //! ([`authorize`], [`pages`], [`session`], [`accounts`]), the token endpoint
 //! ([`token_endpoint`]) and revocation ([`revoke`]); the device grant of
 //! `agent login` ([`device`], pages at `/device`); sign-in through an
-//! upstream OpenID Connect provider ([`upstream`], [`upstream_oidc`],
-//! [`upstream_http`]).
+//! upstream OpenID Connect provider or GitHub ([`upstream`],
+//! [`upstream_oidc`], [`github`], [`upstream_http`]).
 //!
 //! Access tokens are opaque (`dboa_…`), stored hashed, and bound to exactly
 //! one route's URL; the gateway checks them in `authenticate`.
@@ -16,6 +16,7 @@ pub mod authorize;
 pub mod cimd;
 pub mod clients;
 pub mod device;
+pub mod github;
 pub mod metadata;
 pub mod pages;
 pub mod pkce;

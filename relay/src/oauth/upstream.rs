@@ -1,5 +1,6 @@
 //! Sign-in through an upstream identity provider (an OpenID Connect
-//! provider, [`super::upstream_oidc`]), next to or instead of local accounts.
+//! provider, [`super::upstream_oidc`], or GitHub, [`super::github`]), next
+//! to or instead of local accounts.
 //!
 //! The sign-in page links to `GET /oauth/upstream/<provider>` with the
 //! session's CSRF token and the authorization request being answered. The
@@ -24,6 +25,7 @@ use crate::gateway::RespBody;
 use crate::metrics::OAuthEvent;
 use crate::state::SharedState;
 
+use super::github::{GitHub, GitHubConfig};
 use super::upstream_http::UpstreamHttp;
 use super::upstream_oidc::{Oidc, OidcConfig};
 use super::{html, pages, redirect, session, Params};
@@ -64,6 +66,11 @@ pub struct UpstreamConfig {
     pub oidc_client_secret: Option<Secret>,
     pub oidc_groups_claim: String,
     pub oidc_name: Option<String>,
+    pub github_client_id: Option<String>,
+    pub github_client_secret: Option<Secret>,
+    /// GitHub's web and API endpoints (hidden flags, for tests).
+    pub github_base_url: String,
+    pub github_api_url: String,
     /// DEVELOPMENT ONLY: providers may be reached over plain http on a
     /// loopback address.
     pub dev_allow_http_loopback: bool,
@@ -77,6 +84,10 @@ impl Default for UpstreamConfig {
             oidc_client_secret: None,
             oidc_groups_claim: "groups".into(),
             oidc_name: None,
+            github_client_id: None,
+            github_client_secret: None,
+            github_base_url: super::github::BASE_URL.into(),
+            github_api_url: super::github::API_URL.into(),
             dev_allow_http_loopback: false,
         }
     }
@@ -96,6 +107,22 @@ impl UpstreamConfig {
             })),
             _ => Err(crate::RelayError::Config(
                 "--oidc-issuer and --oidc-client-id go together".into(),
+            )),
+        }
+    }
+
+    /// The GitHub OAuth app, if one is configured.
+    pub fn github(&self) -> Result<Option<GitHubConfig>, crate::RelayError> {
+        match (&self.github_client_id, &self.github_client_secret) {
+            (None, None) => Ok(None),
+            (Some(id), Some(secret)) => Ok(Some(GitHubConfig {
+                client_id: id.clone(),
+                client_secret: secret.clone(),
+                base_url: self.github_base_url.clone(),
+                api_url: self.github_api_url.clone(),
+            })),
+            _ => Err(crate::RelayError::Config(
+                "--github-client-id and --github-client-secret go together".into(),
             )),
         }
     }
@@ -125,6 +152,8 @@ impl UpstreamIdentity {
 /// Why an upstream sign-in failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
+    #[error("{0}")]
+    Config(String),
     #[error("OpenID Connect discovery of {issuer} failed: {reason}")]
     Discovery { issuer: String, reason: String },
     #[error("the code exchange failed: {0}")]
@@ -139,6 +168,7 @@ pub enum UpstreamError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProviderKind {
     Oidc,
+    GitHub,
 }
 
 impl ProviderKind {
@@ -146,12 +176,14 @@ impl ProviderKind {
     pub fn slug(self) -> &'static str {
         match self {
             ProviderKind::Oidc => "oidc",
+            ProviderKind::GitHub => "github",
         }
     }
 
     pub fn from_slug(slug: &str) -> Option<ProviderKind> {
         match slug {
             "oidc" => Some(ProviderKind::Oidc),
+            "github" => Some(ProviderKind::GitHub),
             _ => None,
         }
     }
@@ -173,6 +205,7 @@ struct Pending {
 pub struct Upstream {
     http: UpstreamHttp,
     oidc: Option<Oidc>,
+    github: Option<GitHub>,
     pending: Mutex<HashMap<String, Pending>>,
 }
 
@@ -202,9 +235,17 @@ impl Upstream {
             }
             None => None,
         };
+        let github = match config.github()? {
+            Some(c) => Some(
+                GitHub::new(&c, &http, &callback_url(public_url, ProviderKind::GitHub))
+                    .map_err(|e| crate::RelayError::Config(e.to_string()))?,
+            ),
+            None => None,
+        };
         Ok(Upstream {
             http,
             oidc,
+            github,
             pending: Mutex::new(HashMap::new()),
         })
     }
@@ -214,13 +255,14 @@ impl Upstream {
         Ok(Upstream {
             http: UpstreamHttp::new(false)?,
             oidc: None,
+            github: None,
             pending: Mutex::new(HashMap::new()),
         })
     }
 
     /// Whether any provider is configured.
     pub fn any(&self) -> bool {
-        self.oidc.is_some()
+        self.oidc.is_some() || self.github.is_some()
     }
 
     /// The sign-in page's links for the session's CSRF token and the request.
@@ -231,6 +273,12 @@ impl Upstream {
             links.push(ProviderLink {
                 href: format!("/oauth/upstream/{}?{query}", ProviderKind::Oidc.slug()),
                 label: format!("Sign in with {}", o.name()),
+            });
+        }
+        if self.github.is_some() {
+            links.push(ProviderLink {
+                href: format!("/oauth/upstream/{}?{query}", ProviderKind::GitHub.slug()),
+                label: "Sign in with GitHub".into(),
             });
         }
         links
@@ -306,15 +354,18 @@ pub async fn start(
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let oauth_state = crate::token::random_hex(32);
     let nonce = crate::token::random_hex(32);
-    let url = match (kind, &upstream.oidc) {
-        (ProviderKind::Oidc, Some(o)) => o.authorize_url(&oauth_state, &nonce, challenge),
-        _ => {
-            return page(
-                StatusCode::NOT_FOUND,
-                "Unknown provider",
-                "this relay has no such sign-in provider",
-            )
-        }
+    let url = match kind {
+        ProviderKind::Oidc => upstream
+            .oidc
+            .as_ref()
+            .map(|o| o.authorize_url(&oauth_state, &nonce, challenge)),
+        ProviderKind::GitHub => upstream
+            .github
+            .as_ref()
+            .map(|g| g.authorize_url(&oauth_state, challenge)),
+    };
+    let Some(url) = url else {
+        return not_configured();
     };
     let remembered = upstream.remember(
         oauth_state,
@@ -394,15 +445,12 @@ pub async fn callback(
         );
     };
     let verifier = PkceCodeVerifier::new(p.verifier);
-    let identified = match (kind, &upstream.oidc) {
-        (ProviderKind::Oidc, Some(o)) => o.identify(&upstream.http, code, verifier, &p.nonce).await,
-        _ => {
-            return page(
-                StatusCode::NOT_FOUND,
-                "Unknown provider",
-                "this relay has no such sign-in provider",
-            )
+    let identified = match (kind, &upstream.oidc, &upstream.github) {
+        (ProviderKind::Oidc, Some(o), _) => {
+            o.identify(&upstream.http, code, verifier, &p.nonce).await
         }
+        (ProviderKind::GitHub, _, Some(g)) => g.identify(&upstream.http, code, verifier).await,
+        _ => return not_configured(),
     };
     let who = match identified {
         Ok(who) => who,
@@ -432,6 +480,14 @@ pub async fn callback(
         "signed in at the upstream provider"
     );
     session::with_cookie(redirect(&format!("/oauth/authorize?{}", p.request)), &id)
+}
+
+fn not_configured() -> Response<RespBody> {
+    page(
+        StatusCode::NOT_FOUND,
+        "Unknown provider",
+        "this relay has no such sign-in provider",
+    )
 }
 
 fn csrf_refused() -> Response<RespBody> {

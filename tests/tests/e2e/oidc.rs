@@ -8,9 +8,9 @@
 
 use std::time::Duration;
 
-use e2e::browser::{encode, hidden, location, Browser};
 use e2e::oidc_provider::OidcProvider;
 use e2e::procs::{bin, Proc};
+use e2e::upstream_sign_in::{self, param, SignIn};
 use e2e::{AgentProc, HttpsClient, RelayProc, TempDir};
 use serde_json::{json, Value};
 
@@ -18,10 +18,6 @@ const OWNER: &str = "owner@example.com";
 const ALICE: &str = "alice@example.com";
 const BOB: &str = "bob@example.com";
 const SECRET: &str = "e2e-client-secret-0123";
-const REDIRECT: &str = "http://127.0.0.1:53682/callback";
-/// RFC 7636 Appendix B.
-const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
 fn oidc_flags(issuer: &str) -> Vec<String> {
     [
@@ -40,124 +36,27 @@ fn oidc_flags(issuer: &str) -> Vec<String> {
     .collect()
 }
 
-/// How far a sign-in through the provider went.
-enum SignIn {
-    /// The MCP client got its access token.
-    Token(String),
-    /// The relay refused at its callback: the page's status and text.
-    Refused(u16, String),
-}
-
-/// An MCP client's OAuth sign-in for `route`, the person signing in at the
-/// provider as `sub`.
+/// Signs in at the relay as `sub` of the provider, checking what the relay
+/// asks of the provider.
 async fn sign_in(relay: &RelayProc, idp: &OidcProvider, sub: &str, route: &str) -> SignIn {
-    let mut b = Browser::new(relay);
-    let reg = b
-        .post_json(
-            "/oauth/register",
-            &json!({"client_name": "e2e", "redirect_uris": [REDIRECT],
-                "token_endpoint_auth_method": "none"}),
-        )
-        .await;
-    assert_eq!(reg.status, 201, "{}", reg.text());
-    let client_id = reg.json()["client_id"]
-        .as_str()
-        .expect("client_id")
-        .to_owned();
-    let resource = relay.route_url(route);
-    let query = encode(&[
-        ("response_type", "code"),
-        ("client_id", &client_id),
-        ("redirect_uri", REDIRECT),
-        ("code_challenge", CHALLENGE),
-        ("code_challenge_method", "S256"),
-        ("resource", &resource),
-        ("scope", "mcp"),
-        ("state", "client-state"),
-    ]);
-    let page = b.get(&format!("/oauth/authorize?{query}")).await;
-    assert_eq!(page.status, 200, "{}", page.text());
-    let body = page.text();
-    assert!(body.contains("Sign in with Mock IdP"), "{body}");
-    // No local accounts: the provider is the only way in.
-    assert!(!body.contains("type=\"password\""), "{body}");
-    let marker = "class=\"provider\" href=\"";
-    let start = body.find(marker).expect("the provider's link") + marker.len();
-    let href = body[start..][..body[start..].find('"').expect("quote")].replace("&amp;", "&");
-    let to_idp = b.get(&href).await;
-    assert_eq!(to_idp.status, 303, "{}", to_idp.text());
-    let authorize = location(&to_idp);
-    let at_idp = url::Url::parse(&authorize).expect("provider URL");
-    let param = |name: &str| {
-        at_idp
-            .query_pairs()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
-    };
-    assert_eq!(param("code_challenge_method").as_deref(), Some("S256"));
-    assert!(param("nonce").is_some_and(|n| n.len() >= 32), "{authorize}");
-    assert!(param("state").is_some_and(|s| s.len() >= 32), "{authorize}");
-    assert_eq!(
-        param("redirect_uri"),
-        Some(format!("{}/oauth/callback/oidc", relay.url()))
-    );
-    let back = idp.sign_in(&authorize, sub).await;
-    let answer = b.get(&back).await;
-    if answer.status != 303 {
-        return SignIn::Refused(answer.status.as_u16(), answer.text());
-    }
-    // Replaying the provider's answer gets nothing: the pending sign-in
-    // was used.
-    let replay = b.get(&back).await;
-    assert_eq!(replay.status, 400, "{}", replay.text());
-    let consent = b.get(&location(&answer)).await;
-    assert_eq!(consent.status, 200, "{}", consent.text());
-    let body = consent.text();
-    assert!(body.contains(sub), "signed in as {sub}: {body}");
-    let a = b
-        .form(
-            "/oauth/consent",
-            &[
-                ("csrf", &hidden(&body, "csrf")),
-                ("request", &hidden(&body, "request")),
-                ("decision", "approve"),
-            ],
-        )
-        .await;
-    assert_eq!(a.status, 303, "{}", a.text());
-    let to = url::Url::parse(&location(&a)).expect("redirect");
-    let code = to
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| panic!("no code in {to}"));
-    let t = b
-        .form(
-            "/oauth/token",
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("code_verifier", VERIFIER),
-                ("redirect_uri", REDIRECT),
-                ("client_id", &client_id),
-                ("resource", &resource),
-            ],
-        )
-        .await;
-    assert_eq!(t.status, 200, "{}", t.text());
-    SignIn::Token(
-        t.json()["access_token"]
-            .as_str()
-            .expect("access_token")
-            .to_owned(),
-    )
-}
-
-fn token(s: SignIn) -> String {
-    match s {
-        SignIn::Token(t) => t,
-        SignIn::Refused(status, page) => panic!("sign-in refused ({status}): {page}"),
-    }
+    let callback = format!("{}/oauth/callback/oidc", relay.url());
+    upstream_sign_in::sign_in(relay, "Sign in with Mock IdP", route, async |authorize| {
+        assert_eq!(
+            param(&authorize, "code_challenge_method").as_deref(),
+            Some("S256")
+        );
+        assert!(
+            param(&authorize, "nonce").is_some_and(|n| n.len() >= 32),
+            "{authorize}"
+        );
+        assert!(
+            param(&authorize, "state").is_some_and(|s| s.len() >= 32),
+            "{authorize}"
+        );
+        assert_eq!(param(&authorize, "redirect_uri"), Some(callback));
+        idp.sign_in(&authorize, sub).await
+    })
+    .await
 }
 
 fn initialize() -> Value {
@@ -215,12 +114,12 @@ async fn groups_from_the_provider_reach_policy_and_audit() {
     )
     .await;
 
-    let alice = token(sign_in(&relay, &idp, "alice", "db").await);
+    let alice = sign_in(&relay, &idp, "alice", "db").await.token();
     let a = post(&relay, &alice, initialize()).await;
     assert_eq!(a.status, 200, "{}", a.text());
     assert!(a.text().contains("\"result\""), "{}", a.text());
 
-    let bob = token(sign_in(&relay, &idp, "bob", "db").await);
+    let bob = sign_in(&relay, &idp, "bob", "db").await.token();
     let a = post(&relay, &bob, initialize()).await;
     assert_eq!(a.status, 200, "{}", a.text());
     assert!(a.text().contains("-32001"), "{}", a.text());
