@@ -16,7 +16,9 @@ use crate::state::SharedState;
 use crate::store::now;
 use crate::token;
 
-use super::{cimd, clients, html, pages, pkce, redirect, resource, session, Params, SCOPE};
+use super::{
+    cimd, clients, html, html_to_client, pages, pkce, redirect, resource, session, Params, SCOPE,
+};
 
 /// How long an authorization code may wait to be redeemed.
 pub const CODE_TTL_SECS: i64 = 120;
@@ -434,7 +436,7 @@ fn login_page(
     error: Option<&str>,
     status: StatusCode,
 ) -> Response<RespBody> {
-    html(
+    html_to_client(
         status,
         pages::login(
             &s.csrf,
@@ -444,6 +446,7 @@ fn login_page(
             email,
             error,
         ),
+        &req.redirect_uri,
     )
 }
 
@@ -455,7 +458,7 @@ fn consent_page(s: &Session, req: &AuthorizeRequest, email: &str) -> Response<Re
             None => format!("{}:", u.scheme()),
         })
         .unwrap_or_default();
-    html(
+    html_to_client(
         StatusCode::OK,
         pages::consent(
             &s.csrf,
@@ -469,6 +472,7 @@ fn consent_page(s: &Session, req: &AuthorizeRequest, email: &str) -> Response<Re
                 scope: &req.scope,
             },
         ),
+        &req.redirect_uri,
     )
 }
 
