@@ -6,10 +6,13 @@
 
 pub mod browser;
 pub mod changing_server;
+pub mod chromium;
 pub mod client;
 pub mod documents;
+pub mod loopback_site;
 pub mod mcp;
 pub mod netsim;
+pub mod oauth_app;
 pub mod pebble;
 pub mod procs;
 pub mod python;
