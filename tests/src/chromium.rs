@@ -18,6 +18,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use crate::procs::Proc;
 use crate::TempDir;
 
+/// How long a page may take to come (a loaded CI machine is slow).
+const PAGE_WAIT: Duration = Duration::from_secs(30);
+
 /// How often a clashing port for chromedriver is retried.
 const PORT_TRIES: usize = 5;
 
@@ -154,10 +157,10 @@ impl Chromium {
         self.client.current_url().await.expect("current URL")
     }
 
-    /// Waits (up to 20 s) until the browser is at a URL for which `done`
+    /// Waits (up to 30 s) until the browser is at a URL for which `done`
     /// holds (a click's navigation may still be under way); returns it.
     pub async fn wait_for_url(&self, what: &str, done: impl Fn(&url::Url) -> bool) -> url::Url {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let deadline = tokio::time::Instant::now() + PAGE_WAIT;
         loop {
             let now = self.url().await;
             if done(&now) {
@@ -173,9 +176,9 @@ impl Chromium {
         }
     }
 
-    /// Waits (up to 20 s) for a page titled `title`.
+    /// Waits (up to 30 s) for a page titled `title`.
     pub async fn wait_for_title(&self, title: &str) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let deadline = tokio::time::Instant::now() + PAGE_WAIT;
         while self.title().await != title {
             if tokio::time::Instant::now() > deadline {
                 panic!(
