@@ -56,6 +56,15 @@ ensure_debian_packages() {
     if ! command -v pebble >/dev/null 2>&1; then
         wanted+=(pebble)
     fi
+    # chromium, chromium-driver: the headless browser (and its WebDriver
+    # server, chromedriver) that drives the sign-in and consent pages
+    # (tests/src/chromium.rs). About 90 MB to download, some 30 s to install.
+    if ! command -v chromium >/dev/null 2>&1; then
+        wanted+=(chromium)
+    fi
+    if ! command -v chromedriver >/dev/null 2>&1; then
+        wanted+=(chromium-driver)
+    fi
     if [ ${#wanted[@]} -eq 0 ]; then
         echo "nothing needed"
         return 0

@@ -6,11 +6,14 @@
 
 pub mod browser;
 pub mod changing_server;
+pub mod chromium;
 pub mod client;
 pub mod documents;
 pub mod github_standin;
+pub mod loopback_site;
 pub mod mcp;
 pub mod netsim;
+pub mod oauth_app;
 pub mod oidc_provider;
 pub mod pebble;
 pub mod procs;

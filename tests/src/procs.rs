@@ -30,11 +30,14 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// A child process whose output lines are collected; killed on drop.
+/// A child process whose output lines are collected; killed on drop (with
+/// its whole process group when started by [`Proc::spawn_group`]).
 pub struct Proc {
     pub name: String,
     child: Option<Child>,
     pub pid: u32,
+    /// Leads its own process group, all of which is killed on drop.
+    group: bool,
     stdout_rx: mpsc::UnboundedReceiver<String>,
     pub stdout: Arc<Mutex<Vec<String>>>,
     pub stderr: Arc<Mutex<Vec<String>>>,
@@ -43,7 +46,27 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, program: &Path, args: &[String], envs: &[(&str, &str)]) -> Proc {
+        Self::spawn_as(name, program, args, envs, false)
+    }
+
+    /// Like [`Proc::spawn`], in a process group of its own that is killed
+    /// whole on drop: for a program that starts children of its own which
+    /// outlive it (chromedriver's Chromium does).
+    pub fn spawn_group(name: &str, program: &Path, args: &[String], envs: &[(&str, &str)]) -> Proc {
+        Self::spawn_as(name, program, args, envs, true)
+    }
+
+    fn spawn_as(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        envs: &[(&str, &str)],
+        group: bool,
+    ) -> Proc {
         let mut cmd = Command::new(program);
+        if group {
+            cmd.process_group(0);
+        }
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -87,10 +110,24 @@ impl Proc {
             name: name.to_owned(),
             child: Some(child),
             pid,
+            group,
             stdout_rx: rx,
             stdout,
             stderr,
             readers,
+        }
+    }
+
+    /// Waits for the next stdout line containing `needle`; `None` when the
+    /// process exits or `within` passes first.
+    pub async fn try_wait_stdout(&mut self, needle: &str, within: Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stdout_rx.recv()).await {
+                Ok(Some(l)) if l.contains(needle) => return Some(l),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return None,
+            }
         }
     }
 
@@ -171,6 +208,14 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        if self.group {
+            if let Ok(pid) = i32::try_from(self.pid) {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
         if let Some(child) = self.child.as_mut() {
             let _ = child.start_kill();
         }

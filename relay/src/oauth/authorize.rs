@@ -16,7 +16,9 @@ use crate::state::SharedState;
 use crate::store::now;
 use crate::token;
 
-use super::{cimd, clients, html, pages, pkce, redirect, resource, session, Params, SCOPE};
+use super::{
+    cimd, clients, html, html_to_client, pages, pkce, redirect, resource, session, Params, SCOPE,
+};
 
 /// How long an authorization code may wait to be redeemed.
 pub const CODE_TTL_SECS: i64 = 120;
@@ -444,7 +446,7 @@ fn login_page(
             Ok(users) => !users.is_empty(),
             Err(e) => return super::store_failed_page(e),
         };
-    html(
+    html_to_client(
         status,
         pages::login(
             &s.csrf,
@@ -458,6 +460,7 @@ fn login_page(
                 providers: &upstream.links(&s.csrf, &req.query),
             },
         ),
+        &req.redirect_uri,
     )
 }
 
@@ -469,7 +472,7 @@ fn consent_page(s: &Session, req: &AuthorizeRequest, email: &str) -> Response<Re
             None => format!("{}:", u.scheme()),
         })
         .unwrap_or_default();
-    html(
+    html_to_client(
         StatusCode::OK,
         pages::consent(
             &s.csrf,
@@ -483,6 +486,7 @@ fn consent_page(s: &Session, req: &AuthorizeRequest, email: &str) -> Response<Re
                 scope: &req.scope,
             },
         ),
+        &req.redirect_uri,
     )
 }
 

@@ -325,6 +325,20 @@ pub fn oauth_error(status: StatusCode, code: &str, description: &str) -> Respons
 
 /// An HTML page.
 pub fn html(status: StatusCode, body: String) -> Response<RespBody> {
+    page(status, body, None)
+}
+
+/// An HTML page (as [`html`]) whose forms end, through the relay's
+/// redirects, at a client's `redirect_uri`: the sign-in and consent pages.
+/// Browsers check `form-action` against every redirect that follows a form
+/// submission (Chromium blocks the last hop otherwise), so that URI's origin
+/// is allowed too.
+pub fn html_to_client(status: StatusCode, body: String, redirect_uri: &str) -> Response<RespBody> {
+    page(status, body, form_action_source(redirect_uri).as_deref())
+}
+
+fn page(status: StatusCode, body: String, form_target: Option<&str>) -> Response<RespBody> {
+    const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'";
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
@@ -334,15 +348,35 @@ pub fn html(status: StatusCode, body: String) -> Response<RespBody> {
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     // The pages carry no script and must not be framed (clickjacking).
+    let csp = match form_target {
+        Some(t) => format!("{CSP} {t}; frame-ancestors 'none'"),
+        None => format!("{CSP}; frame-ancestors 'none'"),
+    };
     h.insert(
         "content-security-policy",
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
-        ),
+        HeaderValue::from_str(&csp).unwrap_or_else(|_| {
+            HeaderValue::from_static(
+                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+            )
+        }),
     );
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     resp
+}
+
+/// The CSP source that allows a redirect URI: its origin
+/// (`http://127.0.0.1:53682`, `https://claude.ai`), or its scheme alone
+/// (`cursor:`) for a native app's URI, or an IPv6 literal's host (which CSP
+/// sources cannot name). `None` for anything that does not parse.
+pub fn form_action_source(redirect_uri: &str) -> Option<String> {
+    let url = url::Url::parse(redirect_uri).ok()?;
+    let scheme_only = format!("{}:", url.scheme());
+    match (url.origin(), url.host()) {
+        (url::Origin::Tuple(..), Some(url::Host::Ipv6(_))) => Some(scheme_only),
+        (origin @ url::Origin::Tuple(..), _) => Some(origin.ascii_serialization()),
+        (url::Origin::Opaque(_), _) => Some(scheme_only),
+    }
 }
 
 /// The page shown when the state store fails under a browser's request.
@@ -391,6 +425,45 @@ fn cors(mut resp: Response<RespBody>) -> Response<RespBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forms_may_end_at_the_redirect_uris_origin() {
+        for (uri, source) in [
+            ("http://127.0.0.1:53682/callback", "http://127.0.0.1:53682"),
+            ("http://localhost:8080/cb?x=1", "http://localhost:8080"),
+            (
+                "https://claude.ai/api/mcp/auth_callback",
+                "https://claude.ai",
+            ),
+            (
+                "https://chatgpt.com/connector/oauth/abc",
+                "https://chatgpt.com",
+            ),
+            ("cursor://anysphere.cursor-mcp/oauth/callback", "cursor:"),
+            ("http://[::1]:9000/cb", "http:"),
+        ] {
+            assert_eq!(form_action_source(uri).as_deref(), Some(source), "{uri}");
+        }
+        assert_eq!(form_action_source("not a uri"), None);
+        let resp = html_to_client(
+            StatusCode::OK,
+            String::new(),
+            "http://127.0.0.1:53682/callback",
+        );
+        let csp = resp.headers()["content-security-policy"]
+            .to_str()
+            .expect("ascii");
+        assert!(
+            csp.contains("form-action 'self' http://127.0.0.1:53682;"),
+            "{csp}"
+        );
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        let plain = html(StatusCode::OK, String::new());
+        assert!(plain.headers()["content-security-policy"]
+            .to_str()
+            .expect("ascii")
+            .contains("form-action 'self';"));
+    }
 
     #[test]
     fn params_know_repeats_and_empty_values() {
