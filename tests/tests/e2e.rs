@@ -44,6 +44,8 @@ mod owner_policy;
 mod python_client;
 #[path = "e2e/reload.rs"]
 mod reload;
+#[path = "e2e/scope_step_up.rs"]
+mod scope_step_up;
 #[path = "e2e/sharing.rs"]
 mod sharing;
 #[path = "e2e/stdio.rs"]
