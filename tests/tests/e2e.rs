@@ -48,6 +48,8 @@ mod reload;
 mod scope_step_up;
 #[path = "e2e/sharing.rs"]
 mod sharing;
+#[path = "e2e/sharing_v2.rs"]
+mod sharing_v2;
 #[path = "e2e/stdio.rs"]
 mod stdio;
 #[path = "e2e/tool_pinning.rs"]
