@@ -144,7 +144,15 @@ async fn route_request(
         Ok(t) => t,
         Err(resp) => {
             trail.deny("authentication");
-            return *resp;
+            let mut resp = *resp;
+            // The body was not read: HTTP/1.1 cannot carry on with this
+            // connection, and a client that reused it at once for its
+            // discovery request would find it closed under it. Say so.
+            if req.version() < http::Version::HTTP_2 && !req.body().is_end_stream() {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return resp;
         }
     };
     trail.identity = caller_id.subject.clone();
