@@ -21,6 +21,7 @@ pub mod engine;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod jsonrpc;
+pub mod reading;
 pub mod sql;
 
 pub use engine::*;

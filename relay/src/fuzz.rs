@@ -110,7 +110,7 @@ fn authorization_request(query: &str) {
                 "open redirect to {redirect_uri:?} for {query:?}"
             );
         }
-        Err(Refusal::Page { .. }) => {}
+        Err(Refusal::Page { .. } | Refusal::Limited { .. }) => {}
     }
 }
 

@@ -20,6 +20,7 @@ use crate::grants_api;
 use crate::headers;
 use crate::legacy_sse::{self, Legacy, LegacyPost};
 use crate::oauth;
+use crate::oauth::scope::{self, Access};
 use crate::oauth_store;
 use crate::pins;
 use crate::registry::{AgentSession, ServedRoute};
@@ -143,7 +144,15 @@ async fn route_request(
         Ok(t) => t,
         Err(resp) => {
             trail.deny("authentication");
-            return *resp;
+            let mut resp = *resp;
+            // The body was not read: HTTP/1.1 cannot carry on with this
+            // connection, and a client that reused it at once for its
+            // discovery request would find it closed under it. Say so.
+            if req.version() < http::Version::HTTP_2 && !req.body().is_end_stream() {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return resp;
         }
     };
     trail.identity = caller_id.subject.clone();
@@ -341,6 +350,30 @@ async fn route_request(
             let visible = |tool: &str| engine.tool_visible(&caller, tool);
             return denied(&messages, &decisions, &route, &visible);
         }
+        // 4a. A token with only the read scope sends only what reads; the
+        //     client is told which scope to ask for (step-up).
+        if caller_id.access == Access::Read {
+            let writing: Vec<usize> = messages
+                .iter()
+                .zip(&facts)
+                .enumerate()
+                .filter(|(_, (m, f))| !policy::reading::reads(m, f.as_ref()))
+                .map(|(i, _)| i)
+                .collect();
+            if !writing.is_empty() {
+                for &i in &writing {
+                    decisions[i] = Decision {
+                        allowed: false,
+                        policies: vec![INSUFFICIENT_SCOPE.to_owned()],
+                        errors: Vec::new(),
+                    };
+                }
+                trail.messages(state, &messages, &facts, &decisions);
+                trail.deny(INSUFFICIENT_SCOPE);
+                let first = &messages[writing[0]];
+                return insufficient_scope(state, &route, first.id.as_ref(), &describe(first));
+            }
+        }
         trail.messages(state, &messages, &facts, &decisions);
         tools_list = tool_filter::relay_watch(state, &messages, &engine, &caller, request_id);
         trail.allow("policy");
@@ -382,6 +415,22 @@ async fn route_request(
                     StatusCode::FORBIDDEN,
                     "forbidden",
                     &format!("route '{route}': {}", decision.message()),
+                );
+            }
+            // A read-only token may open and end MCP sessions, and only
+            // read a plain HTTP route.
+            let reading = served.kind != UpstreamKind::PlainHttp
+                || matches!(
+                    parts.method,
+                    http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+                );
+            if caller_id.access == Access::Read && !reading {
+                trail.deny(INSUFFICIENT_SCOPE);
+                return insufficient_scope(
+                    state,
+                    &route,
+                    None,
+                    &format!("{} on a plain HTTP route", parts.method),
                 );
             }
             trail.allow(&decision.policies.join(","));
@@ -607,6 +656,8 @@ pub struct Authenticated {
     /// The groups the upstream identity provider gave the subject at its
     /// latest sign-in ([`crate::identity_groups`]); none for client tokens.
     pub groups: Vec<String>,
+    /// What the token's scope allows (client tokens: everything).
+    pub access: Access,
 }
 
 /// Checks the bearer token: a client token, or an OAuth access token issued
@@ -653,11 +704,18 @@ fn authenticate(
                 "the relay's state store failed",
             ))
         })?;
+        let Some(access) = scope::access(&record.scope) else {
+            return Err(refuse(
+                "invalid_token",
+                "the token holds no scope of this relay",
+            ));
+        };
         return Ok(Authenticated {
             subject: record.email,
             client_id: record.client_id,
             kind: IdentityKind::OAuth,
             groups,
+            access,
         });
     }
     let record = state
@@ -675,6 +733,7 @@ fn authenticate(
         client_id: record.name,
         kind: IdentityKind::ClientToken,
         groups: Vec::new(),
+        access: Access::Full,
     })
 }
 
@@ -694,6 +753,49 @@ fn unauthorized(
     }
     resp
 }
+
+/// The audit rule of a request refused for its token's scope.
+pub const INSUFFICIENT_SCOPE: &str = "insufficient-scope";
+
+/// What a writing message is, for the refusal's text.
+fn describe(m: &jsonrpc::Message) -> String {
+    let method = m.method.as_deref().unwrap_or("a response");
+    match &m.target {
+        Some(t) => format!("{method} {t}"),
+        None => method.to_owned(),
+    }
+}
+
+/// The 403 of a token whose scope (`mcp:read`) does not cover `what`: the
+/// challenge names the scope to ask for (`mcp`, RFC 6750 §3.1), and the body
+/// is a JSON-RPC error answering request `id`.
+fn insufficient_scope(
+    state: &SharedState,
+    route: &str,
+    id: Option<&serde_json::Value>,
+    what: &str,
+) -> Response<RespBody> {
+    let message = format!(
+        "route '{route}': the token's scope ({}) allows only reading; {what} needs scope '{}'",
+        scope::READ,
+        scope::FULL
+    );
+    let mut resp = jsonrpc_error(
+        StatusCode::FORBIDDEN,
+        &serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {
+            "code": INSUFFICIENT_SCOPE_CODE,
+            "message": message,
+            "data": {"error": "insufficient_scope", "scope": scope::FULL}}}),
+    );
+    let challenge = oauth::metadata::step_up_challenge(state, route, scope::FULL, &message);
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+/// The JSON-RPC error code of a message refused for the token's scope.
+pub const INSUFFICIENT_SCOPE_CODE: i64 = -32003;
 
 /// A JSON error body: `{"error": code, "message": text}`.
 pub fn error(status: StatusCode, code: &str, message: &str) -> Response<RespBody> {

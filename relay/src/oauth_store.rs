@@ -331,10 +331,7 @@ impl Store {
                 |r| r.get(0),
             )
             .optional()?;
-        Ok(granted.is_some_and(|g| {
-            let g: Vec<&str> = g.split(' ').collect();
-            scope.split(' ').all(|s| g.contains(&s))
-        }))
+        Ok(granted.is_some_and(|g| crate::oauth::scope::covers(&g, scope)))
     }
 
     pub fn record_consent(

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -36,11 +37,14 @@ impl Doc {
 }
 
 type Docs = Arc<Mutex<HashMap<String, Doc>>>;
+/// How long every answer waits before it is sent.
+type Delay = Arc<Mutex<Duration>>;
 
 pub struct DocServer {
     pub addr: SocketAddr,
     docs: Docs,
     hits: Arc<AtomicU64>,
+    delay: Delay,
     dir: TempDir,
     task: tokio::task::JoinHandle<()>,
 }
@@ -65,19 +69,21 @@ impl DocServer {
         let addr = listener.local_addr().expect("addr");
         let docs: Docs = Arc::default();
         let hits = Arc::new(AtomicU64::new(0));
-        let (d, h) = (docs.clone(), hits.clone());
+        let delay: Delay = Arc::default();
+        let (d, h, w) = (docs.clone(), hits.clone(), delay.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
-                let (acceptor, docs, hits) = (acceptor.clone(), d.clone(), h.clone());
+                let (acceptor, docs, hits, delay) =
+                    (acceptor.clone(), d.clone(), h.clone(), w.clone());
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
                     let svc = hyper::service::service_fn(move |req| {
-                        serve(docs.clone(), hits.clone(), req)
+                        serve(docs.clone(), hits.clone(), delay.clone(), req)
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(tls), svc)
@@ -89,6 +95,7 @@ impl DocServer {
             addr,
             docs,
             hits,
+            delay,
             dir,
             task,
         }
@@ -108,6 +115,12 @@ impl DocServer {
         self.docs.lock().expect("docs").insert(path.to_owned(), doc);
     }
 
+    /// Every answer from now on waits `d` before it is sent (the request
+    /// is counted on arrival).
+    pub fn set_delay(&self, d: Duration) {
+        *self.delay.lock().expect("delay") = d;
+    }
+
     /// Requests served so far.
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::Relaxed)
@@ -117,9 +130,12 @@ impl DocServer {
 async fn serve(
     docs: Docs,
     hits: Arc<AtomicU64>,
+    delay: Delay,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     hits.fetch_add(1, Ordering::Relaxed);
+    let wait = *delay.lock().expect("delay");
+    tokio::time::sleep(wait).await;
     let doc = docs.lock().expect("docs").get(req.uri().path()).cloned();
     let doc = doc.unwrap_or(Doc {
         status: 404,

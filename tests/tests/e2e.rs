@@ -50,8 +50,12 @@ mod owner_policy;
 mod python_client;
 #[path = "e2e/reload.rs"]
 mod reload;
+#[path = "e2e/scope_step_up.rs"]
+mod scope_step_up;
 #[path = "e2e/sharing.rs"]
 mod sharing;
+#[path = "e2e/sharing_v2.rs"]
+mod sharing_v2;
 #[path = "e2e/stdio.rs"]
 mod stdio;
 #[path = "e2e/tool_pinning.rs"]

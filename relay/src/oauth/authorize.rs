@@ -6,6 +6,8 @@
 //! an open redirector. After that, errors go back to the client as
 //! `error=…&state=…&iss=…` on its redirect URI (RFC 6749 §4.1.2.1, RFC 9207).
 
+use std::net::IpAddr;
+
 use http::{HeaderMap, Response, StatusCode};
 use url::Url;
 
@@ -17,7 +19,7 @@ use crate::store::now;
 use crate::token;
 
 use super::{
-    cimd, clients, html, html_to_client, pages, pkce, redirect, resource, session, Params, SCOPE,
+    cimd, clients, html, html_to_client, pages, pkce, redirect, resource, scope, session, Params,
 };
 
 /// How long an authorization code may wait to be redeemed.
@@ -43,6 +45,11 @@ pub struct AuthorizeRequest {
 pub enum Refusal {
     /// Shown to the person: the redirect URI is not (yet) trustworthy.
     Page { title: String, message: String },
+    /// Shown to the person: too many documents fetched for their address.
+    Limited {
+        message: String,
+        retry_after_secs: u64,
+    },
     /// Sent back to the client's (checked) redirect URI.
     Redirect {
         redirect_uri: String,
@@ -55,9 +62,14 @@ pub enum Refusal {
 /// Checks an authorization request (its query string).
 /// A client given by URL has its metadata document fetched (or taken from
 /// the cache) first.
-pub async fn check(state: &SharedState, query: &str) -> Result<AuthorizeRequest, Refusal> {
+/// `peer` pays for a fetch (see [`cimd`]).
+pub async fn check(
+    state: &SharedState,
+    peer: IpAddr,
+    query: &str,
+) -> Result<AuthorizeRequest, Refusal> {
     let found = match Params::parse(query.as_bytes()).get("client_id") {
-        Some(id) => cimd::find_client(state, id).await,
+        Some(id) => cimd::find_client(state, peer, id).await,
         None => Ok(None),
     };
     check_query(&state.public_url, query, |_| found)
@@ -88,6 +100,12 @@ pub fn check_query(
         }
         Err(cimd::LookupError::Document(e)) => {
             return Err(page("Untrusted application", e.to_string()));
+        }
+        Err(cimd::LookupError::Limited(e)) => {
+            return Err(Refusal::Limited {
+                message: e.to_string(),
+                retry_after_secs: e.retry_after_secs(),
+            });
         }
         Err(cimd::LookupError::Store(e)) => {
             tracing::error!(error = %e, "client lookup failed");
@@ -173,16 +191,16 @@ pub fn check_query(
             ),
         ));
     };
-    let scope = match params.get("scope") {
-        None => SCOPE.to_owned(),
-        Some(s) => {
-            if let Some(bad) = s.split(' ').find(|s| !s.is_empty() && *s != SCOPE) {
-                return Err(refuse(
-                    "invalid_scope",
-                    format!("scope {bad:?} is not known here (supported: {SCOPE})"),
-                ));
-            }
-            SCOPE.to_owned()
+    let scope = match scope::normalize(params.get("scope")) {
+        Ok(s) => s,
+        Err(bad) => {
+            return Err(refuse(
+                "invalid_scope",
+                format!(
+                    "scope {bad:?} is not known here (supported: {})",
+                    scope::SUPPORTED.join(", ")
+                ),
+            ));
         }
     };
     Ok(AuthorizeRequest {
@@ -200,10 +218,11 @@ pub fn check_query(
 /// `GET /oauth/authorize`.
 pub async fn authorize(
     state: &SharedState,
+    peer: IpAddr,
     headers: &HeaderMap,
     query: &str,
 ) -> Response<RespBody> {
-    let req = match check(state, query).await {
+    let req = match check(state, peer, query).await {
         Ok(r) => r,
         Err(refusal) => return refused(state, refusal),
     };
@@ -242,11 +261,16 @@ pub async fn authorize(
 }
 
 /// `POST /oauth/login`.
-pub async fn login(state: &SharedState, headers: &HeaderMap, form: &Params) -> Response<RespBody> {
+pub async fn login(
+    state: &SharedState,
+    peer: IpAddr,
+    headers: &HeaderMap,
+    form: &Params,
+) -> Response<RespBody> {
     let Some((old_id, s)) = checked_session(state, headers, form) else {
         return csrf_refused();
     };
-    let req = match check(state, form.get("request").unwrap_or("")).await {
+    let req = match check(state, peer, form.get("request").unwrap_or("")).await {
         Ok(r) => r,
         Err(refusal) => return refused(state, refusal),
     };
@@ -296,13 +320,14 @@ pub async fn login(state: &SharedState, headers: &HeaderMap, form: &Params) -> R
 /// `POST /oauth/consent`.
 pub async fn consent(
     state: &SharedState,
+    peer: IpAddr,
     headers: &HeaderMap,
     form: &Params,
 ) -> Response<RespBody> {
     let Some((_, s)) = checked_session(state, headers, form) else {
         return csrf_refused();
     };
-    let req = match check(state, form.get("request").unwrap_or("")).await {
+    let req = match check(state, peer, form.get("request").unwrap_or("")).await {
         Ok(r) => r,
         Err(refusal) => return refused(state, refusal),
     };
@@ -391,6 +416,18 @@ pub(super) fn refused(state: &SharedState, refusal: Refusal) -> Response<RespBod
     match refusal {
         Refusal::Page { title, message } => {
             html(StatusCode::BAD_REQUEST, pages::error(&title, &message))
+        }
+        Refusal::Limited {
+            message,
+            retry_after_secs,
+        } => {
+            let mut resp = html(
+                StatusCode::TOO_MANY_REQUESTS,
+                pages::error("Too many requests", &message),
+            );
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, retry_after_secs.into());
+            resp
         }
         Refusal::Redirect {
             redirect_uri,

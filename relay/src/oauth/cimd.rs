@@ -8,6 +8,13 @@
 //! checked (no second resolution that could rebind); no redirects; at most
 //! [`MAX_DOCUMENT`] bytes; at most [`FETCH_TIMEOUT`] for everything; and,
 //! when configured, only hosts in an allow-list of domains.
+//!
+//! Fetching is limited per caller: the address that asks for a document not
+//! in the cache spends one token of a bucket ([`FETCHES_BURST`], refilled
+//! every [`FETCH_REFILL`]); over it, the request is refused with 429 and a
+//! message saying when to retry. Concurrent requests for the same uncached
+//! document share one fetch (single flight): the first starts it, the others
+//! wait for its outcome and spend nothing.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -27,6 +34,7 @@ use crate::state::SharedState;
 use crate::store::now;
 
 use super::clients::ClientMetadata;
+use super::ratelimit::RateLimiter;
 use super::ssrf;
 
 /// Largest document read.
@@ -39,6 +47,10 @@ pub const MIN_TTL: Duration = Duration::from_secs(5 * 60);
 pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Most documents cached at once; beyond, new ones are used uncached.
 const MAX_CACHED: usize = 10_000;
+/// Fetches of uncached documents one address may start at once…
+pub const FETCHES_BURST: f64 = 10.0;
+/// …and then one per this long.
+pub const FETCH_REFILL: Duration = Duration::from_secs(6);
 
 /// How the relay treats URL client ids.
 #[derive(Debug, Clone)]
@@ -75,6 +87,28 @@ pub struct CimdError {
     pub reason: String,
 }
 
+/// A caller that started too many document fetches.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "too many client metadata documents were fetched for your address; try again in {} s",
+    retry_after_secs(*.retry_after)
+)]
+pub struct FetchLimited {
+    /// When the caller may start another fetch.
+    pub retry_after: Duration,
+}
+
+impl FetchLimited {
+    /// Whole seconds to wait (at least one), for `Retry-After`.
+    pub fn retry_after_secs(&self) -> u64 {
+        retry_after_secs(self.retry_after)
+    }
+}
+
+fn retry_after_secs(d: Duration) -> u64 {
+    d.as_secs_f64().ceil().max(1.0) as u64
+}
+
 /// Why a client could not be looked up.
 #[derive(Debug, thiserror::Error)]
 pub enum LookupError {
@@ -82,6 +116,8 @@ pub enum LookupError {
     Store(#[from] crate::RelayError),
     #[error(transparent)]
     Document(#[from] CimdError),
+    #[error(transparent)]
+    Limited(#[from] FetchLimited),
 }
 
 struct Cached {
@@ -89,11 +125,40 @@ struct Cached {
     until: Instant,
 }
 
+/// One fetch in progress, shared by every request that needs its document.
+type Flight = Arc<tokio::sync::OnceCell<Result<OAuthClient, String>>>;
+
 /// The fetcher and its cache.
 pub struct Cimd {
     config: CimdConfig,
     tls: tokio_rustls::TlsConnector,
     cache: Mutex<HashMap<String, Cached>>,
+    /// Fetches in progress, by URL.
+    flights: Mutex<HashMap<String, Flight>>,
+    /// Fetches started per caller address.
+    fetches: RateLimiter,
+}
+
+/// A request's part in a flight: leaves the flights table clean when the
+/// fetch is done, or when the last request waiting for it gives up.
+struct Boarding<'a> {
+    flights: &'a Mutex<HashMap<String, Flight>>,
+    url: &'a str,
+    flight: Flight,
+}
+
+impl Drop for Boarding<'_> {
+    fn drop(&mut self) {
+        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        // Under the lock nobody else can board: the count is the table's
+        // reference, ours, and those of the requests still waiting.
+        let ours = flights
+            .get(self.url)
+            .is_some_and(|f| Arc::ptr_eq(f, &self.flight));
+        if ours && (self.flight.initialized() || Arc::strong_count(&self.flight) <= 2) {
+            flights.remove(self.url);
+        }
+    }
 }
 
 impl Cimd {
@@ -103,6 +168,8 @@ impl Cimd {
             config,
             tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
             cache: Mutex::new(HashMap::new()),
+            flights: Mutex::new(HashMap::new()),
+            fetches: RateLimiter::new(FETCHES_BURST, 1.0 / FETCH_REFILL.as_secs_f64()),
         })
     }
 
@@ -110,26 +177,52 @@ impl Cimd {
         self.config.enabled
     }
 
-    /// The client described by the document at `url`: cached, or fetched
-    /// and checked now.
-    pub async fn client(&self, url: &str) -> Result<OAuthClient, CimdError> {
+    /// The client described by the document at `url`: cached, fetched by
+    /// a request already fetching it, or fetched and checked now, which
+    /// `caller` pays for (see the module docs).
+    pub async fn client(&self, url: &str, caller: IpAddr) -> Result<OAuthClient, LookupError> {
         if let Some(c) = self.cached(url) {
             return Ok(c);
         }
-        let fail = |reason: String| CimdError {
-            url: url.to_owned(),
-            reason,
+        let flight = {
+            let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+            match flights.get(url) {
+                Some(f) => f.clone(),
+                None => {
+                    self.fetches
+                        .check(caller, Instant::now())
+                        .map_err(|retry_after| FetchLimited { retry_after })?;
+                    let f = Flight::default();
+                    flights.insert(url.to_owned(), f.clone());
+                    f
+                }
+            }
         };
+        let boarding = Boarding {
+            flights: &self.flights,
+            url,
+            flight,
+        };
+        let outcome = boarding
+            .flight
+            .get_or_init(|| self.fetch_and_cache(url))
+            .await
+            .clone();
+        drop(boarding);
+        outcome.map_err(|reason| {
+            LookupError::Document(CimdError {
+                url: url.to_owned(),
+                reason,
+            })
+        })
+    }
+
+    /// Fetches and checks the document at `url`, and caches the client.
+    async fn fetch_and_cache(&self, url: &str) -> Result<OAuthClient, String> {
         let (body, ttl) = tokio::time::timeout(FETCH_TIMEOUT, self.fetch(url))
             .await
-            .map_err(|_| {
-                fail(format!(
-                    "fetching it took longer than {}s",
-                    FETCH_TIMEOUT.as_secs()
-                ))
-            })?
-            .map_err(fail)?;
-        let client = document_client(url, &body).map_err(fail)?;
+            .map_err(|_| format!("fetching it took longer than {}s", FETCH_TIMEOUT.as_secs()))??;
+        let client = document_client(url, &body)?;
         if let Ok(mut cache) = self.cache.lock() {
             // Expired entries go when the cache is written to.
             let t = Instant::now();
@@ -371,14 +464,15 @@ pub fn document_client(url: &str, body: &[u8]) -> Result<OAuthClient, String> {
 /// records find it too).
 pub async fn find_client(
     state: &SharedState,
+    caller: IpAddr,
     client_id: &str,
 ) -> Result<Option<OAuthClient>, LookupError> {
     let cimd = &state.oauth.cimd;
     if !is_url_client_id(client_id) || !cimd.enabled() {
         return Ok(state.store.client(client_id)?);
     }
-    let client = cimd.client(client_id).await.inspect_err(|e| {
-        tracing::info!(client_id, error = %e, "client metadata document refused");
+    let client = cimd.client(client_id, caller).await.inspect_err(|e| {
+        tracing::info!(client_id, %caller, error = %e, "client metadata document refused");
     })?;
     state.store.upsert_client(&client)?;
     Ok(Some(client))

@@ -15,7 +15,7 @@ use crate::state::SharedState;
 use crate::store::now;
 use crate::token;
 
-use super::{json, oauth_error, SCOPE};
+use super::{json, oauth_error, scope};
 
 const MAX_REDIRECT_URIS: usize = 10;
 const MAX_URI_LEN: usize = 2000;
@@ -132,7 +132,7 @@ pub fn register(state: &SharedState, peer: SocketAddr, body: &[u8]) -> Response<
         "token_endpoint_auth_method": "none",
         "grant_types": grant_types,
         "response_types": ["code"],
-        "scope": SCOPE,
+        "scope": scope::SUPPORTED.join(" "),
     });
     if let Some(n) = &client.client_name {
         out["client_name"] = serde_json::Value::String(n.clone());

@@ -4,7 +4,7 @@
 
 use crate::state::RelayState;
 
-use super::SCOPE;
+use super::scope;
 
 /// Where the protected-resource metadata of `route` lives (path-inserted form).
 pub fn resource_metadata_url(state: &RelayState, route: &str) -> String {
@@ -23,7 +23,7 @@ pub fn protected_resource(state: &RelayState, route: Option<&str>) -> serde_json
     serde_json::json!({
         "resource": resource,
         "authorization_servers": [state.issuer()],
-        "scopes_supported": [SCOPE],
+        "scopes_supported": scope::SUPPORTED,
         "bearer_methods_supported": ["header"],
         "resource_name": name,
     })
@@ -40,7 +40,7 @@ pub fn authorization_server(state: &RelayState) -> serde_json::Value {
         "revocation_endpoint": format!("{issuer}/oauth/revoke"),
         // `agent login` (RFC 8628), for the client id "drawbridge-agent" only.
         "device_authorization_endpoint": format!("{issuer}/oauth/device_authorization"),
-        "scopes_supported": [SCOPE],
+        "scopes_supported": scope::SUPPORTED,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token", super::device::GRANT_TYPE],
@@ -56,8 +56,9 @@ pub fn authorization_server(state: &RelayState) -> serde_json::Value {
 /// was presented (RFC 6750 §3).
 pub fn challenge(state: &RelayState, route: &str, error: Option<(&str, &str)>) -> String {
     let mut c = format!(
-        "Bearer realm=\"drawbridge\", resource_metadata=\"{}\", scope=\"{SCOPE}\"",
-        resource_metadata_url(state, route)
+        "Bearer realm=\"drawbridge\", resource_metadata=\"{}\", scope=\"{}\"",
+        resource_metadata_url(state, route),
+        scope::SUPPORTED.join(" ")
     );
     if let Some((code, description)) = error {
         c.push_str(&format!(
@@ -66,4 +67,20 @@ pub fn challenge(state: &RelayState, route: &str, error: Option<(&str, &str)>) -
         ));
     }
     c
+}
+
+/// The `WWW-Authenticate` value of a 403 for a token whose scope is too
+/// narrow: the scope to ask for (step-up; RFC 6750 §3.1, MCP authorization
+/// "Scope Challenge Handling").
+pub fn step_up_challenge(
+    state: &RelayState,
+    route: &str,
+    needed: &str,
+    description: &str,
+) -> String {
+    format!(
+        "Bearer error=\"insufficient_scope\", scope=\"{needed}\", resource_metadata=\"{}\", error_description=\"{}\"",
+        resource_metadata_url(state, route),
+        description.replace(['"', '\\'], "'")
+    )
 }

@@ -23,6 +23,7 @@ pub mod pkce;
 pub mod ratelimit;
 pub mod resource;
 pub mod revoke;
+pub mod scope;
 pub mod session;
 pub mod ssrf;
 pub mod token_endpoint;
@@ -39,9 +40,6 @@ use hyper::body::Incoming;
 
 use crate::gateway::RespBody;
 use crate::state::SharedState;
-
-/// The one scope routes know.
-pub const SCOPE: &str = "mcp";
 
 /// Largest form or JSON body the OAuth endpoints read.
 const MAX_BODY: usize = 64 * 1024;
@@ -129,26 +127,26 @@ pub async fn handle(
         },
         (Method::GET, "/oauth/authorize") => {
             let query = req.uri().query().unwrap_or("").to_owned();
-            authorize::authorize(state, req.headers(), &query).await
+            authorize::authorize(state, peer.ip(), req.headers(), &query).await
         }
         (Method::POST, "/oauth/login") => {
             let headers = req.headers().clone();
             match read_form(req).await {
-                Ok(form) => authorize::login(state, &headers, &form).await,
+                Ok(form) => authorize::login(state, peer.ip(), &headers, &form).await,
                 Err(resp) => resp,
             }
         }
         (Method::POST, "/oauth/consent") => {
             let headers = req.headers().clone();
             match read_form(req).await {
-                Ok(form) => authorize::consent(state, &headers, &form).await,
+                Ok(form) => authorize::consent(state, peer.ip(), &headers, &form).await,
                 Err(resp) => resp,
             }
         }
         (Method::GET, p) if p.starts_with("/oauth/upstream/") => {
             let provider = p["/oauth/upstream/".len()..].to_owned();
             let query = req.uri().query().unwrap_or("").to_owned();
-            upstream::start(state, &provider, req.headers(), &query).await
+            upstream::start(state, peer.ip(), &provider, req.headers(), &query).await
         }
         (Method::GET, p) if p.starts_with("/oauth/callback/") => {
             let provider = p["/oauth/callback/".len()..].to_owned();
@@ -156,7 +154,7 @@ pub async fn handle(
             upstream::callback(state, &provider, req.headers(), &query).await
         }
         (Method::POST, "/oauth/token") => match read_form(req).await {
-            Ok(form) => token_endpoint::token(state, &form).await,
+            Ok(form) => token_endpoint::token(state, peer.ip(), &form).await,
             Err(resp) => resp,
         },
         (Method::POST, "/oauth/revoke") => match read_form(req).await {

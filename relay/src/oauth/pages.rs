@@ -124,7 +124,11 @@ until you revoke its access.</p>\
             host = escape(v.redirect_host),
             route = escape(v.route),
             resource = escape(v.resource),
-            scope = escape(v.scope),
+            scope = super::scope::described(v.scope)
+                .iter()
+                .map(|(s, meaning)| format!("<code>{}</code>: {}", escape(s), escape(meaning)))
+                .collect::<Vec<_>>()
+                .join("<br>"),
             hidden = hidden(csrf, request),
         ),
     )

@@ -3,6 +3,8 @@
 //! family) are exchanged for an access token bound to one route; device
 //! codes (`agent login`, see [`device`]) for an agent credential.
 
+use std::net::IpAddr;
+
 use http::{Response, StatusCode};
 
 use crate::gateway::RespBody;
@@ -16,7 +18,8 @@ use super::{cimd, device, json, oauth_error, pkce, resource, Params};
 /// `POST /oauth/token`.
 /// A client given by URL has its metadata document fetched (or taken from
 /// the cache) first; a document that cannot be used is `invalid_client`.
-pub async fn token(state: &SharedState, form: &Params) -> Response<RespBody> {
+/// `peer` pays for a fetch (see [`cimd`]).
+pub async fn token(state: &SharedState, peer: IpAddr, form: &Params) -> Response<RespBody> {
     if form.get("grant_type") == Some(device::GRANT_TYPE) && form.repeated().is_none() {
         return match device::exchange(state, form) {
             Ok(answer) => json(StatusCode::OK, &answer),
@@ -24,7 +27,7 @@ pub async fn token(state: &SharedState, form: &Params) -> Response<RespBody> {
         };
     }
     let found = match form.get("client_id") {
-        Some(id) => cimd::find_client(state, id).await,
+        Some(id) => cimd::find_client(state, peer, id).await,
         None => Ok(None),
     };
     let outcome = exchange(state, form, found);
@@ -69,6 +72,8 @@ impl TokenError {
         let status = match self.code {
             "invalid_client" => StatusCode::UNAUTHORIZED,
             "server_error" => StatusCode::INTERNAL_SERVER_ERROR,
+            // Too many client metadata documents fetched for the caller.
+            "temporarily_unavailable" => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::BAD_REQUEST,
         };
         oauth_error(status, self.code, &self.description)
@@ -117,6 +122,9 @@ fn exchange(
         Err(cimd::LookupError::Store(e)) => return Err(store_error(e)),
         Err(cimd::LookupError::Document(e)) => {
             return Err(TokenError::new("invalid_client", e.to_string()))
+        }
+        Err(cimd::LookupError::Limited(e)) => {
+            return Err(TokenError::new("temporarily_unavailable", e.to_string()))
         }
     }
     .ok_or_else(|| {
@@ -275,16 +283,24 @@ fn exchange(
             "resource differs from the one the grant is for",
         ));
     }
-    if let Some(s) = form.get("scope") {
-        if s.split(' ')
-            .any(|s| !s.is_empty() && !old.scope.split(' ').any(|g| g == s))
-        {
-            return Err(TokenError::new(
-                "invalid_scope",
-                format!("scope {s:?} exceeds the grant's ({})", old.scope),
-            ));
+    // The scope may narrow (`mcp` to `mcp:read`), never widen (RFC 6749 §6).
+    let scope = match form.get("scope") {
+        None => old.scope.clone(),
+        Some(s) => {
+            let narrowed = super::scope::normalize(Some(s))
+                .ok()
+                .filter(|n| super::scope::covers(&old.scope, n));
+            match narrowed {
+                Some(n) => n,
+                None => {
+                    return Err(TokenError::new(
+                        "invalid_scope",
+                        format!("scope {s:?} exceeds the grant's ({})", old.scope),
+                    ))
+                }
+            }
         }
-    }
+    };
     if !state.store.rotate_refresh(&old.id).map_err(store_error)? {
         // Lost a race with another exchange of the same token: a reuse.
         state
@@ -304,7 +320,7 @@ fn exchange(
                 client_id: &old.client_id,
                 email: &old.email,
                 resource: &old.resource,
-                scope: &old.scope,
+                scope: &scope,
             },
             access_ttl,
             refresh_ttl,

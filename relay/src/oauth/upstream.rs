@@ -326,6 +326,7 @@ fn page(status: StatusCode, title: &str, message: &str) -> Response<RespBody> {
 /// `GET /oauth/upstream/<provider>?csrf=…&request=…`: off to the provider.
 pub async fn start(
     state: &SharedState,
+    peer: std::net::IpAddr,
     provider: &str,
     headers: &HeaderMap,
     query: &str,
@@ -348,7 +349,7 @@ pub async fn start(
     let request = params.get("request").unwrap_or("").to_owned();
     // The request must be one the relay would answer before the person
     // leaves for the provider.
-    if let Err(refusal) = super::authorize::check(state, &request).await {
+    if let Err(refusal) = super::authorize::check(state, peer, &request).await {
         return super::authorize::refused(state, refusal);
     }
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();

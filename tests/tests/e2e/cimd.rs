@@ -6,7 +6,9 @@
 //! document naming another client_id, an oversized one, a redirect, and a
 //! redirect URI the document does not list; each refused with a page (never
 //! a redirect) at the authorization endpoint and `invalid_client` at the
-//! token endpoint.
+//! token endpoint. Last, the fetch limits: concurrent authorizations that
+//! need the same uncached document share one fetch, and one address may start
+//! only so many fetches before it is refused with 429.
 
 use e2e::client::{full_body, Answer};
 use e2e::documents::{Doc, DocServer};
@@ -282,4 +284,84 @@ async fn with_cimd_off_url_client_ids_are_unknown() {
     assert_eq!(a.status, 400, "{}", a.text());
     assert!(a.text().contains("Unknown application"), "{}", a.text());
     assert_eq!(docs.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_authorizations_share_one_fetch() {
+    let s = Setup::new(true).await;
+    let client_id = s.docs.url("/slow.json");
+    s.docs
+        .put("/slow.json", Doc::json(&document(&client_id, REDIRECT)));
+    // Slow enough that every request arrives while the first fetch is on.
+    s.docs.set_delay(std::time::Duration::from_millis(1500));
+    const N: usize = 8;
+    let answers =
+        futures::future::join_all((0..N).map(|_| s.authorize(&client_id, REDIRECT))).await;
+    for a in &answers {
+        assert_eq!(a.status, 200, "{}", a.text());
+        assert!(a.text().contains("Drawbridge e2e (CIMD)"), "{}", a.text());
+    }
+    assert_eq!(s.docs.hits(), 1, "{N} concurrent authorizations, one fetch");
+
+    // A document that cannot be used is shared too, and not cached: the
+    // next request fetches again.
+    let broken = s.docs.url("/broken.json");
+    s.docs.put(
+        "/broken.json",
+        Doc::json(&document(&s.docs.url("/other.json"), REDIRECT)),
+    );
+    let answers = futures::future::join_all((0..N).map(|_| s.authorize(&broken, REDIRECT))).await;
+    for a in &answers {
+        assert_eq!(a.status, 400, "{}", a.text());
+        assert!(
+            a.text().contains("is not the URL it was fetched from"),
+            "{}",
+            a.text()
+        );
+    }
+    assert_eq!(s.docs.hits(), 2);
+    s.docs.set_delay(std::time::Duration::ZERO);
+    assert_eq!(s.authorize(&broken, REDIRECT).await.status, 400);
+    assert_eq!(s.docs.hits(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn document_fetches_are_limited_per_caller() {
+    let s = Setup::new(true).await;
+    let good = s.docs.url("/good.json");
+    s.docs
+        .put("/good.json", Doc::json(&document(&good, REDIRECT)));
+    assert_eq!(s.authorize(&good, REDIRECT).await.status, 200);
+    // Nine more fetches (of documents that do not exist) fill the burst…
+    for i in 0..9 {
+        let a = s
+            .authorize(&s.docs.url(&format!("/missing-{i}.json")), REDIRECT)
+            .await;
+        assert_eq!(a.status, 400, "{i}: {}", a.text());
+    }
+    assert_eq!(s.docs.hits(), 10);
+    // …and the eleventh is refused without fetching.
+    let a = s.authorize(&s.docs.url("/missing-10.json"), REDIRECT).await;
+    assert_eq!(a.status, 429, "{}", a.text());
+    assert!(a.headers.get("location").is_none(), "{:?}", a.headers);
+    let retry: u64 = a.headers["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=6).contains(&retry), "{retry}");
+    assert!(
+        a.text()
+            .contains("too many client metadata documents were fetched for your address"),
+        "{}",
+        a.text()
+    );
+    let t = s.token(&s.docs.url("/missing-11.json")).await;
+    assert_eq!(t.status, 429, "{}", t.text());
+    assert_eq!(t.json()["error"], "temporarily_unavailable", "{}", t.text());
+    assert_eq!(s.docs.hits(), 10);
+    // A cached document costs nothing.
+    let a = s.authorize(&good, REDIRECT).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(s.docs.hits(), 10);
 }

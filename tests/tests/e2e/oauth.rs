@@ -334,7 +334,8 @@ async fn python_sdk_signs_in_with_a_local_account_and_calls_tools() {
     );
     assert_eq!(v["read"]["is_error"], false, "{v}");
     assert_eq!(v["read"]["structured"]["rows"][0]["n"], 12, "{v}");
-    assert_eq!(v["scope"], "mcp", "{v}");
+    // The SDK asks for the scopes of the 401 challenge; `mcp` is full use.
+    assert_eq!(v["scope"], "mcp:read mcp", "{v}");
     let client_id = v["client_id"].as_str().expect("client_id");
     assert!(v["access_token"]
         .as_str()
@@ -389,13 +390,16 @@ async fn discovery_documents_name_one_issuer() {
         )
         .await;
     assert_eq!(a.status, 401);
+    // Its body unread, the HTTP/1.1 connection ends: the client must not
+    // reuse it for discovery.
+    assert_eq!(a.headers["connection"], "close", "{:?}", a.headers);
     let challenge = a.headers["www-authenticate"].to_str().expect("ascii");
     let prm_url = format!("{issuer}/.well-known/oauth-protected-resource/mcp/db");
     assert!(
         challenge.contains(&format!("resource_metadata=\"{prm_url}\"")),
         "{challenge}"
     );
-    assert!(challenge.contains("scope=\"mcp\""), "{challenge}");
+    assert!(challenge.contains("scope=\"mcp:read mcp\""), "{challenge}");
     assert!(
         !challenge.contains("error="),
         "no token, no error: {challenge}"
@@ -406,6 +410,10 @@ async fn discovery_documents_name_one_issuer() {
     let prm = prm.json();
     assert_eq!(prm["resource"], s.relay.route_url("db"));
     assert_eq!(prm["authorization_servers"], serde_json::json!([issuer]));
+    assert_eq!(
+        prm["scopes_supported"],
+        serde_json::json!(["mcp:read", "mcp"])
+    );
     let root = s
         .get(&s.url("/.well-known/oauth-protected-resource"), None)
         .await;
@@ -429,6 +437,10 @@ async fn discovery_documents_name_one_issuer() {
             serde_json::json!(["S256"])
         );
         assert_eq!(m["authorization_response_iss_parameter_supported"], true);
+        assert_eq!(
+            m["scopes_supported"],
+            serde_json::json!(["mcp:read", "mcp"])
+        );
         assert_eq!(
             m["grant_types_supported"],
             serde_json::json!([

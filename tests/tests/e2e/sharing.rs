@@ -24,7 +24,7 @@ const PASSWORD: &str = "correct horse battery";
 
 /// A config dir holding `owner`'s agent credential for `relay`, as `agent
 /// login` leaves it.
-fn logged_in(relay: &RelayProc, owner: &str, token: &str) -> TempDir {
+pub(crate) fn logged_in(relay: &RelayProc, owner: &str, token: &str) -> TempDir {
     let dir = TempDir::new("share-config");
     Credentials::at(dir.path().join("drawbridge").join("credentials.json"))
         .save(
@@ -43,7 +43,7 @@ fn logged_in(relay: &RelayProc, owner: &str, token: &str) -> TempDir {
 
 /// Runs `agent share ARGS` with the credentials in `config`: (exit code,
 /// stdout, stderr).
-async fn share(config: &TempDir, args: &[&str]) -> (i32, String, String) {
+pub(crate) async fn share(config: &TempDir, args: &[&str]) -> (i32, String, String) {
     let out = tokio::process::Command::new(bin("agent"))
         .arg("share")
         .args(args)
@@ -60,7 +60,7 @@ async fn share(config: &TempDir, args: &[&str]) -> (i32, String, String) {
 }
 
 /// The grant id `agent share … --with` printed.
-fn grant_id(stdout: &str) -> String {
+pub(crate) fn grant_id(stdout: &str) -> String {
     let at = stdout.find("(grant ").expect("grant id printed") + "(grant ".len();
     stdout[at..].split(')').next().expect("grant id").to_owned()
 }
