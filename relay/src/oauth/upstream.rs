@@ -133,7 +133,9 @@ impl UpstreamConfig {
 pub struct UpstreamIdentity {
     /// The verified email, lowercased.
     pub email: String,
-    /// The provider's groups, sorted, without duplicates.
+    /// The provider's groups, sorted, without duplicates, within the
+    /// tunnel's bounds ([`protocol::bounded_groups`]: the agent decides on
+    /// the same groups as the relay).
     pub groups: Vec<String>,
 }
 
@@ -142,9 +144,21 @@ impl UpstreamIdentity {
         groups.retain(|g| !g.is_empty());
         groups.sort();
         groups.dedup();
+        let bounded = protocol::bounded_groups(groups.iter().cloned());
+        if bounded.len() < groups.len() {
+            tracing::warn!(
+                email,
+                given = groups.len(),
+                kept = bounded.len(),
+                max = protocol::MAX_GROUPS,
+                max_len = protocol::MAX_GROUP_LEN,
+                "the provider gave more or longer groups than the tunnel carries; \
+                 the others are ignored"
+            );
+        }
         UpstreamIdentity {
             email: email.to_lowercase(),
-            groups,
+            groups: bounded,
         }
     }
 }
