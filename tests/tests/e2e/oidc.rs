@@ -8,10 +8,12 @@
 
 use std::time::Duration;
 
+use e2e::mcp;
 use e2e::oidc_provider::OidcProvider;
 use e2e::procs::{bin, Proc};
 use e2e::upstream_sign_in::{self, param, SignIn};
 use e2e::{AgentProc, HttpsClient, RelayProc, TempDir};
+use rmcp::model::CallToolRequestParams;
 use serde_json::{json, Value};
 
 const OWNER: &str = "owner@example.com";
@@ -204,5 +206,94 @@ async fn a_provider_that_cannot_be_discovered_stops_the_relay() {
         err.contains(&format!("OpenID Connect discovery of {bad_issuer} failed"))
             && err.contains("404"),
         "{err}"
+    );
+}
+
+/// The owner's `agent connect --policy` permits the group "data": the relay
+/// sends the provider's groups with each request (tunnel protocol version 4),
+/// so the laptop's own decision lets a member in, and a non-member is
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_policy_by_group_is_decided_on_the_laptop_too() {
+    let idp = OidcProvider::start().await;
+    idp.set_user(
+        "alice",
+        json!({"email": ALICE, "email_verified": true, "groups": ["data", "eng"]}),
+    )
+    .await;
+    idp.set_user(
+        "bob",
+        json!({"email": BOB, "email_verified": true, "groups": ["sales"]}),
+    )
+    .await;
+    let dir = TempDir::new("oidc-owner-groups");
+    let owner_policy = dir.path().join("owner.cedar");
+    std::fs::write(
+        &owner_policy,
+        "@id(\"data-group\")\npermit (principal in Group::\"data\", action, resource);\n",
+    )
+    .expect("write policy");
+    let flags = oidc_flags(&idp.issuer);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let relay = RelayProc::start(&flags).await;
+    let db = dir.path().join("demo.db").display().to_string();
+    let policy = owner_policy.display().to_string();
+    let agent = AgentProc::start_upstream(
+        &relay,
+        &relay.token(OWNER, false),
+        "db",
+        &["--sqlite", &db, "--policy", &policy],
+        "auto",
+    )
+    .await;
+
+    // Alice is in "data": her tool call passes the relay and the laptop.
+    let alice = sign_in(&relay, &idp, "alice", "db").await.token();
+    let client = mcp::connect(&relay.route_url("db"), &relay.ca(), &alice).await;
+    let r = client
+        .call_tool(
+            CallToolRequestParams::new("read_query").with_arguments(
+                json!({"query": "SELECT count(*) AS n FROM orders"})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+        )
+        .await
+        .expect("read_query as a member of data");
+    assert_eq!(r.is_error, Some(false), "{r:?}");
+    assert_eq!(
+        r.structured_content.expect("structured")["rows"][0]["n"],
+        25
+    );
+
+    // Bob is not: refused (at the relay, which evaluates the owner's policy
+    // with the same groups).
+    let bob = sign_in(&relay, &idp, "bob", "db").await.token();
+    let a = post(&relay, &bob, initialize()).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.json()["error"]["code"], -32001, "{}", a.text());
+
+    // The laptop decided Alice's call on her groups: its live line says
+    // allow (without the groups its owner's policy would deny her).
+    let stdout = agent.proc.stdout.lock().expect("lock").join("\n");
+    assert!(
+        stdout.contains(&format!("{ALICE} tools/call read_query → allow")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(BOB), "{stdout}");
+    // And the relay's audit shows the owner's rule permitting her.
+    let (code, out, err) = relay.admin(&["audit", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let allowed = out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON line"))
+        .find(|e| e["identity"] == ALICE && e["target"] == "read_query")
+        .unwrap_or_else(|| panic!("no event of Alice's call: {out}"));
+    assert_eq!(allowed["decision"], "allow", "{allowed}");
+    assert_eq!(allowed["groups"], json!(["data", "eng"]), "{allowed}");
+    assert!(
+        allowed["policy"].to_string().contains("data-group"),
+        "{allowed}"
     );
 }
