@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use e2e::browser::{hidden, location, Browser};
 use e2e::mcp;
 use e2e::oidc_provider::OidcProvider;
 use e2e::procs::{bin, Proc};
@@ -295,5 +296,93 @@ async fn an_owner_policy_by_group_is_decided_on_the_laptop_too() {
     assert!(
         allowed["policy"].to_string().contains("data-group"),
         "{allowed}"
+    );
+}
+
+/// `agent login` approved by a person who signs in at `/device` through the
+/// provider (the relay has no local accounts): the link comes back to the
+/// approval of the same code, and the agent gets a credential of that email.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_login_is_approved_after_signing_in_at_the_provider() {
+    let idp = OidcProvider::start().await;
+    idp.set_user(
+        "alice",
+        json!({"email": ALICE, "email_verified": true, "groups": ["data"]}),
+    )
+    .await;
+    let mut flags = oidc_flags(&idp.issuer);
+    flags.extend(["--device-poll-interval".into(), "1s".into()]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let relay = RelayProc::start(&flags).await;
+    let home = TempDir::new("oidc-login-home");
+    let config = home.path().join("config");
+    let config_s = config.display().to_string();
+    let mut login = Proc::spawn(
+        "agent-login",
+        &bin("agent"),
+        &[
+            "login".into(),
+            "--relay".into(),
+            relay.url(),
+            "--ca".into(),
+            relay.ca().display().to_string(),
+        ],
+        &[("XDG_CONFIG_HOME", config_s.as_str())],
+    );
+    let line = login
+        .wait_stdout("enter the code:", Duration::from_secs(20))
+        .await;
+    let code = line.rsplit(' ').next().expect("code").to_owned();
+
+    // The person opens the agent's link: the provider is the way in.
+    let mut b = Browser::new(&relay);
+    let page = b.get(&format!("/device?user_code={code}")).await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let body = page.text();
+    assert!(!body.contains("type=\"password\""), "{body}");
+    let marker = ">Sign in with Mock IdP</a>";
+    let end = body
+        .find(marker)
+        .unwrap_or_else(|| panic!("no provider link on {body}"));
+    let start = body[..end].rfind("href=\"").expect("the link's href") + "href=\"".len();
+    let href = body[start..end].trim_end_matches('"').replace("&amp;", "&");
+    let to_provider = b.get(&href).await;
+    assert_eq!(to_provider.status, 303, "{}", to_provider.text());
+    let back = idp.sign_in(&location(&to_provider), "alice").await;
+    let signed_in = b.get(&back).await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.text());
+    assert_eq!(location(&signed_in), format!("/device?user_code={code}"));
+
+    // Back at the approval of the same code, signed in as Alice.
+    let page = b.get(&location(&signed_in)).await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let body = page.text();
+    assert!(
+        body.contains("Approve this agent?") && body.contains(ALICE),
+        "{body}"
+    );
+    let done = b
+        .form(
+            "/device/approve",
+            &[
+                ("csrf", &hidden(&body, "csrf")),
+                ("user_code", &hidden(&body, "user_code")),
+                ("decision", "approve"),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, 200, "{}", done.text());
+    assert!(done.text().contains("Agent approved"), "{}", done.text());
+
+    assert_eq!(login.wait_exit(Duration::from_secs(30)).await, Some(0));
+    let out = login.stdout.lock().expect("lock").join("\n");
+    assert!(
+        out.contains(&format!("signed in to {} as {ALICE}", relay.url())),
+        "{out}"
+    );
+    let (_, tokens, _) = relay.admin(&["token", "list", "--json"]);
+    assert!(
+        tokens.contains(&format!("\"owner\":\"{ALICE}\"")) && tokens.contains("agent login"),
+        "{tokens}"
     );
 }
