@@ -5,6 +5,8 @@
 //! asks for 2 GiB — the relay must end *that* connection, promptly, and nothing
 //! else. Every test therefore starts a healthy agent first and proves after the
 //! hostile action that the very same session (no reconnect) still serves.
+//! And older agents (protocol versions 2 and 3) get exchange heads in their
+//! own version.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
