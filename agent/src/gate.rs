@@ -285,7 +285,7 @@ pub enum Verdict {
 fn caller<'a>(head: &'a ExchangeHead, owner: &'a str) -> Caller<'a> {
     Caller {
         email: &head.identity.subject,
-        groups: &[],
+        groups: &head.identity.groups,
         client_id: &head.identity.credential_name,
         client_name: None,
         route: &head.route,

@@ -24,6 +24,7 @@ fn head(subject: &str, method: &str, content_type: Option<&str>) -> ExchangeHead
             subject: subject.into(),
             kind: IdentityKind::ClientToken,
             credential_name: "laptop-test".into(),
+            groups: Vec::new(),
         },
         request_id: "r1".into(),
         session: None,
@@ -260,4 +261,38 @@ fn grants_from_the_relay_add_to_the_owners_policy_here_too() {
         g.judge_body(&bob, OWNER, &read).0,
         Verdict::Refuse { .. }
     ));
+}
+
+#[test]
+fn the_identitys_groups_from_the_relay_reach_the_owners_policy() {
+    let dir = std::env::temp_dir().join(format!("gate-groups-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("owner.cedar");
+    std::fs::write(
+        &file,
+        "@id(\"data-group\")\npermit (principal in Group::\"data\", action, resource);\n",
+    )
+    .expect("write");
+    let policy = OwnerPolicy::from_file(&file).expect("policy");
+    let _ = std::fs::remove_dir_all(&dir);
+    let g = Gate::new(&policy, UpstreamKind::Sqlite, 1024);
+    let body = call("read_query", "SELECT 1");
+
+    let mut member = head("carol@example.com", "POST", Some("application/json"));
+    member.identity.groups = vec!["data".into(), "eng".into()];
+    let (v, s) = g.judge_body(&member, OWNER, &body);
+    assert_eq!(v, Verdict::Pass, "{s:?}");
+
+    let mut outsider = head("dave@example.com", "POST", Some("application/json"));
+    outsider.identity.groups = vec!["sales".into()];
+    let (v, _) = g.judge_body(&outsider, OWNER, &body);
+    let (_, answer) = refusal(&v);
+    assert_eq!(answer["error"]["code"], policy::body::POLICY_DENIED);
+    // Without groups (a version 3 relay), the same member is refused.
+    let (v, _) = g.judge_body(
+        &head("carol@example.com", "POST", Some("application/json")),
+        OWNER,
+        &body,
+    );
+    refusal(&v);
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::{
-    Control, FrameLimit, GoAwayReason, Hello, HelloReply, RouteOffer, StreamOpen, UpstreamKind,
-    Welcome, PROTOCOL_VERSION,
+    Control, FrameLimit, GoAwayReason, Hello, HelloReply, RouteOffer, UpstreamKind, Welcome,
+    PROTOCOL_VERSION,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -256,9 +256,8 @@ async fn accept_streams(
         let serving = serving.clone();
         let owner = owner.clone();
         in_flight.spawn(async move {
-            let open = protocol::read_frame::<StreamOpen, _>("exchange", &mut recv, FrameLimit::HEAD).await;
-            let head = match open {
-                Ok(StreamOpen::Exchange(head)) => head,
+            let head = match protocol::read_exchange(&mut recv).await {
+                Ok(head) => head,
                 Err(e) => {
                     tracing::warn!(error = %e, "bad exchange header from the relay; dropping the stream");
                     return;

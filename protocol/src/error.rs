@@ -23,6 +23,12 @@ pub enum DecodeError {
     /// The payload decoded, but bytes were left over after the message.
     #[error("{extra} trailing bytes after {what} frame")]
     TrailingBytes { what: &'static str, extra: usize },
+    /// An exchange identity with more groups than the protocol allows.
+    #[error("exchange identity with {count} groups; at most {max} are allowed")]
+    TooManyGroups { count: usize, max: usize },
+    /// An exchange identity with a group name longer than the protocol allows.
+    #[error("exchange identity with a group of {len} bytes; at most {max} are allowed")]
+    GroupTooLong { len: usize, max: usize },
 }
 
 /// Why a frame could not be read from, or written to, a stream.

@@ -7,6 +7,14 @@
 //! direction.
 
 use serde::{Deserialize, Serialize};
+use tokio::io::AsyncRead;
+
+use crate::{DecodeError, FrameError, FrameLimit};
+
+/// At most this many groups in an [`Identity`] (protocol version 4).
+pub const MAX_GROUPS: usize = 256;
+/// At most this many bytes in one group's name.
+pub const MAX_GROUP_LEN: usize = 256;
 
 /// The first frame on a relay-opened stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,20 +64,68 @@ pub struct RouteGrant {
 }
 
 impl ExchangeHead {
-    /// This head as protocol version 2 writes it (no grants): what a relay
-    /// sends an agent that said version 2 in its hello.
+    /// This head as protocol version 3 writes it (no groups in the
+    /// identity): what a relay sends an agent that said version 3.
+    pub fn as_v3(&self) -> StreamOpenV3<'_> {
+        StreamOpenV3::Exchange(ExchangeHeadV3 {
+            route: &self.route,
+            method: &self.method,
+            path: &self.path,
+            headers: &self.headers,
+            identity: self.identity.as_v3(),
+            request_id: &self.request_id,
+            session: &self.session,
+            body: self.body,
+            grants: &self.grants,
+        })
+    }
+
+    /// This head as protocol version 2 writes it (no groups, no grants):
+    /// what a relay sends an agent that said version 2 in its hello.
     pub fn as_v2(&self) -> StreamOpenV2<'_> {
         StreamOpenV2::Exchange(ExchangeHeadV2 {
             route: &self.route,
             method: &self.method,
             path: &self.path,
             headers: &self.headers,
-            identity: &self.identity,
+            identity: self.identity.as_v3(),
             request_id: &self.request_id,
             session: &self.session,
             body: self.body,
         })
     }
+}
+
+/// Reads the [`StreamOpen`] frame that starts an exchange stream and checks
+/// what postcard alone cannot: the identity's groups are within
+/// [`MAX_GROUPS`] and [`MAX_GROUP_LEN`].
+pub async fn read_exchange<R: AsyncRead + Unpin>(recv: &mut R) -> Result<ExchangeHead, FrameError> {
+    let StreamOpen::Exchange(head) =
+        crate::read_frame::<StreamOpen, _>("exchange", recv, FrameLimit::HEAD).await?;
+    head.identity.check_groups()?;
+    Ok(head)
+}
+
+/// [`StreamOpen`] of protocol version 3 (encoding only).
+#[derive(Debug, Serialize)]
+pub enum StreamOpenV3<'a> {
+    Exchange(ExchangeHeadV3<'a>),
+}
+
+/// [`ExchangeHead`] of protocol version 3: the same fields, with an identity
+/// without groups (postcard encodes these borrowed fields exactly as the
+/// owned ones).
+#[derive(Debug, Serialize)]
+pub struct ExchangeHeadV3<'a> {
+    pub route: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub headers: &'a [Header],
+    pub identity: IdentityV3<'a>,
+    pub request_id: &'a str,
+    pub session: &'a Option<String>,
+    pub body: BodyKind,
+    pub grants: &'a [RouteGrant],
 }
 
 /// [`StreamOpen`] of protocol version 2 (encoding only).
@@ -79,14 +135,15 @@ pub enum StreamOpenV2<'a> {
 }
 
 /// [`ExchangeHead`] of protocol version 2: the same fields, without grants
-/// (postcard encodes these borrowed fields exactly as the owned ones).
+/// and with an identity without groups (postcard encodes these borrowed
+/// fields exactly as the owned ones).
 #[derive(Debug, Serialize)]
 pub struct ExchangeHeadV2<'a> {
     pub route: &'a str,
     pub method: &'a str,
     pub path: &'a str,
     pub headers: &'a [Header],
-    pub identity: &'a Identity,
+    pub identity: IdentityV3<'a>,
     pub request_id: &'a str,
     pub session: &'a Option<String>,
     pub body: BodyKind,
@@ -118,6 +175,58 @@ pub struct Identity {
     pub kind: IdentityKind,
     /// The credential's name (a token's name, or an OAuth client id).
     pub credential_name: String,
+    /// The groups the relay's upstream identity provider gave the subject
+    /// (protocol version 4): the policy's `principal in Group::"…"`. At
+    /// most [`MAX_GROUPS`], each at most [`MAX_GROUP_LEN`] bytes
+    /// ([`bounded_groups`]).
+    pub groups: Vec<String>,
+}
+
+impl Identity {
+    /// This identity as protocol versions 2 and 3 write it: without groups.
+    pub fn as_v3(&self) -> IdentityV3<'_> {
+        IdentityV3 {
+            subject: &self.subject,
+            kind: self.kind,
+            credential_name: &self.credential_name,
+        }
+    }
+
+    /// Refuses more groups, or longer ones, than the protocol allows.
+    pub fn check_groups(&self) -> Result<(), DecodeError> {
+        if self.groups.len() > MAX_GROUPS {
+            return Err(DecodeError::TooManyGroups {
+                count: self.groups.len(),
+                max: MAX_GROUPS,
+            });
+        }
+        if let Some(g) = self.groups.iter().find(|g| g.len() > MAX_GROUP_LEN) {
+            return Err(DecodeError::GroupTooLong {
+                len: g.len(),
+                max: MAX_GROUP_LEN,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The groups an [`Identity`] may carry: those of at most [`MAX_GROUP_LEN`]
+/// bytes, the first [`MAX_GROUPS`] of them. What the relay decides with, so
+/// that it decides on the same groups as the agent.
+pub fn bounded_groups(groups: impl IntoIterator<Item = String>) -> Vec<String> {
+    groups
+        .into_iter()
+        .filter(|g| g.len() <= MAX_GROUP_LEN)
+        .take(MAX_GROUPS)
+        .collect()
+}
+
+/// [`Identity`] of protocol versions 2 and 3 (encoding only): no groups.
+#[derive(Debug, Serialize)]
+pub struct IdentityV3<'a> {
+    pub subject: &'a str,
+    pub kind: IdentityKind,
+    pub credential_name: &'a str,
 }
 
 /// How an identity was established.

@@ -27,8 +27,9 @@ pub mod route;
 pub use control::{Control, GoAwayReason};
 pub use error::{DecodeError, FrameError};
 pub use exchange::{
-    BodyKind, ExchangeHead, ExchangeHeadV2, Header, Identity, IdentityKind, ResponseHead,
-    RouteGrant, StreamOpen, StreamOpenV2,
+    bounded_groups, read_exchange, BodyKind, ExchangeHead, ExchangeHeadV2, ExchangeHeadV3, Header,
+    Identity, IdentityKind, IdentityV3, ResponseHead, RouteGrant, StreamOpen, StreamOpenV2,
+    StreamOpenV3, MAX_GROUPS, MAX_GROUP_LEN,
 };
 pub use frame::{decode_frame, encode_frame, read_frame, write_frame, FrameLimit};
 pub use handshake::{
@@ -36,10 +37,16 @@ pub use handshake::{
 };
 pub use route::{validate_route_name, RouteNameError};
 
-/// The protocol version this build speaks.
-/// 3: exchange heads carry the route's grants (a relay sends version 2
-/// agents heads without them: [`ExchangeHead::as_v2`]).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// The protocol version this build speaks. A relay speaks every version from
+/// [`MIN_PROTOCOL_VERSION`] up, and writes each agent's exchange heads in the
+/// version of its hello:
+///
+/// | version | exchange head                                      | written by              |
+/// |---------|----------------------------------------------------|-------------------------|
+/// | 2       | no grants, identity without groups                 | [`ExchangeHead::as_v2`] |
+/// | 3       | + the route's grants (`agent share`)               | [`ExchangeHead::as_v3`] |
+/// | 4       | + the identity's groups from the upstream provider | [`StreamOpen`] itself   |
+pub const PROTOCOL_VERSION: u16 = 4;
 /// The oldest protocol version this build still accepts from a peer.
 pub const MIN_PROTOCOL_VERSION: u16 = 2;
 /// The ALPN token that marks a tunnel connection, over QUIC and over TLS on TCP.

@@ -33,6 +33,7 @@ fn exchange() -> StreamOpen {
             subject: "alice@example.com".into(),
             kind: IdentityKind::ClientToken,
             credential_name: "laptop".into(),
+            groups: Vec::new(),
         },
         request_id: "r1".into(),
         session: Some("s".into()),
@@ -300,7 +301,7 @@ fn payload<T: serde::Serialize>(msg: &T) -> Vec<u8> {
 #[test]
 fn a_version_2_head_is_the_version_3_head_without_its_grants() {
     let StreamOpen::Exchange(mut head) = exchange();
-    let v3_empty = payload(&StreamOpen::Exchange(head.clone()));
+    let v3_empty = payload(&head.as_v3());
     let v2 = payload(&head.as_v2());
     // Version 3 appends the grants: an empty list is one byte (length 0).
     assert_eq!(&v3_empty[..v3_empty.len() - 1], v2.as_slice());
@@ -315,4 +316,122 @@ fn a_version_2_head_is_the_version_3_head_without_its_grants() {
     });
     assert_eq!(payload(&head.as_v2()), v2);
     roundtrip("exchange", StreamOpen::Exchange(head));
+}
+
+fn head_with_groups(groups: Vec<String>) -> ExchangeHead {
+    let StreamOpen::Exchange(mut head) = exchange();
+    head.identity.groups = groups;
+    head.grants.push(RouteGrant {
+        id: "a1".into(),
+        with: "@example.com".into(),
+        tools: Some(vec!["read_query".into()]),
+        read_only: true,
+        expires_at: Some(1_800_000_000),
+    });
+    head
+}
+
+#[test]
+fn a_version_3_head_is_the_version_4_head_without_its_groups() {
+    let head = head_with_groups(Vec::new());
+    let v4_empty = payload(&StreamOpen::Exchange(head.clone()));
+    let v3 = payload(&head.as_v3());
+    // Version 4 appends the groups to the identity: an empty list is one
+    // byte (length 0) right before what follows the identity.
+    let tail = payload(&(&head.request_id, &head.session, head.body, &head.grants));
+    let at = v4_empty.len() - tail.len() - 1;
+    assert_eq!(v4_empty[at], 0);
+    let mut without = v4_empty.clone();
+    without.remove(at);
+    assert_eq!(without, v3);
+    // With groups, the version 3 (and 2) heads are unchanged.
+    let grouped = head_with_groups(vec!["data".into(), "eng".into()]);
+    assert_eq!(payload(&grouped.as_v3()), v3);
+    assert_eq!(payload(&grouped.as_v2()), payload(&head.as_v2()));
+}
+
+/// The frame of a head with these groups, as a relay would write it.
+fn frame_of(head: &ExchangeHead) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    encode_frame(
+        "exchange",
+        &StreamOpen::Exchange(head.clone()),
+        FrameLimit::HEAD,
+        &mut buf,
+    )
+    .expect("encode");
+    buf.to_vec()
+}
+
+#[tokio::test]
+async fn groups_roundtrip_within_the_bounds() {
+    let most: Vec<String> = (0..MAX_GROUPS)
+        .map(|i| format!("{i:0>width$}", width = MAX_GROUP_LEN))
+        .collect();
+    for groups in [
+        vec!["data".to_string(), "eng".into(), "Ünïcode group".into()],
+        most,
+    ] {
+        let head = head_with_groups(groups);
+        roundtrip("exchange", StreamOpen::Exchange(head.clone()));
+        let frame = frame_of(&head);
+        // What the fuzzer checks of every frame holds for this one.
+        protocol::fuzz::frames(&frame);
+        let got = read_exchange(&mut frame.as_slice())
+            .await
+            .expect("read_exchange");
+        assert_eq!(got, head);
+    }
+}
+
+#[tokio::test]
+async fn the_exchange_decoder_refuses_more_groups_than_the_bounds() {
+    let too_many: Vec<String> = (0..=MAX_GROUPS).map(|i| format!("g{i}")).collect();
+    let frame = frame_of(&head_with_groups(too_many));
+    protocol::fuzz::frames(&frame);
+    match read_exchange(&mut frame.as_slice()).await {
+        Err(FrameError::Decode(DecodeError::TooManyGroups { count, max })) => {
+            assert_eq!((count, max), (MAX_GROUPS + 1, MAX_GROUPS));
+        }
+        other => panic!("{} groups were not refused: {other:?}", MAX_GROUPS + 1),
+    }
+
+    let long = "x".repeat(MAX_GROUP_LEN + 1);
+    let frame = frame_of(&head_with_groups(vec!["data".into(), long]));
+    let err = read_exchange(&mut frame.as_slice())
+        .await
+        .expect_err("a group too long was not refused");
+    assert!(
+        matches!(
+            err,
+            FrameError::Decode(DecodeError::GroupTooLong { len, max })
+                if len == MAX_GROUP_LEN + 1 && max == MAX_GROUP_LEN
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "exchange identity with a group of {} bytes; at most {MAX_GROUP_LEN} are allowed",
+            MAX_GROUP_LEN + 1
+        )
+    );
+}
+
+#[test]
+fn bounded_groups_keep_what_the_tunnel_carries() {
+    let mut given: Vec<String> = vec!["y".repeat(MAX_GROUP_LEN + 1)];
+    given.extend((0..MAX_GROUPS + 5).map(|i| format!("g{i:04}")));
+    let kept = bounded_groups(given.clone());
+    assert_eq!(kept.len(), MAX_GROUPS);
+    assert_eq!(kept, given[1..=MAX_GROUPS].to_vec());
+    let identity = Identity {
+        subject: "a@example.com".into(),
+        kind: IdentityKind::OAuth,
+        credential_name: "c".into(),
+        groups: kept,
+    };
+    identity
+        .check_groups()
+        .expect("bounded groups pass the check");
 }

@@ -42,6 +42,7 @@ fn real_frames() -> Vec<(&'static str, Vec<u8>)> {
             subject: "alice@example.com".into(),
             kind: IdentityKind::OAuth,
             credential_name: "https://claude.ai/oauth/client".into(),
+            groups: vec!["data".into(), "eng".into()],
         },
         request_id: "0011223344556677".into(),
         session: Some("s-1".into()),

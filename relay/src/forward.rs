@@ -84,7 +84,7 @@ pub async fn exchange(
     metrics: &Metrics,
 ) -> Result<Response<Counted<TunnelBody>>, ForwardError> {
     let empty = head.body == protocol::BodyKind::Empty;
-    let written = if version >= 3 {
+    let written = if version >= 4 {
         protocol::write_frame(
             "exchange",
             &mut send,
@@ -92,6 +92,10 @@ pub async fn exchange(
             FrameLimit::HEAD,
         )
         .await
+    } else if version == 3 {
+        // A version 3 agent knows no groups: its second decision with the
+        // owner's policy sees none (a permit by group is refused there).
+        protocol::write_frame("exchange", &mut send, &head.as_v3(), FrameLimit::HEAD).await
     } else {
         // A version 2 agent knows no grants: it decides with the owner's
         // policy alone (a grantee is refused on that laptop).

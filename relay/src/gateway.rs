@@ -506,6 +506,7 @@ async fn route_request(
             subject: caller_id.subject.clone(),
             kind: caller_id.kind,
             credential_name: caller_id.client_id.clone(),
+            groups: caller_id.groups.clone(),
         },
         request_id: request_id.to_owned(),
         session: parts
@@ -714,7 +715,8 @@ fn authenticate(
             subject: record.email,
             client_id: record.client_id,
             kind: IdentityKind::OAuth,
-            groups,
+            // As the tunnel carries them (the agent decides on the same).
+            groups: protocol::bounded_groups(groups),
             access,
         });
     }

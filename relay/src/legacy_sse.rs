@@ -551,6 +551,7 @@ async fn end_upstream(
                     subject: session.owner.clone(),
                     kind: IdentityKind::ClientToken,
                     credential_name: session.client.clone(),
+                    groups: Vec::new(),
                 },
                 request_id: request_id.clone(),
                 session: upstream_session.to_str().ok().map(str::to_owned),

@@ -245,15 +245,12 @@ pub fn page(
             Err(e) => return super::store_failed_page(e),
         };
         return session::with_cookie(
-            html(StatusCode::OK, pages::device_login(&csrf, &typed, "", None)),
+            sign_in_page(state, StatusCode::OK, &csrf, &typed, "", None),
             &id,
         );
     };
     let Some(email) = s.email.clone() else {
-        return html(
-            StatusCode::OK,
-            pages::device_login(&s.csrf, &typed, "", None),
-        );
+        return sign_in_page(state, StatusCode::OK, &s.csrf, &typed, "", None);
     };
     if typed.is_empty() {
         return html(StatusCode::OK, pages::device_code(&email, "", None));
@@ -289,9 +286,13 @@ pub async fn login(state: &SharedState, headers: &HeaderMap, form: &Params) -> R
         Ok(true) => {}
         Ok(false) => {
             tracing::info!(email, "device sign-in refused: wrong email or password");
-            return html(
+            return sign_in_page(
+                state,
                 StatusCode::UNAUTHORIZED,
-                pages::device_login(&s.csrf, &typed, &email, Some("Wrong email or password.")),
+                &s.csrf,
+                &typed,
+                &email,
+                Some("Wrong email or password."),
             );
         }
         Err(e) => return super::store_failed_page(e),
@@ -324,10 +325,7 @@ pub fn approve(
     };
     let typed = form.get("user_code").unwrap_or("").to_owned();
     let Some(email) = s.email.clone() else {
-        return html(
-            StatusCode::UNAUTHORIZED,
-            pages::device_login(&s.csrf, &typed, "", None),
-        );
+        return sign_in_page(state, StatusCode::UNAUTHORIZED, &s.csrf, &typed, "", None);
     };
     let code = match pending(state, peer, &typed) {
         Ok(code) => code,
@@ -413,6 +411,38 @@ fn pending(
             ))
         }
     }
+}
+
+/// The `/device` sign-in page: the password form when the relay has local
+/// accounts (or no upstream provider), a link per upstream provider, which
+/// comes back to `/device` with the typed code.
+fn sign_in_page(
+    state: &SharedState,
+    status: StatusCode,
+    csrf: &str,
+    typed: &str,
+    email: &str,
+    error: Option<&str>,
+) -> Response<RespBody> {
+    let upstream = &state.oauth.upstream;
+    let passwords = !upstream.any()
+        || match state.store.list_users() {
+            Ok(users) => !users.is_empty(),
+            Err(e) => return super::store_failed_page(e),
+        };
+    html(
+        status,
+        pages::device_login(
+            csrf,
+            typed,
+            email,
+            error,
+            &pages::SignInWays {
+                passwords,
+                providers: &upstream.device_links(csrf, typed),
+            },
+        ),
+    )
 }
 
 fn no_such_code(typed: &str) -> String {

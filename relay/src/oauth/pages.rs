@@ -145,16 +145,30 @@ autocomplete=\"off\" autocapitalize=\"characters\" placeholder=\"XXXX-XXXX\">",
 }
 
 /// `/device`, signed out: sign in to approve an `agent login`.
-pub fn device_login(csrf: &str, user_code: &str, email: &str, error: Option<&str>) -> String {
+pub fn device_login(
+    csrf: &str,
+    user_code: &str,
+    email: &str,
+    error: Option<&str>,
+    ways: &SignInWays<'_>,
+) -> String {
     let error = error
         .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
         .unwrap_or_default();
-    layout(
-        "Sign in an agent",
-        &format!(
-            "<p>An agent (<code>agent login</code>) asks to act as you on this relay: \
-to serve routes in your name and share them. Sign in to approve it.</p>{error}\
-<form method=\"post\" action=\"/device/login\">\
+    let providers: String = ways
+        .providers
+        .iter()
+        .map(|p| {
+            format!(
+                "<p><a class=\"provider\" href=\"{}\">{}</a></p>",
+                escape(&p.href),
+                escape(&p.label)
+            )
+        })
+        .collect();
+    let form = if ways.passwords {
+        format!(
+            "<form method=\"post\" action=\"/device/login\">\
 <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">{code}\
 <label for=\"email\">Email</label><input id=\"email\" type=\"email\" name=\"email\" value=\"{email}\" required>\
 <label for=\"password\">Password</label><input id=\"password\" type=\"password\" name=\"password\" required>\
@@ -162,6 +176,15 @@ to serve routes in your name and share them. Sign in to approve it.</p>{error}\
             csrf = escape(csrf),
             code = user_code_field(user_code),
             email = escape(email),
+        )
+    } else {
+        String::new()
+    };
+    layout(
+        "Sign in an agent",
+        &format!(
+            "<p>An agent (<code>agent login</code>) asks to act as you on this relay: \
+to serve routes in your name and share them. Sign in to approve it.</p>{error}{providers}{form}"
         ),
     )
 }

@@ -133,7 +133,9 @@ impl UpstreamConfig {
 pub struct UpstreamIdentity {
     /// The verified email, lowercased.
     pub email: String,
-    /// The provider's groups, sorted, without duplicates.
+    /// The provider's groups, sorted, without duplicates, within the
+    /// tunnel's bounds ([`protocol::bounded_groups`]: the agent decides on
+    /// the same groups as the relay).
     pub groups: Vec<String>,
 }
 
@@ -142,9 +144,21 @@ impl UpstreamIdentity {
         groups.retain(|g| !g.is_empty());
         groups.sort();
         groups.dedup();
+        let bounded = protocol::bounded_groups(groups.iter().cloned());
+        if bounded.len() < groups.len() {
+            tracing::warn!(
+                email,
+                given = groups.len(),
+                kept = bounded.len(),
+                max = protocol::MAX_GROUPS,
+                max_len = protocol::MAX_GROUP_LEN,
+                "the provider gave more or longer groups than the tunnel carries; \
+                 the others are ignored"
+            );
+        }
         UpstreamIdentity {
             email: email.to_lowercase(),
-            groups,
+            groups: bounded,
         }
     }
 }
@@ -196,9 +210,33 @@ struct Pending {
     session_id: String,
     verifier: String,
     nonce: String,
-    /// The authorization request being answered (its query string).
-    request: String,
+    /// Where the signed-in browser goes back to.
+    back: Back,
     started: Instant,
+}
+
+/// What a sign-in at the provider was started from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Back {
+    /// An authorization request (its query string): `/oauth/authorize`.
+    Authorize(String),
+    /// The approval of an `agent login` (the code typed, maybe none):
+    /// `/device`.
+    Device(String),
+}
+
+impl Back {
+    fn url(&self) -> String {
+        match self {
+            Back::Authorize(request) => format!("/oauth/authorize?{request}"),
+            Back::Device(user_code) => format!(
+                "/device?{}",
+                url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("user_code", user_code)
+                    .finish()
+            ),
+        }
+    }
 }
 
 /// The providers, discovered, and the pending sign-ins.
@@ -267,8 +305,22 @@ impl Upstream {
 
     /// The sign-in page's links for the session's CSRF token and the request.
     pub fn links(&self, csrf: &str, request: &str) -> Vec<ProviderLink> {
+        self.links_with(&form_query(csrf, request))
+    }
+
+    /// The `/device` sign-in page's links: back there with the typed code
+    /// after the provider.
+    pub fn device_links(&self, csrf: &str, user_code: &str) -> Vec<ProviderLink> {
+        self.links_with(
+            &url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("csrf", csrf)
+                .append_pair("device", user_code)
+                .finish(),
+        )
+    }
+
+    fn links_with(&self, query: &str) -> Vec<ProviderLink> {
         let mut links = Vec::new();
-        let query = form_query(csrf, request);
         if let Some(o) = &self.oidc {
             links.push(ProviderLink {
                 href: format!("/oauth/upstream/{}?{query}", ProviderKind::Oidc.slug()),
@@ -323,7 +375,8 @@ fn page(status: StatusCode, title: &str, message: &str) -> Response<RespBody> {
     html(status, pages::error(title, message))
 }
 
-/// `GET /oauth/upstream/<provider>?csrf=…&request=…`: off to the provider.
+/// `GET /oauth/upstream/<provider>?csrf=…&request=…` (or `&device=CODE`,
+/// from `/device`): off to the provider.
 pub async fn start(
     state: &SharedState,
     peer: std::net::IpAddr,
@@ -346,12 +399,19 @@ pub async fn start(
     if !session::csrf_ok(&s, params.get("csrf")) {
         return csrf_refused();
     }
-    let request = params.get("request").unwrap_or("").to_owned();
-    // The request must be one the relay would answer before the person
-    // leaves for the provider.
-    if let Err(refusal) = super::authorize::check(state, peer, &request).await {
-        return super::authorize::refused(state, refusal);
-    }
+    let back = match params.get("device") {
+        // The code is checked on the way back, at /device.
+        Some(user_code) => Back::Device(user_code.to_owned()),
+        None => {
+            let request = params.get("request").unwrap_or("").to_owned();
+            // The request must be one the relay would answer before the
+            // person leaves for the provider.
+            if let Err(refusal) = super::authorize::check(state, peer, &request).await {
+                return super::authorize::refused(state, refusal);
+            }
+            Back::Authorize(request)
+        }
+    };
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let oauth_state = crate::token::random_hex(32);
     let nonce = crate::token::random_hex(32);
@@ -375,7 +435,7 @@ pub async fn start(
             session_id,
             verifier: verifier.secret().clone(),
             nonce,
-            request,
+            back,
             started: Instant::now(),
         },
     );
@@ -480,7 +540,7 @@ pub async fn callback(
         provider = kind.slug(),
         "signed in at the upstream provider"
     );
-    session::with_cookie(redirect(&format!("/oauth/authorize?{}", p.request)), &id)
+    session::with_cookie(redirect(&p.back.url()), &id)
 }
 
 fn not_configured() -> Response<RespBody> {

@@ -5,6 +5,8 @@
 //! asks for 2 GiB — the relay must end *that* connection, promptly, and nothing
 //! else. Every test therefore starts a healthy agent first and proves after the
 //! hostile action that the very same session (no reconnect) still serves.
+//! And older agents (protocol versions 2 and 3) get exchange heads in their
+//! own version.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -701,4 +703,125 @@ async fn a_response_head_that_does_not_decode_disconnects_that_agent_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_response_head_disconnects_that_agent_only() {
     assert_bad_answer_disconnects(&[0x7f, 0xff, 0xff, 0xff], "2 GiB response head").await;
+}
+
+// ---------------------------------------------------------------------------
+// 7. Older agents: the relay writes each exchange head in the version of the
+//    agent's hello.
+
+/// An exchange head as protocol versions 2 and 3 decode it.
+#[derive(Debug, serde::Deserialize)]
+enum OldStreamOpen<H> {
+    Exchange(H),
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct OldIdentity {
+    subject: String,
+    _kind: protocol::IdentityKind,
+    _credential_name: String,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct HeadV2 {
+    route: String,
+    _method: String,
+    _path: String,
+    _headers: Vec<protocol::Header>,
+    identity: OldIdentity,
+    _request_id: String,
+    _session: Option<String>,
+    _body: protocol::BodyKind,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct HeadV3 {
+    route: String,
+    _method: String,
+    _path: String,
+    _headers: Vec<protocol::Header>,
+    identity: OldIdentity,
+    _request_id: String,
+    _session: Option<String>,
+    _body: protocol::BodyKind,
+    grants: Vec<protocol::RouteGrant>,
+}
+
+/// Says hello as an agent of `version` and returns the payload of the first
+/// exchange head the relay sends it for a client's request.
+async fn first_head_for(relay: &RelayProc, version: u16, route: &str) -> Vec<u8> {
+    let owner = format!("{route}@example.com");
+    let token = relay.token(&owner, false);
+    let (_endpoint, quic) = quic_connect(relay).await;
+    let conn = TunnelConnection::Quic(quic);
+    let (reply, mut send, recv) = say_hello(&conn, &hello(version, &token, route)).await;
+    let HelloReply::Welcome(welcome) = reply else {
+        panic!("a version {version} hello was refused: {reply:?}");
+    };
+    assert_eq!(welcome.version, version);
+    // Alive: ping the relay every second, as an agent does.
+    let _recv = recv;
+    let pings = tokio::spawn(async move {
+        for nonce in 0.. {
+            let ping = protocol::Control::Ping { nonce };
+            if protocol::write_frame("control", &mut send, &ping, FrameLimit::CONTROL)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(relay.route_url(route))
+        .header(
+            "authorization",
+            format!("Bearer {}", relay.token(&owner, true)),
+        )
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(e2e::client::full_body(
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#.to_owned(),
+        ))
+        .expect("request");
+    let ca = relay.ca();
+    let request = tokio::spawn(async move { HttpsClient::new(&ca, false).fetch(req).await });
+    let (_s, mut r) = match timeout(Duration::from_secs(10), conn.accept_bi()).await {
+        Ok(Ok(stream)) => stream,
+        other => {
+            let other = other.map(|r| r.map(|_| ()));
+            let answer = request.await.expect("the request task");
+            panic!(
+                "no exchange for a version {version} agent ({other:?}); the client got {}: {}",
+                answer.status,
+                answer.text()
+            );
+        }
+    };
+    let payload = protocol::frame::read_payload("exchange", &mut r, FrameLimit::HEAD)
+        .await
+        .expect("the exchange head");
+    request.abort();
+    pings.abort();
+    payload
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_2_and_3_agents_get_heads_they_decode() {
+    let relay = RelayProc::start(&[]).await;
+
+    let v3 = first_head_for(&relay, 3, "older").await;
+    let OldStreamOpen::<HeadV3>::Exchange(head) =
+        protocol::frame::decode_payload("exchange", &v3).expect("a version 3 head, whole");
+    assert_eq!(head.route, "older");
+    assert_eq!(head.identity.subject, "older@example.com");
+    assert!(head.grants.is_empty());
+
+    let v2 = first_head_for(&relay, 2, "oldest").await;
+    let OldStreamOpen::<HeadV2>::Exchange(head) =
+        protocol::frame::decode_payload("exchange", &v2).expect("a version 2 head, whole");
+    assert_eq!(head.route, "oldest");
+    assert_eq!(head.identity.subject, "oldest@example.com");
 }

@@ -8,10 +8,13 @@
 
 use std::time::Duration;
 
+use e2e::browser::{hidden, location, Browser};
+use e2e::mcp;
 use e2e::oidc_provider::OidcProvider;
 use e2e::procs::{bin, Proc};
 use e2e::upstream_sign_in::{self, param, SignIn};
 use e2e::{AgentProc, HttpsClient, RelayProc, TempDir};
+use rmcp::model::CallToolRequestParams;
 use serde_json::{json, Value};
 
 const OWNER: &str = "owner@example.com";
@@ -204,5 +207,182 @@ async fn a_provider_that_cannot_be_discovered_stops_the_relay() {
         err.contains(&format!("OpenID Connect discovery of {bad_issuer} failed"))
             && err.contains("404"),
         "{err}"
+    );
+}
+
+/// The owner's `agent connect --policy` permits the group "data": the relay
+/// sends the provider's groups with each request (tunnel protocol version 4),
+/// so the laptop's own decision lets a member in, and a non-member is
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_policy_by_group_is_decided_on_the_laptop_too() {
+    let idp = OidcProvider::start().await;
+    idp.set_user(
+        "alice",
+        json!({"email": ALICE, "email_verified": true, "groups": ["data", "eng"]}),
+    )
+    .await;
+    idp.set_user(
+        "bob",
+        json!({"email": BOB, "email_verified": true, "groups": ["sales"]}),
+    )
+    .await;
+    let dir = TempDir::new("oidc-owner-groups");
+    let owner_policy = dir.path().join("owner.cedar");
+    std::fs::write(
+        &owner_policy,
+        "@id(\"data-group\")\npermit (principal in Group::\"data\", action, resource);\n",
+    )
+    .expect("write policy");
+    let flags = oidc_flags(&idp.issuer);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let relay = RelayProc::start(&flags).await;
+    let db = dir.path().join("demo.db").display().to_string();
+    let policy = owner_policy.display().to_string();
+    let agent = AgentProc::start_upstream(
+        &relay,
+        &relay.token(OWNER, false),
+        "db",
+        &["--sqlite", &db, "--policy", &policy],
+        "auto",
+    )
+    .await;
+
+    // Alice is in "data": her tool call passes the relay and the laptop.
+    let alice = sign_in(&relay, &idp, "alice", "db").await.token();
+    let client = mcp::connect(&relay.route_url("db"), &relay.ca(), &alice).await;
+    let r = client
+        .call_tool(
+            CallToolRequestParams::new("read_query").with_arguments(
+                json!({"query": "SELECT count(*) AS n FROM orders"})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+        )
+        .await
+        .expect("read_query as a member of data");
+    assert_eq!(r.is_error, Some(false), "{r:?}");
+    assert_eq!(
+        r.structured_content.expect("structured")["rows"][0]["n"],
+        25
+    );
+
+    // Bob is not: refused (at the relay, which evaluates the owner's policy
+    // with the same groups).
+    let bob = sign_in(&relay, &idp, "bob", "db").await.token();
+    let a = post(&relay, &bob, initialize()).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.json()["error"]["code"], -32001, "{}", a.text());
+
+    // The laptop decided Alice's call on her groups: its live line says
+    // allow (without the groups its owner's policy would deny her).
+    let stdout = agent.proc.stdout.lock().expect("lock").join("\n");
+    assert!(
+        stdout.contains(&format!("{ALICE} tools/call read_query → allow")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(BOB), "{stdout}");
+    // And the relay's audit shows the owner's rule permitting her.
+    let (code, out, err) = relay.admin(&["audit", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let allowed = out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON line"))
+        .find(|e| e["identity"] == ALICE && e["target"] == "read_query")
+        .unwrap_or_else(|| panic!("no event of Alice's call: {out}"));
+    assert_eq!(allowed["decision"], "allow", "{allowed}");
+    assert_eq!(allowed["groups"], json!(["data", "eng"]), "{allowed}");
+    assert!(
+        allowed["policy"].to_string().contains("data-group"),
+        "{allowed}"
+    );
+}
+
+/// `agent login` approved by a person who signs in at `/device` through the
+/// provider (the relay has no local accounts): the link comes back to the
+/// approval of the same code, and the agent gets a credential of that email.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_login_is_approved_after_signing_in_at_the_provider() {
+    let idp = OidcProvider::start().await;
+    idp.set_user(
+        "alice",
+        json!({"email": ALICE, "email_verified": true, "groups": ["data"]}),
+    )
+    .await;
+    let mut flags = oidc_flags(&idp.issuer);
+    flags.extend(["--device-poll-interval".into(), "1s".into()]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let relay = RelayProc::start(&flags).await;
+    let home = TempDir::new("oidc-login-home");
+    let config = home.path().join("config");
+    let config_s = config.display().to_string();
+    let mut login = Proc::spawn(
+        "agent-login",
+        &bin("agent"),
+        &[
+            "login".into(),
+            "--relay".into(),
+            relay.url(),
+            "--ca".into(),
+            relay.ca().display().to_string(),
+        ],
+        &[("XDG_CONFIG_HOME", config_s.as_str())],
+    );
+    let line = login
+        .wait_stdout("enter the code:", Duration::from_secs(20))
+        .await;
+    let code = line.rsplit(' ').next().expect("code").to_owned();
+
+    // The person opens the agent's link: the provider is the way in.
+    let mut b = Browser::new(&relay);
+    let page = b.get(&format!("/device?user_code={code}")).await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let body = page.text();
+    assert!(!body.contains("type=\"password\""), "{body}");
+    let marker = ">Sign in with Mock IdP</a>";
+    let end = body
+        .find(marker)
+        .unwrap_or_else(|| panic!("no provider link on {body}"));
+    let start = body[..end].rfind("href=\"").expect("the link's href") + "href=\"".len();
+    let href = body[start..end].trim_end_matches('"').replace("&amp;", "&");
+    let to_provider = b.get(&href).await;
+    assert_eq!(to_provider.status, 303, "{}", to_provider.text());
+    let back = idp.sign_in(&location(&to_provider), "alice").await;
+    let signed_in = b.get(&back).await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.text());
+    assert_eq!(location(&signed_in), format!("/device?user_code={code}"));
+
+    // Back at the approval of the same code, signed in as Alice.
+    let page = b.get(&location(&signed_in)).await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let body = page.text();
+    assert!(
+        body.contains("Approve this agent?") && body.contains(ALICE),
+        "{body}"
+    );
+    let done = b
+        .form(
+            "/device/approve",
+            &[
+                ("csrf", &hidden(&body, "csrf")),
+                ("user_code", &hidden(&body, "user_code")),
+                ("decision", "approve"),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, 200, "{}", done.text());
+    assert!(done.text().contains("Agent approved"), "{}", done.text());
+
+    assert_eq!(login.wait_exit(Duration::from_secs(30)).await, Some(0));
+    let out = login.stdout.lock().expect("lock").join("\n");
+    assert!(
+        out.contains(&format!("signed in to {} as {ALICE}", relay.url())),
+        "{out}"
+    );
+    let (_, tokens, _) = relay.admin(&["token", "list", "--json"]);
+    assert!(
+        tokens.contains(&format!("\"owner\":\"{ALICE}\"")) && tokens.contains("agent login"),
+        "{tokens}"
     );
 }
