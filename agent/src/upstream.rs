@@ -8,9 +8,11 @@
 //! comes (flushed each time, so server-sent events are not held back).
 
 use std::fmt::Display;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
@@ -238,10 +240,50 @@ async fn stream_response<B>(
         status: parts.status.as_u16(),
         headers,
     };
-    if protocol::write_frame("response", send, &head_frame, FrameLimit::HEAD)
-        .await
-        .is_err()
-    {
+    let mut out = BytesMut::new();
+    if protocol::encode_frame("response", &head_frame, FrameLimit::HEAD, &mut out).is_err() {
+        return;
+    }
+    // The head goes out with as much of the body as is ready now, and with
+    // the end of the stream if that was all of it: one write, so a small
+    // answer leaves in one packet. A body not ready yet (an event stream)
+    // does not hold the head back.
+    let mut ended = false;
+    while out.len() < COALESCE {
+        let polled = Pin::new(&mut body).poll_frame(&mut Context::from_waker(Waker::noop()));
+        match polled {
+            Poll::Pending => break,
+            Poll::Ready(None) => {
+                ended = true;
+                break;
+            }
+            Poll::Ready(Some(Ok(f))) => {
+                if let Ok(data) = f.into_data() {
+                    if !counter.admit(&data) {
+                        tracing::warn!(
+                            request_id,
+                            ?cap,
+                            "the local server's answer went over --max-response; cutting it off"
+                        );
+                        // The head, then an aborted stream (as below).
+                        let _ = send.write_all(&out).await;
+                        return;
+                    }
+                    out.extend_from_slice(&data);
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                tracing::warn!(request_id, error = %e, "the upstream's response body failed");
+                let _ = send.write_all(&out).await;
+                return;
+            }
+        }
+    }
+    if send.write_all(&out).await.is_err() || send.flush().await.is_err() {
+        return;
+    }
+    if ended {
+        let _ = send.finish_acknowledged(crate::reply::ACK_WAIT).await;
         return;
     }
     let never = CancellationToken::new();
@@ -282,6 +324,10 @@ async fn stream_response<B>(
     // connection once this task ends, and must not discard the tail.
     let _ = send.finish_acknowledged(crate::reply::ACK_WAIT).await;
 }
+
+/// What of a response body is written with its head at most (whatever of it
+/// is ready at once).
+const COALESCE: usize = 64 * 1024;
 
 const NOT_BELOW: &str =
     "the MCP endpoint is the route's own URL (/mcp/<route>); nothing is served below it";

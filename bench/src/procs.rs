@@ -1,23 +1,26 @@
 //! Child processes: the relay, agents and the other tunnels. Their stderr
 //! goes to a log file in the run's directory (not the terminal: printing
-//! thousands of lines would slow everything down); stdout lines are kept for
-//! the announcements we wait for. Killed when dropped.
+//! thousands of lines would slow everything down), and their stdout to a
+//! file of its own, read for the announcements we wait for: not through a
+//! pipe, whose reader would be a task of the bench's own runtime, waking for
+//! every request line an agent prints and taking CPU from the load client
+//! in the middle of a measurement. Killed when dropped.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
 
 /// A running child process.
 pub struct Proc {
     pub name: String,
     child: Child,
     pub pid: u32,
-    lines: mpsc::UnboundedReceiver<String>,
+    /// Where its stdout goes, and how much of it was read already.
+    out: PathBuf,
+    out_read: usize,
     pub log: PathBuf,
 }
 
@@ -36,10 +39,13 @@ impl Proc {
             .append(true)
             .open(&log)
             .with_context(|| format!("open {}", log.display()))?;
+        let out = log_dir.join(format!("{name}.out"));
+        let out_file =
+            std::fs::File::create(&out).with_context(|| format!("create {}", out.display()))?;
         let mut cmd = Command::new(program);
         cmd.args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(Stdio::from(out_file))
             .stderr(Stdio::from(err))
             .env_remove("RUST_LOG")
             .env_remove("DRAWBRIDGE_TOKEN")
@@ -47,48 +53,56 @@ impl Proc {
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        let mut child = cmd
+        let child = cmd
             .spawn()
             .with_context(|| format!("start {name} ({})", program.display()))?;
         let pid = child.id().context("child pid")?;
-        let (tx, lines) = mpsc::unbounded_channel();
-        if let Some(out) = child.stdout.take() {
-            tokio::spawn(async move {
-                let mut r = BufReader::new(out).lines();
-                while let Ok(Some(l)) = r.next_line().await {
-                    let _ = tx.send(l);
-                }
-            });
-        }
         Ok(Proc {
             name: name.to_owned(),
             child,
             pid,
-            lines,
+            out,
+            out_read: 0,
             log,
         })
     }
 
-    /// Waits for a stdout line containing `needle`; returns it.
+    /// Waits for the next stdout line containing `needle`; returns it.
     pub async fn wait_stdout(&mut self, needle: &str, within: Duration) -> anyhow::Result<String> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
-                Ok(Some(l)) if l.contains(needle) => return Ok(l),
-                Ok(Some(_)) => {}
-                Ok(None) => bail!(
+            let text = std::fs::read(&self.out).unwrap_or_default();
+            // Whole lines only: a line being written is read next time.
+            let end = text
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1)
+                .max(self.out_read);
+            let fresh = String::from_utf8_lossy(&text[self.out_read..end]).into_owned();
+            for line in fresh.lines() {
+                self.out_read += line.len() + 1;
+                if line.contains(needle) {
+                    return Ok(line.to_owned());
+                }
+            }
+            self.out_read = end;
+            if self.child.try_wait()?.is_some() {
+                bail!(
                     "{} exited before printing {needle:?}; see {}:\n{}",
                     self.name,
                     self.log.display(),
                     tail(&self.log)
-                ),
-                Err(_) => bail!(
+                );
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
                     "{} did not print {needle:?} within {within:?}; see {}:\n{}",
                     self.name,
                     self.log.display(),
                     tail(&self.log)
-                ),
+                );
             }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 

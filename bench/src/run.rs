@@ -81,7 +81,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             );
         }
     }
-    let tools = tools::ensure()?;
+    let tools = tools::ensure(&opts.systems)?;
     let dir = std::env::temp_dir().join(format!("drawbridge-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     eprintln!("== logs of this run: {}", dir.display());

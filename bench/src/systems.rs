@@ -249,7 +249,12 @@ async fn drawbridge(
         &relay,
         &agent_token,
         BULK_ROUTE,
-        &["--http".into(), format!("http://{}", env.upstream)],
+        // Not an MCP server: no --max-response cap on its 256 MiB answer.
+        &[
+            "--http".into(),
+            format!("http://{}", env.upstream),
+            "--plain-http".into(),
+        ],
         transport,
         dir,
     )

@@ -36,27 +36,38 @@ pub struct Tools {
     pub ssh_keygen: PathBuf,
 }
 
-/// Installs what is missing; returns where everything is.
-pub fn ensure() -> anyhow::Result<Tools> {
+/// Installs what the systems to measure need (`wanted`; empty: every
+/// system) and is missing; returns where everything is. A tunnel no system
+/// needs is not installed (its path is where it would be).
+pub fn ensure(wanted: &[String]) -> anyhow::Result<Tools> {
+    let needs = |prefix: &str| wanted.is_empty() || wanted.iter().any(|s| s.starts_with(prefix));
     let dir = tools_dir();
-    let rathole = install(
-        &dir,
-        "rathole",
-        RATHOLE,
-        &["--no-default-features", "--features", "server,client,noise"],
-        "rathole",
-        false,
-    )?;
-    let bore = install(&dir, "bore-cli", BORE, &[], "bore", true)?;
+    let rathole = if needs("rathole") {
+        install(
+            &dir,
+            "rathole",
+            RATHOLE,
+            &["--no-default-features", "--features", "server,client,noise"],
+            "rathole",
+            false,
+        )?
+    } else {
+        dir.join("bin").join("rathole")
+    };
+    let bore = if needs("bore") {
+        install(&dir, "bore-cli", BORE, &[], "bore", true)?
+    } else {
+        dir.join("bin").join("bore")
+    };
     let sshd = PathBuf::from("/usr/sbin/sshd");
-    if !sshd.exists() {
+    if needs("ssh-r") && !sshd.exists() {
         apt_install("openssh-server")?;
-    }
-    if !sshd.exists() {
-        bail!(
-            "{} is still missing after installing openssh-server",
-            sshd.display()
-        );
+        if !sshd.exists() {
+            bail!(
+                "{} is still missing after installing openssh-server",
+                sshd.display()
+            );
+        }
     }
     Ok(Tools {
         rathole,

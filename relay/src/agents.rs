@@ -350,7 +350,9 @@ async fn control_loop(
     }
 }
 
-/// Ends sessions whose agent token was revoked or expired, whatever process did it.
+/// Ends sessions whose agent token was revoked or expired, whatever process
+/// did it, and forgets the grants kept for requests when another process
+/// wrote to the store.
 pub async fn revocation_watch(state: SharedState) {
     let mut last_version = state.store.data_version().ok();
     let mut ticker = tokio::time::interval(state.config.revocation_check_interval);
@@ -367,6 +369,11 @@ pub async fn revocation_watch(state: SharedState) {
         let periodic = ticks.is_multiple_of(30);
         if version == last_version && !periodic {
             continue;
+        }
+        if version != last_version {
+            // Another process wrote (e.g. `relay route release`): grants
+            // kept for requests are read again.
+            state.store.grant_cache.forget_all();
         }
         last_version = version;
         let now = crate::store::now();

@@ -1,7 +1,8 @@
 //! Carrying one client request to an agent and its answer back.
 //!
 //! One tunnel stream per request: the exchange head, then the request body
-//! streamed as it arrives; the agent answers with a response head and the
+//! (streamed as it arrives, or, when the policy has read it whole already,
+//! written with the head in one go); the agent answers with a response head and the
 //! response body, streamed back as it arrives. Nothing is buffered whole, and
 //! backpressure is the tunnel's flow control.
 
@@ -9,7 +10,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -74,42 +75,73 @@ pub async fn open(agent: &AgentSession) -> Result<Opened, ForwardError> {
     Ok((send, recv, agent.protocol_version))
 }
 
+/// A request body as the exchange carries it.
+pub enum Upload {
+    /// Read whole already (a JSON-RPC body the policy has read, or none):
+    /// written with the head and the end of the stream in one write, so a
+    /// small request leaves in one packet and no task is spawned for it.
+    Whole(Bytes),
+    /// Streamed into the tunnel as it arrives, by its own task.
+    Streamed(ReqBody),
+}
+
+/// Whole bodies up to this size are copied behind the head (one write);
+/// larger ones follow it in a second write.
+const COALESCE: usize = 64 * 1024;
+
 /// Sends `head` and `body` on an opened stream and returns the agent's
 /// response. Body bytes both ways are counted in `metrics`.
 pub async fn exchange(
     (mut send, mut recv, version): Opened,
     head: ExchangeHead,
-    body: ReqBody,
+    body: Upload,
     response_timeout: Duration,
     metrics: &Metrics,
 ) -> Result<Response<Counted<TunnelBody>>, ForwardError> {
     let empty = head.body == protocol::BodyKind::Empty;
-    let written = if version >= 4 {
-        protocol::write_frame(
+    let mut out = BytesMut::new();
+    let encoded = if version >= 4 {
+        protocol::encode_frame(
             "exchange",
-            &mut send,
             &StreamOpen::Exchange(head),
             FrameLimit::HEAD,
+            &mut out,
         )
-        .await
     } else if version == 3 {
         // A version 3 agent knows no groups: its second decision with the
         // owner's policy sees none (a permit by group is refused there).
-        protocol::write_frame("exchange", &mut send, &head.as_v3(), FrameLimit::HEAD).await
+        protocol::encode_frame("exchange", &head.as_v3(), FrameLimit::HEAD, &mut out)
     } else {
         // A version 2 agent knows no grants: it decides with the owner's
         // policy alone (a grantee is refused on that laptop).
-        protocol::write_frame("exchange", &mut send, &head.as_v2(), FrameLimit::HEAD).await
+        protocol::encode_frame("exchange", &head.as_v2(), FrameLimit::HEAD, &mut out)
     };
-    written.map_err(|e| ForwardError::Open(e.to_string()))?;
+    encoded.map_err(|e| ForwardError::Open(e.to_string()))?;
+    let open_err = |e: std::io::Error| ForwardError::Open(e.to_string());
 
-    let upload = if empty {
-        send.finish()
-            .await
-            .map_err(|e| ForwardError::Open(e.to_string()))?;
-        None
-    } else {
-        Some(tokio::spawn(upload(body, send, metrics.bytes_to_agent().clone())).abort_handle())
+    let upload = match body {
+        Upload::Whole(bytes) => {
+            metrics.bytes_to_agent().inc_by(bytes.len() as u64);
+            if bytes.len() <= COALESCE {
+                out.extend_from_slice(&bytes);
+                send.write_all(&out).await.map_err(open_err)?;
+            } else {
+                send.write_all(&out).await.map_err(open_err)?;
+                send.write_all(&bytes).await.map_err(open_err)?;
+            }
+            send.finish().await.map_err(open_err)?;
+            None
+        }
+        Upload::Streamed(_) if empty => {
+            send.write_all(&out).await.map_err(open_err)?;
+            send.finish().await.map_err(open_err)?;
+            None
+        }
+        Upload::Streamed(body) => {
+            send.write_all(&out).await.map_err(open_err)?;
+            send.flush().await.map_err(open_err)?;
+            Some(tokio::spawn(upload(body, send, metrics.bytes_to_agent().clone())).abort_handle())
+        }
     };
 
     let head = match tokio::time::timeout(

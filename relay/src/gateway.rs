@@ -379,7 +379,7 @@ async fn route_request(
         trail.allow("policy");
         let len = bytes.len() as u64;
         (
-            full_req(bytes),
+            forward::Upload::Whole(bytes),
             if len == 0 {
                 BodyKind::Empty
             } else {
@@ -447,7 +447,7 @@ async fn route_request(
             trail.bytes_in = n;
         }
         (
-            body.map_err(|e| Box::new(e) as BoxError).boxed_unsync(),
+            forward::Upload::Streamed(body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()),
             kind,
         )
     };
@@ -612,12 +612,6 @@ fn is_json_post(parts: &http::request::Parts) -> bool {
                     .next()
                     .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
             })
-}
-
-fn full_req(bytes: Bytes) -> ReqBody {
-    Full::new(bytes)
-        .map_err(|never| match never {})
-        .boxed_unsync()
 }
 
 fn jsonrpc_error(status: StatusCode, body: &serde_json::Value) -> Response<RespBody> {
@@ -829,11 +823,6 @@ fn text(status: StatusCode, body: &'static str) -> Response<RespBody> {
 /// An empty response body.
 pub fn empty() -> RespBody {
     full(Bytes::new())
-}
-
-/// An empty request body.
-pub fn empty_req() -> ReqBody {
-    full_req(Bytes::new())
 }
 
 fn full(body: impl Into<Bytes>) -> RespBody {

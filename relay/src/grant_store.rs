@@ -1,6 +1,19 @@
 //! The grants side of the embedded store: what route owners shared with
-//! peers (`agent share`). The gateway reads a route's live grants on every
+//! peers (`agent share`). The gateway asks for a route's live grants on every
 //! request, so a revoked or expired grant ends access on the next one.
+//!
+//! Grants change rarely, so a route's grants are read from SQLite once and
+//! kept ([`GrantCache`]); expiry is checked at each request against the
+//! cached records. Every write through this store (create, revoke, a route
+//! released or claimed) forgets the route's entry once it has committed, so
+//! the next request reads it again. The only other process that changes
+//! grants is `relay route release`; a change by another process (seen
+//! through `PRAGMA data_version`) forgets every entry, within
+//! `--revocation-check-interval`, and the route it released is refused
+//! before its grants are read anyway (no owner).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{params, OptionalExtension};
 
@@ -74,6 +87,32 @@ impl GrantRecord {
     }
 }
 
+/// Most routes whose grants are kept; emptied when full.
+const GRANT_CACHE_ROUTES: usize = 4096;
+
+/// Each route's grants that are not revoked (expired ones too: expiry is
+/// checked per request), as last read from SQLite.
+#[derive(Default)]
+pub struct GrantCache {
+    routes: Mutex<HashMap<String, Arc<[GrantRecord]>>>,
+}
+
+impl GrantCache {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<[GrantRecord]>>> {
+        self.routes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets what is kept for `route` (its grants changed).
+    pub fn forget(&self, route: &str) {
+        self.lock().remove(route);
+    }
+
+    /// Forgets everything (another process changed the store).
+    pub fn forget_all(&self) {
+        self.lock().clear();
+    }
+}
+
 const COLUMNS: &str = "id, route, grantee, tools, read_only, created_by, created_at, expires_at";
 
 fn row_to_grant(r: &rusqlite::Row<'_>) -> rusqlite::Result<GrantRecord> {
@@ -129,21 +168,41 @@ impl Store {
                 record.expires_at
             ],
         )?;
+        self.grant_cache.forget(&record.route);
         Ok(record)
     }
 
     /// The grants of a route in force at `now` (not revoked, not expired),
     /// oldest first.
     pub fn live_grants(&self, route: &str, now: i64) -> Result<Vec<GrantRecord>, RelayError> {
-        let conn = self.conn();
-        // On every request: a cached statement, not SQL parsed each time.
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM route_grants
-             WHERE route = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)
-             ORDER BY rowid"
-        ))?;
-        let rows = stmt.query_map(params![route, now], row_to_grant)?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        let live = |all: &[GrantRecord]| {
+            all.iter()
+                .filter(|g| g.expires_at.is_none_or(|t| t > now))
+                .cloned()
+                .collect()
+        };
+        // The cache stays locked while a missing entry is read, so a write
+        // that commits meanwhile forgets the entry after it is stored.
+        let mut cache = self.grant_cache.lock();
+        if let Some(all) = cache.get(route) {
+            return Ok(live(all));
+        }
+        let all: Arc<[GrantRecord]> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM route_grants
+                 WHERE route = ?1 AND revoked_at IS NULL
+                 ORDER BY rowid"
+            ))?;
+            let rows = stmt.query_map(params![route], row_to_grant)?;
+            rows.collect::<Result<Vec<_>, _>>()?.into()
+        };
+        let granted = live(&all);
+        if cache.len() >= GRANT_CACHE_ROUTES {
+            cache.clear();
+        }
+        cache.insert(route.to_owned(), all);
+        Ok(granted)
     }
 
     /// Every grant not revoked on the routes `owner` owns (expired ones
@@ -182,10 +241,23 @@ impl Store {
 
     /// Revokes a grant. False if there was no such live grant.
     pub fn revoke_grant(&self, id: &str) -> Result<bool, RelayError> {
-        Ok(self.conn().execute(
-            "UPDATE route_grants SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-            params![id, now()],
-        )? > 0)
+        // The connection's lock ends with the statement.
+        let route: Option<String> = self
+            .conn()
+            .query_row(
+                "UPDATE route_grants SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL
+                 RETURNING route",
+                params![id, now()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match route {
+            Some(route) => {
+                self.grant_cache.forget(&route);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 }
 

@@ -564,7 +564,7 @@ async fn end_upstream(
                     forward::exchange(
                         stream,
                         head,
-                        gateway::empty_req(),
+                        forward::Upload::Whole(Bytes::new()),
                         state.config.response_timeout,
                         &state.metrics,
                     )

@@ -14,8 +14,9 @@
 //! organisation policy, so the next request is decided by it, while requests
 //! already being decided finish with the engine they started with.
 //!
-//! Grants (`agent share`) add permits to the owner's policy. They are read
-//! from the store on every request ([`Policies::with_live_grants`]), so the
+//! Grants (`agent share`) add permits to the owner's policy. They are asked
+//! of the store on every request ([`Policies::with_live_grants`]; it keeps
+//! them until they change, see [`crate::grant_store`]), so the
 //! policy with a route's grants is cached by the owner's text and the grants'
 //! (a changed grant is a new key; the route's entries are dropped when its
 //! grants change), and an expired grant permits nothing at decision time.

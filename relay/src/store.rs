@@ -83,6 +83,8 @@ pub struct Store {
     conn: Mutex<Connection>,
     path: PathBuf,
     last_used_written: Mutex<HashMap<String, i64>>,
+    /// The grants of each route, read once (see [`crate::grant_store`]).
+    pub(crate) grant_cache: crate::grant_store::GrantCache,
 }
 
 pub fn now() -> i64 {
@@ -147,6 +149,7 @@ impl Store {
             conn: Mutex::new(conn),
             path,
             last_used_written: Mutex::new(HashMap::new()),
+            grant_cache: crate::grant_store::GrantCache::default(),
         })
     }
 
@@ -321,6 +324,10 @@ impl Store {
             conn.query_row("SELECT owner FROM routes WHERE name = ?1", [name], |r| {
                 r.get(0)
             })?;
+        drop(conn);
+        // Released by another process and claimed again: no grant of the
+        // previous owner may be remembered.
+        self.grant_cache.forget(name);
         Ok(if current == owner {
             RouteClaim::Granted
         } else {
@@ -353,7 +360,10 @@ impl Store {
         let conn = self.conn();
         conn.execute("DELETE FROM tool_pins WHERE route = ?1", [name])?;
         conn.execute("DELETE FROM route_grants WHERE route = ?1", [name])?;
-        Ok(conn.execute("DELETE FROM routes WHERE name = ?1", [name])? > 0)
+        let released = conn.execute("DELETE FROM routes WHERE name = ?1", [name])? > 0;
+        drop(conn);
+        self.grant_cache.forget(name);
+        Ok(released)
     }
 
     /// Changes whenever another connection (another process) commits.
@@ -509,13 +519,13 @@ impl Store {
 
     /// Whether calls to a tool wait for the owner's approval of a change.
     pub fn tool_change_pending(&self, route: &str, tool: &str) -> Result<bool, RelayError> {
+        // On every tool call: a cached statement, not SQL parsed each time.
         Ok(self
             .conn()
-            .query_row(
+            .prepare_cached(
                 "SELECT 1 FROM tool_pins WHERE route = ?1 AND tool = ?2 AND pending_hash IS NOT NULL",
-                [route, tool],
-                |_| Ok(()),
             )
+            .and_then(|mut stmt| stmt.query_row([route, tool], |_| Ok(())))
             .optional()?
             .is_some())
     }

@@ -4,6 +4,8 @@
 mod acme;
 #[path = "e2e/auth.rs"]
 mod auth;
+#[path = "e2e/bench_mode.rs"]
+mod bench_mode;
 #[path = "e2e/browser_login.rs"]
 mod browser_login;
 #[path = "e2e/churn.rs"]

@@ -17,6 +17,8 @@ const CHUNK: usize = 64 * 1024;
 pub struct TunnelBody {
     recv: Option<RecvHalf>,
     buf: BytesMut,
+    /// A read failed after bytes that are still to be handed out.
+    failed: Option<std::io::Error>,
     upload: Option<AbortHandle>,
 }
 
@@ -25,6 +27,7 @@ impl TunnelBody {
         TunnelBody {
             recv: Some(recv),
             buf: BytesMut::new(),
+            failed: None,
             upload,
         }
     }
@@ -53,28 +56,52 @@ impl Body for TunnelBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let this = &mut *self;
+        if let Some(e) = this.failed.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
         let Some(recv) = this.recv.as_mut() else {
             return Poll::Ready(None);
         };
         if this.buf.capacity() < CHUNK {
             this.buf.reserve(CHUNK);
         }
-        match tokio_util::io::poll_read_buf(Pin::new(recv), cx, &mut this.buf) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(0)) => {
-                this.recv = None;
-                Poll::Ready(None)
-            }
-            Poll::Ready(Ok(_)) => Poll::Ready(Some(Ok(Frame::data(this.buf.split().freeze())))),
-            Poll::Ready(Err(e)) => {
-                this.recv = None;
-                Poll::Ready(Some(Err(e)))
+        // Whatever the stream holds now goes into one frame, up to CHUNK: a
+        // QUIC stream yields about a packet per read, and a frame per packet
+        // would cost the client's side a TLS record and a write each.
+        let mut end = false;
+        loop {
+            match tokio_util::io::poll_read_buf(Pin::new(&mut *recv), cx, &mut this.buf) {
+                Poll::Ready(Ok(0)) => {
+                    end = true;
+                    break;
+                }
+                Poll::Ready(Ok(_)) if this.buf.len() < CHUNK => {}
+                Poll::Ready(Ok(_)) | Poll::Pending => break,
+                Poll::Ready(Err(e)) => {
+                    // The bytes before the failure go first.
+                    end = true;
+                    this.failed = Some(e);
+                    break;
+                }
             }
         }
+        if end {
+            this.recv = None;
+        }
+        if !this.buf.is_empty() {
+            return Poll::Ready(Some(Ok(Frame::data(this.buf.split().freeze()))));
+        }
+        if let Some(e) = this.failed.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
+        if end {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {
-        self.recv.is_none()
+        self.recv.is_none() && self.failed.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
