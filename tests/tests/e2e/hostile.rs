@@ -711,24 +711,24 @@ async fn an_oversized_response_head_disconnects_that_agent_only() {
 
 /// An exchange head as protocol versions 2 and 3 decode it.
 #[derive(Debug, serde::Deserialize)]
-enum OldStreamOpen<H> {
+pub(crate) enum OldStreamOpen<H> {
     Exchange(H),
 }
 
 #[derive(Debug, serde::Deserialize)]
-struct OldIdentity {
-    subject: String,
+pub(crate) struct OldIdentity {
+    pub(crate) subject: String,
     _kind: protocol::IdentityKind,
     _credential_name: String,
 }
 
 #[derive(Debug, serde::Deserialize)]
-struct HeadV2 {
-    route: String,
+pub(crate) struct HeadV2 {
+    pub(crate) route: String,
     _method: String,
     _path: String,
     _headers: Vec<protocol::Header>,
-    identity: OldIdentity,
+    pub(crate) identity: OldIdentity,
     _request_id: String,
     _session: Option<String>,
     _body: protocol::BodyKind,

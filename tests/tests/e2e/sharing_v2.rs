@@ -13,8 +13,8 @@ use std::time::Duration;
 use e2e::client::{full_body, Answer};
 use e2e::{HttpsClient, RelayProc};
 use protocol::{
-    Control, ExchangeHead, FrameLimit, Hello, HelloReply, ResponseHead, RouteOffer, StreamOpen,
-    UpstreamKind, ALPN,
+    Control, FrameLimit, Hello, HelloReply, ResponseHead, RouteOffer, StreamOpen, UpstreamKind,
+    ALPN,
 };
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
@@ -30,7 +30,8 @@ const CAROL: &str = "carol@example.com";
 
 /// What the version 2 agent was sent: each exchange's head and its
 /// JSON-RPC body.
-type Seen = Arc<Mutex<Vec<(ExchangeHead, Value)>>>;
+/// The subject of each exchange head and the JSON-RPC message it carried.
+type Seen = Arc<Mutex<Vec<(String, Value)>>>;
 
 struct V2Agent {
     seen: Seen,
@@ -119,21 +120,26 @@ impl V2Agent {
                     protocol::frame::read_payload("exchange", &mut recv, FrameLimit::HEAD)
                         .await
                         .expect("exchange head");
-                // A version 2 head: no grants. It is not a version 3 head…
+                // A version 2 head: not the current version's…
                 assert!(
-                    protocol::frame::decode_payload::<StreamOpen>("v3 head", &payload).is_err(),
-                    "a version 3 head was sent to a version 2 agent"
+                    protocol::frame::decode_payload::<StreamOpen>("current head", &payload)
+                        .is_err(),
+                    "a current head was sent to a version 2 agent"
                 );
-                // …but is one once an empty list of grants is added.
-                let mut v3 = payload.clone();
-                v3.push(0);
-                let StreamOpen::Exchange(head) =
-                    protocol::frame::decode_payload::<StreamOpen>("v2 head", &v3).expect("v2 head");
+                // …but exactly the shape version 2 decodes.
+                let crate::hostile::OldStreamOpen::Exchange(head) =
+                    protocol::frame::decode_payload::<
+                        crate::hostile::OldStreamOpen<crate::hostile::HeadV2>,
+                    >("v2 head", &payload)
+                    .expect("v2 head");
                 let mut body = Vec::new();
                 recv.read_to_end(&mut body).await.expect("request body");
                 let message: Value = serde_json::from_slice(&body).expect("JSON-RPC body");
                 let answer = answer(&message);
-                record.lock().expect("seen").push((head, message));
+                record
+                    .lock()
+                    .expect("seen")
+                    .push((head.identity.subject, message));
                 let response = ResponseHead {
                     status: if answer.is_null() { 202 } else { 200 },
                     headers: vec![protocol::Header {
@@ -165,9 +171,9 @@ impl V2Agent {
             .lock()
             .expect("seen")
             .iter()
-            .map(|(head, m)| {
+            .map(|(subject, m)| {
                 (
-                    head.identity.subject.clone(),
+                    subject.clone(),
                     m["method"].as_str().unwrap_or_default().to_owned(),
                     m["params"]["name"].as_str().map(str::to_owned),
                 )
