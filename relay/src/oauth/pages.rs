@@ -47,6 +47,27 @@ pub struct SignInWays<'a> {
     pub providers: &'a [super::upstream::ProviderLink],
 }
 
+/// A sign-in page's error message, if any.
+fn error_line(error: Option<&str>) -> String {
+    error
+        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
+        .unwrap_or_default()
+}
+
+/// One "Sign in with …" link per upstream identity provider.
+fn provider_links(providers: &[super::upstream::ProviderLink]) -> String {
+    providers
+        .iter()
+        .map(|p| {
+            format!(
+                "<p><a class=\"provider\" href=\"{}\">{}</a></p>",
+                escape(&p.href),
+                escape(&p.label)
+            )
+        })
+        .collect()
+}
+
 /// The sign-in page.
 pub fn login(
     csrf: &str,
@@ -57,20 +78,8 @@ pub fn login(
     error: Option<&str>,
     ways: &SignInWays<'_>,
 ) -> String {
-    let error = error
-        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
-        .unwrap_or_default();
-    let providers: String = ways
-        .providers
-        .iter()
-        .map(|p| {
-            format!(
-                "<p><a class=\"provider\" href=\"{}\">{}</a></p>",
-                escape(&p.href),
-                escape(&p.label)
-            )
-        })
-        .collect();
+    let error = error_line(error);
+    let providers = provider_links(ways.providers);
     let form = if ways.passwords {
         format!(
             "<form method=\"post\" action=\"/oauth/login\">{hidden}\
@@ -152,20 +161,8 @@ pub fn device_login(
     error: Option<&str>,
     ways: &SignInWays<'_>,
 ) -> String {
-    let error = error
-        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
-        .unwrap_or_default();
-    let providers: String = ways
-        .providers
-        .iter()
-        .map(|p| {
-            format!(
-                "<p><a class=\"provider\" href=\"{}\">{}</a></p>",
-                escape(&p.href),
-                escape(&p.label)
-            )
-        })
-        .collect();
+    let error = error_line(error);
+    let providers = provider_links(ways.providers);
     let form = if ways.passwords {
         format!(
             "<form method=\"post\" action=\"/device/login\">\
