@@ -12,7 +12,7 @@
 //! `https://github.com` and `https://api.github.com`; hidden development
 //! flags point them elsewhere (the e2e tests' stand-in GitHub).
 
-use oauth2::basic::{BasicClient, BasicErrorResponse};
+use oauth2::basic::BasicClient;
 use oauth2::{
     AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet,
     EndpointSet, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse, TokenUrl,
@@ -20,7 +20,7 @@ use oauth2::{
 use serde_json::Value;
 use url::Url;
 
-use super::upstream::{Secret, UpstreamError, UpstreamIdentity};
+use super::upstream::{self, Secret, UpstreamError, UpstreamIdentity};
 use super::upstream_http::UpstreamHttp;
 
 /// GitHub's web endpoints.
@@ -113,7 +113,7 @@ impl GitHub {
             .set_pkce_verifier(verifier)
             .request_async(http)
             .await
-            .map_err(|e| UpstreamError::Exchange(token_error(&e)))?;
+            .map_err(|e| UpstreamError::Exchange(upstream::token_error(&e)))?;
         let bearer = token.access_token().secret();
         let get = |path: &str| {
             let url = format!("{}{path}", self.api_url);
@@ -163,20 +163,6 @@ pub fn groups(orgs: &Value, teams: &Value) -> Vec<String> {
         ))
     });
     orgs.chain(teams).collect()
-}
-
-fn token_error<RE: std::error::Error + 'static>(
-    e: &oauth2::RequestTokenError<RE, BasicErrorResponse>,
-) -> String {
-    match e {
-        oauth2::RequestTokenError::ServerResponse(r) => match r.error_description() {
-            Some(d) => format!("{}: {d}", r.error()),
-            None => r.error().to_string(),
-        },
-        oauth2::RequestTokenError::Request(e) => e.to_string(),
-        oauth2::RequestTokenError::Parse(e, _) => format!("unreadable answer: {e}"),
-        oauth2::RequestTokenError::Other(e) => e.clone(),
-    }
 }
 
 #[cfg(test)]

@@ -543,6 +543,21 @@ pub async fn callback(
     session::with_cookie(redirect(&p.back.url()), &id)
 }
 
+/// What a provider's token endpoint said, without the code or secrets.
+pub(super) fn token_error<RE: std::error::Error + 'static>(
+    e: &oauth2::RequestTokenError<RE, oauth2::basic::BasicErrorResponse>,
+) -> String {
+    match e {
+        oauth2::RequestTokenError::ServerResponse(r) => match r.error_description() {
+            Some(d) => format!("{}: {d}", r.error()),
+            None => r.error().to_string(),
+        },
+        oauth2::RequestTokenError::Request(e) => e.to_string(),
+        oauth2::RequestTokenError::Parse(e, _) => format!("unreadable answer: {e}"),
+        oauth2::RequestTokenError::Other(e) => e.clone(),
+    }
+}
+
 fn not_configured() -> Response<RespBody> {
     page(
         StatusCode::NOT_FOUND,

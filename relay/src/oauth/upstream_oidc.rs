@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use url::Url;
 
-use super::upstream::{Secret, UpstreamError, UpstreamIdentity};
+use super::upstream::{self, Secret, UpstreamError, UpstreamIdentity};
 use super::upstream_http::UpstreamHttp;
 
 /// `relay serve --oidc-*`.
@@ -190,7 +190,7 @@ impl Oidc {
             .set_pkce_verifier(verifier)
             .request_async(http)
             .await
-            .map_err(|e| UpstreamError::Exchange(token_error(&e)))?;
+            .map_err(|e| UpstreamError::Exchange(upstream::token_error(&e)))?;
         let id_token = token.extra_fields().id_token.as_deref().ok_or_else(|| {
             UpstreamError::Identity("the token endpoint answered without an id_token".into())
         })?;
@@ -314,21 +314,6 @@ pub fn identity_from_claims(
         _ => Vec::new(),
     };
     Ok(UpstreamIdentity::new(email, groups))
-}
-
-/// What the token endpoint said, without the code or secrets.
-fn token_error<RE: std::error::Error + 'static>(
-    e: &oauth2::RequestTokenError<RE, BasicErrorResponse>,
-) -> String {
-    match e {
-        oauth2::RequestTokenError::ServerResponse(r) => match r.error_description() {
-            Some(d) => format!("{}: {d}", r.error()),
-            None => r.error().to_string(),
-        },
-        oauth2::RequestTokenError::Request(e) => e.to_string(),
-        oauth2::RequestTokenError::Parse(e, _) => format!("unreadable answer: {e}"),
-        oauth2::RequestTokenError::Other(e) => e.clone(),
-    }
 }
 
 #[cfg(test)]
