@@ -32,6 +32,12 @@ struct Cli {
     /// bore, ssh-r). Scale, reconnect and policy run with drawbridge-quic.
     #[arg(long, value_delimiter = ',')]
     systems: Vec<String>,
+    /// Only these scenarios, comma-separated (small, bulk, scale, reconnect,
+    /// policy). A run of a subset of systems or scenarios writes its results
+    /// under the run's temporary directory and leaves bench/results.json and
+    /// BENCHMARKS.md as they are: those always show one whole run.
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Vec<String>,
     /// Agents connected at once in the scale scenario.
     #[arg(long, default_value_t = 1000)]
     agents: usize,
@@ -53,10 +59,19 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
+    for s in &cli.scenarios {
+        if !record::SCENARIOS.contains(&s.as_str()) {
+            anyhow::bail!(
+                "unknown scenario {s:?}; one of {}",
+                record::SCENARIOS.join(", ")
+            );
+        }
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(run::run(run::Options {
         quick: cli.quick,
         systems: cli.systems,
+        scenarios: cli.scenarios,
         agents: cli.agents,
         report_only: cli.report_only,
         no_build: cli.no_build,

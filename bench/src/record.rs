@@ -14,6 +14,9 @@ pub const SYSTEMS: [&str; 8] = [
     "ssh-r",
 ];
 
+/// The scenarios, as they are named in the results.
+pub const SCENARIOS: [&str; 5] = ["small", "bulk", "scale", "reconnect", "policy"];
+
 /// One measured figure. Fields that do not apply to a scenario are `null`.
 ///
 /// * `small`: `p50_us`/`p99_us` per request, `rps` at `concurrency` workers.

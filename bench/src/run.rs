@@ -18,6 +18,8 @@ pub struct Options {
     pub quick: bool,
     /// Only these systems (all when empty).
     pub systems: Vec<String>,
+    /// Only these scenarios (all when empty).
+    pub scenarios: Vec<String>,
     /// Agents in the scale scenario.
     pub agents: usize,
     /// Only regenerate `BENCHMARKS.md` and the plot from `bench/results.json`.
@@ -38,6 +40,22 @@ struct Plan {
 /// 256 MiB.
 const BULK_BYTES: u64 = 256 * 1024 * 1024;
 const LEVELS: [usize; 3] = [1, 16, 64];
+
+impl Options {
+    fn wants_system(&self, system: &str) -> bool {
+        self.systems.is_empty() || self.systems.iter().any(|s| s == system)
+    }
+
+    fn wants_scenario(&self, scenario: &str) -> bool {
+        self.scenarios.is_empty() || self.scenarios.iter().any(|s| s == scenario)
+    }
+
+    /// Every system and every scenario: the run whose figures the committed
+    /// report shows.
+    fn whole(&self) -> bool {
+        self.systems.is_empty() && self.scenarios.is_empty()
+    }
+}
 
 pub fn bench_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
@@ -95,34 +113,42 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     };
 
     let mut records = Vec::new();
-    for system in SYSTEMS {
-        if !opts.systems.is_empty() && !opts.systems.iter().any(|s| s == system) {
-            continue;
-        }
-        eprintln!("== {system}");
-        match measure(system, &env, &plan).await {
-            Ok(rs) => records.extend(rs),
-            Err(e) => eprintln!("!! {system} not measured: {e:#}"),
+    if opts.wants_scenario("small") || opts.wants_scenario("bulk") {
+        for system in SYSTEMS {
+            if !opts.wants_system(system) {
+                continue;
+            }
+            eprintln!("== {system}");
+            match measure(system, &env, &plan, &opts).await {
+                Ok(rs) => records.extend(rs),
+                Err(e) => eprintln!("!! {system} not measured: {e:#}"),
+            }
         }
     }
-    if opts.systems.is_empty() || opts.systems.iter().any(|s| s == "drawbridge-quic") {
-        eprintln!("== policy decision, {} messages", plan.policy_runs);
-        records.push(crate::policy_cost::run(plan.policy_runs)?);
-        eprintln!("== scale: {} agents", opts.agents);
-        match crate::scale::run(
-            &dir.join("scale"),
-            &format!("http://{}", upstream.addr),
-            opts.agents,
-        )
-        .await
-        {
-            Ok(r) => records.push(r),
-            Err(e) => eprintln!("!! scale not measured: {e:#}"),
+    if opts.wants_system("drawbridge-quic") {
+        if opts.wants_scenario("policy") {
+            eprintln!("== policy decision, {} messages", plan.policy_runs);
+            records.push(crate::policy_cost::run(plan.policy_runs)?);
         }
-        eprintln!("== reconnect, {} relay restarts", plan.reconnect_runs);
-        match crate::reconnect::run(&dir.join("reconnect"), &db, plan.reconnect_runs).await {
-            Ok(r) => records.push(r),
-            Err(e) => eprintln!("!! reconnect not measured: {e:#}"),
+        if opts.wants_scenario("scale") {
+            eprintln!("== scale: {} agents", opts.agents);
+            match crate::scale::run(
+                &dir.join("scale"),
+                &format!("http://{}", upstream.addr),
+                opts.agents,
+            )
+            .await
+            {
+                Ok(r) => records.push(r),
+                Err(e) => eprintln!("!! scale not measured: {e:#}"),
+            }
+        }
+        if opts.wants_scenario("reconnect") {
+            eprintln!("== reconnect, {} relay restarts", plan.reconnect_runs);
+            match crate::reconnect::run(&dir.join("reconnect"), &db, plan.reconnect_runs).await {
+                Ok(r) => records.push(r),
+                Err(e) => eprintln!("!! reconnect not measured: {e:#}"),
+            }
         }
     }
     if records.is_empty() {
@@ -136,6 +162,18 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         json.push_str(if i + 1 < records.len() { ",\n" } else { "\n" });
     }
     json.push_str("]\n");
+    if !opts.whole() {
+        // A part of a run is no report: the committed one stays whole.
+        let partial = dir.join("results.json");
+        std::fs::write(&partial, json)?;
+        eprintln!(
+            "== done in {:.0} s; a partial run, so bench/results.json and BENCHMARKS.md are \
+             left as they are; its figures: {}",
+            started.elapsed().as_secs_f64(),
+            partial.display()
+        );
+        return Ok(());
+    }
     std::fs::write(&results, json)?;
     std::fs::write(&meta_path, serde_json::to_string_pretty(&meta)? + "\n")?;
     write_report(&records, &meta)?;
@@ -157,10 +195,20 @@ fn write_report(records: &[Record], meta: &Meta) -> anyhow::Result<()> {
 }
 
 /// Small requests at each concurrency, then bulk.
-async fn measure(system: &str, env: &Env<'_>, plan: &Plan) -> anyhow::Result<Vec<Record>> {
+async fn measure(
+    system: &str,
+    env: &Env<'_>,
+    plan: &Plan,
+    opts: &Options,
+) -> anyhow::Result<Vec<Record>> {
     let running = systems::start(system, env).await?;
     let mut out = Vec::new();
-    for c in LEVELS {
+    let levels: &[usize] = if opts.wants_scenario("small") {
+        &LEVELS
+    } else {
+        &[]
+    };
+    for &c in levels {
         let level = client::load(&running.target, c, plan.warmup, plan.level_time).await?;
         let mut r = Record::new(system, "small");
         r.concurrency = Some(c as u64);
@@ -178,15 +226,22 @@ async fn measure(system: &str, env: &Env<'_>, plan: &Plan) -> anyhow::Result<Vec
         );
         out.push(r);
     }
+    let bulk_runs = if opts.wants_scenario("bulk") {
+        plan.bulk_runs
+    } else {
+        0
+    };
     let mut mbps = Vec::new();
-    for _ in 0..plan.bulk_runs {
+    for _ in 0..bulk_runs {
         mbps.push(client::bulk(&running.target, BULK_BYTES).await?);
     }
-    let mut r = Record::new(system, "bulk");
-    r.mb_per_s = Some(median(&mbps));
-    r.runs = Some(plan.bulk_runs as u64);
-    eprintln!("  bulk {:.0} MB/s", median(&mbps));
-    out.push(r);
+    if !mbps.is_empty() {
+        let mut r = Record::new(system, "bulk");
+        r.mb_per_s = Some(median(&mbps));
+        r.runs = Some(bulk_runs as u64);
+        eprintln!("  bulk {:.0} MB/s", median(&mbps));
+        out.push(r);
+    }
     drop(running);
     // Let the processes go before the next system starts.
     tokio::time::sleep(Duration::from_millis(300)).await;
