@@ -26,9 +26,12 @@ use rmcp::model::{
     ResourceContents, Role, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
 };
 use rmcp::service::RequestContext;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
+use tokio_util::sync::CancellationToken;
 
 use crate::sqlite_db::{SqliteDb, SqliteError};
 
@@ -95,12 +98,42 @@ pub struct SqliteServer {
     memo: Arc<Memo>,
 }
 
+/// The server as rmcp's Streamable HTTP service: what `agent connect --sqlite`
+/// serves through the tunnel, and what the benchmark's direct baseline serves
+/// over TCP.
+pub type HttpService = StreamableHttpService<SqliteServer, LocalSessionManager>;
+
 impl SqliteServer {
     pub fn new(db: Arc<SqliteDb>) -> SqliteServer {
         SqliteServer {
             db,
             memo: Arc::new(Memo::default()),
         }
+    }
+
+    /// Serves `self` over Streamable HTTP.
+    ///
+    /// * A request whose only answer is its response gets it as
+    ///   `application/json` with a length, not as a one-event SSE stream: no
+    ///   tool here sends progress or asks the client anything, and a whole
+    ///   answer in one piece leaves the agent in one write instead of a head,
+    ///   an event and an end, each a wake-up on both sides of the tunnel.
+    ///   Sessions (2025 revisions) still stream where the revision says so.
+    /// * No DNS-rebinding guard on Host: no socket listens here, requests
+    ///   arrive through the tunnel with a Host the agent sets itself, and
+    ///   Origin is the relay's to check.
+    /// * `cancel` ends every session at once, in-flight calls included: the
+    ///   caller cancels it only when the server is dropped.
+    pub fn into_http_service(self, cancel: CancellationToken) -> HttpService {
+        let config = StreamableHttpServerConfig::default()
+            .disable_allowed_hosts()
+            .with_json_response(true)
+            .with_cancellation_token(cancel);
+        StreamableHttpService::new(
+            move || Ok(self.clone()),
+            Arc::new(LocalSessionManager::default()),
+            config,
+        )
     }
 
     pub fn memo(&self) -> &Memo {

@@ -18,8 +18,6 @@ use http_body_util::{combinators::UnsyncBoxBody, BodyExt};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use protocol::{BodyKind, ExchangeHead, FrameLimit, Header, ResponseHead, UpstreamKind};
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
-use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use tunnel::SendHalf;
@@ -27,7 +25,7 @@ use tunnel::SendHalf;
 use crate::error::AgentError;
 use crate::response_cap::{CapCounter, ResponseCap};
 use crate::sqlite_db::SqliteDb;
-use crate::sqlite_server::SqliteServer;
+use crate::sqlite_server::{HttpService, SqliteServer};
 use crate::stdio::{StdioLimits, StdioUpstream};
 
 /// A request body as the local server gets it.
@@ -336,7 +334,7 @@ const NOT_BELOW: &str =
 /// server), served with rmcp's Streamable HTTP transport at the route's root.
 pub struct McpUpstream {
     db: Arc<SqliteDb>,
-    service: StreamableHttpService<SqliteServer, LocalSessionManager>,
+    service: HttpService,
     /// When cancelled (the agent stops), the long-lived GET streams end.
     stop: CancellationToken,
 }
@@ -344,21 +342,10 @@ pub struct McpUpstream {
 impl McpUpstream {
     fn sqlite(db: SqliteDb, stop: CancellationToken) -> McpUpstream {
         let db = Arc::new(db);
-        let server = SqliteServer::new(db.clone());
-        // No socket listens here: requests arrive only through the tunnel,
-        // with a Host the agent sets itself, so rmcp's DNS-rebinding guard
-        // has nothing to guard. Origin is the relay's to check.
         // rmcp's own token ends every session at once, in-flight calls
         // included: it is cancelled only when this upstream is dropped, so
         // that stopping the agent lets tool calls finish (the drain).
-        let config = StreamableHttpServerConfig::default()
-            .disable_allowed_hosts()
-            .with_cancellation_token(CancellationToken::new());
-        let service = StreamableHttpService::new(
-            move || Ok(server.clone()),
-            Arc::new(LocalSessionManager::default()),
-            config,
-        );
+        let service = SqliteServer::new(db.clone()).into_http_service(CancellationToken::new());
         McpUpstream { db, service, stop }
     }
 

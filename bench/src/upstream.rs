@@ -13,15 +13,13 @@ use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
-use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
 use agent::sqlite_db::{Limits, SqliteDb};
 use agent::sqlite_server::SqliteServer;
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
-type Mcp = StreamableHttpService<SqliteServer, LocalSessionManager>;
+type Mcp = agent::sqlite_server::HttpService;
 
 /// Bytes per chunk of a `/bytes/<n>` stream.
 const CHUNK: usize = 64 * 1024;
@@ -43,15 +41,9 @@ impl LocalServer {
     /// missing) on 127.0.0.1, port chosen by the OS.
     pub async fn start(db: &Path) -> anyhow::Result<LocalServer> {
         let db = Arc::new(SqliteDb::open(db, false, Limits::default())?);
-        let server = SqliteServer::new(db);
-        let config = StreamableHttpServerConfig::default()
-            .disable_allowed_hosts()
-            .with_cancellation_token(CancellationToken::new());
-        let mcp: Arc<Mcp> = Arc::new(StreamableHttpService::new(
-            move || Ok(server.clone()),
-            Arc::new(LocalSessionManager::default()),
-            config,
-        ));
+        // The very service `agent connect --sqlite` runs.
+        let mcp: Arc<Mcp> =
+            Arc::new(SqliteServer::new(db).into_http_service(CancellationToken::new()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .context("bind the local server")?;
