@@ -54,6 +54,7 @@ pub async fn handle(
     let origin = cors::allowed_origin(&state.origins, req.headers());
     let mut legacy = None;
     let response = route_request(&state, peer, req, &request_id, &mut trail, &mut legacy).await;
+    let timing = trail.timing;
     let response = trail.attach(&state, response);
     // A message POSTed to a legacy SSE session is answered on its stream.
     let mut response = match legacy {
@@ -71,6 +72,8 @@ pub async fn handle(
         path,
         status = response.status().as_u16(),
         head_us = started.elapsed().as_micros() as u64,
+        policy_us = timing.policy_us,
+        agent_us = timing.agent_us,
         "request"
     );
     Ok(response)
@@ -308,6 +311,7 @@ async fn route_request(
             }
         };
         trail.bytes_in = bytes.len() as u64;
+        let deciding = Instant::now();
         let messages = match jsonrpc::classify_body(&bytes) {
             Ok(m) => m,
             Err(e) => {
@@ -339,11 +343,12 @@ async fn route_request(
 
         // 4. The policy decides each message: the organisation's policy and
         //    the route owner's, both of which must allow it.
-        let deciding = Instant::now();
+        let evaluating = Instant::now();
         let mut decisions = engine.decide_body(caller, &messages, &facts);
-        state.metrics.policy_evaluated(deciding.elapsed());
+        state.metrics.policy_evaluated(evaluating.elapsed());
         // A call to a tool that changed since it was pinned waits for the owner.
         pins::deny_changed_tools(&state.store, &route, &messages, &mut decisions);
+        trail.timing.policy_us = Some(deciding.elapsed().as_micros() as u64);
         if decisions.iter().any(|d| !d.allowed) {
             trail.messages(state, &messages, &facts, &decisions);
             trail.deny("policy");
@@ -522,6 +527,7 @@ async fn route_request(
         head.headers
             .retain(|h| !h.name.eq_ignore_ascii_case("accept-encoding"));
     }
+    let sent = Instant::now();
     let answer = forward::exchange(
         stream,
         head,
@@ -530,6 +536,7 @@ async fn route_request(
         &state.metrics,
     )
     .await;
+    trail.timing.agent_us = Some(sent.elapsed().as_micros() as u64);
     forward::disconnect_on_violation(&agent, &answer);
     match answer {
         Ok(resp) => {

@@ -34,6 +34,20 @@ pub struct Trail {
     /// One entry per JSON-RPC message (empty: the request carried none).
     messages: Vec<AuditEvent>,
     skip: bool,
+    /// Where the time went, for the request's log line.
+    pub timing: Timing,
+}
+
+/// How long the parts of one request took that the relay can tell apart, in
+/// microseconds: the log line shows whether a slow answer was the relay's
+/// doing or the agent's.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Timing {
+    /// Reading the JSON-RPC messages, classifying their SQL, deciding them.
+    pub policy_us: Option<u64>,
+    /// From the exchange sent down the tunnel to the agent's response head
+    /// (the tunnel both ways, the agent's own check, the local server).
+    pub agent_us: Option<u64>,
 }
 
 impl Trail {
@@ -55,6 +69,7 @@ impl Trail {
             route_known: false,
             messages: Vec::new(),
             skip: false,
+            timing: Timing::default(),
         }
     }
 

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use e2e::client::{full_body, HttpsClient};
 use e2e::mcp::{self, McpClient};
 use e2e::procs::{bin, Proc};
 use e2e::{AgentProc, RelayProc, TempDir};
@@ -548,4 +549,62 @@ async fn one_command_serves_the_sample_database_to_an_mcp_client() {
         started.elapsed()
     );
     drop(client);
+}
+
+/// A stateless call whose only answer is its response comes back as JSON
+/// (one write through the tunnel, not a one-event SSE stream), and the
+/// relay's log line says where the time went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stateless_call_is_answered_as_json_and_its_time_is_logged() {
+    let s = setup(&[], |_| {}).await;
+    let client = HttpsClient::new(&s.relay.ca(), false);
+    let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+        "name": "read_query", "arguments": {"query": "SELECT 1 AS one"},
+        "_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "e2e", "version": "1"}}}});
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(s.relay.route_url("db"))
+        .header("authorization", format!("Bearer {}", s.client_token))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "read_query")
+        .body(full_body(body.to_string()))
+        .expect("request");
+    let answer = client.fetch(req).await;
+    assert_eq!(answer.status, http::StatusCode::OK, "{}", answer.text());
+    assert_eq!(
+        answer.headers.get("content-type").map(|v| v.as_bytes()),
+        Some(&b"application/json"[..]),
+        "a whole answer is JSON, not an event stream"
+    );
+    let v = answer.json();
+    assert_eq!(v["id"], 7);
+    assert_eq!(v["result"]["structuredContent"]["rows"][0]["one"], 1, "{v}");
+
+    // The request's log line: where its time went, without colour codes.
+    assert!(
+        s.relay
+            .proc
+            .wait_stderr("agent_us=", Duration::from_secs(5))
+            .await,
+        "no timing in the relay's log:\n{}",
+        s.relay.proc.stderr_text()
+    );
+    let log = s.relay.proc.stderr_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("POST") && l.contains("agent_us="))
+        .expect("the request's line");
+    for field in ["head_us=", "policy_us=", "agent_us="] {
+        assert!(line.contains(field), "{field} missing from {line}");
+    }
+    assert!(
+        !line.contains('\u{1b}'),
+        "escape codes in a log file: {line:?}"
+    );
 }
