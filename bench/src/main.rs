@@ -38,9 +38,10 @@ struct Cli {
     /// BENCHMARKS.md as they are: those always show one whole run.
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
-    /// Agents connected at once in the scale scenario.
-    #[arg(long, default_value_t = 1000)]
-    agents: usize,
+    /// Agents connected at once in the scale scenario [default: 1000 with
+    /// --quick, 10000 without].
+    #[arg(long)]
+    agents: Option<usize>,
     /// Only regenerate BENCHMARKS.md and the plot from bench/results.json.
     #[arg(long)]
     report_only: bool,
@@ -72,7 +73,7 @@ fn main() -> anyhow::Result<()> {
         quick: cli.quick,
         systems: cli.systems,
         scenarios: cli.scenarios,
-        agents: cli.agents,
+        agents: cli.agents.unwrap_or(if cli.quick { 1_000 } else { 10_000 }),
         report_only: cli.report_only,
         no_build: cli.no_build,
     }))

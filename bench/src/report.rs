@@ -246,6 +246,15 @@ pub fn render(rs: &[Record], meta: &Meta) -> String {
          `cargo bench -p bench --bench policy` (criterion)."
     );
 
+    let _ = writeln!(
+        o,
+        "\nWhere one Drawbridge request's time goes: the relay's log line for each request \
+         has `policy_us` (reading, classifying and deciding its messages) and `agent_us` (the \
+         tunnel both ways, the agent's own check and the local server) next to `head_us`. \
+         A partial run (`--scenarios small --systems drawbridge-quic`) keeps its logs in the \
+         directory it prints first."
+    );
+
     // Targets.
     let _ = writeln!(o, "\n## Targets\n");
     let _ = writeln!(o, "| target | measured | met |");

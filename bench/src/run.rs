@@ -295,12 +295,21 @@ fn describe(opts: &Options, plan: &Plan, tools: &Tools, took: Duration) -> Meta 
     } else {
         "release build"
     };
-    let mut command = String::from("cargo run --release -p bench --");
+    let mut flags = String::new();
     if opts.quick {
-        command.push_str(" --quick");
+        flags.push_str(" --quick");
     }
     if !opts.systems.is_empty() {
-        command.push_str(&format!(" --systems {}", opts.systems.join(",")));
+        flags.push_str(&format!(" --systems {}", opts.systems.join(",")));
+    }
+    let default_agents = if opts.quick { 1_000 } else { 10_000 };
+    if opts.agents != default_agents {
+        flags.push_str(&format!(" --agents {}", opts.agents));
+    }
+    let mut command = String::from("cargo run --release -p bench");
+    if !flags.is_empty() {
+        command.push_str(" --");
+        command.push_str(&flags);
     }
     let secs = plan.level_time.as_secs_f64();
     Meta {
