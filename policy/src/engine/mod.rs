@@ -127,7 +127,9 @@
 //! do not depend on the policies, the time or the message's content, and
 //! building them costs Cedar a transitive closure — and evaluates each layer.
 //! The `datetime` of `context.now` is built once per second and thread (Cedar
-//! parses a name to build one). The `decision_cost` test (`--ignored`, run it
+//! parses a name to build one), and left out of the context when no policy
+//! of the engine mentions `now` (evaluating it costs Cedar a parse with a
+//! regular expression every time). The `decision_cost` test (`--ignored`, run it
 //! in release) prints the cost: about 20–25 µs for a `read_query` call with
 //! SQL facts under `--allow`/`--read-only` flags and an organisation
 //! guardrail, on a 2-core machine; the SQL's classification is extra.
@@ -327,7 +329,9 @@ impl Engine {
     }
 
     fn decide_facts(&self, caller: &Caller<'_>, facts: &Facts<'_>) -> Decision {
-        let built = Vocabulary::get().and_then(|v| request::build(v, caller, facts, None));
+        let with_now = self.owner.uses_now || self.org.as_ref().is_some_and(|org| org.uses_now);
+        let built =
+            Vocabulary::get().and_then(|v| request::build(v, caller, facts, None, with_now));
         let (request, entities) = match built {
             Ok(built) => built,
             Err(error) => return Decision::deny(Vec::new(), vec![error]),

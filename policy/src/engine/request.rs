@@ -212,12 +212,15 @@ pub(crate) fn normalize_email(email: &str) -> String {
 /// Build the Cedar request and its entities. `schema` validates them (tests
 /// only: a request that does not fit the schema makes a policy error at
 /// evaluation, which fails closed anyway). Without a schema the entities come
-/// from [`ENTITY_CACHE`] when they can.
+/// from [`ENTITY_CACHE`] when they can. `with_now`: whether the context gets
+/// `now` (always with a schema, which requires it); the engine leaves it out
+/// when none of its policies can read it.
 pub(crate) fn build(
     vocabulary: &Vocabulary,
     caller: &Caller<'_>,
     facts: &Facts<'_>,
     schema: Option<&Schema>,
+    with_now: bool,
 ) -> Result<(cedar::Request, Arc<Entities>), String> {
     let email = normalize_email(caller.email);
     if email.is_empty() {
@@ -251,7 +254,7 @@ pub(crate) fn build(
         )?),
         None => cached_entities(vocabulary, caller, &email, facts.action, tool)?,
     };
-    let context = context(caller, facts, client, route)?;
+    let context = context(caller, facts, client, route, with_now || schema.is_some())?;
     let request = cedar::Request::new(user, action, resource, context, schema)
         .map_err(|e| format!("request does not fit the schema: {e}"))?;
     Ok((request, entities))
@@ -410,6 +413,7 @@ fn context(
     facts: &Facts<'_>,
     client: EntityUid,
     route: EntityUid,
+    with_now: bool,
 ) -> Result<Context, String> {
     let time = unix_seconds(caller.time);
     let mut pairs: Vec<(String, Expr)> = Vec::with_capacity(16);
@@ -432,7 +436,9 @@ fn context(
     put("client_id", Expr::new_string(caller.client_id.to_owned()));
     put("route", Expr::new_entity_uid(route));
     put("time", Expr::new_long(time));
-    put("now", now_expression(time));
+    if with_now {
+        put("now", now_expression(time));
+    }
     Context::from_pairs(pairs).map_err(|e| e.to_string())
 }
 

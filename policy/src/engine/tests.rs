@@ -162,7 +162,7 @@ fn every_request_fits_the_schema() {
             sql: facts_owned.as_ref(),
             listing: false,
         };
-        build(vocabulary, &who, &facts, Some(schema))
+        build(vocabulary, &who, &facts, Some(schema), true)
             .unwrap_or_else(|e| panic!("{message:?}: {e}"));
     }
     // The listing form too.
@@ -174,7 +174,7 @@ fn every_request_fits_the_schema() {
         sql: None,
         listing: true,
     };
-    build(vocabulary, &who, &facts, Some(schema)).expect("listing request");
+    build(vocabulary, &who, &facts, Some(schema), true).expect("listing request");
 }
 
 #[test]
@@ -1247,4 +1247,44 @@ fn a_domain_grant_and_expiry_and_the_owners_forbids() {
     assert!(grant("x-y", "bob@example.com", None, false)
         .check()
         .is_err());
+}
+
+#[test]
+fn now_is_in_the_context_whenever_a_layer_can_read_it() {
+    // The engine leaves `context.now` out when no policy mentions it; every
+    // way of reading it must keep it in, in either layer.
+    assert!(!Policy::from_flags(&[], None, true).expect("flags").uses_now);
+    assert!(cedar(SHARE_READ_ONLY).uses_now);
+    let owner = || Policy::from_flags(&[], None, false).expect("flags");
+    for (id, org) in [
+        (
+            "dot",
+            r#"@id("dot") forbid (principal, action, resource) when { context.now >= datetime("2026-01-01") };"#,
+        ),
+        (
+            "index",
+            r#"@id("index") forbid (principal, action, resource) when { context["now"] >= datetime("2026-01-01") };"#,
+        ),
+        (
+            "has",
+            r#"@id("has") forbid (principal, action, resource) when { context has now };"#,
+        ),
+    ] {
+        let org = cedar(org);
+        assert!(org.uses_now, "{id}");
+        let engine = Engine::new(owner(), Some(org));
+        assert_denied(
+            &decide(&engine, OWNER, &request("ping")),
+            &[&format!("{ORG_PREFIX}{id}")],
+        );
+    }
+    // Before the date, the same guardrail lets the owner through: `now` is
+    // the caller's time, not a constant.
+    let engine = Engine::new(
+        owner(),
+        Some(cedar(
+            r#"@id("later") forbid (principal, action, resource) when { context.now >= datetime("2027-01-01") };"#,
+        )),
+    );
+    assert_allowed(&decide(&engine, OWNER, &request("ping")), &["owner"]);
 }
