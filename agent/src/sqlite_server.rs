@@ -152,106 +152,7 @@ impl SqliteServer {
     pub fn tools(&self) -> Vec<Tool> {
         self.tools.to_vec()
     }
-}
 
-/// The six tools of a server on `db`.
-fn describe_tools(db: &SqliteDb) -> Vec<Tool> {
-    let read_only = db.is_read_only();
-    let disabled = |description: &str| {
-        if read_only {
-            format!("{description} DISABLED: the database is opened read-only, so this tool only returns an error.")
-        } else {
-            description.to_owned()
-        }
-    };
-    vec![
-            Tool::new(
-                "read_query",
-                format!("Execute a SELECT query on the SQLite database. Runs exactly one read-only statement (SELECT, WITH … SELECT, VALUES); anything that would write is refused. Returns the rows as JSON objects (at most {}; `truncated` says when there were more).", db.limits().max_rows),
-                input_schema(&[("query", "SELECT SQL query to execute")]),
-            )
-            .with_title("Run a read-only SQL query")
-            .with_annotations(reading())
-            .with_raw_output_schema(rows_schema()),
-            Tool::new(
-                "write_query",
-                disabled("Execute an INSERT, UPDATE, or DELETE query on the SQLite database. Runs exactly one statement that changes rows (a RETURNING clause is allowed); schema changes, ATTACH, PRAGMA and transactions are refused. Returns the number of affected rows."),
-                input_schema(&[("query", "SQL query to execute")]),
-            )
-            .with_title("Change rows (INSERT, UPDATE, DELETE)")
-            .with_annotations(writing(true))
-            .with_raw_output_schema(object_schema(
-                json!({
-                    "affected_rows": { "type": "integer" },
-                    "returning": rows_schema_value(),
-                }),
-                &["affected_rows"],
-            )),
-            Tool::new(
-                "create_table",
-                disabled("Create a new table in the SQLite database. Runs exactly one CREATE TABLE statement."),
-                input_schema(&[("query", "CREATE TABLE SQL statement")]),
-            )
-            .with_title("Create a table")
-            .with_annotations(writing(false))
-            .with_raw_output_schema(object_schema(
-                json!({ "table": { "type": "string" } }),
-                &["table"],
-            )),
-            Tool::new(
-                "list_tables",
-                "List all tables in the SQLite database (and its views).",
-                input_schema(&[]),
-            )
-            .with_title("List tables")
-            .with_annotations(reading())
-            .with_raw_output_schema(object_schema(
-                json!({
-                    "tables": { "type": "array", "items": { "type": "string" } },
-                    "views": { "type": "array", "items": { "type": "string" } },
-                }),
-                &["tables", "views"],
-            )),
-            Tool::new(
-                "describe_table",
-                "Get the schema information for a specific table: its columns (name, type, not null, default, primary key), CREATE statement, foreign keys, indexes and row count.",
-                input_schema(&[("table_name", "Name of the table to describe")]),
-            )
-            .with_title("Describe a table")
-            .with_annotations(reading())
-            .with_raw_output_schema(object_schema(
-                json!({
-                    "name": { "type": "string" },
-                    "type": { "type": "string", "enum": ["table", "view"] },
-                    "sql": { "type": ["string", "null"] },
-                    "columns": { "type": "array", "items": { "type": "object" } },
-                    "foreign_keys": { "type": "array", "items": { "type": "object" } },
-                    "indexes": { "type": "array", "items": { "type": "object" } },
-                    "row_count": { "type": "integer" },
-                }),
-                &["name", "type", "columns", "foreign_keys", "indexes"],
-            )),
-            Tool::new(
-                "append_insight",
-                "Add a business insight to the memo (the memo://insights resource). The database is not changed.",
-                input_schema(&[("insight", "Business insight discovered from data analysis")]),
-            )
-            .with_title("Add an insight to the memo")
-            .with_annotations(
-                ToolAnnotations::new()
-                    .read_only(false)
-                    .destructive(false)
-                    .idempotent(false)
-                    .open_world(false),
-            )
-            .with_raw_output_schema(object_schema(
-                json!({ "insight_count": { "type": "integer" } }),
-                &["insight_count"],
-            )),
-        ]
-}
-
-impl SqliteServer {
     /// Runs one tool. `Err` only for an unknown tool (a protocol error);
     /// everything that goes wrong inside a tool is an `isError` result.
     pub async fn call(&self, name: &str, args: &JsonObject) -> Result<CallToolResult, ErrorData> {
@@ -351,6 +252,103 @@ fn reading() -> ToolAnnotations {
         .destructive(false)
         .idempotent(true)
         .open_world(false)
+}
+
+/// The six tools of a server on `db`.
+fn describe_tools(db: &SqliteDb) -> Vec<Tool> {
+    let read_only = db.is_read_only();
+    let disabled = |description: &str| {
+        if read_only {
+            format!("{description} DISABLED: the database is opened read-only, so this tool only returns an error.")
+        } else {
+            description.to_owned()
+        }
+    };
+    vec![
+        Tool::new(
+            "read_query",
+            format!("Execute a SELECT query on the SQLite database. Runs exactly one read-only statement (SELECT, WITH … SELECT, VALUES); anything that would write is refused. Returns the rows as JSON objects (at most {}; `truncated` says when there were more).", db.limits().max_rows),
+            input_schema(&[("query", "SELECT SQL query to execute")]),
+        )
+        .with_title("Run a read-only SQL query")
+        .with_annotations(reading())
+        .with_raw_output_schema(rows_schema()),
+        Tool::new(
+            "write_query",
+            disabled("Execute an INSERT, UPDATE, or DELETE query on the SQLite database. Runs exactly one statement that changes rows (a RETURNING clause is allowed); schema changes, ATTACH, PRAGMA and transactions are refused. Returns the number of affected rows."),
+            input_schema(&[("query", "SQL query to execute")]),
+        )
+        .with_title("Change rows (INSERT, UPDATE, DELETE)")
+        .with_annotations(writing(true))
+        .with_raw_output_schema(object_schema(
+            json!({
+                "affected_rows": { "type": "integer" },
+                "returning": rows_schema_value(),
+            }),
+            &["affected_rows"],
+        )),
+        Tool::new(
+            "create_table",
+            disabled("Create a new table in the SQLite database. Runs exactly one CREATE TABLE statement."),
+            input_schema(&[("query", "CREATE TABLE SQL statement")]),
+        )
+        .with_title("Create a table")
+        .with_annotations(writing(false))
+        .with_raw_output_schema(object_schema(
+            json!({ "table": { "type": "string" } }),
+            &["table"],
+        )),
+        Tool::new(
+            "list_tables",
+            "List all tables in the SQLite database (and its views).",
+            input_schema(&[]),
+        )
+        .with_title("List tables")
+        .with_annotations(reading())
+        .with_raw_output_schema(object_schema(
+            json!({
+                "tables": { "type": "array", "items": { "type": "string" } },
+                "views": { "type": "array", "items": { "type": "string" } },
+            }),
+            &["tables", "views"],
+        )),
+        Tool::new(
+            "describe_table",
+            "Get the schema information for a specific table: its columns (name, type, not null, default, primary key), CREATE statement, foreign keys, indexes and row count.",
+            input_schema(&[("table_name", "Name of the table to describe")]),
+        )
+        .with_title("Describe a table")
+        .with_annotations(reading())
+        .with_raw_output_schema(object_schema(
+            json!({
+                "name": { "type": "string" },
+                "type": { "type": "string", "enum": ["table", "view"] },
+                "sql": { "type": ["string", "null"] },
+                "columns": { "type": "array", "items": { "type": "object" } },
+                "foreign_keys": { "type": "array", "items": { "type": "object" } },
+                "indexes": { "type": "array", "items": { "type": "object" } },
+                "row_count": { "type": "integer" },
+            }),
+            &["name", "type", "columns", "foreign_keys", "indexes"],
+        )),
+        Tool::new(
+            "append_insight",
+            "Add a business insight to the memo (the memo://insights resource). The database is not changed.",
+            input_schema(&[("insight", "Business insight discovered from data analysis")]),
+        )
+        .with_title("Add an insight to the memo")
+        .with_annotations(
+            ToolAnnotations::new()
+                .read_only(false)
+                .destructive(false)
+                .idempotent(false)
+                .open_world(false),
+        )
+        .with_raw_output_schema(object_schema(
+            json!({ "insight_count": { "type": "integer" } }),
+            &["insight_count"],
+        )),
+    ]
 }
 
 /// Annotations of a tool that writes to the database.
