@@ -7,7 +7,9 @@
 # Works on a fresh Debian machine with Rust installed, as root or not. It
 # installs Debian packages only when something it needs is missing (using sudo
 # when not root), keeps Python venvs in .venv-tests/ (the Python MCP client)
-# and .venv-sqlite/ (the reference mcp-server-sqlite, which needs mcp<2), builds the binaries the end-to-end tests start, and runs the
+# and .venv-sqlite/ (the reference mcp-server-sqlite, which needs mcp<2) and
+# tests/node/node_modules (the TypeScript MCP SDK and mcp-remote, npm ci),
+# builds the binaries the end-to-end tests start, and runs the
 # tests with cargo-nextest if it is installed, else with cargo test.
 # Exits non-zero when anything fails.
 
@@ -61,6 +63,13 @@ ensure_debian_packages() {
     # (tests/src/chromium.rs). About 90 MB to download, some 30 s to install.
     if ! command -v chromium >/dev/null 2>&1; then
         wanted+=(chromium)
+    fi
+    # nodejs, npm: the npm clients in tests/node (TypeScript SDK, mcp-remote).
+    if ! command -v node >/dev/null 2>&1; then
+        wanted+=(nodejs)
+    fi
+    if ! command -v npm >/dev/null 2>&1; then
+        wanted+=(npm)
     fi
     if ! command -v chromedriver >/dev/null 2>&1; then
         wanted+=(chromium-driver)
@@ -125,6 +134,23 @@ ensure_python_venv() {
     fi
 }
 
+# tests/node/node_modules from tests/node/package-lock.json (npm ci; again
+# only when the lock file changed): the TypeScript MCP SDK and mcp-remote.
+ensure_node_modules() {
+    local dir="$ROOT/tests/node"
+    [ -f "$dir/package-lock.json" ] || { echo "no tests/node/package-lock.json; skipped"; return 0; }
+    local stamp="$dir/node_modules/.lock.sha256" want have=""
+    want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+    [ -f "$stamp" ] && have=$(cat "$stamp")
+    if [ "$want" != "$have" ]; then
+        echo "installing tests/node (npm ci)"
+        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+        echo "$want" >"$stamp"
+    else
+        echo "tests/node/node_modules up to date"
+    fi
+}
+
 section "toolchain"
 command -v cargo >/dev/null 2>&1 || die "cargo not found; install Rust from https://rustup.rs"
 cargo --version
@@ -134,6 +160,9 @@ ensure_debian_packages
 
 section "python venvs (.venv-tests, .venv-sqlite)"
 ensure_python_venv
+
+section "npm clients (tests/node: TypeScript MCP SDK, mcp-remote)"
+ensure_node_modules
 
 section "format and lints (cargo fmt --check, cargo clippy -D warnings)"
 cargo fmt --all -- --check

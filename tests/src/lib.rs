@@ -13,6 +13,7 @@ pub mod github_standin;
 pub mod loopback_site;
 pub mod mcp;
 pub mod netsim;
+pub mod node;
 pub mod oauth_app;
 pub mod oidc_provider;
 pub mod pebble;

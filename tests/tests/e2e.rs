@@ -42,6 +42,8 @@ mod mcp_sqlite;
 mod metrics;
 #[path = "e2e/network_change.rs"]
 mod network_change;
+#[path = "e2e/npm_clients.rs"]
+mod npm_clients;
 #[path = "e2e/oauth.rs"]
 mod oauth;
 #[path = "e2e/oidc.rs"]
