@@ -42,6 +42,7 @@ pub mod grant_store;
 pub mod grants_api;
 pub mod headers;
 pub mod identity_groups;
+pub mod ip_key;
 pub mod legacy_sse;
 pub mod listener;
 pub mod logging;

@@ -60,6 +60,8 @@ mod scope_step_up;
 mod sharing;
 #[path = "e2e/sharing_v2.rs"]
 mod sharing_v2;
+#[path = "e2e/sign_in_throttling.rs"]
+mod sign_in_throttling;
 #[path = "e2e/stdio.rs"]
 mod stdio;
 #[path = "e2e/tool_pinning.rs"]

@@ -18,6 +18,7 @@ use crate::state::SharedState;
 use crate::store::now;
 use crate::token;
 
+use super::password_checks::Verdict;
 use super::{
     cimd, clients, html, html_to_client, pages, pkce, redirect, resource, scope, session, Params,
 };
@@ -276,19 +277,9 @@ pub async fn login(
     };
     let email = form.get("email").unwrap_or("").trim();
     let password = form.get("password").unwrap_or("");
-    // argon2 takes a while on purpose: not on the async workers.
-    let checked = {
-        let state = state.clone();
-        let (email, password) = (email.to_owned(), password.to_owned());
-        tokio::task::spawn_blocking(move || {
-            super::accounts::check_password(&state.store, &email, &password)
-        })
-        .await
-        .unwrap_or_else(|e| Err(crate::RelayError::Password(e.to_string())))
-    };
-    match checked {
-        Ok(true) => {}
-        Ok(false) => {
+    match super::password_checks::sign_in(state, peer, email, password).await {
+        Verdict::Right => {}
+        Verdict::Wrong => {
             state.metrics.oauth(OAuthEvent::login_failed);
             tracing::info!(
                 email,
@@ -304,7 +295,21 @@ pub async fn login(
                 StatusCode::UNAUTHORIZED,
             );
         }
-        Err(e) => return super::store_failed_page(e),
+        Verdict::Refused(t) => {
+            tracing::info!(email, %peer, refused = ?t, "sign-in throttled");
+            let mut resp = login_page(
+                state,
+                &s,
+                &req,
+                email,
+                Some(&t.message()),
+                StatusCode::TOO_MANY_REQUESTS,
+            );
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, t.retry_after_secs().into());
+            return resp;
+        }
+        Verdict::Failed(e) => return super::store_failed_page(e),
     }
     // A new session id on sign-in (no session fixation).
     let _ = state.store.end_session(&old_id);
