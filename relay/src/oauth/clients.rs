@@ -57,7 +57,8 @@ pub fn check_redirect_uri(uri: &str) -> Result<(), String> {
     }
 }
 
-fn is_loopback(url: &Url) -> bool {
+/// Whether `url` names this machine (localhost, 127.0.0.0/8, [::1]).
+pub fn is_loopback(url: &Url) -> bool {
     matches!(url.host(), Some(url::Host::Domain("localhost")))
         || matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
         || matches!(url.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
