@@ -56,6 +56,7 @@ pub mod policies;
 pub mod rate_limits;
 pub mod registry;
 pub mod reload;
+pub mod secret_file;
 pub mod server;
 pub mod signals;
 pub mod sse_keepalive;
