@@ -222,7 +222,14 @@ impl ClientMetadata {
         {
             return Err(bad(
                 "invalid_client_metadata",
-                format!("grant type {g:?} is not supported (authorization_code, refresh_token)"),
+                if g == super::device::GRANT_TYPE {
+                    format!(
+                        "grant type {g:?} is not offered to registered clients (it serves `agent login` only); \
+                         use authorization_code, refresh_token (sign in through a browser)"
+                    )
+                } else {
+                    format!("grant type {g:?} is not supported (authorization_code, refresh_token)")
+                },
             ));
         }
         match string_list(&meta, "response_types") {
