@@ -15,7 +15,7 @@ use agent::stdio::StdioLimits;
 use agent::upstream::Upstream;
 use agent::{ConnectOptions, TransportChoice};
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use relay::logging::{self, LogFormat};
 use tokio_util::sync::CancellationToken;
 
@@ -108,8 +108,19 @@ struct ConnectArgs {
     relay: Option<url::Url>,
     /// The agent token (from `relay token create --owner EMAIL`). Default:
     /// the credential `agent login --relay URL` stored for this relay.
+    /// Better given in the environment (DRAWBRIDGE_TOKEN) or a file
+    /// (--token-file): on the command line every user of the machine can
+    /// read it (ps).
     #[arg(long, env = "DRAWBRIDGE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A file whose first line is the agent token (keep it 0600).
+    #[arg(
+        long,
+        env = "DRAWBRIDGE_TOKEN_FILE",
+        value_name = "FILE",
+        conflicts_with = "token"
+    )]
+    token_file: Option<PathBuf>,
     /// Extra CA certificate to trust (the relay's <state-dir>/ca.pem when it
     /// uses --self-signed).
     #[arg(long)]
@@ -216,8 +227,22 @@ fn main() -> ExitCode {
     if let Some(code) = agent::stdio::orphan_guard::run_if_requested() {
         return ExitCode::from(code);
     }
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     logging::init(cli.log_format);
+    let token_on_command_line = matches
+        .subcommand_matches("connect")
+        .and_then(|m| m.value_source("token"))
+        == Some(clap::parser::ValueSource::CommandLine);
+    if token_on_command_line {
+        eprintln!(
+            "agent: {}",
+            relay::secret_file::command_line_warning(
+                "--token",
+                "DRAWBRIDGE_TOKEN, --token-file FILE or `agent login`"
+            )
+        );
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -288,14 +313,19 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     let mcp = !matches!(upstream, Upstream::Http(_));
     let upstream = Arc::new(upstream);
     let mut embedded = None;
+    let token = match (args.token, &args.token_file) {
+        (Some(t), _) => Some(t),
+        (None, Some(file)) => Some(relay::secret_file::read(file)?),
+        (None, None) => None,
+    };
     let (relay_url, token, ca_cert) = match args.relay {
-        Some(url) => match args.token {
+        Some(url) => match token {
             Some(token) => (url, token, args.ca_cert),
             None => {
                 let stored = Credentials::default_location()?.get(&url)?;
                 let c = stored.with_context(|| {
                     format!(
-                        "no agent credential for {}: run `agent login --relay {}` (or pass --token / set DRAWBRIDGE_TOKEN)",
+                        "no agent credential for {}: run `agent login --relay {}` (or set DRAWBRIDGE_TOKEN / pass --token-file)",
                         relay_key(&url),
                         relay_key(&url)
                     )

@@ -2,7 +2,8 @@
 //! tunnels) and QUIC connections one address may hold at once, and how many
 //! QUIC handshakes it may have in progress. Over a bound the connection is
 //! refused at once, before any TLS work, and the first refusal per address
-//! and minute is logged.
+//! and minute is logged. An IPv6 address counts by its /64
+//! ([`crate::ip_key`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -49,6 +50,7 @@ impl PerIp {
 
     /// Takes a slot for `ip`, or says how many it already holds.
     pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, u32> {
+        let ip = crate::ip_key::of(ip);
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let n = counts.entry(ip).or_insert(0);
         if self.max > 0 && *n >= self.max {
@@ -63,6 +65,7 @@ impl PerIp {
 
     /// Whether a refusal of `ip` should be logged now (once a minute).
     pub fn should_log(&self, ip: IpAddr) -> bool {
+        let ip = crate::ip_key::of(ip);
         let mut logged = self.logged.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         if logged.len() > 10_000 {
@@ -79,6 +82,7 @@ impl PerIp {
 
     /// Slots `ip` holds now.
     pub fn held(&self, ip: IpAddr) -> u32 {
+        let ip = crate::ip_key::of(ip);
         let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         counts.get(&ip).copied().unwrap_or(0)
     }
@@ -119,6 +123,16 @@ mod tests {
         let _s3 = limits.acquire(a).expect("a slot was freed");
         assert!(limits.should_log(a));
         assert!(!limits.should_log(a));
+        // Every address of an IPv6 /64 shares its slots.
+        let v6a: IpAddr = "2001:db8::1".parse().expect("ip");
+        let v6b: IpAddr = "2001:db8::2".parse().expect("ip");
+        let _v1 = limits.acquire(v6a).expect("1");
+        let _v2 = limits.acquire(v6b).expect("2");
+        assert_eq!(limits.acquire(v6a).err(), Some(2));
+        assert_eq!(limits.held(v6b), 2);
+        let _other = limits
+            .acquire("2001:db8:0:1::1".parse().expect("ip"))
+            .expect("another /64");
     }
 
     #[test]

@@ -241,8 +241,10 @@ struct ServeArgs {
     /// The relay's client id at the OpenID Connect provider.
     #[arg(long, env = "DRAWBRIDGE_OIDC_CLIENT_ID", value_name = "ID")]
     oidc_client_id: Option<String>,
-    /// The relay's client secret at the OpenID Connect provider (better
-    /// given in the environment than on the command line).
+    /// The relay's client secret at the OpenID Connect provider. Better
+    /// given in the environment (DRAWBRIDGE_OIDC_CLIENT_SECRET) or in the
+    /// --config file (oauth.oidc_client_secret, the file kept 0600): on the
+    /// command line every user of the machine can read it (ps).
     #[arg(
         long,
         env = "DRAWBRIDGE_OIDC_CLIENT_SECRET",
@@ -262,7 +264,10 @@ struct ServeArgs {
     /// organisations and their teams as org/team.
     #[arg(long, env = "DRAWBRIDGE_GITHUB_CLIENT_ID", value_name = "ID")]
     github_client_id: Option<String>,
-    /// The GitHub OAuth app's client secret (better given in the environment).
+    /// The GitHub OAuth app's client secret. Better given in the environment
+    /// (DRAWBRIDGE_GITHUB_CLIENT_SECRET) or in the --config file
+    /// (oauth.github_client_secret, the file kept 0600): on the command line
+    /// every user of the machine can read it (ps).
     #[arg(
         long,
         env = "DRAWBRIDGE_GITHUB_CLIENT_SECRET",
@@ -457,6 +462,26 @@ fn main() -> ExitCode {
             Some(ValueSource::CommandLine | ValueSource::EnvVariable)
         )
     };
+    for (id, flag, instead) in [
+        (
+            "oidc_client_secret",
+            "--oidc-client-secret",
+            "DRAWBRIDGE_OIDC_CLIENT_SECRET or the config file's oauth.oidc_client_secret",
+        ),
+        (
+            "github_client_secret",
+            "--github-client-secret",
+            "DRAWBRIDGE_GITHUB_CLIENT_SECRET or the config file's oauth.github_client_secret",
+        ),
+    ] {
+        let serve = matches.subcommand_matches("serve");
+        if serve.and_then(|m| m.value_source(id)) == Some(ValueSource::CommandLine) {
+            eprintln!(
+                "relay: {}",
+                relay::secret_file::command_line_warning(flag, instead)
+            );
+        }
+    }
     // `serve` sets up logging once it has read its config file.
     if !matches!(cli.command, Command::Serve(_)) {
         logging::init(cli.log_format);

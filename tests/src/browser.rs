@@ -61,11 +61,22 @@ pub struct Browser {
 
 impl Browser {
     pub fn new(relay: &RelayProc) -> Browser {
+        Browser::from_address(relay, None)
+    }
+
+    /// A browser whose connections come from `local` (another address of
+    /// 127.0.0.0/8: another client for the relay's per-address limits).
+    pub fn from_address(relay: &RelayProc, local: Option<std::net::IpAddr>) -> Browser {
         Browser {
-            http: HttpsClient::new(&relay.ca(), false),
+            http: HttpsClient::from_address(&relay.ca(), false, local),
             base: relay.url(),
             cookie: None,
         }
+    }
+
+    /// Forgets the session cookie: the next page starts a new session.
+    pub fn clear_cookie(&mut self) {
+        self.cookie = None;
     }
 
     fn keep_cookie(&mut self, a: &Answer) {

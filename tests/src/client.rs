@@ -46,12 +46,20 @@ impl Answer {
 impl HttpsClient {
     /// `http2`: speak HTTP/2 (ALPN) instead of HTTP/1.1.
     pub fn new(ca: &Path, http2: bool) -> HttpsClient {
+        HttpsClient::from_address(ca, http2, None)
+    }
+
+    /// As [`HttpsClient::new`], its connections made from `local` (any
+    /// address of 127.0.0.0/8 reaches a relay on 127.0.0.1): another client
+    /// address for per-address limits.
+    pub fn from_address(ca: &Path, http2: bool, local: Option<std::net::IpAddr>) -> HttpsClient {
         let tls = tunnel::tls::client_config(Some(ca), &[]).expect("tls config");
         // TCP_NODELAY, as curl and real clients set it: without it every
         // small request waits ~40 ms for Nagle and delayed ACKs.
         let mut tcp = HttpConnector::new();
         tcp.set_nodelay(true);
         tcp.enforce_http(false);
+        tcp.set_local_address(local);
         let builder = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only();

@@ -56,10 +56,14 @@ mod python_client;
 mod reload;
 #[path = "e2e/scope_step_up.rs"]
 mod scope_step_up;
+#[path = "e2e/secrets.rs"]
+mod secrets;
 #[path = "e2e/sharing.rs"]
 mod sharing;
 #[path = "e2e/sharing_v2.rs"]
 mod sharing_v2;
+#[path = "e2e/sign_in_throttling.rs"]
+mod sign_in_throttling;
 #[path = "e2e/stdio.rs"]
 mod stdio;
 #[path = "e2e/tool_pinning.rs"]

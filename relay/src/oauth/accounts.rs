@@ -1,9 +1,7 @@
 //! Local accounts: an email and an argon2id password hash, for a small
 //! self-hosted relay (`relay user add|list|remove`).
 
-use std::sync::OnceLock;
-
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::Argon2;
 
 use crate::error::RelayError;
@@ -21,27 +19,6 @@ pub fn hash_password(password: &str) -> Result<String, RelayError> {
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| RelayError::Password(e.to_string()))
-}
-
-/// Checks an email and password. An unknown email costs as much as a
-/// wrong password, so that timing does not tell which accounts exist.
-pub fn check_password(store: &Store, email: &str, password: &str) -> Result<bool, RelayError> {
-    static DUMMY: OnceLock<String> = OnceLock::new();
-    let stored = store.user_password_hash(email)?;
-    let hash = match &stored {
-        Some(h) => h.as_str(),
-        None => DUMMY
-            .get_or_init(|| hash_password("not a password of anyone").unwrap_or_default())
-            .as_str(),
-    };
-    let ok = PasswordHash::new(hash)
-        .map(|parsed| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-        })
-        .unwrap_or(false);
-    Ok(ok && stored.is_some())
 }
 
 /// Adds a local account.
@@ -79,16 +56,21 @@ mod tests {
         ));
         assert!(add_user(&store, "bob", "long enough").is_err());
         assert!(add_user(&store, "bob@example.com", "short").is_err());
-        assert!(check_password(&store, "alice@example.com", "correct horse").expect("check"));
-        assert!(!check_password(&store, "alice@example.com", "wrong horse").expect("check"));
-        assert!(!check_password(&store, "nobody@example.com", "correct horse").expect("check"));
+        let checks = super::super::password_checks::PasswordChecks::default();
+        let mut slot = checks.try_slot().expect("slot");
+        let mut check = |email, password| slot.check(&store, email, password).expect("check");
+        assert!(check("alice@example.com", "correct horse"));
+        assert!(!check("alice@example.com", "wrong horse"));
+        assert!(!check("nobody@example.com", "correct horse"));
         let stored = store
             .user_password_hash("alice@example.com")
             .expect("get")
             .expect("some");
         assert!(stored.starts_with("$argon2id$"), "{stored}");
         store.remove_user("alice@example.com").expect("remove");
-        assert!(!check_password(&store, "alice@example.com", "correct horse").expect("check"));
+        assert!(!slot
+            .check(&store, "alice@example.com", "correct horse")
+            .expect("check"));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

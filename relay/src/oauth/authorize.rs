@@ -18,6 +18,7 @@ use crate::state::SharedState;
 use crate::store::now;
 use crate::token;
 
+use super::password_checks::Verdict;
 use super::{
     cimd, clients, html, html_to_client, pages, pkce, redirect, resource, scope, session, Params,
 };
@@ -222,11 +223,17 @@ pub async fn authorize(
     headers: &HeaderMap,
     query: &str,
 ) -> Response<RespBody> {
+    let session = session::current(state, headers);
     let req = match check(state, peer, query).await {
         Ok(r) => r,
+        Err(refusal @ Refusal::Redirect { .. })
+            if session.as_ref().is_none_or(|(_, s)| s.email.is_none()) =>
+        {
+            return refused_before_sign_in(state, refusal)
+        }
         Err(refusal) => return refused(state, refusal),
     };
-    match session::current(state, headers) {
+    match session {
         Some((_, s)) => match &s.email {
             Some(email) => {
                 match state
@@ -276,19 +283,9 @@ pub async fn login(
     };
     let email = form.get("email").unwrap_or("").trim();
     let password = form.get("password").unwrap_or("");
-    // argon2 takes a while on purpose: not on the async workers.
-    let checked = {
-        let state = state.clone();
-        let (email, password) = (email.to_owned(), password.to_owned());
-        tokio::task::spawn_blocking(move || {
-            super::accounts::check_password(&state.store, &email, &password)
-        })
-        .await
-        .unwrap_or_else(|e| Err(crate::RelayError::Password(e.to_string())))
-    };
-    match checked {
-        Ok(true) => {}
-        Ok(false) => {
+    match super::password_checks::sign_in(state, peer, email, password).await {
+        Verdict::Right => {}
+        Verdict::Wrong => {
             state.metrics.oauth(OAuthEvent::login_failed);
             tracing::info!(
                 email,
@@ -304,7 +301,21 @@ pub async fn login(
                 StatusCode::UNAUTHORIZED,
             );
         }
-        Err(e) => return super::store_failed_page(e),
+        Verdict::Refused(t) => {
+            tracing::info!(email, %peer, refused = ?t, "sign-in throttled");
+            let mut resp = login_page(
+                state,
+                &s,
+                &req,
+                email,
+                Some(&t.message()),
+                StatusCode::TOO_MANY_REQUESTS,
+            );
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, t.retry_after_secs().into());
+            return resp;
+        }
+        Verdict::Failed(e) => return super::store_failed_page(e),
     }
     // A new session id on sign-in (no session fixation).
     let _ = state.store.end_session(&old_id);
@@ -446,6 +457,56 @@ pub(super) fn refused(state: &SharedState, refusal: Refusal) -> Response<RespBod
             redirect(&with_query(&redirect_uri, &pairs))
         }
     }
+}
+
+/// A refusal of a request from a browser that has not signed in: errors
+/// for a redirect URI on the web are shown, with a link back, rather than
+/// redirected to (the relay is not an open redirector for anyone who
+/// registers a client, RFC 9700 §4.11.2). Loopback and native-app redirect
+/// URIs, which lead to the person's own machine, are redirected to.
+fn refused_before_sign_in(state: &SharedState, refusal: Refusal) -> Response<RespBody> {
+    let Refusal::Redirect {
+        redirect_uri,
+        state: client_state,
+        error,
+        description,
+    } = refusal
+    else {
+        return refused(state, refusal);
+    };
+    let web_host = Url::parse(&redirect_uri).ok().and_then(|u| {
+        let on_web = matches!(u.scheme(), "http" | "https") && !clients::is_loopback(&u);
+        on_web.then(|| u.host_str().unwrap_or("").to_owned())
+    });
+    let Some(host) = web_host else {
+        return refused(
+            state,
+            Refusal::Redirect {
+                redirect_uri,
+                state: client_state,
+                error,
+                description,
+            },
+        );
+    };
+    let mut pairs = vec![
+        ("error", error),
+        ("error_description", description.as_str()),
+    ];
+    if let Some(s) = &client_state {
+        pairs.push(("state", s));
+    }
+    pairs.push(("iss", state.issuer()));
+    let back = with_query(&redirect_uri, &pairs);
+    tracing::info!(
+        error,
+        host,
+        "authorization request refused before sign-in: shown, not redirected"
+    );
+    html(
+        StatusCode::BAD_REQUEST,
+        pages::error_with_way_back(&format!("{error}: {description}"), &back, &host),
+    )
 }
 
 /// `uri` with `pairs` added to its query.

@@ -57,7 +57,8 @@ pub fn check_redirect_uri(uri: &str) -> Result<(), String> {
     }
 }
 
-fn is_loopback(url: &Url) -> bool {
+/// Whether `url` names this machine (localhost, 127.0.0.0/8, [::1]).
+pub fn is_loopback(url: &Url) -> bool {
     matches!(url.host(), Some(url::Host::Domain("localhost")))
         || matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
         || matches!(url.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
@@ -221,7 +222,14 @@ impl ClientMetadata {
         {
             return Err(bad(
                 "invalid_client_metadata",
-                format!("grant type {g:?} is not supported (authorization_code, refresh_token)"),
+                if g == super::device::GRANT_TYPE {
+                    format!(
+                        "grant type {g:?} is not offered to registered clients (it serves `agent login` only); \
+                         use authorization_code, refresh_token (sign in through a browser)"
+                    )
+                } else {
+                    format!("grant type {g:?} is not supported (authorization_code, refresh_token)")
+                },
             ));
         }
         match string_list(&meta, "response_types") {

@@ -12,7 +12,7 @@
 //!    an agent token owned by the person's email (as `relay token create
 //!    --owner EMAIL` makes), so routes it serves are theirs.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
@@ -22,6 +22,7 @@ use crate::oauth_store::DevicePoll;
 use crate::state::SharedState;
 use crate::token::TokenKind;
 
+use super::password_checks::Verdict;
 use super::token_endpoint::TokenError;
 use super::{html, json, oauth_error, pages, redirect, session, Params};
 
@@ -265,26 +266,21 @@ pub fn page(
 }
 
 /// `POST /device/login`: sign in, then back to `/device` with the code.
-pub async fn login(state: &SharedState, headers: &HeaderMap, form: &Params) -> Response<RespBody> {
+pub async fn login(
+    state: &SharedState,
+    peer: IpAddr,
+    headers: &HeaderMap,
+    form: &Params,
+) -> Response<RespBody> {
     let Some((old_id, s)) = checked_session(state, headers, form) else {
         return csrf_refused();
     };
     let typed = form.get("user_code").unwrap_or("").to_owned();
     let email = form.get("email").unwrap_or("").trim().to_owned();
     let password = form.get("password").unwrap_or("").to_owned();
-    // argon2 takes a while on purpose: not on the async workers.
-    let checked = {
-        let state = state.clone();
-        let email = email.clone();
-        tokio::task::spawn_blocking(move || {
-            super::accounts::check_password(&state.store, &email, &password)
-        })
-        .await
-        .unwrap_or_else(|e| Err(crate::RelayError::Password(e.to_string())))
-    };
-    match checked {
-        Ok(true) => {}
-        Ok(false) => {
+    match super::password_checks::sign_in(state, peer, &email, &password).await {
+        Verdict::Right => {}
+        Verdict::Wrong => {
             tracing::info!(email, "device sign-in refused: wrong email or password");
             return sign_in_page(
                 state,
@@ -295,7 +291,21 @@ pub async fn login(state: &SharedState, headers: &HeaderMap, form: &Params) -> R
                 Some("Wrong email or password."),
             );
         }
-        Err(e) => return super::store_failed_page(e),
+        Verdict::Refused(t) => {
+            tracing::info!(email, %peer, refused = ?t, "device sign-in throttled");
+            let mut resp = sign_in_page(
+                state,
+                StatusCode::TOO_MANY_REQUESTS,
+                &s.csrf,
+                &typed,
+                &email,
+                Some(&t.message()),
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, t.retry_after_secs().into());
+            return resp;
+        }
+        Verdict::Failed(e) => return super::store_failed_page(e),
     }
     // A new session id on sign-in (no session fixation).
     let _ = state.store.end_session(&old_id);

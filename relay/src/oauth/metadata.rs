@@ -38,12 +38,13 @@ pub fn authorization_server(state: &RelayState) -> serde_json::Value {
         "token_endpoint": format!("{issuer}/oauth/token"),
         "registration_endpoint": format!("{issuer}/oauth/register"),
         "revocation_endpoint": format!("{issuer}/oauth/revoke"),
-        // `agent login` (RFC 8628), for the client id "drawbridge-agent" only.
-        "device_authorization_endpoint": format!("{issuer}/oauth/device_authorization"),
+        // Not the device grant: it serves `agent login` (client id
+        // "drawbridge-agent") only, and a client that reads it here would
+        // register for it and be refused (`mcp-remote --device-code`).
         "scopes_supported": scope::SUPPORTED,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token", super::device::GRANT_TYPE],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
         "token_endpoint_auth_methods_supported": ["none"],
         "revocation_endpoint_auth_methods_supported": ["none"],
         "code_challenge_methods_supported": ["S256"],

@@ -2,7 +2,9 @@
 //! authorization spec): discovery ([`metadata`]), dynamic client registration
 //! ([`clients`]), client ID metadata documents ([`cimd`], fetched behind
 //! the [`ssrf`] guard), the authorization code flow with local accounts
-//! ([`authorize`], [`pages`], [`session`], [`accounts`]), the token endpoint
+//! ([`authorize`], [`pages`], [`session`], [`accounts`]; passwords are
+//! checked by [`password_checks`] within the limits of
+//! [`sign_in_throttle`]), the token endpoint
 //! ([`token_endpoint`]) and revocation ([`revoke`]); the device grant of
 //! `agent login` ([`device`], pages at `/device`); sign-in through an
 //! upstream OpenID Connect provider or GitHub ([`upstream`],
@@ -19,12 +21,14 @@ pub mod device;
 pub mod github;
 pub mod metadata;
 pub mod pages;
+pub mod password_checks;
 pub mod pkce;
 pub mod ratelimit;
 pub mod resource;
 pub mod revoke;
 pub mod scope;
 pub mod session;
+pub mod sign_in_throttle;
 pub mod ssrf;
 pub mod token_endpoint;
 pub mod upstream;
@@ -57,6 +61,10 @@ pub struct OAuthState {
     /// Upstream identity providers (OpenID Connect) and their pending
     /// sign-ins.
     pub upstream: upstream::Upstream,
+    /// Password tries per client address and per account.
+    pub sign_in_throttle: sign_in_throttle::SignInThrottle,
+    /// The few password checks that may run at once.
+    pub password_checks: password_checks::PasswordChecks,
 }
 
 impl OAuthState {
@@ -74,6 +82,8 @@ impl OAuthState {
             // one every 6 s.
             device_guesses: ratelimit::RateLimiter::new(10.0, 1.0 / 6.0),
             upstream,
+            sign_in_throttle: sign_in_throttle::SignInThrottle::default(),
+            password_checks: password_checks::PasswordChecks::default(),
         })
     }
 }
@@ -172,7 +182,7 @@ pub async fn handle(
         (Method::POST, "/device/login") => {
             let headers = req.headers().clone();
             match read_form(req).await {
-                Ok(form) => device::login(state, &headers, &form).await,
+                Ok(form) => device::login(state, peer.ip(), &headers, &form).await,
                 Err(resp) => resp,
             }
         }

@@ -230,6 +230,24 @@ pub fn notice(title: &str, message: &str) -> String {
     layout(title, &format!("<p>{}</p>", escape(message)))
 }
 
+/// An error in a request of an application that sends the browser back to
+/// a web address the relay does not yet trust (RFC 9700 §4.11.2): shown,
+/// with a link back that the person may follow, rather than a redirect.
+pub fn error_with_way_back(message: &str, back: &str, host: &str) -> String {
+    layout(
+        "Cannot sign in to this application",
+        &format!(
+            "<p class=\"error\">{}</p><p>The relay did not send you back to {} on its own. \
+If you started this sign-in yourself, you may <a href=\"{}\" rel=\"noreferrer\">return to {}</a> \
+with the error.</p>",
+            escape(message),
+            escape(host),
+            escape(back),
+            escape(host)
+        ),
+    )
+}
+
 /// An error shown to the person (never a redirect to an unchecked URI).
 pub fn error(title: &str, message: &str) -> String {
     layout(

@@ -1,4 +1,5 @@
-//! A token bucket per client IP address.
+//! A token bucket per client address (an IPv6 address counts by its /64,
+//! see [`crate::ip_key`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -26,6 +27,7 @@ impl RateLimiter {
 
     /// Takes one token for `ip` at `now`; the error says when to retry.
     pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        let ip = crate::ip_key::of(ip);
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&ip) {
             let (capacity, per_sec) = (self.capacity, self.per_sec);
@@ -64,6 +66,15 @@ mod tests {
         assert_eq!(wait, Duration::from_secs(2));
         // Another address has its own bucket.
         assert!(limiter.check(b, t0).is_ok());
+        // An IPv6 /64 is one address.
+        let v6a: IpAddr = "2001:db8::1".parse().expect("ip");
+        let v6b: IpAddr = "2001:db8::ffff:2".parse().expect("ip");
+        let v6other: IpAddr = "2001:db8:0:1::1".parse().expect("ip");
+        for _ in 0..3 {
+            assert!(limiter.check(v6a, t0).is_ok());
+        }
+        assert!(limiter.check(v6b, t0).is_err());
+        assert!(limiter.check(v6other, t0).is_ok());
         // Two seconds later, one more.
         assert!(limiter.check(a, t0 + Duration::from_secs(2)).is_ok());
         assert!(limiter.check(a, t0 + Duration::from_secs(2)).is_err());

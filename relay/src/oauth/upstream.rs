@@ -13,8 +13,17 @@
 //! the session in (a new session id); the provider's groups are recorded
 //! for that email ([`crate::identity_groups`]) and reach policy and audit.
 //! Then the usual path goes on: consent, code.
+//!
+//! Pending sign-ins are bounded so that no one client can fill the table
+//! and lock everyone else out: starts are rate-limited per address
+//! ([`START_BURST`], then one every [`START_REFILL`]; an IPv6 /64 is one
+//! address), one address may have at most [`MAX_PENDING_PER_ADDRESS`]
+//! pending, and one browser session [`MAX_PENDING_PER_SESSION`] (its
+//! oldest is dropped for a new one). Past the address's bounds: 429 with
+//! `Retry-After`.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -26,6 +35,7 @@ use crate::metrics::OAuthEvent;
 use crate::state::SharedState;
 
 use super::github::{GitHub, GitHubConfig};
+use super::ratelimit::RateLimiter;
 use super::upstream_http::UpstreamHttp;
 use super::upstream_oidc::{Oidc, OidcConfig};
 use super::{html, pages, redirect, session, Params};
@@ -34,6 +44,15 @@ use super::{html, pages, redirect, session, Params};
 pub const PENDING_TTL: Duration = Duration::from_secs(10 * 60);
 /// Most sign-ins pending at once; beyond, new ones are refused.
 const MAX_PENDING: usize = 10_000;
+/// Most sign-ins one client address may have pending.
+pub const MAX_PENDING_PER_ADDRESS: usize = 30;
+/// Most sign-ins one browser session may have pending; a new one replaces
+/// the oldest.
+pub const MAX_PENDING_PER_SESSION: usize = 3;
+/// Sign-ins one address may start at once...
+pub const START_BURST: f64 = 10.0;
+/// ... then one per this long.
+pub const START_REFILL: Duration = Duration::from_secs(6);
 
 /// A secret from the command line, the environment or the config file:
 /// never shown by `Debug`.
@@ -208,6 +227,8 @@ struct Pending {
     provider: ProviderKind,
     /// The browser session that started it.
     session_id: String,
+    /// The client address that started it ([`crate::ip_key`]).
+    address: IpAddr,
     verifier: String,
     nonce: String,
     /// Where the signed-in browser goes back to.
@@ -245,6 +266,20 @@ pub struct Upstream {
     oidc: Option<Oidc>,
     github: Option<GitHub>,
     pending: Mutex<HashMap<String, Pending>>,
+    /// Sign-ins started per client address.
+    starts: RateLimiter,
+}
+
+/// Why a sign-in is not started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum NotStarted {
+    /// This address started or has too many: 429.
+    Address {
+        message: &'static str,
+        retry_after: Duration,
+    },
+    /// The table is full: 503.
+    Full,
 }
 
 /// A link on the sign-in page.
@@ -285,6 +320,7 @@ impl Upstream {
             oidc,
             github,
             pending: Mutex::new(HashMap::new()),
+            starts: start_limiter(),
         })
     }
 
@@ -295,6 +331,7 @@ impl Upstream {
             oidc: None,
             github: None,
             pending: Mutex::new(HashMap::new()),
+            starts: start_limiter(),
         })
     }
 
@@ -336,14 +373,53 @@ impl Upstream {
         links
     }
 
-    fn remember(&self, state: String, p: Pending) -> bool {
+    /// Counts a start from `peer` against its address's rate.
+    fn admit(&self, peer: IpAddr, now: Instant) -> Result<(), NotStarted> {
+        self.starts
+            .check(peer, now)
+            .map_err(|retry_after| NotStarted::Address {
+                message: "too many sign-ins started from your network; try again later",
+                retry_after,
+            })
+    }
+
+    /// Keeps a pending sign-in under `state`, within the bounds.
+    fn remember(&self, state: String, p: Pending) -> Result<(), NotStarted> {
+        let now = p.started;
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.retain(|_, p| p.started.elapsed() < PENDING_TTL);
+        pending.retain(|_, q| now.saturating_duration_since(q.started) < PENDING_TTL);
+        let mut of_session: Vec<(Instant, String)> = pending
+            .iter()
+            .filter(|(_, q)| q.session_id == p.session_id)
+            .map(|(k, q)| (q.started, k.clone()))
+            .collect();
+        if of_session.len() >= MAX_PENDING_PER_SESSION {
+            of_session.sort();
+            for (_, k) in &of_session[..=of_session.len() - MAX_PENDING_PER_SESSION] {
+                pending.remove(k);
+            }
+        }
+        let oldest_of_address = pending
+            .values()
+            .filter(|q| q.address == p.address)
+            .map(|q| q.started)
+            .fold((0, None::<Instant>), |(n, oldest), t| {
+                (n + 1, Some(oldest.map_or(t, |o| o.min(t))))
+            });
+        if let (n, Some(oldest)) = oldest_of_address {
+            if n >= MAX_PENDING_PER_ADDRESS {
+                return Err(NotStarted::Address {
+                    message: "too many sign-ins under way from your network; \
+                              finish one or try again later",
+                    retry_after: (oldest + PENDING_TTL).saturating_duration_since(now),
+                });
+            }
+        }
         if pending.len() >= MAX_PENDING {
-            return false;
+            return Err(NotStarted::Full);
         }
         pending.insert(state, p);
-        true
+        Ok(())
     }
 
     fn take(&self, state: &str) -> Option<Pending> {
@@ -352,6 +428,10 @@ impl Upstream {
             .remove(state)
             .filter(|p| p.started.elapsed() < PENDING_TTL)
     }
+}
+
+fn start_limiter() -> RateLimiter {
+    RateLimiter::new(START_BURST, 1.0 / START_REFILL.as_secs_f64())
 }
 
 /// `<public_url>/oauth/callback/<provider>`: the redirect URI to register
@@ -399,6 +479,9 @@ pub async fn start(
     if !session::csrf_ok(&s, params.get("csrf")) {
         return csrf_refused();
     }
+    if let Err(e) = upstream.admit(peer, Instant::now()) {
+        return not_started(peer, e);
+    }
     let back = match params.get("device") {
         // The code is checked on the way back, at /device.
         Some(user_code) => Back::Device(user_code.to_owned()),
@@ -433,18 +516,15 @@ pub async fn start(
         Pending {
             provider: kind,
             session_id,
+            address: crate::ip_key::of(peer),
             verifier: verifier.secret().clone(),
             nonce,
             back,
             started: Instant::now(),
         },
     );
-    if !remembered {
-        return page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Busy",
-            "too many sign-ins are under way; try again in a few minutes",
-        );
+    if let Err(e) = remembered {
+        return not_started(peer, e);
     }
     redirect(url.as_str())
 }
@@ -558,6 +638,34 @@ pub(super) fn token_error<RE: std::error::Error + 'static>(
     }
 }
 
+fn not_started(peer: IpAddr, e: NotStarted) -> Response<RespBody> {
+    match e {
+        NotStarted::Address {
+            message,
+            retry_after,
+        } => {
+            tracing::info!(%peer, message, "upstream sign-in not started");
+            let secs = (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1);
+            let mut resp = page(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many sign-ins",
+                &format!("{message} (in {secs} s)"),
+            );
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, secs.into());
+            resp
+        }
+        NotStarted::Full => {
+            tracing::warn!("the table of pending upstream sign-ins is full");
+            page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Busy",
+                "too many sign-ins are under way; try again in a few minutes",
+            )
+        }
+    }
+}
+
 fn not_configured() -> Response<RespBody> {
     page(
         StatusCode::NOT_FOUND,
@@ -595,6 +703,77 @@ mod tests {
             ..Default::default()
         };
         assert!(half.oidc().is_err());
+    }
+
+    fn pending(session: &str, address: &str, started: Instant) -> Pending {
+        Pending {
+            provider: ProviderKind::Oidc,
+            session_id: session.into(),
+            address: crate::ip_key::of(address.parse().expect("ip")),
+            verifier: String::new(),
+            nonce: String::new(),
+            back: Back::Device(String::new()),
+            started,
+        }
+    }
+
+    #[test]
+    fn one_client_cannot_fill_the_pending_sign_ins() {
+        let u = Upstream::none().expect("upstream");
+        let t0 = Instant::now();
+        // One session keeps its newest few.
+        for i in 0..10 {
+            let at = t0 + Duration::from_millis(i);
+            u.remember(format!("s{i}"), pending("browser", "192.0.2.1", at))
+                .expect("remembered");
+        }
+        assert_eq!(
+            u.pending.lock().expect("lock").len(),
+            MAX_PENDING_PER_SESSION
+        );
+        assert!(u.take("s0").is_none(), "the oldest was dropped");
+        assert!(u.take("s9").is_some(), "the newest is kept");
+        // One address, a fresh session each time: bounded, then 429.
+        let mut refused = None;
+        for i in 0..100 {
+            let at = t0 + Duration::from_secs(1);
+            let ip = format!("2001:db8::{i:x}");
+            if let Err(e) = u.remember(format!("a{i}"), pending(&format!("s{i}"), &ip, at)) {
+                refused = Some((i, e));
+                break;
+            }
+        }
+        let (after, e) = refused.expect("refused");
+        assert_eq!(after, MAX_PENDING_PER_ADDRESS);
+        match e {
+            NotStarted::Address { retry_after, .. } => {
+                assert_eq!(retry_after, PENDING_TTL)
+            }
+            other => panic!("{other:?}"),
+        }
+        // Another address still starts one; the first one can again once
+        // its pending sign-ins expire.
+        let at = t0 + Duration::from_secs(1);
+        assert!(u
+            .remember("b".into(), pending("other", "2001:db8:1::1", at))
+            .is_ok());
+        let later = at + PENDING_TTL;
+        assert!(u
+            .remember("c".into(), pending("s-late", "2001:db8::1", later))
+            .is_ok());
+    }
+
+    #[test]
+    fn starts_are_rate_limited_per_address() {
+        let u = Upstream::none().expect("upstream");
+        let t0 = Instant::now();
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
+        for _ in 0..START_BURST as u32 {
+            assert!(u.admit(a, t0).is_ok());
+        }
+        assert!(matches!(u.admit(a, t0), Err(NotStarted::Address { .. })));
+        assert!(u.admit("192.0.2.2".parse().expect("ip"), t0).is_ok());
+        assert!(u.admit(a, t0 + START_REFILL).is_ok());
     }
 
     #[test]

@@ -221,16 +221,16 @@ async fn device_grant_errors_are_the_ones_rfc_8628_names() {
     add_user(&relay, EMAIL, PASSWORD);
     let mut b = Browser::new(&relay);
 
-    // Discovery advertises the endpoint and the grant type.
+    // Discovery does not advertise it to MCP clients: they cannot use it.
     let meta = b
         .get("/.well-known/oauth-authorization-server")
         .await
         .json();
-    assert_eq!(
-        meta["device_authorization_endpoint"],
-        format!("{}/oauth/device_authorization", relay.url())
+    assert!(
+        meta.get("device_authorization_endpoint").is_none(),
+        "{meta}"
     );
-    assert!(meta["grant_types_supported"]
+    assert!(!meta["grant_types_supported"]
         .as_array()
         .expect("grant types")
         .iter()

@@ -162,3 +162,106 @@ async fn github_refusals_an_unverified_email_and_a_wrong_secret() {
         gh.refusals()
     );
 }
+
+/// The href of the sign-in page's "Sign in with GitHub" link.
+fn github_link(page: &str) -> String {
+    let end = page
+        .find(">Sign in with GitHub</a>")
+        .unwrap_or_else(|| panic!("no GitHub link on {page}"));
+    let start = page[..end].rfind("href=\"").expect("the link's href") + "href=\"".len();
+    page[start..end].trim_end_matches('"').replace("&amp;", "&")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_hammering_the_sign_in_start_is_refused_while_others_sign_in() {
+    use e2e::browser::{encode, location, Browser};
+    const REDIRECT: &str = "http://127.0.0.1:53682/callback";
+    let gh = GitHubStandIn::start(CLIENT_ID, SECRET).await;
+    let f = flags(&gh, SECRET);
+    let f: Vec<&str> = f.iter().map(String::as_str).collect();
+    let relay = RelayProc::start(&f).await;
+    gh.set_user(user("alice@example.com", true, "acme", "data"));
+    let mut hammer = Browser::new(&relay);
+    let reg = hammer
+        .post_json(
+            "/oauth/register",
+            &json!({"client_name": "e2e", "redirect_uris": [REDIRECT],
+                "token_endpoint_auth_method": "none"}),
+        )
+        .await;
+    assert_eq!(reg.status, 201, "{}", reg.text());
+    let client_id = reg.json()["client_id"]
+        .as_str()
+        .expect("client_id")
+        .to_owned();
+    let authorize = format!(
+        "/oauth/authorize?{}",
+        encode(&[
+            ("response_type", "code"),
+            ("client_id", &client_id),
+            ("redirect_uri", REDIRECT),
+            (
+                "code_challenge",
+                "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+            ),
+            ("code_challenge_method", "S256"),
+            ("resource", &relay.route_url("db")),
+            ("scope", "mcp"),
+        ])
+    );
+    // One anonymous client starts sign-in after sign-in, each in a fresh
+    // session: after its burst, 429 with Retry-After.
+    let mut refused = None;
+    for i in 0..40 {
+        hammer.clear_cookie();
+        let page = hammer.get(&authorize).await;
+        assert_eq!(page.status, 200, "{}", page.text());
+        let a = hammer.get(&github_link(&page.text())).await;
+        match a.status.as_u16() {
+            303 => assert!(location(&a).starts_with(&gh.url()), "{}", location(&a)),
+            429 => {
+                refused = Some((i, a));
+                break;
+            }
+            other => panic!("{other}: {}", a.text()),
+        }
+    }
+    let (after, a) = refused.expect("the hammering client is refused");
+    assert!(after >= 10, "refused after {after} starts");
+    let retry: u64 = a.headers["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!(retry >= 1);
+    assert!(a.text().contains("Too many sign-ins"), "{}", a.text());
+    // It stays refused...
+    hammer.clear_cookie();
+    let page = hammer.get(&authorize).await;
+    let a = hammer.get(&github_link(&page.text())).await;
+    assert_eq!(a.status, 429, "{}", a.text());
+
+    // ... while another client starts a sign-in and completes it.
+    let mut other = Browser::from_address(&relay, Some("127.0.0.2".parse().expect("ip")));
+    let page = other.get(&authorize).await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let to_provider = other.get(&github_link(&page.text())).await;
+    assert_eq!(to_provider.status, 303, "{}", to_provider.text());
+    let at = e2e::oidc_provider::plain("GET", &location(&to_provider), "text/plain", String::new())
+        .await;
+    assert_eq!(at.status, 302, "{}", at.body);
+    let back = other.get(&at.location.expect("back to the relay")).await;
+    assert_eq!(back.status, 303, "{}", back.text());
+    assert!(
+        location(&back).starts_with("/oauth/authorize?"),
+        "{}",
+        location(&back)
+    );
+    let consent = other.get(&location(&back)).await;
+    assert_eq!(consent.status, 200, "{}", consent.text());
+    assert!(
+        consent.text().contains("alice@example.com"),
+        "{}",
+        consent.text()
+    );
+}

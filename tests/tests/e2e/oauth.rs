@@ -443,11 +443,7 @@ async fn discovery_documents_name_one_issuer() {
         );
         assert_eq!(
             m["grant_types_supported"],
-            serde_json::json!([
-                "authorization_code",
-                "refresh_token",
-                "urn:ietf:params:oauth:grant-type:device_code"
-            ])
+            serde_json::json!(["authorization_code", "refresh_token"])
         );
         assert_eq!(
             m["token_endpoint_auth_methods_supported"],
@@ -904,4 +900,68 @@ async fn a_relay_killed_during_load_keeps_its_state_and_the_audit_of_every_compl
     let (code, out, err) = s.relay.admin(&["user", "list"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(EMAIL), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorize_errors_are_not_an_open_redirect_before_sign_in() {
+    let s = Setup::new(false).await;
+    // Anyone may register a client whose redirect URI is any https URL.
+    const EVIL: &str = "https://evil.example/landing";
+    let client_id = s.register(EVIL).await;
+    let without_resource = |url: &str| {
+        let mut bad = url::Url::parse(url).expect("url");
+        let pairs: Vec<(String, String)> = bad
+            .query_pairs()
+            .filter(|(k, _)| k != "resource")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        bad.query_pairs_mut().clear().extend_pairs(pairs);
+        bad.to_string()
+    };
+    let bad = without_resource(&s.authorize_url(&client_id, EVIL, "db"));
+    // A browser that has not signed in gets a page, not a redirect: the
+    // error and a link back that the person may follow.
+    let a = s.get(&bad, None).await;
+    assert_eq!(a.status, 400, "{}", a.text());
+    assert!(a.headers.get("location").is_none(), "{:?}", a.headers);
+    let page = a.text();
+    assert!(page.contains("invalid_target"), "{page}");
+    assert!(
+        page.contains("did not send you back to evil.example"),
+        "{page}"
+    );
+    assert!(
+        page.contains("href=\"https://evil.example/landing?error=invalid_target"),
+        "{page}"
+    );
+    // The same with a session that has not signed in yet.
+    let login = s.get(&s.authorize_url(&client_id, EVIL, "db"), None).await;
+    assert_eq!(login.status, 200, "{}", login.text());
+    let cookie = session_cookie(&login);
+    let a = s.get(&bad, Some(&cookie)).await;
+    assert_eq!(a.status, 400, "{}", a.text());
+    assert!(a.headers.get("location").is_none(), "{:?}", a.headers);
+
+    // Once the person has signed in, errors go back to the client's
+    // registered URI as usual (RFC 6749 §4.1.2.1).
+    let body = login.text();
+    let signed = s
+        .form(
+            "/oauth/login",
+            &[
+                ("csrf", &hidden(&body, "csrf")),
+                ("request", &hidden(&body, "request")),
+                ("email", EMAIL),
+                ("password", PASSWORD),
+            ],
+            Some(&cookie),
+        )
+        .await;
+    assert_eq!(signed.status, 303, "{}", signed.text());
+    let cookie = session_cookie(&signed);
+    let a = s.get(&bad, Some(&cookie)).await;
+    assert_eq!(a.status, 303, "{}", a.text());
+    let to = url::Url::parse(&location(&a)).expect("location");
+    assert!(to.as_str().starts_with(EVIL), "{to}");
+    assert_eq!(query(&to)("error").as_deref(), Some("invalid_target"));
 }
