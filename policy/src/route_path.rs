@@ -5,9 +5,10 @@
 //! anything else).
 //!
 //! * On every route, a path with a dot segment (`.` or `..`, also
-//!   percent-encoded, e.g. `%2e%2e`, or hidden behind an encoded `/` or `\`
-//!   such as `..%2f`) is refused: no request may climb above the route's
-//!   base on the local server.
+//!   percent-encoded, e.g. `%2e%2e`, hidden behind an encoded `/` or `\`
+//!   such as `..%2f`, or followed by `;parameters` as in `..;`) is
+//!   refused: no request may climb above the route's base on the local
+//!   server.
 //! * An MCP route (`--sqlite`, `--http` without `--plain-http`, a stdio
 //!   server) is the route's own URL: `POST`, `GET` and `DELETE` on it, and
 //!   nothing below it. (The relay answers CORS preflights itself.)
@@ -122,12 +123,15 @@ pub fn check_path(path: &str) -> Result<(), PathRefusal> {
 const DECODE_ROUNDS: usize = 4;
 
 /// Whether a segment is, or decodes to something holding, `.` or `..` as a
-/// segment (split on `/` and `\` once decoded, as some servers do).
+/// segment (split on `/` and `\` once decoded, as some servers do; with
+/// `;parameters` removed, as Tomcat and others do).
 fn is_dot_segment(segment: &str) -> bool {
     let mut current = segment.as_bytes().to_vec();
     for _ in 0..=DECODE_ROUNDS {
         if current
             .split(|b| *b == b'/' || *b == b'\\')
+            // `..;x` is `..` to servers that take `;` for path parameters.
+            .map(|piece| piece.split(|b| *b == b';').next().unwrap_or_default())
             .any(|piece| piece == b"." || piece == b"..")
         {
             return true;
@@ -203,6 +207,9 @@ mod tests {
             "/a/..\\b",
             "/%252e%252e/x",
             "/%25252e%25252e",
+            "/..;/admin",
+            "/a/.;x/b",
+            "/%2e%2e%3b/admin",
         ] {
             assert!(
                 matches!(check_path(bad), Err(PathRefusal::DotSegment(_))),
@@ -222,6 +229,8 @@ mod tests {
             "/%2",
             "/x%zz",
             "//double",
+            "/a;b/c",
+            "/...;x",
         ] {
             assert_eq!(check_path(ok), Ok(()), "{ok}");
         }

@@ -197,6 +197,13 @@ async fn an_mcp_route_takes_only_mcp_and_no_route_takes_a_dot_segment() {
         ),
         (
             "GET",
+            "/mcp/web/echo/..;/admin",
+            400,
+            "dot_segment",
+            "path-dot-segment",
+        ),
+        (
+            "GET",
             "/mcp/web/%252e%252e/x",
             400,
             "dot_segment",
