@@ -306,3 +306,35 @@ async fn cookies_never_cross_the_tunnel_either_way() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_scope_token_only_reads_a_plain_route() {
+    let s = setup().await;
+    e2e::browser::add_user(&s.relay, OWNER, "correct horse battery");
+    let read = e2e::browser::oauth_access_token_scoped(
+        &s.relay,
+        OWNER,
+        "correct horse battery",
+        "web",
+        "mcp:read",
+    )
+    .await;
+    let a = s.send("GET", "/mcp/web/echo/doc", &read).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let before = s.hits();
+    for method in ["POST", "PUT", "DELETE"] {
+        let path = format!("/mcp/web/echo/{method}");
+        let a = s.send(method, &path, &read).await;
+        assert_eq!(a.status, 403, "{method}: {}", a.text());
+        assert!(
+            a.headers["www-authenticate"]
+                .to_str()
+                .is_ok_and(|c| c.contains("insufficient_scope")),
+            "{:?}",
+            a.headers
+        );
+        let e = s.audited(&format!("{method} {path}")).await;
+        assert_eq!(e["policy"][0], "insufficient-scope", "{e}");
+    }
+    assert_eq!(s.hits(), before, "no write reached the laptop");
+}
