@@ -25,6 +25,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::{BodyExt, Empty, Full, LengthLimitError, Limited};
 use policy::jsonrpc::{self, Message};
+use policy::route_path;
 use policy::sql::{self, SqlFacts};
 use policy::{Caller, Decision, Engine, Policy, Request};
 use protocol::{BodyKind, ExchangeHead, RouteGrant, UpstreamKind};
@@ -160,6 +161,16 @@ impl Gate {
         recv: RecvHalf,
         send: &mut SendHalf,
     ) -> (Option<ReqBody>, Summary) {
+        if let Some((verdict, summary)) = self.judge_route(head) {
+            if let Verdict::Refuse {
+                status,
+                body: Some(body),
+            } = verdict
+            {
+                reply::json(send, status, &body).await;
+            }
+            return (None, summary);
+        }
         let (verdict, summary, body) = if self.plain_http || head.method != "POST" {
             let (verdict, summary) = self.judge_plumbing(head, owner);
             (verdict, summary, streamed(head, recv))
@@ -196,6 +207,16 @@ impl Gate {
         }
     }
 
+    /// Checks the method and path of `head` (see [`route_path`]): an MCP
+    /// route takes only its own URL and POST, GET, DELETE; no route takes a
+    /// dot segment. A relay that forgot to check (or an old one) is refused
+    /// here. `None`: it may pass on to the policy.
+    pub fn judge_route(&self, head: &ExchangeHead) -> Option<(Verdict, Summary)> {
+        route_path::admit(!self.plain_http, &head.method, &head.path)
+            .err()
+            .map(|refusal| path_refusal(head, &refusal))
+    }
+
     /// Decides a request that carries no JSON-RPC message (an MCP GET stream
     /// or DELETE, or any request of a plain HTTP route).
     pub fn judge_plumbing(&self, head: &ExchangeHead, owner: &str) -> (Verdict, Summary) {
@@ -209,6 +230,18 @@ impl Gate {
             allowed: decision.allowed,
             policies: decision.policies.clone(),
         };
+        if decision.allowed && self.plain_http && !route_path::is_safe(&head.method) {
+            let read_only: Vec<&str> = head
+                .grants
+                .iter()
+                .filter(|g| g.read_only)
+                .map(|g| g.id.as_str())
+                .collect();
+            if route_path::rests_on_read_only_grants(&decision, &read_only) {
+                let refusal = route_path::PathRefusal::ReadOnly(head.method.clone());
+                return path_refusal(head, &refusal);
+            }
+        }
         if decision.allowed {
             return (Verdict::Pass, summary);
         }
@@ -305,6 +338,19 @@ fn to_policy(g: &RouteGrant) -> Result<policy::Grant, policy::PolicyError> {
     };
     grant.check()?;
     Ok(grant)
+}
+
+/// The agent's answer to a request refused for its method or path.
+fn path_refusal(head: &ExchangeHead, refusal: &route_path::PathRefusal) -> (Verdict, Summary) {
+    let body = json!({"error": refusal.code(),
+        "message": format!("the agent on the laptop: {refusal}")});
+    (
+        Verdict::Refuse {
+            status: refusal.status(),
+            body: Some(body),
+        },
+        refused(&head.method, refusal.rule()),
+    )
 }
 
 fn refused(what: &str, policy: &str) -> Summary {

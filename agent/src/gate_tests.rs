@@ -296,3 +296,87 @@ fn the_identitys_groups_from_the_relay_reach_the_owners_policy() {
     );
     refusal(&v);
 }
+
+#[test]
+fn an_mcp_route_takes_only_mcp_whatever_the_relay_sent() {
+    let g = gate(&[], false);
+    let mut h = head(OWNER, "POST", Some("application/json"));
+    assert!(g.judge_route(&h).is_none());
+    for (method, path, status, rule) in [
+        ("PUT", "/", StatusCode::METHOD_NOT_ALLOWED, "mcp-method"),
+        ("HEAD", "/", StatusCode::METHOD_NOT_ALLOWED, "mcp-method"),
+        ("OPTIONS", "/", StatusCode::METHOD_NOT_ALLOWED, "mcp-method"),
+        (
+            "POST",
+            "/anything",
+            StatusCode::NOT_FOUND,
+            "path-below-mcp-route",
+        ),
+        ("GET", "/../x", StatusCode::BAD_REQUEST, "path-dot-segment"),
+        (
+            "GET",
+            "/%2e%2e/x",
+            StatusCode::BAD_REQUEST,
+            "path-dot-segment",
+        ),
+        (
+            "POST",
+            "@evil.example/",
+            StatusCode::BAD_REQUEST,
+            "path-not-absolute",
+        ),
+    ] {
+        h.method = method.into();
+        h.path = path.into();
+        let Some((v, s)) = g.judge_route(&h) else {
+            panic!("{method} {path} passed");
+        };
+        let (got, body) = refusal(&v);
+        assert_eq!(got, status, "{method} {path}: {body}");
+        assert_eq!(s.policies, [rule], "{method} {path}");
+        assert!(!s.allowed);
+    }
+    for method in ["GET", "DELETE", "POST"] {
+        h.method = method.into();
+        h.path = "/?session_id=1".into();
+        assert!(g.judge_route(&h).is_none(), "{method}");
+    }
+}
+
+#[test]
+fn a_plain_route_takes_any_method_but_no_dot_segment_and_read_only_grants_only_read() {
+    let policy = OwnerPolicy::from_flags(&[], None, false).expect("flags");
+    let g = Gate::new(&policy, UpstreamKind::PlainHttp, 1024);
+    let mut h = head(OWNER, "PUT", None);
+    h.path = "/files/a.txt".into();
+    assert!(g.judge_route(&h).is_none());
+    assert_eq!(g.judge_plumbing(&h, OWNER).0, Verdict::Pass);
+    h.path = "/files/..%2f..%2fetc/passwd".into();
+    assert!(g.judge_route(&h).is_some());
+    // Bob with a read-only grant: GET yes, PUT no; a full grant: both.
+    let mut bob = head("bob@example.com", "GET", None);
+    bob.path = "/files/a.txt".into();
+    bob.grants.push(protocol::RouteGrant {
+        id: "b2".into(),
+        with: "bob@example.com".into(),
+        tools: None,
+        read_only: true,
+        expires_at: None,
+    });
+    assert_eq!(g.judge_plumbing(&bob, OWNER).0, Verdict::Pass);
+    for method in ["PUT", "POST", "DELETE", "PATCH"] {
+        bob.method = method.into();
+        let (v, s) = g.judge_plumbing(&bob, OWNER);
+        let (status, body) = refusal(&v);
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method}");
+        assert_eq!(body["error"], "read_only");
+        assert_eq!(s.policies, ["read-only-method"]);
+    }
+    bob.grants[0].read_only = false;
+    assert_eq!(g.judge_plumbing(&bob, OWNER).0, Verdict::Pass);
+    // The owner is never limited by a read-only grant to someone.
+    h.path = "/files/a.txt".into();
+    h.grants = bob.grants.clone();
+    h.grants[0].read_only = true;
+    assert_eq!(g.judge_plumbing(&h, OWNER).0, Verdict::Pass);
+}

@@ -17,6 +17,7 @@ use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
+use policy::route_path;
 use protocol::{BodyKind, ExchangeHead, FrameLimit, Header, ResponseHead, UpstreamKind};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
@@ -408,8 +409,19 @@ impl HttpUpstream {
         &self.base
     }
 
-    /// The local URL for a path below the route.
-    fn target(&self, path_and_query: &str) -> String {
+    /// The local URL for a path below the route: never above the base
+    /// (a path with a dot segment, or not starting with `/`, is refused
+    /// whatever the gate said).
+    fn target(&self, path_and_query: &str) -> Result<String, route_path::PathRefusal> {
+        let path_only = path_and_query
+            .split_once('?')
+            .map_or(path_and_query, |(p, _)| p);
+        route_path::check_path(path_only)?;
+        if !path_and_query.starts_with('/') {
+            return Err(route_path::PathRefusal::NotAbsolute(
+                path_and_query.to_owned(),
+            ));
+        }
         let base = self.base.as_str();
         let (base_path, base_query) = match base.split_once('?') {
             Some((p, q)) => (p, Some(q)),
@@ -432,13 +444,31 @@ impl HttpUpstream {
         {
             target.push('/');
         }
-        target
+        // Read back as a URL: the same server, and a path within the base's.
+        let within = url::Url::parse(&target).is_ok_and(|t| {
+            t.origin() == self.base.origin()
+                && t.path().starts_with(self.base.path().trim_end_matches('/'))
+        });
+        if !within {
+            return Err(route_path::PathRefusal::NotAbsolute(
+                path_and_query.to_owned(),
+            ));
+        }
+        Ok(target)
     }
 
     /// Forwards `head` and its body to the local server and streams its
     /// answer into `send`.
     pub async fn serve(&self, head: ExchangeHead, mut send: SendHalf, body: ReqBody) {
-        let req = match request(&head, body, &self.target(&head.path)) {
+        let target = match self.target(&head.path) {
+            Ok(t) => t,
+            Err(refusal) => {
+                tracing::warn!(request_id = head.request_id, path = head.path, %refusal, "refused a path that would leave the local server's base");
+                let msg = refusal.to_string();
+                return reply_error(&mut send, refusal.status(), refusal.code(), &msg).await;
+            }
+        };
+        let req = match request(&head, body, &target) {
             Ok(r) => r,
             Err((status, code, msg)) => return reply_error(&mut send, status, code, msg).await,
         };
@@ -510,13 +540,37 @@ mod tests {
     #[test]
     fn targets_join_base_and_path() {
         let u = HttpUpstream::new("http://127.0.0.1:8000/mcp").expect("url");
-        assert_eq!(u.target("/"), "http://127.0.0.1:8000/mcp");
-        assert_eq!(u.target("/x/y?z=1"), "http://127.0.0.1:8000/mcp/x/y?z=1");
-        assert_eq!(u.target("/?a=b"), "http://127.0.0.1:8000/mcp?a=b");
+        let t = |u: &HttpUpstream, p: &str| u.target(p).expect(p);
+        assert_eq!(t(&u, "/"), "http://127.0.0.1:8000/mcp");
+        assert_eq!(t(&u, "/x/y?z=1"), "http://127.0.0.1:8000/mcp/x/y?z=1");
+        assert_eq!(t(&u, "/?a=b"), "http://127.0.0.1:8000/mcp?a=b");
         let root = HttpUpstream::new("http://127.0.0.1:8000").expect("url");
-        assert_eq!(root.target("/"), "http://127.0.0.1:8000/");
-        assert_eq!(root.target("/sse"), "http://127.0.0.1:8000/sse");
+        assert_eq!(t(&root, "/"), "http://127.0.0.1:8000/");
+        assert_eq!(t(&root, "/sse"), "http://127.0.0.1:8000/sse");
         assert!(HttpUpstream::new("https://x").is_err());
         assert!(HttpUpstream::new("not a url").is_err());
+    }
+
+    #[test]
+    fn no_target_climbs_above_the_base() {
+        let u = HttpUpstream::new("http://127.0.0.1:8000/api/v1").expect("url");
+        for bad in [
+            "/../admin",
+            "/%2e%2e/admin",
+            "/x/..%2f..%2fadmin",
+            "@evil.example/x",
+            "",
+            "?q=1",
+        ] {
+            assert!(u.target(bad).is_err(), "{bad}");
+        }
+        let root = HttpUpstream::new("http://127.0.0.1:8000").expect("url");
+        assert!(root.target("@evil.example/x").is_err());
+        assert!(root.target(".evil.example/x").is_err());
+        // A double slash stays on the local server, below the base.
+        assert_eq!(
+            u.target("//evil.example/x").expect("double slash"),
+            "http://127.0.0.1:8000/api/v1//evil.example/x"
+        );
     }
 }

@@ -11,6 +11,8 @@
 //! * [`engine`] — the Cedar engine: [`Policy`] (from Cedar text or from the
 //!   simple flags), [`Engine`] (owner's and organisation's policies),
 //!   [`Decision`].
+//! * [`route_path`] — the methods and paths a route takes at all (no dot
+//!   segments; an MCP route is its own URL, POST/GET/DELETE).
 //! * [`body`] — a whole body decided ([`Engine::decide_body`]) and the
 //!   JSON-RPC errors that answer a refused one ([`body::denial`]).
 
@@ -22,6 +24,7 @@ pub mod engine;
 pub mod fuzz;
 pub mod jsonrpc;
 pub mod reading;
+pub mod route_path;
 pub mod sql;
 
 pub use engine::*;

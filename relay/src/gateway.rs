@@ -31,6 +31,7 @@ use crate::trail::Trail;
 use crate::{cors, sse_keepalive};
 pub use policy::body::POLICY_DENIED;
 use policy::jsonrpc;
+use policy::route_path;
 use policy::sql::{self, SqlFacts};
 use policy::{Caller, Decision, Request as PolicyRequest};
 
@@ -211,6 +212,16 @@ async fn route_request(
         trail.deny("no-agent");
         return no_agent(&route);
     };
+    // 2a'. An MCP route takes MCP only (its own URL; POST, GET, DELETE), and
+    //      no route takes a dot segment (policy::route_path).
+    if let Err(refusal) = route_path::admit(
+        served.kind != UpstreamKind::PlainHttp,
+        req.method().as_str(),
+        &rest,
+    ) {
+        trail.deny(refusal.rule());
+        return path_refused(&route, &refusal);
+    }
     let caller = Caller {
         email: &caller_id.subject,
         groups: &caller_id.groups,
@@ -429,6 +440,11 @@ async fn route_request(
                     parts.method,
                     http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
                 );
+            if !reading && rests_on_read_only_grants(&decision, &grants) {
+                let refusal = route_path::PathRefusal::ReadOnly(parts.method.to_string());
+                trail.deny(refusal.rule());
+                return path_refused(&route, &refusal);
+            }
             if caller_id.access == Access::Read && !reading {
                 trail.deny(INSUFFICIENT_SCOPE);
                 return insufficient_scope(
@@ -565,6 +581,32 @@ async fn route_request(
             error(e.status(), code, &format!("route '{route}': {e}"))
         }
     }
+}
+
+/// The answer to a request refused for its method or path.
+fn path_refused(route: &str, refusal: &route_path::PathRefusal) -> Response<RespBody> {
+    let mut resp = error(
+        refusal.status(),
+        refusal.code(),
+        &format!("route '{route}': {refusal}"),
+    );
+    if let route_path::PathRefusal::McpMethod(_) = refusal {
+        resp.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static(route_path::MCP_METHODS),
+        );
+    }
+    resp
+}
+
+/// Whether an allowed decision rests only on read-only `grants`.
+fn rests_on_read_only_grants(decision: &Decision, grants: &[protocol::RouteGrant]) -> bool {
+    let read_only: Vec<&str> = grants
+        .iter()
+        .filter(|g| g.read_only)
+        .map(|g| g.id.as_str())
+        .collect();
+    !read_only.is_empty() && route_path::rests_on_read_only_grants(decision, &read_only)
 }
 
 /// A live replica serving `route`, and how it serves it.

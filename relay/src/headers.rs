@@ -19,8 +19,15 @@ pub const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// Headers the laptop must never see.
-const CREDENTIALS: &[&str] = &["authorization", "proxy-authorization"];
+/// Headers the laptop must never see: the caller's credentials, and its
+/// cookies (the relay's own session cookie among them: the relay and every
+/// route share one origin).
+const CREDENTIALS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
+
+/// Response headers the client never gets from the laptop: a local server
+/// must not set cookies on the relay's origin (they would reach the relay's
+/// sign-in pages and every other route).
+const FROM_LAPTOP_DROPPED: &[&str] = &["set-cookie"];
 
 /// Headers the relay sets itself; a client's values are dropped.
 const RELAY_SET: &[&str] = &["host", "x-forwarded-host", "x-forwarded-proto", "forwarded"];
@@ -108,7 +115,7 @@ pub fn from_tunnel(headers: Vec<Header>) -> HeaderMap {
     }
     let listed = connection_listed(&tmp);
     for (name, value) in parsed {
-        if !is_hop_by_hop(name.as_str(), &listed) {
+        if !is_hop_by_hop(name.as_str(), &listed) && !FROM_LAPTOP_DROPPED.contains(&name.as_str()) {
             map.append(name, value);
         }
     }
@@ -123,6 +130,10 @@ mod tests {
     fn credentials_and_hop_by_hop_headers_never_cross() {
         let mut h = HeaderMap::new();
         h.insert("authorization", HeaderValue::from_static("Bearer secret"));
+        h.insert(
+            "cookie",
+            HeaderValue::from_static("drawbridge_session=s3cret"),
+        );
         h.insert(
             "connection",
             HeaderValue::from_static("keep-alive, x-private"),
@@ -144,6 +155,7 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert!(get("authorization").is_empty());
+        assert!(get("cookie").is_empty());
         assert!(get("x-private").is_empty());
         assert!(get("te").is_empty());
         assert!(get("connection").is_empty());
@@ -167,6 +179,10 @@ mod tests {
             Header {
                 name: "x-a".into(),
                 value: b"1".to_vec(),
+            },
+            Header {
+                name: "set-cookie".into(),
+                value: b"drawbridge_session=evil; Path=/".to_vec(),
             },
             Header {
                 name: "bad name".into(),

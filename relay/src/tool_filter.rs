@@ -14,8 +14,12 @@
 //!   untouched. Once every watched id is answered the rest of the stream is
 //!   passed through without looking.
 //! * Fail closed: an answer (or, in a stream, one event) larger than the cap,
-//!   a compressed answer, or a body that fails while read becomes a JSON-RPC
-//!   error ([`TOOLS_LIST_UNFILTERABLE`]) instead of an unfiltered list.
+//!   a compressed answer, a body that fails while read, an answer of another
+//!   media type (`application/json-rpc`, none, …) that is not empty, JSON
+//!   that does not parse (numbers `serde_json` refuses, such as `1e400`,
+//!   included), a JSON answer without the watched response, or an event whose
+//!   data does not parse becomes a JSON-RPC error
+//!   ([`TOOLS_LIST_UNFILTERABLE`]) instead of an unfiltered list.
 //!
 //! The relay's gate ([`RelayGate`]) hides tools whose definition changed
 //! since they were pinned ([`crate::pins`]) and tools the policy would not
@@ -149,7 +153,17 @@ impl<G: ToolGate> Watch<G> {
         let media = content_type(resp.headers());
         let sse = media == "text/event-stream";
         if !sse && media != "application/json" {
-            return resp;
+            if resp.body().is_end_stream() {
+                return resp;
+            }
+            let shown = if media.is_empty() {
+                "none"
+            } else {
+                media.as_str()
+            };
+            return self.unfilterable(&format!(
+                "its media type ({shown}) is neither application/json nor text/event-stream"
+            ));
         }
         if let Some(coding) = resp
             .headers()
@@ -184,13 +198,19 @@ impl<G: ToolGate> Watch<G> {
         let bytes = read.freeze();
         let bytes = match serde_json::from_slice::<Value>(&bytes) {
             Ok(mut v) => {
-                if rewrite(&mut v, &mut self.ids, &mut self.gate) {
+                let changed = rewrite(&mut v, &mut self.ids, &mut self.gate);
+                if !self.ids.is_empty() {
+                    return self.unfilterable("it holds no answer to the tools/list request");
+                }
+                if changed {
                     Bytes::from(v.to_string())
                 } else {
                     bytes
                 }
             }
-            Err(_) => bytes,
+            Err(e) => {
+                return self.unfilterable(&format!("it is not JSON the relay can read ({e})"))
+            }
         };
         parts
             .headers
@@ -264,7 +284,7 @@ fn rewrite_one(message: &mut Value, ids: &mut Vec<Value>, gate: &mut dyn ToolGat
     }
     let Some(pos) = message
         .get("id")
-        .and_then(|id| ids.iter().position(|w| w == id))
+        .and_then(|id| ids.iter().position(|w| same_id(w, id)))
     else {
         return false;
     };
@@ -279,6 +299,12 @@ fn rewrite_one(message: &mut Value, ids: &mut Vec<Value>, gate: &mut dyn ToolGat
     let before = tools.len();
     gate.filter(tools);
     tools.len() != before
+}
+
+/// Whether a response's id answers a watched request: equal, or the same
+/// number written another way (`1` and `1.0`: JavaScript clients match them).
+fn same_id(watched: &Value, id: &Value) -> bool {
+    watched == id || matches!((watched.as_f64(), id.as_f64()), (Some(a), Some(b)) if a == b)
 }
 
 /// A server-sent event stream whose watched responses are filtered.
@@ -324,11 +350,16 @@ impl<G: ToolGate> SseFilter<G> {
         self.buf.extend_from_slice(&data);
         while let Some(end) = event_end(&self.buf, &mut self.scan, at_eof) {
             if end > self.cap {
-                return self.fail_closed();
+                return self.fail_closed(&format!(
+                    "an event of the stream exceeds {} bytes",
+                    self.cap
+                ));
             }
             let event = self.buf.split_to(end).freeze();
             self.scan = 0;
-            let event = self.event(event);
+            let Some(event) = self.event(event) else {
+                return self.fail_closed("an event of the stream is not JSON the relay can read");
+            };
             self.out.push_back(event);
             if self.ids.is_empty() {
                 self.through = true;
@@ -340,20 +371,25 @@ impl<G: ToolGate> SseFilter<G> {
             }
         }
         if self.buf.len() > self.cap {
-            self.fail_closed();
+            self.fail_closed(&format!(
+                "an event of the stream exceeds {} bytes",
+                self.cap
+            ));
         } else if at_eof && !self.buf.is_empty() {
-            // An unfinished last event: clients drop it; pass it on as it is.
-            self.out.push_back(self.buf.split().freeze());
+            // An unfinished last event: most clients drop it, some may not;
+            // it is judged like a complete one.
+            let event = self.buf.split().freeze();
+            match self.event(event) {
+                Some(event) => self.out.push_back(event),
+                None => self.fail_closed("an event of the stream is not JSON the relay can read"),
+            }
         }
     }
 
-    /// An event too large to inspect while answers are watched: the watched
-    /// answers become errors, and the stream ends.
-    fn fail_closed(&mut self) {
-        let errors = unfilterable_errors(
-            &self.ids,
-            &format!("an event of the stream exceeds {} bytes", self.cap),
-        );
+    /// An event that cannot be inspected while answers are watched: the
+    /// watched answers become errors, and the stream ends.
+    fn fail_closed(&mut self, why: &str) {
+        let errors = unfilterable_errors(&self.ids, why);
         for e in errors {
             self.out.push_back(Bytes::from(format!("data: {e}\n\n")));
         }
@@ -363,19 +399,23 @@ impl<G: ToolGate> SseFilter<G> {
         self.ended = true;
     }
 
-    /// One complete event: rewritten if it carries a watched response.
-    fn event(&mut self, event: Bytes) -> Bytes {
+    /// One complete event: rewritten if it carries a watched response;
+    /// `None` if its data is not JSON (it cannot be told whether it does).
+    /// An event without data, or with empty data (a priming event for
+    /// resumption), passes.
+    fn event(&mut self, event: Bytes) -> Option<Bytes> {
         let lines = lines(&event);
         let data: Vec<&[u8]> = lines.iter().filter_map(|l| data_value(l)).collect();
         if data.is_empty() {
-            return event;
+            return Some(event);
         }
         let joined = data.join(&b"\n"[..]);
-        let Ok(mut value) = serde_json::from_slice::<Value>(&joined) else {
-            return event;
-        };
+        if joined.iter().all(u8::is_ascii_whitespace) {
+            return Some(event);
+        }
+        let mut value = serde_json::from_slice::<Value>(&joined).ok()?;
         if !rewrite(&mut value, &mut self.ids, &mut self.gate) {
-            return event;
+            return Some(event);
         }
         let mut out = Vec::with_capacity(event.len());
         let mut wrote = false;
@@ -393,7 +433,7 @@ impl<G: ToolGate> SseFilter<G> {
             out.push(b'\n');
         }
         out.push(b'\n');
-        Bytes::from(out)
+        Some(Bytes::from(out))
     }
 }
 

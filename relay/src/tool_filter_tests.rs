@@ -140,7 +140,7 @@ async fn an_answer_with_nothing_to_remove_passes_byte_for_byte() {
     )
     .await;
     assert_eq!(body, original.as_bytes());
-    // Errors and non-JSON too.
+    // An error answer too.
     let err = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"no"}}"#;
     let w = watch(
         r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
@@ -351,4 +351,96 @@ fn refused_calls_get_the_error_that_fits() {
     let list = classify_body(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#).unwrap();
     let e = refusal(&list[0], &denied("x"), "db", &|_| false);
     assert_eq!(e["error"]["code"], POLICY_DENIED);
+}
+
+/// The watched request's answer replaced by the unfilterable error.
+async fn assert_unfilterable(resp: Response<RespBody>, why: &str) {
+    let (parts, body) = read(resp).await;
+    assert_eq!(parts.status, 502, "{why}");
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["id"], 4, "{why}");
+    assert_eq!(v["error"]["code"], TOOLS_LIST_UNFILTERABLE, "{why}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains(why), "{message}");
+    assert!(!body.windows(11).any(|w| w == b"write_query"), "{why}");
+}
+
+#[tokio::test]
+async fn answers_the_relay_cannot_read_fail_closed() {
+    const LIST: &str = r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#;
+    let answer = list_result(json!(4)).to_string();
+    let cases = [
+        (
+            "application/json-rpc",
+            answer.clone(),
+            "application/json-rpc",
+        ),
+        ("text/plain", answer.clone(), "text/plain"),
+        ("", answer.clone(), "(none)"),
+        ("application/json", format!("{answer}x"), "not JSON"),
+        (
+            "application/json",
+            answer.replace("\"x\":1", "\"x\":1e400"),
+            "not JSON",
+        ),
+        (
+            "application/json",
+            list_result(json!(99)).to_string(),
+            "no answer to the tools/list",
+        ),
+    ];
+    for (ct, body, why) in cases {
+        let w = watch(LIST, &["write_query"], 1 << 20);
+        let mut resp = response("application/json", body);
+        if ct.is_empty() {
+            resp.headers_mut().remove(header::CONTENT_TYPE);
+        } else {
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+        }
+        assert_unfilterable(w.filter(resp).await, why).await;
+    }
+    // An empty answer of another type has nothing to hide.
+    let w = watch(LIST, &["write_query"], 1 << 20);
+    let mut resp = Response::new(full(Bytes::new()));
+    *resp.status_mut() = StatusCode::ACCEPTED;
+    let (parts, _) = read(w.filter(resp).await).await;
+    assert_eq!(parts.status, 202);
+    // The same number written another way is the same id.
+    let w = watch(LIST, &["write_query"], 1 << 20);
+    let float_id = answer.replacen("\"id\":4", "\"id\":4.0", 1);
+    assert!(float_id.contains("4.0"));
+    let (_, body) = read(w.filter(response("application/json", float_id)).await).await;
+    assert!(!body.windows(11).any(|w| w == b"write_query"));
+}
+
+#[tokio::test]
+async fn an_sse_event_that_does_not_parse_fails_closed() {
+    for bad in [
+        "data: {\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{\"tools\":[{\"name\":\"write_query\",\"n\":1e400}]}}\n\n",
+        "data: {\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{\"tools\":[{\"name\":\"write_query\"}]}}}\n\n",
+        // Unfinished at the end of the stream, and not JSON.
+        "data: {\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{\"tools\":[{\"name\":\"write_query\"}]",
+    ] {
+        let (mut tx, resp) = sse_response(
+            1 << 20,
+            &["write_query"],
+            r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#,
+        );
+        let mut body = resp.await.into_body();
+        // A priming event (empty data) passes.
+        let priming = "id: 1\ndata:\n\n";
+        tx.send(Ok(Frame::data(Bytes::from(priming)))).await.unwrap();
+        assert_eq!(next(&mut body).await.unwrap(), priming.as_bytes());
+        tx.send(Ok(Frame::data(Bytes::from(bad)))).await.unwrap();
+        drop(tx);
+        let out = next(&mut body).await.unwrap();
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert!(!text.contains("write_query"), "{text}");
+        let v: Value = serde_json::from_str(text.trim().strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(v["id"], 5);
+        assert_eq!(v["error"]["code"], TOOLS_LIST_UNFILTERABLE);
+        assert!(v["error"]["message"].as_str().unwrap().contains("not JSON"));
+        assert!(next(&mut body).await.is_none(), "the stream ends");
+    }
 }

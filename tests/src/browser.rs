@@ -156,6 +156,17 @@ pub async fn oauth_access_token(
     password: &str,
     route: &str,
 ) -> String {
+    oauth_access_token_scoped(relay, email, password, route, "mcp").await
+}
+
+/// [`oauth_access_token`] asking for `scope` (e.g. `mcp:read`).
+pub async fn oauth_access_token_scoped(
+    relay: &RelayProc,
+    email: &str,
+    password: &str,
+    route: &str,
+    scope: &str,
+) -> String {
     const REDIRECT: &str = "http://127.0.0.1:53682/callback";
     // RFC 7636 Appendix B.
     const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
@@ -181,7 +192,7 @@ pub async fn oauth_access_token(
         ("code_challenge", CHALLENGE),
         ("code_challenge_method", "S256"),
         ("resource", &resource),
-        ("scope", "mcp"),
+        ("scope", scope),
     ]);
     let page = b.get(&format!("/oauth/authorize?{query}")).await;
     assert_eq!(page.status, 200, "{}", page.text());

@@ -8,8 +8,18 @@
 //! * `/json-bytes/<n>` — `n` bytes as `application/json`, streamed (no length);
 //!   `/json-sized/<n>` the same with a `Content-Length`; `/sse-big/<n>` one
 //!   event of `n` bytes (a local MCP server answering with far too much).
+//! * `/tools-list/<how>` — answers the `tools/list` request POSTed to it
+//!   with the tools [`PUBLIC_TOOL`] and [`SECRET_TOOL`], written `<how>`:
+//!   `json` and `sse` as a server should; `json-rpc` (media type
+//!   `application/json-rpc`), `huge-number` (JSON with `1e400`, which
+//!   `serde_json` refuses) and `bad-sse` (an event whose data does not
+//!   parse) as a server that a relay cannot read.
+//! * `/cookie` — says which `Cookie` it got, and sets one (`Set-Cookie`).
 //! * `/hang` — never answers.
 //! * `/id` — this server's id (to tell replicas apart).
+//!
+//! `/?as=<path>` is served as `<path>` (an MCP route's requests all go to
+//! its base URL).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -105,7 +115,14 @@ fn full(b: impl Into<Bytes>) -> Body {
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     shared.hits.fetch_add(1, Ordering::Relaxed);
-    let path = req.uri().path().to_owned();
+    // `?as=/json-sized/10` at the server's root is served as that path: an
+    // MCP route reaches only its base URL, never a path below it.
+    let path = req
+        .uri()
+        .query()
+        .and_then(|q| q.strip_prefix("as="))
+        .unwrap_or(req.uri().path())
+        .to_owned();
     let pq = req
         .uri()
         .path_and_query()
@@ -231,6 +248,28 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
             .header("cache-control", "no-cache")
             .body(StreamBody::new(stream).boxed_unsync())
             .expect("response")
+    } else if let Some(kind) = path.strip_prefix("/tools-list/") {
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        tools_list(kind, &body)
+    } else if path == "/cookie" {
+        let cookie = req
+            .headers()
+            .get("cookie")
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        Response::builder()
+            .header("content-type", "application/json")
+            .header(
+                "set-cookie",
+                "__Host-drawbridge_session=planted; Path=/; Secure",
+            )
+            .header("x-upstream", shared.id.as_str())
+            .body(full(serde_json::json!({ "cookie": cookie }).to_string()))
+            .expect("response")
     } else if path == "/hang" {
         tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
         Response::new(full(""))
@@ -243,4 +282,51 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
             .expect("response")
     };
     Ok(resp)
+}
+
+/// The tool a test lets callers see.
+pub const PUBLIC_TOOL: &str = "public_tool";
+/// The tool a test hides from callers.
+pub const SECRET_TOOL: &str = "secret_tool";
+
+/// The answer of `/tools-list/<how>` to the `tools/list` request `body`.
+fn tools_list(how: &str, body: &[u8]) -> Response<Body> {
+    let id = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("id").cloned())
+        .unwrap_or(serde_json::Value::Null);
+    let answer = serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {"tools": [
+        {"name": PUBLIC_TOOL, "inputSchema": {"type": "object"}},
+        {"name": SECRET_TOOL, "inputSchema": {"type": "object"}},
+    ]}})
+    .to_string();
+    let (media, body) = match how {
+        "json" => ("application/json", answer),
+        "sse" => (
+            "text/event-stream",
+            format!("event: message\ndata: {answer}\n\n"),
+        ),
+        "json-rpc" => ("application/json-rpc", answer),
+        "huge-number" => (
+            "application/json",
+            answer.replace(
+                "\"type\":\"object\"}",
+                "\"type\":\"object\",\"maxItems\":1e400}",
+            ),
+        ),
+        "bad-sse" => (
+            "text/event-stream",
+            format!("event: message\ndata: {answer}}}\n\n"),
+        ),
+        _ => {
+            return Response::builder()
+                .status(404)
+                .body(full("no such answer"))
+                .expect("response")
+        }
+    };
+    Response::builder()
+        .header("content-type", media)
+        .body(full(body))
+        .expect("response")
 }

@@ -54,6 +54,8 @@ mod owner_policy;
 mod python_client;
 #[path = "e2e/reload.rs"]
 mod reload;
+#[path = "e2e/route_requests.rs"]
+mod route_requests;
 #[path = "e2e/scope_step_up.rs"]
 mod scope_step_up;
 #[path = "e2e/secrets.rs"]

@@ -32,7 +32,7 @@ fn the_flag_is_hidden_from_serve_help() {
     assert!(!help.contains("bench"), "the flag shows in --help: {help}");
 }
 
-/// POSTs `body` to `/mcp/demo/echo` with `token`.
+/// POSTs `body` to `/mcp/demo` (served by the upstream's `/echo`) with `token`.
 async fn post(
     client: &HttpsClient,
     relay: &RelayProc,
@@ -41,7 +41,7 @@ async fn post(
 ) -> e2e::client::Answer {
     let req = Request::builder()
         .method("POST")
-        .uri(format!("{}/echo", relay.route_url("demo")))
+        .uri(relay.route_url("demo"))
         .header("authorization", format!("Bearer {token}"))
         .header("content-type", "application/json")
         .body(e2e::client::full_body(body))
@@ -83,7 +83,7 @@ async fn with_the_flag_a_refused_call_goes_through_unaudited_and_the_relay_warns
         &relay,
         &relay.token("alice@x", false),
         "demo",
-        &["--http", &up.url()],
+        &["--http", &format!("{}/echo", up.url())],
         "auto",
     )
     .await;

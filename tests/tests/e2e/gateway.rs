@@ -26,7 +26,7 @@ async fn setup(extra: &[&str]) -> Setup {
         &relay,
         &relay.token("alice@x", false),
         "demo",
-        &["--http", &up.url()],
+        &["--http", &format!("{}/echo", up.url())],
         "auto",
     )
     .await;
@@ -45,7 +45,7 @@ impl Setup {
     async fn post(&self, body: impl Into<Bytes>, headers: &[(&str, &str)]) -> e2e::client::Answer {
         let mut req = Request::builder()
             .method("POST")
-            .uri(format!("{}/echo", self.relay.route_url("demo")))
+            .uri(self.relay.route_url("demo"))
             .header("authorization", format!("Bearer {}", self.token))
             .header("content-type", "application/json");
         for (k, v) in headers {
@@ -165,8 +165,9 @@ async fn every_message_is_audited_with_what_its_sql_does() {
     // A tool *named* read_query whose SQL deletes.
     let sneaky = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_query","arguments":{"query":"WITH x AS (SELECT 1) DELETE FROM customers"}}}"#;
     assert_eq!(s.post(&sneaky[..], &[]).await.status, 200);
-    // A batch: one event per message.
-    let batch = br#"[{"jsonrpc":"2.0","id":2,"method":"tools/list"},{"jsonrpc":"2.0","method":"notifications/initialized"}]"#;
+    // A batch: one event per message. (Not tools/list: the relay would
+    // refuse the echo as an answer without the list, see tool_filter.rs.)
+    let batch = br#"[{"jsonrpc":"2.0","id":2,"method":"resources/list"},{"jsonrpc":"2.0","method":"notifications/initialized"}]"#;
     assert_eq!(s.post(&batch[..], &[]).await.status, 200);
     // A refused request is audited too.
     let anon = s.client.get(&s.relay.route_url("demo"), None).await;

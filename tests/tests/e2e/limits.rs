@@ -377,7 +377,7 @@ async fn a_local_server_answering_with_too_much_is_cut_off_and_the_route_keeps_w
         &relay,
         &agent_token,
         "greedy",
-        &["--http", &upstream.url()],
+        &["--http", &format!("{}/greedy", upstream.url())],
         "auto",
         &["--max-response", "1048576"],
     );
@@ -388,7 +388,7 @@ async fn a_local_server_answering_with_too_much_is_cut_off_and_the_route_keeps_w
     let post = |path: &str| {
         http::Request::builder()
             .method("POST")
-            .uri(format!("{}{path}", relay.route_url("greedy")))
+            .uri(format!("{}?as={path}", relay.route_url("greedy")))
             .header("authorization", format!("Bearer {token}"))
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")

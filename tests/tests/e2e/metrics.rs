@@ -46,13 +46,13 @@ async fn metrics_count_the_traffic_the_test_made() {
         &relay,
         &relay.token("alice@x", false),
         "demo",
-        &["--http", &up.url()],
+        &["--http", &format!("{}/echo", up.url())],
         "quic",
     )
     .await;
     let token = relay.token("alice@x", true);
     let client = HttpsClient::new(&relay.ca(), false);
-    let url = format!("{}/echo", relay.route_url("demo"));
+    let url = relay.route_url("demo");
 
     const ALLOWED: usize = 5;
     const DENIED: usize = 3;

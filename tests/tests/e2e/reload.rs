@@ -152,13 +152,13 @@ async fn policy_reload_takes_effect_while_requests_flow_and_a_broken_policy_is_r
         &relay,
         &relay.token("alice@x", false),
         "demo",
-        &["--http", &up.url()],
+        &["--http", &format!("{}/echo", up.url())],
         "quic",
     )
     .await;
     let token = relay.token("alice@x", true);
     let client = HttpsClient::new(&relay.ca(), false);
-    let url = format!("{}/echo", relay.route_url("demo"));
+    let url = relay.route_url("demo");
 
     let v = call(&client, &url, &token, READ).await.expect("call");
     assert!(
@@ -341,13 +341,13 @@ async fn certificate_reload_serves_new_handshakes_and_keeps_the_tunnel() {
         &relay,
         &relay.token("alice@x", false),
         "demo",
-        &["--http", &up.url()],
+        &["--http", &format!("{}/echo", up.url())],
         "tcp",
     )
     .await;
     let token = relay.token("alice@x", true);
     let client = HttpsClient::new(&relay.ca(), false);
-    let url = format!("{}/echo", relay.route_url("demo"));
+    let url = relay.route_url("demo");
     let traffic = Traffic::start(client, url, token);
     traffic.wait_for(5).await;
 

@@ -487,3 +487,68 @@ async fn a_changed_tool_is_hidden_and_refused_until_the_owner_approves() {
         assert!(v["pending"].is_null(), "{v}");
     }
 }
+
+/// A local MCP server whose `tools/list` answers the relay cannot read
+/// (another media type, a number `serde_json` refuses, an event that does not
+/// parse): each becomes the "unfilterable" error, never an unfiltered,
+/// unpinned list; readable answers are still filtered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tools_list_answer_the_relay_cannot_read_fails_closed() {
+    use e2e::upstream::{PUBLIC_TOOL, SECRET_TOOL};
+    let up = e2e::Upstream::start("odd").await;
+    let relay = RelayProc::start(&[]).await;
+    let mut agent = AgentProc::spawn_upstream(
+        &relay,
+        &relay.token(OWNER, false),
+        "odd",
+        &["--http", &format!("{}/mcp", up.url())],
+        "auto",
+        &["--tools", PUBLIC_TOOL],
+    );
+    agent.wait_live().await;
+    let token = relay.token(OWNER, true);
+    let client = HttpsClient::new(&relay.ca(), false);
+    let list = |how: &str| {
+        Request::builder()
+            .method("POST")
+            .uri(format!("{}?as=/tools-list/{how}", relay.route_url("odd")))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(e2e::client::full_body(
+                json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}).to_string(),
+            ))
+            .expect("request")
+    };
+    for how in ["json", "sse"] {
+        let answer = client.fetch(list(how)).await;
+        assert_eq!(names_in(&answer_message(&answer)), [PUBLIC_TOOL], "{how}");
+    }
+    for (how, why) in [
+        ("json-rpc", "application/json-rpc"),
+        ("huge-number", "not JSON"),
+        ("bad-sse", "not JSON"),
+    ] {
+        let answer = client.fetch(list(how)).await;
+        assert!(
+            !answer.text().contains(SECRET_TOOL),
+            "{how}: {}",
+            answer.text()
+        );
+        let message = if how == "bad-sse" {
+            // The stream had begun: the error is its last event.
+            assert_eq!(answer.status, 200, "{how}: {}", answer.text());
+            answer_message(&answer)
+        } else {
+            assert_eq!(answer.status, 502, "{how}: {}", answer.text());
+            answer.json()
+        };
+        assert_eq!(message["id"], 2, "{how}: {message}");
+        assert_eq!(message["error"]["code"], -32603, "{how}: {message}");
+        let text = message["error"]["message"].as_str().expect("message");
+        assert!(
+            text.contains("cannot filter this tools/list answer") && text.contains(why),
+            "{how}: {text}"
+        );
+    }
+}
