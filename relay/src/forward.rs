@@ -116,6 +116,11 @@ pub enum Upload {
     Streamed(ReqBody),
 }
 
+/// Bodies of known length up to this size are read whole before they are
+/// forwarded, so that an exchange whose agent turns out to be gone can be
+/// sent again to another replica.
+pub const RESENDABLE: u64 = 64 * 1024;
+
 /// Whole bodies up to this size are copied behind the head (one write);
 /// larger ones follow it in a second write.
 const COALESCE: usize = 64 * 1024;

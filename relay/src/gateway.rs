@@ -463,10 +463,40 @@ async fn route_request(
         if let BodyKind::Length(n) = kind {
             trail.bytes_in = n;
         }
-        (
-            forward::Upload::Streamed(body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()),
-            kind,
-        )
+        match kind {
+            // Nothing, or a small body of known length, is held whole: the
+            // exchange can then go to another replica if its agent turns out
+            // to be gone (see step 6).
+            BodyKind::Empty => (forward::Upload::Whole(Bytes::new()), kind),
+            BodyKind::Length(n) if n <= forward::RESENDABLE => {
+                match tokio::time::timeout(state.config.body_read_timeout, body.collect()).await {
+                    Ok(Ok(read)) => (forward::Upload::Whole(read.to_bytes()), kind),
+                    Ok(Err(e)) => {
+                        trail.deny("client-aborted");
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "bad_request",
+                            &format!("could not read the request body: {e}"),
+                        );
+                    }
+                    Err(_) => {
+                        trail.deny("body-timeout");
+                        return error(
+                            StatusCode::REQUEST_TIMEOUT,
+                            "body_timeout",
+                            &format!(
+                                "the request body did not arrive within {:?}",
+                                state.config.body_read_timeout
+                            ),
+                        );
+                    }
+                }
+            }
+            _ => (
+                forward::Upload::Streamed(body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()),
+                kind,
+            ),
+        }
     };
 
     // 4b. A legacy stream is held by the relay itself.

@@ -2,6 +2,8 @@
 
 #[path = "e2e/acme.rs"]
 mod acme;
+#[path = "e2e/agent_restarts.rs"]
+mod agent_restarts;
 #[path = "e2e/auth.rs"]
 mod auth;
 #[path = "e2e/bench_mode.rs"]
