@@ -54,6 +54,8 @@ mod oidc;
 mod owner_policy;
 #[path = "e2e/python_client.rs"]
 mod python_client;
+#[path = "e2e/relay_restarts.rs"]
+mod relay_restarts;
 #[path = "e2e/reload.rs"]
 mod reload;
 #[path = "e2e/scope_step_up.rs"]
