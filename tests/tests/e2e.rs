@@ -32,6 +32,8 @@ mod gateway;
 mod github;
 #[path = "e2e/hostile.rs"]
 mod hostile;
+#[path = "e2e/http2_first_errors.rs"]
+mod http2_first_errors;
 #[path = "e2e/isolation.rs"]
 mod isolation;
 #[path = "e2e/lifecycle.rs"]
