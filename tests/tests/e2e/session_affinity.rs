@@ -134,3 +134,110 @@ async fn legacy_sse_sessions_stick_to_their_replica() {
         assert_eq!(v["read"]["structured"]["rows"][0]["n"], 12, "{v}");
     }
 }
+
+/// Reads a legacy stream until `needle`; false if the stream ended first.
+async fn read_legacy(body: &mut hyper::body::Incoming, text: &mut String, needle: &str) -> bool {
+    use http_body_util::BodyExt;
+    while !text.contains(needle) {
+        let frame = tokio::time::timeout(Duration::from_secs(20), body.frame())
+            .await
+            .unwrap_or_else(|_| panic!("{needle:?} within 20 s; got {text:?}"));
+        match frame {
+            None | Some(Err(_)) => return false,
+            Some(Ok(f)) => {
+                if let Ok(d) = f.into_data() {
+                    text.push_str(&String::from_utf8_lossy(&d));
+                }
+            }
+        }
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_session_whose_replica_is_gone_gets_404_and_its_stream_ends() {
+    use e2e::client::full_body;
+    let relay = RelayProc::start(&[]).await;
+    let dir = TempDir::new("affinity-legacy-gone");
+    let (a, b) = two_replicas(&relay, &dir).await;
+    let token = relay.token("alice@x", true);
+    let client = e2e::HttpsClient::new(&relay.ca(), false);
+    let bearer = format!("Bearer {token}");
+    let request = |method: &str, url: &str, body: &str| {
+        let mut r = http::Request::builder()
+            .method(method)
+            .uri(url)
+            .header("authorization", &bearer);
+        r = if method == "GET" {
+            r.header("accept", "text/event-stream")
+        } else {
+            r.header("content-type", "application/json")
+        };
+        r.body(full_body(body.to_owned())).expect("request")
+    };
+    let stream = client
+        .send(request("GET", &relay.route_url("db"), ""))
+        .await;
+    assert_eq!(stream.status(), 200);
+    let mut stream = stream.into_body();
+    let mut text = String::new();
+    assert!(read_legacy(&mut stream, &mut text, "\n\n").await);
+    let endpoint = text
+        .strip_prefix("event: endpoint\ndata: ")
+        .and_then(|t| t.strip_suffix("\n\n"))
+        .unwrap_or_else(|| panic!("not an endpoint event: {text:?}"))
+        .to_owned();
+    let post_url = format!("{}{endpoint}", relay.url());
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"e2e","version":"1"}}}"#;
+    let answer = client.fetch(request("POST", &post_url, init)).await;
+    assert_eq!(answer.status, 202, "{}", answer.text());
+    assert!(read_legacy(&mut stream, &mut text, "serverInfo").await);
+
+    // Stop the replica that answered the initialize (its live line says so).
+    let printed = |p: &AgentProc| {
+        p.proc
+            .stdout
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|l| l.contains("initialize"))
+    };
+    let waited = std::time::Instant::now();
+    while !printed(&a) && !printed(&b) {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "an agent logs the initialize"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let on_a = printed(&a);
+    let (mut holder, _other) = if on_a { (a, b) } else { (b, a) };
+    holder.proc.signal("TERM");
+    holder.proc.wait_exit(Duration::from_secs(15)).await;
+
+    let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    let answer = client.fetch(request("POST", &post_url, list)).await;
+    assert_eq!(answer.status, 404, "{}", answer.text());
+    assert_eq!(
+        answer.json()["error"],
+        "unknown_session",
+        "{}",
+        answer.text()
+    );
+    // The stream ends, so the legacy client starts again.
+    assert!(
+        !read_legacy(&mut stream, &mut text, "never sent").await,
+        "the stream ends"
+    );
+    // A new legacy session works on the remaining replica.
+    let v = e2e::python::run_json(
+        "mcp_legacy_sse_client.py",
+        &[
+            relay.route_url("db").into(),
+            token.clone().into(),
+            relay.ca().into(),
+        ],
+    )
+    .await;
+    assert_eq!(v["read"]["structured"]["rows"][0]["n"], 12, "{v}");
+}
