@@ -53,6 +53,9 @@ pub enum SessionEnd {
     Upgrade(TunnelConnection),
 }
 
+/// How long a stopping agent waits for its goodbye to reach the relay.
+const GOODBYE_WAIT: Duration = Duration::from_secs(1);
+
 /// Knobs of a session.
 pub struct SessionConfig {
     /// How long in-flight requests may take to finish when the agent stops.
@@ -202,8 +205,12 @@ pub async fn serve(
                 if tokio::time::timeout(config.drain_timeout, in_flight.wait()).await.is_err() {
                     tracing::warn!(remaining = in_flight.len(), "drain timed out; aborting the rest");
                 }
-                let _ = send.finish().await;
-                conn.close("agent stopped");
+                // The goodbye must reach the relay before the process exits,
+                // or the relay keeps routing to a tunnel nobody serves: wait
+                // (bounded) until the relay has acknowledged the end of the
+                // control stream, then until the close has left.
+                let _ = send.finish_acknowledged(GOODBYE_WAIT).await;
+                conn.close_and_flush("agent stopped", GOODBYE_WAIT).await;
                 break SessionEnd::Stopped;
             }
             _ = tokio::time::sleep_until(quic_retry_at.unwrap_or_else(Instant::now)), if quic_retry_at.is_some() && probe.is_none() => {

@@ -39,12 +39,17 @@ pub enum ForwardError {
     /// the protocol, and its connection is closed.
     #[error("the agent broke the tunnel protocol: {0}")]
     Violation(String),
+    /// Nothing at all came back from the agent's QUIC connection (not even
+    /// an acknowledgement of the request) within [`PEER_GONE_AFTER`]: its
+    /// process is gone without a goodbye. It never read the request.
+    #[error("the agent's tunnel went silent (no packet within {0:?} of the request); it is gone")]
+    PeerGone(Duration),
 }
 
 impl ForwardError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ForwardError::Open(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ForwardError::Open(_) | ForwardError::PeerGone(_) => StatusCode::SERVICE_UNAVAILABLE,
             ForwardError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ForwardError::NoAnswer(_) | ForwardError::Violation(_) => StatusCode::BAD_GATEWAY,
         }
@@ -62,17 +67,43 @@ pub fn disconnect_on_violation<T>(agent: &AgentSession, result: &Result<T, Forwa
     }
 }
 
-/// A stream opened to an agent, and the protocol version that agent speaks.
-pub type Opened = (SendHalf, RecvHalf, u16);
+/// A stream opened to an agent, the protocol version that agent speaks, and
+/// what tells whether the agent is still there.
+pub type Opened = (SendHalf, RecvHalf, u16, Liveness);
+
+/// How long an exchange waits for any sign of life from a QUIC agent (a
+/// live one acknowledges the request within milliseconds) before the agent
+/// is taken for gone. An agent whose process ended without its goodbye
+/// reaching the relay would otherwise hold requests until the keep-alive
+/// limit (three keep-alive intervals).
+pub const PEER_GONE_AFTER: Duration = Duration::from_secs(1);
+
+/// Whether anything came from the agent's connection since the stream was
+/// opened (QUIC: received datagrams; TCP tunnels end with the connection).
+pub struct Liveness {
+    conn: tunnel::TunnelConnection,
+    heard: Option<u64>,
+}
+
+impl Liveness {
+    fn silent(&self) -> bool {
+        self.heard.is_some() && self.conn.received_datagrams() == self.heard
+    }
+}
 
 /// Opens a stream to `agent` for one exchange.
 pub async fn open(agent: &AgentSession) -> Result<Opened, ForwardError> {
+    let heard = agent.conn.received_datagrams();
     let (send, recv) = agent
         .conn
         .open_bi()
         .await
         .map_err(|e| ForwardError::Open(e.to_string()))?;
-    Ok((send, recv, agent.protocol_version))
+    let liveness = Liveness {
+        conn: agent.conn.clone(),
+        heard,
+    };
+    Ok((send, recv, agent.protocol_version, liveness))
 }
 
 /// A request body as the exchange carries it.
@@ -85,6 +116,11 @@ pub enum Upload {
     Streamed(ReqBody),
 }
 
+/// Bodies of known length up to this size are read whole before they are
+/// forwarded, so that an exchange whose agent turns out to be gone can be
+/// sent again to another replica.
+pub const RESENDABLE: u64 = 64 * 1024;
+
 /// Whole bodies up to this size are copied behind the head (one write);
 /// larger ones follow it in a second write.
 const COALESCE: usize = 64 * 1024;
@@ -92,7 +128,7 @@ const COALESCE: usize = 64 * 1024;
 /// Sends `head` and `body` on an opened stream and returns the agent's
 /// response. Body bytes both ways are counted in `metrics`.
 pub async fn exchange(
-    (mut send, mut recv, version): Opened,
+    (mut send, mut recv, version, liveness): Opened,
     head: ExchangeHead,
     body: Upload,
     response_timeout: Duration,
@@ -144,12 +180,31 @@ pub async fn exchange(
         }
     };
 
-    let head = match tokio::time::timeout(
-        response_timeout,
-        protocol::read_frame::<ResponseHead, _>("response", &mut recv, FrameLimit::HEAD),
-    )
-    .await
-    {
+    let read = {
+        let read = tokio::time::timeout(
+            response_timeout,
+            protocol::read_frame::<ResponseHead, _>("response", &mut recv, FrameLimit::HEAD),
+        );
+        tokio::pin!(read);
+        let probe = tokio::time::sleep(PEER_GONE_AFTER.min(response_timeout));
+        tokio::pin!(probe);
+        let mut probed = false;
+        loop {
+            tokio::select! {
+                r = &mut read => break r,
+                _ = &mut probe, if !probed => {
+                    probed = true;
+                    if liveness.silent() {
+                        if let Some(u) = &upload {
+                            u.abort();
+                        }
+                        return Err(ForwardError::PeerGone(PEER_GONE_AFTER));
+                    }
+                }
+            }
+        }
+    };
+    let head = match read {
         Ok(Ok(head)) => head,
         Ok(Err(e)) => {
             if let Some(u) = &upload {

@@ -15,6 +15,8 @@ use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, LengthLimitError
 use hyper::body::Incoming;
 use protocol::{BodyKind, ExchangeHead, Identity, IdentityKind, UpstreamKind};
 
+use crate::affinity::{self, Target};
+use crate::early_answer;
 use crate::forward;
 use crate::grants_api;
 use crate::headers;
@@ -28,7 +30,7 @@ use crate::state::SharedState;
 use crate::token::{self, TokenKind};
 use crate::tool_filter;
 use crate::trail::Trail;
-use crate::{cors, sse_keepalive};
+use crate::{cors, sse_keepalive, standing_stream};
 pub use policy::body::POLICY_DENIED;
 use policy::jsonrpc;
 use policy::route_path;
@@ -125,11 +127,12 @@ async fn route_request(
     // 0. Nothing is served that cannot be audited.
     if !state.audit.healthy() {
         trail.deny("audit-unavailable");
-        return error(
+        let refusal = error(
             StatusCode::SERVICE_UNAVAILABLE,
             "audit_unavailable",
             "the relay cannot write its audit log; refusing requests until it can",
         );
+        return early_answer::after_body(req, refusal).await;
     }
 
     // 0b. Browsers: a foreign Origin is refused before anything else, and
@@ -148,15 +151,9 @@ async fn route_request(
         Ok(t) => t,
         Err(resp) => {
             trail.deny("authentication");
-            let mut resp = *resp;
-            // The body was not read: HTTP/1.1 cannot carry on with this
-            // connection, and a client that reused it at once for its
-            // discovery request would find it closed under it. Say so.
-            if req.version() < http::Version::HTTP_2 && !req.body().is_end_stream() {
-                resp.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            return resp;
+            // Read the body first: HTTP/2 would reset the stream under the
+            // answer, and HTTP/1.1 could not carry on with the connection.
+            return early_answer::after_body(req, *resp).await;
         }
     };
     trail.identity = caller_id.subject.clone();
@@ -173,11 +170,12 @@ async fn route_request(
         }
         Ok(None) => {
             trail.deny("unknown-route");
-            return error(
+            let refusal = error(
                 StatusCode::NOT_FOUND,
                 "unknown_route",
                 &format!("no route named '{route}' on this relay"),
             );
+            return early_answer::after_body(req, refusal).await;
         }
         Err(e) => {
             tracing::error!(error = %e, "route lookup failed");
@@ -206,11 +204,25 @@ async fn route_request(
             header::RETRY_AFTER,
             HeaderValue::from(limited.retry_after_secs()),
         );
-        return resp;
+        return early_answer::after_body(req, resp).await;
     }
-    let Some((agent, served)) = pick_agent(state, &route) else {
+    // 2b. A request of an MCP session goes to the replica that holds it
+    //     (see affinity.rs); any other to the next replica.
+    let session_key = affinity::session_of(req.headers())
+        .map(str::to_owned)
+        .or_else(|| legacy_sse::upstream_session(state, req.uri(), &route, &caller_id.subject));
+    let (picked, pinned) = match affinity::target(state, &route, session_key.as_deref()) {
+        Target::Any => (pick_agent(state, &route), false),
+        Target::Pinned(agent, served) => (Some((agent, served)), true),
+        Target::Gone => {
+            trail.deny("session-gone");
+            legacy_sse::end_session_of(state, req.uri(), &route, &caller_id.subject);
+            return early_answer::after_body(req, affinity::gone(&route)).await;
+        }
+    };
+    let Some((agent, served)) = picked else {
         trail.deny("no-agent");
-        return no_agent(&route);
+        return early_answer::after_body(req, no_agent(&route)).await;
     };
     // 2a'. An MCP route takes MCP only (its own URL; POST, GET, DELETE), and
     //      no route takes a dot segment (policy::route_path).
@@ -467,10 +479,40 @@ async fn route_request(
         if let BodyKind::Length(n) = kind {
             trail.bytes_in = n;
         }
-        (
-            forward::Upload::Streamed(body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()),
-            kind,
-        )
+        match kind {
+            // Nothing, or a small body of known length, is held whole: the
+            // exchange can then go to another replica if its agent turns out
+            // to be gone (see step 6).
+            BodyKind::Empty => (forward::Upload::Whole(Bytes::new()), kind),
+            BodyKind::Length(n) if n <= forward::RESENDABLE => {
+                match tokio::time::timeout(state.config.body_read_timeout, body.collect()).await {
+                    Ok(Ok(read)) => (forward::Upload::Whole(read.to_bytes()), kind),
+                    Ok(Err(e)) => {
+                        trail.deny("client-aborted");
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "bad_request",
+                            &format!("could not read the request body: {e}"),
+                        );
+                    }
+                    Err(_) => {
+                        trail.deny("body-timeout");
+                        return error(
+                            StatusCode::REQUEST_TIMEOUT,
+                            "body_timeout",
+                            &format!(
+                                "the request body did not arrive within {:?}",
+                                state.config.body_read_timeout
+                            ),
+                        );
+                    }
+                }
+            }
+            _ => (
+                forward::Upload::Streamed(body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()),
+                kind,
+            ),
+        }
     };
 
     // 4b. A legacy stream is held by the relay itself.
@@ -478,32 +520,7 @@ async fn route_request(
         return legacy_sse::open(state, &route, &caller_id, peer);
     }
 
-    // 5. A stream to the agent. A tunnel that died since the last keep-alive
-    //    is skipped for another replica, if one decides with the same policy.
-    let mut agent = agent;
-    let mut attempts = 0;
-    let stream = loop {
-        match forward::open(&agent).await {
-            Ok(stream) => break stream,
-            Err(e) => {
-                tracing::warn!(request_id, route, session = agent.id, error = %e, "agent tunnel unusable; trying another replica");
-                agent.set_draining();
-                attempts += 1;
-                let next = pick_agent(state, &route)
-                    .filter(|(_, s)| Arc::ptr_eq(&s.policy, &route_policy));
-                match next {
-                    Some((a, _)) if attempts < 3 => agent = a,
-                    _ => return no_agent(&route),
-                }
-            }
-        }
-    };
-
-    if let Some(watch) = tools_list.as_mut() {
-        watch.accept_tool_changes(agent.served(&route).is_some_and(|s| s.accept_tool_changes));
-    }
-
-    // 6. Forward, and stream the answer back.
+    // 5. The exchange head.
     let host = parts
         .headers
         .get(header::HOST)
@@ -543,19 +560,90 @@ async fn route_request(
         head.headers
             .retain(|h| !h.name.eq_ignore_ascii_case("accept-encoding"));
     }
+
+    // 6. Forward, and stream the answer back. A tunnel that died since the
+    //    last keep-alive (no stream opens, or the agent went silent: see
+    //    forward::PEER_GONE_AFTER) is closed and skipped for another replica,
+    //    if one decides with the same policy, the request being whole; a
+    //    pinned session's replica is not replaced (its session is gone).
+    let request_session = head.session.clone();
+    let resend = match &body {
+        forward::Upload::Whole(b) => Some(b.clone()),
+        forward::Upload::Streamed(_) => None,
+    };
+    let mut body = Some(body);
+    let mut agent = agent;
+    let mut attempts = 0;
     let sent = Instant::now();
-    let answer = forward::exchange(
-        stream,
-        head,
-        body,
-        state.config.response_timeout,
-        &state.metrics,
-    )
-    .await;
+    let answer = loop {
+        let failure = match forward::open(&agent).await {
+            Ok(stream) => {
+                let upload = match (body.take(), &resend) {
+                    (Some(b), _) => b,
+                    (None, Some(b)) => forward::Upload::Whole(b.clone()),
+                    (None, None) => {
+                        break Err(forward::ForwardError::Open(
+                            "the request body was sent already".into(),
+                        ))
+                    }
+                };
+                let answer = forward::exchange(
+                    stream,
+                    head.clone(),
+                    upload,
+                    state.config.response_timeout,
+                    &state.metrics,
+                )
+                .await;
+                match answer {
+                    Err(e @ forward::ForwardError::PeerGone(_)) => {
+                        agent.conn.close("the agent went silent");
+                        if resend.is_none() {
+                            agent.set_draining();
+                            break Err(e);
+                        }
+                        e
+                    }
+                    other => break other,
+                }
+            }
+            Err(e) => e,
+        };
+        tracing::warn!(request_id, route, session = agent.id, error = %failure, "agent tunnel unusable; trying another replica");
+        agent.set_draining();
+        attempts += 1;
+        if pinned {
+            if state.registry.pick(&route).is_some() {
+                if let Some(s) = &request_session {
+                    state.affinity.forget(&route, s);
+                }
+                trail.deny("session-gone");
+                return affinity::gone(&route);
+            }
+            return no_agent(&route);
+        }
+        let next = pick_agent(state, &route).filter(|(_, s)| Arc::ptr_eq(&s.policy, &route_policy));
+        match next {
+            Some((a, _)) if attempts < 3 => agent = a,
+            _ => return no_agent(&route),
+        }
+    };
     trail.timing.agent_us = Some(sent.elapsed().as_micros() as u64);
     forward::disconnect_on_violation(&agent, &answer);
+    if let Some(watch) = tools_list.as_mut() {
+        watch.accept_tool_changes(agent.served(&route).is_some_and(|s| s.accept_tool_changes));
+    }
     match answer {
         Ok(resp) => {
+            affinity::observe(
+                state,
+                &route,
+                &agent,
+                &parts.method,
+                request_session.as_deref(),
+                resp.status(),
+                resp.headers(),
+            );
             let mut resp = resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync());
             if let Some(watch) = tools_list {
                 resp = watch.filter(resp).await;
@@ -566,6 +654,12 @@ async fn route_request(
                 resp.headers_mut()
                     .insert("x-accel-buffering", HeaderValue::from_static("no"));
                 resp = resp.map(|b| sse_keepalive::wrap(b, state.config.sse_keepalive));
+                if parts.method == http::Method::GET {
+                    // A standing stream expects no answer: it ends when the
+                    // relay shuts down (the client reconnects), rather than
+                    // holding up the drain.
+                    resp = resp.map(|b| standing_stream::end_on_shutdown(b, &state.shutdown));
+                }
             }
             resp
         }
@@ -573,7 +667,9 @@ async fn route_request(
             tracing::warn!(request_id, route, session = agent.id, error = %e, "exchange failed");
             let code = match e {
                 forward::ForwardError::Timeout(_) => "agent_timeout",
-                forward::ForwardError::Open(_) => "agent_unavailable",
+                forward::ForwardError::Open(_) | forward::ForwardError::PeerGone(_) => {
+                    "agent_unavailable"
+                }
                 forward::ForwardError::NoAnswer(_) | forward::ForwardError::Violation(_) => {
                     "agent_error"
                 }

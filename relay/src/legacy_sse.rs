@@ -178,6 +178,40 @@ pub fn recognise<B>(
     }))
 }
 
+/// The upstream MCP session of `caller`'s legacy session on `route` that
+/// `uri` names (`?session_id=`), once the agent's `initialize` answer gave one:
+/// its messages go to the replica holding it (see [`crate::affinity`]).
+pub fn upstream_session(
+    state: &SharedState,
+    uri: &http::Uri,
+    route: &str,
+    caller: &str,
+) -> Option<String> {
+    let session = state.legacy.get(&session_param(uri)?)?;
+    if session.owner != caller || session.route != route {
+        return None;
+    }
+    let up = session.upstream().session?;
+    up.to_str().ok().map(str::to_owned)
+}
+
+/// Ends `caller`'s legacy stream that `uri` names: its upstream session is
+/// gone with its replica, and a legacy client starts again when its stream
+/// ends.
+pub fn end_session_of(state: &SharedState, uri: &http::Uri, route: &str, caller: &str) {
+    let Some(session) = session_param(uri).and_then(|id| state.legacy.get(&id)) else {
+        return;
+    };
+    if session.owner == caller && session.route == route {
+        tracing::info!(
+            route,
+            session = session.id,
+            "legacy SSE: the replica holding this session is gone; ending the stream"
+        );
+        session.closed.cancel();
+    }
+}
+
 /// Opens a legacy stream for `caller` on `route`: the `endpoint` event, then
 /// the answers to what is POSTed to it, with keep-alive comments.
 pub fn open(
@@ -230,16 +264,19 @@ pub fn open(
         peer,
     };
     let shutdown = state.shutdown.clone();
+    let ended = guard.session.closed.clone();
     let stream = futures::stream::unfold(
         (Some(Bytes::from(endpoint)), rx, guard),
         move |(first, mut rx, guard)| {
             let shutdown = shutdown.clone();
+            let ended = ended.clone();
             async move {
                 let next = match first {
                     Some(first) => Some(first),
                     None => tokio::select! {
                         m = rx.recv() => m,
                         _ = shutdown.cancelled() => None,
+                        _ = ended.cancelled() => None,
                     },
                 };
                 next.map(|b| (Ok::<_, BoxError>(Frame::data(b)), (None, rx, guard)))
@@ -535,7 +572,13 @@ async fn end_upstream(
     if let Some(v) = protocol_version {
         hm.insert("mcp-protocol-version", v);
     }
-    let response = match state.registry.pick(&session.route) {
+    let holder =
+        match crate::affinity::target(&state, &session.route, upstream_session.to_str().ok()) {
+            crate::affinity::Target::Pinned(agent, _) => Some(agent),
+            crate::affinity::Target::Any => state.registry.pick(&session.route),
+            crate::affinity::Target::Gone => None,
+        };
+    let response = match holder {
         None => gateway::error(
             StatusCode::SERVICE_UNAVAILABLE,
             "agent_unavailable",
@@ -579,6 +622,9 @@ async fn end_upstream(
             }
         }
     };
+    if let Ok(s) = upstream_session.to_str() {
+        state.affinity.forget(&session.route, s);
+    }
     tracing::debug!(
         request_id,
         session = session.id,

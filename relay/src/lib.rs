@@ -18,6 +18,7 @@
 //! * [`reload`] — policy and certificates read again while running (SIGHUP).
 //! * [`config_file`] — `relay serve --config relay.toml`: the file, checked
 //!   with line numbers, under the command line's flags.
+//! * [`affinity`] — an MCP session's requests go to the replica that holds it.
 //! * [`server`] — starting and stopping it all.
 
 #![forbid(unsafe_code)]
@@ -25,6 +26,7 @@
 pub mod acme;
 pub mod admin;
 pub mod admin_http;
+pub mod affinity;
 pub mod agents;
 pub mod audit;
 pub mod cert_resolver;
@@ -33,6 +35,7 @@ pub mod config;
 pub mod config_file;
 pub mod conn_limits;
 pub mod cors;
+pub mod early_answer;
 pub mod error;
 pub mod forward;
 #[doc(hidden)]
@@ -60,6 +63,7 @@ pub mod secret_file;
 pub mod server;
 pub mod signals;
 pub mod sse_keepalive;
+pub mod standing_stream;
 pub mod state;
 pub mod store;
 pub mod token;

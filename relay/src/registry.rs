@@ -174,6 +174,19 @@ impl Registry {
             .cloned()
     }
 
+    /// The live replica of `route` that is agent instance `instance` (a
+    /// reconnected agent keeps its instance id, and its MCP sessions).
+    pub fn pick_instance(&self, route: &str, instance: [u8; 16]) -> Option<Arc<AgentSession>> {
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        routes
+            .get(route)?
+            .replicas
+            .iter()
+            .rev()
+            .find(|s| s.instance_id == instance && !s.is_draining() && !s.conn.is_closed())
+            .cloned()
+    }
+
     /// Whether some session serves `route` now.
     pub fn serves(&self, route: &str) -> bool {
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());

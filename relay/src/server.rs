@@ -122,6 +122,7 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         policies,
         origins,
         legacy: LegacySessions::default(),
+        affinity: crate::affinity::Affinity::default(),
         oauth: crate::oauth::OAuthState::new(config.cimd.clone(), upstream)?,
         limits: crate::rate_limits::RequestLimits::new(
             config.rate_limit_route,

@@ -31,6 +31,8 @@ pub struct RelayState {
     pub origins: AllowedOrigins,
     /// Open streams of the legacy HTTP+SSE transport.
     pub legacy: LegacySessions,
+    /// Which replica holds each MCP session.
+    pub affinity: crate::affinity::Affinity,
     /// The authorization server's in-memory parts (rate limits).
     pub oauth: crate::oauth::OAuthState,
     /// Per-route and per-identity request rate limits.

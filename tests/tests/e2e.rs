@@ -2,6 +2,8 @@
 
 #[path = "e2e/acme.rs"]
 mod acme;
+#[path = "e2e/agent_restarts.rs"]
+mod agent_restarts;
 #[path = "e2e/auth.rs"]
 mod auth;
 #[path = "e2e/bench_mode.rs"]
@@ -30,6 +32,8 @@ mod gateway;
 mod github;
 #[path = "e2e/hostile.rs"]
 mod hostile;
+#[path = "e2e/http2_first_errors.rs"]
+mod http2_first_errors;
 #[path = "e2e/isolation.rs"]
 mod isolation;
 #[path = "e2e/lifecycle.rs"]
@@ -52,6 +56,8 @@ mod oidc;
 mod owner_policy;
 #[path = "e2e/python_client.rs"]
 mod python_client;
+#[path = "e2e/relay_restarts.rs"]
+mod relay_restarts;
 #[path = "e2e/reload.rs"]
 mod reload;
 #[path = "e2e/route_requests.rs"]
@@ -60,6 +66,8 @@ mod route_requests;
 mod scope_step_up;
 #[path = "e2e/secrets.rs"]
 mod secrets;
+#[path = "e2e/session_affinity.rs"]
+mod session_affinity;
 #[path = "e2e/sharing.rs"]
 mod sharing;
 #[path = "e2e/sharing_v2.rs"]

@@ -100,6 +100,28 @@ impl TunnelConnection {
         }
     }
 
+    /// Closes the connection and waits (up to `max_wait`) until the close
+    /// has left for the peer. A process that exits right after a plain
+    /// [`close`](Self::close) may never send it, and its peer then waits out
+    /// its keep-alive limit.
+    pub async fn close_and_flush(&self, reason: &str, max_wait: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + max_wait;
+        match self {
+            TunnelConnection::Quic(c) => {
+                let sent = c.stats().udp_tx.datagrams;
+                self.close(reason);
+                // The connection's driver sends CONNECTION_CLOSE when it next runs.
+                while c.stats().udp_tx.datagrams == sent && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+            }
+            TunnelConnection::Mux { conn, .. } => {
+                self.close(reason);
+                let _ = tokio::time::timeout_at(deadline, conn.closed()).await;
+            }
+        }
+    }
+
     /// Resolves once the connection is closed, for whatever reason.
     pub async fn closed(&self) {
         match self {
@@ -107,6 +129,15 @@ impl TunnelConnection {
                 c.closed().await;
             }
             TunnelConnection::Mux { conn, .. } => conn.closed().await,
+        }
+    }
+
+    /// How many datagrams came from the peer so far (QUIC); `None` on TCP,
+    /// where a peer that is gone ends the connection.
+    pub fn received_datagrams(&self) -> Option<u64> {
+        match self {
+            TunnelConnection::Quic(c) => Some(c.stats().udp_rx.datagrams),
+            TunnelConnection::Mux { .. } => None,
         }
     }
 
