@@ -14,7 +14,12 @@
 //! * a failing statement is a tool error (`isError: true`) carrying SQLite's
 //!   message, so the model can correct itself;
 //! * what a statement may do is enforced by SQLite ([`crate::sqlite_db`]),
-//!   not guessed from its first word.
+//!   not guessed from its first word;
+//! * every call is bounded (time, rows, answer size, value length: see
+//!   [`crate::sqlite_db::Limits`]), and one caller may have only so many
+//!   calls in flight (`agent connect --sqlite-max-calls-per-identity`) and
+//!   hold only half the reading connections, so that one caller cannot
+//!   starve another. Hitting a bound is a tool error that names its flag.
 
 use std::sync::{Arc, Mutex};
 
@@ -33,6 +38,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::per_identity::{CallerId, PerIdentity};
 use crate::sqlite_db::{SqliteDb, SqliteError};
 
 /// The URI of the insights memo.
@@ -101,6 +107,8 @@ pub struct SqliteServer {
     /// the six definitions each time was an eighth of the agent's CPU under
     /// load).
     tools: Arc<[Tool]>,
+    /// Calls in flight per caller.
+    in_flight: Arc<PerIdentity>,
 }
 
 /// The server as rmcp's Streamable HTTP service: what `agent connect --sqlite`
@@ -112,6 +120,7 @@ impl SqliteServer {
     pub fn new(db: Arc<SqliteDb>) -> SqliteServer {
         let tools = describe_tools(&db).into();
         SqliteServer {
+            in_flight: PerIdentity::new(db.limits().max_calls_per_identity.max(1)),
             db,
             memo: Arc::new(Memo::default()),
             tools,
@@ -153,12 +162,42 @@ impl SqliteServer {
         self.tools.to_vec()
     }
 
-    /// Runs one tool. `Err` only for an unknown tool (a protocol error);
-    /// everything that goes wrong inside a tool is an `isError` result.
-    pub async fn call(&self, name: &str, args: &JsonObject) -> Result<CallToolResult, ErrorData> {
+    /// Runs one tool for `caller` (who asks, when known: then it is held to
+    /// its calls in flight and its share of the reading connections). `Err`
+    /// only for an unknown tool (a protocol error); everything that goes
+    /// wrong inside a tool is an `isError` result.
+    pub async fn call(
+        &self,
+        caller: Option<&CallerId>,
+        name: &str,
+        args: &JsonObject,
+    ) -> Result<CallToolResult, ErrorData> {
+        if !self.tools.iter().any(|t| t.name == name) {
+            return Err(ErrorData::invalid_params(
+                format!("unknown tool: {name}"),
+                None,
+            ));
+        }
+        let _slot = match caller.map(|c| self.in_flight.acquire(&c.0)).transpose() {
+            Ok(slot) => slot,
+            Err(held) => {
+                tracing::info!(
+                    tool = name,
+                    held,
+                    "sqlite call refused: too many in flight for this caller"
+                );
+                return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+                    "you already have {held} calls in flight on this database (the agent's bound, --sqlite-max-calls-per-identity): wait for one to finish"
+                ))]));
+            }
+        };
+        let who = caller.map(|c| c.0.clone());
         let outcome = match name {
             "read_query" => match string_arg(args, "query") {
-                Ok(q) => self.blocking(move |db| db.read_query(&q)).await,
+                Ok(q) => {
+                    self.blocking(move |db| db.read_query(who.as_deref(), &q))
+                        .await
+                }
                 Err(e) => Err(e),
             },
             "write_query" => match string_arg(args, "query") {
@@ -174,9 +213,15 @@ impl SqliteServer {
                 }
                 Err(e) => Err(e),
             },
-            "list_tables" => self.blocking(|db| db.list_tables()).await,
+            "list_tables" => {
+                self.blocking(move |db| db.list_tables(who.as_deref()))
+                    .await
+            }
             "describe_table" => match string_arg(args, "table_name") {
-                Ok(t) => self.blocking(move |db| db.describe_table(&t)).await,
+                Ok(t) => {
+                    self.blocking(move |db| db.describe_table(who.as_deref(), &t))
+                        .await
+                }
                 Err(e) => Err(e),
             },
             "append_insight" => match string_arg(args, "insight") {
@@ -267,7 +312,7 @@ fn describe_tools(db: &SqliteDb) -> Vec<Tool> {
     vec![
         Tool::new(
             "read_query",
-            format!("Execute a SELECT query on the SQLite database. Runs exactly one read-only statement (SELECT, WITH … SELECT, VALUES); anything that would write is refused. Returns the rows as JSON objects (at most {}; `truncated` says when there were more).", db.limits().max_rows),
+            format!("Execute a SELECT query on the SQLite database. Runs exactly one read-only statement (SELECT, WITH … SELECT, VALUES); anything that would write is refused. Returns the rows as JSON objects; a query that returns more than {} rows is an error (add a LIMIT).", db.limits().max_rows),
             input_schema(&[("query", "SELECT SQL query to execute")]),
         )
         .with_title("Run a read-only SQL query")
@@ -398,9 +443,8 @@ fn rows_schema_value() -> Value {
             "columns": { "type": "array", "items": { "type": "string" } },
             "rows": { "type": "array", "items": { "type": "object" } },
             "row_count": { "type": "integer" },
-            "truncated": { "type": "boolean" },
         },
-        "required": ["columns", "rows", "row_count", "truncated"],
+        "required": ["columns", "rows", "row_count"],
     })
 }
 
@@ -457,10 +501,18 @@ impl ServerHandler for SqliteServer {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let args = request.arguments.unwrap_or_default();
-        self.call(&request.name, &args).await.map(Into::into)
+        // The agent sets who asks on the HTTP request (see crate::upstream);
+        // rmcp hands its parts to every request of the session.
+        let caller = context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.extensions.get::<CallerId>());
+        self.call(caller, &request.name, &args)
+            .await
+            .map(Into::into)
     }
 
     async fn list_resources(
@@ -618,6 +670,7 @@ mod tests {
         let (dir, s) = server(false);
         let r = s
             .call(
+                None,
                 "read_query",
                 &args(json!({"query": "SELECT name FROM products WHERE id = 1"})),
             )
@@ -634,6 +687,7 @@ mod tests {
 
         let r = s
             .call(
+                None,
                 "read_query",
                 &args(json!({"query": "WITH x AS (SELECT 1) DELETE FROM orders"})),
             )
@@ -641,10 +695,14 @@ mod tests {
             .expect("call");
         assert_eq!(r.is_error, Some(true));
         assert!(r.structured_content.is_none());
-        let r = s.call("read_query", &args(json!({}))).await.expect("call");
+        let r = s
+            .call(None, "read_query", &args(json!({})))
+            .await
+            .expect("call");
         assert_eq!(r.is_error, Some(true));
         let r = s
             .call(
+                None,
                 "append_insight",
                 &args(json!({"insight": "Keyboards sell best"})),
             )
@@ -652,7 +710,10 @@ mod tests {
             .expect("call");
         assert_eq!(r.structured_content, Some(json!({"insight_count": 1})));
         assert!(s.memo().render().contains("- Keyboards sell best"));
-        assert!(s.call("drop_everything", &args(json!({}))).await.is_err());
+        assert!(s
+            .call(None, "drop_everything", &args(json!({})))
+            .await
+            .is_err());
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -669,7 +730,11 @@ mod tests {
             .as_deref()
             .is_some_and(|d| d.contains("read-only")));
         let r = s
-            .call("write_query", &args(json!({"query": "DELETE FROM orders"})))
+            .call(
+                None,
+                "write_query",
+                &args(json!({"query": "DELETE FROM orders"})),
+            )
             .await
             .expect("call");
         assert_eq!(r.is_error, Some(true));

@@ -60,6 +60,8 @@ mod scope_step_up;
 mod sharing;
 #[path = "e2e/sharing_v2.rs"]
 mod sharing_v2;
+#[path = "e2e/sqlite_bounds.rs"]
+mod sqlite_bounds;
 #[path = "e2e/stdio.rs"]
 mod stdio;
 #[path = "e2e/tool_pinning.rs"]
