@@ -673,6 +673,38 @@ async fn children_end_when_idle_and_when_the_agent_stops_and_the_get_stream_gets
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_route_refuses_the_sqlite_shells_file_functions() {
+    // A server built on the SQLite shell's extensions (fileio, zipfile,
+    // sqlar) would read the laptop's files for SQL that only "reads".
+    let (s, _db) = sqlite_setup_with(&["--read-only"]).await;
+    let c = s.client().await;
+    for sql in [
+        "SELECT name FROM fsdir('/etc')",
+        "SELECT name, data FROM zipfile('/home/alice/secrets.zip')",
+        "SELECT zipfile(name, data) AS z FROM sqlite_master",
+        "SELECT sqlar_uncompress(data, sz) AS d FROM sqlar",
+        "SELECT sqlar_compress(x'00') AS c",
+    ] {
+        let Value::Object(args) = json!({ "query": sql }) else {
+            unreachable!()
+        };
+        let e = c
+            .call_tool(CallToolRequestParams::new("read_query").with_arguments(args))
+            .await
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            e.contains("-32001") && e.contains("read-only-functions"),
+            "{sql}: {e}"
+        );
+    }
+    // Plain reads still reach the server.
+    let read = call(&c, "read_query", json!({"query": "SELECT 41 + 1 AS n"})).await;
+    assert!(text(&read).contains("42"), "{read:?}");
+    c.cancel().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_route_keeps_writes_away_from_the_reference_server() {
     // The reference server judges SQL by its first word; the policy judges
     // what the SQL does, before anything reaches the child.
