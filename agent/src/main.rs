@@ -164,6 +164,15 @@ struct ConnectArgs {
     /// once; an initialize beyond gets 503.
     #[arg(long, default_value_t = 64, value_name = "N")]
     max_sessions: usize,
+    /// With `-- CMD`: the most MCP sessions one identity may hold at once,
+    /// so that one caller cannot take every --max-sessions slot; an
+    /// initialize beyond gets 429.
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_sessions_per_identity: u32,
+    /// With `-- CMD`: stop a session's child if the session makes no
+    /// request this long after its initialize.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    unused_session_timeout: Duration,
     /// The local server at --http is not an MCP server: forward plain HTTP
     /// (bodies are not read; each request is authorized as a whole).
     #[arg(long, requires = "http", conflicts_with = "sqlite")]
@@ -294,6 +303,8 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
                 StdioLimits {
                     idle_timeout: args.idle_timeout,
                     max_sessions: args.max_sessions,
+                    max_sessions_per_identity: args.max_sessions_per_identity as usize,
+                    unused_timeout: args.unused_session_timeout,
                 },
                 stop.clone(),
             )?

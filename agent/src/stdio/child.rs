@@ -90,6 +90,8 @@ pub struct Child {
     state: Mutex<State>,
     stop: CancellationToken,
     ended: CancellationToken,
+    /// Its session made a request after `initialize`.
+    used: AtomicBool,
 }
 
 /// What to do with a message from the child.
@@ -133,6 +135,7 @@ impl Child {
             }),
             stop: CancellationToken::new(),
             ended: CancellationToken::new(),
+            used: AtomicBool::new(false),
         });
         tokio::spawn(log_stderr(stderr, route.to_owned(), pid));
         tokio::spawn(supervise(child.clone(), proc, stdout));
@@ -259,6 +262,16 @@ impl Child {
         let st = self.state();
         let streaming = st.get_stream.as_ref().is_some_and(|s| !s.is_closed());
         (st.ids.is_empty() && !streaming).then_some(st.last_used)
+    }
+
+    /// Its session made a request (after `initialize`).
+    pub fn mark_used(&self) {
+        self.used.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether its session made a request after `initialize`.
+    pub fn is_used(&self) -> bool {
+        self.used.load(Ordering::Relaxed)
     }
 
     /// Asks the child to stop: stdin closed, then killed after [`GRACE`].
