@@ -23,6 +23,7 @@ pub mod answer;
 pub mod child;
 pub mod framing;
 pub mod ids;
+pub mod log_budget;
 pub mod message;
 pub mod orphan_guard;
 pub mod stateless;

@@ -887,6 +887,53 @@ async fn a_grantee_cannot_take_every_session_and_unused_sessions_end() {
     assert!(a.text().contains("still pid="), "{}", a.text());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_on_a_childs_stdout_is_logged_at_a_bounded_rate() {
+    let s = setup(misbehaving_server(), &[]).await;
+    let sid = s.session().await;
+    let a = s
+        .post(
+            &call_msg(2, "junk", json!({"count": 5000})),
+            Some(&sid),
+            BOTH,
+        )
+        .await;
+    assert!(a.text().contains("after junk"), "{}", a.text());
+    // The child still answers.
+    let a = s
+        .post(
+            &call_msg(3, "echo", json!({"text": "clean"})),
+            Some(&sid),
+            BOTH,
+        )
+        .await;
+    assert!(a.text().contains("clean pid="), "{}", a.text());
+    let logged = || {
+        s.agent
+            .proc
+            .stderr_text()
+            .lines()
+            .filter(|l| l.contains("not JSON; ignored"))
+            .count()
+    };
+    assert!(
+        (1..=5).contains(&logged()),
+        "{} junk lines logged",
+        logged()
+    );
+    // The rest is counted, and the count logged when the child ends.
+    assert_eq!(s.delete(&sid).await.status, 200);
+    assert!(
+        s.agent
+            .proc
+            .wait_stderr("4995 more lines of junk", Duration::from_secs(10))
+            .await,
+        "{}",
+        s.agent.proc.stderr_text()
+    );
+    assert!(logged() <= 5, "{} junk lines logged", logged());
+}
+
 /// Whether `pid` has died (gone, or a zombie waiting for whoever inherited it).
 fn dead(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
