@@ -38,7 +38,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::per_identity::{CallerId, PerIdentity};
+use crate::per_identity::{CallerId, PerIdentity, Slot};
 use crate::sqlite_db::{SqliteDb, SqliteError};
 
 /// The URI of the insights memo.
@@ -178,7 +178,9 @@ impl SqliteServer {
                 None,
             ));
         }
-        let _slot = match caller.map(|c| self.in_flight.acquire(&c.0)).transpose() {
+        // Held until the database call ends, even if the request is dropped
+        // before: the query runs on until then.
+        let slot = match caller.map(|c| self.in_flight.acquire(&c.0)).transpose() {
             Ok(slot) => slot,
             Err(held) => {
                 tracing::info!(
@@ -195,18 +197,18 @@ impl SqliteServer {
         let outcome = match name {
             "read_query" => match string_arg(args, "query") {
                 Ok(q) => {
-                    self.blocking(move |db| db.read_query(who.as_deref(), &q))
+                    self.blocking(slot, move |db| db.read_query(who.as_deref(), &q))
                         .await
                 }
                 Err(e) => Err(e),
             },
             "write_query" => match string_arg(args, "query") {
-                Ok(q) => self.blocking(move |db| db.write_query(&q)).await,
+                Ok(q) => self.blocking(slot, move |db| db.write_query(&q)).await,
                 Err(e) => Err(e),
             },
             "create_table" => match string_arg(args, "query") {
                 Ok(q) => {
-                    self.blocking(move |db| {
+                    self.blocking(slot, move |db| {
                         db.create_table(&q).map(|table| json!({ "table": table }))
                     })
                     .await
@@ -214,12 +216,12 @@ impl SqliteServer {
                 Err(e) => Err(e),
             },
             "list_tables" => {
-                self.blocking(move |db| db.list_tables(who.as_deref()))
+                self.blocking(slot, move |db| db.list_tables(who.as_deref()))
                     .await
             }
             "describe_table" => match string_arg(args, "table_name") {
                 Ok(t) => {
-                    self.blocking(move |db| db.describe_table(who.as_deref(), &t))
+                    self.blocking(slot, move |db| db.describe_table(who.as_deref(), &t))
                         .await
                 }
                 Err(e) => Err(e),
@@ -245,15 +247,20 @@ impl SqliteServer {
         })
     }
 
-    /// Runs a database call on the blocking pool; its result as JSON, or
-    /// the error message.
-    async fn blocking<T, F>(&self, f: F) -> Result<Value, String>
+    /// Runs a database call on the blocking pool, holding `slot` (the
+    /// caller's call in flight) until it ends; its result as JSON, or the
+    /// error message.
+    async fn blocking<T, F>(&self, slot: Option<Slot>, f: F) -> Result<Value, String>
     where
         T: Serialize + Send + 'static,
         F: FnOnce(&SqliteDb) -> Result<T, SqliteError> + Send + 'static,
     {
         let db = self.db.clone();
-        match tokio::task::spawn_blocking(move || f(&db)).await {
+        let run = move || {
+            let _slot = slot;
+            f(&db)
+        };
+        match tokio::task::spawn_blocking(run).await {
             Ok(Ok(value)) => serde_json::to_value(value).map_err(|e| e.to_string()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(e) => {
@@ -714,6 +721,68 @@ mod tests {
             .call(None, "drop_everything", &args(json!({})))
             .await
             .is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_callers_calls_in_flight_are_capped_even_when_dropped() {
+        let dir = std::env::temp_dir().join(format!(
+            "drawbridge-sqlite-server-{}-cap",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let limits = crate::sqlite_db::Limits {
+            timeout: std::time::Duration::from_secs(2),
+            max_calls_per_identity: 1,
+            ..Default::default()
+        };
+        let db = SqliteDb::open(&dir.join("demo.db"), false, limits).expect("open");
+        let s = SqliteServer::new(Arc::new(db));
+        let mallory = CallerId("mallory@example.com".into());
+        let endless = args(json!({"query":
+            "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(*) FROM n"}));
+        let one = args(json!({"query": "SELECT 1 AS one"}));
+        // Mallory gives up on her endless query (the request is dropped)...
+        let gave_up = tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            s.call(Some(&mallory), "read_query", &endless),
+        )
+        .await;
+        assert!(gave_up.is_err());
+        // ...but it still runs on the laptop, so it still counts.
+        let r = s
+            .call(Some(&mallory), "read_query", &one)
+            .await
+            .expect("call");
+        assert_eq!(r.is_error, Some(true));
+        let text = r.content[0].as_text().expect("text").text.clone();
+        assert!(text.contains("--sqlite-max-calls-per-identity"), "{text}");
+        // Somebody else is not held back; nor is a call of unknown origin.
+        let alice = CallerId("alice@example.com".into());
+        let r = s
+            .call(Some(&alice), "read_query", &one)
+            .await
+            .expect("call");
+        assert_eq!(r.is_error, Some(false), "{r:?}");
+        let r = s
+            .call(None, "list_tables", &args(json!({})))
+            .await
+            .expect("call");
+        assert_eq!(r.is_error, Some(false), "{r:?}");
+        // Once the query is stopped (time limit), Mallory may call again.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let r = s
+                .call(Some(&mallory), "read_query", &one)
+                .await
+                .expect("call");
+            if r.is_error == Some(false) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{r:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
         let _ = std::fs::remove_dir_all(dir);
     }
 
