@@ -89,16 +89,25 @@ async fn a_grantee_cannot_stall_or_exhaust_the_sqlite_server() {
     let bob = mcp::connect(&url, &relay.ca(), &relay.token(BOB, true)).await;
 
     // Bob's two endless queries (his whole allowance of calls in flight).
-    let started = Instant::now();
-    let endless: Vec<_> = (0..2)
-        .map(|_| {
-            let bob = bob.peer().clone();
-            tokio::spawn(async move { query(&bob, ENDLESS).await })
-        })
-        .collect();
-    // Wait until both run on the laptop: a third call of Bob's is refused.
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let spawn_endless = || {
+        let bob = bob.peer().clone();
+        tokio::spawn(async move { query(&bob, ENDLESS).await })
+    };
+    let mut endless = vec![spawn_endless(), spawn_endless()];
+    // Once both run on the laptop, a third call of Bob's is refused. (A
+    // probe that got in first may have made an endless query be refused
+    // instead: that one is started again.)
+    let deadline = Instant::now() + Duration::from_secs(30);
     let third = loop {
+        for slot in endless.iter_mut() {
+            if slot.is_finished() {
+                let r = std::mem::replace(slot, spawn_endless())
+                    .await
+                    .expect("task");
+                let e = tool_error(&r);
+                assert!(e.contains("calls in flight"), "{e}");
+            }
+        }
         let r = query(&bob, "SELECT 1 AS one").await;
         if r.is_error == Some(true) {
             break tool_error(&r);
@@ -107,7 +116,7 @@ async fn a_grantee_cannot_stall_or_exhaust_the_sqlite_server() {
             Instant::now() < deadline,
             "Bob's third call was never refused"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(
         third.contains("calls in flight") && third.contains("--sqlite-max-calls-per-identity"),
@@ -133,8 +142,6 @@ async fn a_grantee_cannot_stall_or_exhaust_the_sqlite_server() {
             "{e}"
         );
     }
-    let elapsed = started.elapsed();
-    assert!(elapsed >= Duration::from_secs(19), "{elapsed:?}");
     // Bob may call again now.
     assert_eq!(
         ok(&query(&bob, "SELECT 1 AS one").await)["rows"][0]["one"],
