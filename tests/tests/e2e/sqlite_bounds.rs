@@ -4,7 +4,8 @@
 //! calls answer at once, a value over `--sqlite-max-value-bytes`
 //! (`zeroblob(1e8)`) is refused without the agent's memory growing, and
 //! rows, answer size and calls in flight per identity are bounded, each
-//! with a tool error naming its flag.
+//! with a tool error naming its flag, for the Rust SDK (rmcp) and the
+//! TypeScript SDK (npm), directly and through `mcp-remote`.
 
 use std::time::{Duration, Instant};
 
@@ -178,6 +179,31 @@ async fn a_grantee_cannot_stall_or_exhaust_the_sqlite_server() {
     // Below every bound, the same query shape answers.
     let small = ok(&query(&bob, "SELECT length(printf('%.*c', 1000, 'x')) AS n").await);
     assert_eq!(small["rows"][0]["n"], 1000, "{small}");
+
+    // The TypeScript SDK (npm) gets the same clear tool error, directly and
+    // through mcp-remote.
+    let bob_token = relay.token(BOB, true);
+    for via in [None, Some("--via-mcp-remote")] {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            url.clone().into(),
+            bob_token.clone().into(),
+            "1".into(),
+            "--query=SELECT zeroblob(1e8) AS z".into(),
+        ];
+        args.extend(via.map(Into::into));
+        let v = e2e::node::run_json("ts_client.mjs", &relay.ca(), &args).await;
+        let s = &v["sessions"][0];
+        assert_eq!(s["read_is_error"], true, "{via:?}: {v}");
+        assert!(
+            s["read_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("--sqlite-max-value-bytes")),
+            "{via:?}: {v}"
+        );
+    }
+    let (rss, peak) = rss_kib(agent.proc.pid);
+    assert!(rss < rss_before + 64 * 1024, "{rss_before} → {rss} KiB");
+    assert!(peak < 512 * 1024, "peak {peak} KiB");
 
     alice.cancel().await.expect("close");
     bob.cancel().await.expect("close");
