@@ -149,6 +149,11 @@ struct ConnectArgs {
     /// once; more are refused at once with a tool error.
     #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     sqlite_max_calls_per_identity: u32,
+    /// With --sqlite: the most MCP sessions one identity may hold at once
+    /// (a session ends on DELETE or after 5 minutes idle); one more
+    /// initialize gets 429.
+    #[arg(long, default_value_t = 32, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    sqlite_max_sessions_per_identity: u32,
     /// Serve the route from a stdio MCP server: everything after `--` is the
     /// command and its arguments, e.g. `-- uvx mcp-server-sqlite --db-path
     /// demo.db`. Each MCP session gets its own child process; stateless
@@ -318,6 +323,7 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
                     .unwrap_or(usize::MAX),
                 readers: args.sqlite_readers as usize,
                 max_calls_per_identity: args.sqlite_max_calls_per_identity as usize,
+                max_sessions_per_identity: args.sqlite_max_sessions_per_identity as usize,
             };
             let db = SqliteDb::open(path, args.read_only, limits)?;
             if db.created_sample() {

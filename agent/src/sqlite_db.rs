@@ -101,6 +101,9 @@ pub struct Limits {
     /// Calls one caller may have in flight at once (at least 1); more are
     /// refused (see [`crate::sqlite_server`]).
     pub max_calls_per_identity: usize,
+    /// MCP sessions one caller may hold at once (at least 1); more are
+    /// refused (see [`crate::mcp_sessions`]).
+    pub max_sessions_per_identity: usize,
 }
 
 impl Default for Limits {
@@ -112,6 +115,7 @@ impl Default for Limits {
             max_answer_bytes: 4 * 1024 * 1024,
             readers: 4,
             max_calls_per_identity: 8,
+            max_sessions_per_identity: 32,
         }
     }
 }

@@ -417,6 +417,7 @@ fn results_and_time_are_bounded() {
             max_answer_bytes: 2_000,
             readers: 2,
             max_calls_per_identity: 8,
+            max_sessions_per_identity: 32,
         },
     )
     .expect("open");

@@ -372,7 +372,7 @@ impl McpUpstream {
 
 impl Drop for McpUpstream {
     fn drop(&mut self) {
-        self.service.config.cancellation_token.cancel();
+        self.service.cancel();
     }
 }
 

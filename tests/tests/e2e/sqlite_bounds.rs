@@ -9,8 +9,9 @@
 
 use std::time::{Duration, Instant};
 
+use e2e::client::{full_body, Answer};
 use e2e::mcp;
-use e2e::{rss_kib, AgentProc, RelayProc, TempDir};
+use e2e::{rss_kib, AgentProc, HttpsClient, RelayProc, TempDir};
 use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject};
 use rmcp::{Peer, RoleClient};
 use serde_json::{json, Value};
@@ -207,4 +208,103 @@ async fn a_grantee_cannot_stall_or_exhaust_the_sqlite_server() {
 
     alice.cancel().await.expect("close");
     bob.cancel().await.expect("close");
+}
+
+/// A raw Streamable HTTP request to `url` with `token`.
+async fn post(
+    http: &HttpsClient,
+    url: &str,
+    token: &str,
+    method: &str,
+    session: Option<&str>,
+    body: &Value,
+) -> Answer {
+    let mut b = http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream");
+    if let Some(s) = session {
+        b = b.header("mcp-session-id", s);
+    }
+    http.fetch(b.body(full_body(body.to_string())).expect("request"))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_cannot_fill_the_laptop_with_mcp_sessions() {
+    let dir = TempDir::new("sqlite-sessions");
+    let db = dir.path().join("demo.db").display().to_string();
+    let relay = RelayProc::start(&[]).await;
+    let alice_token = relay.token(OWNER, false);
+    let agent = AgentProc::start_upstream(
+        &relay,
+        &alice_token,
+        "db",
+        &["--sqlite", &db, "--sqlite-max-sessions-per-identity", "3"],
+        "auto",
+    )
+    .await;
+    let alice_config = logged_in(&relay, OWNER, &alice_token);
+    let (code, _, err) = share(&alice_config, &["db", "--with", BOB, "--read-only"]).await;
+    assert_eq!(code, 0, "{err}");
+    let url = relay.route_url("db");
+    let bob = relay.token(BOB, true);
+    let http = HttpsClient::new(&relay.ca(), false);
+    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
+        "protocolVersion":"2025-06-18","capabilities":{},
+        "clientInfo":{"name":"flood","version":"1"}}});
+
+    // Bob gets three sessions; every initialize after that is refused, so a
+    // flood of them costs the laptop nothing.
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        let a = post(&http, &url, &bob, "POST", None, &init).await;
+        assert_eq!(a.status, 200, "{}", a.text());
+        let sid = a.headers.get("mcp-session-id").expect("session id");
+        sessions.push(sid.to_str().expect("ascii").to_owned());
+    }
+    let (rss_before, _) = rss_kib(agent.proc.pid);
+    for _ in 0..300 {
+        let a = post(&http, &url, &bob, "POST", None, &init).await;
+        assert_eq!(a.status, 429, "{}", a.text());
+        let msg = a.json()["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        assert!(
+            msg.contains("already holds 3 MCP sessions")
+                && msg.contains("--sqlite-max-sessions-per-identity"),
+            "{msg}"
+        );
+    }
+    let (rss_after, _) = rss_kib(agent.proc.pid);
+    eprintln!("agent RSS {rss_before} KiB before 300 refused initializes, {rss_after} KiB after");
+    assert!(
+        rss_after < rss_before + 16 * 1024,
+        "{rss_before} → {rss_after} KiB"
+    );
+
+    // The owner still connects and works.
+    let alice = mcp::connect(&url, &relay.ca(), &relay.token(OWNER, true)).await;
+    let tables = ok(&call(&alice, "list_tables", json!({})).await);
+    assert!(tables["tables"].to_string().contains("orders"), "{tables}");
+    alice.cancel().await.expect("close");
+
+    // Bob's sessions work, and ending one frees its slot.
+    let list = json!({"jsonrpc":"2.0","id":2,"method":"tools/list"});
+    let a = post(&http, &url, &bob, "POST", Some(&sessions[0]), &list).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let a = post(&http, &url, &bob, "DELETE", Some(&sessions[0]), &json!({})).await;
+    assert!(a.status.is_success(), "{}: {}", a.status, a.text());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let a = post(&http, &url, &bob, "POST", None, &init).await;
+        if a.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}: {}", a.status, a.text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
