@@ -125,6 +125,50 @@ fn read_only_is_judged_on_the_sql_at_the_laptop() {
 }
 
 #[test]
+fn read_only_refuses_every_sqlite_file_function_at_the_laptop() {
+    // Functions of the SQLite shell's extensions (fileio, zipfile, sqlar):
+    // a stdio or HTTP server built on them would read or write files for a
+    // query that SQLite counts as reading.
+    let g = gate(&["bob@example.com"], true);
+    let json_head = head("bob@example.com", "POST", Some("application/json"));
+    for sql in [
+        "SELECT name FROM fsdir('/etc')",
+        "SELECT * FROM fsdir('.') WHERE name LIKE '%.ssh%'",
+        "SELECT lsmode(mode) FROM t",
+        "SELECT name, data FROM zipfile('/home/alice/secrets.zip')",
+        "SELECT zipfile(name, data) FROM t",
+        "SELECT * FROM zipfile_cds('/tmp/x.zip')",
+        "SELECT sqlar_uncompress(data, sz) FROM sqlar",
+        "SELECT SQLAR_COMPRESS(x'00')",
+        "SELECT readfile('/etc/passwd')",
+    ] {
+        let (v, s) = g.judge_body(&json_head, OWNER, &call("read_query", sql));
+        let (_, answer) = refusal(&v);
+        assert_eq!(
+            answer["error"]["code"],
+            policy::body::POLICY_DENIED,
+            "{sql}"
+        );
+        assert!(!s.allowed, "{sql}");
+        assert!(
+            s.policies.iter().any(|p| p == "read-only-functions"),
+            "{sql}: {:?}",
+            s.policies
+        );
+    }
+    // A table merely named like one of them is not a function call.
+    assert_eq!(
+        g.judge_body(
+            &json_head,
+            OWNER,
+            &call("read_query", "SELECT name, sz FROM sqlar")
+        )
+        .0,
+        Verdict::Pass
+    );
+}
+
+#[test]
 fn a_batch_with_one_denied_message_is_refused_whole() {
     let g = gate(&[], true);
     let batch = json!([

@@ -135,6 +135,36 @@ struct ConnectArgs {
     /// file (created with sample data if it does not exist).
     #[arg(long, group = "upstream", value_name = "FILE")]
     sqlite: Option<PathBuf>,
+    /// With --sqlite: the time one query may run (and wait for a reading
+    /// connection); past it the query is stopped and the call is an error.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    sqlite_timeout: Duration,
+    /// With --sqlite: the most rows one query may return; a query that
+    /// returns more is an error (the caller adds a LIMIT).
+    #[arg(long, default_value_t = 1000, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    sqlite_max_rows: u32,
+    /// With --sqlite: the longest string or blob (and row) SQLite may make
+    /// or read (SQLITE_LIMIT_LENGTH): `SELECT zeroblob(1e8)` is refused
+    /// before it allocates.
+    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1024..=i32::MAX as i64))]
+    sqlite_max_value_bytes: u32,
+    /// With --sqlite: the largest answer (rows as JSON) one call may build.
+    #[arg(long, default_value_t = 4 * 1024 * 1024, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1024..))]
+    sqlite_max_answer_bytes: u64,
+    /// With --sqlite: reading connections, so that a slow read does not hold
+    /// back the others (writes run one at a time on their own connection).
+    /// One caller holds at most half of them at once.
+    #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    sqlite_readers: u32,
+    /// With --sqlite: the most tool calls one identity may have in flight at
+    /// once; more are refused at once with a tool error.
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    sqlite_max_calls_per_identity: u32,
+    /// With --sqlite: the most MCP sessions one identity may hold at once
+    /// (a session ends on DELETE or after 5 minutes idle); one more
+    /// initialize gets 429.
+    #[arg(long, default_value_t = 32, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    sqlite_max_sessions_per_identity: u32,
     /// Serve the route from a stdio MCP server: everything after `--` is the
     /// command and its arguments, e.g. `-- uvx mcp-server-sqlite --db-path
     /// demo.db`. Each MCP session gets its own child process; stateless
@@ -150,6 +180,15 @@ struct ConnectArgs {
     /// once; an initialize beyond gets 503.
     #[arg(long, default_value_t = 64, value_name = "N")]
     max_sessions: usize,
+    /// With `-- CMD`: the most MCP sessions one identity may hold at once,
+    /// so that one caller cannot take every --max-sessions slot; an
+    /// initialize beyond gets 429.
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_sessions_per_identity: u32,
+    /// With `-- CMD`: stop a session's child if the session makes no
+    /// request this long after its initialize.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    unused_session_timeout: Duration,
     /// The local server at --http is not an MCP server: forward plain HTTP
     /// (bodies are not read; each request is authorized as a whole).
     #[arg(long, requires = "http", conflicts_with = "sqlite")]
@@ -294,12 +333,24 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
                 StdioLimits {
                     idle_timeout: args.idle_timeout,
                     max_sessions: args.max_sessions,
+                    max_sessions_per_identity: args.max_sessions_per_identity as usize,
+                    unused_timeout: args.unused_session_timeout,
                 },
                 stop.clone(),
             )?
         }
         (None, Some(path), _) => {
-            let db = SqliteDb::open(path, args.read_only, Limits::default())?;
+            let limits = Limits {
+                max_rows: args.sqlite_max_rows as usize,
+                timeout: args.sqlite_timeout,
+                max_value_bytes: args.sqlite_max_value_bytes as usize,
+                max_answer_bytes: usize::try_from(args.sqlite_max_answer_bytes)
+                    .unwrap_or(usize::MAX),
+                readers: args.sqlite_readers as usize,
+                max_calls_per_identity: args.sqlite_max_calls_per_identity as usize,
+                max_sessions_per_identity: args.sqlite_max_sessions_per_identity as usize,
+            };
+            let db = SqliteDb::open(path, args.read_only, limits)?;
             if db.created_sample() {
                 println!(
                     "created {} with sample data (tables customers, products, orders)",

@@ -16,7 +16,12 @@
 //!   at all.
 //!
 //! Calls block (SQLite is synchronous): run them with `spawn_blocking`. Each
-//! call is bounded in time (a progress handler interrupts it) and in rows.
+//! call is bounded ([`Limits`]): in time (a progress handler interrupts it),
+//! in rows and in the size of its answer, and every value SQLite makes is
+//! bounded in length (`SQLITE_LIMIT_LENGTH`), so that no query can take the
+//! laptop's memory (`SELECT zeroblob(1e8)` is refused before it allocates).
+//! Reads run on a small pool of connections ([`crate::sqlite_readers`]);
+//! writes are serialized on one.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,11 +29,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rusqlite::config::DbConfig;
+use rusqlite::ffi::ErrorCode;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::limits::Limit;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, Statement};
 use serde::Serialize;
 use serde_json::{Map, Value};
+
+use crate::sqlite_readers::{Reader, Readers};
 
 /// The sample dataset written into a new database file.
 const SAMPLE_SQL: &str = include_str!("sqlite_sample.sql");
@@ -57,20 +66,44 @@ pub enum SqliteError {
     ReadOnly(&'static str),
     #[error("no such table or view: {0}")]
     NoSuchTable(String),
-    #[error("the statement was stopped after {0:?} (time limit)")]
+    #[error("the statement was stopped after {} (the agent's time limit per query, --sqlite-timeout)", humantime::format_duration(*.0))]
     Timeout(Duration),
+    #[error("the query returns more than {0} rows (the agent's bound, --sqlite-max-rows): add a LIMIT, or aggregate")]
+    TooManyRows(usize),
+    #[error("the answer is over {0} bytes (the agent's bound, --sqlite-max-answer-bytes): select fewer rows or columns, or shorten long values with substr()")]
+    AnswerTooLarge(usize),
+    #[error("a value (string, blob or row) would be over {0} bytes (the agent's bound, --sqlite-max-value-bytes)")]
+    ValueTooLarge(usize),
+    #[error("no reading connection became free within {} (all --sqlite-readers are busy, or this caller already holds its share of them): try again", humantime::format_duration(*.0))]
+    Busy(Duration),
     /// SQLite's own error, with its message.
     #[error("SQLite error: {0}")]
     Sql(#[from] rusqlite::Error),
 }
 
-/// Bounds on one call.
+/// Bounds on one call (each an `agent connect` flag).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Rows returned by one query at most; more are cut off (`truncated`).
+    /// Rows returned by one query at most; a query that returns more is an
+    /// error ([`SqliteError::TooManyRows`]).
     pub max_rows: usize,
-    /// How long one statement may run.
+    /// How long one statement may run, and how long a call waits for a
+    /// reading connection.
     pub timeout: Duration,
+    /// The longest string or blob (and row) SQLite may make:
+    /// `SQLITE_LIMIT_LENGTH` on every connection.
+    pub max_value_bytes: usize,
+    /// The largest answer (the rows as JSON, roughly) one call may build.
+    pub max_answer_bytes: usize,
+    /// Reading connections (at least 1). One caller holds at most half of
+    /// them at once.
+    pub readers: usize,
+    /// Calls one caller may have in flight at once (at least 1); more are
+    /// refused (see [`crate::sqlite_server`]).
+    pub max_calls_per_identity: usize,
+    /// MCP sessions one caller may hold at once (at least 1); more are
+    /// refused (see [`crate::mcp_sessions`]).
+    pub max_sessions_per_identity: usize,
 }
 
 impl Default for Limits {
@@ -78,6 +111,11 @@ impl Default for Limits {
         Limits {
             max_rows: 1000,
             timeout: Duration::from_secs(30),
+            max_value_bytes: 1024 * 1024,
+            max_answer_bytes: 4 * 1024 * 1024,
+            readers: 4,
+            max_calls_per_identity: 8,
+            max_sessions_per_identity: 32,
         }
     }
 }
@@ -89,8 +127,6 @@ pub struct Rows {
     pub columns: Vec<String>,
     pub rows: Vec<Map<String, Value>>,
     pub row_count: usize,
-    /// True when more rows existed than `Limits::max_rows`.
-    pub truncated: bool,
 }
 
 /// What a data write did.
@@ -287,11 +323,11 @@ fn authorize(purpose: Purpose, ctx: &AuthContext<'_>, facts: &mut Facts) -> Auth
     }
 }
 
-/// The database: a read-only connection for queries and, unless the agent
-/// runs with `--read-only`, a second one for writes.
+/// The database: read-only connections for queries and, unless the agent
+/// runs with `--read-only`, one more for writes.
 pub struct SqliteDb {
     path: PathBuf,
-    reader: Mutex<Connection>,
+    readers: Readers,
     writer: Option<Mutex<Connection>>,
     limits: Limits,
     created: bool,
@@ -322,13 +358,23 @@ impl SqliteDb {
             path: path.to_path_buf(),
             source,
         };
-        // No SQLITE_OPEN_URI: the file name is a file name, never options.
-        let reader = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(open_err)?;
-        configure(&reader, true).map_err(open_err)?;
+        let mut readers = Vec::with_capacity(limits.readers.max(1));
+        for _ in 0..limits.readers.max(1) {
+            // No SQLITE_OPEN_URI: the file name is a file name, never options.
+            let reader = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(open_err)?;
+            configure(&reader, true, limits).map_err(open_err)?;
+            // Fail now, not at the first call, if the file is not a database.
+            reader
+                .query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map_err(open_err)?;
+            readers.push(reader);
+        }
         let writer = if read_only {
             None
         } else {
@@ -337,18 +383,12 @@ impl SqliteDb {
                 OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )
             .map_err(open_err)?;
-            configure(&w, false).map_err(open_err)?;
+            configure(&w, false, limits).map_err(open_err)?;
             Some(Mutex::new(w))
         };
-        // Fail now, not at the first call, if the file is not a database.
-        reader
-            .query_row("SELECT count(*) FROM sqlite_master", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map_err(open_err)?;
         Ok(SqliteDb {
             path: path.to_path_buf(),
-            reader: Mutex::new(reader),
+            readers: Readers::new(readers),
             writer,
             limits,
             created,
@@ -374,10 +414,24 @@ impl SqliteDb {
         self.created
     }
 
-    /// Runs one read-only statement and returns its rows.
-    pub fn read_query(&self, sql: &str) -> Result<Rows, SqliteError> {
+    /// How many reading connections there are.
+    pub fn readers(&self) -> usize {
+        self.readers.size()
+    }
+
+    /// A reading connection for `caller` (see [`crate::sqlite_readers`]),
+    /// waiting for one at most the time limit.
+    fn reader(&self, caller: Option<&str>) -> Result<Reader<'_>, SqliteError> {
+        self.readers
+            .take(caller, self.limits.timeout)
+            .ok_or(SqliteError::Busy(self.limits.timeout))
+    }
+
+    /// Runs one read-only statement and returns its rows. `caller` (who
+    /// asks, when known) is held to its share of the reading connections.
+    pub fn read_query(&self, caller: Option<&str>, sql: &str) -> Result<Rows, SqliteError> {
         let limits = self.limits;
-        let mut conn = lock(&self.reader);
+        let mut conn = self.reader(caller)?;
         guarded(&mut conn, Purpose::Read, limits, |conn, facts| {
             let mut stmt = prepare(conn, sql, Purpose::Read, facts)?;
             if !stmt.readonly() || !take(facts).selects {
@@ -385,7 +439,7 @@ impl SqliteDb {
                     Purpose::Read.refusal("a statement that is not a query (or that writes)"),
                 ));
             }
-            collect_rows(&mut stmt, limits.max_rows)
+            collect_rows(&mut stmt, limits)
         })
     }
 
@@ -411,7 +465,7 @@ impl SqliteDb {
                     returning: None,
                 });
             }
-            let rows = collect_rows(&mut stmt, limits.max_rows)?;
+            let rows = collect_rows(&mut stmt, limits)?;
             drop(stmt);
             Ok(WriteOutcome {
                 affected_rows: conn.changes(),
@@ -441,9 +495,9 @@ impl SqliteDb {
     }
 
     /// The tables and views, by name.
-    pub fn list_tables(&self) -> Result<Tables, SqliteError> {
+    pub fn list_tables(&self, caller: Option<&str>) -> Result<Tables, SqliteError> {
         let limits = self.limits;
-        let mut conn = lock(&self.reader);
+        let mut conn = self.reader(caller)?;
         guarded(&mut conn, Purpose::Read, limits, |conn, facts| {
             let mut stmt = prepare(
                 conn,
@@ -473,9 +527,13 @@ impl SqliteDb {
 
     /// The schema of one table or view. The name is only ever a bound
     /// parameter, or a quoted identifier once it is known to exist.
-    pub fn describe_table(&self, table_name: &str) -> Result<TableDescription, SqliteError> {
+    pub fn describe_table(
+        &self,
+        caller: Option<&str>,
+        table_name: &str,
+    ) -> Result<TableDescription, SqliteError> {
         let limits = self.limits;
-        let mut conn = lock(&self.reader);
+        let mut conn = self.reader(caller)?;
         guarded(&mut conn, Purpose::Read, limits, |conn, facts| {
             let found = {
                 let mut stmt = prepare(
@@ -536,8 +594,13 @@ impl SqliteDb {
 }
 
 /// Per-connection settings.
-fn configure(conn: &Connection, query_only: bool) -> Result<(), rusqlite::Error> {
+fn configure(conn: &Connection, query_only: bool, limits: Limits) -> Result<(), rusqlite::Error> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    // No string, blob or row longer than this: `zeroblob(1e8)`,
+    // `randomblob`, `printf('%.*c', …)` and `group_concat` are refused before
+    // they allocate.
+    let max_value = i32::try_from(limits.max_value_bytes).unwrap_or(i32::MAX);
+    conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, max_value)?;
     // Hostile schema objects (views, triggers) may not call risky functions,
     // and the schema cannot be corrupted through writable_schema and the like.
     conn.pragma_update(None, "trusted_schema", false)?;
@@ -594,6 +657,10 @@ fn guarded<T>(
             tracing::debug!(error = %e, "statement interrupted");
             Err(SqliteError::Timeout(limits.timeout))
         }
+        Err(SqliteError::Sql(e)) if e.sqlite_error_code() == Some(ErrorCode::TooBig) => {
+            tracing::debug!(error = %e, "value over the length limit");
+            Err(SqliteError::ValueTooLarge(limits.max_value_bytes))
+        }
         other => other,
     }
 }
@@ -641,15 +708,25 @@ fn dedup_names(stmt: &Statement<'_>) -> Vec<String> {
     names
 }
 
-fn collect_rows(stmt: &mut Statement<'_>, max_rows: usize) -> Result<Rows, SqliteError> {
+/// The rows of `stmt`, within `limits`: more than `max_rows` rows, or an
+/// answer over `max_answer_bytes` (counted as the rows' JSON, before any of
+/// it is built), is an error.
+fn collect_rows(stmt: &mut Statement<'_>, limits: Limits) -> Result<Rows, SqliteError> {
     let columns = dedup_names(stmt);
     let mut rows = stmt.query([])?;
     let mut out = Vec::new();
-    let mut truncated = false;
+    let mut answer_bytes = 0usize;
     while let Some(row) = rows.next()? {
-        if out.len() == max_rows {
-            truncated = true;
-            break;
+        if out.len() == limits.max_rows {
+            return Err(SqliteError::TooManyRows(limits.max_rows));
+        }
+        for (i, name) in columns.iter().enumerate() {
+            answer_bytes = answer_bytes
+                .saturating_add(name.len() + 4)
+                .saturating_add(json_len(row.get_ref(i)?));
+        }
+        if answer_bytes > limits.max_answer_bytes {
+            return Err(SqliteError::AnswerTooLarge(limits.max_answer_bytes));
         }
         out.push(row_object(row, &columns)?);
     }
@@ -657,8 +734,17 @@ fn collect_rows(stmt: &mut Statement<'_>, max_rows: usize) -> Result<Rows, Sqlit
         columns,
         row_count: out.len(),
         rows: out,
-        truncated,
     })
+}
+
+/// About how many bytes `v` takes as JSON ([`to_json`]), without building it.
+fn json_len(v: ValueRef<'_>) -> usize {
+    match v {
+        ValueRef::Null => 4,
+        ValueRef::Integer(_) | ValueRef::Real(_) => 24,
+        ValueRef::Text(t) => t.len() + 2,
+        ValueRef::Blob(b) => b.len().saturating_mul(2) + 5,
+    }
 }
 
 fn row_object(

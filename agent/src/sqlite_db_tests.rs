@@ -34,7 +34,7 @@ fn sample(tag: &str) -> (Dir, SqliteDb) {
 
 fn count(db: &SqliteDb, table: &str) -> i64 {
     let rows = db
-        .read_query(&format!("SELECT count(*) AS n FROM {table}"))
+        .read_query(None, &format!("SELECT count(*) AS n FROM {table}"))
         .expect("count");
     rows.rows[0]["n"].as_i64().expect("n")
 }
@@ -51,7 +51,7 @@ fn refused<T: std::fmt::Debug>(r: Result<T, SqliteError>) -> String {
 fn a_missing_file_is_created_with_the_sample_dataset() {
     let (dir, db) = sample("create");
     assert!(db.created_sample());
-    let tables = db.list_tables().expect("list");
+    let tables = db.list_tables(None).expect("list");
     assert_eq!(tables.tables, ["customers", "orders", "products"]);
     assert!(tables.views.is_empty());
     assert_eq!(count(&db, "customers"), 12);
@@ -76,6 +76,7 @@ fn read_query_returns_rows_as_objects() {
     let (_dir, db) = sample("rows");
     let rows = db
         .read_query(
+            None,
             "SELECT c.id, c.name, o.id, o.quantity * p.price AS total, NULL AS empty, X'00FF' AS raw \
              FROM orders o JOIN customers c ON c.id = o.customer_id JOIN products p ON p.id = o.product_id \
              WHERE o.id = 3",
@@ -86,7 +87,6 @@ fn read_query_returns_rows_as_objects() {
         ["id", "name", "id_2", "total", "empty", "raw"]
     );
     assert_eq!(rows.row_count, 1);
-    assert!(!rows.truncated);
     let r = &rows.rows[0];
     assert_eq!(r["id"], 2);
     assert_eq!(r["name"], "Alan Turing");
@@ -97,6 +97,7 @@ fn read_query_returns_rows_as_objects() {
     // WITH … SELECT, VALUES and table-valued pragmas are reads too.
     assert_eq!(
         db.read_query(
+            None,
             "WITH big AS (SELECT * FROM products WHERE price > 100) SELECT count(*) AS n FROM big"
         )
         .expect("with")
@@ -104,18 +105,22 @@ fn read_query_returns_rows_as_objects() {
         5
     );
     assert_eq!(
-        db.read_query("VALUES (1), (2)").expect("values").row_count,
+        db.read_query(None, "VALUES (1), (2)")
+            .expect("values")
+            .row_count,
         2
     );
     assert_eq!(
-        db.read_query("SELECT name FROM pragma_table_info('orders')")
+        db.read_query(None, "SELECT name FROM pragma_table_info('orders')")
             .expect("pragma function")
             .row_count,
         6
     );
     // A trailing semicolon and comment are fine.
     assert_eq!(
-        db.read_query("SELECT 1; -- done").expect("tail").row_count,
+        db.read_query(None, "SELECT 1; -- done")
+            .expect("tail")
+            .row_count,
         1
     );
 }
@@ -157,7 +162,7 @@ fn read_query_refuses_anything_that_is_not_a_read() {
         "-- only a comment",
     ];
     for sql in cases {
-        let msg = refused(db.read_query(sql));
+        let msg = refused(db.read_query(None, sql));
         assert!(
             msg.starts_with("read_query runs one read-only statement"),
             "{sql}: {msg}"
@@ -166,9 +171,9 @@ fn read_query_refuses_anything_that_is_not_a_read() {
     assert!(!Path::new("/tmp/drawbridge-vacuum-copy.db").exists());
     assert_eq!(count(&db, "orders"), 25);
     assert_eq!(count(&db, "products"), 10);
-    let msg = refused(db.read_query("WITH x AS (SELECT 1) DELETE FROM orders"));
+    let msg = refused(db.read_query(None, "WITH x AS (SELECT 1) DELETE FROM orders"));
     assert!(msg.contains("DELETE from orders"), "{msg}");
-    let msg = refused(db.read_query("ATTACH DATABASE ':memory:' AS other"));
+    let msg = refused(db.read_query(None, "ATTACH DATABASE ':memory:' AS other"));
     assert!(msg.contains("ATTACH"), "{msg}");
 }
 
@@ -176,11 +181,11 @@ fn read_query_refuses_anything_that_is_not_a_read() {
 fn sql_errors_carry_sqlites_message() {
     let (_dir, db) = sample("errors");
     let err = db
-        .read_query("SELECT * FROM nowhere")
+        .read_query(None, "SELECT * FROM nowhere")
         .expect_err("no table");
     assert!(matches!(err, SqliteError::Sql(_)), "{err:?}");
     assert!(err.to_string().contains("no such table: nowhere"), "{err}");
-    let err = db.read_query("SELEKT 1").expect_err("syntax");
+    let err = db.read_query(None, "SELEKT 1").expect_err("syntax");
     assert!(err.to_string().contains("syntax error"), "{err}");
     let err = db
         .write_query("INSERT INTO orders (id, customer_id, product_id, quantity, ordered_at, status) VALUES (1, 1, 1, 1, 'x', 'pending')")
@@ -248,7 +253,7 @@ fn write_query_runs_data_writes_only() {
     assert!(!Path::new("/tmp/drawbridge-vacuum-copy2.db").exists());
     assert_eq!(count(&db, "orders"), 23);
     assert_eq!(
-        db.list_tables().expect("list").tables,
+        db.list_tables(None).expect("list").tables,
         ["customers", "orders", "products"]
     );
 }
@@ -292,7 +297,7 @@ fn create_table_creates_tables_only() {
             "{sql}: {msg}"
         );
     }
-    let tables = db.list_tables().expect("list").tables;
+    let tables = db.list_tables(None).expect("list").tables;
     assert_eq!(
         tables,
         ["big_orders", "customers", "notes", "orders", "products"]
@@ -302,7 +307,7 @@ fn create_table_creates_tables_only() {
 #[test]
 fn describe_table_cannot_be_injected() {
     let (_dir, db) = sample("describe");
-    let d = db.describe_table("orders").expect("describe");
+    let d = db.describe_table(None, "orders").expect("describe");
     assert_eq!(d.name, "orders");
     assert_eq!(d.kind, "table");
     assert_eq!(d.row_count, Some(25));
@@ -326,7 +331,10 @@ fn describe_table_cannot_be_injected() {
         .as_deref()
         .is_some_and(|s| s.starts_with("CREATE TABLE orders")));
     // Identifiers are case-insensitive in SQLite.
-    assert_eq!(db.describe_table("ORDERS").expect("case").name, "orders");
+    assert_eq!(
+        db.describe_table(None, "ORDERS").expect("case").name,
+        "orders"
+    );
 
     for attack in [
         "orders; DROP TABLE orders",
@@ -336,7 +344,7 @@ fn describe_table_cannot_be_injected() {
         "\"orders\"",
         "",
     ] {
-        match db.describe_table(attack) {
+        match db.describe_table(None, attack) {
             Err(SqliteError::NoSuchTable(name)) => assert_eq!(name, attack),
             other => panic!("{attack:?}: {other:?}"),
         }
@@ -348,7 +356,7 @@ fn describe_table_cannot_be_injected() {
         .expect("odd table");
     db.write_query("INSERT INTO \"odd \"\"name\"\"; --\" VALUES (1), (2)")
         .expect("insert");
-    let d = db.describe_table("odd \"name\"; --").expect("odd");
+    let d = db.describe_table(None, "odd \"name\"; --").expect("odd");
     assert_eq!(d.row_count, Some(2));
     assert_eq!(d.columns.len(), 1);
     assert_eq!(quote_identifier("a\"b"), "\"a\"\"b\"");
@@ -362,8 +370,8 @@ fn read_only_mode_opens_the_file_read_only() {
     let db = SqliteDb::open(&path, true, Limits::default()).expect("open read-only");
     assert!(db.is_read_only());
     assert_eq!(count(&db, "orders"), 25);
-    assert!(db.describe_table("customers").is_ok());
-    assert_eq!(db.list_tables().expect("list").tables.len(), 3);
+    assert!(db.describe_table(None, "customers").is_ok());
+    assert_eq!(db.list_tables(None).expect("list").tables.len(), 3);
     for err in [
         db.write_query("DELETE FROM orders").expect_err("write"),
         db.create_table("CREATE TABLE t (a)").expect_err("create"),
@@ -384,7 +392,7 @@ fn the_reading_connection_cannot_write_even_without_the_authorizer() {
     // Defence in depth: the connection behind read_query is opened read-only
     // with query_only, whatever the authorizer would have said.
     let (_dir, db) = sample("reader");
-    let conn = lock(&db.reader);
+    let conn = db.reader(None).expect("a reader");
     let err = conn
         .execute("DELETE FROM orders", [])
         .expect_err("read-only connection");
@@ -405,20 +413,103 @@ fn results_and_time_are_bounded() {
         Limits {
             max_rows: 5,
             timeout: Duration::from_millis(200),
+            max_value_bytes: 10_000,
+            max_answer_bytes: 2_000,
+            readers: 2,
+            max_calls_per_identity: 8,
+            max_sessions_per_identity: 32,
         },
     )
     .expect("open");
-    let rows = db.read_query("SELECT * FROM orders").expect("rows");
+    // Rows: five pass, a sixth is an error naming the flag.
+    let rows = db
+        .read_query(None, "SELECT * FROM orders LIMIT 5")
+        .expect("rows");
     assert_eq!(rows.row_count, 5);
-    assert!(rows.truncated);
+    let err = db
+        .read_query(None, "SELECT * FROM orders")
+        .expect_err("too many rows");
+    assert!(matches!(err, SqliteError::TooManyRows(5)), "{err:?}");
+    assert!(err.to_string().contains("--sqlite-max-rows"), "{err}");
+    // The answer's size.
+    let err = db
+        .read_query(None, "SELECT printf('%.*c', 900, 'x') AS a, printf('%.*c', 900, 'y') AS b, printf('%.*c', 900, 'z') AS c")
+        .expect_err("answer too large");
+    assert!(matches!(err, SqliteError::AnswerTooLarge(2_000)), "{err:?}");
+    assert!(
+        err.to_string().contains("--sqlite-max-answer-bytes"),
+        "{err}"
+    );
+    // A value's length, refused by SQLite before it allocates; in writes too.
+    for sql in [
+        "SELECT zeroblob(100000000)",
+        "SELECT length(randomblob(20000))",
+        "SELECT length(group_concat(name, printf('%.*c', 500, ' '))) FROM orders, customers",
+    ] {
+        let err = db.read_query(None, sql).expect_err(sql);
+        assert!(
+            matches!(err, SqliteError::ValueTooLarge(10_000)),
+            "{sql}: {err:?}"
+        );
+        assert!(
+            err.to_string().contains("--sqlite-max-value-bytes"),
+            "{err}"
+        );
+    }
+    let err = db
+        .write_query("UPDATE orders SET status = printf('%.*c', 20000, 'x')")
+        .expect_err("long value written");
+    assert!(matches!(err, SqliteError::ValueTooLarge(_)), "{err:?}");
+    // Time.
     let started = Instant::now();
     let err = db
-        .read_query("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(*) FROM n")
+        .read_query(None, "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(*) FROM n")
         .expect_err("endless");
     assert!(matches!(err, SqliteError::Timeout(_)), "{err:?}");
+    assert!(err.to_string().contains("--sqlite-timeout"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10));
     // The connection is usable afterwards.
     assert_eq!(count(&db, "orders"), 25);
+}
+
+#[test]
+fn a_slow_read_does_not_hold_back_another_callers() {
+    let dir = Dir::new("pool");
+    let db = SqliteDb::open(
+        &dir.0.join("demo.db"),
+        false,
+        Limits {
+            timeout: Duration::from_secs(3),
+            ..Limits::default()
+        },
+    )
+    .expect("open");
+    assert_eq!(db.readers(), 4);
+    let endless =
+        "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(*) FROM n";
+    std::thread::scope(|s| {
+        // Mallory runs three endless queries: she gets two connections (her
+        // share of four), her third waits for one of them.
+        let slow: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| db.read_query(Some("mallory"), endless)))
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let started = Instant::now();
+        assert_eq!(db.list_tables(Some("owner")).expect("list").tables.len(), 3);
+        assert_eq!(count(&db, "orders"), 25);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        for t in slow {
+            let err = t.join().expect("thread").expect_err("endless");
+            assert!(
+                matches!(err, SqliteError::Timeout(_) | SqliteError::Busy(_)),
+                "{err:?}"
+            );
+        }
+    });
 }
 
 #[test]

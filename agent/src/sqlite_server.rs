@@ -14,7 +14,12 @@
 //! * a failing statement is a tool error (`isError: true`) carrying SQLite's
 //!   message, so the model can correct itself;
 //! * what a statement may do is enforced by SQLite ([`crate::sqlite_db`]),
-//!   not guessed from its first word.
+//!   not guessed from its first word;
+//! * every call is bounded (time, rows, answer size, value length: see
+//!   [`crate::sqlite_db::Limits`]), and one caller may have only so many
+//!   calls in flight (`agent connect --sqlite-max-calls-per-identity`) and
+//!   hold only half the reading connections, so that one caller cannot
+//!   starve another. Hitting a bound is a tool error that names its flag.
 
 use std::sync::{Arc, Mutex};
 
@@ -26,13 +31,14 @@ use rmcp::model::{
     ResourceContents, Role, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
 };
 use rmcp::service::RequestContext;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::mcp_sessions::{self, CappedSessions};
+use crate::per_identity::{CallerId, PerIdentity, Slot};
 use crate::sqlite_db::{SqliteDb, SqliteError};
 
 /// The URI of the insights memo.
@@ -101,17 +107,75 @@ pub struct SqliteServer {
     /// the six definitions each time was an eighth of the agent's CPU under
     /// load).
     tools: Arc<[Tool]>,
+    /// Calls in flight per caller.
+    in_flight: Arc<PerIdentity>,
 }
 
 /// The server as rmcp's Streamable HTTP service: what `agent connect --sqlite`
 /// serves through the tunnel, and what the benchmark's direct baseline serves
-/// over TCP.
-pub type HttpService = StreamableHttpService<SqliteServer, LocalSessionManager>;
+/// over TCP. One caller (the request's [`CallerId`]) holds at most
+/// `Limits::max_sessions_per_identity` MCP sessions ([`crate::mcp_sessions`]).
+pub struct HttpService {
+    inner: StreamableHttpService<SqliteServer, CappedSessions>,
+    sessions: Arc<CappedSessions>,
+}
+
+impl HttpService {
+    /// Answers one HTTP request. An `initialize` (a POST without
+    /// `Mcp-Session-Id`) of a caller who holds all its sessions gets 429
+    /// with a JSON-RPC error naming the bound.
+    pub async fn handle<B>(
+        &self,
+        req: http::Request<B>,
+    ) -> http::Response<http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>>
+    where
+        B: http_body::Body + Send + 'static,
+        B::Error: std::fmt::Display,
+    {
+        let caller = CallerId::of(&req).cloned();
+        if let Some(c) = &caller {
+            let opens_session =
+                req.method() == http::Method::POST && !req.headers().contains_key("mcp-session-id");
+            let held = self.sessions.held(&c.0);
+            if opens_session && held >= self.sessions.max() {
+                tracing::info!(
+                    held,
+                    "MCP session refused: the caller holds --sqlite-max-sessions-per-identity"
+                );
+                return too_many_sessions(held);
+            }
+        }
+        mcp_sessions::with_caller(caller, self.inner.handle(req)).await
+    }
+
+    /// Ends every session at once, in-flight calls included.
+    pub fn cancel(&self) {
+        self.inner.config.cancellation_token.cancel();
+    }
+}
+
+fn too_many_sessions(
+    held: usize,
+) -> http::Response<http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>> {
+    use http_body_util::BodyExt;
+    let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32000,
+        "message": mcp_sessions::SessionError::TooMany(held).to_string()}});
+    let mut resp = http::Response::new(
+        http_body_util::Full::new(bytes::Bytes::from(body.to_string())).boxed(),
+    );
+    *resp.status_mut() = http::StatusCode::TOO_MANY_REQUESTS;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
 
 impl SqliteServer {
     pub fn new(db: Arc<SqliteDb>) -> SqliteServer {
         let tools = describe_tools(&db).into();
         SqliteServer {
+            in_flight: PerIdentity::new(db.limits().max_calls_per_identity.max(1)),
             db,
             memo: Arc::new(Memo::default()),
             tools,
@@ -136,11 +200,13 @@ impl SqliteServer {
             .disable_allowed_hosts()
             .with_json_response(true)
             .with_cancellation_token(cancel);
-        StreamableHttpService::new(
-            move || Ok(self.clone()),
-            Arc::new(LocalSessionManager::default()),
-            config,
-        )
+        let sessions = Arc::new(CappedSessions::new(
+            self.db.limits().max_sessions_per_identity,
+        ));
+        HttpService {
+            inner: StreamableHttpService::new(move || Ok(self.clone()), sessions.clone(), config),
+            sessions,
+        }
     }
 
     pub fn memo(&self) -> &Memo {
@@ -153,30 +219,68 @@ impl SqliteServer {
         self.tools.to_vec()
     }
 
-    /// Runs one tool. `Err` only for an unknown tool (a protocol error);
-    /// everything that goes wrong inside a tool is an `isError` result.
-    pub async fn call(&self, name: &str, args: &JsonObject) -> Result<CallToolResult, ErrorData> {
+    /// Runs one tool for `caller` (who asks, when known: then it is held to
+    /// its calls in flight and its share of the reading connections). `Err`
+    /// only for an unknown tool (a protocol error); everything that goes
+    /// wrong inside a tool is an `isError` result.
+    pub async fn call(
+        &self,
+        caller: Option<&CallerId>,
+        name: &str,
+        args: &JsonObject,
+    ) -> Result<CallToolResult, ErrorData> {
+        if !self.tools.iter().any(|t| t.name == name) {
+            return Err(ErrorData::invalid_params(
+                format!("unknown tool: {name}"),
+                None,
+            ));
+        }
+        // Held until the database call ends, even if the request is dropped
+        // before: the query runs on until then.
+        let slot = match caller.map(|c| self.in_flight.acquire(&c.0)).transpose() {
+            Ok(slot) => slot,
+            Err(held) => {
+                tracing::info!(
+                    tool = name,
+                    held,
+                    "sqlite call refused: too many in flight for this caller"
+                );
+                return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+                    "you already have {held} calls in flight on this database (the agent's bound, --sqlite-max-calls-per-identity): wait for one to finish"
+                ))]));
+            }
+        };
+        let who = caller.map(|c| c.0.clone());
         let outcome = match name {
             "read_query" => match string_arg(args, "query") {
-                Ok(q) => self.blocking(move |db| db.read_query(&q)).await,
+                Ok(q) => {
+                    self.blocking(slot, move |db| db.read_query(who.as_deref(), &q))
+                        .await
+                }
                 Err(e) => Err(e),
             },
             "write_query" => match string_arg(args, "query") {
-                Ok(q) => self.blocking(move |db| db.write_query(&q)).await,
+                Ok(q) => self.blocking(slot, move |db| db.write_query(&q)).await,
                 Err(e) => Err(e),
             },
             "create_table" => match string_arg(args, "query") {
                 Ok(q) => {
-                    self.blocking(move |db| {
+                    self.blocking(slot, move |db| {
                         db.create_table(&q).map(|table| json!({ "table": table }))
                     })
                     .await
                 }
                 Err(e) => Err(e),
             },
-            "list_tables" => self.blocking(|db| db.list_tables()).await,
+            "list_tables" => {
+                self.blocking(slot, move |db| db.list_tables(who.as_deref()))
+                    .await
+            }
             "describe_table" => match string_arg(args, "table_name") {
-                Ok(t) => self.blocking(move |db| db.describe_table(&t)).await,
+                Ok(t) => {
+                    self.blocking(slot, move |db| db.describe_table(who.as_deref(), &t))
+                        .await
+                }
                 Err(e) => Err(e),
             },
             "append_insight" => match string_arg(args, "insight") {
@@ -200,15 +304,20 @@ impl SqliteServer {
         })
     }
 
-    /// Runs a database call on the blocking pool; its result as JSON, or
-    /// the error message.
-    async fn blocking<T, F>(&self, f: F) -> Result<Value, String>
+    /// Runs a database call on the blocking pool, holding `slot` (the
+    /// caller's call in flight) until it ends; its result as JSON, or the
+    /// error message.
+    async fn blocking<T, F>(&self, slot: Option<Slot>, f: F) -> Result<Value, String>
     where
         T: Serialize + Send + 'static,
         F: FnOnce(&SqliteDb) -> Result<T, SqliteError> + Send + 'static,
     {
         let db = self.db.clone();
-        match tokio::task::spawn_blocking(move || f(&db)).await {
+        let run = move || {
+            let _slot = slot;
+            f(&db)
+        };
+        match tokio::task::spawn_blocking(run).await {
             Ok(Ok(value)) => serde_json::to_value(value).map_err(|e| e.to_string()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(e) => {
@@ -267,7 +376,7 @@ fn describe_tools(db: &SqliteDb) -> Vec<Tool> {
     vec![
         Tool::new(
             "read_query",
-            format!("Execute a SELECT query on the SQLite database. Runs exactly one read-only statement (SELECT, WITH … SELECT, VALUES); anything that would write is refused. Returns the rows as JSON objects (at most {}; `truncated` says when there were more).", db.limits().max_rows),
+            format!("Execute a SELECT query on the SQLite database. Runs exactly one read-only statement (SELECT, WITH … SELECT, VALUES); anything that would write is refused. Returns the rows as JSON objects; a query that returns more than {} rows is an error (add a LIMIT).", db.limits().max_rows),
             input_schema(&[("query", "SELECT SQL query to execute")]),
         )
         .with_title("Run a read-only SQL query")
@@ -398,9 +507,8 @@ fn rows_schema_value() -> Value {
             "columns": { "type": "array", "items": { "type": "string" } },
             "rows": { "type": "array", "items": { "type": "object" } },
             "row_count": { "type": "integer" },
-            "truncated": { "type": "boolean" },
         },
-        "required": ["columns", "rows", "row_count", "truncated"],
+        "required": ["columns", "rows", "row_count"],
     })
 }
 
@@ -457,10 +565,18 @@ impl ServerHandler for SqliteServer {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let args = request.arguments.unwrap_or_default();
-        self.call(&request.name, &args).await.map(Into::into)
+        // The agent sets who asks on the HTTP request (see crate::upstream);
+        // rmcp hands its parts to every request of the session.
+        let caller = context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.extensions.get::<CallerId>());
+        self.call(caller, &request.name, &args)
+            .await
+            .map(Into::into)
     }
 
     async fn list_resources(
@@ -618,6 +734,7 @@ mod tests {
         let (dir, s) = server(false);
         let r = s
             .call(
+                None,
                 "read_query",
                 &args(json!({"query": "SELECT name FROM products WHERE id = 1"})),
             )
@@ -634,6 +751,7 @@ mod tests {
 
         let r = s
             .call(
+                None,
                 "read_query",
                 &args(json!({"query": "WITH x AS (SELECT 1) DELETE FROM orders"})),
             )
@@ -641,10 +759,14 @@ mod tests {
             .expect("call");
         assert_eq!(r.is_error, Some(true));
         assert!(r.structured_content.is_none());
-        let r = s.call("read_query", &args(json!({}))).await.expect("call");
+        let r = s
+            .call(None, "read_query", &args(json!({})))
+            .await
+            .expect("call");
         assert_eq!(r.is_error, Some(true));
         let r = s
             .call(
+                None,
                 "append_insight",
                 &args(json!({"insight": "Keyboards sell best"})),
             )
@@ -652,7 +774,72 @@ mod tests {
             .expect("call");
         assert_eq!(r.structured_content, Some(json!({"insight_count": 1})));
         assert!(s.memo().render().contains("- Keyboards sell best"));
-        assert!(s.call("drop_everything", &args(json!({}))).await.is_err());
+        assert!(s
+            .call(None, "drop_everything", &args(json!({})))
+            .await
+            .is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_callers_calls_in_flight_are_capped_even_when_dropped() {
+        let dir = std::env::temp_dir().join(format!(
+            "drawbridge-sqlite-server-{}-cap",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let limits = crate::sqlite_db::Limits {
+            timeout: std::time::Duration::from_secs(2),
+            max_calls_per_identity: 1,
+            ..Default::default()
+        };
+        let db = SqliteDb::open(&dir.join("demo.db"), false, limits).expect("open");
+        let s = SqliteServer::new(Arc::new(db));
+        let mallory = CallerId("mallory@example.com".into());
+        let endless = args(json!({"query":
+            "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(*) FROM n"}));
+        let one = args(json!({"query": "SELECT 1 AS one"}));
+        // Mallory gives up on her endless query (the request is dropped)...
+        let gave_up = tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            s.call(Some(&mallory), "read_query", &endless),
+        )
+        .await;
+        assert!(gave_up.is_err());
+        // ...but it still runs on the laptop, so it still counts.
+        let r = s
+            .call(Some(&mallory), "read_query", &one)
+            .await
+            .expect("call");
+        assert_eq!(r.is_error, Some(true));
+        let text = r.content[0].as_text().expect("text").text.clone();
+        assert!(text.contains("--sqlite-max-calls-per-identity"), "{text}");
+        // Somebody else is not held back; nor is a call of unknown origin.
+        let alice = CallerId("alice@example.com".into());
+        let r = s
+            .call(Some(&alice), "read_query", &one)
+            .await
+            .expect("call");
+        assert_eq!(r.is_error, Some(false), "{r:?}");
+        let r = s
+            .call(None, "list_tables", &args(json!({})))
+            .await
+            .expect("call");
+        assert_eq!(r.is_error, Some(false), "{r:?}");
+        // Once the query is stopped (time limit), Mallory may call again.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let r = s
+                .call(Some(&mallory), "read_query", &one)
+                .await
+                .expect("call");
+            if r.is_error == Some(false) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{r:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -669,7 +856,11 @@ mod tests {
             .as_deref()
             .is_some_and(|d| d.contains("read-only")));
         let r = s
-            .call("write_query", &args(json!({"query": "DELETE FROM orders"})))
+            .call(
+                None,
+                "write_query",
+                &args(json!({"query": "DELETE FROM orders"})),
+            )
             .await
             .expect("call");
         assert_eq!(r.is_error, Some(true));

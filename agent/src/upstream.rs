@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tunnel::SendHalf;
 
 use crate::error::AgentError;
+use crate::per_identity::CallerId;
 use crate::response_cap::{CapCounter, ResponseCap};
 use crate::sqlite_db::SqliteDb;
 use crate::sqlite_server::{HttpService, SqliteServer};
@@ -184,6 +185,9 @@ fn request(
     if head.body == BodyKind::Empty {
         req.headers_mut().remove(http::header::CONTENT_LENGTH);
     }
+    // Who asks, for the bounds per caller of the MCP servers the agent runs.
+    req.extensions_mut()
+        .insert(CallerId(head.identity.subject.clone()));
     Ok(req)
 }
 
@@ -369,7 +373,7 @@ impl McpUpstream {
 
 impl Drop for McpUpstream {
     fn drop(&mut self) {
-        self.service.config.cancellation_token.cancel();
+        self.service.cancel();
     }
 }
 

@@ -240,7 +240,14 @@ async fn drawbridge(
         &relay,
         &agent_token,
         SQL_ROUTE,
-        &["--sqlite".into(), env.db.display().to_string()],
+        // One client token makes every call: its calls in flight go up to
+        // the concurrency level (the agent's default allows 8).
+        &[
+            "--sqlite".into(),
+            env.db.display().to_string(),
+            "--sqlite-max-calls-per-identity".into(),
+            "1024".into(),
+        ],
         transport,
         dir,
     )

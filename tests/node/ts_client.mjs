@@ -1,15 +1,16 @@
 // Drive a Drawbridge route with the official TypeScript MCP SDK
 // (@modelcontextprotocol/sdk from npm, pinned in package.json).
 //
-// Usage: NODE_EXTRA_CA_CERTS=CA node ts_client.mjs URL TOKEN [SESSIONS] [--terminate] [--via-mcp-remote]
+// Usage: NODE_EXTRA_CA_CERTS=CA node ts_client.mjs URL TOKEN [SESSIONS] [--terminate] [--via-mcp-remote] [--query=SQL]
 //
 // Opens SESSIONS (default 1) Streamable HTTP sessions one after another: each
 // runs initialize, tools/list and a read_query tools/call against the built-in
 // SQLite server, and with --terminate ends its session with DELETE. With
 // --via-mcp-remote the SDK speaks stdio to `mcp-remote URL --header
-// "Authorization: Bearer TOKEN"` (npm), which speaks HTTP to the relay. Prints
-// one JSON object on its last line: per session, whether it connected, the
-// tools it saw, the rows it read, and the first error if any.
+// "Authorization: Bearer TOKEN"` (npm), which speaks HTTP to the relay. With
+// --query=SQL the read_query runs SQL instead. Prints one JSON object on its
+// last line: per session, whether it connected, the tools it saw, the rows it
+// read (or the tool error's text), and the first error if any.
 
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
@@ -25,6 +26,9 @@ if (!url || !token) {
 }
 const terminate = flags.includes("--terminate");
 const viaMcpRemote = flags.includes("--via-mcp-remote");
+const query =
+  flags.find((f) => f.startsWith("--query="))?.slice("--query=".length) ??
+  "SELECT COUNT(*) AS n FROM customers";
 // mcp-remote keeps OAuth state under MCP_REMOTE_CONFIG_DIR: a fresh one per run.
 const configDir = mkdtempSync(join(tmpdir(), "drawbridge-mcp-remote-"));
 
@@ -55,10 +59,13 @@ async function session() {
     out.tools = tools.tools.map((t) => t.name).sort();
     const read = await client.callTool({
       name: "read_query",
-      arguments: { query: "SELECT COUNT(*) AS n FROM customers" },
+      arguments: { query },
     });
     out.read_is_error = read.isError ?? false;
     out.rows = read.structuredContent?.rows ?? null;
+    if (out.read_is_error) {
+      out.read_error = read.content?.[0]?.text ?? null;
+    }
     if (terminate && !viaMcpRemote) {
       await transport.terminateSession();
       out.terminated = transport.sessionId === undefined;

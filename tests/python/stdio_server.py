@@ -7,6 +7,7 @@ Standard library only; one JSON-RPC message per line. Tools:
   progress       sends two progress notifications and a log message, then answers
   huge           writes one line over 16 MiB
   exit{code}     exits at once with that status, without answering
+  junk{count}    writes that many lines that are not JSON, then answers
   later          answers, then (a moment later) sends a log message that
                  belongs to no request
 Every request also logs one line on stderr.
@@ -32,7 +33,7 @@ def result(id, text):
 
 TOOLS = [
     {"name": n, "description": n, "inputSchema": {"type": "object"}}
-    for n in ("echo", "garbage", "progress", "huge", "exit", "later")
+    for n in ("echo", "garbage", "progress", "huge", "exit", "later", "junk")
 ]
 
 for line in sys.stdin:
@@ -77,6 +78,11 @@ for line in sys.stdin:
             time.sleep(0.5)
             send({"jsonrpc": "2.0", "method": "notifications/message",
                   "params": {"level": "info", "data": "later-news"}})
+        elif name == "junk":
+            for i in range(int(args.get("count", 1000))):
+                sys.stdout.write(f"junk line {i}: not JSON-RPC\n")
+            sys.stdout.flush()
+            result(id, "after junk")
         elif name == "exit":
             sys.exit(int(args.get("code", 3)))
     elif method == "ping":

@@ -74,6 +74,8 @@ mod sharing;
 mod sharing_v2;
 #[path = "e2e/sign_in_throttling.rs"]
 mod sign_in_throttling;
+#[path = "e2e/sqlite_bounds.rs"]
+mod sqlite_bounds;
 #[path = "e2e/stdio.rs"]
 mod stdio;
 #[path = "e2e/tool_pinning.rs"]

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::framing::{self, FramingError, LineReader, MAX_LINE};
 use super::ids::IdMap;
+use super::log_budget::LogBudget;
 use super::message::{self, Kind, INTERNAL_ERROR, METHOD_NOT_FOUND};
 use super::stateless;
 
@@ -90,6 +91,10 @@ pub struct Child {
     state: Mutex<State>,
     stop: CancellationToken,
     ended: CancellationToken,
+    /// Its session made a request after `initialize`.
+    used: AtomicBool,
+    /// Log lines its junk on stdout may still cause.
+    junk_log: Mutex<LogBudget>,
 }
 
 /// What to do with a message from the child.
@@ -133,6 +138,8 @@ impl Child {
             }),
             stop: CancellationToken::new(),
             ended: CancellationToken::new(),
+            used: AtomicBool::new(false),
+            junk_log: Mutex::new(LogBudget::default()),
         });
         tokio::spawn(log_stderr(stderr, route.to_owned(), pid));
         tokio::spawn(supervise(child.clone(), proc, stdout));
@@ -261,6 +268,16 @@ impl Child {
         (st.ids.is_empty() && !streaming).then_some(st.last_used)
     }
 
+    /// Its session made a request (after `initialize`).
+    pub fn mark_used(&self) {
+        self.used.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether its session made a request after `initialize`.
+    pub fn is_used(&self) -> bool {
+        self.used.load(Ordering::Relaxed)
+    }
+
     /// Asks the child to stop: stdin closed, then killed after [`GRACE`].
     pub fn stop(&self) {
         self.stop.cancel();
@@ -318,6 +335,15 @@ impl Child {
         Action::Drop("a message no client is listening for", msg)
     }
 
+    /// Whether a line of junk may be logged now: `Some(n)` with the lines
+    /// of junk not logged since the last one that was.
+    fn junk_logged(&self) -> Option<u64> {
+        self.junk_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(Instant::now())
+    }
+
     async fn on_line(&self, line: &[u8]) {
         if line.iter().all(u8::is_ascii_whitespace) {
             return;
@@ -325,7 +351,9 @@ impl Child {
         let msg: Value = match serde_json::from_slice(line) {
             Ok(v) => v,
             Err(e) => {
-                tracing::warn!(route = self.route, pid = self.pid, error = %e, line = %preview(line), "the stdio server wrote a line that is not JSON; ignored");
+                if let Some(unlogged) = self.junk_logged() {
+                    tracing::warn!(route = self.route, pid = self.pid, error = %e, line = %preview(line), unlogged, "the stdio server wrote a line that is not JSON; ignored");
+                }
                 return;
             }
         };
@@ -352,8 +380,10 @@ impl Child {
                 let _ = self.write(&reply).await;
             }
             Action::Drop(why, msg) => {
-                let text = msg.to_string();
-                tracing::warn!(route = self.route, pid = self.pid, message = %preview(text.as_bytes()), "dropped {why}");
+                if let Some(unlogged) = self.junk_logged() {
+                    let text = msg.to_string();
+                    tracing::warn!(route = self.route, pid = self.pid, message = %preview(text.as_bytes()), unlogged, "dropped {why}");
+                }
             }
         }
     }
@@ -426,6 +456,19 @@ async fn supervise(child: Arc<Child>, mut proc: tokio::process::Child, stdout: C
         }
     };
     let what = child.describe();
+    let unlogged = child
+        .junk_log
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take_suppressed();
+    if unlogged > 0 {
+        tracing::warn!(
+            route = child.route,
+            pid = child.pid,
+            unlogged,
+            "the stdio server wrote {unlogged} more lines of junk on stdout (not JSON-RPC, or not for any request) than were logged"
+        );
+    }
     // From here on no request is written to it.
     child.state().end = Some(format!("the stdio MCP server {what} is shutting down"));
     let killed = AtomicBool::new(false);

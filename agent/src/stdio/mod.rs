@@ -11,6 +11,10 @@
 //!   event stream ([`answer`]); lines are capped ([`framing`]).
 //! * DELETE or `--idle-timeout` stops a session's child; a crashed child is
 //!   an error for whatever was waiting, and its session is gone.
+//! * One identity holds at most `--max-sessions-per-identity` sessions, so
+//!   that a caller cannot take every `--max-sessions` slot; a session that
+//!   makes no request after its `initialize` is stopped after
+//!   `--unused-session-timeout`.
 //!
 //! The child never sees HTTP: the relay's `Host` and forwarded headers do
 //! not reach it.
@@ -19,6 +23,7 @@ pub mod answer;
 pub mod child;
 pub mod framing;
 pub mod ids;
+pub mod log_budget;
 pub mod message;
 pub mod orphan_guard;
 pub mod stateless;
@@ -35,6 +40,8 @@ use answer::Body;
 use child::{Child, CommandSpec, GRACE};
 use message::{Kind, INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR};
 
+use crate::per_identity::{CallerId, PerIdentity};
+
 /// The largest request body the bridge reads.
 const MAX_BODY: usize = 16 * 1024 * 1024;
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -49,6 +56,11 @@ pub struct StdioLimits {
     pub idle_timeout: Duration,
     /// The most sessions (each a child) at once.
     pub max_sessions: usize,
+    /// The most sessions one identity may hold at once.
+    pub max_sessions_per_identity: usize,
+    /// A session that makes no request after its `initialize` is stopped
+    /// after this long.
+    pub unused_timeout: Duration,
 }
 
 struct Shared {
@@ -62,7 +74,9 @@ pub struct StdioUpstream {
     spec: CommandSpec,
     route: String,
     idle_timeout: Duration,
+    unused_timeout: Duration,
     max_sessions: usize,
+    per_identity: Arc<PerIdentity>,
     sessions: Sessions,
     shared: Arc<tokio::sync::Mutex<Option<Shared>>>,
 }
@@ -107,7 +121,9 @@ impl StdioUpstream {
             spec: CommandSpec { program, args },
             route: route.to_owned(),
             idle_timeout: limits.idle_timeout,
+            unused_timeout: limits.unused_timeout,
             max_sessions: limits.max_sessions,
+            per_identity: PerIdentity::new(limits.max_sessions_per_identity.max(1)),
             sessions: Arc::default(),
             shared: Arc::default(),
         }
@@ -144,15 +160,22 @@ impl StdioUpstream {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let sse_ok = accepts_sse(req.headers());
+        let caller = CallerId::of(&req).cloned();
         match *req.method() {
-            Method::POST => self.post(req.into_body(), session, sse_ok).await,
+            Method::POST => self.post(req.into_body(), session, sse_ok, caller).await,
             Method::GET => self.get(session, sse_ok),
             Method::DELETE => self.delete(session).await,
             _ => method_not_allowed(),
         }
     }
 
-    async fn post<B>(&self, body: B, session: Option<String>, sse_ok: bool) -> Response<Body>
+    async fn post<B>(
+        &self,
+        body: B,
+        session: Option<String>,
+        sse_ok: bool,
+        caller: Option<CallerId>,
+    ) -> Response<Body>
     where
         B: http_body::Body<Data = bytes::Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -206,11 +229,16 @@ impl StdioUpstream {
             );
         }
         if kind == Kind::Request && message::method(&msg) == Some("initialize") {
-            return self.initialize(msg).await;
+            return self.initialize(msg, caller).await;
         }
         let child = match session {
             Some(sid) => match self.session(&sid) {
-                Some(c) => c,
+                Some(c) => {
+                    if kind == Kind::Request {
+                        c.mark_used();
+                    }
+                    c
+                }
                 None => return unknown_session(id),
             },
             None if kind == Kind::Request => {
@@ -253,9 +281,28 @@ impl StdioUpstream {
         answer::empty(StatusCode::ACCEPTED)
     }
 
-    /// A new session: its own child, initialized by the client.
-    async fn initialize(&self, msg: Value) -> Response<Body> {
+    /// A new session for `caller`: its own child, initialized by the client.
+    async fn initialize(&self, msg: Value, caller: Option<CallerId>) -> Response<Body> {
         let id = msg.get("id").cloned().unwrap_or(Value::Null);
+        // Held for as long as the session's child lives.
+        let slot = match caller.map(|c| self.per_identity.acquire(&c.0)).transpose() {
+            Ok(slot) => slot,
+            Err(held) => {
+                tracing::info!(
+                    route = self.route,
+                    held,
+                    "initialize refused: the caller holds --max-sessions-per-identity sessions"
+                );
+                return answer::error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    id,
+                    INTERNAL_ERROR,
+                    &format!(
+                        "you already have {held} MCP sessions on this route, each with its own process (the agent's bound, --max-sessions-per-identity): end one (DELETE) or wait for one to go idle"
+                    ),
+                );
+            }
+        };
         let open = self
             .sessions
             .lock()
@@ -305,11 +352,13 @@ impl StdioUpstream {
         let sessions = self.sessions.clone();
         let key = sid.clone();
         let watched = child.clone();
+        tokio::spawn(stop_if_unused(child.clone(), self.unused_timeout));
         tokio::spawn(watch(child, self.idle_timeout, async move {
             let mut s = sessions.lock().unwrap_or_else(|p| p.into_inner());
             if s.get(&key).is_some_and(|c| Arc::ptr_eq(c, &watched)) {
                 s.remove(&key);
             }
+            drop(slot);
         }));
         let mut r = answer::json(StatusCode::OK, &resp);
         if let Ok(v) = HeaderValue::from_str(&sid) {
@@ -491,6 +540,25 @@ async fn watch(child: Arc<Child>, idle: Duration, on_end: impl std::future::Futu
         }
     }
     on_end.await;
+}
+
+/// Stops `child` if its session has made no request `unused` after its
+/// `initialize`: a caller cannot hold a slot (and a process) by opening
+/// sessions it never uses.
+async fn stop_if_unused(child: Arc<Child>, unused: Duration) {
+    tokio::select! {
+        _ = child.ended() => {}
+        _ = tokio::time::sleep(unused) => {
+            if !child.is_used() {
+                tracing::info!(
+                    pid = child.pid,
+                    "session made no request in {} after initialize (--unused-session-timeout); stopping its child",
+                    humantime::format_duration(unused)
+                );
+                child.stop();
+            }
+        }
+    }
 }
 
 /// Where `program` is: itself if it names a path, else the first file of

@@ -24,8 +24,24 @@ pub const READ_TOOLS: [&str; 3] = ["read_query", "list_tables", "describe_table"
 pub const WRITE_TOOLS: [&str; 3] = ["write_query", "create_table", "append_insight"];
 
 /// SQL functions that read or write files or load code. `--read-only`
-/// forbids them although the SQL that calls them counts as reading.
-pub const FILE_FUNCTIONS: [&str; 4] = ["load_extension", "writefile", "readfile", "edit"];
+/// forbids them although the SQL that calls them counts as reading. Not
+/// built into SQLite, but into servers built on its shell's extensions
+/// (fileio: `readfile`, `writefile`, `fsdir`, `lsmode`; zipfile:
+/// `zipfile`, `zipfile_cds`; sqlar: `sqlar_compress`, `sqlar_uncompress`;
+/// the shell's `edit`), so they are refused for every server, not only the
+/// built-in one (whose authorizer knows none of them).
+pub const FILE_FUNCTIONS: [&str; 10] = [
+    "load_extension",
+    "writefile",
+    "readfile",
+    "edit",
+    "fsdir",
+    "lsmode",
+    "zipfile",
+    "zipfile_cds",
+    "sqlar_compress",
+    "sqlar_uncompress",
+];
 
 /// The schema, parsed once per process.
 pub(crate) fn schema() -> Result<&'static Schema, PolicyError> {

@@ -218,7 +218,7 @@ async fn the_sqlite_server_answers_an_mcp_client_through_the_relay() {
         json!({"name": "Radia Perlman", "items": 5})
     );
     assert_eq!(rows["row_count"], 2);
-    assert_eq!(rows["truncated"], false);
+    assert!(rows.get("truncated").is_none(), "{rows}");
 
     // A write hidden in a read is refused by SQLite, and nothing changes.
     for sql in [

@@ -96,10 +96,21 @@ impl Setup {
 
     /// POSTs one JSON-RPC message (with `session`, and `accept`).
     async fn post(&self, msg: &Value, session: Option<&str>, accept: &str) -> Answer {
+        self.post_as(&self.token, msg, session, accept).await
+    }
+
+    /// [`Setup::post`] with another client token.
+    async fn post_as(
+        &self,
+        token: &str,
+        msg: &Value,
+        session: Option<&str>,
+        accept: &str,
+    ) -> Answer {
         let mut b = http::Request::builder()
             .method("POST")
             .uri(self.relay.route_url("s"))
-            .header("authorization", format!("Bearer {}", self.token))
+            .header("authorization", format!("Bearer {token}"))
             .header("content-type", "application/json")
             .header("accept", accept);
         if let Some(s) = session {
@@ -123,10 +134,15 @@ impl Setup {
 
     /// A new session by hand: initialize, then notifications/initialized.
     async fn session(&self) -> String {
+        self.session_as(&self.token).await
+    }
+
+    /// [`Setup::session`] with another client token.
+    async fn session_as(&self, token: &str) -> String {
         let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
             "protocolVersion":"2025-06-18","capabilities":{},
             "clientInfo":{"name":"e2e","version":"1"}}});
-        let a = self.post(&init, None, BOTH).await;
+        let a = self.post_as(token, &init, None, BOTH).await;
         assert_eq!(a.status, 200, "{}", a.text());
         assert!(a.json()["result"]["serverInfo"].is_object(), "{}", a.text());
         let sid = a
@@ -141,7 +157,8 @@ impl Setup {
             "{sid}"
         );
         let a = self
-            .post(
+            .post_as(
+                token,
                 &json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
                 Some(&sid),
                 BOTH,
@@ -673,6 +690,38 @@ async fn children_end_when_idle_and_when_the_agent_stops_and_the_get_stream_gets
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_route_refuses_the_sqlite_shells_file_functions() {
+    // A server built on the SQLite shell's extensions (fileio, zipfile,
+    // sqlar) would read the laptop's files for SQL that only "reads".
+    let (s, _db) = sqlite_setup_with(&["--read-only"]).await;
+    let c = s.client().await;
+    for sql in [
+        "SELECT name FROM fsdir('/etc')",
+        "SELECT name, data FROM zipfile('/home/alice/secrets.zip')",
+        "SELECT zipfile(name, data) AS z FROM sqlite_master",
+        "SELECT sqlar_uncompress(data, sz) AS d FROM sqlar",
+        "SELECT sqlar_compress(x'00') AS c",
+    ] {
+        let Value::Object(args) = json!({ "query": sql }) else {
+            unreachable!()
+        };
+        let e = c
+            .call_tool(CallToolRequestParams::new("read_query").with_arguments(args))
+            .await
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            e.contains("-32001") && e.contains("read-only-functions"),
+            "{sql}: {e}"
+        );
+    }
+    // Plain reads still reach the server.
+    let read = call(&c, "read_query", json!({"query": "SELECT 41 + 1 AS n"})).await;
+    assert!(text(&read).contains("42"), "{read:?}");
+    c.cancel().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_route_keeps_writes_away_from_the_reference_server() {
     // The reference server judges SQL by its first word; the policy judges
     // what the SQL does, before anything reaches the child.
@@ -752,6 +801,137 @@ async fn sessions_beyond_max_sessions_are_refused_until_one_ends() {
     assert_eq!(s.delete(&a).await.status, 200);
     let _c = s.session().await;
     assert_eq!(s.wait_children(3).await.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grantee_cannot_take_every_session_and_unused_sessions_end() {
+    const BOB: &str = "bob@example.com";
+    let s = setup(
+        misbehaving_server(),
+        &[
+            "--allow",
+            BOB,
+            "--max-sessions",
+            "4",
+            "--max-sessions-per-identity",
+            "2",
+            "--unused-session-timeout",
+            "3s",
+        ],
+    )
+    .await;
+    let bob = s.relay.token(BOB, true);
+    // Bob opens sessions as fast as he can: two, then refused.
+    let b1 = s.session_as(&bob).await;
+    let b2 = s.session_as(&bob).await;
+    let init = json!({"jsonrpc":"2.0","id":7,"method":"initialize","params":{
+        "protocolVersion":"2025-06-18","capabilities":{},
+        "clientInfo":{"name":"e2e","version":"1"}}});
+    for _ in 0..3 {
+        let refused = s.post_as(&bob, &init, None, BOTH).await;
+        assert_eq!(refused.status, 429, "{}", refused.text());
+        let v = refused.json();
+        assert_eq!(v["id"], 7);
+        let msg = v["error"]["message"].as_str().unwrap_or("");
+        assert!(
+            msg.contains("already have 2 MCP sessions")
+                && msg.contains("--max-sessions-per-identity"),
+            "{v}"
+        );
+    }
+    assert_eq!(s.child_pids().len(), 2, "no third child for Bob");
+    // The owner still gets a session, and uses it.
+    let owner = s.session().await;
+    let a = s
+        .post(
+            &call_msg(2, "echo", json!({"text": "hi"})),
+            Some(&owner),
+            BOTH,
+        )
+        .await;
+    assert!(a.text().contains("hi pid="), "{}", a.text());
+    // Bob never made a call: his sessions end after --unused-session-timeout
+    // and he may open new ones; the owner's session, used, lives on.
+    // (A request would count as use: watch the agent's log instead.)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let unused = "after initialize (--unused-session-timeout)";
+    while s.agent.proc.stderr_text().matches(unused).count() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Bob's unused sessions live on: {}",
+            s.agent.proc.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Their children are stopping: the sessions are gone (at once, or
+    // as soon as the children have seen their stdin close).
+    for sid in [&b1, &b2] {
+        let ping = json!({"jsonrpc":"2.0","id":3,"method":"ping"});
+        loop {
+            let a = s.post_as(&bob, &ping, Some(sid), BOTH).await;
+            if a.status == 404 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{}", a.text());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let _b3 = s.session_as(&bob).await;
+    let a = s
+        .post(
+            &call_msg(5, "echo", json!({"text": "still"})),
+            Some(&owner),
+            BOTH,
+        )
+        .await;
+    assert!(a.text().contains("still pid="), "{}", a.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_on_a_childs_stdout_is_logged_at_a_bounded_rate() {
+    let s = setup(misbehaving_server(), &[]).await;
+    let sid = s.session().await;
+    let a = s
+        .post(
+            &call_msg(2, "junk", json!({"count": 5000})),
+            Some(&sid),
+            BOTH,
+        )
+        .await;
+    assert!(a.text().contains("after junk"), "{}", a.text());
+    // The child still answers.
+    let a = s
+        .post(
+            &call_msg(3, "echo", json!({"text": "clean"})),
+            Some(&sid),
+            BOTH,
+        )
+        .await;
+    assert!(a.text().contains("clean pid="), "{}", a.text());
+    let logged = || {
+        s.agent
+            .proc
+            .stderr_text()
+            .lines()
+            .filter(|l| l.contains("not JSON; ignored"))
+            .count()
+    };
+    assert!(
+        (1..=5).contains(&logged()),
+        "{} junk lines logged",
+        logged()
+    );
+    // The rest is counted, and the count logged when the child ends.
+    assert_eq!(s.delete(&sid).await.status, 200);
+    assert!(
+        s.agent
+            .proc
+            .wait_stderr("4995 more lines of junk", Duration::from_secs(10))
+            .await,
+        "{}",
+        s.agent.proc.stderr_text()
+    );
+    assert!(logged() <= 5, "{} junk lines logged", logged());
 }
 
 /// Whether `pid` has died (gone, or a zombie waiting for whoever inherited it).

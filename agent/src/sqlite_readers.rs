@@ -1,0 +1,162 @@
+//! The reading connections of the built-in SQLite server: a small pool, so
+//! that a slow read does not hold back the others, shared fairly: one caller
+//! holds at most its share of the connections at once, so another caller
+//! always finds one free (unless several callers each hold their share).
+//!
+//! Taking a connection blocks (the database calls run on the blocking pool)
+//! for at most the wait given.
+
+use std::collections::HashMap;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+/// The pool.
+pub(crate) struct Readers {
+    state: Mutex<State>,
+    freed: Condvar,
+    /// Connections one caller may hold at once.
+    share: usize,
+    size: usize,
+}
+
+struct State {
+    free: Vec<Connection>,
+    /// Connections each caller holds now.
+    held: HashMap<String, usize>,
+}
+
+/// A connection taken from the pool; back in it when dropped.
+pub(crate) struct Reader<'p> {
+    pool: &'p Readers,
+    conn: Option<Connection>,
+    caller: Option<String>,
+}
+
+impl std::ops::Deref for Reader<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        // Only `Drop` takes it out.
+        self.conn.as_ref().expect("a reader holds its connection")
+    }
+}
+
+impl std::ops::DerefMut for Reader<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.conn.as_mut().expect("a reader holds its connection")
+    }
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        let mut st = self.pool.lock();
+        if let Some(conn) = self.conn.take() {
+            st.free.push(conn);
+        }
+        if let Some(caller) = &self.caller {
+            if let Some(n) = st.held.get_mut(caller) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    st.held.remove(caller);
+                }
+            }
+        }
+        drop(st);
+        self.pool.freed.notify_all();
+    }
+}
+
+impl Readers {
+    /// A pool of `conns`; one caller holds at most half of them (rounded
+    /// up).
+    pub(crate) fn new(conns: Vec<Connection>) -> Readers {
+        let size = conns.len();
+        Readers {
+            state: Mutex::new(State {
+                free: conns,
+                held: HashMap::new(),
+            }),
+            freed: Condvar::new(),
+            share: size.div_ceil(2).max(1),
+            size,
+        }
+    }
+
+    /// How many connections the pool has.
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A connection for `caller` (`None`: not counted per caller), waiting
+    /// up to `wait` for one to be free and within the caller's share.
+    /// `None` if none came in time.
+    pub(crate) fn take(&self, caller: Option<&str>, wait: Duration) -> Option<Reader<'_>> {
+        let deadline = Instant::now() + wait;
+        let mut st = self.lock();
+        loop {
+            let within_share =
+                caller.is_none_or(|c| st.held.get(c).copied().unwrap_or(0) < self.share);
+            if within_share {
+                if let Some(conn) = st.free.pop() {
+                    if let Some(c) = caller {
+                        *st.held.entry(c.to_owned()).or_insert(0) += 1;
+                    }
+                    return Some(Reader {
+                        pool: self,
+                        conn: Some(conn),
+                        caller: caller.map(str::to_owned),
+                    });
+                }
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            st = self
+                .freed
+                .wait_timeout(st, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(n: usize) -> Readers {
+        Readers::new(
+            (0..n)
+                .map(|_| Connection::open_in_memory().expect("open"))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn one_caller_holds_at_most_its_share() {
+        let p = pool(4);
+        let a1 = p.take(Some("a"), Duration::ZERO).expect("1st");
+        let _a2 = p.take(Some("a"), Duration::ZERO).expect("2nd");
+        assert!(p.take(Some("a"), Duration::from_millis(50)).is_none());
+        // Another caller still finds one.
+        let _b = p.take(Some("b"), Duration::ZERO).expect("b");
+        drop(a1);
+        let _a3 = p.take(Some("a"), Duration::ZERO).expect("freed");
+    }
+
+    #[test]
+    fn a_waiting_caller_gets_the_next_free_connection() {
+        let p = std::sync::Arc::new(pool(1));
+        let held = p.take(None, Duration::ZERO).expect("only");
+        assert!(p.take(None, Duration::from_millis(20)).is_none());
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| p.take(Some("b"), Duration::from_secs(30)).is_some());
+            std::thread::sleep(Duration::from_millis(50));
+            drop(held);
+            assert!(waiter.join().expect("thread"));
+        });
+    }
+}
