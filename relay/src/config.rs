@@ -37,6 +37,9 @@ impl AcmeConfig {
     pub const LETS_ENCRYPT: &'static str = "https://acme-v02.api.letsencrypt.org/directory";
 }
 
+/// `--audit-rotate-size`'s default: 64 MiB.
+pub const DEFAULT_AUDIT_ROTATE_SIZE: u64 = 64 * 1024 * 1024;
+
 /// Everything `relay serve` needs.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -63,6 +66,9 @@ pub struct RelayConfig {
     pub max_body: usize,
     /// Keep tool arguments in the audit log instead of their hash.
     pub audit_arguments: bool,
+    /// Rotate `audit.jsonl` when a line would take it past this many bytes
+    /// (0: never); the hash chain goes on in the next file.
+    pub audit_rotate_size: u64,
     /// The organisation's Cedar policy, applied to every route (its forbids win).
     pub policy: Option<PathBuf>,
     /// Browser origins allowed besides the relay's own and loopback ones
@@ -123,6 +129,7 @@ impl RelayConfig {
             revocation_check_interval: Duration::from_secs(1),
             max_body: 4 * 1024 * 1024,
             audit_arguments: false,
+            audit_rotate_size: DEFAULT_AUDIT_ROTATE_SIZE,
             policy: None,
             allow_origins: Vec::new(),
             sse_keepalive: Duration::from_secs(15),

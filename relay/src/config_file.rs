@@ -47,6 +47,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("policy", "policy"),
     ("allow_origins", "allow_origins"),
     ("audit_arguments", "audit_arguments"),
+    ("audit_rotate_size", "audit_rotate_size"),
     ("response_timeout", "response_timeout"),
     ("keepalive_interval", "keepalive_interval"),
     ("drain_timeout", "drain_timeout"),
@@ -135,6 +136,7 @@ struct Settings {
     policy: Option<Spanned<PathBuf>>,
     allow_origins: Option<Vec<String>>,
     audit_arguments: Option<bool>,
+    audit_rotate_size: Option<u64>,
     #[serde(default, deserialize_with = "parsed")]
     response_timeout: Option<FromText<humantime::Duration>>,
     #[serde(default, deserialize_with = "parsed")]
@@ -488,6 +490,11 @@ impl ConfigFile {
             &mut config.audit_arguments,
             s.audit_arguments,
             set("audit_arguments"),
+        );
+        put(
+            &mut config.audit_rotate_size,
+            s.audit_rotate_size,
+            set("audit_rotate_size"),
         );
         put(
             &mut config.response_timeout,

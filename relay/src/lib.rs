@@ -27,6 +27,8 @@ pub mod admin;
 pub mod admin_http;
 pub mod agents;
 pub mod audit;
+pub mod audit_chain;
+pub mod audit_verify;
 pub mod cert_resolver;
 pub mod certs;
 pub mod config;
