@@ -278,8 +278,7 @@ impl Writer {
             _ => current_tail(&self.file, &self.dir)?,
         };
         let mut len = len;
-        if self.rotate_size > 0 && len > 0 && len + object.len() as u64 + 200 > self.rotate_size
-        {
+        if self.rotate_size > 0 && len > 0 && len + object.len() as u64 + 200 > self.rotate_size {
             self.rotate(&tail.head, sync)?;
             // A torn last line stays in the rotated file; the new file's
             // first line chains past it.

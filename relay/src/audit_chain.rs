@@ -106,7 +106,11 @@ pub fn seal(object: &[u8], head: &Head) -> (Vec<u8>, Head) {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Link {
     /// A sealed line whose hash matches its content.
-    Sealed { seq: u64, prev: String, hash: String },
+    Sealed {
+        seq: u64,
+        prev: String,
+        hash: String,
+    },
     /// A line without a seal: `hash` is the SHA-256 of its bytes. `object`:
     /// it is a whole JSON object (a line from before the chain, or one
     /// written without a seal) rather than a torn or foreign line.
@@ -148,9 +152,15 @@ pub fn link(line: &[u8]) -> Link {
 
 /// The `hash` a line claims, if it ends like a sealed line.
 fn sealed_hash(line: &[u8]) -> Option<&str> {
-    let suffix = line.len().checked_sub(HASH_SUFFIX_LEN).map(|at| &line[at..])?;
+    let suffix = line
+        .len()
+        .checked_sub(HASH_SUFFIX_LEN)
+        .map(|at| &line[at..])?;
     let hex = suffix.strip_prefix(HASH_KEY)?.strip_suffix(b"\"}")?;
-    if !hex.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b)) {
+    if !hex
+        .iter()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+    {
         return None;
     }
     std::str::from_utf8(hex).ok()

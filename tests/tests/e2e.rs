@@ -2,6 +2,8 @@
 
 #[path = "e2e/acme.rs"]
 mod acme;
+#[path = "e2e/audit_chain.rs"]
+mod audit_chain;
 #[path = "e2e/auth.rs"]
 mod auth;
 #[path = "e2e/bench_mode.rs"]
