@@ -52,6 +52,8 @@ mod oauth;
 mod oidc;
 #[path = "e2e/owner_policy.rs"]
 mod owner_policy;
+#[path = "e2e/private_state.rs"]
+mod private_state;
 #[path = "e2e/python_client.rs"]
 mod python_client;
 #[path = "e2e/reload.rs"]
