@@ -23,6 +23,7 @@ pub mod embedded;
 pub mod error;
 pub mod gate;
 pub mod login;
+pub mod mcp_http;
 pub mod relay_api;
 mod reply;
 pub mod response_cap;

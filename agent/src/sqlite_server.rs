@@ -106,7 +106,7 @@ pub struct SqliteServer {
 /// The server as rmcp's Streamable HTTP service: what `agent connect --sqlite`
 /// serves through the tunnel, and what the benchmark's direct baseline serves
 /// over TCP.
-pub type HttpService = StreamableHttpService<SqliteServer, LocalSessionManager>;
+pub type HttpService = crate::mcp_http::McpHttpService<SqliteServer>;
 
 impl SqliteServer {
     pub fn new(db: Arc<SqliteDb>) -> SqliteServer {
@@ -136,11 +136,10 @@ impl SqliteServer {
             .disable_allowed_hosts()
             .with_json_response(true)
             .with_cancellation_token(cancel);
-        StreamableHttpService::new(
-            move || Ok(self.clone()),
-            Arc::new(LocalSessionManager::default()),
-            config,
-        )
+        let sessions = Arc::new(LocalSessionManager::default());
+        let service =
+            StreamableHttpService::new(move || Ok(self.clone()), sessions.clone(), config);
+        HttpService::new(service, sessions)
     }
 
     pub fn memo(&self) -> &Memo {

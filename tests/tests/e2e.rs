@@ -60,6 +60,8 @@ mod python_client;
 mod reload;
 #[path = "e2e/scope_step_up.rs"]
 mod scope_step_up;
+#[path = "e2e/session_end.rs"]
+mod session_end;
 #[path = "e2e/sharing.rs"]
 mod sharing;
 #[path = "e2e/sharing_v2.rs"]
