@@ -94,10 +94,15 @@ pub struct RelayConfig {
     pub rate_limit_identity: Option<crate::rate_limits::Rate>,
     /// TCP and QUIC connections one address may hold at once (0: unlimited).
     pub max_connections_per_ip: u32,
+    /// Route names one owner may claim (0: unlimited).
+    pub max_routes_per_owner: u32,
     /// QUIC handshakes one address may have in progress (0: unlimited).
     pub max_quic_handshakes_per_ip: u32,
     /// How long a client may take to send a request's headers.
     pub header_read_timeout: Duration,
+    /// A client connection with no request in flight this long is closed
+    /// (zero: never).
+    pub http_idle_timeout: Duration,
     /// How long a client may take to send a JSON-RPC request body (408 after).
     pub body_read_timeout: Duration,
     /// The admin listener (plain HTTP: `/metrics`, `/healthz`, `/readyz`;
@@ -141,8 +146,10 @@ impl RelayConfig {
             rate_limit_route: None,
             rate_limit_identity: None,
             max_connections_per_ip: 256,
+            max_routes_per_owner: 64,
             max_quic_handshakes_per_ip: 16,
             header_read_timeout: Duration::from_secs(30),
+            http_idle_timeout: Duration::from_secs(120),
             body_read_timeout: Duration::from_secs(30),
             admin_listen: None,
             bench_disable_policy_and_audit: false,

@@ -44,6 +44,7 @@ pub mod grant_store;
 pub mod grants_api;
 pub mod headers;
 pub mod identity_groups;
+pub mod idle_connection;
 pub mod legacy_sse;
 pub mod listener;
 pub mod logging;

@@ -224,6 +224,11 @@ struct ServeArgs {
     /// unlimited); more are closed at once, before TLS.
     #[arg(long, default_value_t = 256)]
     max_connections_per_ip: u32,
+    /// Route names one owner may claim (0: unlimited). An agent offering
+    /// one more new name is refused with a message saying so; the routes
+    /// already claimed keep working. `relay route release` frees a name.
+    #[arg(long, default_value_t = 64)]
+    max_routes_per_owner: u32,
     /// QUIC handshakes one address may have in progress (0: unlimited);
     /// more are refused. Bounds floods of half-open handshakes.
     #[arg(long, default_value_t = 16)]
@@ -231,6 +236,11 @@ struct ServeArgs {
     /// How long a client may take to send a request's headers (slowloris).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     header_read_timeout: std::time::Duration,
+    /// Close a client's HTTPS connection (HTTP/2 or HTTP/1.1 keep-alive)
+    /// that has had no request in flight this long (0: never). A standing
+    /// event stream is a request in flight.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    http_idle_timeout: std::time::Duration,
     /// How long a client may take to send a JSON-RPC request body; after it
     /// the relay answers 408 and forwards nothing.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
@@ -770,8 +780,10 @@ fn serve(
     config.rate_limit_route = args.rate_limit_route;
     config.rate_limit_identity = args.rate_limit_identity;
     config.max_connections_per_ip = args.max_connections_per_ip;
+    config.max_routes_per_owner = args.max_routes_per_owner;
     config.max_quic_handshakes_per_ip = args.max_quic_handshakes_per_ip;
     config.header_read_timeout = args.header_read_timeout;
+    config.http_idle_timeout = args.http_idle_timeout;
     config.body_read_timeout = args.body_read_timeout;
     config.admin_listen = args.admin_listen.0;
     config.bench_disable_policy_and_audit = args.bench_disable_policy_and_audit;

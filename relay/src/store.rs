@@ -76,6 +76,8 @@ pub enum RouteClaim {
     Granted,
     /// The route belongs to someone else.
     Taken { owner: String },
+    /// The route is free, but the owner already holds `max` routes.
+    TooMany { max: u32 },
 }
 
 /// The embedded state store.
@@ -322,17 +324,45 @@ impl Store {
 
     /// Claims `name` for `owner`: the first owner to serve a route keeps it.
     pub fn claim_route(&self, name: &str, owner: &str) -> Result<RouteClaim, RelayError> {
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO routes (name, owner, created_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT(name) DO NOTHING",
-            params![name, owner, now()],
-        )?;
-        let current: String =
-            conn.query_row("SELECT owner FROM routes WHERE name = ?1", [name], |r| {
+        self.claim_route_capped(name, owner, 0)
+    }
+
+    /// [`Store::claim_route`], refusing a new name to an owner who already
+    /// holds `max` routes (0: no cap). Counting and claiming are one
+    /// transaction, so concurrent claims cannot pass the cap.
+    pub fn claim_route_capped(
+        &self,
+        name: &str,
+        owner: &str,
+        max: u32,
+    ) -> Result<RouteClaim, RelayError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut current: Option<String> = tx
+            .query_row("SELECT owner FROM routes WHERE name = ?1", [name], |r| {
                 r.get(0)
-            })?;
+            })
+            .optional()?;
+        if current.is_none() {
+            if max > 0 {
+                let held: i64 = tx.query_row(
+                    "SELECT COUNT(*) FROM routes WHERE owner = ?1",
+                    [owner],
+                    |r| r.get(0),
+                )?;
+                if held >= i64::from(max) {
+                    return Ok(RouteClaim::TooMany { max });
+                }
+            }
+            tx.execute(
+                "INSERT INTO routes (name, owner, created_at) VALUES (?1, ?2, ?3)",
+                params![name, owner, now()],
+            )?;
+            current = Some(owner.to_owned());
+        }
+        tx.commit()?;
         drop(conn);
+        let current = current.unwrap_or_default();
         // Released by another process and claimed again: no grant of the
         // previous owner may be remembered.
         self.grant_cache.forget(name);
@@ -684,6 +714,39 @@ fn restrict_dir(_dir: &Path) {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_owner_claims_at_most_max_routes() {
+        let (s, dir) = store();
+        assert_eq!(
+            s.claim_route_capped("a", "o@x", 2).expect("claim"),
+            RouteClaim::Granted
+        );
+        assert_eq!(
+            s.claim_route_capped("b", "o@x", 2).expect("claim"),
+            RouteClaim::Granted
+        );
+        assert_eq!(
+            s.claim_route_capped("c", "o@x", 2).expect("claim"),
+            RouteClaim::TooMany { max: 2 }
+        );
+        // Routes already held still are; other owners are not affected.
+        assert_eq!(
+            s.claim_route_capped("a", "o@x", 2).expect("claim"),
+            RouteClaim::Granted
+        );
+        assert_eq!(
+            s.claim_route_capped("c", "p@x", 2).expect("claim"),
+            RouteClaim::Granted
+        );
+        assert!(s.release_route("b").expect("release"));
+        assert_eq!(
+            s.claim_route_capped("d", "o@x", 2).expect("claim"),
+            RouteClaim::Granted
+        );
+        assert_eq!(s.route_owner("c").expect("owner").as_deref(), Some("p@x"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn the_database_files_are_private_and_a_failed_chmod_is_an_error() {

@@ -32,6 +32,8 @@ mod gateway;
 mod github;
 #[path = "e2e/hostile.rs"]
 mod hostile;
+#[path = "e2e/idle_connections.rs"]
+mod idle_connections;
 #[path = "e2e/isolation.rs"]
 mod isolation;
 #[path = "e2e/lifecycle.rs"]
@@ -58,6 +60,8 @@ mod private_state;
 mod python_client;
 #[path = "e2e/reload.rs"]
 mod reload;
+#[path = "e2e/route_cap.rs"]
+mod route_cap;
 #[path = "e2e/scope_step_up.rs"]
 mod scope_step_up;
 #[path = "e2e/session_end.rs"]
