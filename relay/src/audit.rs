@@ -279,11 +279,17 @@ impl Writer {
         };
         let mut len = len;
         if self.rotate_size > 0 && len > 0 && len + object.len() as u64 + 200 > self.rotate_size {
-            self.rotate(&tail.head, sync)?;
-            // A torn last line stays in the rotated file; the new file's
-            // first line chains past it.
-            tail.torn = false;
-            len = 0;
+            match self.rotate(&tail.head, sync) {
+                Ok(()) => {
+                    // A torn last line stays in the rotated file; the new
+                    // file's first line chains past it.
+                    tail.torn = false;
+                    len = 0;
+                }
+                // Not a reason to refuse requests: the chain goes on in the
+                // file open now, and the next line tries again.
+                Err(e) => tracing::error!(error = %e, "cannot rotate the audit log"),
+            }
         }
         let (mut line, head) = seal(object, &tail.head);
         if tail.torn {
