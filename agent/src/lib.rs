@@ -23,6 +23,7 @@ pub mod embedded;
 pub mod error;
 pub mod gate;
 pub mod login;
+pub mod mcp_http;
 pub mod mcp_sessions;
 pub mod per_identity;
 pub mod relay_api;

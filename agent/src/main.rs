@@ -162,7 +162,8 @@ struct ConnectArgs {
     sqlite_max_calls_per_identity: u32,
     /// With --sqlite: the most MCP sessions one identity may hold at once
     /// (a session ends on DELETE or after 5 minutes idle); one more
-    /// initialize gets 429.
+    /// initialize ends that identity's oldest session (its client gets 404
+    /// and starts a new one).
     #[arg(long, default_value_t = 32, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     sqlite_max_sessions_per_identity: u32,
     /// Serve the route from a stdio MCP server: everything after `--` is the

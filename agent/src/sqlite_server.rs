@@ -37,7 +37,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::mcp_sessions::{self, CappedSessions};
+use crate::mcp_sessions::CappedSessions;
 use crate::per_identity::{CallerId, PerIdentity, Slot};
 use crate::sqlite_db::{SqliteDb, SqliteError};
 
@@ -113,63 +113,10 @@ pub struct SqliteServer {
 
 /// The server as rmcp's Streamable HTTP service: what `agent connect --sqlite`
 /// serves through the tunnel, and what the benchmark's direct baseline serves
-/// over TCP. One caller (the request's [`CallerId`]) holds at most
-/// `Limits::max_sessions_per_identity` MCP sessions ([`crate::mcp_sessions`]).
-pub struct HttpService {
-    inner: StreamableHttpService<SqliteServer, CappedSessions>,
-    sessions: Arc<CappedSessions>,
-}
-
-impl HttpService {
-    /// Answers one HTTP request. An `initialize` (a POST without
-    /// `Mcp-Session-Id`) of a caller who holds all its sessions gets 429
-    /// with a JSON-RPC error naming the bound.
-    pub async fn handle<B>(
-        &self,
-        req: http::Request<B>,
-    ) -> http::Response<http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>>
-    where
-        B: http_body::Body + Send + 'static,
-        B::Error: std::fmt::Display,
-    {
-        let caller = CallerId::of(&req).cloned();
-        if let Some(c) = &caller {
-            let opens_session =
-                req.method() == http::Method::POST && !req.headers().contains_key("mcp-session-id");
-            let held = self.sessions.held(&c.0);
-            if opens_session && held >= self.sessions.max() {
-                tracing::info!(
-                    held,
-                    "MCP session refused: the caller holds --sqlite-max-sessions-per-identity"
-                );
-                return too_many_sessions(held);
-            }
-        }
-        mcp_sessions::with_caller(caller, self.inner.handle(req)).await
-    }
-
-    /// Ends every session at once, in-flight calls included.
-    pub fn cancel(&self) {
-        self.inner.config.cancellation_token.cancel();
-    }
-}
-
-fn too_many_sessions(
-    held: usize,
-) -> http::Response<http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>> {
-    use http_body_util::BodyExt;
-    let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32000,
-        "message": mcp_sessions::SessionError::TooMany(held).to_string()}});
-    let mut resp = http::Response::new(
-        http_body_util::Full::new(bytes::Bytes::from(body.to_string())).boxed(),
-    );
-    *resp.status_mut() = http::StatusCode::TOO_MANY_REQUESTS;
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    resp
-}
+/// over TCP. One caller (the request's [`crate::per_identity::CallerId`])
+/// holds at most `Limits::max_sessions_per_identity` MCP sessions
+/// ([`crate::mcp_sessions`]): a new one ends that caller's oldest.
+pub type HttpService = crate::mcp_http::McpHttpService<SqliteServer, CappedSessions>;
 
 impl SqliteServer {
     pub fn new(db: Arc<SqliteDb>) -> SqliteServer {
@@ -203,10 +150,9 @@ impl SqliteServer {
         let sessions = Arc::new(CappedSessions::new(
             self.db.limits().max_sessions_per_identity,
         ));
-        HttpService {
-            inner: StreamableHttpService::new(move || Ok(self.clone()), sessions.clone(), config),
-            sessions,
-        }
+        let service =
+            StreamableHttpService::new(move || Ok(self.clone()), sessions.clone(), config);
+        HttpService::new(service, sessions)
     }
 
     pub fn memo(&self) -> &Memo {

@@ -158,8 +158,22 @@ async fn handshake(
         );
     }
     for name in &names {
-        match state.store.claim_route(name, &record.owner) {
+        let max = state.config.max_routes_per_owner;
+        match state.store.claim_route_capped(name, &record.owner, max) {
             Ok(RouteClaim::Granted) => {}
+            Ok(RouteClaim::TooMany { max }) => {
+                // RouteTaken: agents before this cap know the code (a new
+                // one would not decode); the message says what happened.
+                return refuse(
+                    send,
+                    RefusalCode::RouteTaken,
+                    format!(
+                        "route '{name}' is new, but {} already holds {max} routes on this relay, the most one owner may claim (relay serve --max-routes-per-owner); reuse one of them, or ask the relay's operator to release one (relay route release)",
+                        record.owner
+                    ),
+                )
+                .await;
+            }
             Ok(RouteClaim::Taken { .. }) => {
                 return refuse(
                     send,

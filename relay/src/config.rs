@@ -37,6 +37,9 @@ impl AcmeConfig {
     pub const LETS_ENCRYPT: &'static str = "https://acme-v02.api.letsencrypt.org/directory";
 }
 
+/// `--audit-rotate-size`'s default: 64 MiB.
+pub const DEFAULT_AUDIT_ROTATE_SIZE: u64 = 64 * 1024 * 1024;
+
 /// Everything `relay serve` needs.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -63,6 +66,9 @@ pub struct RelayConfig {
     pub max_body: usize,
     /// Keep tool arguments in the audit log instead of their hash.
     pub audit_arguments: bool,
+    /// Rotate `audit.jsonl` when a line would take it past this many bytes
+    /// (0: never); the hash chain goes on in the next file.
+    pub audit_rotate_size: u64,
     /// The organisation's Cedar policy, applied to every route (its forbids win).
     pub policy: Option<PathBuf>,
     /// Browser origins allowed besides the relay's own and loopback ones
@@ -88,10 +94,15 @@ pub struct RelayConfig {
     pub rate_limit_identity: Option<crate::rate_limits::Rate>,
     /// TCP and QUIC connections one address may hold at once (0: unlimited).
     pub max_connections_per_ip: u32,
+    /// Route names one owner may claim (0: unlimited).
+    pub max_routes_per_owner: u32,
     /// QUIC handshakes one address may have in progress (0: unlimited).
     pub max_quic_handshakes_per_ip: u32,
     /// How long a client may take to send a request's headers.
     pub header_read_timeout: Duration,
+    /// A client connection with no request in flight this long is closed
+    /// (zero: never).
+    pub http_idle_timeout: Duration,
     /// How long a client may take to send a JSON-RPC request body (408 after).
     pub body_read_timeout: Duration,
     /// The admin listener (plain HTTP: `/metrics`, `/healthz`, `/readyz`;
@@ -123,6 +134,7 @@ impl RelayConfig {
             revocation_check_interval: Duration::from_secs(1),
             max_body: 4 * 1024 * 1024,
             audit_arguments: false,
+            audit_rotate_size: DEFAULT_AUDIT_ROTATE_SIZE,
             policy: None,
             allow_origins: Vec::new(),
             sse_keepalive: Duration::from_secs(15),
@@ -134,8 +146,10 @@ impl RelayConfig {
             rate_limit_route: None,
             rate_limit_identity: None,
             max_connections_per_ip: 256,
+            max_routes_per_owner: 64,
             max_quic_handshakes_per_ip: 16,
             header_read_timeout: Duration::from_secs(30),
+            http_idle_timeout: Duration::from_secs(120),
             body_read_timeout: Duration::from_secs(30),
             admin_listen: None,
             bench_disable_policy_and_audit: false,

@@ -47,6 +47,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("policy", "policy"),
     ("allow_origins", "allow_origins"),
     ("audit_arguments", "audit_arguments"),
+    ("audit_rotate_size", "audit_rotate_size"),
     ("response_timeout", "response_timeout"),
     ("keepalive_interval", "keepalive_interval"),
     ("drain_timeout", "drain_timeout"),
@@ -59,11 +60,13 @@ pub const KEYS: &[(&str, &str)] = &[
     ("limits.rate_limit_route", "rate_limit_route"),
     ("limits.rate_limit_identity", "rate_limit_identity"),
     ("limits.max_connections_per_ip", "max_connections_per_ip"),
+    ("limits.max_routes_per_owner", "max_routes_per_owner"),
     (
         "limits.max_quic_handshakes_per_ip",
         "max_quic_handshakes_per_ip",
     ),
     ("limits.header_read_timeout", "header_read_timeout"),
+    ("limits.http_idle_timeout", "http_idle_timeout"),
     ("limits.body_read_timeout", "body_read_timeout"),
     ("oauth.access_token_ttl", "access_token_ttl"),
     ("oauth.refresh_token_ttl", "refresh_token_ttl"),
@@ -135,6 +138,7 @@ struct Settings {
     policy: Option<Spanned<PathBuf>>,
     allow_origins: Option<Vec<String>>,
     audit_arguments: Option<bool>,
+    audit_rotate_size: Option<u64>,
     #[serde(default, deserialize_with = "parsed")]
     response_timeout: Option<FromText<humantime::Duration>>,
     #[serde(default, deserialize_with = "parsed")]
@@ -200,9 +204,12 @@ struct Limits {
     #[serde(default, deserialize_with = "parsed")]
     rate_limit_identity: Option<FromText<Rate>>,
     max_connections_per_ip: Option<u32>,
+    max_routes_per_owner: Option<u32>,
     max_quic_handshakes_per_ip: Option<u32>,
     #[serde(default, deserialize_with = "parsed")]
     header_read_timeout: Option<FromText<humantime::Duration>>,
+    #[serde(default, deserialize_with = "parsed")]
+    http_idle_timeout: Option<FromText<humantime::Duration>>,
     #[serde(default, deserialize_with = "parsed")]
     body_read_timeout: Option<FromText<humantime::Duration>>,
 }
@@ -490,6 +497,11 @@ impl ConfigFile {
             set("audit_arguments"),
         );
         put(
+            &mut config.audit_rotate_size,
+            s.audit_rotate_size,
+            set("audit_rotate_size"),
+        );
+        put(
             &mut config.response_timeout,
             duration(s.response_timeout),
             set("response_timeout"),
@@ -532,6 +544,11 @@ impl ConfigFile {
             set("max_connections_per_ip"),
         );
         put(
+            &mut config.max_routes_per_owner,
+            l.max_routes_per_owner,
+            set("max_routes_per_owner"),
+        );
+        put(
             &mut config.max_quic_handshakes_per_ip,
             l.max_quic_handshakes_per_ip,
             set("max_quic_handshakes_per_ip"),
@@ -540,6 +557,11 @@ impl ConfigFile {
             &mut config.header_read_timeout,
             duration(l.header_read_timeout),
             set("header_read_timeout"),
+        );
+        put(
+            &mut config.http_idle_timeout,
+            duration(l.http_idle_timeout),
+            set("http_idle_timeout"),
         );
         put(
             &mut config.body_read_timeout,

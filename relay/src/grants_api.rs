@@ -170,8 +170,18 @@ fn create(state: &SharedState, owner: &str, route: &str, body: &[u8]) -> Respons
             }
         },
     };
-    match state.store.claim_route(route, owner) {
+    match state
+        .store
+        .claim_route_capped(route, owner, state.config.max_routes_per_owner)
+    {
         Ok(RouteClaim::Granted) => {}
+        Ok(RouteClaim::TooMany { max }) => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "too_many_routes",
+                &format!("route '{route}' is new, but you already hold {max} routes on this relay, the most one owner may claim"),
+            );
+        }
         Ok(RouteClaim::Taken { .. }) => {
             tracing::warn!(
                 route,

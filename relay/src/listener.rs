@@ -15,6 +15,7 @@ use tunnel::TunnelConnection;
 
 use crate::agents;
 use crate::gateway;
+use crate::idle_connection::IdleTracker;
 use crate::state::SharedState;
 
 /// Accepts TCP connections until shutdown.
@@ -104,7 +105,13 @@ async fn serve_http(
     peer: SocketAddr,
 ) {
     let svc_state = state.clone();
-    let service = service_fn(move |req| gateway::handle(svc_state.clone(), peer, req));
+    let idle = IdleTracker::default();
+    let tracker = idle.clone();
+    let service = service_fn(move |req| {
+        let in_flight = tracker.begin();
+        let handled = gateway::handle(svc_state.clone(), peer, req);
+        async move { handled.await.map(|r| in_flight.hold(r)) }
+    });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -122,6 +129,7 @@ async fn serve_http(
         .max_concurrent_streams(256);
     let conn = builder.serve_connection(TokioIo::new(tls), service);
     tokio::pin!(conn);
+    let idle_timeout = state.config.http_idle_timeout;
     tokio::select! {
         res = conn.as_mut() => {
             if let Err(e) = res {
@@ -129,6 +137,11 @@ async fn serve_http(
             }
         }
         _ = state.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(state.config.drain_timeout, conn).await;
+        }
+        _ = idle.idle_for(idle_timeout), if !idle_timeout.is_zero() => {
+            tracing::debug!(%peer, "closing an idle HTTP connection");
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(state.config.drain_timeout, conn).await;
         }

@@ -62,8 +62,12 @@ enum Command {
     /// Check a config file for `relay serve --config`.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Show the audit trail (<state-dir>/audit.jsonl): one event per message.
+    /// Show the audit trail (<state-dir>/audit.jsonl and the rotated
+    /// audit-<seq>.jsonl files): one event per message. `relay audit verify`
+    /// checks its hash chain.
     Audit {
+        #[command(subcommand)]
+        verify: Option<AuditCommand>,
         #[command(flatten)]
         state: StateDir,
         /// Only this route.
@@ -78,6 +82,21 @@ enum Command {
         /// The raw JSON lines.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the audit log's hash chain: every line names the hash of the
+    /// line before it. Prints the first line that was changed, removed,
+    /// inserted or reordered and exits 1; exits 0 when the chain is intact.
+    /// Lines removed from the end are found through <state-dir>/audit.head.
+    Verify {
+        #[command(flatten)]
+        state: StateDir,
+        /// The files to check as one chain, oldest first. Default: every
+        /// audit file of the state dir (audit-<seq>.jsonl, then audit.jsonl).
+        files: Vec<PathBuf>,
     },
 }
 
@@ -153,6 +172,12 @@ struct ServeArgs {
     /// Write tool arguments to the audit log in the clear (default: a SHA-256).
     #[arg(long)]
     audit_arguments: bool,
+    /// Rotate <state-dir>/audit.jsonl when a line would take it past this
+    /// many bytes (0: never): it becomes audit-<seq of its last line>.jsonl
+    /// and the hash chain goes on in a new audit.jsonl. Rotated files are
+    /// kept; remove old ones yourself.
+    #[arg(long, value_name = "BYTES", default_value_t = relay::config::DEFAULT_AUDIT_ROTATE_SIZE)]
+    audit_rotate_size: u64,
     /// The organisation's Cedar policy for every route: its forbids win over
     /// any route owner's permits (see deploy/policies/). Checked at start.
     #[arg(long)]
@@ -199,6 +224,11 @@ struct ServeArgs {
     /// unlimited); more are closed at once, before TLS.
     #[arg(long, default_value_t = 256)]
     max_connections_per_ip: u32,
+    /// Route names one owner may claim (0: unlimited). An agent offering
+    /// one more new name is refused with a message saying so; the routes
+    /// already claimed keep working. `relay route release` frees a name.
+    #[arg(long, default_value_t = 64)]
+    max_routes_per_owner: u32,
     /// QUIC handshakes one address may have in progress (0: unlimited);
     /// more are refused. Bounds floods of half-open handshakes.
     #[arg(long, default_value_t = 16)]
@@ -206,6 +236,11 @@ struct ServeArgs {
     /// How long a client may take to send a request's headers (slowloris).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     header_read_timeout: std::time::Duration,
+    /// Close a client's HTTPS connection (HTTP/2 or HTTP/1.1 keep-alive)
+    /// that has had no request in flight this long (0: never). A standing
+    /// event stream is a request in flight.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    http_idle_timeout: std::time::Duration,
     /// How long a client may take to send a JSON-RPC request body; after it
     /// the relay answers 408 and forwards nothing.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
@@ -585,6 +620,15 @@ fn run(
             Ok(())
         }
         Command::Audit {
+            verify: Some(AuditCommand::Verify { state, files }),
+            ..
+        } => {
+            let report = relay::audit_verify::verify_files(&state.path(), &files)?;
+            println!("{report}");
+            Ok(())
+        }
+        Command::Audit {
+            verify: None,
             state,
             route,
             since,
@@ -604,11 +648,11 @@ fn run(
                 since,
                 decision,
             };
-            let path = state.path().join("audit.jsonl");
-            let (events, bad) = relay::audit::read(&path, &query)?;
+            let dir = state.path();
+            let (events, bad) = relay::audit::read_all(&dir, &query)?;
             print!("{}", admin::format_audit(&events, json));
             if bad > 0 {
-                eprintln!("warning: {bad} line(s) of {} are not audit events (a torn write after a crash?)", path.display());
+                eprintln!("warning: {bad} line(s) of the audit files in {} are not audit events (a torn write after a crash?)", dir.display());
             }
             Ok(())
         }
@@ -642,10 +686,9 @@ fn run(
         }
         Command::Tools(ToolsCommand::Approve { state, route, tool }) => {
             let store = open(&state)?;
-            let audit_log = state.path().join("audit.jsonl");
             print!(
                 "{}",
-                relay::pins::approve(&store, &audit_log, &route, tool.as_deref())?
+                relay::pins::approve(&store, &state.path(), &route, tool.as_deref())?
             );
             Ok(())
         }
@@ -728,6 +771,7 @@ fn serve(
     config.drain_timeout = args.drain_timeout;
     config.max_body = args.max_body;
     config.audit_arguments = args.audit_arguments;
+    config.audit_rotate_size = args.audit_rotate_size;
     config.policy = args.policy;
     config.allow_origins = args.allow_origins;
     config.sse_keepalive = args.sse_keepalive;
@@ -761,8 +805,10 @@ fn serve(
     config.rate_limit_route = args.rate_limit_route;
     config.rate_limit_identity = args.rate_limit_identity;
     config.max_connections_per_ip = args.max_connections_per_ip;
+    config.max_routes_per_owner = args.max_routes_per_owner;
     config.max_quic_handshakes_per_ip = args.max_quic_handshakes_per_ip;
     config.header_read_timeout = args.header_read_timeout;
+    config.http_idle_timeout = args.http_idle_timeout;
     config.body_read_timeout = args.body_read_timeout;
     config.admin_listen = args.admin_listen.0;
     config.bench_disable_policy_and_audit = args.bench_disable_policy_and_audit;

@@ -362,11 +362,11 @@ pub fn list(store: &Store, route: &str, json: bool) -> Result<String, RelayError
 }
 
 /// `relay tools approve --route R [--tool T]`: pending changes become the
-/// pins, each approval audited in `audit_log`. Returns what to print; an
+/// pins, each approval audited in the audit log of `state_dir`. Returns what to print; an
 /// error if nothing was pending.
 pub fn approve(
     store: &Store,
-    audit_log: &Path,
+    state_dir: &Path,
     route: &str,
     tool: Option<&str>,
 ) -> Result<String, RelayError> {
@@ -398,7 +398,7 @@ pub fn approve(
             )
         })
         .collect();
-    audit::append(audit_log, &events)?;
+    audit::append(state_dir, &events)?;
     let mut out = String::new();
     for r in approved {
         let _ = writeln!(

@@ -44,7 +44,11 @@ pub struct RunningRelay {
 /// Binds the relay's port and starts serving.
 pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
     let store = Store::open(&config.state_dir)?;
-    let audit = Audit::open(&config.state_dir, config.audit_arguments)?;
+    let audit = Audit::open(
+        &config.state_dir,
+        config.audit_arguments,
+        config.audit_rotate_size,
+    )?;
     let policies = Policies::load(config.policy.as_deref())?;
     let (tcp, udp) = bind(config.listen, config.quic)?;
     let local_addr = tcp.local_addr().map_err(|source| RelayError::Bind {

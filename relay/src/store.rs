@@ -76,6 +76,8 @@ pub enum RouteClaim {
     Granted,
     /// The route belongs to someone else.
     Taken { owner: String },
+    /// The route is free, but the owner already holds `max` routes.
+    TooMany { max: u32 },
 }
 
 /// The embedded state store.
@@ -131,10 +133,18 @@ impl Store {
             path: path.clone(),
             source,
         };
+        // Tokens' hashes, sessions, OAuth state: owner-only, whatever the umask.
+        private_db(&path)?;
         let conn = Connection::open(&path).map_err(wrap)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(wrap)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(wrap)?;
+        // SQLite gives them the database's mode; older relays' may be wider.
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.clone().into_os_string();
+            side.push(suffix);
+            chmod_private(Path::new(&side), false)?;
+        }
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(wrap)?;
         conn.execute_batch(SCHEMA).map_err(wrap)?;
@@ -314,17 +324,45 @@ impl Store {
 
     /// Claims `name` for `owner`: the first owner to serve a route keeps it.
     pub fn claim_route(&self, name: &str, owner: &str) -> Result<RouteClaim, RelayError> {
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO routes (name, owner, created_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT(name) DO NOTHING",
-            params![name, owner, now()],
-        )?;
-        let current: String =
-            conn.query_row("SELECT owner FROM routes WHERE name = ?1", [name], |r| {
+        self.claim_route_capped(name, owner, 0)
+    }
+
+    /// [`Store::claim_route`], refusing a new name to an owner who already
+    /// holds `max` routes (0: no cap). Counting and claiming are one
+    /// transaction, so concurrent claims cannot pass the cap.
+    pub fn claim_route_capped(
+        &self,
+        name: &str,
+        owner: &str,
+        max: u32,
+    ) -> Result<RouteClaim, RelayError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut current: Option<String> = tx
+            .query_row("SELECT owner FROM routes WHERE name = ?1", [name], |r| {
                 r.get(0)
-            })?;
+            })
+            .optional()?;
+        if current.is_none() {
+            if max > 0 {
+                let held: i64 = tx.query_row(
+                    "SELECT COUNT(*) FROM routes WHERE owner = ?1",
+                    [owner],
+                    |r| r.get(0),
+                )?;
+                if held >= i64::from(max) {
+                    return Ok(RouteClaim::TooMany { max });
+                }
+            }
+            tx.execute(
+                "INSERT INTO routes (name, owner, created_at) VALUES (?1, ?2, ?3)",
+                params![name, owner, now()],
+            )?;
+            current = Some(owner.to_owned());
+        }
+        tx.commit()?;
         drop(conn);
+        let current = current.unwrap_or_default();
         // Released by another process and claimed again: no grant of the
         // previous owner may be remembered.
         self.grant_cache.forget(name);
@@ -621,6 +659,49 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
     })
 }
 
+/// Creates `path` with mode 0600, or sets an existing one's to 0600.
+fn private_db(path: &Path) -> Result<(), RelayError> {
+    if path.exists() {
+        return chmod_private(path, true);
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path).map_err(|source| RelayError::File {
+        what: "cannot create",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // The mode given at creation is masked by the umask, never widened;
+    // set it exactly all the same.
+    chmod_private(path, true)
+}
+
+/// Sets `path`'s mode to 0600; an error if that fails (a missing file is
+/// one only when `must_exist`).
+#[cfg(unix)]
+fn chmod_private(path: &Path, must_exist: bool) -> Result<(), RelayError> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+        Ok(()) => Ok(()),
+        Err(e) if !must_exist && e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(RelayError::File {
+            what: "cannot make private (chmod 600)",
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+#[cfg(not(unix))]
+fn chmod_private(_path: &Path, _must_exist: bool) -> Result<(), RelayError> {
+    Ok(())
+}
+
 #[cfg(unix)]
 fn restrict_dir(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
@@ -633,6 +714,57 @@ fn restrict_dir(_dir: &Path) {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_owner_claims_at_most_max_routes() {
+        let (s, dir) = store();
+        assert_eq!(
+            s.claim_route_capped("a", "o@x", 2).expect("claim"),
+            RouteClaim::Granted
+        );
+        assert_eq!(
+            s.claim_route_capped("b", "o@x", 2).expect("claim"),
+            RouteClaim::Granted
+        );
+        assert_eq!(
+            s.claim_route_capped("c", "o@x", 2).expect("claim"),
+            RouteClaim::TooMany { max: 2 }
+        );
+        // Routes already held still are; other owners are not affected.
+        assert_eq!(
+            s.claim_route_capped("a", "o@x", 2).expect("claim"),
+            RouteClaim::Granted
+        );
+        assert_eq!(
+            s.claim_route_capped("c", "p@x", 2).expect("claim"),
+            RouteClaim::Granted
+        );
+        assert!(s.release_route("b").expect("release"));
+        assert_eq!(
+            s.claim_route_capped("d", "o@x", 2).expect("claim"),
+            RouteClaim::Granted
+        );
+        assert_eq!(s.route_owner("c").expect("owner").as_deref(), Some("p@x"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_database_files_are_private_and_a_failed_chmod_is_an_error() {
+        use std::os::unix::fs::PermissionsExt;
+        let (store, dir) = store();
+        for name in ["relay.db", "relay.db-wal", "relay.db-shm"] {
+            let mode = std::fs::metadata(dir.join(name))
+                .expect(name)
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}");
+        }
+        drop(store);
+        // procfs refuses chmod, even to root.
+        let err = chmod_private(Path::new("/proc/self/status"), true).expect_err("chmod refused");
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     fn store() -> (Store, PathBuf) {
         let dir = std::env::temp_dir().join(format!("dbr-store-{}", token::random_hex(6)));

@@ -120,8 +120,8 @@ fn an_unknown_key_is_refused_with_its_line() {
         format!(
             "{}:8:1: limits.max_bodyy: unknown key `max_bodyy`, expected one of `max_body`, \
              `max_tools_list`, `rate_limit_route`, `rate_limit_identity`, \
-             `max_connections_per_ip`, `max_quic_handshakes_per_ip`, `header_read_timeout`, \
-             `body_read_timeout`",
+             `max_connections_per_ip`, `max_routes_per_owner`, `max_quic_handshakes_per_ip`, \
+             `header_read_timeout`, `http_idle_timeout`, `body_read_timeout`",
             fixture("bad-unknown-key.toml").display()
         )
     );
@@ -130,7 +130,7 @@ fn an_unknown_key_is_refused_with_its_line() {
         format!(
             "{}:4:2: acmee: unknown key `acmee`, expected one of `listen`, `public_url`, \
              `state_dir`, `log_format`, `quic`, `policy`, `allow_origins`, `audit_arguments`, \
-             `response_timeout`, `keepalive_interval`, `drain_timeout`, `sse_keepalive`, \
+             `audit_rotate_size`, `response_timeout`, `keepalive_interval`, `drain_timeout`, `sse_keepalive`, \
              `admin_listen`, `tls`, `acme`, `limits`, `oauth`",
             fixture("bad-unknown-table.toml").display()
         )

@@ -4,6 +4,8 @@
 mod acme;
 #[path = "e2e/agent_restarts.rs"]
 mod agent_restarts;
+#[path = "e2e/audit_chain.rs"]
+mod audit_chain;
 #[path = "e2e/auth.rs"]
 mod auth;
 #[path = "e2e/bench_mode.rs"]
@@ -34,6 +36,8 @@ mod github;
 mod hostile;
 #[path = "e2e/http2_first_errors.rs"]
 mod http2_first_errors;
+#[path = "e2e/idle_connections.rs"]
+mod idle_connections;
 #[path = "e2e/isolation.rs"]
 mod isolation;
 #[path = "e2e/lifecycle.rs"]
@@ -54,12 +58,16 @@ mod oauth;
 mod oidc;
 #[path = "e2e/owner_policy.rs"]
 mod owner_policy;
+#[path = "e2e/private_state.rs"]
+mod private_state;
 #[path = "e2e/python_client.rs"]
 mod python_client;
 #[path = "e2e/relay_restarts.rs"]
 mod relay_restarts;
 #[path = "e2e/reload.rs"]
 mod reload;
+#[path = "e2e/route_cap.rs"]
+mod route_cap;
 #[path = "e2e/route_requests.rs"]
 mod route_requests;
 #[path = "e2e/scope_step_up.rs"]
@@ -68,6 +76,8 @@ mod scope_step_up;
 mod secrets;
 #[path = "e2e/session_affinity.rs"]
 mod session_affinity;
+#[path = "e2e/session_end.rs"]
+mod session_end;
 #[path = "e2e/sharing.rs"]
 mod sharing;
 #[path = "e2e/sharing_v2.rs"]

@@ -390,9 +390,14 @@ async fn discovery_documents_name_one_issuer() {
         )
         .await;
     assert_eq!(a.status, 401);
-    // Its body unread, the HTTP/1.1 connection ends: the client must not
-    // reuse it for discovery.
-    assert_eq!(a.headers["connection"], "close", "{:?}", a.headers);
+    // The relay read the small body before answering, so the HTTP/1.1
+    // connection stays usable for discovery (it is closed only when a body
+    // could not be read through).
+    assert!(
+        a.headers.get("connection").is_none_or(|v| v != "close"),
+        "{:?}",
+        a.headers
+    );
     let challenge = a.headers["www-authenticate"].to_str().expect("ascii");
     let prm_url = format!("{issuer}/.well-known/oauth-protected-resource/mcp/db");
     assert!(

@@ -427,6 +427,10 @@ async fn a_changed_tool_is_hidden_and_refused_until_the_owner_approves() {
     assert_ne!(code, 0);
     assert!(err.contains("no route named 'nowhere'"), "{err}");
     client.cancel().await.expect("close");
+    // The approval (written by the admin command) and the running relay's
+    // events before and after it are one hash chain.
+    let (code, out, err) = relay.admin(&["audit", "verify"]);
+    assert_eq!(code, 0, "{out}{err}");
 
     // Pins survive a restart of the relay: the approved definition is still
     // the pin (no new pin, no change).
