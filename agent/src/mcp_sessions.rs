@@ -195,7 +195,10 @@ mod tests {
         assert!(held.push("alice", sid("a1"), 2).is_empty());
         assert_eq!(held.push("bob", sid("b3"), 2), vec![sid("b1")]);
         held.remove(&sid("b2"));
-        assert!(held.push("bob", sid("b4"), 2).is_empty(), "b2 freed a place");
+        assert!(
+            held.push("bob", sid("b4"), 2).is_empty(),
+            "b2 freed a place"
+        );
         assert_eq!(held.push("bob", sid("b5"), 2), vec![sid("b3")]);
         assert_eq!(held.by_identity["alice"], [sid("a1")]);
     }

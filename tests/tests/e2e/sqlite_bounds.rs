@@ -298,3 +298,4 @@ async fn a_caller_cannot_fill_the_laptop_with_mcp_sessions() {
         let a = post(&http, &url, &bob, "POST", Some(sid), &list).await;
         assert_eq!(a.status, 404, "{sid}: {}", a.text());
     }
+}
