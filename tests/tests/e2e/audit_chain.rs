@@ -25,7 +25,7 @@ async fn setup(extra: &[&str]) -> Setup {
         &relay,
         &relay.token("alice@x", false),
         "demo",
-        &["--http", &up.url()],
+        &["--http", &format!("{}/echo", up.url())],
         "auto",
     )
     .await;
@@ -49,7 +49,7 @@ impl Setup {
             );
             let req = Request::builder()
                 .method("POST")
-                .uri(format!("{}/echo", self.relay.route_url("demo")))
+                .uri(self.relay.route_url("demo"))
                 .header("authorization", format!("Bearer {}", self.token))
                 .header("content-type", "application/json")
                 .body(e2e::client::full_body(Bytes::from(body)))
