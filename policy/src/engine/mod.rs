@@ -120,6 +120,12 @@
 //! `context.listing || …`. The flags and the examples in `deploy/policies/`
 //! do.
 //!
+//! Resources and prompts are listed the same way:
+//! [`Engine::resource_visible`] asks `read_resource` of the resource's URI
+//! (or a template's `uriTemplate`), [`Engine::prompt_visible`] asks
+//! `get_prompt` of the prompt's name, each with `context.target` set, no
+//! arguments and `context.listing == true`.
+//!
 //! # Cost
 //!
 //! A decision builds one context, takes the entities (action, user, client,
