@@ -53,9 +53,26 @@ impl OwnerPolicy {
         tools: Option<&[String]>,
         read_only: bool,
     ) -> Result<OwnerPolicy, AgentError> {
-        let policy = Policy::from_flags(allow, tools, read_only)
+        Self::from_owner_flags(allow, tools, None, None, read_only)
+    }
+
+    /// [`OwnerPolicy::from_flags`] with `--resources` and `--prompts`: the
+    /// only resources anybody may read and prompts anybody may get (URI or
+    /// name patterns, `*` matching any run of characters); not given: any.
+    pub fn from_owner_flags(
+        allow: &[String],
+        tools: Option<&[String]>,
+        resources: Option<&[String]>,
+        prompts: Option<&[String]>,
+        read_only: bool,
+    ) -> Result<OwnerPolicy, AgentError> {
+        let policy = Policy::from_owner_flags(allow, tools, resources, prompts, read_only)
             .map_err(|e| AgentError::Config(format!("policy flags: {e}")))?;
-        let default = allow.is_empty() && tools.is_none() && !read_only;
+        let default = allow.is_empty()
+            && tools.is_none()
+            && resources.is_none()
+            && prompts.is_none()
+            && !read_only;
         Ok(OwnerPolicy {
             text: (!default).then(|| policy.cedar_text().to_owned()),
             policy,
@@ -333,6 +350,8 @@ fn to_policy(g: &RouteGrant) -> Result<policy::Grant, policy::PolicyError> {
         id: g.id.clone(),
         grantee: policy::Grantee::parse(&g.with)?,
         tools: g.tools.clone(),
+        resources: g.resources.clone(),
+        prompts: g.prompts.clone(),
         read_only: g.read_only,
         expires_at: g.expires_at,
     };

@@ -263,6 +263,54 @@ fn flags_without_rules_send_no_policy_and_a_file_is_checked_at_start() {
 }
 
 #[test]
+fn a_grant_reads_here_only_the_resources_and_prompts_it_names() {
+    let g = gate(&[], false);
+    let mut bob = head("bob@example.com", "POST", Some("application/json"));
+    bob.grants.push(protocol::RouteGrant {
+        id: "a1".into(),
+        with: "bob@example.com".into(),
+        tools: Some(vec!["read_query".into()]),
+        read_only: true,
+        expires_at: None,
+        resources: Vec::new(),
+        prompts: Vec::new(),
+    });
+    let read = |uri: &str| {
+        json!({"jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": {"uri": uri}})
+            .to_string()
+            .into_bytes()
+    };
+    let prompt = json!({"jsonrpc": "2.0", "id": 2, "method": "prompts/get",
+        "params": {"name": "mcp-demo", "arguments": {"topic": "x"}}})
+    .to_string()
+    .into_bytes();
+    // A tools-only grant: whatever the relay let through, refused here.
+    let (v, s) = g.judge_body(&bob, OWNER, &read("memo://insights"));
+    assert!(matches!(v, Verdict::Refuse { .. }), "{s:?}");
+    assert!(matches!(
+        g.judge_body(&bob, OWNER, &prompt).0,
+        Verdict::Refuse { .. }
+    ));
+    // Named: read and got; nothing else.
+    bob.grants[0].resources = vec!["memo://insights".into()];
+    bob.grants[0].prompts = vec!["mcp-*".into()];
+    let (v, s) = g.judge_body(&bob, OWNER, &read("memo://insights"));
+    assert_eq!(v, Verdict::Pass, "{s:?}");
+    assert_eq!(s.policies, ["grant-a1-resources"]);
+    assert!(matches!(
+        g.judge_body(&bob, OWNER, &read("file:///etc/passwd")).0,
+        Verdict::Refuse { .. }
+    ));
+    assert_eq!(g.judge_body(&bob, OWNER, &prompt).0, Verdict::Pass);
+    // The owner, with no flags, reads everything.
+    let owner = head(OWNER, "POST", Some("application/json"));
+    assert_eq!(
+        g.judge_body(&owner, OWNER, &read("file:///etc/passwd")).0,
+        Verdict::Pass
+    );
+}
+
+#[test]
 fn grants_from_the_relay_add_to_the_owners_policy_here_too() {
     // The owner's own --read-only still binds the grantee.
     let g = gate(&[], true);
@@ -277,6 +325,8 @@ fn grants_from_the_relay_add_to_the_owners_policy_here_too() {
         tools: Some(vec!["read_query".into()]),
         read_only: false,
         expires_at: None,
+        resources: Vec::new(),
+        prompts: Vec::new(),
     });
     let (v, s) = g.judge_body(&bob, OWNER, &read);
     assert_eq!(v, Verdict::Pass, "{s:?}");
@@ -406,6 +456,8 @@ fn a_plain_route_takes_any_method_but_no_dot_segment_and_read_only_grants_only_r
         tools: None,
         read_only: true,
         expires_at: None,
+        resources: Vec::new(),
+        prompts: Vec::new(),
     });
     assert_eq!(g.judge_plumbing(&bob, OWNER).0, Verdict::Pass);
     for method in ["PUT", "POST", "DELETE", "PATCH"] {

@@ -78,6 +78,25 @@ struct ShareArgs {
         requires = "with"
     )]
     tools: Option<Vec<String>>,
+    /// The only resources they may read: URIs, comma-separated, where `*`
+    /// matches any run of characters (`memo://*`; `*` alone: every
+    /// resource). Default: none.
+    #[arg(
+        long,
+        value_name = "URI-PATTERN,...",
+        value_delimiter = ',',
+        requires = "with"
+    )]
+    resources: Vec<String>,
+    /// The only prompts they may get: names, comma-separated, `*` as in
+    /// --resources. Default: none.
+    #[arg(
+        long,
+        value_name = "NAME-PATTERN,...",
+        value_delimiter = ',',
+        requires = "with"
+    )]
+    prompts: Vec<String>,
     /// Only what `agent connect --read-only` lets through: the known read
     /// tools, with SQL that only reads.
     #[arg(long, requires = "with")]
@@ -85,7 +104,8 @@ struct ShareArgs {
     /// How long the grant lasts, e.g. 7d or 12h. Default: until revoked.
     #[arg(long, value_parser = humantime::parse_duration, requires = "with")]
     expires: Option<Duration>,
-    /// List your grants: ID, route, who, tools, read-only, expiry.
+    /// List your grants: ID, route, who, tools, resources, prompts,
+    /// read-only, expiry.
     #[arg(long, group = "what")]
     list: bool,
     /// Revoke a grant (its ID from --list): the peer's next request is refused.
@@ -203,6 +223,17 @@ struct ConnectArgs {
     #[arg(long, value_name = "TOOL,...", value_delimiter = ',', num_args = 0..)]
     #[arg(conflicts_with = "policy")]
     tools: Option<Vec<String>>,
+    /// The only resources anybody (the owner too) may read: URIs,
+    /// comma-separated, where `*` matches any run of characters
+    /// (`memo://*`). Default: every resource.
+    #[arg(long, value_name = "URI-PATTERN,...", value_delimiter = ',', num_args = 0..)]
+    #[arg(conflicts_with = "policy")]
+    resources: Option<Vec<String>>,
+    /// The only prompts anybody (the owner too) may get: names,
+    /// comma-separated, `*` as in --resources. Default: every prompt.
+    #[arg(long, value_name = "NAME-PATTERN,...", value_delimiter = ',', num_args = 0..)]
+    #[arg(conflicts_with = "policy")]
+    prompts: Option<Vec<String>>,
     /// Read-only for everybody: SQL must only read, whatever the tool is
     /// called, and only tools known to read may be called. With --sqlite the
     /// database is also opened read-only.
@@ -314,7 +345,13 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
             }
             OwnerPolicy::from_file(path)?
         }
-        None => OwnerPolicy::from_flags(&args.allow, args.tools.as_deref(), args.read_only)?,
+        None => OwnerPolicy::from_owner_flags(
+            &args.allow,
+            args.tools.as_deref(),
+            args.resources.as_deref(),
+            args.prompts.as_deref(),
+            args.read_only,
+        )?,
     };
     if args.print_policy {
         print!("{}", policy.cedar_text());
@@ -527,6 +564,8 @@ async fn share(args: ShareArgs) -> anyhow::Result<()> {
                 route,
                 with,
                 tools: args.tools.as_deref(),
+                resources: &args.resources,
+                prompts: &args.prompts,
                 read_only: args.read_only,
                 expires: args.expires,
             },

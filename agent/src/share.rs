@@ -17,6 +17,10 @@ pub struct Share<'a> {
     /// `bob@example.com` or `@example.com`.
     pub with: &'a str,
     pub tools: Option<&'a [String]>,
+    /// The resources they may read (URI patterns); empty: none.
+    pub resources: &'a [String],
+    /// The prompts they may get (name patterns); empty: none.
+    pub prompts: &'a [String],
     pub read_only: bool,
     pub expires: Option<Duration>,
 }
@@ -29,6 +33,12 @@ pub struct GrantView {
     pub route_url: String,
     pub with: String,
     pub tools: Option<Vec<String>>,
+    /// Absent from an older relay's answer (which let a grantee read every
+    /// resource and get every prompt).
+    #[serde(default)]
+    pub resources: Option<Vec<String>>,
+    #[serde(default)]
+    pub prompts: Option<Vec<String>>,
     pub read_only: bool,
     pub expires_at: Option<i64>,
     #[serde(default)]
@@ -36,19 +46,28 @@ pub struct GrantView {
 }
 
 impl GrantView {
-    /// `ID  ROUTE  WHO  TOOLS  READ-ONLY  EXPIRES` line of `--list`.
+    /// `ID  ROUTE  WHO  TOOLS  RESOURCES  PROMPTS  READ-ONLY  EXPIRES`
+    /// line of `--list`.
     pub fn line(&self) -> String {
         let tools = match &self.tools {
             None => "all tools".to_owned(),
             Some(t) if t.is_empty() => "no tools".to_owned(),
             Some(t) => t.join(","),
         };
+        let named = |list: &Option<Vec<String>>, what: &str| match list {
+            None => format!("all {what}"),
+            Some(l) if l.is_empty() => format!("no {what}"),
+            Some(l) if l.len() == 1 && l[0] == "*" => format!("all {what}"),
+            Some(l) => format!("{what} {}", l.join(",")),
+        };
         format!(
-            "{}  {}  {}  {}  {}  {}",
+            "{}  {}  {}  {}  {}  {}  {}  {}",
             self.id,
             self.route,
             self.with,
             tools,
+            named(&self.resources, "resources"),
+            named(&self.prompts, "prompts"),
             if self.read_only {
                 "read-only"
             } else {
@@ -86,12 +105,19 @@ pub async fn create(
     share: &Share<'_>,
 ) -> Result<GrantView, AgentError> {
     protocol::validate_route_name(share.route).map_err(|e| AgentError::Config(e.to_string()))?;
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "with": share.with,
         "tools": share.tools,
         "read_only": share.read_only,
         "expires_in": share.expires.map(|d| d.as_secs().max(1)),
     });
+    // Only when named: a relay that predates them refuses unknown fields,
+    // and still takes a share without them.
+    for (key, list) in [("resources", share.resources), ("prompts", share.prompts)] {
+        if !list.is_empty() {
+            body[key] = serde_json::json!(list);
+        }
+    }
     let answer = api
         .call(
             reqwest::Method::POST,

@@ -61,9 +61,58 @@ pub struct RouteGrant {
     pub read_only: bool,
     /// Unix seconds.
     pub expires_at: Option<i64>,
+    /// The resources the grantee may read: URI patterns, `*` matching any
+    /// run of characters; empty: none (protocol version 5).
+    pub resources: Vec<String>,
+    /// The prompts the grantee may get: name patterns, the same way;
+    /// empty: none (protocol version 5).
+    pub prompts: Vec<String>,
+}
+
+impl RouteGrant {
+    /// This grant as protocol versions 3 and 4 write it: without resources
+    /// and prompts.
+    pub fn as_v4(&self) -> RouteGrantV4<'_> {
+        RouteGrantV4 {
+            id: &self.id,
+            with: &self.with,
+            tools: &self.tools,
+            read_only: self.read_only,
+            expires_at: self.expires_at,
+        }
+    }
+}
+
+/// [`RouteGrant`] of protocol versions 3 and 4 (encoding only): no
+/// resources, no prompts. An agent of those versions lets a grantee read
+/// every resource and get every prompt the owner's policy allows; the relay
+/// has already refused what the grant does not name.
+#[derive(Debug, Serialize)]
+pub struct RouteGrantV4<'a> {
+    pub id: &'a str,
+    pub with: &'a str,
+    pub tools: &'a Option<Vec<String>>,
+    pub read_only: bool,
+    pub expires_at: Option<i64>,
 }
 
 impl ExchangeHead {
+    /// This head as protocol version 4 writes it (grants without resources
+    /// and prompts): what a relay sends an agent that said version 4.
+    pub fn as_v4(&self) -> StreamOpenV4<'_> {
+        StreamOpenV4::Exchange(ExchangeHeadV4 {
+            route: &self.route,
+            method: &self.method,
+            path: &self.path,
+            headers: &self.headers,
+            identity: &self.identity,
+            request_id: &self.request_id,
+            session: &self.session,
+            body: self.body,
+            grants: self.grants.iter().map(RouteGrant::as_v4).collect(),
+        })
+    }
+
     /// This head as protocol version 3 writes it (no groups in the
     /// identity): what a relay sends an agent that said version 3.
     pub fn as_v3(&self) -> StreamOpenV3<'_> {
@@ -76,7 +125,7 @@ impl ExchangeHead {
             request_id: &self.request_id,
             session: &self.session,
             body: self.body,
-            grants: &self.grants,
+            grants: self.grants.iter().map(RouteGrant::as_v4).collect(),
         })
     }
 
@@ -106,6 +155,28 @@ pub async fn read_exchange<R: AsyncRead + Unpin>(recv: &mut R) -> Result<Exchang
     Ok(head)
 }
 
+/// [`StreamOpen`] of protocol version 4 (encoding only).
+#[derive(Debug, Serialize)]
+pub enum StreamOpenV4<'a> {
+    Exchange(ExchangeHeadV4<'a>),
+}
+
+/// [`ExchangeHead`] of protocol version 4: the same fields, with grants
+/// without resources and prompts (postcard encodes these borrowed fields
+/// exactly as the owned ones).
+#[derive(Debug, Serialize)]
+pub struct ExchangeHeadV4<'a> {
+    pub route: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub headers: &'a [Header],
+    pub identity: &'a Identity,
+    pub request_id: &'a str,
+    pub session: &'a Option<String>,
+    pub body: BodyKind,
+    pub grants: Vec<RouteGrantV4<'a>>,
+}
+
 /// [`StreamOpen`] of protocol version 3 (encoding only).
 #[derive(Debug, Serialize)]
 pub enum StreamOpenV3<'a> {
@@ -125,7 +196,7 @@ pub struct ExchangeHeadV3<'a> {
     pub request_id: &'a str,
     pub session: &'a Option<String>,
     pub body: BodyKind,
-    pub grants: &'a [RouteGrant],
+    pub grants: Vec<RouteGrantV4<'a>>,
 }
 
 /// [`StreamOpen`] of protocol version 2 (encoding only).

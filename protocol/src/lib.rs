@@ -27,9 +27,9 @@ pub mod route;
 pub use control::{Control, GoAwayReason};
 pub use error::{DecodeError, FrameError};
 pub use exchange::{
-    bounded_groups, read_exchange, BodyKind, ExchangeHead, ExchangeHeadV2, ExchangeHeadV3, Header,
-    Identity, IdentityKind, IdentityV3, ResponseHead, RouteGrant, StreamOpen, StreamOpenV2,
-    StreamOpenV3, MAX_GROUPS, MAX_GROUP_LEN,
+    bounded_groups, read_exchange, BodyKind, ExchangeHead, ExchangeHeadV2, ExchangeHeadV3,
+    ExchangeHeadV4, Header, Identity, IdentityKind, IdentityV3, ResponseHead, RouteGrant,
+    RouteGrantV4, StreamOpen, StreamOpenV2, StreamOpenV3, StreamOpenV4, MAX_GROUPS, MAX_GROUP_LEN,
 };
 pub use frame::{decode_frame, encode_frame, read_frame, write_frame, FrameLimit};
 pub use handshake::{
@@ -45,8 +45,9 @@ pub use route::{validate_route_name, RouteNameError};
 /// |---------|----------------------------------------------------|-------------------------|
 /// | 2       | no grants, identity without groups                 | [`ExchangeHead::as_v2`] |
 /// | 3       | + the route's grants (`agent share`)               | [`ExchangeHead::as_v3`] |
-/// | 4       | + the identity's groups from the upstream provider | [`StreamOpen`] itself   |
-pub const PROTOCOL_VERSION: u16 = 4;
+/// | 4       | + the identity's groups from the upstream provider | [`ExchangeHead::as_v4`] |
+/// | 5       | + each grant's resources and prompts               | [`StreamOpen`] itself   |
+pub const PROTOCOL_VERSION: u16 = 5;
 /// The oldest protocol version this build still accepts from a peer.
 pub const MIN_PROTOCOL_VERSION: u16 = 2;
 /// The ALPN token that marks a tunnel connection, over QUIC and over TLS on TCP.

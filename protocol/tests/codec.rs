@@ -313,6 +313,8 @@ fn a_version_2_head_is_the_version_3_head_without_its_grants() {
         tools: None,
         read_only: true,
         expires_at: None,
+        resources: vec!["memo://*".into()],
+        prompts: Vec::new(),
     });
     assert_eq!(payload(&head.as_v2()), v2);
     roundtrip("exchange", StreamOpen::Exchange(head));
@@ -327,6 +329,8 @@ fn head_with_groups(groups: Vec<String>) -> ExchangeHead {
         tools: Some(vec!["read_query".into()]),
         read_only: true,
         expires_at: Some(1_800_000_000),
+        resources: vec!["memo://insights".into()],
+        prompts: vec!["mcp-demo".into()],
     });
     head
 }
@@ -334,11 +338,12 @@ fn head_with_groups(groups: Vec<String>) -> ExchangeHead {
 #[test]
 fn a_version_3_head_is_the_version_4_head_without_its_groups() {
     let head = head_with_groups(Vec::new());
-    let v4_empty = payload(&StreamOpen::Exchange(head.clone()));
+    let v4_empty = payload(&head.as_v4());
     let v3 = payload(&head.as_v3());
     // Version 4 appends the groups to the identity: an empty list is one
     // byte (length 0) right before what follows the identity.
-    let tail = payload(&(&head.request_id, &head.session, head.body, &head.grants));
+    let v4_grants: Vec<_> = head.grants.iter().map(RouteGrant::as_v4).collect();
+    let tail = payload(&(&head.request_id, &head.session, head.body, &v4_grants));
     let at = v4_empty.len() - tail.len() - 1;
     assert_eq!(v4_empty[at], 0);
     let mut without = v4_empty.clone();
@@ -348,6 +353,57 @@ fn a_version_3_head_is_the_version_4_head_without_its_groups() {
     let grouped = head_with_groups(vec!["data".into(), "eng".into()]);
     assert_eq!(payload(&grouped.as_v3()), v3);
     assert_eq!(payload(&grouped.as_v2()), payload(&head.as_v2()));
+}
+
+#[test]
+fn a_version_4_head_is_the_version_5_head_without_resources_and_prompts() {
+    let mut head = head_with_groups(vec!["data".into()]);
+    let v5 = payload(&StreamOpen::Exchange(head.clone()));
+    let v4 = payload(&head.as_v4());
+    // Version 5 appends two lists to each grant: its last fields; with
+    // none named, each is one byte (length 0).
+    for g in &mut head.grants {
+        g.resources.clear();
+        g.prompts.clear();
+    }
+    let v5_empty = payload(&StreamOpen::Exchange(head.clone()));
+    assert_eq!(&v5_empty[..v5_empty.len() - 2], v4.as_slice());
+    assert_eq!(&v5_empty[v5_empty.len() - 2..], &[0, 0]);
+    assert_eq!(payload(&head.as_v4()), v4);
+    assert_ne!(v5, v5_empty);
+    // A version 4 agent decodes it as its own shape: the grant's fields
+    // without the lists.
+    #[derive(serde::Deserialize)]
+    struct GrantV4 {
+        id: String,
+        _with: String,
+        tools: Option<Vec<String>>,
+        _read_only: bool,
+        _expires_at: Option<i64>,
+    }
+    #[derive(serde::Deserialize)]
+    enum OpenV4 {
+        Exchange(HeadV4),
+    }
+    #[derive(serde::Deserialize)]
+    struct HeadV4 {
+        _route: String,
+        _method: String,
+        _path: String,
+        _headers: Vec<protocol::Header>,
+        _identity: protocol::Identity,
+        _request_id: String,
+        _session: Option<String>,
+        _body: protocol::BodyKind,
+        grants: Vec<GrantV4>,
+    }
+    let grouped = head_with_groups(vec!["data".into()]);
+    let OpenV4::Exchange(old) =
+        postcard::from_bytes(&payload(&grouped.as_v4())).expect("a version 4 head, whole");
+    assert_eq!(old.grants.len(), 1);
+    assert_eq!(old.grants[0].id, "a1");
+    assert_eq!(old.grants[0].tools, Some(vec!["read_query".to_owned()]));
+    roundtrip("exchange", StreamOpen::Exchange(grouped));
 }
 
 /// The frame of a head with these groups, as a relay would write it.

@@ -53,6 +53,8 @@ fn real_frames() -> Vec<(&'static str, Vec<u8>)> {
             tools: Some(vec!["read_query".into()]),
             read_only: true,
             expires_at: Some(1_800_000_000),
+            resources: vec!["memo://insights".into()],
+            prompts: vec!["mcp-demo".into()],
         }],
     });
     vec![

@@ -136,13 +136,18 @@ pub async fn exchange(
 ) -> Result<Response<Counted<TunnelBody>>, ForwardError> {
     let empty = head.body == protocol::BodyKind::Empty;
     let mut out = BytesMut::new();
-    let encoded = if version >= 4 {
+    let encoded = if version >= 5 {
         protocol::encode_frame(
             "exchange",
             &StreamOpen::Exchange(head),
             FrameLimit::HEAD,
             &mut out,
         )
+    } else if version == 4 {
+        // A version 4 agent knows no grant's resources or prompts: its
+        // second decision lets a grantee read and get all of them; the
+        // relay has refused what the grant does not name.
+        protocol::encode_frame("exchange", &head.as_v4(), FrameLimit::HEAD, &mut out)
     } else if version == 3 {
         // A version 3 agent knows no groups: its second decision with the
         // owner's policy sees none (a permit by group is refused there).

@@ -31,10 +31,35 @@ CREATE TABLE IF NOT EXISTS route_grants (
     created_by TEXT NOT NULL,
     created_at INTEGER NOT NULL,
     expires_at INTEGER,
-    revoked_at INTEGER
+    revoked_at INTEGER,
+    resources  TEXT NOT NULL DEFAULT '[]',
+    prompts    TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS route_grants_route ON route_grants (route);
 ";
+
+/// Brings a `route_grants` table of an older relay up to date, after
+/// [`SCHEMA`]: grants made before grants named resources and prompts get
+/// the columns. Such a grant that named no tools shared everything, and
+/// keeps every resource and prompt (`*`); one that named tools gets none,
+/// as a grant made now without `--resources` and `--prompts`.
+pub fn migrate(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let has_resources: bool = conn.query_row(
+        "SELECT count(*) FROM pragma_table_info('route_grants') WHERE name = 'resources'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if has_resources {
+        return Ok(());
+    }
+    conn.execute_batch(
+        "BEGIN IMMEDIATE;
+         ALTER TABLE route_grants ADD COLUMN resources TEXT NOT NULL DEFAULT '[]';
+         ALTER TABLE route_grants ADD COLUMN prompts TEXT NOT NULL DEFAULT '[]';
+         UPDATE route_grants SET resources = '[\"*\"]', prompts = '[\"*\"]' WHERE tools IS NULL;
+         COMMIT;",
+    )
+}
 
 /// One grant as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +70,10 @@ pub struct GrantRecord {
     pub grantee: String,
     /// The only tools the grantee may call; `None`: any.
     pub tools: Option<Vec<String>>,
+    /// The resources the grantee may read (URI patterns); empty: none.
+    pub resources: Vec<String>,
+    /// The prompts the grantee may get (name patterns); empty: none.
+    pub prompts: Vec<String>,
     pub read_only: bool,
     pub created_by: String,
     pub created_at: i64,
@@ -56,6 +85,8 @@ pub struct NewGrant<'a> {
     pub route: &'a str,
     pub grantee: &'a str,
     pub tools: Option<&'a [String]>,
+    pub resources: &'a [String],
+    pub prompts: &'a [String],
     pub read_only: bool,
     pub created_by: &'a str,
     pub expires_at: Option<i64>,
@@ -68,6 +99,8 @@ impl GrantRecord {
             id: self.id.clone(),
             grantee: policy::Grantee::parse(&self.grantee)?,
             tools: self.tools.clone(),
+            resources: self.resources.clone(),
+            prompts: self.prompts.clone(),
             read_only: self.read_only,
             expires_at: self.expires_at,
         };
@@ -83,6 +116,8 @@ impl GrantRecord {
             tools: self.tools.clone(),
             read_only: self.read_only,
             expires_at: self.expires_at,
+            resources: self.resources.clone(),
+            prompts: self.prompts.clone(),
         }
     }
 }
@@ -113,7 +148,16 @@ impl GrantCache {
     }
 }
 
-const COLUMNS: &str = "id, route, grantee, tools, read_only, created_by, created_at, expires_at";
+const COLUMNS: &str =
+    "id, route, grantee, tools, read_only, created_by, created_at, expires_at, resources, prompts";
+
+/// Column `at`, a JSON list of strings.
+fn json_list(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Vec<String>> {
+    let json: String = r.get(at)?;
+    serde_json::from_str(&json).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(at, rusqlite::types::Type::Text, e.into())
+    })
+}
 
 fn row_to_grant(r: &rusqlite::Row<'_>) -> rusqlite::Result<GrantRecord> {
     let tools: Option<String> = r.get(3)?;
@@ -123,11 +167,15 @@ fn row_to_grant(r: &rusqlite::Row<'_>) -> rusqlite::Result<GrantRecord> {
             rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, e.into())
         })?),
     };
+    let resources = json_list(r, 8)?;
+    let prompts = json_list(r, 9)?;
     Ok(GrantRecord {
         id: r.get(0)?,
         route: r.get(1)?,
         grantee: r.get(2)?,
         tools,
+        resources,
+        prompts,
         read_only: r.get(4)?,
         created_by: r.get(5)?,
         created_at: r.get(6)?,
@@ -143,11 +191,16 @@ impl Store {
             .map(serde_json::to_string)
             .transpose()
             .map_err(|e| RelayError::Config(e.to_string()))?;
+        let list =
+            |l: &[String]| serde_json::to_string(l).map_err(|e| RelayError::Config(e.to_string()));
+        let (resources, prompts) = (list(grant.resources)?, list(grant.prompts)?);
         let record = GrantRecord {
             id: token::random_hex(6),
             route: grant.route.to_owned(),
             grantee: grant.grantee.to_owned(),
             tools: grant.tools.map(<[String]>::to_vec),
+            resources: grant.resources.to_vec(),
+            prompts: grant.prompts.to_vec(),
             read_only: grant.read_only,
             created_by: grant.created_by.to_owned(),
             created_at: now(),
@@ -155,8 +208,8 @@ impl Store {
         };
         self.conn().execute(
             "INSERT INTO route_grants (id, route, grantee, tools, read_only, created_by,
-                                       created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                       created_at, expires_at, resources, prompts)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 record.id,
                 record.route,
@@ -165,7 +218,9 @@ impl Store {
                 record.read_only,
                 record.created_by,
                 record.created_at,
-                record.expires_at
+                record.expires_at,
+                resources,
+                prompts
             ],
         )?;
         self.grant_cache.forget(&record.route);
@@ -271,11 +326,14 @@ mod tests {
         let s = Store::open(&dir).expect("open");
         s.claim_route("db", "a@x").expect("claim");
         let tools = vec!["read_query".to_owned()];
+        let memo = vec!["memo://*".to_owned()];
         let g = s
             .create_grant(&NewGrant {
                 route: "db",
                 grantee: "b@x",
                 tools: Some(&tools),
+                resources: &[],
+                prompts: &[],
                 read_only: true,
                 created_by: "a@x",
                 expires_at: Some(now() + 60),
@@ -286,6 +344,8 @@ mod tests {
                 route: "db",
                 grantee: "@y",
                 tools: None,
+                resources: &memo,
+                prompts: &[],
                 read_only: false,
                 created_by: "a@x",
                 expires_at: Some(now() + 5),
@@ -310,6 +370,44 @@ mod tests {
         // A released route's grants do not pass to its next owner.
         assert!(s.release_route("db").expect("release"));
         assert!(s.live_grants("db", t).expect("live").is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn grants_of_an_older_relay_get_resources_and_prompts_by_what_they_shared() {
+        let dir = std::env::temp_dir().join(format!("dbr-grants-old-{}", token::random_hex(6)));
+        std::fs::create_dir_all(&dir).expect("dir");
+        {
+            // The table as the relay before grants named resources made it.
+            let conn = rusqlite::Connection::open(dir.join("relay.db")).expect("open");
+            conn.execute_batch(
+                "CREATE TABLE route_grants (
+                    id TEXT PRIMARY KEY, route TEXT NOT NULL, grantee TEXT NOT NULL,
+                    tools TEXT, read_only INTEGER NOT NULL, created_by TEXT NOT NULL,
+                    created_at INTEGER NOT NULL, expires_at INTEGER, revoked_at INTEGER);
+                 INSERT INTO route_grants VALUES
+                    ('aa', 'db', 'b@x', '[\"read_query\"]', 1, 'a@x', 1, NULL, NULL),
+                    ('bb', 'db', '@y', NULL, 0, 'a@x', 2, NULL, NULL);",
+            )
+            .expect("old table");
+        }
+        let s = Store::open(&dir).expect("open migrates");
+        let live = s.live_grants("db", now()).expect("live");
+        let by_id = |id: &str| live.iter().find(|g| g.id == id).cloned().expect("grant");
+        // Named tools: no resource, no prompt. Everything shared: all of them.
+        assert_eq!(
+            (by_id("aa").resources, by_id("aa").prompts),
+            (vec![], vec![])
+        );
+        let all = vec!["*".to_owned()];
+        assert_eq!(
+            (by_id("bb").resources, by_id("bb").prompts),
+            (all.clone(), all)
+        );
+        drop(s);
+        // Opening again changes nothing.
+        let s = Store::open(&dir).expect("open again");
+        assert_eq!(s.live_grants("db", now()).expect("live"), live);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -3,7 +3,10 @@
 //!
 //! * `POST /api/routes/<route>/grants` — share a route: `{"with":
 //!   "bob@example.com" | "@example.com", "tools": ["a", "b"] | null,
-//!   "read_only": bool, "expires_in": seconds | null}`; 201 with the grant.
+//!   "resources": ["memo://*"], "prompts": ["name"], "read_only": bool,
+//!   "expires_in": seconds | null}`; 201 with the grant. `tools` absent or
+//!   null: any tool; `resources` and `prompts` (patterns, `*` matching any
+//!   run of characters) absent: none.
 //!   A route nobody has claimed yet becomes the caller's (as serving it
 //!   would); one that belongs to someone else is 403.
 //! * `GET /api/grants[?route=<route>]` — the caller's grants (not revoked;
@@ -40,6 +43,10 @@ struct GrantRequest {
     with: String,
     #[serde(default)]
     tools: Option<Vec<String>>,
+    #[serde(default)]
+    resources: Vec<String>,
+    #[serde(default)]
+    prompts: Vec<String>,
     #[serde(default)]
     read_only: bool,
     #[serde(default)]
@@ -201,6 +208,8 @@ fn create(state: &SharedState, owner: &str, route: &str, body: &[u8]) -> Respons
         route,
         grantee: &grantee,
         tools: request.tools.as_deref(),
+        resources: &request.resources,
+        prompts: &request.prompts,
         read_only: request.read_only,
         created_by: owner,
         expires_at,
@@ -273,6 +282,8 @@ fn view(state: &SharedState, g: &GrantRecord) -> serde_json::Value {
         "route_url": state.route_url(&g.route),
         "with": g.grantee,
         "tools": g.tools,
+        "resources": g.resources,
+        "prompts": g.prompts,
         "read_only": g.read_only,
         "created_at": g.created_at,
         "expires_at": g.expires_at,

@@ -193,8 +193,9 @@ struct ServeArgs {
     /// never), so that proxies do not close it.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     sse_keepalive: std::time::Duration,
-    /// Largest tools/list answer, in bytes, the relay reads to filter it per
-    /// caller; a bigger one becomes a JSON-RPC error (fail closed).
+    /// Largest tools/list answer (or resources/list, resources/templates/list,
+    /// prompts/list), in bytes, the relay reads to filter it per caller; a
+    /// bigger one becomes a JSON-RPC error (fail closed).
     #[arg(long, default_value_t = relay::tool_filter::DEFAULT_MAX_TOOLS_LIST)]
     max_tools_list: usize,
     /// Lifetime of the OAuth access tokens the relay issues to MCP clients.

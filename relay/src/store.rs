@@ -153,6 +153,7 @@ impl Store {
         conn.execute_batch(TOOL_PINS_SCHEMA).map_err(wrap)?;
         conn.execute_batch(crate::grant_store::SCHEMA)
             .map_err(wrap)?;
+        crate::grant_store::migrate(&conn).map_err(wrap)?;
         conn.execute_batch(crate::identity_groups::SCHEMA)
             .map_err(wrap)?;
         Ok(Store {

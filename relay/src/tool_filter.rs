@@ -1,11 +1,13 @@
-//! `tools/list` answers filtered to what the caller may call, and the errors
-//! of refused `tools/call`s.
+//! `tools/list`, `resources/list`, `resources/templates/list` and
+//! `prompts/list` answers filtered to what the caller may use, and the
+//! errors of refused `tools/call`s.
 //!
-//! When a body holds `tools/list` requests, the agent's answer is rewritten
-//! ([`Watch::filter`]): in the response whose id is that of a `tools/list`
-//! request, `result.tools` keeps only the tools a [`ToolGate`] lets through;
-//! every other member (`nextCursor`, `_meta`, …) and every other message stay
-//! as they are.
+//! When a body holds such list requests ([`ListKind`]), the agent's answer
+//! is rewritten ([`Watch::filter`]): in the response whose id is that of a
+//! watched request, its list (`result.tools`, `result.resources`,
+//! `result.resourceTemplates`, `result.prompts`) keeps only the items a
+//! [`ToolGate`] lets through; every other member (`nextCursor`, `_meta`, …)
+//! and every other message stay as they are.
 //!
 //! * `application/json` (one message or a batch): read whole, up to a cap;
 //!   re-serialised only if a tool was removed, with a new `Content-Length`.
@@ -23,7 +25,10 @@
 //!
 //! The relay's gate ([`RelayGate`]) hides tools whose definition changed
 //! since they were pinned ([`crate::pins`]) and tools the policy would not
-//! let this caller call ([`policy::Engine::tool_visible`]).
+//! let this caller call ([`policy::Engine::tool_visible`]); resources and
+//! resource templates the caller may not read
+//! ([`policy::Engine::resource_visible`], a template by its `uriTemplate`),
+//! and prompts the caller may not get ([`policy::Engine::prompt_visible`]).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -45,15 +50,73 @@ use policy::{Caller, Decision, Engine};
 
 /// The `tools/list` method.
 pub const TOOLS_LIST: &str = "tools/list";
-/// Default cap on a buffered `tools/list` answer (or one event of a stream).
+/// Default cap on a buffered list answer (or one event of a stream).
 pub const DEFAULT_MAX_TOOLS_LIST: usize = 8 * 1024 * 1024;
-/// JSON-RPC error code of a `tools/list` answer the relay could not filter.
+/// JSON-RPC error code of a list answer the relay could not filter.
 pub const TOOLS_LIST_UNFILTERABLE: i64 = -32603;
 
-/// Decides which tools of a `tools/list` answer the caller sees.
+/// A list whose answers are filtered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    /// `tools/list`: `result.tools`, by `name`.
+    Tools,
+    /// `resources/list`: `result.resources`, by `uri`.
+    Resources,
+    /// `resources/templates/list`: `result.resourceTemplates`, by
+    /// `uriTemplate`.
+    ResourceTemplates,
+    /// `prompts/list`: `result.prompts`, by `name`.
+    Prompts,
+}
+
+impl ListKind {
+    const ALL: [ListKind; 4] = [
+        ListKind::Tools,
+        ListKind::Resources,
+        ListKind::ResourceTemplates,
+        ListKind::Prompts,
+    ];
+
+    /// The list a request method asks for.
+    pub fn of(method: &str) -> Option<ListKind> {
+        Self::ALL.into_iter().find(|k| k.method() == method)
+    }
+
+    /// Its JSON-RPC method.
+    pub fn method(self) -> &'static str {
+        match self {
+            ListKind::Tools => TOOLS_LIST,
+            ListKind::Resources => "resources/list",
+            ListKind::ResourceTemplates => "resources/templates/list",
+            ListKind::Prompts => "prompts/list",
+        }
+    }
+
+    /// The member of `result` that holds the list.
+    fn member(self) -> &'static str {
+        match self {
+            ListKind::Tools => "tools",
+            ListKind::Resources => "resources",
+            ListKind::ResourceTemplates => "resourceTemplates",
+            ListKind::Prompts => "prompts",
+        }
+    }
+
+    /// The member of an item that names it.
+    pub fn key(self) -> &'static str {
+        match self {
+            ListKind::Tools | ListKind::Prompts => "name",
+            ListKind::Resources => "uri",
+            ListKind::ResourceTemplates => "uriTemplate",
+        }
+    }
+}
+
+/// Decides which items of a list answer the caller sees.
 pub trait ToolGate: Send + Unpin + 'static {
-    /// Removes from `tools` those the caller may not see, keeping the order.
-    fn filter(&mut self, tools: &mut Vec<Value>);
+    /// Removes from `items` (of a `kind` list) those the caller may not
+    /// see, keeping the order.
+    fn filter(&mut self, kind: ListKind, items: &mut Vec<Value>);
 }
 
 /// The relay's gate: pins first (a changed tool is hidden from everybody),
@@ -70,8 +133,11 @@ pub struct RelayGate {
 }
 
 impl ToolGate for RelayGate {
-    fn filter(&mut self, tools: &mut Vec<Value>) {
-        let hidden = self.pins.hidden(tools);
+    fn filter(&mut self, kind: ListKind, items: &mut Vec<Value>) {
+        let hidden = match kind {
+            ListKind::Tools => self.pins.hidden(items),
+            _ => Default::default(),
+        };
         let caller = Caller {
             email: &self.email,
             groups: &self.groups,
@@ -82,15 +148,21 @@ impl ToolGate for RelayGate {
             time: SystemTime::now(),
         };
         let engine = &self.engine;
-        tools.retain(|t| {
-            t.get("name")
+        items.retain(|item| {
+            item.get(kind.key())
                 .and_then(Value::as_str)
-                .is_some_and(|name| !hidden.contains(name) && engine.tool_visible(&caller, name))
+                .is_some_and(|name| match kind {
+                    ListKind::Tools => !hidden.contains(name) && engine.tool_visible(&caller, name),
+                    ListKind::Resources | ListKind::ResourceTemplates => {
+                        engine.resource_visible(&caller, name)
+                    }
+                    ListKind::Prompts => engine.prompt_visible(&caller, name),
+                })
         });
     }
 }
 
-/// The watch of a body's `tools/list` requests as the relay filters them:
+/// The watch of a body's list requests as the relay filters them:
 /// pins of the caller's route, and the policy of `engine` for `caller`.
 pub fn relay_watch(
     state: &crate::state::SharedState,
@@ -126,21 +198,27 @@ impl Watch<RelayGate> {
     }
 }
 
-/// The `tools/list` requests of one body whose answers are to be filtered.
+/// The list requests of one body whose answers are to be filtered.
 pub struct Watch<G> {
-    ids: Vec<Value>,
+    ids: Vec<Watched>,
     gate: G,
     cap: usize,
 }
 
 impl<G: ToolGate> Watch<G> {
-    /// A watch over the `tools/list` requests of `messages`; `None` if there
-    /// are none.
+    /// A watch over the list requests ([`ListKind`]) of `messages`; `None`
+    /// if there are none.
     pub fn new(messages: &[Message], gate: G, cap: usize) -> Option<Watch<G>> {
-        let ids: Vec<Value> = messages
+        let ids: Vec<Watched> = messages
             .iter()
-            .filter(|m| m.kind == MessageKind::Request && m.method.as_deref() == Some(TOOLS_LIST))
-            .filter_map(|m| m.id.clone())
+            .filter(|m| m.kind == MessageKind::Request)
+            .filter_map(|m| {
+                let kind = ListKind::of(m.method.as_deref()?)?;
+                Some(Watched {
+                    id: m.id.clone()?,
+                    kind,
+                })
+            })
             .collect();
         (!ids.is_empty()).then_some(Watch { ids, gate, cap })
     }
@@ -200,7 +278,11 @@ impl<G: ToolGate> Watch<G> {
             Ok(mut v) => {
                 let changed = rewrite(&mut v, &mut self.ids, &mut self.gate);
                 if !self.ids.is_empty() {
-                    return self.unfilterable("it holds no answer to the tools/list request");
+                    let why = format!(
+                        "it holds no answer to the {} request",
+                        self.ids[0].kind.method()
+                    );
+                    return self.unfilterable(&why);
                 }
                 if changed {
                     Bytes::from(v.to_string())
@@ -236,12 +318,19 @@ impl<G: ToolGate> Watch<G> {
     }
 }
 
-fn unfilterable_errors(ids: &[Value], why: &str) -> Vec<Value> {
+/// A watched list request: its id, and which list.
+#[derive(Debug, Clone)]
+pub struct Watched {
+    pub id: Value,
+    pub kind: ListKind,
+}
+
+fn unfilterable_errors(ids: &[Watched], why: &str) -> Vec<Value> {
     ids.iter()
-        .map(|id| {
-            serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {
+        .map(|w| {
+            serde_json::json!({"jsonrpc": "2.0", "id": w.id, "error": {
                 "code": TOOLS_LIST_UNFILTERABLE,
-                "message": format!("the relay cannot filter this tools/list answer: {why}; refusing to pass it unfiltered"),
+                "message": format!("the relay cannot filter this {} answer: {why}; refusing to pass it unfiltered", w.kind.method()),
             }})
         })
         .collect()
@@ -264,8 +353,8 @@ fn full(bytes: Bytes) -> RespBody {
 }
 
 /// Filters the watched responses in a message or a batch. Answered ids leave
-/// `ids`. True if a tool was removed.
-pub fn rewrite(value: &mut Value, ids: &mut Vec<Value>, gate: &mut dyn ToolGate) -> bool {
+/// `ids`. True if an item was removed.
+pub fn rewrite(value: &mut Value, ids: &mut Vec<Watched>, gate: &mut dyn ToolGate) -> bool {
     match value {
         Value::Array(items) => {
             let mut changed = false;
@@ -278,27 +367,27 @@ pub fn rewrite(value: &mut Value, ids: &mut Vec<Value>, gate: &mut dyn ToolGate)
     }
 }
 
-fn rewrite_one(message: &mut Value, ids: &mut Vec<Value>, gate: &mut dyn ToolGate) -> bool {
+fn rewrite_one(message: &mut Value, ids: &mut Vec<Watched>, gate: &mut dyn ToolGate) -> bool {
     if message.get("method").is_some() {
         return false; // a request or notification of the server, not an answer
     }
     let Some(pos) = message
         .get("id")
-        .and_then(|id| ids.iter().position(|w| same_id(w, id)))
+        .and_then(|id| ids.iter().position(|w| same_id(&w.id, id)))
     else {
         return false;
     };
-    ids.remove(pos);
-    let Some(tools) = message
+    let kind = ids.remove(pos).kind;
+    let Some(items) = message
         .get_mut("result")
-        .and_then(|r| r.get_mut("tools"))
+        .and_then(|r| r.get_mut(kind.member()))
         .and_then(Value::as_array_mut)
     else {
         return false; // an error, or no list to filter
     };
-    let before = tools.len();
-    gate.filter(tools);
-    tools.len() != before
+    let before = items.len();
+    gate.filter(kind, items);
+    items.len() != before
 }
 
 /// Whether a response's id answers a watched request: equal, or the same
@@ -310,7 +399,7 @@ fn same_id(watched: &Value, id: &Value) -> bool {
 /// A server-sent event stream whose watched responses are filtered.
 struct SseFilter<G> {
     inner: RespBody,
-    ids: Vec<Value>,
+    ids: Vec<Watched>,
     gate: G,
     cap: usize,
     /// Bytes of the event being received.
@@ -325,7 +414,7 @@ struct SseFilter<G> {
 }
 
 impl<G: ToolGate> SseFilter<G> {
-    fn new(inner: RespBody, ids: Vec<Value>, gate: G, cap: usize) -> Self {
+    fn new(inner: RespBody, ids: Vec<Watched>, gate: G, cap: usize) -> Self {
         SseFilter {
             inner,
             ids,

@@ -9,12 +9,12 @@ use serde_json::json;
 struct Hide(Vec<String>);
 
 impl ToolGate for Hide {
-    fn filter(&mut self, tools: &mut Vec<Value>) {
-        tools.retain(|t| {
+    fn filter(&mut self, kind: ListKind, items: &mut Vec<Value>) {
+        items.retain(|t| {
             !self
                 .0
                 .iter()
-                .any(|h| t.get("name").and_then(Value::as_str) == Some(h.as_str()))
+                .any(|h| t.get(kind.key()).and_then(Value::as_str) == Some(h.as_str()))
         });
     }
 }
@@ -149,6 +149,65 @@ async fn an_answer_with_nothing_to_remove_passes_byte_for_byte() {
     );
     let (_, body) = read(w.filter(response("application/json", err)).await).await;
     assert_eq!(body, err.as_bytes());
+}
+
+#[tokio::test]
+async fn resource_template_and_prompt_lists_are_filtered_and_fail_closed_too() {
+    let body = r#"[{"jsonrpc":"2.0","id":1,"method":"resources/list"},
+        {"jsonrpc":"2.0","id":2,"method":"resources/templates/list"},
+        {"jsonrpc":"2.0","id":3,"method":"prompts/list"}]"#;
+    let answer = json!([
+        {"jsonrpc": "2.0", "id": 1, "result": {"resources": [
+            {"uri": "memo://insights", "name": "memo"}, {"uri": "file:///etc/passwd", "name": "p"}]}},
+        {"jsonrpc": "2.0", "id": 2, "result": {"resourceTemplates": [
+            {"uriTemplate": "file:///{path}", "name": "files"}, {"uriTemplate": "memo://{x}"}]}},
+        {"jsonrpc": "2.0", "id": 3, "result": {"prompts": [
+            {"name": "mcp-demo"}, {"name": "secret"}], "nextCursor": "c"}}
+    ]);
+    let w = watch(
+        body,
+        &["file:///etc/passwd", "file:///{path}", "secret"],
+        1 << 20,
+    );
+    let (_, out) = read(
+        w.filter(response("application/json", answer.to_string()))
+            .await,
+    )
+    .await;
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        v[0]["result"]["resources"],
+        json!([{"uri": "memo://insights", "name": "memo"}])
+    );
+    assert_eq!(
+        v[1]["result"]["resourceTemplates"],
+        json!([{"uriTemplate": "memo://{x}"}])
+    );
+    assert_eq!(
+        v[2]["result"],
+        json!({"prompts": [{"name": "mcp-demo"}], "nextCursor": "c"})
+    );
+    // An answer it cannot read is an error for each watched list.
+    let w = watch(body, &[], 1 << 20);
+    let (parts, out) = read(
+        w.filter(response("application/json-rpc", answer.to_string()))
+            .await,
+    )
+    .await;
+    assert_eq!(parts.status, 502);
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    for (i, method) in ["resources/list", "resources/templates/list", "prompts/list"]
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(v[i]["error"]["code"], TOOLS_LIST_UNFILTERABLE);
+        let message = v[i]["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("filter this {method} answer")),
+            "{message}"
+        );
+    }
+    assert!(!out.windows(6).any(|w| w == b"secret"));
 }
 
 #[tokio::test]

@@ -13,7 +13,11 @@
 //!   `json` and `sse` as a server should; `json-rpc` (media type
 //!   `application/json-rpc`), `huge-number` (JSON with `1e400`, which
 //!   `serde_json` refuses) and `bad-sse` (an event whose data does not
-//!   parse) as a server that a relay cannot read.
+//!   parse) as a server that a relay cannot read. A `resources/list`,
+//!   `resources/templates/list` or `prompts/list` request is answered the
+//!   same way with its list: [`PUBLIC_RESOURCE`] and [`SECRET_RESOURCE`],
+//!   [`PUBLIC_TEMPLATE`] and [`SECRET_TEMPLATE`], [`PUBLIC_PROMPT`] and
+//!   [`SECRET_PROMPT`].
 //! * `/cookie` — says which `Cookie` it got, and sets one (`Set-Cookie`).
 //! * `/hang` — never answers.
 //! * `/id` — this server's id (to tell replicas apart).
@@ -289,17 +293,45 @@ pub const PUBLIC_TOOL: &str = "public_tool";
 /// The tool a test hides from callers.
 pub const SECRET_TOOL: &str = "secret_tool";
 
-/// The answer of `/tools-list/<how>` to the `tools/list` request `body`.
+/// A resource a test lets callers see.
+pub const PUBLIC_RESOURCE: &str = "public://notes/a";
+/// A resource a test hides from callers.
+pub const SECRET_RESOURCE: &str = "secret://keys/b";
+/// A resource template a test lets callers see.
+pub const PUBLIC_TEMPLATE: &str = "public://notes/{name}";
+/// A resource template a test hides from callers.
+pub const SECRET_TEMPLATE: &str = "secret://keys/{name}";
+/// A prompt a test lets callers see.
+pub const PUBLIC_PROMPT: &str = "public_prompt";
+/// A prompt a test hides from callers.
+pub const SECRET_PROMPT: &str = "secret_prompt";
+
+/// The answer of `/tools-list/<how>` to the list request `body`.
 fn tools_list(how: &str, body: &[u8]) -> Response<Body> {
-    let id = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("id").cloned())
+    let request = serde_json::from_slice::<serde_json::Value>(body).unwrap_or_default();
+    let id = request
+        .get("id")
+        .cloned()
         .unwrap_or(serde_json::Value::Null);
-    let answer = serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {"tools": [
-        {"name": PUBLIC_TOOL, "inputSchema": {"type": "object"}},
-        {"name": SECRET_TOOL, "inputSchema": {"type": "object"}},
-    ]}})
-    .to_string();
+    let result = match request.get("method").and_then(|m| m.as_str()) {
+        Some("resources/list") => serde_json::json!({"resources": [
+            {"uri": PUBLIC_RESOURCE, "name": "a"},
+            {"uri": SECRET_RESOURCE, "name": "b"},
+        ]}),
+        Some("resources/templates/list") => serde_json::json!({"resourceTemplates": [
+            {"uriTemplate": PUBLIC_TEMPLATE, "name": "notes"},
+            {"uriTemplate": SECRET_TEMPLATE, "name": "keys"},
+        ]}),
+        Some("prompts/list") => serde_json::json!({"prompts": [
+            {"name": PUBLIC_PROMPT},
+            {"name": SECRET_PROMPT},
+        ]}),
+        _ => serde_json::json!({"tools": [
+            {"name": PUBLIC_TOOL, "inputSchema": {"type": "object"}},
+            {"name": SECRET_TOOL, "inputSchema": {"type": "object"}},
+        ]}),
+    };
+    let answer = serde_json::json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();
     let (media, body) = match how {
         "json" => ("application/json", answer),
         "sse" => (

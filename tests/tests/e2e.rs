@@ -32,6 +32,8 @@ mod forwarding;
 mod gateway;
 #[path = "e2e/github.rs"]
 mod github;
+#[path = "e2e/grant_resources.rs"]
+mod grant_resources;
 #[path = "e2e/hostile.rs"]
 mod hostile;
 #[path = "e2e/http2_first_errors.rs"]

@@ -4,10 +4,15 @@
 //!
 //! A grant only ever permits: the owner's forbids (`--tools`, `--read-only`
 //! of `agent connect`, a policy file's) still apply to the peer, and so does
-//! the organisation's layer. Each grant becomes (at most) two permits:
+//! the organisation's layer. Each grant becomes (at most) four permits:
 //!
-//! * `grant-<id>` — the session plumbing, the lists, reading resources and
-//!   getting prompts (not `other_method`);
+//! * `grant-<id>` — the session plumbing and the lists (not
+//!   `other_method`);
+//! * `grant-<id>-resources` — reading (and subscribing to) a resource whose
+//!   URI matches one of the grant's patterns (`*` matches any run of
+//!   characters: `memo://*`; `*` alone, any resource). None named: none;
+//! * `grant-<id>-prompts` — getting a prompt whose name matches one of the
+//!   grant's patterns (the same way). None named: none;
 //! * `grant-<id>-tools` — calling a tool: one of the grant's tools (when it
 //!   names any), and with `read_only` exactly what `--read-only` lets through
 //!   (a known read tool ([`READ_TOOLS`]), SQL that parses and only reads, no
@@ -69,12 +74,18 @@ impl std::fmt::Display for Grantee {
 /// One grant on a route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
-    /// Its id (lowercase hex): the permits are `grant-<id>` and
-    /// `grant-<id>-tools`.
+    /// Its id (lowercase hex): the permits are `grant-<id>`,
+    /// `grant-<id>-resources`, `grant-<id>-prompts` and `grant-<id>-tools`.
     pub id: String,
     pub grantee: Grantee,
     /// The only tools the grantee may call; `None`: any tool.
     pub tools: Option<Vec<String>>,
+    /// The resources the grantee may read: URI patterns where `*` matches
+    /// any run of characters (`memo://*`; `*`: any). Empty: none.
+    pub resources: Vec<String>,
+    /// The prompts the grantee may get: name patterns, as for resources.
+    /// Empty: none.
+    pub prompts: Vec<String>,
     /// Only what `--read-only` lets through.
     pub read_only: bool,
     /// Unix seconds after which the grant permits nothing.
@@ -100,6 +111,8 @@ impl Grant {
                 });
             }
         }
+        check_patterns("--resources", &self.resources)?;
+        check_patterns("--prompts", &self.prompts)?;
         Ok(())
     }
 
@@ -113,8 +126,7 @@ impl Grant {
         let mut text = format!(
             "\n// agent share --with {grantee}{expiry}\n\
              @id({id})\n\
-             permit (principal, action in [Action::\"session\", Action::\"list\", \
-             Action::\"read_resource\", Action::\"get_prompt\"], resource)\n\
+             permit (principal, action in [Action::\"session\", Action::\"list\"], resource)\n\
              when {{ {who} }};\n",
             grantee = self.grantee,
             expiry = self
@@ -123,6 +135,24 @@ impl Grant {
                 .unwrap_or_default(),
             id = cedar_string(&format!("grant-{}", self.id)),
         );
+        for (kind, action, patterns) in [
+            ("resources", "read_resource", &self.resources),
+            ("prompts", "get_prompt", &self.prompts),
+        ] {
+            // None named: no permit.
+            if patterns.is_empty() {
+                continue;
+            }
+            text.push_str(&format!(
+                "@id({id})\n\
+                 permit (principal, action == Action::{action}, resource)\n\
+                 when {{ {who} }}\n\
+                 when {{ {matches} }};\n",
+                id = cedar_string(&format!("grant-{}-{kind}", self.id)),
+                action = cedar_string(action),
+                matches = target_matches(patterns),
+            ));
+        }
         // No tool at all: no tool permit (Cedar refuses an empty set).
         if self.tools.as_deref() == Some(&[]) {
             return text;
@@ -152,6 +182,39 @@ impl Grant {
         text.push_str(";\n");
         text
     }
+}
+
+/// Refuses patterns a person cannot have meant: empty ones, and control
+/// characters.
+pub(crate) fn check_patterns(flag: &'static str, patterns: &[String]) -> Result<(), PolicyError> {
+    for pattern in patterns {
+        if pattern.is_empty() {
+            return Err(PolicyError::Flag {
+                flag,
+                value: pattern.clone(),
+                reason: "a name or pattern cannot be empty (`*` means all)",
+            });
+        }
+        if pattern.chars().any(char::is_control) {
+            return Err(PolicyError::Flag {
+                flag,
+                value: pattern.clone(),
+                reason: "a name or pattern cannot contain control characters",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A Cedar condition: `context.target` (the resource URI, or the prompt
+/// name) matches one of `patterns`, where `*` matches any run of
+/// characters. `patterns` is not empty.
+pub(crate) fn target_matches(patterns: &[String]) -> String {
+    let alternatives: Vec<String> = patterns
+        .iter()
+        .map(|p| format!("context.target like \"{}\"", p.escape_default()))
+        .collect();
+    format!("context has target && ({})", alternatives.join(" || "))
 }
 
 impl Policy {

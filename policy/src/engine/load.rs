@@ -330,10 +330,28 @@ impl Policy {
     ///   known read tool with read-only SQL (see [`READ_TOOLS`]).
     ///
     /// Emails and domains are compared lowercased. The generated text is
-    /// [`Policy::cedar_text`]; its source name is "flags".
+    /// [`Policy::cedar_text`]; its source name is "flags". Any resource and
+    /// prompt (see [`Policy::from_owner_flags`]).
     pub fn from_flags(
         allow: &[String],
         tools: Option<&[String]>,
+        read_only: bool,
+    ) -> Result<Self, PolicyError> {
+        Self::from_owner_flags(allow, tools, None, None, read_only)
+    }
+
+    /// [`Policy::from_flags`], and also:
+    ///
+    /// * `resources`, when given, are the only resources anybody may read:
+    ///   URI patterns where `*` matches any run of characters (an empty
+    ///   list: none);
+    /// * `prompts`, when given, the only prompts anybody may get (name
+    ///   patterns, the same way).
+    pub fn from_owner_flags(
+        allow: &[String],
+        tools: Option<&[String]>,
+        resources: Option<&[String]>,
+        prompts: Option<&[String]>,
         read_only: bool,
     ) -> Result<Self, PolicyError> {
         let mut text = String::from(
@@ -393,6 +411,42 @@ impl Policy {
                      forbid (principal, action == Action::\"call_tool\", resource)\n\
                      unless {{ {}.contains(resource.name) }};\n",
                     cedar_set(tools.iter().map(String::as_str))
+                ));
+            }
+        }
+        for (flag, kind, action, patterns) in [
+            ("--resources", "resources", "read_resource", resources),
+            ("--prompts", "prompts", "get_prompt", prompts),
+        ] {
+            let Some(patterns) = patterns else { continue };
+            super::grant::check_patterns(flag, patterns)?;
+            if patterns.is_empty() {
+                text.push_str(&format!(
+                    "\n// {flag} with nothing named: no {what}, by anybody.\n\
+                     @id({id})\n\
+                     forbid (principal, action == Action::{action}, resource);\n",
+                    what = if kind == "resources" {
+                        "resource may be read"
+                    } else {
+                        "prompt may be got"
+                    },
+                    id = cedar_string(kind),
+                    action = cedar_string(action),
+                ));
+            } else {
+                text.push_str(&format!(
+                    "\n// {flag}: no other {what}, by anybody.\n\
+                     @id({id})\n\
+                     forbid (principal, action == Action::{action}, resource)\n\
+                     unless {{ {matches} }};\n",
+                    what = if kind == "resources" {
+                        "resource may be read"
+                    } else {
+                        "prompt may be got"
+                    },
+                    id = cedar_string(kind),
+                    action = cedar_string(action),
+                    matches = super::grant::target_matches(patterns),
                 ));
             }
         }

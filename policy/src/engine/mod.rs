@@ -120,6 +120,12 @@
 //! `context.listing || …`. The flags and the examples in `deploy/policies/`
 //! do.
 //!
+//! Resources and prompts are listed the same way:
+//! [`Engine::resource_visible`] asks `read_resource` of the resource's URI
+//! (or a template's `uriTemplate`), [`Engine::prompt_visible`] asks
+//! `get_prompt` of the prompt's name, each with `context.target` set, no
+//! arguments and `context.listing == true`.
+//!
 //! # Cost
 //!
 //! A decision builds one context, takes the entities (action, user, client,
@@ -150,7 +156,7 @@ pub use load::{
 };
 pub use request::Action;
 
-use crate::jsonrpc::{Message, TOOLS_CALL};
+use crate::jsonrpc::{Message, PROMPTS_GET, RESOURCES_READ, TOOLS_CALL};
 use crate::sql::{classify, SqlFacts};
 use request::{Facts, Vocabulary};
 
@@ -321,6 +327,40 @@ impl Engine {
             action: Action::CallTool,
             method: TOOLS_CALL,
             target: Some(tool),
+            arguments: None,
+            sql: None,
+            listing: true,
+        };
+        self.decide_facts(caller, &facts).allowed
+    }
+
+    /// Whether a resource (its URI, or a template's `uriTemplate`) is
+    /// visible to this caller in `resources/list` and
+    /// `resources/templates/list`: `read_resource` of it is allowed with
+    /// `context.listing` true. A template is visible when the caller may
+    /// read its template text, e.g. `memo://{name}` with `memo://*`.
+    pub fn resource_visible(&self, caller: &Caller<'_>, uri: &str) -> bool {
+        self.target_visible(caller, Action::ReadResource, RESOURCES_READ, uri)
+    }
+
+    /// Whether a prompt is visible to this caller in `prompts/list`:
+    /// `get_prompt` of it is allowed with `context.listing` true and no
+    /// arguments.
+    pub fn prompt_visible(&self, caller: &Caller<'_>, name: &str) -> bool {
+        self.target_visible(caller, Action::GetPrompt, PROMPTS_GET, name)
+    }
+
+    fn target_visible(
+        &self,
+        caller: &Caller<'_>,
+        action: Action,
+        method: &str,
+        target: &str,
+    ) -> bool {
+        let facts = Facts {
+            action,
+            method,
+            target: Some(target),
             arguments: None,
             sql: None,
             listing: true,

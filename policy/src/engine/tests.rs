@@ -1165,9 +1165,117 @@ fn grant(id: &str, with: &str, tools: Option<&[&str]>, read_only: bool) -> Grant
         id: id.to_owned(),
         grantee: Grantee::parse(with).expect("grantee"),
         tools: tools.map(|t| t.iter().map(|s| s.to_string()).collect()),
+        resources: Vec::new(),
+        prompts: Vec::new(),
         read_only,
         expires_at: None,
     }
+}
+
+fn read_uri(uri: &str) -> Message {
+    message(json!({"jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": {"uri": uri}}))
+}
+
+fn get_prompt(name: &str) -> Message {
+    message(json!({"jsonrpc": "2.0", "id": 1, "method": "prompts/get", "params": {"name": name}}))
+}
+
+#[test]
+fn a_grant_reads_only_the_resources_and_gets_only_the_prompts_it_names() {
+    let owner = Policy::from_flags(&[], None, false).expect("owner only");
+    let tools_only = grant("a1", "bob@example.com", Some(&["read_query"]), true);
+    let mut named = grant("b2", "carol@example.com", Some(&[]), false);
+    named.resources = vec!["memo://insights".to_owned(), "file:///docs/*".to_owned()];
+    named.prompts = vec!["mcp-demo".to_owned()];
+    let mut everything = grant("c3", "dave@example.com", None, false);
+    everything.resources = vec!["*".to_owned()];
+    everything.prompts = vec!["*".to_owned()];
+    let engine = Engine::new(
+        owner
+            .with_grants(&[tools_only, named, everything])
+            .expect("with grants"),
+        None,
+    );
+    // A tools-only grant: no resource, no prompt, and none listed.
+    let bob = "bob@example.com";
+    assert_denied(
+        &decide(&engine, bob, &read_uri("memo://insights")),
+        &[NO_PERMIT],
+    );
+    assert_denied(&decide(&engine, bob, &get_prompt("mcp-demo")), &[NO_PERMIT]);
+    assert!(decide(&engine, bob, &request("resources/list")).allowed);
+    assert!(!engine.resource_visible(&caller(bob), "memo://insights"));
+    assert!(!engine.prompt_visible(&caller(bob), "mcp-demo"));
+    // What a grant names, exactly or by pattern, and nothing else.
+    let carol = "carol@example.com";
+    assert_allowed(
+        &decide(&engine, carol, &read_uri("memo://insights")),
+        &["grant-b2-resources"],
+    );
+    assert!(decide(&engine, carol, &read_uri("file:///docs/a/b.md")).allowed);
+    assert!(!decide(&engine, carol, &read_uri("memo://insights2")).allowed);
+    assert!(!decide(&engine, carol, &read_uri("file:///etc/passwd")).allowed);
+    assert_allowed(
+        &decide(&engine, carol, &get_prompt("mcp-demo")),
+        &["grant-b2-prompts"],
+    );
+    assert!(!decide(&engine, carol, &get_prompt("other")).allowed);
+    assert!(engine.resource_visible(&caller(carol), "memo://insights"));
+    assert!(engine.resource_visible(&caller(carol), "file:///docs/{path}"));
+    assert!(!engine.resource_visible(&caller(carol), "memo://{name}"));
+    // `*`: everything.
+    let dave = "dave@example.com";
+    assert!(decide(&engine, dave, &read_uri("anything://at/all")).allowed);
+    assert!(decide(&engine, dave, &get_prompt("any")).allowed);
+    // The owner keeps everything.
+    assert!(decide(&engine, OWNER, &read_uri("memo://insights")).allowed);
+    assert!(engine.prompt_visible(&caller(OWNER), "mcp-demo"));
+    // Quotes and backslashes stay inside the pattern.
+    let mut odd = grant("d4", "erin@example.com", Some(&[]), false);
+    odd.resources = vec![r#"x" || true || "\"#.to_owned()];
+    let engine = Engine::new(
+        Policy::from_flags(&[], None, false)
+            .expect("owner")
+            .with_grants(&[odd])
+            .expect("an odd pattern is still one pattern"),
+        None,
+    );
+    assert!(!decide(&engine, "erin@example.com", &read_uri("memo://insights")).allowed);
+    assert!(
+        decide(
+            &engine,
+            "erin@example.com",
+            &read_uri(r#"x" || true || "\"#)
+        )
+        .allowed
+    );
+    // Empty patterns are refused.
+    let mut empty = grant("e5", "bob@example.com", None, false);
+    empty.prompts = vec![String::new()];
+    assert!(empty.check().is_err());
+}
+
+#[test]
+fn owner_flags_name_the_only_resources_and_prompts() {
+    let memo = ["memo://*".to_owned()];
+    let owner = Policy::from_owner_flags(&[], None, Some(&memo), Some(&[]), false).expect("flags");
+    let engine = Engine::new(owner, None);
+    assert!(decide(&engine, OWNER, &read_uri("memo://insights")).allowed);
+    assert_denied(
+        &decide(&engine, OWNER, &read_uri("file:///etc/passwd")),
+        &["resources"],
+    );
+    assert_denied(
+        &decide(&engine, OWNER, &get_prompt("mcp-demo")),
+        &["prompts"],
+    );
+    assert!(!engine.prompt_visible(&caller(OWNER), "mcp-demo"));
+    assert!(engine.resource_visible(&caller(OWNER), "memo://{name}"));
+    // No flags: the owner reads and gets everything (as before).
+    let engine = Engine::new(Policy::from_flags(&[], None, false).expect("flags"), None);
+    assert!(decide(&engine, OWNER, &read_uri("file:///etc/passwd")).allowed);
+    assert!(decide(&engine, OWNER, &get_prompt("mcp-demo")).allowed);
+    assert!(Policy::from_owner_flags(&[], None, Some(&[String::new()]), None, false).is_err());
 }
 
 #[test]

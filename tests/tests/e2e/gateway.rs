@@ -165,9 +165,9 @@ async fn every_message_is_audited_with_what_its_sql_does() {
     // A tool *named* read_query whose SQL deletes.
     let sneaky = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_query","arguments":{"query":"WITH x AS (SELECT 1) DELETE FROM customers"}}}"#;
     assert_eq!(s.post(&sneaky[..], &[]).await.status, 200);
-    // A batch: one event per message. (Not tools/list: the relay would
+    // A batch: one event per message. (Not a list request: the relay would
     // refuse the echo as an answer without the list, see tool_filter.rs.)
-    let batch = br#"[{"jsonrpc":"2.0","id":2,"method":"resources/list"},{"jsonrpc":"2.0","method":"notifications/initialized"}]"#;
+    let batch = br#"[{"jsonrpc":"2.0","id":2,"method":"ping"},{"jsonrpc":"2.0","method":"notifications/initialized"}]"#;
     assert_eq!(s.post(&batch[..], &[]).await.status, 200);
     // A refused request is audited too.
     let anon = s.client.get(&s.relay.route_url("demo"), None).await;

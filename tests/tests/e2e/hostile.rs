@@ -5,7 +5,7 @@
 //! asks for 2 GiB — the relay must end *that* connection, promptly, and nothing
 //! else. Every test therefore starts a healthy agent first and proves after the
 //! hostile action that the very same session (no reconnect) still serves.
-//! And older agents (protocol versions 2 and 3) get exchange heads in their
+//! And older agents (protocol versions 2, 3 and 4) get exchange heads in their
 //! own version.
 
 use std::net::SocketAddr;
@@ -744,7 +744,31 @@ struct HeadV3 {
     _request_id: String,
     _session: Option<String>,
     _body: protocol::BodyKind,
-    grants: Vec<protocol::RouteGrant>,
+    grants: Vec<GrantV4>,
+}
+
+/// A grant as protocol versions 3 and 4 decode it: no resources, no
+/// prompts.
+#[derive(Debug, serde::Deserialize)]
+struct GrantV4 {
+    id: String,
+    with: String,
+    tools: Option<Vec<String>>,
+    read_only: bool,
+    expires_at: Option<i64>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct HeadV4 {
+    route: String,
+    _method: String,
+    _path: String,
+    _headers: Vec<protocol::Header>,
+    identity: protocol::Identity,
+    _request_id: String,
+    _session: Option<String>,
+    _body: protocol::BodyKind,
+    grants: Vec<GrantV4>,
 }
 
 /// Says hello as an agent of `version` and returns the payload of the first
@@ -809,8 +833,42 @@ async fn first_head_for(relay: &RelayProc, version: u16, route: &str) -> Vec<u8>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn version_2_and_3_agents_get_heads_they_decode() {
+async fn version_2_3_and_4_agents_get_heads_they_decode() {
     let relay = RelayProc::start(&[]).await;
+
+    // Version 4: grants without their resources and prompts.
+    let owner4 = "older4@example.com";
+    let config = crate::sharing::logged_in(&relay, owner4, &relay.token(owner4, false));
+    let (code, out, err) = crate::sharing::share(
+        &config,
+        &[
+            "older4",
+            "--with",
+            "bob@example.com",
+            "--tools",
+            "read_query",
+            "--read-only",
+            "--resources",
+            "memo://*",
+            "--prompts",
+            "mcp-demo",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let grant = crate::sharing::grant_id(&out);
+    let v4 = first_head_for(&relay, 4, "older4").await;
+    let OldStreamOpen::<HeadV4>::Exchange(head) =
+        protocol::frame::decode_payload("exchange", &v4).expect("a version 4 head, whole");
+    assert_eq!(head.route, "older4");
+    assert_eq!(head.identity.subject, owner4);
+    assert_eq!(head.grants.len(), 1, "{head:?}");
+    let g = &head.grants[0];
+    assert_eq!(
+        (g.id.as_str(), g.with.as_str(), g.read_only, g.expires_at),
+        (grant.as_str(), "bob@example.com", true, None)
+    );
+    assert_eq!(g.tools.as_deref(), Some(&["read_query".to_owned()][..]));
 
     let v3 = first_head_for(&relay, 3, "older").await;
     let OldStreamOpen::<HeadV3>::Exchange(head) =
