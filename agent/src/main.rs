@@ -300,6 +300,16 @@ fn main() -> ExitCode {
     }
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Some(connect) = matches.subcommand_matches("connect") {
+        if let Err(e) = flags_fit_the_upstream(connect) {
+            let mut cli = Cli::command();
+            cli.build();
+            let mut connect = cli.find_subcommand("connect").cloned().unwrap_or(cli);
+            connect
+                .error(clap::error::ErrorKind::ArgumentConflict, e)
+                .exit();
+        }
+    }
     logging::init(cli.log_format);
     let token_on_command_line = matches
         .subcommand_matches("connect")
@@ -602,4 +612,46 @@ async fn stop_on_signal(stop: CancellationToken) {
     relay::signals::stop_requested().await;
     eprintln!("agent: quitting now");
     std::process::exit(130);
+}
+
+/// Flags that tune one kind of upstream, given (on the command line or in
+/// the environment) with another: refused rather than silently ignored.
+/// (clap's `requires` does not see arguments that have default values.)
+fn flags_fit_the_upstream(m: &clap::ArgMatches) -> Result<(), String> {
+    const SQLITE: &[&str] = &[
+        "sqlite_timeout",
+        "sqlite_max_rows",
+        "sqlite_max_value_bytes",
+        "sqlite_max_answer_bytes",
+        "sqlite_readers",
+        "sqlite_max_calls_per_identity",
+        "sqlite_max_sessions_per_identity",
+    ];
+    const STDIO: &[&str] = &[
+        "idle_timeout",
+        "max_sessions",
+        "max_sessions_per_identity",
+        "unused_session_timeout",
+    ];
+    let given = |id: &str| {
+        matches!(
+            m.value_source(id),
+            Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+        )
+    };
+    let flag = |id: &str| format!("--{}", id.replace('_', "-"));
+    if !given("sqlite") {
+        if let Some(id) = SQLITE.iter().find(|id| given(id)) {
+            return Err(format!("{} applies only with --sqlite", flag(id)));
+        }
+    }
+    if !given("command") {
+        if let Some(id) = STDIO.iter().find(|id| given(id)) {
+            return Err(format!(
+                "{} applies only to a stdio server (-- CMD ARGS)",
+                flag(id)
+            ));
+        }
+    }
+    Ok(())
 }

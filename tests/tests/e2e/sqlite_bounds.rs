@@ -299,3 +299,32 @@ async fn a_caller_cannot_fill_the_laptop_with_mcp_sessions() {
         assert_eq!(a.status, 404, "{sid}: {}", a.text());
     }
 }
+
+#[test]
+fn an_upstreams_tuning_flag_with_another_upstream_is_refused_not_ignored() {
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--http", "http://127.0.0.1:9/mcp", "--sqlite-max-rows", "5"],
+            "--sqlite-max-rows applies only with --sqlite",
+        ),
+        (
+            &["--http", "http://127.0.0.1:9/mcp", "--max-sessions", "5"],
+            "--max-sessions applies only to a stdio server (-- CMD ARGS)",
+        ),
+        (
+            &["--sqlite", "x.db", "--unused-session-timeout", "5s"],
+            "--unused-session-timeout applies only to a stdio server",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = std::process::Command::new(e2e::procs::bin("agent"))
+            .args(["connect", "--relay", "https://127.0.0.1:9", "--token-file"])
+            .arg("/dev/null")
+            .args(args)
+            .output()
+            .expect("run agent");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
