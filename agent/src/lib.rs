@@ -32,7 +32,7 @@ pub mod response_cap;
 pub mod session;
 pub mod share;
 pub mod sqlite_db;
-mod sqlite_readers;
+mod sqlite_pool;
 pub mod sqlite_server;
 pub mod stdio;
 pub mod upstream;

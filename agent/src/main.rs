@@ -155,8 +155,9 @@ struct ConnectArgs {
     /// file (created with sample data if it does not exist).
     #[arg(long, group = "upstream", value_name = "FILE")]
     sqlite: Option<PathBuf>,
-    /// With --sqlite: the time one query may run (and wait for a reading
-    /// connection); past it the query is stopped and the call is an error.
+    /// With --sqlite: the time one query may run (and wait for a
+    /// connection, reading or writing); past it the query is stopped and the
+    /// call is an error.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     sqlite_timeout: Duration,
     /// With --sqlite: the most rows one query may return; a query that

@@ -20,7 +20,7 @@
 //! in rows and in the size of its answer, and every value SQLite makes is
 //! bounded in length (`SQLITE_LIMIT_LENGTH`), so that no query can take the
 //! laptop's memory (`SELECT zeroblob(1e8)` is refused before it allocates).
-//! Reads run on a small pool of connections ([`crate::sqlite_readers`]);
+//! Reads run on a small pool of connections ([`crate::sqlite_pool`]);
 //! writes are serialized on one.
 
 use std::path::{Path, PathBuf};
@@ -37,7 +37,7 @@ use rusqlite::{Connection, OpenFlags, Statement};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::sqlite_readers::{Reader, Readers};
+use crate::sqlite_pool::{ConnPool, Pooled};
 
 /// The sample dataset written into a new database file.
 const SAMPLE_SQL: &str = include_str!("sqlite_sample.sql");
@@ -76,6 +76,8 @@ pub enum SqliteError {
     ValueTooLarge(usize),
     #[error("no reading connection became free within {} (all --sqlite-readers are busy, or this caller already holds its share of them): try again", humantime::format_duration(*.0))]
     Busy(Duration),
+    #[error("the writing connection did not become free within {} (writes run one at a time and another is running; --sqlite-timeout): try again", humantime::format_duration(*.0))]
+    WriterBusy(Duration),
     /// SQLite's own error, with its message.
     #[error("SQLite error: {0}")]
     Sql(#[from] rusqlite::Error),
@@ -327,8 +329,9 @@ fn authorize(purpose: Purpose, ctx: &AuthContext<'_>, facts: &mut Facts) -> Auth
 /// runs with `--read-only`, one more for writes.
 pub struct SqliteDb {
     path: PathBuf,
-    readers: Readers,
-    writer: Option<Mutex<Connection>>,
+    readers: ConnPool,
+    /// The writing connection (a pool of one), unless read-only.
+    writer: Option<ConnPool>,
     limits: Limits,
     created: bool,
 }
@@ -384,11 +387,11 @@ impl SqliteDb {
             )
             .map_err(open_err)?;
             configure(&w, false, limits).map_err(open_err)?;
-            Some(Mutex::new(w))
+            Some(ConnPool::new(vec![w]))
         };
         Ok(SqliteDb {
             path: path.to_path_buf(),
-            readers: Readers::new(readers),
+            readers: ConnPool::new(readers),
             writer,
             limits,
             created,
@@ -419,9 +422,9 @@ impl SqliteDb {
         self.readers.size()
     }
 
-    /// A reading connection for `caller` (see [`crate::sqlite_readers`]),
+    /// A reading connection for `caller` (see [`crate::sqlite_pool`]),
     /// waiting for one at most the time limit.
-    fn reader(&self, caller: Option<&str>) -> Result<Reader<'_>, SqliteError> {
+    fn reader(&self, caller: Option<&str>) -> Result<Pooled<'_>, SqliteError> {
         self.readers
             .take(caller, self.limits.timeout)
             .ok_or(SqliteError::Busy(self.limits.timeout))
@@ -450,7 +453,9 @@ impl SqliteDb {
             .as_ref()
             .ok_or(SqliteError::ReadOnly("write_query"))?;
         let limits = self.limits;
-        let mut conn = lock(writer);
+        let mut conn = writer
+            .take(None, limits.timeout)
+            .ok_or(SqliteError::WriterBusy(limits.timeout))?;
         guarded(&mut conn, Purpose::Write, limits, |conn, facts| {
             let mut stmt = prepare(conn, sql, Purpose::Write, facts)?;
             if stmt.readonly() || !take(facts).writes {
@@ -481,7 +486,9 @@ impl SqliteDb {
             .as_ref()
             .ok_or(SqliteError::ReadOnly("create_table"))?;
         let limits = self.limits;
-        let mut conn = lock(writer);
+        let mut conn = writer
+            .take(None, limits.timeout)
+            .ok_or(SqliteError::WriterBusy(limits.timeout))?;
         guarded(&mut conn, Purpose::CreateTable, limits, |conn, facts| {
             let mut stmt = prepare(conn, sql, Purpose::CreateTable, facts)?;
             let Some(name) = take(facts).created else {
@@ -609,10 +616,6 @@ fn configure(conn: &Connection, query_only: bool, limits: Limits) -> Result<(), 
         conn.pragma_update(None, "query_only", true)?;
     }
     Ok(())
-}
-
-fn lock(m: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn take(facts: &Arc<Mutex<Facts>>) -> Facts {

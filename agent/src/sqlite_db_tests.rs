@@ -534,3 +534,44 @@ fn values_convert_to_json() {
     assert_eq!(to_json(ValueRef::Blob(&[1, 171])), "X'01AB'");
     assert_eq!(to_json(ValueRef::Null), Value::Null);
 }
+
+#[test]
+fn a_write_waits_for_the_writing_connection_at_most_the_time_limit() {
+    let dir = Dir::new("writer");
+    let db = SqliteDb::open(
+        &dir.0.join("demo.db"),
+        false,
+        Limits {
+            timeout: Duration::from_secs(1),
+            ..Limits::default()
+        },
+    )
+    .expect("open");
+    db.create_table("CREATE TABLE t (x INTEGER)")
+        .expect("create");
+    let endless = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) \
+                   INSERT INTO t SELECT count(*) FROM n";
+    // Three endless writes: one runs (and is stopped at the time limit),
+    // the next runs after it, and the third cannot have waited for both.
+    let errors: Vec<SqliteError> = std::thread::scope(|s| {
+        let writes: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| db.write_query(endless)))
+            .collect();
+        writes
+            .into_iter()
+            .map(|t| t.join().expect("thread").expect_err("endless"))
+            .collect()
+    });
+    assert!(
+        errors
+            .iter()
+            .all(|e| matches!(e, SqliteError::Timeout(_) | SqliteError::WriterBusy(_))),
+        "{errors:?}"
+    );
+    let busy = errors
+        .iter()
+        .find(|e| matches!(e, SqliteError::WriterBusy(_)))
+        .unwrap_or_else(|| panic!("no write gave up waiting: {errors:?}"));
+    assert!(busy.to_string().contains("--sqlite-timeout"), "{busy}");
+    assert_eq!(count(&db, "t"), 0, "nothing was written");
+}

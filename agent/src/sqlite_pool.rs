@@ -1,10 +1,12 @@
-//! The reading connections of the built-in SQLite server: a small pool, so
-//! that a slow read does not hold back the others, shared fairly: one caller
-//! holds at most its share of the connections at once, so another caller
-//! always finds one free (unless several callers each hold their share).
+//! The connections of the built-in SQLite server, in pools: the reading
+//! connections, so that a slow read does not hold back the others, shared
+//! fairly (one caller holds at most its share of them at once, so another
+//! caller always finds one free unless several callers each hold their
+//! share); and the one writing connection, a pool of one.
 //!
 //! Taking a connection blocks (the database calls run on the blocking pool)
-//! for at most the wait given.
+//! for at most the wait given, so a long write cannot hold every other write
+//! waiting without end either.
 
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 
 /// The pool.
-pub(crate) struct Readers {
+pub(crate) struct ConnPool {
     state: Mutex<State>,
     freed: Condvar,
     /// Connections one caller may hold at once.
@@ -27,28 +29,32 @@ struct State {
     held: HashMap<String, usize>,
 }
 
-/// A connection taken from the pool; back in it when dropped.
-pub(crate) struct Reader<'p> {
-    pool: &'p Readers,
+/// A connection taken from a pool; back in it when dropped.
+pub(crate) struct Pooled<'p> {
+    pool: &'p ConnPool,
     conn: Option<Connection>,
     caller: Option<String>,
 }
 
-impl std::ops::Deref for Reader<'_> {
+impl std::ops::Deref for Pooled<'_> {
     type Target = Connection;
     fn deref(&self) -> &Connection {
         // Only `Drop` takes it out.
-        self.conn.as_ref().expect("a reader holds its connection")
+        self.conn
+            .as_ref()
+            .expect("a pooled connection is held until dropped")
     }
 }
 
-impl std::ops::DerefMut for Reader<'_> {
+impl std::ops::DerefMut for Pooled<'_> {
     fn deref_mut(&mut self) -> &mut Connection {
-        self.conn.as_mut().expect("a reader holds its connection")
+        self.conn
+            .as_mut()
+            .expect("a pooled connection is held until dropped")
     }
 }
 
-impl Drop for Reader<'_> {
+impl Drop for Pooled<'_> {
     fn drop(&mut self) {
         let mut st = self.pool.lock();
         if let Some(conn) = self.conn.take() {
@@ -67,12 +73,12 @@ impl Drop for Reader<'_> {
     }
 }
 
-impl Readers {
+impl ConnPool {
     /// A pool of `conns`; one caller holds at most half of them (rounded
     /// up).
-    pub(crate) fn new(conns: Vec<Connection>) -> Readers {
+    pub(crate) fn new(conns: Vec<Connection>) -> ConnPool {
         let size = conns.len();
-        Readers {
+        ConnPool {
             state: Mutex::new(State {
                 free: conns,
                 held: HashMap::new(),
@@ -95,7 +101,7 @@ impl Readers {
     /// A connection for `caller` (`None`: not counted per caller), waiting
     /// up to `wait` for one to be free and within the caller's share.
     /// `None` if none came in time.
-    pub(crate) fn take(&self, caller: Option<&str>, wait: Duration) -> Option<Reader<'_>> {
+    pub(crate) fn take(&self, caller: Option<&str>, wait: Duration) -> Option<Pooled<'_>> {
         let deadline = Instant::now() + wait;
         let mut st = self.lock();
         loop {
@@ -106,7 +112,7 @@ impl Readers {
                     if let Some(c) = caller {
                         *st.held.entry(c.to_owned()).or_insert(0) += 1;
                     }
-                    return Some(Reader {
+                    return Some(Pooled {
                         pool: self,
                         conn: Some(conn),
                         caller: caller.map(str::to_owned),
@@ -127,8 +133,8 @@ impl Readers {
 mod tests {
     use super::*;
 
-    fn pool(n: usize) -> Readers {
-        Readers::new(
+    fn pool(n: usize) -> ConnPool {
+        ConnPool::new(
             (0..n)
                 .map(|_| Connection::open_in_memory().expect("open"))
                 .collect(),
