@@ -91,9 +91,14 @@ impl Liveness {
     }
 }
 
-/// Opens a stream to `agent` for one exchange.
-pub async fn open(agent: &AgentSession) -> Result<Opened, ForwardError> {
-    let heard = agent.conn.received_datagrams();
+/// Opens a stream to `agent` for one exchange. With `fallback` (another
+/// replica could take the request) the exchange gives the agent up when it
+/// stays silent for [`PEER_GONE_AFTER`]; without one it waits for the
+/// answer or the keep-alive limit as before, so that an agent that is
+/// merely slow to acknowledge (a laptop under load) keeps its tunnel when
+/// there is nowhere else to go.
+pub async fn open(agent: &AgentSession, fallback: bool) -> Result<Opened, ForwardError> {
+    let heard = agent.conn.received_datagrams().filter(|_| fallback);
     let (send, recv) = agent
         .conn
         .open_bi()

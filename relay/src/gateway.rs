@@ -562,7 +562,8 @@ async fn route_request(
     }
 
     // 6. Forward, and stream the answer back. A tunnel that died since the
-    //    last keep-alive (no stream opens, or the agent went silent: see
+    //    last keep-alive (no stream opens, or, when another replica could
+    //    take the request, the agent went silent: see
     //    forward::PEER_GONE_AFTER) is closed and skipped for another replica,
     //    if one decides with the same policy, the request being whole; a
     //    pinned session's replica is not replaced (its session is gone).
@@ -576,7 +577,8 @@ async fn route_request(
     let mut attempts = 0;
     let sent = Instant::now();
     let answer = loop {
-        let failure = match forward::open(&agent).await {
+        let fallback = state.registry.has_other_replica(&route, agent.id);
+        let failure = match forward::open(&agent, fallback).await {
             Ok(stream) => {
                 let upload = match (body.take(), &resend) {
                     (Some(b), _) => b,

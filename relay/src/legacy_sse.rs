@@ -602,7 +602,7 @@ async fn end_upstream(
                 // Ending the session is plumbing the owner's policy decides.
                 grants: Vec::new(),
             };
-            let answer = match forward::open(&agent).await {
+            let answer = match forward::open(&agent, false).await {
                 Ok(stream) => {
                     forward::exchange(
                         stream,

@@ -187,6 +187,17 @@ impl Registry {
             .cloned()
     }
 
+    /// Whether a live replica of `route` other than session `except` could
+    /// take a request.
+    pub fn has_other_replica(&self, route: &str, except: u64) -> bool {
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        routes.get(route).is_some_and(|slot| {
+            slot.replicas
+                .iter()
+                .any(|s| s.id != except && !s.is_draining() && !s.conn.is_closed())
+        })
+    }
+
     /// Whether some session serves `route` now.
     pub fn serves(&self, route: &str) -> bool {
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
