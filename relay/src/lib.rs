@@ -3,7 +3,9 @@
 //! * [`listener`] — one port: HTTPS and the TLS tunnel on TCP (told apart by
 //!   ALPN), the QUIC tunnel on UDP.
 //! * [`agents`] — tunnel handshake, control stream, keep-alives, GoAway.
-//! * [`gateway`] — the request path: authenticate → route → [`forward`].
+//! * [`gateway`] — the request path: authenticate → route → [`forward`];
+//!   the HTTP pieces every module shares (bodies, JSON errors, the SSE event
+//!   splitter) are in [`http`], which imports nothing else of the relay.
 //! * [`store`] — embedded SQLite state: tokens, route claims, tool pins;
 //!   grants (`agent share`) are in [`grant_store`], managed by route owners
 //!   through [`grants_api`].
@@ -31,6 +33,7 @@ pub mod agents;
 pub mod audit;
 pub mod audit_chain;
 pub mod audit_verify;
+pub mod authenticated;
 pub mod cert_resolver;
 pub mod certs;
 pub mod config;
@@ -46,6 +49,7 @@ pub mod gateway;
 pub mod grant_store;
 pub mod grants_api;
 pub mod headers;
+pub mod http;
 pub mod identity_groups;
 pub mod idle_connection;
 pub mod ip_key;
