@@ -21,7 +21,8 @@
 //! * [`config_file`] — `relay serve --config relay.toml`: the file, checked
 //!   with line numbers, under the command line's flags.
 //! * [`affinity`] — an MCP session's requests go to the replica that holds it.
-//! * [`server`] — starting and stopping it all.
+//! * [`server`] — starting and stopping it all; [`cli`] — the `relay`
+//!   command line, one module per command.
 
 #![forbid(unsafe_code)]
 
@@ -36,6 +37,7 @@ pub mod audit_verify;
 pub mod authenticated;
 pub mod cert_resolver;
 pub mod certs;
+pub mod cli;
 pub mod config;
 pub mod config_file;
 pub mod conn_limits;
