@@ -168,8 +168,8 @@ pub fn observe(
 }
 
 /// The 404 of a request whose session lived in a replica that is gone.
-pub fn gone(route: &str) -> http::Response<crate::gateway::RespBody> {
-    crate::gateway::error(
+pub fn gone(route: &str) -> http::Response<crate::http::body::RespBody> {
+    crate::http::response::error(
         StatusCode::NOT_FOUND,
         "unknown_session",
         &format!(

@@ -8,7 +8,7 @@
 
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 
-use crate::gateway::RespBody;
+use crate::http::body::RespBody;
 use crate::origin::AllowedOrigins;
 
 /// The request headers an MCP client sends.
@@ -37,7 +37,7 @@ pub fn is_preflight(method: &Method) -> bool {
 /// The answer to a preflight: 204 with what may be sent. The CORS headers
 /// themselves are added by [`decorate`], like on every other answer.
 pub fn preflight() -> Response<RespBody> {
-    let mut resp = Response::new(crate::gateway::empty());
+    let mut resp = Response::new(crate::http::body::empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
     let h = resp.headers_mut();
     h.insert(

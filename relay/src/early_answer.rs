@@ -17,7 +17,7 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::gateway::RespBody;
+use crate::http::body::RespBody;
 
 /// The most body bytes read before an early answer.
 pub const DRAIN_MAX: usize = 64 * 1024;

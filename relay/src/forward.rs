@@ -18,8 +18,8 @@ use prometheus_client::metrics::counter::Counter;
 use protocol::{ExchangeHead, FrameLimit, ResponseHead, StreamOpen};
 use tokio::io::AsyncWriteExt;
 
-use crate::gateway::ReqBody;
 use crate::headers;
+use crate::http::body::ReqBody;
 use crate::metrics::Metrics;
 use crate::registry::AgentSession;
 use tunnel::TunnelBody;

@@ -11,15 +11,19 @@ use std::time::{Instant, SystemTime};
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body::Body as _;
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use protocol::{BodyKind, ExchangeHead, Identity, IdentityKind, UpstreamKind};
 
 use crate::affinity::{self, Target};
+use crate::authenticated::Authenticated;
 use crate::early_answer;
 use crate::forward;
 use crate::grants_api;
 use crate::headers;
+use crate::http::body::{full, BoxError, RespBody};
+use crate::http::content_type::{is_event_stream, is_json};
+use crate::http::response::error;
 use crate::legacy_sse::{self, Legacy, LegacyPost};
 use crate::oauth;
 use crate::oauth::scope::{self, Access};
@@ -31,19 +35,11 @@ use crate::token::{self, TokenKind};
 use crate::tool_filter;
 use crate::trail::Trail;
 use crate::{cors, sse_keepalive, standing_stream};
-pub use policy::body::POLICY_DENIED;
 use policy::jsonrpc;
 use policy::route_path;
 use policy::sql::{self, SqlFacts};
 use policy::{Caller, Decision, Request as PolicyRequest};
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// Every response body the relay sends.
-pub type RespBody = UnsyncBoxBody<Bytes, BoxError>;
-/// Every request body the relay forwards.
-pub type ReqBody = UnsyncBoxBody<Bytes, BoxError>;
-
-/// Serves one HTTP request.
 pub async fn handle(
     state: SharedState,
     peer: SocketAddr,
@@ -735,30 +731,9 @@ fn denied(
     }
 }
 
-/// Whether a response is a stream of server-sent events.
-pub fn is_event_stream(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("text/event-stream")
-        })
-}
-
 /// A POST whose body is JSON: an MCP client's JSON-RPC message(s).
 fn is_json_post(parts: &http::request::Parts) -> bool {
-    parts.method == http::Method::POST
-        && parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| {
-                ct.split(';')
-                    .next()
-                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-            })
+    parts.method == http::Method::POST && is_json(&parts.headers)
 }
 
 fn jsonrpc_error(status: StatusCode, body: &serde_json::Value) -> Response<RespBody> {
@@ -786,20 +761,6 @@ fn split_route(path: &str) -> Option<(&str, &str)> {
         Some(i) => Some((&after[..i], &after[i..])),
         None => Some((after, "")),
     }
-}
-
-/// Who is calling, as the bearer token says.
-pub struct Authenticated {
-    /// The identity (an email address).
-    pub subject: String,
-    /// The client: a client token's name, or the OAuth client id.
-    pub client_id: String,
-    pub kind: IdentityKind,
-    /// The groups the upstream identity provider gave the subject at its
-    /// latest sign-in ([`crate::identity_groups`]); none for client tokens.
-    pub groups: Vec<String>,
-    /// What the token's scope allows (client tokens: everything).
-    pub access: Access,
 }
 
 /// Checks the bearer token: a client token, or an OAuth access token issued
@@ -940,23 +901,6 @@ fn insufficient_scope(
 /// The JSON-RPC error code of a message refused for the token's scope.
 pub const INSUFFICIENT_SCOPE_CODE: i64 = -32003;
 
-/// A JSON error body: `{"error": code, "message": text}`.
-pub fn error(status: StatusCode, code: &str, message: &str) -> Response<RespBody> {
-    let body = serde_json::json!({ "error": code, "message": message }).to_string();
-    let mut resp = Response::new(full(body));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        // Every 503 of the relay is temporary: say when to come back.
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-    }
-    resp
-}
-
 fn text(status: StatusCode, body: &'static str) -> Response<RespBody> {
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
@@ -965,17 +909,6 @@ fn text(status: StatusCode, body: &'static str) -> Response<RespBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
-}
-
-/// An empty response body.
-pub fn empty() -> RespBody {
-    full(Bytes::new())
-}
-
-fn full(body: impl Into<Bytes>) -> RespBody {
-    Full::new(body.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
 }
 
 #[cfg(test)]

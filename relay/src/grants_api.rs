@@ -16,14 +16,14 @@
 //!
 //! Errors are `{"error": code, "message": text}` like the gateway's.
 
-use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-use crate::gateway::{error, RespBody};
 use crate::grant_store::{GrantRecord, NewGrant};
+use crate::http::body::{full, RespBody};
+use crate::http::response::error;
 use crate::state::SharedState;
 use crate::store::{now, RouteClaim};
 use crate::token::TokenKind;
@@ -292,11 +292,7 @@ fn view(state: &SharedState, g: &GrantRecord) -> serde_json::Value {
 }
 
 fn json(status: StatusCode, body: &serde_json::Value) -> Response<RespBody> {
-    let mut resp = Response::new(
-        Full::new(Bytes::from(body.to_string()))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
+    let mut resp = Response::new(full(body.to_string()));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

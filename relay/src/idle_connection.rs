@@ -17,7 +17,7 @@ use http_body_util::BodyExt as _;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::gateway::{BoxError, RespBody};
+use crate::http::body::{BoxError, RespBody};
 
 /// The requests in flight on one connection, and since when it has had none.
 #[derive(Clone)]

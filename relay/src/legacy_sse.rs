@@ -43,7 +43,11 @@ use protocol::{BodyKind, ExchangeHead, Identity, IdentityKind};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::gateway::{self, BoxError, RespBody};
+use crate::authenticated::Authenticated;
+use crate::http::body::{empty, BoxError, RespBody};
+use crate::http::content_type::{is_event_stream, is_json};
+use crate::http::response::error;
+use crate::http::sse_events::{self, EventSplitter};
 use crate::state::SharedState;
 use crate::trail::Trail;
 use crate::{forward, headers, sse_keepalive, token};
@@ -58,6 +62,10 @@ pub const MAX_IN_FLIGHT: usize = 16;
 pub const QUEUE: usize = 32;
 /// The largest single message delivered on a stream.
 pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+/// Cap on one event of an agent's stream, its field names and line ends
+/// included: room for a [`MAX_MESSAGE`] of data over many `data:` lines.
+const MAX_EVENT: usize = 2 * MAX_MESSAGE;
 
 /// The legacy sessions of a relay, by id.
 #[derive(Default)]
@@ -114,7 +122,7 @@ pub fn recognise<B>(
     route: &str,
     rest: &str,
     mcp: bool,
-    caller: &gateway::Authenticated,
+    caller: &Authenticated,
 ) -> Result<Legacy, Refusal> {
     // Only an MCP route's own URL: paths below it belong to the local server,
     // and a plain HTTP route is not MCP.
@@ -129,7 +137,7 @@ pub fn recognise<B>(
             && !h.contains_key("mcp-protocol-version");
         return Ok(if opens { Legacy::Open } else { Legacy::No });
     };
-    let refuse = |status, code, msg: &str| Err(Box::new(gateway::error(status, code, msg)));
+    let refuse = |status, code, msg: &str| Err(Box::new(error(status, code, msg)));
     if req.method() != Method::POST {
         return refuse(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -217,11 +225,11 @@ pub fn end_session_of(state: &SharedState, uri: &http::Uri, route: &str, caller:
 pub fn open(
     state: &SharedState,
     route: &str,
-    caller: &gateway::Authenticated,
+    caller: &Authenticated,
     peer: SocketAddr,
 ) -> Response<RespBody> {
     if state.registry.pick(route).is_none() {
-        return gateway::error(
+        return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "agent_unavailable",
             &format!("no agent is connected for route '{route}'"),
@@ -239,7 +247,7 @@ pub fn open(
         closed: CancellationToken::new(),
     });
     if let Err(open) = state.legacy.insert(session.clone()) {
-        return gateway::error(
+        return error(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_sessions",
             &format!(
@@ -361,7 +369,7 @@ pub fn deliver(
     if let Some(id) = response.headers().get("mcp-session-id") {
         session.learn_session(id.clone());
     }
-    let event_stream = gateway::is_event_stream(response.headers());
+    let event_stream = is_event_stream(response.headers());
     let body = response.into_body();
     state.requests.spawn(async move {
         let closed = session.closed.clone();
@@ -371,7 +379,7 @@ pub fn deliver(
         }
         drop(post);
     });
-    let mut resp = Response::new(gateway::empty());
+    let mut resp = Response::new(empty());
     *resp.status_mut() = StatusCode::ACCEPTED;
     resp
 }
@@ -402,7 +410,7 @@ async fn pump(session: &LegacySession, mut body: RespBody, event_stream: bool) {
         }
         return;
     }
-    let mut parser = SseParser::default();
+    let mut events = EventSplitter::new(MAX_EVENT);
     while let Some(frame) = body.frame().await {
         let data = match frame {
             Ok(f) => match f.into_data() {
@@ -414,17 +422,28 @@ async fn pump(session: &LegacySession, mut body: RespBody, event_stream: bool) {
                 return;
             }
         };
-        match parser.push(&data) {
-            Ok(messages) => {
-                // Events without data (priming events, say) carry no message.
-                for m in messages.iter().filter(|m| !m.is_empty()) {
-                    if !session.send(m).await {
-                        return;
-                    }
+        events.push(&data);
+        loop {
+            let event = match events.next_event(false) {
+                Ok(Some(event)) => event,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(session = session.id, error = %e, "legacy SSE: dropping the agent's answer");
+                    return;
                 }
+            };
+            // Events without data (priming events, say) carry no message.
+            let Some(message) = sse_events::data(&event).filter(|m| !m.is_empty()) else {
+                continue;
+            };
+            if message.len() > MAX_MESSAGE {
+                tracing::warn!(
+                    session = session.id,
+                    "legacy SSE: an event of the agent's stream exceeds {MAX_MESSAGE} bytes; dropping the agent's answer"
+                );
+                return;
             }
-            Err(e) => {
-                tracing::warn!(session = session.id, error = %e, "legacy SSE: dropping the agent's answer");
+            if !session.send(&message).await {
                 return;
             }
         }
@@ -579,7 +598,7 @@ async fn end_upstream(
             crate::affinity::Target::Gone => None,
         };
     let response = match holder {
-        None => gateway::error(
+        None => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "agent_unavailable",
             "no agent to end the session on",
@@ -618,7 +637,7 @@ async fn end_upstream(
             forward::disconnect_on_violation(&agent, &answer);
             match answer {
                 Ok(r) => r.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()),
-                Err(e) => gateway::error(e.status(), "agent_error", &e.to_string()),
+                Err(e) => error(e.status(), "agent_error", &e.to_string()),
             }
         }
     };
@@ -654,91 +673,9 @@ fn accepts_event_stream(h: &HeaderMap) -> bool {
         })
 }
 
-fn is_json(h: &HeaderMap) -> bool {
-    h.get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|ct| ct.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-}
-
-/// The data of each event of a server-sent event stream, fed in chunks.
-/// Lines end with LF or CRLF; `event`, `id`, `retry` and comments are dropped.
-#[derive(Default)]
-struct SseParser {
-    /// Bytes after the last complete line.
-    partial: Vec<u8>,
-    /// The data lines of the event being read.
-    data: Vec<u8>,
-    has_data: bool,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("an event of the agent's stream exceeds {MAX_MESSAGE} bytes")]
-struct TooLarge;
-
-impl SseParser {
-    /// Feeds a chunk; returns the data of the events it completed.
-    fn push(&mut self, chunk: &[u8]) -> Result<Vec<Vec<u8>>, TooLarge> {
-        let mut out = Vec::new();
-        let mut rest = chunk;
-        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
-            let mut line = std::mem::take(&mut self.partial);
-            line.extend_from_slice(&rest[..i]);
-            rest = &rest[i + 1..];
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            if line.is_empty() {
-                if self.has_data {
-                    out.push(std::mem::take(&mut self.data));
-                }
-                self.data.clear();
-                self.has_data = false;
-            } else if let Some(value) = line.strip_prefix(b"data") {
-                let value = match value {
-                    [b':', b' ', v @ ..] | [b':', v @ ..] => v,
-                    [] => &[][..],
-                    _ => continue, // a field named e.g. "database"
-                };
-                if self.has_data {
-                    self.data.push(b'\n');
-                }
-                self.data.extend_from_slice(value);
-                self.has_data = true;
-            }
-            if self.data.len() > MAX_MESSAGE {
-                return Err(TooLarge);
-            }
-        }
-        self.partial.extend_from_slice(rest);
-        if self.partial.len() > MAX_MESSAGE {
-            return Err(TooLarge);
-        }
-        Ok(out)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sse_events_are_read_across_chunks() {
-        let mut p = SseParser::default();
-        assert!(p.push(b"id: 1\nevent: message\nda").expect("ok").is_empty());
-        assert!(p.push(b"ta: {\"a\":").expect("ok").is_empty());
-        assert_eq!(
-            p.push(b"1}\r\n\r\n").expect("ok"),
-            vec![b"{\"a\":1}".to_vec()]
-        );
-        // A priming event without data, a comment, two data lines.
-        assert_eq!(
-            p.push(b"id: 2\ndata:\n\n: keep-alive\n\ndata: x\ndata:y\n\n")
-                .expect("ok"),
-            vec![Vec::new(), b"x\ny".to_vec()]
-        );
-        assert!(p.push(b"id: 3\n\n").expect("ok").is_empty());
-    }
 
     #[test]
     fn the_session_parameter_is_found_and_only_it() {

@@ -3,7 +3,9 @@
 //! * [`listener`] — one port: HTTPS and the TLS tunnel on TCP (told apart by
 //!   ALPN), the QUIC tunnel on UDP.
 //! * [`agents`] — tunnel handshake, control stream, keep-alives, GoAway.
-//! * [`gateway`] — the request path: authenticate → route → [`forward`].
+//! * [`gateway`] — the request path: authenticate → route → [`forward`];
+//!   the HTTP pieces every module shares (bodies, JSON errors, the SSE event
+//!   splitter) are in [`http`], which imports nothing else of the relay.
 //! * [`store`] — embedded SQLite state: tokens, route claims, tool pins;
 //!   grants (`agent share`) are in [`grant_store`], managed by route owners
 //!   through [`grants_api`].
@@ -19,7 +21,8 @@
 //! * [`config_file`] — `relay serve --config relay.toml`: the file, checked
 //!   with line numbers, under the command line's flags.
 //! * [`affinity`] — an MCP session's requests go to the replica that holds it.
-//! * [`server`] — starting and stopping it all.
+//! * [`server`] — starting and stopping it all; [`cli`] — the `relay`
+//!   command line, one module per command.
 
 #![forbid(unsafe_code)]
 
@@ -31,8 +34,10 @@ pub mod agents;
 pub mod audit;
 pub mod audit_chain;
 pub mod audit_verify;
+pub mod authenticated;
 pub mod cert_resolver;
 pub mod certs;
+pub mod cli;
 pub mod config;
 pub mod config_file;
 pub mod conn_limits;
@@ -46,6 +51,7 @@ pub mod gateway;
 pub mod grant_store;
 pub mod grants_api;
 pub mod headers;
+pub mod http;
 pub mod identity_groups;
 pub mod idle_connection;
 pub mod ip_key;

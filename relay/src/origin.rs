@@ -17,7 +17,8 @@ use std::net::IpAddr;
 
 use http::{Response, StatusCode};
 
-use crate::gateway::{self, RespBody};
+use crate::http::body::RespBody;
+use crate::http::response;
 
 /// The origins a relay accepts.
 #[derive(Debug, Clone, Default)]
@@ -73,7 +74,7 @@ impl AllowedOrigins {
             return None;
         }
         let shown = String::from_utf8_lossy(origin.as_bytes());
-        Some(gateway::error(
+        Some(response::error(
             StatusCode::FORBIDDEN,
             "origin_not_allowed",
             &format!(

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
-use crate::gateway::{BoxError, RespBody};
+use crate::http::body::{BoxError, RespBody};
 
 /// The comment sent on an idle stream.
 pub const COMMENT: &[u8] = b": keep-alive\n\n";
@@ -242,7 +242,7 @@ mod tests {
 
     #[test]
     fn zero_disables() {
-        let body = crate::gateway::empty();
+        let body = crate::http::body::empty();
         let wrapped = wrap(body, Duration::ZERO);
         assert!(wrapped.is_end_stream());
     }

@@ -16,7 +16,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::gateway::{BoxError, RespBody};
+use crate::http::body::{BoxError, RespBody};
 
 /// `body`, ended (at a frame boundary) once `shutdown` is cancelled.
 pub fn end_on_shutdown(body: RespBody, shutdown: &CancellationToken) -> RespBody {

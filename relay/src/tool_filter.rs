@@ -39,12 +39,13 @@ use std::time::SystemTime;
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body::{Body, Frame};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use serde_json::Value;
 
-use crate::gateway::{BoxError, RespBody, POLICY_DENIED};
+use crate::http::body::{full, BoxError, RespBody};
+use crate::http::sse_events::{self, data_value, EventSplitter};
 use crate::pins;
-use policy::body::BATCH_REFUSED;
+use policy::body::{BATCH_REFUSED, POLICY_DENIED};
 use policy::jsonrpc::{Message, MessageKind, INVALID_PARAMS, TOOLS_CALL};
 use policy::{Caller, Decision, Engine};
 
@@ -346,12 +347,6 @@ fn content_type(headers: &http::HeaderMap) -> String {
         .unwrap_or_default()
 }
 
-fn full(bytes: Bytes) -> RespBody {
-    Full::new(bytes)
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
-
 /// Filters the watched responses in a message or a batch. Answered ids leave
 /// `ids`. True if an item was removed.
 pub fn rewrite(value: &mut Value, ids: &mut Vec<Watched>, gate: &mut dyn ToolGate) -> bool {
@@ -401,11 +396,8 @@ struct SseFilter<G> {
     inner: RespBody,
     ids: Vec<Watched>,
     gate: G,
-    cap: usize,
-    /// Bytes of the event being received.
-    buf: BytesMut,
-    /// Where the scan for the end of that event resumes.
-    scan: usize,
+    /// The stream's events, each up to the cap.
+    events: EventSplitter,
     out: VecDeque<Bytes>,
     /// Every watched id is answered (or the stream failed closed): pass on.
     through: bool,
@@ -419,9 +411,7 @@ impl<G: ToolGate> SseFilter<G> {
             inner,
             ids,
             gate,
-            cap,
-            buf: BytesMut::new(),
-            scan: 0,
+            events: EventSplitter::new(cap),
             out: VecDeque::new(),
             through: false,
             ended: false,
@@ -436,41 +426,27 @@ impl<G: ToolGate> SseFilter<G> {
             }
             return;
         }
-        self.buf.extend_from_slice(&data);
-        while let Some(end) = event_end(&self.buf, &mut self.scan, at_eof) {
-            if end > self.cap {
-                return self.fail_closed(&format!(
-                    "an event of the stream exceeds {} bytes",
-                    self.cap
-                ));
-            }
-            let event = self.buf.split_to(end).freeze();
-            self.scan = 0;
+        self.events.push(&data);
+        loop {
+            let event = match self.events.next_event(at_eof) {
+                Ok(Some(event)) => event,
+                Ok(None) => return,
+                // An unfinished last event (at the end of the stream) is
+                // judged like a complete one: most clients drop it, some may
+                // not.
+                Err(too_large) => return self.fail_closed(&too_large.to_string()),
+            };
             let Some(event) = self.event(event) else {
                 return self.fail_closed("an event of the stream is not JSON the relay can read");
             };
             self.out.push_back(event);
             if self.ids.is_empty() {
                 self.through = true;
-                let rest = self.buf.split().freeze();
+                let rest = self.events.take_rest();
                 if !rest.is_empty() {
                     self.out.push_back(rest);
                 }
                 return;
-            }
-        }
-        if self.buf.len() > self.cap {
-            self.fail_closed(&format!(
-                "an event of the stream exceeds {} bytes",
-                self.cap
-            ));
-        } else if at_eof && !self.buf.is_empty() {
-            // An unfinished last event: most clients drop it, some may not;
-            // it is judged like a complete one.
-            let event = self.buf.split().freeze();
-            match self.event(event) {
-                Some(event) => self.out.push_back(event),
-                None => self.fail_closed("an event of the stream is not JSON the relay can read"),
             }
         }
     }
@@ -482,7 +458,7 @@ impl<G: ToolGate> SseFilter<G> {
         for e in errors {
             self.out.push_back(Bytes::from(format!("data: {e}\n\n")));
         }
-        self.buf.clear();
+        self.events.take_rest();
         self.ids.clear();
         self.through = true;
         self.ended = true;
@@ -493,7 +469,7 @@ impl<G: ToolGate> SseFilter<G> {
     /// An event without data, or with empty data (a priming event for
     /// resumption), passes.
     fn event(&mut self, event: Bytes) -> Option<Bytes> {
-        let lines = lines(&event);
+        let lines = sse_events::lines(&event);
         let data: Vec<&[u8]> = lines.iter().filter_map(|l| data_value(l)).collect();
         if data.is_empty() {
             return Some(event);
@@ -524,74 +500,6 @@ impl<G: ToolGate> SseFilter<G> {
         out.push(b'\n');
         Some(Bytes::from(out))
     }
-}
-
-/// The end (exclusive) of the first complete event in `buf`: the end of its
-/// first empty line. Lines end with CRLF, LF or CR (a CR last in `buf` waits
-/// for the next byte, unless the stream ended). `scan` is where the line in
-/// progress starts, so bytes are looked at once.
-fn event_end(buf: &[u8], scan: &mut usize, at_eof: bool) -> Option<usize> {
-    let mut line_start = *scan;
-    let mut i = *scan;
-    while i < buf.len() {
-        let b = buf[i];
-        if b != b'\n' && b != b'\r' {
-            i += 1;
-            continue;
-        }
-        let mut next = i + 1;
-        if b == b'\r' {
-            if next == buf.len() && !at_eof {
-                break;
-            }
-            if buf.get(next) == Some(&b'\n') {
-                next += 1;
-            }
-        }
-        let empty = i == line_start;
-        line_start = next;
-        i = next;
-        if empty {
-            return Some(next);
-        }
-    }
-    *scan = line_start;
-    None
-}
-
-/// The lines of one complete event, without terminators and without the
-/// empty line that ends it.
-fn lines(event: &[u8]) -> Vec<&[u8]> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut i = 0;
-    while i < event.len() {
-        let b = event[i];
-        if b == b'\n' || b == b'\r' {
-            out.push(&event[start..i]);
-            if b == b'\r' && event.get(i + 1) == Some(&b'\n') {
-                i += 1;
-            }
-            start = i + 1;
-        }
-        i += 1;
-    }
-    if start < event.len() {
-        out.push(&event[start..]);
-    }
-    while out.last().is_some_and(|l| l.is_empty()) {
-        out.pop();
-    }
-    out
-}
-
-/// The value of a `data` field line (one leading space removed).
-fn data_value(line: &[u8]) -> Option<&[u8]> {
-    if line == b"data" {
-        return Some(b"");
-    }
-    let value = line.strip_prefix(b"data:")?;
-    Some(value.strip_prefix(b" ").unwrap_or(value))
 }
 
 impl<G: ToolGate> Body for SseFilter<G> {

@@ -340,38 +340,6 @@ async fn an_sse_event_over_the_cap_fails_closed() {
 }
 
 #[test]
-fn event_ends_are_found_with_every_line_ending() {
-    for (buf, want) in [
-        (&b"data: x\n\nrest"[..], Some(9)),
-        (b"data: x\r\n\r\nrest", Some(11)),
-        (b"data: x\r\rrest", Some(9)),
-        (b"\n", Some(1)),
-        (b"data: x\n", None),
-        (b"data: x\r", None), // the CR may be the start of CRLF
-    ] {
-        let mut scan = 0;
-        assert_eq!(
-            event_end(buf, &mut scan, false),
-            want,
-            "{:?}",
-            String::from_utf8_lossy(buf)
-        );
-    }
-    let mut scan = 0;
-    assert_eq!(event_end(b"data: x\r\r", &mut scan, true), Some(9));
-    // The scan resumes where the unfinished line starts.
-    let mut scan = 0;
-    assert_eq!(event_end(b"a: 1\nb: ", &mut scan, false), None);
-    assert_eq!(scan, 5);
-    assert_eq!(event_end(b"a: 1\nb: 2\n\n", &mut scan, false), Some(11));
-    assert_eq!(lines(b"a: 1\r\nb\rc\n\n"), [&b"a: 1"[..], b"b", b"c"]);
-    assert_eq!(data_value(b"data:x"), Some(&b"x"[..]));
-    assert_eq!(data_value(b"data:  x"), Some(&b" x"[..]));
-    assert_eq!(data_value(b"data"), Some(&b""[..]));
-    assert_eq!(data_value(b"datum: x"), None);
-}
-
-#[test]
 fn refused_calls_get_the_error_that_fits() {
     let call = classify_body(br#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"write_query","arguments":{"query":"DELETE FROM t"}}}"#).unwrap();
     let m = &call[0];

@@ -12,7 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
 use crate::audit::{now_rfc3339, AuditEvent, SqlSummary};
-use crate::gateway::{BoxError, RespBody};
+use crate::http::body::{BoxError, RespBody};
 use crate::metrics;
 use crate::state::SharedState;
 use policy::jsonrpc::Message;

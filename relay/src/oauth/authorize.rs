@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use http::{HeaderMap, Response, StatusCode};
 use url::Url;
 
-use crate::gateway::RespBody;
+use crate::http::body::RespBody;
 use crate::metrics::OAuthEvent;
 use crate::oauth_store::{AuthCode, OAuthClient, Session};
 use crate::state::SharedState;

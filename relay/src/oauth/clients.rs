@@ -8,7 +8,7 @@ use std::time::Instant;
 use http::{header, HeaderValue, Response, StatusCode};
 use url::Url;
 
-use crate::gateway::RespBody;
+use crate::http::body::RespBody;
 use crate::metrics::OAuthEvent;
 use crate::oauth_store::OAuthClient;
 use crate::state::SharedState;

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 
-use crate::gateway::RespBody;
+use crate::http::body::RespBody;
 use crate::oauth_store::DevicePoll;
 use crate::state::SharedState;
 use crate::token::TokenKind;

@@ -39,10 +39,10 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use crate::gateway::RespBody;
+use crate::http::body::{full, RespBody};
 use crate::state::SharedState;
 
 /// Largest form or JSON body the OAuth endpoints read.
@@ -301,12 +301,6 @@ async fn read_form(req: Request<Incoming>) -> Result<Params, Response<RespBody>>
 /// Compares two secrets in constant time.
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn full(body: impl Into<Bytes>) -> RespBody {
-    Full::new(body.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
 }
 
 /// A JSON answer that no cache keeps (RFC 6749 §5.1).

@@ -7,7 +7,7 @@
 
 use http::{Response, StatusCode};
 
-use crate::gateway::RespBody;
+use crate::http::body::RespBody;
 use crate::metrics::OAuthEvent;
 use crate::oauth_store::OAuthTokenKind;
 use crate::state::SharedState;

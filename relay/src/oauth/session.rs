@@ -27,9 +27,9 @@ pub fn cookie_id(headers: &HeaderMap) -> Option<String> {
 
 /// `resp` with the session cookie for `id` set.
 pub fn with_cookie(
-    mut resp: http::Response<crate::gateway::RespBody>,
+    mut resp: http::Response<crate::http::body::RespBody>,
     id: &str,
-) -> http::Response<crate::gateway::RespBody> {
+) -> http::Response<crate::http::body::RespBody> {
     if let Some(v) = set_cookie(id) {
         resp.headers_mut().append(header::SET_COOKIE, v);
     }

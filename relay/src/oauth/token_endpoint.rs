@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use http::{Response, StatusCode};
 
-use crate::gateway::RespBody;
+use crate::http::body::RespBody;
 use crate::metrics::OAuthEvent;
 use crate::oauth_store::{CodeRedemption, Grant, IssuedTokens, OAuthClient, OAuthTokenKind};
 use crate::state::SharedState;

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, Response, StatusCode};
 use oauth2::{PkceCodeChallenge, PkceCodeVerifier};
 
-use crate::gateway::RespBody;
+use crate::http::body::RespBody;
 use crate::metrics::OAuthEvent;
 use crate::state::SharedState;
 

@@ -1,0 +1,207 @@
+//! The `relay` command line: its flags and one module per command, each
+//! named after it. `main.rs` only parses the arguments and calls [`run`].
+
+mod audit;
+mod config;
+mod reload;
+mod route;
+mod serve;
+mod state_dir;
+mod token;
+mod tools;
+mod user;
+
+use std::process::ExitCode;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Parser, Subcommand};
+
+use crate::logging::{self, LogFormat};
+use audit::AuditCommand;
+use config::ConfigCommand;
+use route::RouteCommand;
+use serve::ServeArgs;
+use state_dir::StateDir;
+use token::TokenCommand;
+use tools::ToolsCommand;
+use user::UserCommand;
+
+/// Drawbridge relay: the public end of the tunnel. Terminates TLS, checks every
+/// request's token and streams it to the agent serving the route. Also the
+/// OAuth 2.1 authorization server MCP clients sign in with (local accounts).
+#[derive(Parser)]
+#[command(name = "relay", version)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve HTTPS and the agent tunnel (QUIC on UDP, TLS on TCP) on one port.
+    Serve(Box<ServeArgs>),
+    /// Create, list, revoke and rotate agent and client tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// List and release route claims.
+    #[command(subcommand)]
+    Route(RouteCommand),
+    /// Local accounts that sign in to MCP clients through the relay's OAuth
+    /// pages (the email is the identity policy and audit see).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Tool pins (rug-pull defence): each route's tools are pinned when first
+    /// listed; a tool whose definition changes is hidden and its calls are
+    /// refused until the change is approved.
+    #[command(subcommand)]
+    Tools(ToolsCommand),
+    /// Reload a running relay's policy (--policy) and certificate files
+    /// (--tls-cert, --tls-key), as SIGHUP does. Signals the relay whose pid
+    /// is in <state-dir>/relay.pid and waits for the outcome it writes to
+    /// <state-dir>/reload.json: exit 0 when everything was reloaded, 1 when
+    /// something was refused (a policy that does not validate, a
+    /// certificate that cannot be read; the relay keeps the old one).
+    /// Connected agents and requests in flight are not disturbed.
+    Reload {
+        #[command(flatten)]
+        state: StateDir,
+        /// How long to wait for the relay's answer.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        wait: std::time::Duration,
+    },
+    /// Check a config file for `relay serve --config`.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Show the audit trail (<state-dir>/audit.jsonl and the rotated
+    /// audit-<seq>.jsonl files): one event per message. `relay audit verify`
+    /// checks its hash chain.
+    Audit {
+        #[command(subcommand)]
+        verify: Option<AuditCommand>,
+        #[command(flatten)]
+        state: StateDir,
+        /// Only this route.
+        #[arg(long)]
+        route: Option<String>,
+        /// Only events since this long ago (e.g. 1h) or this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only `allow` or `deny`.
+        #[arg(long)]
+        decision: Option<String>,
+        /// The raw JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs the command `cli` that was parsed from `matches`; the process's exit
+/// code (an error is printed on stderr).
+pub fn run(cli: Cli, matches: &ArgMatches) -> ExitCode {
+    // Whether a flag came from the command line or the environment (which
+    // win over the config file) rather than from its default.
+    let given = |id: &str| {
+        let m = matches.subcommand_matches("serve").unwrap_or(matches);
+        matches!(
+            m.value_source(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        )
+    };
+    for (id, flag, instead) in [
+        (
+            "oidc_client_secret",
+            "--oidc-client-secret",
+            "DRAWBRIDGE_OIDC_CLIENT_SECRET or the config file's oauth.oidc_client_secret",
+        ),
+        (
+            "github_client_secret",
+            "--github-client-secret",
+            "DRAWBRIDGE_GITHUB_CLIENT_SECRET or the config file's oauth.github_client_secret",
+        ),
+    ] {
+        let serve = matches.subcommand_matches("serve");
+        if serve.and_then(|m| m.value_source(id)) == Some(ValueSource::CommandLine) {
+            eprintln!(
+                "relay: {}",
+                crate::secret_file::command_line_warning(flag, instead)
+            );
+        }
+    }
+    // `serve` sets up logging once it has read its config file.
+    if !matches!(cli.command, Command::Serve(_)) {
+        logging::init(cli.log_format);
+    }
+    match run_command(cli.command, cli.log_format, &given) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("relay: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_command(
+    command: Command,
+    log_format: LogFormat,
+    given: &dyn Fn(&str) -> bool,
+) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => serve::serve(*args, log_format, given),
+        Command::Config(command) => config::run(command),
+        Command::Reload { state, wait } => reload::run(state, wait),
+        Command::Token(command) => token::run(command),
+        Command::Audit {
+            verify: Some(AuditCommand::Verify { state, files }),
+            ..
+        } => audit::verify(state, files),
+        Command::Audit {
+            verify: None,
+            state,
+            route,
+            since,
+            decision,
+            json,
+        } => audit::show(state, route, since, decision, json),
+        Command::User(command) => user::run(command),
+        Command::Tools(command) => tools::run(command),
+        Command::Route(command) => route::run(command),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    /// Every `relay serve` flag has a key in the config file, and every key
+    /// stands for a flag (a new flag without a key fails here).
+    #[test]
+    fn every_serve_flag_has_a_config_key() {
+        let mut cli = Cli::command();
+        cli.build();
+        let serve = cli.find_subcommand("serve").expect("serve");
+        let flags: Vec<String> = serve
+            .get_arguments()
+            .filter(|a| !a.is_hide_set() && a.get_long().is_some())
+            .map(|a| a.get_id().to_string())
+            .filter(|id| !["config", "help"].contains(&id.as_str()))
+            .collect();
+        let keys: Vec<&str> = crate::config_file::KEYS.iter().map(|(_, f)| *f).collect();
+        let missing: Vec<&String> = flags
+            .iter()
+            .filter(|f| !keys.contains(&f.as_str()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "flags without a config key: {missing:?}"
+        );
+        let unknown: Vec<&&str> = keys
+            .iter()
+            .filter(|k| !flags.iter().any(|f| f == *k))
+            .collect();
+        assert!(unknown.is_empty(), "config keys for no flag: {unknown:?}");
+    }
+}

@@ -1,0 +1,33 @@
+//! `--state-dir`, which every command but `config check` takes, and the
+//! state store it opens.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::store::Store;
+
+#[derive(Args)]
+pub struct StateDir {
+    /// Where the relay keeps its state (SQLite database, certificates).
+    /// Default: ~/.local/share/drawbridge/relay (the user's data dir).
+    #[arg(long, env = "DRAWBRIDGE_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+impl StateDir {
+    pub fn path(&self) -> PathBuf {
+        self.state_dir.clone().unwrap_or_else(|| {
+            dirs::data_local_dir()
+                .map(|d| d.join("drawbridge").join("relay"))
+                .unwrap_or_else(|| PathBuf::from("drawbridge-relay"))
+        })
+    }
+}
+
+/// The state store of `state`'s directory.
+pub fn open(state: &StateDir) -> anyhow::Result<Store> {
+    let dir = state.path();
+    Store::open(&dir).with_context(|| format!("cannot open the state in {}", dir.display()))
+}

@@ -1,0 +1,11 @@
+//! The HTTP pieces every part of the relay shares: body types, JSON error
+//! answers, content-type checks and the server-sent event splitter.
+//!
+//! This module imports nothing else of the relay, so that the gateway, the
+//! OAuth server, the grants API and the stream filters can all use it without
+//! importing one another.
+
+pub mod body;
+pub mod content_type;
+pub mod response;
+pub mod sse_events;
