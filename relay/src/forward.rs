@@ -7,6 +7,7 @@
 //! backpressure is the tunnel's flow control.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -81,32 +82,39 @@ pub const PEER_GONE_AFTER: Duration = Duration::from_secs(1);
 /// Whether anything came from the agent's connection since the stream was
 /// opened (QUIC: received datagrams; TCP tunnels end with the connection).
 pub struct Liveness {
-    conn: tunnel::TunnelConnection,
+    agent: Arc<AgentSession>,
     heard: Option<u64>,
+    /// Give the exchange up when the agent is silent (another replica can
+    /// take the request, and the request only reads); else only mark the
+    /// agent silent and go on waiting.
+    give_up: bool,
 }
 
 impl Liveness {
     fn silent(&self) -> bool {
-        self.heard.is_some() && self.conn.received_datagrams() == self.heard
+        self.heard.is_some() && self.agent.conn.received_datagrams() == self.heard
     }
 }
 
-/// Opens a stream to `agent` for one exchange. With `fallback` (another
-/// replica could take the request) the exchange gives the agent up when it
-/// stays silent for [`PEER_GONE_AFTER`]; without one it waits for the
-/// answer or the keep-alive limit as before, so that an agent that is
-/// merely slow to acknowledge (a laptop under load) keeps its tunnel when
-/// there is nowhere else to go.
-pub async fn open(agent: &AgentSession, fallback: bool) -> Result<Opened, ForwardError> {
-    let heard = agent.conn.received_datagrams().filter(|_| fallback);
+/// Opens a stream to `agent` for one exchange. An agent that stays silent
+/// for [`PEER_GONE_AFTER`] is marked so ([`AgentSession::mark_silent`]: other
+/// replicas are picked first until it is heard from again); with `give_up`
+/// (another replica could take the request, and sending it twice changes
+/// nothing) the exchange also ends with [`ForwardError::PeerGone`]. Without
+/// it the exchange waits for the answer or the keep-alive limit as before:
+/// an agent that is merely slow to acknowledge (a laptop under load) may
+/// have run the request, and still answers it.
+pub async fn open(agent: &Arc<AgentSession>, give_up: bool) -> Result<Opened, ForwardError> {
+    let heard = agent.conn.received_datagrams();
     let (send, recv) = agent
         .conn
         .open_bi()
         .await
         .map_err(|e| ForwardError::Open(e.to_string()))?;
     let liveness = Liveness {
-        conn: agent.conn.clone(),
+        agent: agent.clone(),
         heard,
+        give_up,
     };
     Ok((send, recv, agent.protocol_version, liveness))
 }
@@ -205,10 +213,13 @@ pub async fn exchange(
                 _ = &mut probe, if !probed => {
                     probed = true;
                     if liveness.silent() {
-                        if let Some(u) = &upload {
-                            u.abort();
+                        liveness.agent.mark_silent();
+                        if liveness.give_up {
+                            if let Some(u) = &upload {
+                                u.abort();
+                            }
+                            return Err(ForwardError::PeerGone(PEER_GONE_AFTER));
                         }
-                        return Err(ForwardError::PeerGone(PEER_GONE_AFTER));
                     }
                 }
             }

@@ -288,6 +288,13 @@ async fn route_request(
     }
     // The body's tools/list requests, whose answers are filtered.
     let mut tools_list = None;
+    // Whether sending the request twice changes nothing (a safe method, or
+    // JSON-RPC messages that only read): only such a request goes to another
+    // replica when its agent falls silent, as that agent may have run it.
+    let mut only_reads = matches!(
+        parts.method,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    );
     let (body, body_kind) = if served.kind != UpstreamKind::PlainHttp
         && is_json_post(&parts)
         && !state.config.bench_disable_policy_and_audit
@@ -399,6 +406,10 @@ async fn route_request(
             }
         }
         trail.messages(state, &messages, &facts, &decisions);
+        only_reads = messages
+            .iter()
+            .zip(&facts)
+            .all(|(m, f)| policy::reading::reads(m, f.as_ref()));
         tools_list = tool_filter::relay_watch(state, &messages, &engine, &caller, request_id);
         trail.allow("policy");
         let len = bytes.len() as u64;
@@ -558,23 +569,23 @@ async fn route_request(
     }
 
     // 6. Forward, and stream the answer back. A tunnel that died since the
-    //    last keep-alive (no stream opens, or, when another replica could
-    //    take the request, the agent went silent: see
-    //    forward::PEER_GONE_AFTER) is closed and skipped for another replica,
-    //    if one decides with the same policy, the request being whole; a
-    //    pinned session's replica is not replaced (its session is gone).
+    //    last keep-alive (no stream opens) is skipped for another replica, if
+    //    one decides with the same policy, the request being whole; a pinned
+    //    session's replica is not replaced (its session is gone). An agent
+    //    that falls silent (forward::PEER_GONE_AFTER) is picked last until it
+    //    is heard from again, and a request that only reads goes elsewhere.
     let request_session = head.session.clone();
     let resend = match &body {
-        forward::Upload::Whole(b) => Some(b.clone()),
-        forward::Upload::Streamed(_) => None,
+        forward::Upload::Whole(b) if only_reads => Some(b.clone()),
+        _ => None,
     };
     let mut body = Some(body);
     let mut agent = agent;
     let mut attempts = 0;
     let sent = Instant::now();
     let answer = loop {
-        let fallback = state.registry.has_other_replica(&route, agent.id);
-        let failure = match forward::open(&agent, fallback).await {
+        let give_up = resend.is_some() && state.registry.has_other_replica(&route, agent.id);
+        let failure = match forward::open(&agent, give_up).await {
             Ok(stream) => {
                 let upload = match (body.take(), &resend) {
                     (Some(b), _) => b,
@@ -595,20 +606,18 @@ async fn route_request(
                 .await;
                 match answer {
                     Err(e @ forward::ForwardError::PeerGone(_)) => {
-                        agent.conn.close("the agent went silent");
-                        if resend.is_none() {
-                            agent.set_draining();
-                            break Err(e);
-                        }
+                        agent.mark_silent();
                         e
                     }
                     other => break other,
                 }
             }
-            Err(e) => e,
+            Err(e) => {
+                agent.set_draining();
+                e
+            }
         };
         tracing::warn!(request_id, route, session = agent.id, error = %failure, "agent tunnel unusable; trying another replica");
-        agent.set_draining();
         attempts += 1;
         if pinned {
             if state.registry.pick(&route).is_some() {

@@ -42,10 +42,18 @@ pub struct AgentSession {
     pub conn: TunnelConnection,
     /// No new exchanges go to a draining session.
     draining: AtomicBool,
+    /// Silent since: the count of datagrams received from the agent when an
+    /// exchange found it silent ([`NOT_SUSPECT`]: it is not). While nothing
+    /// more has arrived, other replicas are picked first; the first sign of
+    /// life clears it (a laptop under load is slow to acknowledge, not gone).
+    silent_at: AtomicU64,
     /// Told to end (credential revoked, or replaced by the same agent's new session).
     pub kill: Notify,
     kill_reason: std::sync::Mutex<Option<KillReason>>,
 }
+
+/// [`AgentSession::silent_at`] of a session nobody found silent.
+const NOT_SUSPECT: u64 = u64::MAX;
 
 /// Why the relay ends a session on its own initiative.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +84,7 @@ impl AgentSession {
             served,
             conn,
             draining: AtomicBool::new(false),
+            silent_at: AtomicU64::new(NOT_SUSPECT),
             kill: Notify::new(),
             kill_reason: std::sync::Mutex::new(None),
         }
@@ -96,6 +105,29 @@ impl AgentSession {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+
+    /// Marks the session silent (see [`forward::PEER_GONE_AFTER`]): other
+    /// replicas are picked first until the agent is heard from again.
+    ///
+    /// [`forward::PEER_GONE_AFTER`]: crate::forward::PEER_GONE_AFTER
+    pub fn mark_silent(&self) {
+        if let Some(n) = self.conn.received_datagrams() {
+            self.silent_at.store(n, Ordering::Release);
+        }
+    }
+
+    /// Whether the session was found silent and nothing has arrived since.
+    pub fn is_silent(&self) -> bool {
+        let at = self.silent_at.load(Ordering::Acquire);
+        if at == NOT_SUSPECT {
+            return false;
+        }
+        if self.conn.received_datagrams() != Some(at) {
+            self.silent_at.store(NOT_SUSPECT, Ordering::Release);
+            return false;
+        }
+        true
     }
 
     /// Ends the session: it stops taking exchanges now and its control loop
@@ -168,9 +200,13 @@ impl Registry {
         let slot = routes.get(route)?;
         let n = slot.replicas.len();
         let start = slot.next.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|i| &slot.replicas[(start + i) % n])
-            .find(|s| !s.is_draining() && !s.conn.is_closed())
+        let live = |s: &&Arc<AgentSession>| !s.is_draining() && !s.conn.is_closed();
+        let ring = || (0..n).map(|i| &slot.replicas[(start + i) % n]);
+        // A replica found silent only when no other is live.
+        ring()
+            .filter(live)
+            .find(|s| !s.is_silent())
+            .or_else(|| ring().find(live))
             .cloned()
     }
 
@@ -192,9 +228,9 @@ impl Registry {
     pub fn has_other_replica(&self, route: &str, except: u64) -> bool {
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
         routes.get(route).is_some_and(|slot| {
-            slot.replicas
-                .iter()
-                .any(|s| s.id != except && !s.is_draining() && !s.conn.is_closed())
+            slot.replicas.iter().any(|s| {
+                s.id != except && !s.is_draining() && !s.conn.is_closed() && !s.is_silent()
+            })
         })
     }
 

@@ -23,9 +23,14 @@ struct Figures {
     found_dead: usize,
 }
 
-/// Restarts the agent `cycles` times with `signal` and sends requests right
-/// after each new agent is live.
-async fn restart_cycles(signal: &str, cycles: usize, slow_after: Duration) -> Figures {
+/// Restarts the agent `cycles` times with `signal` and sends requests
+/// (`method`: POST with a body, or GET) right after each new agent is live.
+async fn restart_cycles(
+    signal: &str,
+    method: &str,
+    cycles: usize,
+    slow_after: Duration,
+) -> Figures {
     let up = Upstream::start("u").await;
     let relay = RelayProc::start(&[]).await;
     let client_token = relay.token("a@x", true);
@@ -47,7 +52,7 @@ async fn restart_cycles(signal: &str, cycles: usize, slow_after: Duration) -> Fi
         for _ in 0..REQUESTS {
             let t = Instant::now();
             let status = client
-                .call("POST", &url, Some(&client_token), "hi")
+                .call(method, &url, Some(&client_token), body(method))
                 .await
                 .status;
             let took = t.elapsed();
@@ -72,10 +77,18 @@ async fn restart_cycles(signal: &str, cycles: usize, slow_after: Duration) -> Fi
     figures
 }
 
+fn body(method: &str) -> &'static str {
+    if method == "GET" {
+        ""
+    } else {
+        "hi"
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_and_restarted_agent_leaves_no_ghost_tunnel() {
     let started = Instant::now();
-    let f = restart_cycles("TERM", GRACEFUL_CYCLES, Duration::from_secs(2)).await;
+    let f = restart_cycles("TERM", "POST", GRACEFUL_CYCLES, Duration::from_secs(2)).await;
     eprintln!(
         "SIGTERM restarts: {GRACEFUL_CYCLES} cycles, {} requests, slowest {:?}, {} over 2 s, failed {:?}, {} found a dead tunnel ({:?} in all)",
         f.requests,
@@ -105,8 +118,10 @@ async fn a_killed_agent_stops_getting_requests_within_about_a_second() {
     let started = Instant::now();
     // A request that finds the dead tunnel waits a second for any sign of
     // life, then goes to the new agent: well under 2 s, but the bound is
-    // generous for a loaded machine.
-    let f = restart_cycles("KILL", KILL_CYCLES, Duration::from_secs(4)).await;
+    // generous for a loaded machine. (Only a request that reads goes to
+    // another replica: the silent agent may have run it. A write waits for
+    // its agent, see the test below.)
+    let f = restart_cycles("KILL", "GET", KILL_CYCLES, Duration::from_secs(4)).await;
     eprintln!(
         "SIGKILL restarts: {KILL_CYCLES} cycles, {} requests, slowest {:?}, {} over 4 s, failed {:?}, {} found a dead tunnel ({:?} in all)",
         f.requests,
@@ -123,4 +138,88 @@ async fn a_killed_agent_stops_getting_requests_within_about_a_second() {
     );
     assert_eq!(f.slow, 0, "slowest {:?}", f.slowest);
     assert!(f.found_dead > 0, "requests found the dead tunnels");
+}
+
+/// An agent that is alive but does not acknowledge for a while (its process
+/// stopped, as a laptop under heavy load can be): a write sent to it is not
+/// sent again to the other replica (it may have run) but waits and gets its
+/// answer, once; requests in the meantime go to the other replica; the slow
+/// agent keeps its tunnel and takes requests again once heard from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_but_living_agent_runs_a_write_once_and_keeps_its_tunnel() {
+    use std::sync::atomic::Ordering;
+    let slow_up = Upstream::start("slow").await;
+    let other_up = Upstream::start("other").await;
+    let relay = RelayProc::start(&[]).await;
+    let client_token = relay.token("a@x", true);
+    let agent_token = relay.token("a@x", false);
+    let client = HttpsClient::new(&relay.ca(), false);
+    let url = format!("{}/echo", relay.route_url("demo"));
+    let slow = AgentProc::start(&relay, &agent_token, "demo", &slow_up.url(), "quic").await;
+    let _other = AgentProc::start(&relay, &agent_token, "demo", &other_up.url(), "quic").await;
+
+    // Round robin: find a POST that the slow agent takes, with it stopped.
+    slow.proc.signal("STOP");
+    let mut write = None;
+    for _ in 0..4 {
+        let before = other_up.hits.load(Ordering::Relaxed);
+        let (ca, u, t) = (relay.ca(), url.clone(), client_token.clone());
+        let task = tokio::spawn(async move {
+            HttpsClient::new(&ca, false)
+                .call("POST", &u, Some(&t), "write")
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        if task.is_finished() {
+            let a = task.await.expect("task");
+            assert_eq!(a.status, 200, "{}", a.text());
+            assert_eq!(other_up.hits.load(Ordering::Relaxed), before + 1);
+            continue;
+        }
+        write = Some(task);
+        break;
+    }
+    let write = write.expect("one of four POSTs went to the stopped agent");
+    // Meanwhile the relay found the stopped agent silent: reads and writes
+    // go to the other replica, promptly.
+    for method in ["GET", "POST"] {
+        let t = Instant::now();
+        let a = client
+            .call(method, &url, Some(&client_token), body(method))
+            .await;
+        assert_eq!(a.status, 200, "{method}: {}", a.text());
+        assert!(
+            t.elapsed() < Duration::from_secs(4),
+            "{method}: {:?}",
+            t.elapsed()
+        );
+    }
+    assert_eq!(slow_up.hits.load(Ordering::Relaxed), 0);
+    // The agent comes back: the write is answered, having run once, there.
+    slow.proc.signal("CONT");
+    let a = tokio::time::timeout(Duration::from_secs(10), write)
+        .await
+        .expect("the write is answered")
+        .expect("task");
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert!(a.text().contains("write"), "{}", a.text());
+    assert_eq!(
+        slow_up.hits.load(Ordering::Relaxed),
+        1,
+        "the write ran once"
+    );
+    // Its tunnel stayed: it takes requests again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while slow_up.hits.load(Ordering::Relaxed) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the slow agent got no request again"
+        );
+        let a = client.call("GET", &url, Some(&client_token), "").await;
+        assert_eq!(a.status, 200, "{}", a.text());
+    }
+    assert!(
+        !relay.proc.stderr_text().contains("closing its tunnel"),
+        "the living agent's tunnel was closed"
+    );
 }
