@@ -9,6 +9,7 @@ use std::time::Duration;
 use agent::connect::{live_line, Reporter, RequestLine};
 use agent::credentials::{relay_key, Credential, Credentials};
 use agent::gate::OwnerPolicy;
+use agent::inspector::{Inspector, InspectorOptions};
 use agent::relay_api::RelayApi;
 use agent::sqlite_db::{Limits, SqliteDb};
 use agent::stdio::StdioLimits;
@@ -268,6 +269,26 @@ struct ConnectArgs {
     /// On a TCP tunnel (auto mode), how often to try QUIC again.
     #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
     quic_retry_interval: Duration,
+    /// Serve a live page of this agent's exchanges (who asked, which tool,
+    /// the SQL, which rules decided, what came back, how long it took) on
+    /// ADDR (default 127.0.0.1:4040; the next free port if taken). Prints
+    /// `inspector: http://ADDR/?token=SECRET`; the page and its API
+    /// (/api/exchanges, /api/events) answer 401 without that per-run secret.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = agent::inspector::DEFAULT_ADDR)]
+    inspect: Option<SocketAddr>,
+    /// Let --inspect listen on a non-loopback address (the page shows
+    /// request bodies and SQL: anybody who can reach it and has the secret
+    /// sees them).
+    #[arg(long, requires = "inspect")]
+    inspect_allow_remote: bool,
+    /// With --inspect: how many exchanges the page keeps (in memory only;
+    /// the oldest go first).
+    #[arg(long, default_value_t = 500, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    inspect_history: u32,
+    /// With --inspect: how many bytes of each request and response body are
+    /// kept (the rest is cut, its size shown).
+    #[arg(long, default_value_t = 16 * 1024, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(256..=16 * 1024 * 1024))]
+    inspect_body_limit: u32,
     /// Embedded relay only: where it listens.
     #[arg(long, default_value = "127.0.0.1:7443", conflicts_with = "relay")]
     listen: SocketAddr,
@@ -456,6 +477,20 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
             out
         }
     };
+    let inspector = match args.inspect {
+        Some(addr) => {
+            let inspector = Inspector::start(&InspectorOptions {
+                addr,
+                allow_remote: args.inspect_allow_remote,
+                history: args.inspect_history as usize,
+                body_limit: args.inspect_body_limit as usize,
+            })
+            .await?;
+            println!("inspector: {}", inspector.url());
+            Some(inspector)
+        }
+        None => None,
+    };
     let opts = ConnectOptions {
         relay: relay_url,
         token,
@@ -469,6 +504,7 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
         plain_http: args.plain_http,
         max_body: args.max_body,
         accept_tool_changes: args.accept_tool_changes,
+        inspector,
     };
     let result = agent::run(opts, stop, Arc::new(Printer)).await;
     upstream.shutdown().await;
