@@ -9,6 +9,7 @@ use std::time::Duration;
 use agent::connect::{live_line, Reporter, RequestLine};
 use agent::credentials::{relay_key, Credential, Credentials};
 use agent::gate::OwnerPolicy;
+use agent::inspector::approval::ApproveMode;
 use agent::inspector::{Inspector, InspectorOptions};
 use agent::relay_api::RelayApi;
 use agent::sqlite_db::{Limits, SqliteDb};
@@ -289,6 +290,16 @@ struct ConnectArgs {
     /// kept (the rest is cut, its size shown).
     #[arg(long, default_value_t = 16 * 1024, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(256..=16 * 1024 * 1024))]
     inspect_body_limit: u32,
+    /// With --inspect: tool calls that wait for your Approve or Deny on the
+    /// inspector page (or `POST /api/exchanges/ID/approve|deny`): `writes`
+    /// (SQL that is not read-only, as the policy reads it), `all` (every
+    /// tool call) or `off`.
+    #[arg(long, value_enum, default_value_t = ApproveMode::Off, requires = "inspect")]
+    approve: ApproveMode,
+    /// With --approve: how long a call waits for you; then it is denied with
+    /// a JSON-RPC error saying so.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    approve_timeout: Duration,
     /// Embedded relay only: where it listens.
     #[arg(long, default_value = "127.0.0.1:7443", conflicts_with = "relay")]
     listen: SocketAddr,
@@ -484,6 +495,8 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
                 allow_remote: args.inspect_allow_remote,
                 history: args.inspect_history as usize,
                 body_limit: args.inspect_body_limit as usize,
+                approve: args.approve,
+                approve_timeout: args.approve_timeout,
             })
             .await?;
             println!("inspector: {}", inspector.url());

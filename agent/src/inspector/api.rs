@@ -10,6 +10,8 @@
 //! | `GET /api/exchanges/{id}` | the detail of one |
 //! | `GET /api/events` | server-sent events, one row per new exchange |
 //! | `POST /api/clear` | forgets the exchanges kept |
+//! | `POST /api/exchanges/{id}/approve[?remember=1]` | `--approve`: lets a pending exchange go on (and, with `remember`, the caller's next ones for 10 minutes) |
+//! | `POST /api/exchanges/{id}/deny` | `--approve`: refuses it |
 //!
 //! Everything answers 401 without the secret (cookie or bearer), and every
 //! answer carries a strict Content-Security-Policy.
@@ -27,6 +29,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
 
+use super::approval::Decision;
 use super::auth::{self, Proof};
 use super::exchange::Row;
 use super::page;
@@ -171,6 +174,21 @@ fn handle(
                 inspector.clear();
                 json_answer(StatusCode::OK, &json!({"cleared": true}))
             }
+            ("POST", p) => match decision(p, query.as_deref(), proof) {
+                Some((id, d)) => {
+                    let approved = d.approve;
+                    match inspector.decide(id, d) {
+                        Ok(()) => {
+                            json_answer(StatusCode::OK, &json!({"id": id, "approved": approved}))
+                        }
+                        Err(e) => json_answer(
+                            StatusCode::CONFLICT,
+                            &json!({"error": "not_pending", "message": e.to_string()}),
+                        ),
+                    }
+                }
+                None => not_found(),
+            },
             _ => not_found(),
         };
     }
@@ -183,7 +201,8 @@ fn handle(
             let csrf = (proof == Proof::Cookie).then(|| secret.csrf());
             json_answer(
                 StatusCode::OK,
-                &json!({"csrf": csrf, "csrf_header": auth::CSRF_HEADER, "kept": kept, "history": max}),
+                &json!({"csrf": csrf, "csrf_header": auth::CSRF_HEADER, "kept": kept, "history": max,
+                    "approve": inspector.approve_mode()}),
             )
         }
         "/api/exchanges" => {
@@ -202,6 +221,32 @@ fn handle(
             _ => not_found(),
         },
     }
+}
+
+/// `/api/exchanges/{id}/approve` or `/deny`, as a decision.
+fn decision(path: &str, query: Option<&str>, proof: Proof) -> Option<(u64, Decision)> {
+    let rest = path.strip_prefix("/api/exchanges/")?;
+    let (id, verb) = rest.split_once('/')?;
+    let id = id.parse().ok()?;
+    let approve = match verb {
+        "approve" => true,
+        "deny" => false,
+        _ => return None,
+    };
+    let remember = url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .any(|(k, v)| k == "remember" && (v == "1" || v == "true"));
+    let by = match proof {
+        Proof::Cookie => "owner (page)",
+        Proof::Bearer => "owner (api)",
+    };
+    Some((
+        id,
+        Decision {
+            approve,
+            by: by.to_owned(),
+            remember,
+        },
+    ))
 }
 
 /// Server-sent events: one `exchange` event (a row) per new exchange.

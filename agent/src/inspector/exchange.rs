@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use super::approval::Verdict;
 use super::tap::{KeptBody, MessageInfo};
 
 /// A row of the live list (`GET /api/exchanges`, `GET /api/events`).
@@ -24,8 +25,11 @@ pub struct Row {
     pub tool: Option<String>,
     /// `tools/call read_query`, `batch of 3`, `GET`.
     pub what: String,
-    /// `allow` or `deny`, as the laptop decided.
+    /// `allow` or `deny`, as the laptop decided; `pending` while it waits
+    /// for the owner's approval (`--approve`).
     pub decision: &'static str,
+    /// The owner's approval or denial (or the timeout's), if it waited.
+    pub approval: Option<Verdict>,
     /// The policies that decided at the laptop.
     pub rules: Vec<String>,
     /// The answer's HTTP status (none if the stream was cut first).

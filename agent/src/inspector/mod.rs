@@ -14,6 +14,7 @@
 //! the exchange path does no extra work.
 
 pub mod api;
+pub mod approval;
 pub mod auth;
 pub mod exchange;
 pub mod page;
@@ -24,14 +25,52 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
+use http::StatusCode;
 use protocol::ExchangeHead;
+use serde_json::{json, Value};
 use tokio::sync::broadcast;
+use tunnel::SendHalf;
 
 use crate::gate::Summary;
 pub use auth::Secret;
 use exchange::{Decided, Detail, Row, Timings};
 use ring::Ring;
 pub use tap::Tap;
+
+/// The rule an exchange approved by the owner shows (`--approve`).
+pub const APPROVED: &str = "approved-by-owner";
+/// The rule of an exchange the owner denied.
+pub const DENIED: &str = "denied-by-owner";
+/// The rule of an exchange nobody approved in time.
+pub const APPROVAL_TIMEOUT: &str = "approval-timeout";
+
+/// What [`Inspector::hold`] decided.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// The entry kept while it waited.
+    pub id: Option<u64>,
+    /// On to the local server.
+    pub go: bool,
+    pub verdict: Option<approval::Verdict>,
+}
+
+/// The JSON-RPC answer to a denied body: an error per request.
+fn denial(messages: &[tap::MessageInfo], reason: &str) -> Value {
+    let error = |id: &Option<Value>| {
+        json!({"jsonrpc": "2.0", "id": id.clone().unwrap_or(Value::Null),
+            "error": {"code": policy::body::POLICY_DENIED, "message": reason}})
+    };
+    let requests: Vec<Value> = messages
+        .iter()
+        .filter(|m| m.kind == "request")
+        .map(|m| error(&m.id))
+        .collect();
+    match <[Value; 1]>::try_from(requests) {
+        Ok([one]) => one,
+        Err(many) if many.is_empty() => error(&None),
+        Err(many) => Value::Array(many),
+    }
+}
 
 /// The default address of `--inspect`.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:4040";
@@ -48,6 +87,10 @@ pub struct InspectorOptions {
     pub history: usize,
     /// How many bytes of each body are kept (`--inspect-body-limit`).
     pub body_limit: usize,
+    /// Which exchanges wait for the owner (`--approve`).
+    pub approve: approval::ApproveMode,
+    /// How long they wait (`--approve-timeout`).
+    pub approve_timeout: std::time::Duration,
 }
 
 /// Why the inspector did not start.
@@ -70,6 +113,8 @@ pub struct Inspector {
     events: broadcast::Sender<Arc<str>>,
     secret: Secret,
     body_limit: usize,
+    /// `--approve`, unless off.
+    approvals: Option<approval::Approvals>,
     /// The address it serves.
     pub addr: SocketAddr,
 }
@@ -84,7 +129,7 @@ impl std::fmt::Debug for Inspector {
 
 /// What the agent knows of an exchange before it is served (the head goes
 /// to the local server).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Arrival {
     time: SystemTime,
     started: Instant,
@@ -135,6 +180,8 @@ impl Inspector {
             events,
             secret,
             body_limit: opts.body_limit,
+            approvals: (opts.approve != approval::ApproveMode::Off)
+                .then(|| approval::Approvals::new(opts.approve, opts.approve_timeout)),
             addr,
         });
         let hosts = (!opts.allow_remote).then(|| allowed_hosts(addr));
@@ -152,10 +199,42 @@ impl Inspector {
         Tap::new(self.body_limit)
     }
 
-    /// Keeps the exchange that `arrival`, `summary` and `tap` describe, and
-    /// tells the open pages.
-    pub fn record(&self, arrival: Arrival, gate_done: Instant, summary: &Summary, tap: &Tap) {
+    /// Keeps the exchange that `arrival`, `summary` and `tap` describe (in
+    /// place of its pending entry if it waited for approval), and tells the
+    /// open pages.
+    pub fn record(
+        &self,
+        arrival: &Arrival,
+        gate_done: Instant,
+        summary: &Summary,
+        tap: &Tap,
+        held: Held,
+    ) {
         let captured = tap.finish();
+        let state = if summary.allowed { "allow" } else { "deny" };
+        self.keep(
+            held.id,
+            arrival,
+            gate_done,
+            summary,
+            captured,
+            state,
+            held.verdict,
+        );
+    }
+
+    /// Builds the detail and keeps it as entry `id` (or a new one).
+    #[allow(clippy::too_many_arguments)]
+    fn keep(
+        &self,
+        id: Option<u64>,
+        arrival: &Arrival,
+        gate_done: Instant,
+        summary: &Summary,
+        captured: tap::Captured,
+        decision: &'static str,
+        approval: Option<approval::Verdict>,
+    ) -> u64 {
         let first = captured.messages.first();
         let method = first.and_then(|m| m.method.clone());
         let tool = first
@@ -168,23 +247,24 @@ impl Inspector {
                 row: Row {
                     id,
                     time: humantime::format_rfc3339_millis(arrival.time).to_string(),
-                    caller: arrival.caller,
-                    client: arrival.client,
-                    route: arrival.route,
-                    http_method: arrival.http_method,
+                    caller: arrival.caller.clone(),
+                    client: arrival.client.clone(),
+                    route: arrival.route.clone(),
+                    http_method: arrival.http_method.clone(),
                     method,
                     tool,
                     what: summary.what.clone(),
-                    decision: if summary.allowed { "allow" } else { "deny" },
+                    decision,
+                    approval,
                     rules: summary.policies.clone(),
                     status: captured.status,
                     latency_ms: ms(Instant::now()),
                     request_bytes: captured.request.as_ref().map_or(0, |r| r.size),
                     response_bytes: captured.response.size,
                 },
-                request_id: arrival.request_id,
-                session: arrival.session,
-                path: arrival.path,
+                request_id: arrival.request_id.clone(),
+                session: arrival.session.clone(),
+                path: arrival.path.clone(),
                 laptop: Decided {
                     allowed: summary.allowed,
                     rules: summary.policies.clone(),
@@ -200,16 +280,145 @@ impl Inspector {
                 messages: captured.messages,
             })
         };
-        let row = {
+        let (id, row) = {
             let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-            let id = ring.push_with(detail);
-            ring.get(id).map(|d| d.row.clone())
+            let id = match id.and_then(|id| ring.get_mut(id).map(|slot| (id, slot))) {
+                Some((id, slot)) => {
+                    *slot = detail(id);
+                    id
+                }
+                None => ring.push_with(detail),
+            };
+            (id, ring.get(id).map(|d| d.row.clone()))
         };
         if let Some(row) = row {
             if let Ok(json) = serde_json::to_string(&row) {
                 // Nobody listening is fine.
                 let _ = self.events.send(Arc::from(json));
             }
+        }
+        id
+    }
+
+    /// With `--approve`: holds an exchange the gate let through until the
+    /// owner approves or denies it (or `--approve-timeout` passes). Denied:
+    /// the JSON-RPC error has been sent, and `summary` says why.
+    pub async fn hold(
+        &self,
+        arrival: &Arrival,
+        summary: &mut Summary,
+        tap: &Tap,
+        send: &mut SendHalf,
+    ) -> Held {
+        let pass = Held {
+            id: None,
+            go: true,
+            verdict: None,
+        };
+        let Some(approvals) = &self.approvals else {
+            return pass;
+        };
+        let messages = tap.messages();
+        if !approvals.mode.needs(&messages) {
+            return pass;
+        }
+        let since = Instant::now();
+        if approvals.remembered(&arrival.caller) {
+            summary.policies.push(APPROVED.into());
+            let verdict = approval::Verdict::now(true, "owner (remembered for this caller)", since);
+            return Held {
+                verdict: Some(verdict),
+                ..pass
+            };
+        }
+        let id = self.keep(
+            None,
+            arrival,
+            since,
+            summary,
+            tap.snapshot(),
+            "pending",
+            None,
+        );
+        let rx = approvals.wait(id, &arrival.caller);
+        tracing::info!(
+            inspector_id = id,
+            request_id = arrival.request_id,
+            caller = arrival.caller,
+            what = summary.what,
+            timeout = ?approvals.timeout,
+            "waiting for the owner's approval (--approve)"
+        );
+        let verdict = match tokio::time::timeout(approvals.timeout, rx).await {
+            Ok(Ok(d)) => approval::Verdict::now(d.approve, &d.by, since),
+            Ok(Err(_)) | Err(_) => {
+                approvals.forget(id);
+                approval::Verdict::now(false, "timeout", since)
+            }
+        };
+        tracing::info!(
+            inspector_id = id,
+            request_id = arrival.request_id,
+            caller = arrival.caller,
+            what = summary.what,
+            approved = verdict.approved,
+            by = verdict.by,
+            at = verdict.at,
+            "the owner's approval"
+        );
+        if verdict.approved {
+            summary.policies.push(APPROVED.into());
+        } else {
+            let (rule, reason) = if verdict.by == "timeout" {
+                (
+                    APPROVAL_TIMEOUT,
+                    format!(
+                        "the route owner did not approve this {} within {} (agent --approve-timeout); denied",
+                        summary.what,
+                        humantime::format_duration(approvals.timeout)
+                    ),
+                )
+            } else {
+                (
+                    DENIED,
+                    format!(
+                        "the route owner denied this {} on the laptop ({}, {})",
+                        summary.what, verdict.by, verdict.at
+                    ),
+                )
+            };
+            summary.allowed = false;
+            summary.policies = vec![rule.into()];
+            let body = denial(&messages, &reason);
+            tap.status(StatusCode::OK.as_u16());
+            tap.response_chunk(body.to_string().as_bytes());
+            crate::reply::json(send, StatusCode::OK, &body).await;
+        }
+        Held {
+            id: Some(id),
+            go: verdict.approved,
+            verdict: Some(verdict),
+        }
+    }
+
+    /// `off`, `writes` or `all`.
+    pub fn approve_mode(&self) -> &'static str {
+        match self.approvals.as_ref().map(|a| a.mode) {
+            None | Some(approval::ApproveMode::Off) => "off",
+            Some(approval::ApproveMode::Writes) => "writes",
+            Some(approval::ApproveMode::All) => "all",
+        }
+    }
+
+    /// The owner decides a pending exchange (the page or the API).
+    pub fn decide(
+        &self,
+        id: u64,
+        decision: approval::Decision,
+    ) -> Result<(), approval::DecideError> {
+        match &self.approvals {
+            Some(a) => a.decide(id, decision),
+            None => Err(approval::DecideError::NotPending(id)),
         }
     }
 

@@ -51,7 +51,7 @@ pub const HTML: &str = r#"<!doctype html>
 "#;
 
 pub const STYLE: &str = r#"
-body { font: 14px/1.4 system-ui, sans-serif; margin: 0; color: #1d2330; background: #f6f7f9; }
+body { font: 13px/1.4 system-ui, sans-serif; margin: 0; color: #1d2330; background: #f6f7f9; }
 header { display: flex; align-items: baseline; gap: 1em; padding: .6em 1em; background: #1d2330; color: #fff; }
 h1 { font-size: 1.1em; margin: 0; }
 .status { font-size: .85em; opacity: .8; }
@@ -60,13 +60,18 @@ h1 { font-size: 1.1em; margin: 0; }
 .count { margin-left: auto; color: #5b6475; }
 main { padding: .6em 1em; }
 table { border-collapse: collapse; width: 100%; background: #fff; }
-th, td { text-align: left; padding: .3em .5em; border-bottom: 1px solid #eceef2; white-space: nowrap; }
+th, td { text-align: left; padding: .3em .4em; border-bottom: 1px solid #eceef2; white-space: nowrap; }
 th { font-weight: 600; color: #5b6475; font-size: .85em; }
 tbody tr { cursor: pointer; }
 tbody tr:hover { background: #eef3ff; }
 tbody tr.selected { background: #dce7ff; }
 .allow { color: #17753a; font-weight: 600; }
 .deny { color: #b3261e; font-weight: 600; }
+.pending { color: #a15c00; font-weight: 600; }
+button.approve, button.deny-button { font: inherit; font-size: .85em; margin-left: .3em; padding: .1em .6em; border-radius: 3px; border: 1px solid; cursor: pointer; }
+button.approve { background: #17753a; color: #fff; border-color: #17753a; }
+button.deny-button { background: #fff; color: #b3261e; border-color: #b3261e; }
+.remember { font-size: .8em; color: #5b6475; margin-left: .4em; }
 .rule { color: #5b6475; font-size: .85em; }
 section#detail { margin-top: 1em; padding: .6em 1em; background: #fff; border: 1px solid #dde1e7; }
 h2 { font-size: 1em; margin: .2em 0 .6em; }
@@ -86,6 +91,7 @@ pub const SCRIPT: &str = r##""use strict";
   const status = document.getElementById("status");
   const count = document.getElementById("count");
   let selected = null;
+  let csrf = null;
 
   function el(tag, text, cls) {
     const e = document.createElement(tag);
@@ -111,13 +117,34 @@ pub const SCRIPT: &str = r##""use strict";
     const tr = document.createElement("tr");
     tr.dataset.id = r.id;
     tr.appendChild(el("td", r.time.slice(11, 23)));
-    tr.appendChild(el("td", r.caller + (r.client ? " (" + r.client + ")" : "")));
+    const who = el("td", r.caller);
+    if (r.client) who.appendChild(el("span", " " + r.client, "rule"));
+    tr.appendChild(who);
     tr.appendChild(el("td", r.route));
     tr.appendChild(el("td", r.method || r.http_method));
     tr.appendChild(el("td", r.tool || ""));
     const d = el("td");
     d.appendChild(el("span", r.decision, r.decision));
-    if (r.rules.length) d.appendChild(el("span", " " + r.rules.join(", "), "rule"));
+    if (r.decision === "pending") {
+      const approve = el("button", "Approve", "approve");
+      const deny = el("button", "Deny", "deny-button");
+      const label = el("label", null, "remember");
+      const remember = el("input");
+      remember.type = "checkbox";
+      label.appendChild(remember);
+      label.appendChild(document.createTextNode(" caller, 10 min"));
+      label.title = "also approve this caller's next calls for 10 minutes";
+      approve.addEventListener("click", (ev) => { ev.stopPropagation(); decide(r.id, "approve", remember.checked); });
+      deny.addEventListener("click", (ev) => { ev.stopPropagation(); decide(r.id, "deny", false); });
+      label.addEventListener("click", (ev) => ev.stopPropagation());
+      d.appendChild(document.createTextNode(" "));
+      d.appendChild(approve);
+      d.appendChild(deny);
+      d.appendChild(label);
+    } else if (r.rules.length) {
+      d.appendChild(el("span", " " + r.rules.join(", "), "rule"));
+    }
+    if (r.approval) d.title = (r.approval.approved ? "approved" : "denied") + " by " + r.approval.by + " at " + r.approval.at;
     tr.appendChild(d);
     tr.appendChild(el("td", r.status === null ? "—" : r.status));
     tr.appendChild(el("td", r.latency_ms.toFixed(1) + " ms"));
@@ -125,6 +152,12 @@ pub const SCRIPT: &str = r##""use strict";
     tr.addEventListener("click", () => show(r.id));
     if (selected === r.id) tr.className = "selected";
     return tr;
+  }
+  async function decide(id, verb, remember) {
+    const resp = await fetch("/api/exchanges/" + id + "/" + verb + (remember ? "?remember=1" : ""), {
+      method: "POST", credentials: "same-origin", headers: { "X-Inspector-Csrf": csrf || "" },
+    });
+    if (!resp.ok) status.textContent = verb + " failed (" + resp.status + ")";
   }
   function recount() { count.textContent = tbody.children.length + " shown"; }
   async function load() {
@@ -156,6 +189,7 @@ pub const SCRIPT: &str = r##""use strict";
     fact(dl, "Request id", d.request_id);
     fact(dl, "Laptop decided", (d.laptop.allowed ? "allow" : "deny") + " by " + (d.laptop.rules.join(", ") || "—"));
     fact(dl, "Relay decided", d.relay ? ((d.relay.allowed ? "allow" : "deny") + " by " + d.relay.rules.join(", ")) : "allowed (its rules are in the relay's audit)");
+    if (d.approval) fact(dl, "Owner", (d.approval.approved ? "approved" : "denied") + " by " + d.approval.by + " at " + d.approval.at + " after " + (d.approval.waited_ms / 1000).toFixed(1) + " s");
     fact(dl, "Status", d.status === null ? "—" : d.status);
     fact(dl, "Timings", "gate " + d.timings.gate_ms.toFixed(1) + " ms, first byte " +
       (d.timings.first_byte_ms === null ? "—" : d.timings.first_byte_ms.toFixed(1) + " ms") +
@@ -181,13 +215,21 @@ pub const SCRIPT: &str = r##""use strict";
     es.addEventListener("lagged", () => { load(); });
     es.addEventListener("exchange", (ev) => {
       const r = JSON.parse(ev.data);
-      if (!passes(r)) return;
-      tbody.insertBefore(rowElement(r), tbody.firstChild);
+      const old = tbody.querySelector("tr[data-id=\"" + r.id + "\"]");
+      if (old) {
+        if (passes(r)) old.replaceWith(rowElement(r)); else old.remove();
+        if (selected === r.id) show(r.id);
+      } else if (passes(r)) {
+        tbody.insertBefore(rowElement(r), tbody.firstChild);
+      }
       recount();
     });
   }
   form.addEventListener("input", () => { load(); });
   form.addEventListener("submit", (ev) => { ev.preventDefault(); load(); });
-  load().then(listen);
+  fetch("/api/session", { credentials: "same-origin" })
+    .then((r) => r.ok ? r.json() : {})
+    .then((s) => { csrf = s.csrf || null; })
+    .finally(() => load().then(listen));
 })();
 "##;

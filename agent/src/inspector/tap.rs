@@ -24,6 +24,8 @@ pub struct KeptBody {
 #[derive(Debug, Clone, Serialize)]
 pub struct MessageInfo {
     pub kind: String,
+    /// The JSON-RPC id (none for a notification).
+    pub id: Option<serde_json::Value>,
     pub method: Option<String>,
     /// The tool, prompt or resource it acts on.
     pub target: Option<String>,
@@ -72,6 +74,7 @@ impl Tap {
                         let sql = m.sql_argument();
                         MessageInfo {
                             kind: m.kind.as_str().to_owned(),
+                            id: m.id.clone(),
                             method: m.method.clone(),
                             target: m.target.clone(),
                             sql: sql.map(|s| cut(s.as_bytes(), self.limit).0),
@@ -105,6 +108,27 @@ impl Tap {
         let room = self.limit.saturating_sub(seen.response.len());
         let take = room.min(data.len());
         seen.response.extend_from_slice(&data[..take]);
+    }
+
+    /// The request's JSON-RPC messages, as seen so far.
+    pub fn messages(&self) -> Vec<MessageInfo> {
+        self.seen().messages.clone()
+    }
+
+    /// What was seen so far (the exchange goes on).
+    pub fn snapshot(&self) -> Captured {
+        let seen = self.seen();
+        Captured {
+            request: seen.request.clone(),
+            messages: seen.messages.clone(),
+            status: seen.status,
+            response: KeptBody {
+                text: String::from_utf8_lossy(&seen.response).into_owned(),
+                size: seen.response_size,
+                truncated: seen.response_size > seen.response.len() as u64,
+            },
+            first_byte: seen.first_byte,
+        }
     }
 
     /// What was seen, once the exchange is over.

@@ -149,13 +149,13 @@ async fn call(client: &McpClient, tool: &str, args: Value) {
 /// Saves the screenshot in the test's directory and, when
 /// DRAWBRIDGE_SCREENSHOT_DIR is set, there too (the README's picture:
 /// `DRAWBRIDGE_SCREENSHOT_DIR=$PWD/docs`).
-fn save_screenshot(dir: &TempDir, png: &[u8]) {
+fn save_screenshot(dir: &TempDir, name: &str, png: &[u8]) {
     assert!(png.starts_with(b"\x89PNG"), "a PNG");
-    let path = dir.path().join("inspector.png");
+    let path = dir.path().join(name);
     std::fs::write(&path, png).expect("write screenshot");
     eprintln!("screenshot: {}", path.display());
     if let Some(out) = std::env::var_os("DRAWBRIDGE_SCREENSHOT_DIR") {
-        let out = std::path::Path::new(&out).join("inspector.png");
+        let out = std::path::Path::new(&out).join(name);
         std::fs::copy(&path, &out).expect("copy screenshot");
         eprintln!("screenshot copied to {}", out.display());
     }
@@ -232,7 +232,7 @@ async fn the_inspector_page_shows_a_tool_call_with_its_sql() {
     assert!(text.contains("Laptop decided"), "{text}");
     assert!(text.contains("alice@example.com"), "{text}");
     let png = browser.screenshot().await;
-    save_screenshot(&s.dir, &png);
+    save_screenshot(&s.dir, "inspector.png", &png);
 
     // The same through the API, for scripts.
     let (status, body) = http(
@@ -418,4 +418,196 @@ async fn the_inspector_stays_on_loopback_and_moves_off_a_taken_port() {
     assert!(got > port && got <= port + 20, "{port} taken, got {got}");
     a.wait_live().await;
     drop(taken);
+}
+
+/// `SELECT count(*) FROM orders` through the relay.
+async fn order_count(client: &McpClient) -> i64 {
+    let Value::Object(args) = json!({"query": "SELECT count(*) AS n FROM orders"}) else {
+        unreachable!("an object")
+    };
+    let r = client
+        .call_tool(CallToolRequestParams::new("read_query").with_arguments(args))
+        .await
+        .expect("read_query");
+    r.structured_content.expect("structured")["rows"][0]["n"]
+        .as_i64()
+        .expect("count")
+}
+
+/// Starts `write_query` with `sql` in the background: its result, or the
+/// JSON-RPC error's text.
+fn write_in_background(
+    client: &std::sync::Arc<McpClient>,
+    sql: &str,
+) -> tokio::task::JoinHandle<Result<(), String>> {
+    let client = client.clone();
+    let Value::Object(args) = json!({ "query": sql }) else {
+        unreachable!("an object")
+    };
+    tokio::spawn(async move {
+        match client
+            .call_tool(CallToolRequestParams::new("write_query").with_arguments(args))
+            .await
+        {
+            Ok(r) if r.is_error == Some(false) => Ok(()),
+            Ok(r) => Err(format!("tool error: {r:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+}
+
+impl Setup {
+    /// Waits until an exchange is pending; returns its id.
+    async fn pending(&self) -> u64 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let rows = self.exchanges("tool=write_query").await;
+            if let Some(r) = rows.iter().find(|r| r["decision"] == "pending") {
+                return r["id"].as_u64().expect("id");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nothing pending: {rows:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn detail(&self, id: u64) -> Value {
+        let (status, body) = http(
+            "GET",
+            &format!("{}/api/exchanges/{id}", self.base),
+            &[self.bearer()],
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("JSON")
+    }
+}
+
+async fn finished(call: tokio::task::JoinHandle<Result<(), String>>) -> Result<(), String> {
+    tokio::time::timeout(Duration::from_secs(60), call)
+        .await
+        .expect("the call ends")
+        .expect("task")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_approves_or_denies_writes_on_the_page() {
+    let s = setup(&["--approve", "writes", "--approve-timeout", "60s"]).await;
+    let client = std::sync::Arc::new(s.client().await);
+    let before = order_count(&client).await;
+    // A read does not wait.
+    assert_eq!(order_count(&client).await, before);
+
+    let browser = Chromium::start_scripted().await;
+    browser
+        .goto(&format!("{}/?token={}", s.base, s.secret))
+        .await;
+    browser.wait_for_title("Drawbridge inspector").await;
+    browser.wait_for_text("live").await;
+
+    // Approved on the page: the write completes.
+    let call = write_in_background(&client, "DELETE FROM orders WHERE id = 1");
+    let id = s.pending().await;
+    browser.wait_for_text("pending").await;
+    browser.click(&format!("tr[data-id=\"{id}\"]")).await;
+    browser
+        .wait_for_text("DELETE FROM orders WHERE id = 1")
+        .await;
+    save_screenshot(&s.dir, "inspector-approve.png", &browser.screenshot().await);
+    browser
+        .click(&format!("tr[data-id=\"{id}\"] button.approve"))
+        .await;
+    finished(call).await.expect("the approved write completes");
+    assert_eq!(order_count(&client).await, before - 1);
+    let d = s.detail(id).await;
+    assert_eq!(d["decision"], "allow", "{d}");
+    assert_eq!(d["approval"]["approved"], true, "{d}");
+    assert_eq!(d["approval"]["by"], "owner (page)", "{d}");
+    assert!(d["rules"].to_string().contains("approved-by-owner"), "{d}");
+
+    // Denied on the page: a JSON-RPC error naming the reason; the database
+    // is unchanged.
+    let call = write_in_background(&client, "DELETE FROM orders WHERE id = 2");
+    let id = s.pending().await;
+    browser.wait_for_text("Approve").await;
+    browser
+        .click(&format!("tr[data-id=\"{id}\"] button.deny-button"))
+        .await;
+    let err = finished(call).await.expect_err("denied");
+    assert!(
+        err.contains("the route owner denied this tools/call write_query"),
+        "{err}"
+    );
+    assert_eq!(order_count(&client).await, before - 1, "nothing deleted");
+    let d = s.detail(id).await;
+    assert_eq!(d["decision"], "deny", "{d}");
+    assert_eq!(d["approval"]["by"], "owner (page)", "{d}");
+    assert_eq!(d["rules"], json!(["denied-by-owner"]), "{d}");
+    browser.click(&format!("tr[data-id=\"{id}\"]")).await;
+    browser.wait_for_text("denied by owner (page)").await;
+
+    // A script approves with the bearer secret, for this caller for 10
+    // minutes: the caller's next write does not wait.
+    let call = write_in_background(&client, "DELETE FROM orders WHERE id = 3");
+    let id = s.pending().await;
+    let (status, body) = http(
+        "POST",
+        &format!("{}/api/exchanges/{id}/approve?remember=1", s.base),
+        &[s.bearer()],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    finished(call).await.expect("approved by the API");
+    // Deciding again: nothing pending.
+    let (status, _) = http(
+        "POST",
+        &format!("{}/api/exchanges/{id}/deny", s.base),
+        &[s.bearer()],
+    )
+    .await;
+    assert_eq!(status, 409);
+    finished(write_in_background(
+        &client,
+        "DELETE FROM orders WHERE id = 4",
+    ))
+    .await
+    .expect("remembered: no wait");
+    assert_eq!(order_count(&client).await, before - 3);
+    let rows = s.exchanges("tool=write_query").await;
+    assert_eq!(
+        rows[0]["approval"]["by"], "owner (remembered for this caller)",
+        "{rows:?}"
+    );
+    browser.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_left_alone_is_denied_after_the_timeout() {
+    let s = setup(&["--approve", "writes", "--approve-timeout", "2s"]).await;
+    let client = std::sync::Arc::new(s.client().await);
+    let before = order_count(&client).await;
+    let err = finished(write_in_background(&client, "DELETE FROM orders"))
+        .await
+        .expect_err("denied after the timeout");
+    assert!(
+        err.contains("did not approve this tools/call write_query within 2s")
+            && err.contains("--approve-timeout"),
+        "{err}"
+    );
+    assert_eq!(order_count(&client).await, before, "nothing deleted");
+    let rows = s.exchanges("tool=write_query").await;
+    assert_eq!(rows[0]["decision"], "deny", "{rows:?}");
+    assert_eq!(rows[0]["rules"], json!(["approval-timeout"]), "{rows:?}");
+    assert_eq!(rows[0]["approval"]["by"], "timeout", "{rows:?}");
+    // The agent's log line says who decided.
+    assert!(
+        s.agent
+            .proc
+            .wait_stderr("by=\"timeout\"", Duration::from_secs(10))
+            .await,
+        "{}",
+        s.agent.proc.stderr_text()
+    );
 }
