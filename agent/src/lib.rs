@@ -37,6 +37,7 @@ pub mod sqlite_db;
 mod sqlite_readers;
 pub mod sqlite_server;
 pub mod stdio;
+pub mod tui;
 pub mod upstream;
 
 pub use connect::{run, ConnectOptions, TransportChoice};

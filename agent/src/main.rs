@@ -14,6 +14,7 @@ use agent::inspector::{Inspector, InspectorOptions};
 use agent::relay_api::RelayApi;
 use agent::sqlite_db::{Limits, SqliteDb};
 use agent::stdio::StdioLimits;
+use agent::tui::TuiView;
 use agent::upstream::Upstream;
 use agent::{ConnectOptions, TransportChoice};
 use anyhow::Context as _;
@@ -300,12 +301,26 @@ struct ConnectArgs {
     /// a JSON-RPC error saying so.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     approve_timeout: Duration,
+    /// How the agent shows the requests it serves: `line`, one line per
+    /// request on stdout, or `tui`, a live list in the terminal (q stops the
+    /// agent; logs still go to stderr, so redirect it: 2>agent.log).
+    #[arg(long, value_enum, default_value_t = View::Line)]
+    view: View,
     /// Embedded relay only: where it listens.
     #[arg(long, default_value = "127.0.0.1:7443", conflicts_with = "relay")]
     listen: SocketAddr,
     /// Embedded relay only: where it keeps its state.
     #[arg(long, conflicts_with = "relay")]
     state_dir: Option<PathBuf>,
+}
+
+/// `--view`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum View {
+    /// One line per request on stdout.
+    Line,
+    /// A live list in the terminal (ratatui).
+    Tui,
 }
 
 struct Printer;
@@ -488,6 +503,17 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
             out
         }
     };
+    let tui = match args.view {
+        View::Line => None,
+        View::Tui => {
+            use std::io::IsTerminal as _;
+            anyhow::ensure!(
+                std::io::stdout().is_terminal() && std::io::stdin().is_terminal(),
+                "--view tui needs a terminal (stdin and stdout); use --view line"
+            );
+            Some(TuiView::default())
+        }
+    };
     let inspector = match args.inspect {
         Some(addr) => {
             let inspector = Inspector::start(&InspectorOptions {
@@ -500,6 +526,9 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
             })
             .await?;
             println!("inspector: {}", inspector.url());
+            if let Some(view) = &tui {
+                view.note(format!("inspector: {}", inspector.url()));
+            }
             Some(inspector)
         }
         None => None,
@@ -519,7 +548,24 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
         accept_tool_changes: args.accept_tool_changes,
         inspector,
     };
-    let result = agent::run(opts, stop, Arc::new(Printer)).await;
+    let (reporter, drawing): (Arc<dyn Reporter>, _) = match tui {
+        Some(view) => {
+            let stop = stop.clone();
+            let drawer = view.clone();
+            let drawing = std::thread::spawn(move || drawer.run(stop));
+            (Arc::new(view), Some(drawing))
+        }
+        None => (Arc::new(Printer), None),
+    };
+    let result = agent::run(opts, stop.clone(), reporter).await;
+    if let Some(drawing) = drawing {
+        stop.cancel();
+        match drawing.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("agent: the terminal view failed: {e}"),
+            Err(_) => eprintln!("agent: the terminal view panicked"),
+        }
+    }
     upstream.shutdown().await;
     if let Some(e) = embedded {
         e.relay.shutdown().await;

@@ -4,6 +4,8 @@
 //! the policy crate reads in it. Without the secret every path answers 401;
 //! a POST from another origin is refused; a non-loopback address is refused
 //! unless asked for; the ring keeps only `--inspect-history` exchanges.
+//! With `--approve`, a write waits for the owner's Approve or Deny (or the
+//! timeout). `--view tui` draws the live list in a (pseudo-)terminal.
 
 use std::time::Duration;
 
@@ -610,4 +612,114 @@ async fn a_write_left_alone_is_denied_after_the_timeout() {
         "{}",
         s.agent.proc.stderr_text()
     );
+}
+
+/// A tmux server of the test's own (its own socket) running one command
+/// in a 120x30 terminal; killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(tag: &str, command: &str, env: &[(&str, &str)]) -> Tmux {
+        let socket = format!("drawbridge-{tag}-{}", std::process::id());
+        let mut args: Vec<String> = ["-L", &socket, "new-session", "-d", "-x", "120", "-y", "30"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for (k, v) in env {
+            args.push("-e".into());
+            args.push(format!("{k}={v}"));
+        }
+        args.push(command.to_owned());
+        let out = std::process::Command::new("tmux")
+            .args(&args)
+            .output()
+            .expect("tmux is installed (scripts/test.sh installs it)");
+        assert!(
+            out.status.success(),
+            "tmux: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmux { socket }
+    }
+
+    /// The terminal's screen, as text.
+    fn screen(&self) -> String {
+        let out = std::process::Command::new("tmux")
+            .args(["-L", &self.socket, "capture-pane", "-p"])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits (up to 30 s) until the screen shows `needle`; returns it.
+    async fn wait_for(&self, needle: &str) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let screen = self.screen();
+            if screen.contains(needle) {
+                return screen;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {needle:?} on the screen:\n{screen}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn keys(&self, keys: &str) {
+        let _ = std::process::Command::new("tmux")
+            .args(["-L", &self.socket, "send-keys", keys])
+            .output();
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_terminal_view_lists_a_tool_call() {
+    let dir = TempDir::new("inspector-tui");
+    let relay = RelayProc::start(&[]).await;
+    let agent_token = relay.token(OWNER, false);
+    let client_token = relay.token(OWNER, true);
+    let db = dir.path().join("demo.db");
+    let log = dir.path().join("agent.log");
+    let command = format!(
+        "exec {} connect --relay {} --ca-cert {} --route db --sqlite {} --inspect 127.0.0.1:0 --view tui 2>{}",
+        e2e::procs::bin("agent").display(),
+        relay.url(),
+        relay.ca().display(),
+        db.display(),
+        log.display()
+    );
+    let tmux = Tmux::start("tui", &command, &[("DRAWBRIDGE_TOKEN", &agent_token)]);
+    tmux.wait_for("route db is live at").await;
+    tmux.wait_for("inspector: http://127.0.0.1:").await;
+    let client = mcp::connect(&relay.route_url("db"), &relay.ca(), &client_token).await;
+    call(&client, "read_query", json!({"query": "SELECT 1 AS one"})).await;
+    let screen = tmux.wait_for("tools/call read_query").await;
+    assert!(screen.contains("allow (owner)"), "{screen}");
+    assert!(screen.contains(OWNER), "{screen}");
+    // q stops the agent: the route goes away.
+    tmux.keys("q");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("stopping")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "q did not stop the agent: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
