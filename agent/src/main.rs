@@ -292,7 +292,8 @@ struct ConnectArgs {
     #[arg(long, default_value_t = 16 * 1024, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(256..=16 * 1024 * 1024))]
     inspect_body_limit: u32,
     /// With --inspect: tool calls that wait for your Approve or Deny on the
-    /// inspector page (or `POST /api/exchanges/ID/approve|deny`): `writes`
+    /// inspector page (or `POST /api/exchanges/ID/approve|deny`, or y/n in
+    /// this terminal when no page is open): `writes`
     /// (SQL that is not read-only, as the policy reads it), `all` (every
     /// tool call) or `off`.
     #[arg(long, value_enum, default_value_t = ApproveMode::Off, requires = "inspect")]
@@ -523,6 +524,10 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
                 body_limit: args.inspect_body_limit as usize,
                 approve: args.approve,
                 approve_timeout: args.approve_timeout,
+                terminal_prompt: args.view == View::Line && {
+                    use std::io::IsTerminal as _;
+                    std::io::stdin().is_terminal() && std::io::stdout().is_terminal()
+                },
             })
             .await?;
             println!("inspector: {}", inspector.url());

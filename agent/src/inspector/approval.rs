@@ -144,6 +144,14 @@ impl Approvals {
             .remove(&id);
     }
 
+    /// Whether exchange `id` still waits.
+    pub fn is_waiting(&self, id: u64) -> bool {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&id)
+    }
+
     /// The owner decides exchange `id`.
     pub fn decide(&self, id: u64, decision: Decision) -> Result<(), DecideError> {
         let waiting = self

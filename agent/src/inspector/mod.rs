@@ -18,6 +18,7 @@ pub mod approval;
 pub mod auth;
 pub mod exchange;
 pub mod page;
+pub mod prompt;
 pub mod ring;
 pub mod tap;
 
@@ -91,6 +92,9 @@ pub struct InspectorOptions {
     pub approve: approval::ApproveMode,
     /// How long they wait (`--approve-timeout`).
     pub approve_timeout: std::time::Duration,
+    /// Ask in the terminal when no page is open (stdin and stdout are a
+    /// terminal, and the view is the one-line log).
+    pub terminal_prompt: bool,
 }
 
 /// Why the inspector did not start.
@@ -115,6 +119,9 @@ pub struct Inspector {
     body_limit: usize,
     /// `--approve`, unless off.
     approvals: Option<approval::Approvals>,
+    terminal_prompt: bool,
+    /// Itself, for the terminal prompt's thread.
+    this: std::sync::Weak<Inspector>,
     /// The address it serves.
     pub addr: SocketAddr,
 }
@@ -175,7 +182,9 @@ impl Inspector {
             })?;
         let secret = Secret::generate(addr.port()).map_err(|_| InspectorError::Secret)?;
         let (events, _) = broadcast::channel(256);
-        let inspector = Arc::new(Inspector {
+        let inspector = Arc::new_cyclic(|this| Inspector {
+            this: this.clone(),
+            terminal_prompt: opts.terminal_prompt,
             ring: Mutex::new(Ring::new(opts.history)),
             events,
             secret,
@@ -341,6 +350,19 @@ impl Inspector {
             None,
         );
         let rx = approvals.wait(id, &arrival.caller);
+        // Nobody watching the page: ask in the terminal, if there is one.
+        if self.terminal_prompt && self.events.receiver_count() == 0 {
+            if let Some(this) = self.this.upgrade() {
+                let sql: Vec<&str> = messages.iter().filter_map(|m| m.sql.as_deref()).collect();
+                let question = format!(
+                    "approve #{id}: {} by {} ({})?",
+                    summary.what,
+                    arrival.caller,
+                    sql.join("; ")
+                );
+                prompt::ask(this, id, question, since + approvals.timeout);
+            }
+        }
         tracing::info!(
             inspector_id = id,
             request_id = arrival.request_id,
@@ -399,6 +421,11 @@ impl Inspector {
             go: verdict.approved,
             verdict: Some(verdict),
         }
+    }
+
+    /// Whether exchange `id` waits for the owner.
+    pub fn is_pending(&self, id: u64) -> bool {
+        self.approvals.as_ref().is_some_and(|a| a.is_waiting(id))
     }
 
     /// `off`, `writes` or `all`.

@@ -723,3 +723,51 @@ async fn the_terminal_view_lists_a_tool_call() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_page_open_the_terminal_asks() {
+    let dir = TempDir::new("inspector-prompt");
+    let relay = RelayProc::start(&[]).await;
+    let agent_token = relay.token(OWNER, false);
+    let client_token = relay.token(OWNER, true);
+    let db = dir.path().join("demo.db");
+    let log = dir.path().join("agent.log");
+    let command = format!(
+        "exec {} connect --relay {} --ca-cert {} --route db --sqlite {} --inspect 127.0.0.1:0 --approve writes 2>{}",
+        e2e::procs::bin("agent").display(),
+        relay.url(),
+        relay.ca().display(),
+        db.display(),
+        log.display()
+    );
+    let tmux = Tmux::start("prompt", &command, &[("DRAWBRIDGE_TOKEN", &agent_token)]);
+    tmux.wait_for("route db is live at").await;
+    let client =
+        std::sync::Arc::new(mcp::connect(&relay.route_url("db"), &relay.ca(), &client_token).await);
+    let before = order_count(&client).await;
+
+    // y approves.
+    let call = write_in_background(&client, "DELETE FROM orders WHERE id = 1");
+    let screen = tmux.wait_for("approve #").await;
+    assert!(
+        screen.contains(
+            "tools/call write_query by alice@example.com (DELETE FROM orders WHERE id = 1)? [y/n]"
+        ),
+        "{screen}"
+    );
+    tmux.keys("y");
+    finished(call).await.expect("approved in the terminal");
+    assert_eq!(order_count(&client).await, before - 1);
+    tmux.wait_for("approved").await;
+
+    // n denies.
+    let call = write_in_background(&client, "DELETE FROM orders WHERE id = 2");
+    tmux.wait_for("WHERE id = 2)? [y/n]").await;
+    tmux.keys("n");
+    let err = finished(call).await.expect_err("denied in the terminal");
+    assert!(
+        err.contains("denied") && err.contains("owner (terminal)"),
+        "{err}"
+    );
+    assert_eq!(order_count(&client).await, before - 1, "nothing deleted");
+}
