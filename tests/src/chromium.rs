@@ -259,7 +259,8 @@ impl Chromium {
     pub async fn wait_for_text(&self, needle: &str) -> String {
         let deadline = tokio::time::Instant::now() + PAGE_WAIT;
         loop {
-            let text = self.text().await;
+            // A page being replaced (a click's navigation) has no text yet.
+            let text = self.try_text().await.unwrap_or_default();
             if text.contains(needle) {
                 return text;
             }
@@ -271,6 +272,12 @@ impl Chromium {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The visible text of the page, or `None` while it is being replaced.
+    async fn try_text(&self) -> Option<String> {
+        let body = self.client.find(Locator::Css("body")).await.ok()?;
+        body.text().await.ok()
     }
 
     /// Clicks the first element matching the CSS `selector`.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use super::tap::MessageInfo;
+use super::tap::Shape;
 
 /// How long "for this caller" lasts.
 pub const REMEMBER_FOR: Duration = Duration::from_secs(10 * 60);
@@ -34,17 +34,12 @@ pub enum ApproveMode {
 }
 
 impl ApproveMode {
-    /// Whether an exchange of `messages` waits for the owner.
-    pub fn needs(self, messages: &[MessageInfo]) -> bool {
-        let calls = messages
-            .iter()
-            .filter(|m| m.method.as_deref() == Some("tools/call"));
+    /// Whether an exchange that asks `shape` waits for the owner.
+    pub fn needs(self, shape: &Shape) -> bool {
         match self {
             ApproveMode::Off => false,
-            ApproveMode::All => calls.count() > 0,
-            ApproveMode::Writes => messages
-                .iter()
-                .any(|m| m.sql_facts.as_ref().is_some_and(|f| !f.read_only)),
+            ApproveMode::All => shape.tool_calls,
+            ApproveMode::Writes => shape.writes,
         }
     }
 }
@@ -177,23 +172,24 @@ impl Approvals {
 mod tests {
     use super::*;
 
-    fn message(method: &str, sql: Option<&str>) -> MessageInfo {
-        MessageInfo {
-            kind: "request".into(),
-            id: None,
-            method: Some(method.into()),
-            target: None,
-            sql: sql.map(str::to_owned),
-            sql_facts: sql.map(policy::sql::classify),
+    fn message(method: &str, sql: Option<&str>) -> Shape {
+        let mut arguments = serde_json::Map::new();
+        if let Some(sql) = sql {
+            arguments.insert("query".into(), sql.into());
         }
+        let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method,
+            "params": {"name": "write_query", "arguments": arguments}});
+        let tap = super::super::Tap::new(1024);
+        tap.request(body.to_string().as_bytes());
+        tap.shape()
     }
 
     #[test]
     fn what_waits() {
-        let read = [message("tools/call", Some("SELECT 1"))];
-        let write = [message("tools/call", Some("DELETE FROM t"))];
-        let garbage = [message("tools/call", Some("DELETE FROM"))];
-        let list = [message("tools/list", None)];
+        let read = message("tools/call", Some("SELECT 1"));
+        let write = message("tools/call", Some("DELETE FROM t"));
+        let garbage = message("tools/call", Some("DELETE FROM"));
+        let list = message("tools/list", None);
         assert!(!ApproveMode::Writes.needs(&read));
         assert!(ApproveMode::Writes.needs(&write));
         assert!(ApproveMode::Writes.needs(&garbage), "fails closed");

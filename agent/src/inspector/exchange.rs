@@ -72,6 +72,9 @@ pub struct Detail {
     pub response: KeptBody,
     /// The JSON-RPC messages, with their SQL and its facts.
     pub messages: Vec<MessageInfo>,
+    /// How many messages the request had (more than `messages` lists when
+    /// they did not fit in the body limit).
+    pub messages_total: usize,
     /// What the owner's policy decided here, on the laptop.
     pub laptop: Decided,
     /// What the relay decided: the exchange head does not carry it (the

@@ -56,20 +56,15 @@ pub struct Held {
 }
 
 /// The JSON-RPC answer to a denied body: an error per request.
-fn denial(messages: &[tap::MessageInfo], reason: &str) -> Value {
-    let error = |id: &Option<Value>| {
-        json!({"jsonrpc": "2.0", "id": id.clone().unwrap_or(Value::Null),
+fn denial(request_ids: &[Value], reason: &str) -> Value {
+    let error = |id: &Value| {
+        json!({"jsonrpc": "2.0", "id": id,
             "error": {"code": policy::body::POLICY_DENIED, "message": reason}})
     };
-    let requests: Vec<Value> = messages
-        .iter()
-        .filter(|m| m.kind == "request")
-        .map(|m| error(&m.id))
-        .collect();
-    match <[Value; 1]>::try_from(requests) {
-        Ok([one]) => one,
-        Err(many) if many.is_empty() => error(&None),
-        Err(many) => Value::Array(many),
+    match request_ids {
+        [one] => error(one),
+        [] => error(&Value::Null),
+        many => Value::Array(many.iter().map(error).collect()),
     }
 }
 
@@ -287,6 +282,7 @@ impl Inspector {
                 request: captured.request,
                 response: captured.response,
                 messages: captured.messages,
+                messages_total: captured.messages_total,
             })
         };
         let (id, row) = {
@@ -328,7 +324,8 @@ impl Inspector {
             return pass;
         };
         let messages = tap.messages();
-        if !approvals.mode.needs(&messages) {
+        let shape = tap.shape();
+        if !approvals.mode.needs(&shape) {
             return pass;
         }
         let since = Instant::now();
@@ -411,7 +408,7 @@ impl Inspector {
             };
             summary.allowed = false;
             summary.policies = vec![rule.into()];
-            let body = denial(&messages, &reason);
+            let body = denial(&shape.request_ids, &reason);
             tap.status(StatusCode::OK.as_u16());
             tap.response_chunk(body.to_string().as_bytes());
             crate::reply::json(send, StatusCode::OK, &body).await;

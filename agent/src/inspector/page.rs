@@ -205,6 +205,7 @@ pub const SCRIPT: &str = r##""use strict";
         : "does not parse: " + f.error, "facts"));
     }
     if (!sql.children.length) sql.appendChild(el("div", "(none)", "facts"));
+    if (d.messages_total > d.messages.length) sql.appendChild(el("div", "(" + d.messages.length + " of " + d.messages_total + " messages kept)", "facts"));
     document.getElementById("detail-request").textContent = bodyText(d.request);
     document.getElementById("detail-response").textContent = bodyText(d.response);
   }

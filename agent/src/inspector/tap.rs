@@ -35,10 +35,30 @@ pub struct MessageInfo {
     pub sql_facts: Option<SqlFacts>,
 }
 
+/// The most messages of one request kept.
+pub const MAX_MESSAGES: usize = 16;
+/// The most tables, functions or statements kept per message.
+const MAX_NAMES: usize = 16;
+/// The longest name (method, tool, table) or id kept, in bytes.
+const MAX_NAME: usize = 256;
+
+/// What a whole request asks, all its messages read.
+#[derive(Debug, Clone, Default)]
+pub struct Shape {
+    /// Some message is a `tools/call`.
+    pub tool_calls: bool,
+    /// Some message carries SQL that is not read-only (or does not parse).
+    pub writes: bool,
+    /// The id of every request (null for none), for a denial's answers.
+    pub request_ids: Vec<serde_json::Value>,
+}
+
 #[derive(Debug, Default)]
 struct Seen {
     request: Option<KeptBody>,
     messages: Vec<MessageInfo>,
+    messages_total: usize,
+    shape: Shape,
     status: Option<u16>,
     response: Vec<u8>,
     response_size: u64,
@@ -65,25 +85,47 @@ impl Tap {
         self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The request body the gate read whole.
+    /// The request body the gate read whole. Of its messages, those that fit
+    /// in the body limit are kept (at least one, at most [`MAX_MESSAGES`],
+    /// strings and lists cut); what `--approve` needs is read from all.
     pub fn request(&self, bytes: &[u8]) {
-        let messages = jsonrpc::classify_body(bytes)
-            .map(|ms| {
-                ms.iter()
-                    .map(|m| {
-                        let sql = m.sql_argument();
-                        MessageInfo {
-                            kind: m.kind.as_str().to_owned(),
-                            id: m.id.clone(),
-                            method: m.method.clone(),
-                            target: m.target.clone(),
-                            sql: sql.map(|s| cut(s.as_bytes(), self.limit).0),
-                            sql_facts: sql.map(sql::classify),
+        let all = jsonrpc::classify_body(bytes).unwrap_or_default();
+        let mut shape = Shape::default();
+        let mut messages = Vec::new();
+        let mut used = 0usize;
+        for m in &all {
+            let sql = m.sql_argument();
+            let facts = sql.map(sql::classify);
+            shape.tool_calls |= m.method.as_deref() == Some("tools/call");
+            shape.writes |= facts.as_ref().is_some_and(|f| !f.read_only);
+            if m.kind == jsonrpc::MessageKind::Request {
+                shape
+                    .request_ids
+                    .push(m.id.clone().unwrap_or(serde_json::Value::Null));
+            }
+            if messages.len() >= MAX_MESSAGES || (used >= self.limit && !messages.is_empty()) {
+                continue;
+            }
+            let info = MessageInfo {
+                kind: m.kind.as_str().to_owned(),
+                id: m.id.clone().filter(|id| id.to_string().len() <= MAX_NAME),
+                method: m.method.as_deref().map(short),
+                target: m.target.as_deref().map(short),
+                sql: sql.map(|s| cut(s.as_bytes(), self.limit.saturating_sub(used)).0),
+                sql_facts: facts.map(|mut f| {
+                    for list in [&mut f.tables, &mut f.functions] {
+                        list.truncate(MAX_NAMES);
+                        for name in list.iter_mut() {
+                            *name = short(name);
                         }
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+                    }
+                    f.statements.truncate(MAX_NAMES);
+                    f
+                }),
+            };
+            used += serde_json::to_string(&info).map_or(0, |j| j.len());
+            messages.push(info);
+        }
         let (text, truncated) = cut(bytes, self.limit);
         let mut seen = self.seen();
         seen.request = Some(KeptBody {
@@ -92,6 +134,13 @@ impl Tap {
             truncated,
         });
         seen.messages = messages;
+        seen.messages_total = all.len();
+        seen.shape = shape;
+    }
+
+    /// What the whole request asks (for `--approve`).
+    pub fn shape(&self) -> Shape {
+        self.seen().shape.clone()
     }
 
     /// The answer's status (the agent's own or the local server's).
@@ -121,6 +170,7 @@ impl Tap {
         Captured {
             request: seen.request.clone(),
             messages: seen.messages.clone(),
+            messages_total: seen.messages_total,
             status: seen.status,
             response: KeptBody {
                 text: String::from_utf8_lossy(&seen.response).into_owned(),
@@ -138,6 +188,7 @@ impl Tap {
         Captured {
             request: seen.request.take(),
             messages: std::mem::take(&mut seen.messages),
+            messages_total: seen.messages_total,
             status: seen.status,
             response: KeptBody {
                 text: String::from_utf8_lossy(&response).into_owned(),
@@ -154,9 +205,23 @@ impl Tap {
 pub struct Captured {
     pub request: Option<KeptBody>,
     pub messages: Vec<MessageInfo>,
+    /// How many messages the request had (more than `messages` when cut).
+    pub messages_total: usize,
     pub status: Option<u16>,
     pub response: KeptBody,
     pub first_byte: Option<Instant>,
+}
+
+/// `s`, cut to [`MAX_NAME`] bytes (on a character boundary).
+fn short(s: &str) -> String {
+    if s.len() <= MAX_NAME {
+        return s.to_owned();
+    }
+    let mut end = MAX_NAME;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 /// The first `limit` bytes of `bytes` as text (lossily), and whether that
@@ -195,5 +260,49 @@ mod tests {
         assert_eq!(c.response.size, 100);
         assert_eq!(c.response.text.len(), 64);
         assert!(c.response.truncated);
+        let shape = tap.shape();
+        assert!(shape.tool_calls && shape.writes);
+        assert_eq!(shape.request_ids, vec![serde_json::json!(1)]);
+    }
+
+    #[test]
+    fn a_big_batch_is_kept_within_the_limit_but_read_whole() {
+        let limit = 4096;
+        let tap = Tap::new(limit);
+        let call = |i: usize, sql: &str| {
+            serde_json::json!({"jsonrpc": "2.0", "id": i, "method": "tools/call",
+                "params": {"name": "read_query", "arguments": {"query": sql}}})
+        };
+        // 100 tables of 300-character names.
+        let tables: Vec<String> = (0..100)
+            .map(|i| format!("{}{i}", "t".repeat(300)))
+            .collect();
+        let long = format!("SELECT 1 FROM {}", tables.join(", "));
+        let mut batch: Vec<_> = (0..100).map(|i| call(i, &long)).collect();
+        batch.push(call(100, "DELETE FROM orders"));
+        let body = serde_json::to_vec(&batch).expect("json");
+        tap.request(&body);
+        let shape = tap.shape();
+        assert!(shape.writes, "the write at the end is seen");
+        assert_eq!(shape.request_ids.len(), 101);
+        let c = tap.finish();
+        assert_eq!(c.messages_total, 101);
+        assert!(!c.messages.is_empty() && c.messages.len() <= MAX_MESSAGES);
+        let kept: usize = c
+            .messages
+            .iter()
+            .map(|m| serde_json::to_string(m).expect("json").len())
+            .sum();
+        // The limit, plus at most one message over it (its SQL cut at the
+        // limit, its names at MAX_NAMES x MAX_NAME each list).
+        let one_message = limit + 2 * MAX_NAMES * (MAX_NAME + 3) + 1024;
+        assert!(kept <= limit + one_message, "{kept}");
+        let facts = c.messages[0].sql_facts.as_ref().expect("facts");
+        assert!(facts.parsed, "{facts:?}");
+        assert_eq!(facts.tables.len(), MAX_NAMES);
+        assert!(
+            facts.tables.iter().all(|t| t.len() <= MAX_NAME + 3),
+            "{facts:?}"
+        );
     }
 }
