@@ -74,6 +74,11 @@ ensure_debian_packages() {
     if ! command -v chromedriver >/dev/null 2>&1; then
         wanted+=(chromium-driver)
     fi
+    # tmux: a terminal for `agent connect --view tui` whose screen the test
+    # reads (tests/tests/e2e/inspector.rs).
+    if ! command -v tmux >/dev/null 2>&1; then
+        wanted+=(tmux)
+    fi
     if [ ${#wanted[@]} -eq 0 ]; then
         echo "nothing needed"
         return 0

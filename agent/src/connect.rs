@@ -49,6 +49,8 @@ pub struct ConnectOptions {
     /// The owner approves tools whose definitions changed since the relay
     /// pinned them (`--accept-tool-changes`).
     pub accept_tool_changes: bool,
+    /// `--inspect`: the live view of the exchanges (`None`: off).
+    pub inspector: Option<Arc<crate::inspector::Inspector>>,
 }
 
 /// One request as the agent's live line shows it.
@@ -98,6 +100,7 @@ pub async fn run(
         gate: Gate::new(&opts.policy, kind, opts.max_body),
         upstream: upstream.clone(),
         reporter: reporter.clone(),
+        inspector: opts.inspector.clone(),
     });
     let config = SessionConfig {
         drain_timeout: opts.drain_timeout,

@@ -33,6 +33,7 @@ use serde_json::json;
 use tunnel::{RecvHalf, SendHalf, TunnelBody};
 
 use crate::error::AgentError;
+use crate::inspector::Tap;
 use crate::reply;
 use crate::upstream::ReqBody;
 
@@ -170,13 +171,15 @@ impl Gate {
 
     /// Decides `head` (whose route belongs to `owner`), reading its body if
     /// it is JSON-RPC. Admitted: the body to hand to the local server.
-    /// Refused: the answer has been sent.
+    /// Refused: the answer has been sent. With `tap` (`--inspect`), the body
+    /// read and any refusal are shown to it.
     pub async fn admit(
         &self,
         head: &ExchangeHead,
         owner: &str,
         recv: RecvHalf,
         send: &mut SendHalf,
+        tap: Option<&Tap>,
     ) -> (Option<ReqBody>, Summary) {
         if let Some((verdict, summary)) = self.judge_route(head) {
             if let Verdict::Refuse {
@@ -184,6 +187,7 @@ impl Gate {
                 body: Some(body),
             } = verdict
             {
+                tapped(tap, status, Some(&body));
                 reply::json(send, status, &body).await;
             }
             return (None, summary);
@@ -194,6 +198,9 @@ impl Gate {
         } else {
             match read_capped(head, recv, self.max_body).await {
                 Ok(bytes) => {
+                    if let Some(tap) = tap {
+                        tap.request(&bytes);
+                    }
                     let (verdict, summary) = self.judge_body(head, owner, &bytes);
                     let body = Full::new(bytes)
                         .map_err(|never| match never {})
@@ -203,6 +210,7 @@ impl Gate {
                 Err(ReadError::TooLarge) => {
                     let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600,
                         "message": format!("request body exceeds the agent's --max-body of {} bytes", self.max_body)}});
+                    tapped(tap, StatusCode::PAYLOAD_TOO_LARGE, Some(&body));
                     reply::json(send, StatusCode::PAYLOAD_TOO_LARGE, &body).await;
                     return (None, refused("POST", "body-too-large"));
                 }
@@ -215,6 +223,7 @@ impl Gate {
         match verdict {
             Verdict::Pass => (Some(body), summary),
             Verdict::Refuse { status, body } => {
+                tapped(tap, status, body.as_ref());
                 match body {
                     Some(body) => reply::json(send, status, &body).await,
                     None => reply::empty(send, status).await,
@@ -317,6 +326,16 @@ impl Gate {
             StatusCode::ACCEPTED
         };
         (Verdict::Refuse { status, body }, summary)
+    }
+}
+
+/// Shows the agent's own answer to the inspector's tap, if any.
+fn tapped(tap: Option<&Tap>, status: StatusCode, body: Option<&serde_json::Value>) {
+    if let Some(tap) = tap {
+        tap.status(status.as_u16());
+        if let Some(body) = body {
+            tap.response_chunk(body.to_string().as_bytes());
+        }
     }
 }
 

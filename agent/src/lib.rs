@@ -6,7 +6,8 @@
 //! built-in SQLite MCP server ([`upstream`], [`sqlite_server`],
 //! [`sqlite_db`]). It reconnects with backoff ([`backoff`]) and, with no
 //! `--relay`, runs a relay in-process ([`embedded`]). Every exchange is
-//! decided again with the owner's policy first ([`gate`]).
+//! decided again with the owner's policy first ([`gate`]), and shown on the
+//! owner's live page with `--inspect` ([`inspector`]).
 //!
 //! `agent login` signs the agent in at a relay with the device grant
 //! ([`login`]) and keeps the credential ([`credentials`]); `agent share`
@@ -22,6 +23,7 @@ pub mod dial;
 pub mod embedded;
 pub mod error;
 pub mod gate;
+pub mod inspector;
 pub mod login;
 pub mod mcp_http;
 pub mod mcp_sessions;
@@ -35,6 +37,7 @@ pub mod sqlite_db;
 mod sqlite_pool;
 pub mod sqlite_server;
 pub mod stdio;
+pub mod tui;
 pub mod upstream;
 
 pub use connect::{run, ConnectOptions, TransportChoice};

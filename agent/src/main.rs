@@ -9,9 +9,12 @@ use std::time::Duration;
 use agent::connect::{live_line, Reporter, RequestLine};
 use agent::credentials::{relay_key, Credential, Credentials};
 use agent::gate::OwnerPolicy;
+use agent::inspector::approval::ApproveMode;
+use agent::inspector::{Inspector, InspectorOptions};
 use agent::relay_api::RelayApi;
 use agent::sqlite_db::{Limits, SqliteDb};
 use agent::stdio::StdioLimits;
+use agent::tui::TuiView;
 use agent::upstream::Upstream;
 use agent::{ConnectOptions, TransportChoice};
 use anyhow::Context as _;
@@ -269,12 +272,57 @@ struct ConnectArgs {
     /// On a TCP tunnel (auto mode), how often to try QUIC again.
     #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
     quic_retry_interval: Duration,
+    /// Serve a live page of this agent's exchanges (who asked, which tool,
+    /// the SQL, which rules decided, what came back, how long it took) on
+    /// ADDR (default 127.0.0.1:4040; the next free port if taken). Prints
+    /// `inspector: http://ADDR/?token=SECRET`; the page and its API
+    /// (/api/exchanges, /api/events) answer 401 without that per-run secret.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = agent::inspector::DEFAULT_ADDR)]
+    inspect: Option<SocketAddr>,
+    /// Let --inspect listen on a non-loopback address (the page shows
+    /// request bodies and SQL: anybody who can reach it and has the secret
+    /// sees them).
+    #[arg(long, requires = "inspect")]
+    inspect_allow_remote: bool,
+    /// With --inspect: how many exchanges the page keeps (in memory only;
+    /// the oldest go first).
+    #[arg(long, default_value_t = 500, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    inspect_history: u32,
+    /// With --inspect: how many bytes of each request and response body are
+    /// kept (the rest is cut, its size shown).
+    #[arg(long, default_value_t = 16 * 1024, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(256..=16 * 1024 * 1024))]
+    inspect_body_limit: u32,
+    /// With --inspect: tool calls that wait for your Approve or Deny on the
+    /// inspector page (or `POST /api/exchanges/ID/approve|deny`, or y/n in
+    /// this terminal when no page is open): `writes`
+    /// (SQL that is not read-only, as the policy reads it), `all` (every
+    /// tool call) or `off`.
+    #[arg(long, value_enum, default_value_t = ApproveMode::Off, requires = "inspect")]
+    approve: ApproveMode,
+    /// With --approve: how long a call waits for you; then it is denied with
+    /// a JSON-RPC error saying so.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    approve_timeout: Duration,
+    /// How the agent shows the requests it serves: `line`, one line per
+    /// request on stdout, or `tui`, a live list in the terminal (q stops the
+    /// agent; logs still go to stderr, so redirect it: 2>agent.log).
+    #[arg(long, value_enum, default_value_t = View::Line)]
+    view: View,
     /// Embedded relay only: where it listens.
     #[arg(long, default_value = "127.0.0.1:7443", conflicts_with = "relay")]
     listen: SocketAddr,
     /// Embedded relay only: where it keeps its state.
     #[arg(long, conflicts_with = "relay")]
     state_dir: Option<PathBuf>,
+}
+
+/// `--view`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum View {
+    /// One line per request on stdout.
+    Line,
+    /// A live list in the terminal (ratatui).
+    Tui,
 }
 
 struct Printer;
@@ -467,6 +515,40 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
             out
         }
     };
+    let tui = match args.view {
+        View::Line => None,
+        View::Tui => {
+            use std::io::IsTerminal as _;
+            anyhow::ensure!(
+                std::io::stdout().is_terminal() && std::io::stdin().is_terminal(),
+                "--view tui needs a terminal (stdin and stdout); use --view line"
+            );
+            Some(TuiView::default())
+        }
+    };
+    let inspector = match args.inspect {
+        Some(addr) => {
+            let inspector = Inspector::start(&InspectorOptions {
+                addr,
+                allow_remote: args.inspect_allow_remote,
+                history: args.inspect_history as usize,
+                body_limit: args.inspect_body_limit as usize,
+                approve: args.approve,
+                approve_timeout: args.approve_timeout,
+                terminal_prompt: args.view == View::Line && {
+                    use std::io::IsTerminal as _;
+                    std::io::stdin().is_terminal() && std::io::stdout().is_terminal()
+                },
+            })
+            .await?;
+            println!("inspector: {}", inspector.url());
+            if let Some(view) = &tui {
+                view.note(format!("inspector: {}", inspector.url()));
+            }
+            Some(inspector)
+        }
+        None => None,
+    };
     let opts = ConnectOptions {
         relay: relay_url,
         token,
@@ -480,8 +562,26 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
         plain_http: args.plain_http,
         max_body: args.max_body,
         accept_tool_changes: args.accept_tool_changes,
+        inspector,
     };
-    let result = agent::run(opts, stop, Arc::new(Printer)).await;
+    let (reporter, drawing): (Arc<dyn Reporter>, _) = match tui {
+        Some(view) => {
+            let stop = stop.clone();
+            let drawer = view.clone();
+            let drawing = std::thread::spawn(move || drawer.run(stop));
+            (Arc::new(view), Some(drawing))
+        }
+        None => (Arc::new(Printer), None),
+    };
+    let result = agent::run(opts, stop.clone(), reporter).await;
+    if let Some(drawing) = drawing {
+        stop.cancel();
+        match drawing.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("agent: the terminal view failed: {e}"),
+            Err(_) => eprintln!("agent: the terminal view panicked"),
+        }
+    }
     upstream.shutdown().await;
     if let Some(e) = embedded {
         e.relay.shutdown().await;

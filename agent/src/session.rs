@@ -15,6 +15,7 @@ use tunnel::{RecvHalf, SendHalf, Transport, TunnelConnection};
 
 use crate::connect::{Reporter, RequestLine};
 use crate::gate::Gate;
+use crate::inspector::{Arrival, Held, Inspector};
 use crate::upstream::Upstream;
 
 /// What the agent presents in its hello.
@@ -36,6 +37,9 @@ pub struct Serving {
     pub gate: Gate,
     pub upstream: Arc<Upstream>,
     pub reporter: Arc<dyn Reporter>,
+    /// `--inspect`: the live view every exchange is shown to (`None`: off,
+    /// and no exchange does any work for it).
+    pub inspector: Option<Arc<Inspector>>,
 }
 
 /// How a session ended.
@@ -272,11 +276,29 @@ async fn accept_streams(
             };
             tracing::debug!(request_id = head.request_id, method = head.method, path = head.path, subject = head.identity.subject, "exchange");
             let started = Instant::now();
-            let (body, summary) = serving.gate.admit(&head, &owner, recv, &mut send).await;
+            let inspected = serving
+                .inspector
+                .as_ref()
+                .map(|i| (i, i.tap(), Arrival::new(&head, started.into_std())));
+            let tap = inspected.as_ref().map(|(_, tap, _)| tap);
+            let (body, mut summary) = serving.gate.admit(&head, &owner, recv, &mut send, tap).await;
+            let gate_done = std::time::Instant::now();
             let identity = head.identity.subject.clone();
             let request_id = head.request_id.clone();
+            let mut held = Held::default();
             if let Some(body) = body {
-                serving.upstream.serve(head, send, body).await;
+                // `--approve`: a write waits here for the owner's word.
+                if let Some((inspector, tap, arrival)) = &inspected {
+                    held = inspector.hold(arrival, &mut summary, tap, &mut send).await;
+                } else {
+                    held.go = true;
+                }
+                if held.go {
+                    serving.upstream.serve(head, send, body, tap).await;
+                }
+            }
+            if let Some((inspector, tap, arrival)) = &inspected {
+                inspector.record(arrival, gate_done, &summary, tap, held);
             }
             serving.reporter.request(&RequestLine {
                 request_id,

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tunnel::SendHalf;
 
 use crate::error::AgentError;
+use crate::inspector::Tap;
 use crate::per_identity::CallerId;
 use crate::response_cap::{CapCounter, ResponseCap};
 use crate::sqlite_db::SqliteDb;
@@ -126,34 +127,47 @@ impl Upstream {
     }
 
     /// Serves one exchange: `head` and its request body (already admitted by
-    /// the [`crate::gate::Gate`]); the answer goes into `send`.
-    pub async fn serve(&self, head: ExchangeHead, mut send: SendHalf, body: ReqBody) {
+    /// the [`crate::gate::Gate`]); the answer goes into `send`, and is shown
+    /// to `tap` (`--inspect`) as it goes.
+    pub async fn serve(
+        &self,
+        head: ExchangeHead,
+        mut send: SendHalf,
+        body: ReqBody,
+        tap: Option<&Tap>,
+    ) {
         match self {
-            Upstream::Http(h) => h.serve(head, send, body).await,
+            Upstream::Http(h) => h.serve(head, send, body, tap).await,
             Upstream::Mcp(m) => {
                 let req = match request(&head, body, &head.path) {
                     Ok(r) => r,
                     Err((status, code, msg)) => {
-                        return reply_error(&mut send, status, code, msg).await
+                        return reply_error(&mut send, status, code, msg, tap).await
                     }
                 };
-                m.serve(&head, req, send).await
+                m.serve(&head, req, send, tap).await
             }
             Upstream::Stdio(s) => {
                 if head.path != "/" {
-                    return reply_error(&mut send, StatusCode::NOT_FOUND, "not_found", NOT_BELOW)
-                        .await;
+                    return reply_error(
+                        &mut send,
+                        StatusCode::NOT_FOUND,
+                        "not_found",
+                        NOT_BELOW,
+                        tap,
+                    )
+                    .await;
                 }
                 let req = match request(&head, body, &head.path) {
                     Ok(r) => r,
                     Err((status, code, msg)) => {
-                        return reply_error(&mut send, status, code, msg).await
+                        return reply_error(&mut send, status, code, msg, tap).await
                     }
                 };
                 let standalone_stream = req.method() == http::Method::GET;
                 let resp = s.bridge.handle(req).await;
                 let end_early = standalone_stream.then_some(&s.stop);
-                send_response(&head.request_id, &mut send, resp, end_early).await;
+                send_response(&head.request_id, &mut send, resp, end_early, tap).await;
             }
         }
     }
@@ -201,21 +215,27 @@ async fn send_response<B>(
     send: &mut SendHalf,
     resp: Response<B>,
     end_early: Option<&CancellationToken>,
+    tap: Option<&Tap>,
 ) where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: Display,
 {
-    stream_response(request_id, send, resp, end_early, ResponseCap::None).await
+    stream_response(request_id, send, resp, end_early, ResponseCap::None, tap).await
 }
 
 /// [`send_response`] within `cap`: a body that goes over it is cut off (the
 /// stream aborted, so the client sees an error) and no more of it is read.
-async fn send_capped<B>(request_id: &str, send: &mut SendHalf, resp: Response<B>, cap: ResponseCap)
-where
+async fn send_capped<B>(
+    request_id: &str,
+    send: &mut SendHalf,
+    resp: Response<B>,
+    cap: ResponseCap,
+    tap: Option<&Tap>,
+) where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: Display,
 {
-    stream_response(request_id, send, resp, None, cap).await
+    stream_response(request_id, send, resp, None, cap, tap).await
 }
 
 async fn stream_response<B>(
@@ -224,6 +244,7 @@ async fn stream_response<B>(
     resp: Response<B>,
     end_early: Option<&CancellationToken>,
     cap: ResponseCap,
+    tap: Option<&Tap>,
 ) where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: Display,
@@ -243,6 +264,9 @@ async fn stream_response<B>(
         status: parts.status.as_u16(),
         headers,
     };
+    if let Some(tap) = tap {
+        tap.status(head_frame.status);
+    }
     let mut out = BytesMut::new();
     if protocol::encode_frame("response", &head_frame, FrameLimit::HEAD, &mut out).is_err() {
         return;
@@ -271,6 +295,9 @@ async fn stream_response<B>(
                         // The head, then an aborted stream (as below).
                         let _ = send.write_all(&out).await;
                         return;
+                    }
+                    if let Some(tap) = tap {
+                        tap.response_chunk(&data);
                     }
                     out.extend_from_slice(&data);
                 }
@@ -307,6 +334,9 @@ async fn stream_response<B>(
                             "the local server's answer went over --max-response; cutting it off"
                         );
                         return;
+                    }
+                    if let Some(tap) = tap {
+                        tap.response_chunk(&data);
                     }
                     if send.write_all(&data).await.is_err() {
                         return;
@@ -354,10 +384,23 @@ impl McpUpstream {
         McpUpstream { db, service, stop }
     }
 
-    async fn serve(&self, head: &ExchangeHead, mut req: Request<ReqBody>, mut send: SendHalf) {
+    async fn serve(
+        &self,
+        head: &ExchangeHead,
+        mut req: Request<ReqBody>,
+        mut send: SendHalf,
+        tap: Option<&Tap>,
+    ) {
         // The MCP endpoint is the route itself: https://relay/mcp/<route>.
         if req.uri().path() != "/" {
-            return reply_error(&mut send, StatusCode::NOT_FOUND, "not_found", NOT_BELOW).await;
+            return reply_error(
+                &mut send,
+                StatusCode::NOT_FOUND,
+                "not_found",
+                NOT_BELOW,
+                tap,
+            )
+            .await;
         }
         req.headers_mut()
             .insert(http::header::HOST, HeaderValue::from_static("localhost"));
@@ -367,7 +410,7 @@ impl McpUpstream {
         // flight: when the agent stops, it ends at once instead of holding the
         // drain. POSTs (tool calls) run to their end.
         let end_early = standalone_stream.then_some(&self.stop);
-        send_response(&head.request_id, &mut send, resp, end_early).await;
+        send_response(&head.request_id, &mut send, resp, end_early, tap).await;
     }
 }
 
@@ -463,18 +506,26 @@ impl HttpUpstream {
 
     /// Forwards `head` and its body to the local server and streams its
     /// answer into `send`.
-    pub async fn serve(&self, head: ExchangeHead, mut send: SendHalf, body: ReqBody) {
+    pub async fn serve(
+        &self,
+        head: ExchangeHead,
+        mut send: SendHalf,
+        body: ReqBody,
+        tap: Option<&Tap>,
+    ) {
         let target = match self.target(&head.path) {
             Ok(t) => t,
             Err(refusal) => {
                 tracing::warn!(request_id = head.request_id, path = head.path, %refusal, "refused a path that would leave the local server's base");
                 let msg = refusal.to_string();
-                return reply_error(&mut send, refusal.status(), refusal.code(), &msg).await;
+                return reply_error(&mut send, refusal.status(), refusal.code(), &msg, tap).await;
             }
         };
         let req = match request(&head, body, &target) {
             Ok(r) => r,
-            Err((status, code, msg)) => return reply_error(&mut send, status, code, msg).await,
+            Err((status, code, msg)) => {
+                return reply_error(&mut send, status, code, msg, tap).await
+            }
         };
         let resp = match self.client.request(req).await {
             Ok(r) => r,
@@ -490,6 +541,7 @@ impl HttpUpstream {
                     StatusCode::BAD_GATEWAY,
                     "upstream_unreachable",
                     &msg,
+                    tap,
                 )
                 .await;
             }
@@ -512,11 +564,12 @@ impl HttpUpstream {
                     StatusCode::BAD_GATEWAY,
                     "response_too_large",
                     &msg,
+                    tap,
                 )
                 .await;
             }
         }
-        send_capped(&head.request_id, &mut send, resp, cap).await;
+        send_capped(&head.request_id, &mut send, resp, cap, tap).await;
     }
 }
 
@@ -532,8 +585,18 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Answers the exchange with an error produced by the agent itself.
-async fn reply_error(send: &mut SendHalf, status: StatusCode, code: &str, message: &str) {
+async fn reply_error(
+    send: &mut SendHalf,
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    tap: Option<&Tap>,
+) {
     let body = serde_json::json!({ "error": code, "message": message });
+    if let Some(tap) = tap {
+        tap.status(status.as_u16());
+        tap.response_chunk(body.to_string().as_bytes());
+    }
     crate::reply::json(send, status, &body).await;
 }
 

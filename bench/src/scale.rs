@@ -51,6 +51,7 @@ pub async fn run(dir: &std::path::Path, upstream: &str, agents: usize) -> anyhow
         ),
         upstream,
         reporter: Arc::new(Silent),
+        inspector: None,
     });
     let stop = CancellationToken::new();
     let gate = Arc::new(Semaphore::new(PARALLEL_DIALS));

@@ -84,6 +84,16 @@ impl Chromium {
     /// Starts chromedriver and a headless Chromium with JavaScript off.
     /// Panics (the test fails) when either is not installed.
     pub async fn start() -> Chromium {
+        Self::start_with(false).await
+    }
+
+    /// [`Chromium::start`] with JavaScript on (for a page that is a script,
+    /// like the agent's inspector).
+    pub async fn start_scripted() -> Chromium {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(javascript: bool) -> Chromium {
         let browser = on_path(&["chromium", "chromium-browser"]).unwrap_or_else(|| {
             panic!(
                 "Chromium is not installed (no `chromium` on PATH): the browser tests need \
@@ -111,6 +121,8 @@ impl Chromium {
         if running_as_root() {
             args.push("--no-sandbox".into());
         }
+        // 1: allowed, 2: blocked.
+        let javascript = if javascript { 1 } else { 2 };
         let capabilities = serde_json::json!({
             "browserName": "chrome",
             // The relay's certificate is self-signed.
@@ -118,8 +130,9 @@ impl Chromium {
             "goog:chromeOptions": {
                 "binary": browser.display().to_string(),
                 "args": args,
-                // No JavaScript anywhere: the pages must work without it.
-                "prefs": {"profile.managed_default_content_settings.javascript": 2},
+                // No JavaScript (unless asked): the relay's pages must work
+                // without it.
+                "prefs": {"profile.managed_default_content_settings.javascript": javascript},
             },
         });
         let serde_json::Value::Object(capabilities) = capabilities else {
@@ -239,6 +252,45 @@ impl Chromium {
             self.url().await,
             self.text().await
         );
+    }
+
+    /// Waits (up to 30 s) until the page's text contains `needle`; returns
+    /// the text.
+    pub async fn wait_for_text(&self, needle: &str) -> String {
+        let deadline = tokio::time::Instant::now() + PAGE_WAIT;
+        loop {
+            // A page being replaced (a click's navigation) has no text yet.
+            let text = self.try_text().await.unwrap_or_default();
+            if text.contains(needle) {
+                return text;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "no {needle:?} on {} within {PAGE_WAIT:?}: {text}",
+                    self.url().await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The visible text of the page, or `None` while it is being replaced.
+    async fn try_text(&self) -> Option<String> {
+        let body = self.client.find(Locator::Css("body")).await.ok()?;
+        body.text().await.ok()
+    }
+
+    /// Clicks the first element matching the CSS `selector`.
+    pub async fn click(&self, selector: &str) {
+        match self.client.find(Locator::Css(selector)).await {
+            Ok(e) => e.click().await.expect("click"),
+            Err(e) => panic!("no {selector:?} on {}: {e}", self.url().await),
+        }
+    }
+
+    /// A PNG of the window as it is now.
+    pub async fn screenshot(&self) -> Vec<u8> {
+        self.client.screenshot().await.expect("screenshot")
     }
 
     /// Ends the session (Chromium exits) before the driver is killed.

@@ -40,6 +40,8 @@ mod hostile;
 mod http2_first_errors;
 #[path = "e2e/idle_connections.rs"]
 mod idle_connections;
+#[path = "e2e/inspector.rs"]
+mod inspector;
 #[path = "e2e/isolation.rs"]
 mod isolation;
 #[path = "e2e/lifecycle.rs"]
