@@ -11,19 +11,31 @@ pub(crate) const ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(
 
 /// Answers the exchange with `status` and a JSON body.
 pub(crate) async fn json(send: &mut SendHalf, status: StatusCode, body: &serde_json::Value) {
+    json_with(send, status, body, Vec::new()).await
+}
+
+/// [`json`] with `extra` headers.
+pub(crate) async fn json_with(
+    send: &mut SendHalf,
+    status: StatusCode,
+    body: &serde_json::Value,
+    extra: Vec<Header>,
+) {
     let body = body.to_string();
+    let mut headers = vec![
+        Header {
+            name: "content-type".into(),
+            value: b"application/json".to_vec(),
+        },
+        Header {
+            name: "content-length".into(),
+            value: body.len().to_string().into_bytes(),
+        },
+    ];
+    headers.extend(extra);
     let head = ResponseHead {
         status: status.as_u16(),
-        headers: vec![
-            Header {
-                name: "content-type".into(),
-                value: b"application/json".to_vec(),
-            },
-            Header {
-                name: "content-length".into(),
-                value: body.len().to_string().into_bytes(),
-            },
-        ],
+        headers,
     };
     if protocol::write_frame("response", send, &head, FrameLimit::HEAD)
         .await

@@ -260,6 +260,13 @@ async fn stream_response<B>(
             value: v.as_bytes().to_vec(),
         })
         .collect();
+    let mut headers: Vec<Header> = headers;
+    if let Some(word) = tap.and_then(Tap::approval) {
+        headers.push(Header {
+            name: protocol::APPROVAL_HEADER.into(),
+            value: word.into_bytes(),
+        });
+    }
     let head_frame = ResponseHead {
         status: parts.status.as_u16(),
         headers,

@@ -50,5 +50,10 @@ pub use route::{validate_route_name, RouteNameError};
 pub const PROTOCOL_VERSION: u16 = 5;
 /// The oldest protocol version this build still accepts from a peer.
 pub const MIN_PROTOCOL_VERSION: u16 = 2;
+/// The response header in which the agent tells the relay the route owner's
+/// word on an exchange that waited for it (`agent connect --approve`):
+/// `approved|denied|timeout; by=WHO; at=RFC3339`. The relay writes it into
+/// the exchange's audit events and never passes it on to the client.
+pub const APPROVAL_HEADER: &str = "drawbridge-approval";
 /// The ALPN token that marks a tunnel connection, over QUIC and over TLS on TCP.
 pub const ALPN: &[u8] = b"drawbridge/1";

@@ -79,6 +79,11 @@ pub struct AuditEvent {
     pub bytes_out: u64,
     /// False when the response was cut short (client gone, agent failed).
     pub complete: bool,
+    /// The route owner's word on a request that waited for it on the laptop
+    /// (`agent connect --approve`): `approved|denied|timeout; by=WHO;
+    /// at=RFC3339`, as the agent reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
     /// A tool pin event (`kind` `tool-pin`): the pinned and the new
     /// definition's hashes.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -652,6 +652,9 @@ async fn route_request(
                 resp.headers(),
             );
             let mut resp = resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync());
+            if let Some(word) = resp.headers_mut().remove(protocol::APPROVAL_HEADER) {
+                trail.approval(&String::from_utf8_lossy(word.as_bytes()));
+            }
             if let Some(watch) = tools_list {
                 resp = watch.filter(resp).await;
             }

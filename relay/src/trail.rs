@@ -88,6 +88,12 @@ impl Trail {
         self.base.policy = vec![rule.to_owned()];
     }
 
+    /// The route owner's word on the request, as the agent reported it (see
+    /// [`protocol::APPROVAL_HEADER`]): kept in every event of the request.
+    pub fn approval(&mut self, word: &str) {
+        self.base.approval = Some(word.chars().take(256).collect());
+    }
+
     /// Records what each JSON-RPC message of the body is, what its SQL does
     /// and what the policy decided about it.
     pub fn messages(

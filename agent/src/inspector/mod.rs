@@ -332,6 +332,7 @@ impl Inspector {
         if approvals.remembered(&arrival.caller) {
             summary.policies.push(APPROVED.into());
             let verdict = approval::Verdict::now(true, "owner (remembered for this caller)", since);
+            tap.set_approval(format!("approved; by={}; at={}", verdict.by, verdict.at));
             return Held {
                 verdict: Some(verdict),
                 ..pass
@@ -385,6 +386,14 @@ impl Inspector {
             at = verdict.at,
             "the owner's approval"
         );
+        let word = if verdict.approved {
+            "approved"
+        } else if verdict.by == "timeout" {
+            "timeout"
+        } else {
+            "denied"
+        };
+        tap.set_approval(format!("{word}; by={}; at={}", verdict.by, verdict.at));
         if verdict.approved {
             summary.policies.push(APPROVED.into());
         } else {
@@ -411,7 +420,12 @@ impl Inspector {
             let body = denial(&shape.request_ids, &reason);
             tap.status(StatusCode::OK.as_u16());
             tap.response_chunk(body.to_string().as_bytes());
-            crate::reply::json(send, StatusCode::OK, &body).await;
+            let word = tap.approval().unwrap_or_default();
+            let told = vec![protocol::Header {
+                name: protocol::APPROVAL_HEADER.into(),
+                value: word.into_bytes(),
+            }];
+            crate::reply::json_with(send, StatusCode::OK, &body, told).await;
         }
         Held {
             id: Some(id),

@@ -63,6 +63,8 @@ struct Seen {
     response: Vec<u8>,
     response_size: u64,
     first_byte: Option<Instant>,
+    /// The owner's word (`--approve`), told to the relay with the answer.
+    approval: Option<String>,
 }
 
 /// The capture of one exchange (shared by the gate and the upstream).
@@ -83,6 +85,17 @@ impl Tap {
 
     fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
         self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records the owner's word on the exchange (`--approve`), in the form
+    /// of [`protocol::APPROVAL_HEADER`].
+    pub fn set_approval(&self, word: String) {
+        self.seen().approval = Some(word);
+    }
+
+    /// The owner's word on the exchange, if it waited for one.
+    pub fn approval(&self) -> Option<String> {
+        self.seen().approval.clone()
     }
 
     /// The request body the gate read whole. Of its messages, those that fit

@@ -583,6 +583,42 @@ async fn the_owner_approves_or_denies_writes_on_the_page() {
         "{rows:?}"
     );
     browser.quit().await;
+    // The relay's audit records the owner's word on each write, in order.
+    let words = relay_approvals(&s, 4).await;
+    let who: Vec<&str> = words
+        .iter()
+        .map(|w| w.split("; at=").next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        who,
+        [
+            "approved; by=owner (page)",
+            "denied; by=owner (page)",
+            "approved; by=owner (api)",
+            "approved; by=owner (remembered for this caller)",
+        ],
+        "{words:?}"
+    );
+}
+
+/// The `approval` of the relay's audit events of `write_query` calls, once
+/// there are `n` of them.
+async fn relay_approvals(s: &Setup, n: usize) -> Vec<String> {
+    let path = s.relay.state.path().join("audit.jsonl");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let words: Vec<String> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["target"] == "write_query")
+            .filter_map(|e| e["approval"].as_str().map(str::to_owned))
+            .collect();
+        if words.len() >= n || std::time::Instant::now() > deadline {
+            return words;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -597,6 +633,11 @@ async fn a_write_left_alone_is_denied_after_the_timeout() {
         err.contains("did not approve this tools/call write_query within 2s")
             && err.contains("--approve-timeout"),
         "{err}"
+    );
+    let words = relay_approvals(&s, 1).await;
+    assert!(
+        words.len() == 1 && words[0].starts_with("timeout; by=timeout; at="),
+        "{words:?}"
     );
     assert_eq!(order_count(&client).await, before, "nothing deleted");
     let rows = s.exchanges("tool=write_query").await;
