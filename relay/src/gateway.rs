@@ -579,7 +579,10 @@ async fn route_request(
         forward::Upload::Whole(b) if only_reads => Some(b.clone()),
         _ => None,
     };
+    // Sent again only with a whole body that only reads: otherwise the one
+    // copy is moved into the exchange.
     let mut body = Some(body);
+    let mut head = Some(head);
     let mut agent = agent;
     let mut attempts = 0;
     let sent = Instant::now();
@@ -588,27 +591,31 @@ async fn route_request(
         let failure = match forward::open(&agent, give_up).await {
             Ok(stream) => {
                 let upload = match (body.take(), &resend) {
-                    (Some(b), _) => b,
-                    (None, Some(b)) => forward::Upload::Whole(b.clone()),
-                    (None, None) => {
-                        break Err(forward::ForwardError::Open(
-                            "the request body was sent already".into(),
-                        ))
-                    }
+                    (Some(b), _) => Some(b),
+                    (None, Some(b)) => Some(forward::Upload::Whole(b.clone())),
+                    (None, None) => None,
+                };
+                let this_head = if resend.is_some() {
+                    head.clone()
+                } else {
+                    head.take()
+                };
+                let (Some(upload), Some(this_head)) = (upload, this_head) else {
+                    break Err(forward::ForwardError::Open(
+                        "the request was sent already".into(),
+                    ));
                 };
                 let answer = forward::exchange(
                     stream,
-                    head.clone(),
+                    this_head,
                     upload,
                     state.config.response_timeout,
                     &state.metrics,
                 )
                 .await;
                 match answer {
-                    Err(e @ forward::ForwardError::PeerGone(_)) => {
-                        agent.mark_silent();
-                        e
-                    }
+                    // forward::exchange marked the agent silent.
+                    Err(e @ forward::ForwardError::PeerGone(_)) => e,
                     other => break other,
                 }
             }
