@@ -7,6 +7,7 @@ mod reload;
 mod route;
 mod serve;
 mod state_dir;
+pub(crate) mod table;
 mod token;
 mod tools;
 mod user;
