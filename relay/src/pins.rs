@@ -33,6 +33,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::audit::{self, now_rfc3339, AuditEvent, PinHashes};
+use crate::cli::table::{Column, Table};
 use crate::error::RelayError;
 use crate::state::SharedState;
 use crate::store::{now, Store};
@@ -340,25 +341,25 @@ pub fn list(store: &Store, route: &str, json: bool) -> Result<String, RelayError
         return Ok(out);
     }
     let now = now();
-    let _ = writeln!(
-        out,
-        "{:<32}  {:<12}  {:<16}  PENDING CHANGE",
-        "TOOL", "HASH", "PINNED"
-    );
+    let mut table = Table::new([
+        Column::left("TOOL", 32),
+        Column::left("HASH", 12),
+        Column::left("PINNED", 16),
+        Column::rest("PENDING CHANGE"),
+    ]);
     for p in pins {
         let pending = match &p.pending {
             Some(c) => format!("{} (seen {})", short(&c.hash), ago(c.since, now)),
             None => "-".into(),
         };
-        let _ = writeln!(
-            out,
-            "{:<32}  {:<12}  {:<16}  {pending}",
-            p.tool,
-            short(&p.hash),
-            ago(p.pinned_at, now)
-        );
+        table.row([
+            p.tool.clone(),
+            short(&p.hash).to_owned(),
+            ago(p.pinned_at, now),
+            pending,
+        ]);
     }
-    Ok(out)
+    Ok(table.to_string())
 }
 
 /// `relay tools approve --route R [--tool T]`: pending changes become the

@@ -3,6 +3,7 @@
 use clap::Subcommand;
 
 use super::state_dir::{open, StateDir};
+use super::table::{Column, Table};
 
 #[derive(Subcommand)]
 pub enum RouteCommand {
@@ -25,10 +26,11 @@ pub fn run(command: RouteCommand) -> anyhow::Result<()> {
     match command {
         RouteCommand::List { state } => {
             let store = open(&state)?;
-            println!("{:<32}  OWNER", "ROUTE");
+            let mut table = Table::new([Column::left("ROUTE", 32), Column::rest("OWNER")]);
             for (name, owner) in store.list_routes()? {
-                println!("{name:<32}  {owner}");
+                table.row([name, owner]);
             }
+            print!("{table}");
             Ok(())
         }
         RouteCommand::Release { state, name } => {

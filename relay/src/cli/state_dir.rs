@@ -8,12 +8,13 @@ use clap::Args;
 
 use crate::store::Store;
 
-#[derive(Args)]
+#[derive(Debug, Clone, Args, serde::Deserialize)]
+#[serde(transparent)]
 pub struct StateDir {
     /// Where the relay keeps its state (SQLite database, certificates).
     /// Default: ~/.local/share/drawbridge/relay (the user's data dir).
     #[arg(long, env = "DRAWBRIDGE_STATE_DIR")]
-    state_dir: Option<PathBuf>,
+    pub(crate) state_dir: Option<PathBuf>,
 }
 
 impl StateDir {

@@ -4,6 +4,7 @@ use anyhow::Context as _;
 use clap::Subcommand;
 
 use super::state_dir::{open, StateDir};
+use super::table::{Column, Table};
 
 #[derive(Subcommand)]
 pub enum UserCommand {
@@ -40,12 +41,13 @@ pub fn run(command: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::List { state } => {
             let store = open(&state)?;
-            println!("{:<40}  ADDED", "EMAIL");
+            let mut table = Table::new([Column::left("EMAIL", 40), Column::rest("ADDED")]);
             for (email, created) in store.list_users()? {
                 let added =
                     std::time::UNIX_EPOCH + std::time::Duration::from_secs(created.max(0) as u64);
-                println!("{email:<40}  {}", humantime::format_rfc3339_seconds(added));
+                table.row([email, humantime::format_rfc3339_seconds(added).to_string()]);
             }
+            print!("{table}");
             Ok(())
         }
         UserCommand::Remove { state, email } => {
