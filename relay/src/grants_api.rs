@@ -16,7 +16,11 @@
 //!
 //! Errors are `{"error": code, "message": text}` like the gateway's.
 
-use http::{header, Method, Request, Response, StatusCode};
+use std::sync::LazyLock;
+
+use axum::extract::Request;
+use axum::{Extension, Router};
+use http::{header, Method, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
@@ -24,6 +28,7 @@ use serde::Deserialize;
 use crate::grant_store::{GrantRecord, NewGrant};
 use crate::http::body::{full, RespBody};
 use crate::http::response::error;
+use crate::http::router::{delete_only, get_only, post_only};
 use crate::state::SharedState;
 use crate::store::{now, RouteClaim};
 use crate::token::TokenKind;
@@ -53,60 +58,112 @@ struct GrantRequest {
     expires_in: Option<u64>,
 }
 
-/// Serves one request to the grants API.
-pub async fn handle(state: &SharedState, req: Request<Incoming>) -> Response<RespBody> {
+/// Serves one request to the grants API: the caller's credential first,
+/// whatever the path, then the endpoint ([`ROUTER`]).
+pub async fn handle(state: &SharedState, mut req: Request<Incoming>) -> Response<RespBody> {
     let owner = match authenticate(state, req.headers()) {
         Ok(o) => o,
         Err(resp) => return *resp,
     };
-    let path = req.uri().path().to_owned();
-    let method = req.method().clone();
-    let segments: Vec<&str> = path
+    req.extensions_mut().insert(state.clone());
+    req.extensions_mut().insert(Owner(owner));
+    crate::http::router::serve(&ROUTER, req).await
+}
+
+/// The endpoints (built once: the state and the caller come with each
+/// request). A trailing `/` is the same path.
+static ROUTER: LazyLock<Router> = LazyLock::new(|| {
+    Router::new()
+        .route(
+            "/api/routes/{route}/grants",
+            post_only(post_grant, wrong_method),
+        )
+        .route(
+            "/api/routes/{route}/grants/",
+            post_only(post_grant, wrong_method),
+        )
+        .route("/api/grants", get_only(list_grants, wrong_method))
+        .route("/api/grants/", get_only(list_grants, wrong_method))
+        .route("/api/grants/{id}", delete_only(delete_grant, wrong_method))
+        .route("/api/grants/{id}/", delete_only(delete_grant, wrong_method))
+        .fallback(|req: Request| async move {
+            let path = req.uri().path();
+            error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                &format!("no such path on this relay: {path}"),
+            )
+        })
+});
+
+/// The route owner who asks (see [`authenticate`]).
+#[derive(Clone)]
+struct Owner(String);
+
+fn wrong_method(method: &Method, path: &str) -> Response<RespBody> {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        &format!("{method} is not allowed on {path}"),
+    )
+}
+
+/// The path's `index`th segment after `/api/` (the router matched the path).
+fn segment(req: &Request, index: usize) -> String {
+    req.uri()
+        .path()
         .trim_start_matches("/api/")
         .trim_end_matches('/')
         .split('/')
-        .collect();
-    match (method, segments.as_slice()) {
-        (Method::POST, ["routes", route, "grants"]) => {
-            let route = route.to_string();
-            let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-                Ok(c) => c.to_bytes(),
-                Err(e) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "bad_request",
-                        &format!("could not read the request body (at most {MAX_BODY} bytes): {e}"),
-                    )
-                }
-            };
-            create(state, &owner, &route, &body)
+        .nth(index)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn post_grant(
+    Extension(state): Extension<SharedState>,
+    Extension(Owner(owner)): Extension<Owner>,
+    req: Request,
+) -> Response<RespBody> {
+    let route = segment(&req, 1);
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &format!("could not read the request body (at most {MAX_BODY} bytes): {e}"),
+            )
         }
-        (Method::GET, ["grants"]) => {
-            let route = req.uri().query().and_then(|q| {
-                url::form_urlencoded::parse(q.as_bytes())
-                    .find(|(k, _)| k == "route")
-                    .map(|(_, v)| v.into_owned())
-            });
-            match state.store.owner_grants(&owner, route.as_deref()) {
-                Ok(grants) => {
-                    let list: Vec<_> = grants.iter().map(|g| view(state, g)).collect();
-                    json(StatusCode::OK, &serde_json::json!({ "grants": list }))
-                }
-                Err(e) => store_failed(e),
-            }
+    };
+    create(&state, &owner, &route, &body)
+}
+
+async fn list_grants(
+    Extension(state): Extension<SharedState>,
+    Extension(Owner(owner)): Extension<Owner>,
+    req: Request,
+) -> Response<RespBody> {
+    let route = req.uri().query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "route")
+            .map(|(_, v)| v.into_owned())
+    });
+    match state.store.owner_grants(&owner, route.as_deref()) {
+        Ok(grants) => {
+            let list: Vec<_> = grants.iter().map(|g| view(&state, g)).collect();
+            json(StatusCode::OK, &serde_json::json!({ "grants": list }))
         }
-        (Method::DELETE, ["grants", id]) => revoke(state, &owner, id),
-        (_, ["routes", _, "grants"] | ["grants"] | ["grants", _]) => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            &format!("{} is not allowed on {path}", req.method()),
-        ),
-        _ => error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            &format!("no such path on this relay: {path}"),
-        ),
+        Err(e) => store_failed(e),
     }
+}
+
+async fn delete_grant(
+    Extension(state): Extension<SharedState>,
+    Extension(Owner(owner)): Extension<Owner>,
+    req: Request,
+) -> Response<RespBody> {
+    revoke(&state, &owner, &segment(&req, 1))
 }
 
 /// The owner the agent credential belongs to. The error is the 401 to send.
@@ -312,4 +369,28 @@ fn store_failed(e: crate::RelayError) -> Response<RespBody> {
         "internal",
         "the relay's state store failed",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_routes_fit_together() {
+        // axum refuses overlapping routes when the router is built.
+        LazyLock::force(&ROUTER);
+    }
+
+    #[test]
+    fn segments_are_taken_raw() {
+        let req = |path: &str| {
+            Request::builder()
+                .uri(path)
+                .body(axum::body::Body::empty())
+                .expect("request")
+        };
+        assert_eq!(segment(&req("/api/routes/db/grants/"), 1), "db");
+        assert_eq!(segment(&req("/api/grants/a%2Fb"), 1), "a%2Fb");
+        assert_eq!(segment(&req("/api/grants"), 1), "");
+    }
 }
