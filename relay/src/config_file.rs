@@ -143,6 +143,23 @@ impl ConfigFile {
             }
             _ => {}
         }
+        // ACME is one more certificate: never silently outranked by another.
+        if settings.acme.acme_domain.is_some() {
+            let other = match (&tls.tls_cert, tls.self_signed) {
+                (Some(_), _) => Some("tls.cert and tls.key (remove one or the other)"),
+                (None, true) => Some(
+                    "tls.self_signed = true (set self_signed = false for a certificate from ACME)",
+                ),
+                (None, false) => None,
+            };
+            if let Some(other) = other {
+                return Err(at(
+                    span("acme.domain"),
+                    Some("acme.domain"),
+                    format!("cannot be used together with {other}"),
+                ));
+            }
+        }
         if let Some(path) = &settings.policy {
             std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))

@@ -231,6 +231,26 @@ fn a_missing_certificate_is_refused() {
     ConfigFile::load(&fixture("bad-no-tls.toml")).expect("loads");
 }
 
+/// The example file's `self_signed = true` left in place with `[acme]` set
+/// would serve the self-signed certificate, silently: refused instead.
+#[test]
+fn acme_with_another_certificate_is_refused() {
+    assert_eq!(
+        refusal("bad-acme-and-self-signed.toml"),
+        format!(
+            "{}:5:10: acme.domain: cannot be used together with tls.self_signed = true (set self_signed = false for a certificate from ACME)",
+            fixture("bad-acme-and-self-signed.toml").display()
+        )
+    );
+    assert_eq!(
+        refusal("bad-acme-and-cert.toml"),
+        format!(
+            "{}:6:10: acme.domain: cannot be used together with tls.cert and tls.key (remove one or the other)",
+            fixture("bad-acme-and-cert.toml").display()
+        )
+    );
+}
+
 #[test]
 fn a_policy_that_does_not_compile_is_refused() {
     let policy = fixture("broken.cedar");
