@@ -16,7 +16,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, RelayError> {
 }
 
 /// Creates a token; returns the secret (the only thing to print on stdout).
-pub fn create_token(
+pub async fn create_token(
     store: &Store,
     kind: TokenKind,
     owner: &str,
@@ -32,7 +32,7 @@ pub fn create_token(
     let default_name = format!("{kind}-token");
     let name = name.unwrap_or(&default_name);
     let expires_at = expires.map(|d| now() + d.as_secs() as i64);
-    let (record, secret) = store.create_token(kind, owner, name, expires_at)?;
+    let (record, secret) = store.create_token(kind, owner, name, expires_at).await?;
     Ok((record, secret.expose().to_owned()))
 }
 
@@ -58,7 +58,7 @@ fn fmt_time(t: Option<i64>, now: i64) -> String {
 }
 
 /// The token inventory as a table.
-pub fn list_tokens(store: &Store) -> Result<String, RelayError> {
+pub async fn list_tokens(store: &Store) -> Result<String, RelayError> {
     let now = now();
     let mut out = String::new();
     let _ = writeln!(
@@ -66,7 +66,7 @@ pub fn list_tokens(store: &Store) -> Result<String, RelayError> {
         "{:<12}  {:<6}  {:<8}  {:<28}  {:<20}  {:<18}  {:<18}  {:<18}",
         "ID", "KIND", "STATUS", "OWNER", "NAME", "CREATED", "EXPIRES", "LAST USED"
     );
-    for t in store.list_tokens()? {
+    for t in store.list_tokens().await? {
         let _ = writeln!(
             out,
             "{:<12}  {:<6}  {:<8}  {:<28}  {:<20}  {:<18}  {:<18}  {:<18}",
@@ -84,10 +84,10 @@ pub fn list_tokens(store: &Store) -> Result<String, RelayError> {
 }
 
 /// The token inventory as JSON lines.
-pub fn list_tokens_json(store: &Store) -> Result<String, RelayError> {
+pub async fn list_tokens_json(store: &Store) -> Result<String, RelayError> {
     let now = now();
     let mut out = String::new();
-    for t in store.list_tokens()? {
+    for t in store.list_tokens().await? {
         let v = serde_json::json!({
             "id": t.id,
             "kind": t.kind.as_str(),

@@ -41,7 +41,7 @@ pub async fn serve(state: SharedState, listener: TcpListener, stop: Cancellation
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(answer(&state, &req)) }
+                async move { Ok::<_, Infallible>(answer(&state, &req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -59,7 +59,7 @@ pub async fn serve(state: SharedState, listener: TcpListener, stop: Cancellation
     }
 }
 
-fn answer(state: &SharedState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(state: &SharedState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
     }
@@ -82,7 +82,7 @@ fn answer(state: &SharedState, req: &Request<Incoming>) -> Response<Full<Bytes>>
         "/readyz" => {
             if state.shutdown.is_cancelled() {
                 text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into())
-            } else if let Err(e) = state.store.data_version() {
+            } else if let Err(e) = state.store.ping().await {
                 text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!("the state store fails: {e}\n"),

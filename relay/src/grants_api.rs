@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-use crate::grant_store::{GrantRecord, NewGrant};
+use crate::grant_store::{GrantConvert, GrantRecord, NewGrant};
 use crate::http::body::{full, RespBody};
 use crate::http::response::error;
 use crate::state::SharedState;
@@ -55,7 +55,7 @@ struct GrantRequest {
 
 /// Serves one request to the grants API.
 pub async fn handle(state: &SharedState, req: Request<Incoming>) -> Response<RespBody> {
-    let owner = match authenticate(state, req.headers()) {
+    let owner = match authenticate(state, req.headers()).await {
         Ok(o) => o,
         Err(resp) => return *resp,
     };
@@ -79,7 +79,7 @@ pub async fn handle(state: &SharedState, req: Request<Incoming>) -> Response<Res
                     )
                 }
             };
-            create(state, &owner, &route, &body)
+            create(state, &owner, &route, &body).await
         }
         (Method::GET, ["grants"]) => {
             let route = req.uri().query().and_then(|q| {
@@ -87,7 +87,7 @@ pub async fn handle(state: &SharedState, req: Request<Incoming>) -> Response<Res
                     .find(|(k, _)| k == "route")
                     .map(|(_, v)| v.into_owned())
             });
-            match state.store.owner_grants(&owner, route.as_deref()) {
+            match state.store.owner_grants(&owner, route.as_deref()).await {
                 Ok(grants) => {
                     let list: Vec<_> = grants.iter().map(|g| view(state, g)).collect();
                     json(StatusCode::OK, &serde_json::json!({ "grants": list }))
@@ -95,7 +95,7 @@ pub async fn handle(state: &SharedState, req: Request<Incoming>) -> Response<Res
                 Err(e) => store_failed(e),
             }
         }
-        (Method::DELETE, ["grants", id]) => revoke(state, &owner, id),
+        (Method::DELETE, ["grants", id]) => revoke(state, &owner, id).await,
         (_, ["routes", _, "grants"] | ["grants"] | ["grants", _]) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -110,7 +110,7 @@ pub async fn handle(state: &SharedState, req: Request<Incoming>) -> Response<Res
 }
 
 /// The owner the agent credential belongs to. The error is the 401 to send.
-fn authenticate(
+async fn authenticate(
     state: &SharedState,
     headers: &http::HeaderMap,
 ) -> Result<String, Box<Response<RespBody>>> {
@@ -137,6 +137,7 @@ fn authenticate(
     let record = state
         .store
         .verify(presented)
+        .await
         .map_err(|rejection| refuse(&rejection.to_string()))?;
     if record.kind != TokenKind::Agent {
         return Err(refuse(
@@ -146,7 +147,7 @@ fn authenticate(
     Ok(record.owner)
 }
 
-fn create(state: &SharedState, owner: &str, route: &str, body: &[u8]) -> Response<RespBody> {
+async fn create(state: &SharedState, owner: &str, route: &str, body: &[u8]) -> Response<RespBody> {
     if let Err(e) = protocol::validate_route_name(route) {
         return error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string());
     }
@@ -180,6 +181,7 @@ fn create(state: &SharedState, owner: &str, route: &str, body: &[u8]) -> Respons
     match state
         .store
         .claim_route_capped(route, owner, state.config.max_routes_per_owner)
+        .await
     {
         Ok(RouteClaim::Granted) => {}
         Ok(RouteClaim::TooMany { max }) => {
@@ -214,13 +216,13 @@ fn create(state: &SharedState, owner: &str, route: &str, body: &[u8]) -> Respons
         created_by: owner,
         expires_at,
     };
-    let record = match state.store.create_grant(&new) {
+    let record = match state.store.create_grant(&new).await {
         Ok(r) => r,
         Err(e) => return store_failed(e),
     };
     // Refuse (and undo) what the engine could not use, e.g. an empty tool name.
     if let Err(e) = record.to_policy() {
-        let _ = state.store.revoke_grant(&record.id);
+        let _ = state.store.revoke_grant(&record.id).await;
         return error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string());
     }
     state.policies.forget_grants(route);
@@ -236,7 +238,7 @@ fn create(state: &SharedState, owner: &str, route: &str, body: &[u8]) -> Respons
     json(StatusCode::CREATED, &view(state, &record))
 }
 
-fn revoke(state: &SharedState, owner: &str, id: &str) -> Response<RespBody> {
+async fn revoke(state: &SharedState, owner: &str, id: &str) -> Response<RespBody> {
     let not_found = || {
         error(
             StatusCode::NOT_FOUND,
@@ -244,12 +246,12 @@ fn revoke(state: &SharedState, owner: &str, id: &str) -> Response<RespBody> {
             &format!("no grant {id:?} on a route of yours (see `agent share --list`)"),
         )
     };
-    let grant = match state.store.grant(id) {
+    let grant = match state.store.grant(id).await {
         Ok(Some(g)) => g,
         Ok(None) => return not_found(),
         Err(e) => return store_failed(e),
     };
-    match state.store.route_owner(&grant.route) {
+    match state.store.route_owner(&grant.route).await {
         Ok(Some(o)) if o == owner => {}
         Ok(_) => {
             tracing::warn!(
@@ -261,7 +263,7 @@ fn revoke(state: &SharedState, owner: &str, id: &str) -> Response<RespBody> {
         }
         Err(e) => return store_failed(e),
     }
-    match state.store.revoke_grant(id) {
+    match state.store.revoke_grant(id).await {
         Ok(true) => {}
         Ok(false) => return not_found(),
         Err(e) => return store_failed(e),
@@ -305,7 +307,7 @@ fn json(status: StatusCode, body: &serde_json::Value) -> Response<RespBody> {
     resp
 }
 
-fn store_failed(e: crate::RelayError) -> Response<RespBody> {
+fn store_failed(e: impl std::fmt::Display) -> Response<RespBody> {
     tracing::error!(error = %e, "grants: the state store failed");
     error(
         StatusCode::INTERNAL_SERVER_ERROR,

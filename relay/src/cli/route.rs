@@ -2,7 +2,7 @@
 
 use clap::Subcommand;
 
-use super::state_dir::{open, StateDir};
+use super::state_dir::{block_on, open, StateDir};
 
 #[derive(Subcommand)]
 pub enum RouteCommand {
@@ -26,14 +26,14 @@ pub fn run(command: RouteCommand) -> anyhow::Result<()> {
         RouteCommand::List { state } => {
             let store = open(&state)?;
             println!("{:<32}  OWNER", "ROUTE");
-            for (name, owner) in store.list_routes()? {
+            for (name, owner) in block_on(store.list_routes())? {
                 println!("{name:<32}  {owner}");
             }
             Ok(())
         }
         RouteCommand::Release { state, name } => {
             let store = open(&state)?;
-            if store.release_route(&name)? {
+            if block_on(store.release_route(&name))? {
                 eprintln!("released route '{name}'");
                 Ok(())
             } else {

@@ -132,7 +132,7 @@ pub async fn handle(
             }
         }
         (Method::POST, "/oauth/register") => match read_body(req).await {
-            Ok(body) => clients::register(state, peer, &body),
+            Ok(body) => clients::register(state, peer, &body).await,
             Err(resp) => resp,
         },
         (Method::GET, "/oauth/authorize") => {
@@ -168,16 +168,16 @@ pub async fn handle(
             Err(resp) => resp,
         },
         (Method::POST, "/oauth/revoke") => match read_form(req).await {
-            Ok(form) => revoke::revoke(state, &form),
+            Ok(form) => revoke::revoke(state, &form).await,
             Err(resp) => resp,
         },
         (Method::POST, "/oauth/device_authorization") => match read_form(req).await {
-            Ok(form) => device::authorization(state, peer, &form),
+            Ok(form) => device::authorization(state, peer, &form).await,
             Err(resp) => resp,
         },
         (Method::GET, "/device") => {
             let query = req.uri().query().unwrap_or("").to_owned();
-            device::page(state, peer, req.headers(), &query)
+            device::page(state, peer, req.headers(), &query).await
         }
         (Method::POST, "/device/login") => {
             let headers = req.headers().clone();
@@ -189,7 +189,7 @@ pub async fn handle(
         (Method::POST, "/device/approve") => {
             let headers = req.headers().clone();
             match read_form(req).await {
-                Ok(form) => device::approve(state, peer, &headers, &form),
+                Ok(form) => device::approve(state, peer, &headers, &form).await,
                 Err(resp) => resp,
             }
         }
@@ -382,7 +382,7 @@ pub fn form_action_source(redirect_uri: &str) -> Option<String> {
 }
 
 /// The page shown when the state store fails under a browser's request.
-pub fn store_failed_page(e: crate::RelayError) -> Response<RespBody> {
+pub fn store_failed_page(e: impl std::fmt::Display) -> Response<RespBody> {
     tracing::error!(error = %e, "OAuth state store failed");
     html(
         StatusCode::INTERNAL_SERVER_ERROR,
