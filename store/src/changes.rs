@@ -117,3 +117,40 @@ pub trait Changes: Send + Sync {
     /// Whether the store answers (readiness).
     async fn ping(&self) -> Result<(), crate::StoreError>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_consumer_that_lags_is_told_to_forget_everything() {
+        let (tx, rx) = broadcast::channel(2);
+        let mut feed = ChangeFeed::new(rx);
+        for i in 0..5 {
+            tx.send(Change::Token { id: i.to_string() }).expect("send");
+        }
+        assert_eq!(feed.next().await, Some(Change::Reset));
+        assert_eq!(feed.next().await, Some(Change::Token { id: "3".into() }));
+        assert_eq!(feed.try_next(), Some(Change::Token { id: "4".into() }));
+        assert_eq!(feed.try_next(), None);
+        drop(tx);
+        assert_eq!(feed.next().await, None);
+    }
+
+    #[test]
+    fn changes_are_stored_and_read_back_as_themselves() {
+        for c in [
+            Change::Token { id: "t".into() },
+            Change::Route { name: "r".into() },
+            Change::Grants { route: "r".into() },
+            Change::Pins { route: "r".into() },
+            Change::User { email: "e".into() },
+            Change::OAuthFamily { family: "f".into() },
+            Change::OAuthToken { id: "o".into() },
+        ] {
+            let (kind, key) = c.to_row();
+            assert_eq!(Change::from_row(kind, key.to_owned()), c);
+        }
+        assert_eq!(Change::from_row("newer", "x".into()), Change::Reset);
+    }
+}

@@ -28,6 +28,9 @@ use crate::{
 pub struct Handles {
     pub first: Arc<dyn Store>,
     pub second: Arc<dyn Store>,
+    /// Kept until the case ends, then dropped (e.g. removes a temporary
+    /// directory, stops a database server).
+    pub guard: Box<dyn std::any::Any + Send>,
 }
 
 /// The names of the cases, in the order the macro runs them.

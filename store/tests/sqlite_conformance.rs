@@ -6,6 +6,15 @@ use std::sync::Arc;
 use store::conformance::Handles;
 use store::sqlite::SqliteStore;
 
+/// Removes the state directory when the case is over.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 async fn fresh() -> Handles {
     let dir = std::env::temp_dir().join(format!(
         "dbr-store-conformance-{}",
@@ -16,6 +25,7 @@ async fn fresh() -> Handles {
     Handles {
         first: Arc::new(first),
         second: Arc::new(second),
+        guard: Box::new(TempDir(dir)),
     }
 }
 
