@@ -17,7 +17,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, RelayError> {
 }
 
 /// Creates a token; returns the secret (the only thing to print on stdout).
-pub fn create_token(
+pub async fn create_token(
     store: &Store,
     kind: TokenKind,
     owner: &str,
@@ -33,7 +33,7 @@ pub fn create_token(
     let default_name = format!("{kind}-token");
     let name = name.unwrap_or(&default_name);
     let expires_at = expires.map(|d| now() + d.as_secs() as i64);
-    let (record, secret) = store.create_token(kind, owner, name, expires_at)?;
+    let (record, secret) = store.create_token(kind, owner, name, expires_at).await?;
     Ok((record, secret.expose().to_owned()))
 }
 
@@ -59,7 +59,7 @@ fn fmt_time(t: Option<i64>, now: i64) -> String {
 }
 
 /// The token inventory as a table.
-pub fn list_tokens(store: &Store) -> Result<String, RelayError> {
+pub async fn list_tokens(store: &Store) -> Result<String, RelayError> {
     let now = now();
     let mut table = Table::new([
         Column::left("ID", 12),
@@ -71,7 +71,7 @@ pub fn list_tokens(store: &Store) -> Result<String, RelayError> {
         Column::left("EXPIRES", 18),
         Column::left("LAST USED", 18),
     ]);
-    for t in store.list_tokens()? {
+    for t in store.list_tokens().await? {
         let (kind, status) = (t.kind.as_str().to_owned(), t.status(now).to_string());
         table.row([
             t.id,
@@ -88,10 +88,10 @@ pub fn list_tokens(store: &Store) -> Result<String, RelayError> {
 }
 
 /// The token inventory as JSON lines.
-pub fn list_tokens_json(store: &Store) -> Result<String, RelayError> {
+pub async fn list_tokens_json(store: &Store) -> Result<String, RelayError> {
     let now = now();
     let mut out = String::new();
-    for t in store.list_tokens()? {
+    for t in store.list_tokens().await? {
         let v = serde_json::json!({
             "id": t.id,
             "kind": t.kind.as_str(),

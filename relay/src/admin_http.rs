@@ -88,7 +88,7 @@ async fn metrics(State(state): State<SharedState>) -> Response<Full<Bytes>> {
 async fn readyz(State(state): State<SharedState>) -> Response<Full<Bytes>> {
     if state.shutdown.is_cancelled() {
         text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into())
-    } else if let Err(e) = state.store.data_version() {
+    } else if let Err(e) = state.store.ping().await {
         text(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("the state store fails: {e}\n"),

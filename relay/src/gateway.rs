@@ -143,7 +143,7 @@ async fn route_request(
     }
 
     // 1. Who is asking.
-    let caller_id = match authenticate(state, req.headers(), &route) {
+    let caller_id = match authenticate(state, req.headers(), &route).await {
         Ok(t) => t,
         Err(resp) => {
             trail.deny("authentication");
@@ -159,7 +159,7 @@ async fn route_request(
     // 2. Which route, whose, and who serves it now. The owner is who claimed
     //    the route on this relay; the owner's policy is the one the serving
     //    agent brought in its hello (under the organisation's).
-    let owner = match state.store.route_owner(&route) {
+    let owner = match state.store.route_owner(&route).await {
         Ok(Some(owner)) => {
             trail.route_known = true;
             owner
@@ -244,22 +244,22 @@ async fn route_request(
     let route_policy = served.policy.clone();
     // 2b. Grants the owner made (agent share) add to the owner's policy; read
     //     on every request, so a revoked one ends access on the next.
-    let (engine, grants) =
-        match state
-            .policies
-            .with_live_grants(&state.store, &route, &route_policy)
-        {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::error!(error = %e, "grants lookup failed");
-                trail.deny("internal-error");
-                return error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "the relay's state store failed",
-                );
-            }
-        };
+    let (engine, grants) = match state
+        .policies
+        .with_live_grants(&state.store, &route, &route_policy)
+        .await
+    {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::error!(error = %e, "grants lookup failed");
+            trail.deny("internal-error");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the relay's state store failed",
+            );
+        }
+    };
 
     // 2c. The legacy HTTP+SSE transport (2024-11-05): a stream to open (once
     //     the policy has allowed it, in 3), or a message POSTed to one (which
@@ -373,7 +373,7 @@ async fn route_request(
         let mut decisions = engine.decide_body(caller, &messages, &facts);
         state.metrics.policy_evaluated(evaluating.elapsed());
         // A call to a tool that changed since it was pinned waits for the owner.
-        pins::deny_changed_tools(&state.store, &route, &messages, &mut decisions);
+        pins::deny_changed_tools(&state.store, &route, &messages, &mut decisions).await;
         trail.timing.policy_us = Some(deciding.elapsed().as_micros() as u64);
         if decisions.iter().any(|d| !d.allowed) {
             trail.messages(state, &messages, &facts, &decisions);
@@ -784,7 +784,7 @@ fn split_route(path: &str) -> Option<(&str, &str)> {
 
 /// Checks the bearer token: a client token, or an OAuth access token issued
 /// for exactly this route. The error is the 401 to send.
-fn authenticate(
+async fn authenticate(
     state: &SharedState,
     headers: &http::HeaderMap,
     route: &str,
@@ -810,6 +810,7 @@ fn authenticate(
         let record = state
             .store
             .verify_access(presented)
+            .await
             .map_err(|rejection| refuse("invalid_token", &rejection.to_string()))?;
         // The token's audience is one route (RFC 8707): never another.
         if record.resource != state.route_url(route) {
@@ -818,7 +819,7 @@ fn authenticate(
                 "the token was issued for another resource",
             ));
         }
-        let groups = state.store.groups(&record.email).map_err(|e| {
+        let groups = state.store.groups(&record.email).await.map_err(|e| {
             tracing::error!(error = %e, "groups lookup failed");
             Box::new(error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -844,6 +845,7 @@ fn authenticate(
     let record = state
         .store
         .verify(presented)
+        .await
         .map_err(|rejection| refuse("invalid_token", &rejection.to_string()))?;
     if record.kind != TokenKind::Client {
         return Err(refuse(

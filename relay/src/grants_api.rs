@@ -25,7 +25,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-use crate::grant_store::{GrantRecord, NewGrant};
+use crate::grant_store::{GrantConvert, GrantRecord, NewGrant};
 use crate::http::body::{full, RespBody};
 use crate::http::response::error;
 use crate::http::router::{delete_only, get_only, post_only};
@@ -61,7 +61,7 @@ struct GrantRequest {
 /// Serves one request to the grants API: the caller's credential first,
 /// whatever the path, then the endpoint ([`ROUTER`]).
 pub async fn handle(state: &SharedState, mut req: Request<Incoming>) -> Response<RespBody> {
-    let owner = match authenticate(state, req.headers()) {
+    let owner = match authenticate(state, req.headers()).await {
         Ok(o) => o,
         Err(resp) => return *resp,
     };
@@ -136,7 +136,7 @@ async fn post_grant(
             )
         }
     };
-    create(&state, &owner, &route, &body)
+    create(&state, &owner, &route, &body).await
 }
 
 async fn list_grants(
@@ -149,7 +149,7 @@ async fn list_grants(
             .find(|(k, _)| k == "route")
             .map(|(_, v)| v.into_owned())
     });
-    match state.store.owner_grants(&owner, route.as_deref()) {
+    match state.store.owner_grants(&owner, route.as_deref()).await {
         Ok(grants) => {
             let list: Vec<_> = grants.iter().map(|g| view(&state, g)).collect();
             json(StatusCode::OK, &serde_json::json!({ "grants": list }))
@@ -163,11 +163,11 @@ async fn delete_grant(
     Extension(Owner(owner)): Extension<Owner>,
     req: Request,
 ) -> Response<RespBody> {
-    revoke(&state, &owner, &segment(&req, 1))
+    revoke(&state, &owner, &segment(&req, 1)).await
 }
 
 /// The owner the agent credential belongs to. The error is the 401 to send.
-fn authenticate(
+async fn authenticate(
     state: &SharedState,
     headers: &http::HeaderMap,
 ) -> Result<String, Box<Response<RespBody>>> {
@@ -194,6 +194,7 @@ fn authenticate(
     let record = state
         .store
         .verify(presented)
+        .await
         .map_err(|rejection| refuse(&rejection.to_string()))?;
     if record.kind != TokenKind::Agent {
         return Err(refuse(
@@ -203,7 +204,7 @@ fn authenticate(
     Ok(record.owner)
 }
 
-fn create(state: &SharedState, owner: &str, route: &str, body: &[u8]) -> Response<RespBody> {
+async fn create(state: &SharedState, owner: &str, route: &str, body: &[u8]) -> Response<RespBody> {
     if let Err(e) = protocol::validate_route_name(route) {
         return error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string());
     }
@@ -237,6 +238,7 @@ fn create(state: &SharedState, owner: &str, route: &str, body: &[u8]) -> Respons
     match state
         .store
         .claim_route_capped(route, owner, state.config.max_routes_per_owner)
+        .await
     {
         Ok(RouteClaim::Granted) => {}
         Ok(RouteClaim::TooMany { max }) => {
@@ -271,13 +273,13 @@ fn create(state: &SharedState, owner: &str, route: &str, body: &[u8]) -> Respons
         created_by: owner,
         expires_at,
     };
-    let record = match state.store.create_grant(&new) {
+    let record = match state.store.create_grant(&new).await {
         Ok(r) => r,
         Err(e) => return store_failed(e),
     };
     // Refuse (and undo) what the engine could not use, e.g. an empty tool name.
     if let Err(e) = record.to_policy() {
-        let _ = state.store.revoke_grant(&record.id);
+        let _ = state.store.revoke_grant(&record.id).await;
         return error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string());
     }
     state.policies.forget_grants(route);
@@ -293,7 +295,7 @@ fn create(state: &SharedState, owner: &str, route: &str, body: &[u8]) -> Respons
     json(StatusCode::CREATED, &view(state, &record))
 }
 
-fn revoke(state: &SharedState, owner: &str, id: &str) -> Response<RespBody> {
+async fn revoke(state: &SharedState, owner: &str, id: &str) -> Response<RespBody> {
     let not_found = || {
         error(
             StatusCode::NOT_FOUND,
@@ -301,12 +303,12 @@ fn revoke(state: &SharedState, owner: &str, id: &str) -> Response<RespBody> {
             &format!("no grant {id:?} on a route of yours (see `agent share --list`)"),
         )
     };
-    let grant = match state.store.grant(id) {
+    let grant = match state.store.grant(id).await {
         Ok(Some(g)) => g,
         Ok(None) => return not_found(),
         Err(e) => return store_failed(e),
     };
-    match state.store.route_owner(&grant.route) {
+    match state.store.route_owner(&grant.route).await {
         Ok(Some(o)) if o == owner => {}
         Ok(_) => {
             tracing::warn!(
@@ -318,7 +320,7 @@ fn revoke(state: &SharedState, owner: &str, id: &str) -> Response<RespBody> {
         }
         Err(e) => return store_failed(e),
     }
-    match state.store.revoke_grant(id) {
+    match state.store.revoke_grant(id).await {
         Ok(true) => {}
         Ok(false) => return not_found(),
         Err(e) => return store_failed(e),
@@ -362,7 +364,7 @@ fn json(status: StatusCode, body: &serde_json::Value) -> Response<RespBody> {
     resp
 }
 
-fn store_failed(e: crate::RelayError) -> Response<RespBody> {
+fn store_failed(e: impl std::fmt::Display) -> Response<RespBody> {
     tracing::error!(error = %e, "grants: the state store failed");
     error(
         StatusCode::INTERNAL_SERVER_ERROR,

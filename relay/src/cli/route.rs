@@ -2,7 +2,7 @@
 
 use clap::Subcommand;
 
-use super::state_dir::{open, StateDir};
+use super::state_dir::{block_on, open, StateDir};
 use super::table::{Column, Table};
 
 #[derive(Subcommand)]
@@ -27,7 +27,7 @@ pub fn run(command: RouteCommand) -> anyhow::Result<()> {
         RouteCommand::List { state } => {
             let store = open(&state)?;
             let mut table = Table::new([Column::left("ROUTE", 32), Column::rest("OWNER")]);
-            for (name, owner) in store.list_routes()? {
+            for (name, owner) in block_on(store.list_routes())? {
                 table.row([name, owner]);
             }
             print!("{table}");
@@ -35,7 +35,7 @@ pub fn run(command: RouteCommand) -> anyhow::Result<()> {
         }
         RouteCommand::Release { state, name } => {
             let store = open(&state)?;
-            if store.release_route(&name)? {
+            if block_on(store.release_route(&name))? {
                 eprintln!("released route '{name}'");
                 Ok(())
             } else {

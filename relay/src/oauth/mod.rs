@@ -275,7 +275,7 @@ pub fn form_action_source(redirect_uri: &str) -> Option<String> {
 }
 
 /// The page shown when the state store fails under a browser's request.
-pub fn store_failed_page(e: crate::RelayError) -> Response<RespBody> {
+pub fn store_failed_page(e: impl std::fmt::Display) -> Response<RespBody> {
     tracing::error!(error = %e, "OAuth state store failed");
     html(
         StatusCode::INTERNAL_SERVER_ERROR,

@@ -131,7 +131,7 @@ async fn register(
     req: Request,
 ) -> Response<RespBody> {
     match read_body(req).await {
-        Ok(body) => clients::register(&state, peer, &body),
+        Ok(body) => clients::register(&state, peer, &body).await,
         Err(resp) => resp,
     }
 }
@@ -207,7 +207,7 @@ async fn token(
 
 async fn revoke(Extension(state): Extension<SharedState>, req: Request) -> Response<RespBody> {
     match read_form(req).await {
-        Ok(form) => revoke::revoke(&state, &form),
+        Ok(form) => revoke::revoke(&state, &form).await,
         Err(resp) => resp,
     }
 }
@@ -218,7 +218,7 @@ async fn device_authorization(
     req: Request,
 ) -> Response<RespBody> {
     match read_form(req).await {
-        Ok(form) => device::authorization(&state, peer, &form),
+        Ok(form) => device::authorization(&state, peer, &form).await,
         Err(resp) => resp,
     }
 }
@@ -229,7 +229,7 @@ async fn device_page(
     req: Request,
 ) -> Response<RespBody> {
     let query = req.uri().query().unwrap_or("").to_owned();
-    device::page(&state, peer, req.headers(), &query)
+    device::page(&state, peer, req.headers(), &query).await
 }
 
 async fn device_login(
@@ -251,7 +251,7 @@ async fn device_approve(
 ) -> Response<RespBody> {
     let headers = req.headers().clone();
     match read_form(req).await {
-        Ok(form) => device::approve(&state, peer, &headers, &form),
+        Ok(form) => device::approve(&state, peer, &headers, &form).await,
         Err(resp) => resp,
     }
 }

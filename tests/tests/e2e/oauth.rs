@@ -599,6 +599,21 @@ async fn refresh_tokens_rotate_and_a_reuse_revokes_the_family() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_user_by_another_process_ends_their_tokens_on_the_next_request() {
+    let s = Setup::new(true).await;
+    let (_, t) = s.tokens().await;
+    let access = t["access_token"].as_str().expect("access").to_owned();
+    // Served, and kept in the relay's memory.
+    for _ in 0..3 {
+        assert_eq!(s.call_route("db", &access).await.status, 200);
+    }
+    let (code, _, err) = s.relay.admin(&["user", "remove", EMAIL]);
+    assert_eq!(code, 0, "{err}");
+    let a = s.call_route("db", &access).await;
+    assert_eq!(a.status, 401, "{}", a.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_tokens_stop_working() {
     let s = Setup::new(true).await;
     let (client_id, t) = s.tokens().await;
