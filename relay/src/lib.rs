@@ -55,6 +55,7 @@ pub mod http;
 pub mod identity_groups;
 pub mod idle_connection;
 pub mod ip_key;
+pub mod legacy_sessions;
 pub mod legacy_sse;
 pub mod listener;
 pub mod logging;
