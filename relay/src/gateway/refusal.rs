@@ -353,3 +353,109 @@ fn insufficient_scope(
     }
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::rate_limits::Rate;
+
+    /// Every refusal with the audit rule operators grep for (and the e2e
+    /// tests check), and whether the body is read before answering.
+    #[test]
+    fn every_refusal_names_its_audit_rule() {
+        let limited = Limited {
+            what: "identity",
+            rate: "2/s".parse::<Rate>().expect("rate"),
+            retry_after: Duration::from_millis(300),
+        };
+        let forbidden = Decision {
+            allowed: false,
+            policies: vec!["a".into(), "org/b".into()],
+            errors: Vec::new(),
+        };
+        let cases: Vec<(Refusal, Option<&str>, bool)> = vec![
+            (Refusal::AuditUnavailable, Some("audit-unavailable"), true),
+            (
+                Refusal::Origin("x".into()),
+                Some("origin-not-allowed"),
+                false,
+            ),
+            (Refusal::Unauthenticated(None), Some("authentication"), true),
+            (Refusal::TokenUncheckable, Some("authentication"), true),
+            (Refusal::UnknownRoute, Some("unknown-route"), true),
+            (Refusal::StoreFailed, Some("internal-error"), false),
+            (
+                Refusal::RateLimited(limited),
+                Some("rate-limit-identity"),
+                true,
+            ),
+            (Refusal::SessionGone, Some("session-gone"), true),
+            (Refusal::NoAgent, Some("no-agent"), true),
+            (
+                Refusal::Path(PathRefusal::ReadOnly("PUT".into())),
+                Some(PathRefusal::ReadOnly(String::new()).rule()),
+                false,
+            ),
+            (
+                Refusal::Legacy(LegacyRefusal::NotPost),
+                Some("legacy-session"),
+                false,
+            ),
+            (
+                Refusal::BodyTimeout {
+                    wait: Duration::from_secs(1),
+                    jsonrpc: true,
+                },
+                Some("body-timeout"),
+                false,
+            ),
+            (
+                Refusal::BodyTooLarge { cap: 1 },
+                Some("body-too-large"),
+                false,
+            ),
+            (
+                Refusal::ClientAborted("reset".into()),
+                Some("client-aborted"),
+                false,
+            ),
+            (
+                Refusal::Malformed(ParseError::EmptyBatch),
+                Some("malformed-jsonrpc"),
+                false,
+            ),
+            (
+                Refusal::HeaderMismatch {
+                    mismatch: Box::new(HeaderMismatch::MissingMethod),
+                    id: None,
+                },
+                Some("mcp-header-mismatch"),
+                false,
+            ),
+            (Refusal::Policy(None), Some("policy"), false),
+            (
+                Refusal::InsufficientScope {
+                    id: None,
+                    what: "x".into(),
+                },
+                Some(INSUFFICIENT_SCOPE),
+                false,
+            ),
+            (Refusal::NotJson, Some("not-json"), false),
+            (Refusal::Forbidden(forbidden), Some("a,org/b"), false),
+            // Allowed, then not delivered: audited as allowed.
+            (Refusal::AgentLost, None, false),
+            (
+                Refusal::Exchange(ForwardError::Timeout(Duration::from_secs(1))),
+                None,
+                false,
+            ),
+        ];
+        for (refusal, rule, read_first) in cases {
+            assert_eq!(refusal.rule().as_deref(), rule, "{refusal:?}");
+            assert_eq!(refusal.reads_body_first(), read_first, "{refusal:?}");
+        }
+    }
+}
