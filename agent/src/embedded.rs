@@ -38,8 +38,8 @@ pub async fn start(listen: SocketAddr, state_dir: &Path) -> Result<Embedded, Age
     let config = RelayConfig::new(listen, state_dir.to_path_buf(), TlsSource::SelfSigned);
     let relay = relay::start(config).await?;
     let store = &relay.state.store;
-    let agent_token = kept_token(store, state_dir, TokenKind::Agent, "embedded-agent")?;
-    let client_token = kept_token(store, state_dir, TokenKind::Client, "embedded-client")?;
+    let agent_token = kept_token(store, state_dir, TokenKind::Agent, "embedded-agent").await?;
+    let client_token = kept_token(store, state_dir, TokenKind::Client, "embedded-client").await?;
     let ca_path = relay
         .ca_path
         .clone()
@@ -53,7 +53,7 @@ pub async fn start(listen: SocketAddr, state_dir: &Path) -> Result<Embedded, Age
 }
 
 /// Reuses the token saved in `state_dir` if it is still valid, else makes one.
-fn kept_token(
+async fn kept_token(
     store: &Store,
     state_dir: &Path,
     kind: TokenKind,
@@ -62,11 +62,14 @@ fn kept_token(
     let file = state_dir.join(format!("{name}.token"));
     if let Ok(saved) = std::fs::read_to_string(&file) {
         let saved = saved.trim().to_owned();
-        if matches!(store.verify(&saved), Ok(r) if r.kind == kind) {
+        if matches!(store.verify(&saved).await, Ok(r) if r.kind == kind) {
             return Ok(saved);
         }
     }
-    let (_, secret) = store.create_token(kind, OWNER, name, None)?;
+    let (_, secret) = store
+        .create_token(kind, OWNER, name, None)
+        .await
+        .map_err(relay::RelayError::from)?;
     write_private(&file, secret.expose())?;
     Ok(secret.expose().to_owned())
 }

@@ -126,6 +126,9 @@ impl Relay {
             "0",
             "--max-quic-handshakes-per-ip",
             "0",
+            // The scale run's agents are one owner with a route each.
+            "--max-routes-per-owner",
+            "0",
             // No fixed admin port (a restarted relay would race its
             // predecessor for it); metrics are not measured here.
             "--admin-listen",

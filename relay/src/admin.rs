@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::cli::table::{Column, Table};
 use crate::error::RelayError;
 use crate::store::{now, Store, TokenRecord};
 use crate::token::TokenKind;
@@ -16,7 +17,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, RelayError> {
 }
 
 /// Creates a token; returns the secret (the only thing to print on stdout).
-pub fn create_token(
+pub async fn create_token(
     store: &Store,
     kind: TokenKind,
     owner: &str,
@@ -32,7 +33,7 @@ pub fn create_token(
     let default_name = format!("{kind}-token");
     let name = name.unwrap_or(&default_name);
     let expires_at = expires.map(|d| now() + d.as_secs() as i64);
-    let (record, secret) = store.create_token(kind, owner, name, expires_at)?;
+    let (record, secret) = store.create_token(kind, owner, name, expires_at).await?;
     Ok((record, secret.expose().to_owned()))
 }
 
@@ -58,36 +59,39 @@ fn fmt_time(t: Option<i64>, now: i64) -> String {
 }
 
 /// The token inventory as a table.
-pub fn list_tokens(store: &Store) -> Result<String, RelayError> {
+pub async fn list_tokens(store: &Store) -> Result<String, RelayError> {
     let now = now();
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<12}  {:<6}  {:<8}  {:<28}  {:<20}  {:<18}  {:<18}  {:<18}",
-        "ID", "KIND", "STATUS", "OWNER", "NAME", "CREATED", "EXPIRES", "LAST USED"
-    );
-    for t in store.list_tokens()? {
-        let _ = writeln!(
-            out,
-            "{:<12}  {:<6}  {:<8}  {:<28}  {:<20}  {:<18}  {:<18}  {:<18}",
+    let mut table = Table::new([
+        Column::left("ID", 12),
+        Column::left("KIND", 6),
+        Column::left("STATUS", 8),
+        Column::left("OWNER", 28),
+        Column::left("NAME", 20),
+        Column::left("CREATED", 18),
+        Column::left("EXPIRES", 18),
+        Column::left("LAST USED", 18),
+    ]);
+    for t in store.list_tokens().await? {
+        let (kind, status) = (t.kind.as_str().to_owned(), t.status(now).to_string());
+        table.row([
             t.id,
-            t.kind.as_str(),
-            t.status(now),
+            kind,
+            status,
             t.owner,
             t.name,
             fmt_time(Some(t.created_at), now),
             fmt_time(t.expires_at, now),
             fmt_time(t.last_used_at, now),
-        );
+        ]);
     }
-    Ok(out)
+    Ok(table.to_string())
 }
 
 /// The token inventory as JSON lines.
-pub fn list_tokens_json(store: &Store) -> Result<String, RelayError> {
+pub async fn list_tokens_json(store: &Store) -> Result<String, RelayError> {
     let now = now();
     let mut out = String::new();
-    for t in store.list_tokens()? {
+    for t in store.list_tokens().await? {
         let v = serde_json::json!({
             "id": t.id,
             "kind": t.kind.as_str(),
@@ -116,11 +120,17 @@ pub fn format_audit(events: &[crate::audit::AuditEvent], json: bool) -> String {
         }
         return out;
     }
-    let _ = writeln!(
-        out,
-        "{:<24}  {:<16}  {:<6}  {:<24}  {:<12}  {:<28}  {:<20}  {:>6}  {:>9}",
-        "TIME", "REQUEST", "DECIDE", "IDENTITY", "ROUTE", "METHOD / TARGET", "SQL", "STATUS", "MS"
-    );
+    let mut table = Table::new([
+        Column::left("TIME", 24),
+        Column::left("REQUEST", 16),
+        Column::left("DECIDE", 6),
+        Column::left("IDENTITY", 24),
+        Column::left("ROUTE", 12),
+        Column::left("METHOD / TARGET", 28),
+        Column::left("SQL", 20),
+        Column::right("STATUS", 6),
+        Column::right("MS", 9),
+    ]);
     for e in events {
         let what = match (&e.method, &e.target) {
             (Some(m), Some(t)) => format!("{m} {t}"),
@@ -138,19 +148,17 @@ pub fn format_audit(events: &[crate::audit::AuditEvent], json: bool) -> String {
                 }
             })
             .unwrap_or_else(|| "-".into());
-        let _ = writeln!(
-            out,
-            "{:<24}  {:<16}  {:<6}  {:<24}  {:<12}  {:<28}  {:<20}  {:>6}  {:>9.1}",
-            e.time,
-            e.request_id,
-            e.decision,
-            e.identity,
-            e.route,
+        table.row([
+            e.time.clone(),
+            e.request_id.clone(),
+            e.decision.clone(),
+            e.identity.clone(),
+            e.route.clone(),
             what,
             sql,
-            e.status,
-            e.latency_ms
-        );
+            e.status.to_string(),
+            format!("{:.1}", e.latency_ms),
+        ]);
     }
-    out
+    table.to_string()
 }

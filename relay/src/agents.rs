@@ -5,7 +5,7 @@
 //! credential and its routes, and answer [`Welcome`] or a precise [`Refusal`].
 //! The stream then carries pings and goodbyes until the connection ends.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use crate::registry::{AgentSession, KillReason, ServedRoute};
 use crate::state::SharedState;
 use crate::store::{RouteClaim, TokenRejection};
 use crate::token::TokenKind;
+use ::store::Change;
 
 /// Serves one tunnel connection until it ends.
 pub async fn serve_connection(state: SharedState, conn: TunnelConnection) {
@@ -91,7 +92,7 @@ async fn handshake(
     }
     let hello: Hello = decode_payload("hello", &payload).map_err(|e| format!("bad hello: {e}"))?;
 
-    let record = match state.store.verify(&hello.credential) {
+    let record = match state.store.verify(&hello.credential).await {
         Ok(r) => r,
         Err(rejection) => {
             let code = match rejection {
@@ -159,7 +160,11 @@ async fn handshake(
     }
     for name in &names {
         let max = state.config.max_routes_per_owner;
-        match state.store.claim_route_capped(name, &record.owner, max) {
+        match state
+            .store
+            .claim_route_capped(name, &record.owner, max)
+            .await
+        {
             Ok(RouteClaim::Granted) => {}
             Ok(RouteClaim::TooMany { max }) => {
                 // RouteTaken: agents before this cap know the code (a new
@@ -365,34 +370,50 @@ async fn control_loop(
 }
 
 /// Ends sessions whose agent token was revoked or expired, whatever process
-/// did it, and forgets the grants kept for requests when another process
-/// wrote to the store.
+/// did it (the store's change feed names the token, within a second).
 pub async fn revocation_watch(state: SharedState) {
-    let mut last_version = state.store.data_version().ok();
-    let mut ticker = tokio::time::interval(state.config.revocation_check_interval);
+    let mut feed = state.store.changes();
+    // Expiry needs no write to happen, so every session is checked at
+    // least every 30 intervals.
+    let mut ticker = tokio::time::interval(state.config.revocation_check_interval * 30);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut ticks: u32 = 0;
     loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
+        // The tokens to check again; `None`: every session's.
+        let only: Option<HashSet<String>> = tokio::select! {
+            _ = ticker.tick() => None,
+            change = feed.next() => {
+                let Some(first) = change else { return };
+                let (mut tokens, mut all) = (HashSet::new(), false);
+                let mut next = Some(first);
+                while let Some(change) = next {
+                    match change {
+                        Change::Token { id } => {
+                            tokens.insert(id);
+                        }
+                        Change::Reset => all = true,
+                        _ => {}
+                    }
+                    next = feed.try_next();
+                }
+                if all {
+                    None
+                } else if tokens.is_empty() {
+                    continue;
+                } else {
+                    Some(tokens)
+                }
+            }
             _ = state.shutdown.cancelled() => return,
-        }
-        let version = state.store.data_version().ok();
-        // Expiry needs no write to happen, so check at least every 30 ticks.
-        ticks = ticks.wrapping_add(1);
-        let periodic = ticks.is_multiple_of(30);
-        if version == last_version && !periodic {
-            continue;
-        }
-        if version != last_version {
-            // Another process wrote (e.g. `relay route release`): grants
-            // kept for requests are read again.
-            state.store.grant_cache.forget_all();
-        }
-        last_version = version;
+        };
         let now = crate::store::now();
         for session in state.registry.sessions() {
-            let valid = match state.store.token(&session.token_id) {
+            if only
+                .as_ref()
+                .is_some_and(|t| !t.contains(&session.token_id))
+            {
+                continue;
+            }
+            let valid = match state.store.token(&session.token_id).await {
                 Ok(Some(record)) => record.check(now).is_ok(),
                 Ok(None) => false,
                 Err(e) => {

@@ -14,7 +14,7 @@ pub struct Authenticated {
     pub client_id: String,
     pub kind: IdentityKind,
     /// The groups the upstream identity provider gave the subject at its
-    /// latest sign-in ([`crate::identity_groups`]); none for client tokens.
+    /// latest sign-in (the store's `Users::groups`); none for client tokens.
     pub groups: Vec<String>,
     /// What the token's scope allows (client tokens: everything).
     pub access: Access,

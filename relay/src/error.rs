@@ -6,14 +6,8 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RelayError {
-    #[error("state store {path}: {source}")]
-    Store {
-        path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
-    },
-    #[error("state store: {0}")]
-    Sql(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Store(#[from] ::store::StoreError),
     #[error("{what} {path}: {source}")]
     File {
         what: &'static str,
@@ -37,14 +31,6 @@ pub enum RelayError {
     },
     #[error("invalid configuration: {0}")]
     Config(String),
-    #[error("no token with id {0}")]
-    NoSuchToken(String),
-    #[error("token {0} is already revoked")]
-    AlreadyRevoked(String),
-    #[error("a user named {0} already exists")]
-    UserExists(String),
-    #[error("no user named {0}")]
-    NoSuchUser(String),
     #[error("password hashing: {0}")]
     Password(String),
 }

@@ -16,14 +16,19 @@
 //!
 //! Errors are `{"error": code, "message": text}` like the gateway's.
 
-use http::{header, Method, Request, Response, StatusCode};
+use std::sync::LazyLock;
+
+use axum::extract::Request;
+use axum::{Extension, Router};
+use http::{header, Method, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-use crate::grant_store::{GrantRecord, NewGrant};
+use crate::grant_store::{GrantConvert, GrantRecord, NewGrant};
 use crate::http::body::{full, RespBody};
 use crate::http::response::error;
+use crate::http::router::{delete_only, get_only, post_only};
 use crate::state::SharedState;
 use crate::store::{now, RouteClaim};
 use crate::token::TokenKind;
@@ -53,64 +58,116 @@ struct GrantRequest {
     expires_in: Option<u64>,
 }
 
-/// Serves one request to the grants API.
-pub async fn handle(state: &SharedState, req: Request<Incoming>) -> Response<RespBody> {
-    let owner = match authenticate(state, req.headers()) {
+/// Serves one request to the grants API: the caller's credential first,
+/// whatever the path, then the endpoint ([`ROUTER`]).
+pub async fn handle(state: &SharedState, mut req: Request<Incoming>) -> Response<RespBody> {
+    let owner = match authenticate(state, req.headers()).await {
         Ok(o) => o,
         Err(resp) => return *resp,
     };
-    let path = req.uri().path().to_owned();
-    let method = req.method().clone();
-    let segments: Vec<&str> = path
+    req.extensions_mut().insert(state.clone());
+    req.extensions_mut().insert(Owner(owner));
+    crate::http::router::serve(&ROUTER, req).await
+}
+
+/// The endpoints (built once: the state and the caller come with each
+/// request). A trailing `/` is the same path.
+static ROUTER: LazyLock<Router> = LazyLock::new(|| {
+    Router::new()
+        .route(
+            "/api/routes/{route}/grants",
+            post_only(post_grant, wrong_method),
+        )
+        .route(
+            "/api/routes/{route}/grants/",
+            post_only(post_grant, wrong_method),
+        )
+        .route("/api/grants", get_only(list_grants, wrong_method))
+        .route("/api/grants/", get_only(list_grants, wrong_method))
+        .route("/api/grants/{id}", delete_only(delete_grant, wrong_method))
+        .route("/api/grants/{id}/", delete_only(delete_grant, wrong_method))
+        .fallback(|req: Request| async move {
+            let path = req.uri().path();
+            error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                &format!("no such path on this relay: {path}"),
+            )
+        })
+});
+
+/// The route owner who asks (see [`authenticate`]).
+#[derive(Clone)]
+struct Owner(String);
+
+fn wrong_method(method: &Method, path: &str) -> Response<RespBody> {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        &format!("{method} is not allowed on {path}"),
+    )
+}
+
+/// The path's `index`th segment after `/api/` (the router matched the path).
+fn segment(req: &Request, index: usize) -> String {
+    req.uri()
+        .path()
         .trim_start_matches("/api/")
         .trim_end_matches('/')
         .split('/')
-        .collect();
-    match (method, segments.as_slice()) {
-        (Method::POST, ["routes", route, "grants"]) => {
-            let route = route.to_string();
-            let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-                Ok(c) => c.to_bytes(),
-                Err(e) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "bad_request",
-                        &format!("could not read the request body (at most {MAX_BODY} bytes): {e}"),
-                    )
-                }
-            };
-            create(state, &owner, &route, &body)
+        .nth(index)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn post_grant(
+    Extension(state): Extension<SharedState>,
+    Extension(Owner(owner)): Extension<Owner>,
+    req: Request,
+) -> Response<RespBody> {
+    let route = segment(&req, 1);
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &format!("could not read the request body (at most {MAX_BODY} bytes): {e}"),
+            )
         }
-        (Method::GET, ["grants"]) => {
-            let route = req.uri().query().and_then(|q| {
-                url::form_urlencoded::parse(q.as_bytes())
-                    .find(|(k, _)| k == "route")
-                    .map(|(_, v)| v.into_owned())
-            });
-            match state.store.owner_grants(&owner, route.as_deref()) {
-                Ok(grants) => {
-                    let list: Vec<_> = grants.iter().map(|g| view(state, g)).collect();
-                    json(StatusCode::OK, &serde_json::json!({ "grants": list }))
-                }
-                Err(e) => store_failed(e),
-            }
+    };
+    create(&state, &owner, &route, &body).await
+}
+
+async fn list_grants(
+    Extension(state): Extension<SharedState>,
+    Extension(Owner(owner)): Extension<Owner>,
+    req: Request,
+) -> Response<RespBody> {
+    let route = req.uri().query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "route")
+            .map(|(_, v)| v.into_owned())
+    });
+    match state.store.owner_grants(&owner, route.as_deref()).await {
+        Ok(grants) => {
+            let list: Vec<_> = grants.iter().map(|g| view(&state, g)).collect();
+            json(StatusCode::OK, &serde_json::json!({ "grants": list }))
         }
-        (Method::DELETE, ["grants", id]) => revoke(state, &owner, id),
-        (_, ["routes", _, "grants"] | ["grants"] | ["grants", _]) => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            &format!("{} is not allowed on {path}", req.method()),
-        ),
-        _ => error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            &format!("no such path on this relay: {path}"),
-        ),
+        Err(e) => store_failed(e),
     }
 }
 
+async fn delete_grant(
+    Extension(state): Extension<SharedState>,
+    Extension(Owner(owner)): Extension<Owner>,
+    req: Request,
+) -> Response<RespBody> {
+    revoke(&state, &owner, &segment(&req, 1)).await
+}
+
 /// The owner the agent credential belongs to. The error is the 401 to send.
-fn authenticate(
+async fn authenticate(
     state: &SharedState,
     headers: &http::HeaderMap,
 ) -> Result<String, Box<Response<RespBody>>> {
@@ -137,6 +194,7 @@ fn authenticate(
     let record = state
         .store
         .verify(presented)
+        .await
         .map_err(|rejection| refuse(&rejection.to_string()))?;
     if record.kind != TokenKind::Agent {
         return Err(refuse(
@@ -146,7 +204,7 @@ fn authenticate(
     Ok(record.owner)
 }
 
-fn create(state: &SharedState, owner: &str, route: &str, body: &[u8]) -> Response<RespBody> {
+async fn create(state: &SharedState, owner: &str, route: &str, body: &[u8]) -> Response<RespBody> {
     if let Err(e) = protocol::validate_route_name(route) {
         return error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string());
     }
@@ -180,6 +238,7 @@ fn create(state: &SharedState, owner: &str, route: &str, body: &[u8]) -> Respons
     match state
         .store
         .claim_route_capped(route, owner, state.config.max_routes_per_owner)
+        .await
     {
         Ok(RouteClaim::Granted) => {}
         Ok(RouteClaim::TooMany { max }) => {
@@ -214,13 +273,13 @@ fn create(state: &SharedState, owner: &str, route: &str, body: &[u8]) -> Respons
         created_by: owner,
         expires_at,
     };
-    let record = match state.store.create_grant(&new) {
+    let record = match state.store.create_grant(&new).await {
         Ok(r) => r,
         Err(e) => return store_failed(e),
     };
     // Refuse (and undo) what the engine could not use, e.g. an empty tool name.
     if let Err(e) = record.to_policy() {
-        let _ = state.store.revoke_grant(&record.id);
+        let _ = state.store.revoke_grant(&record.id).await;
         return error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string());
     }
     state.policies.forget_grants(route);
@@ -236,7 +295,7 @@ fn create(state: &SharedState, owner: &str, route: &str, body: &[u8]) -> Respons
     json(StatusCode::CREATED, &view(state, &record))
 }
 
-fn revoke(state: &SharedState, owner: &str, id: &str) -> Response<RespBody> {
+async fn revoke(state: &SharedState, owner: &str, id: &str) -> Response<RespBody> {
     let not_found = || {
         error(
             StatusCode::NOT_FOUND,
@@ -244,12 +303,12 @@ fn revoke(state: &SharedState, owner: &str, id: &str) -> Response<RespBody> {
             &format!("no grant {id:?} on a route of yours (see `agent share --list`)"),
         )
     };
-    let grant = match state.store.grant(id) {
+    let grant = match state.store.grant(id).await {
         Ok(Some(g)) => g,
         Ok(None) => return not_found(),
         Err(e) => return store_failed(e),
     };
-    match state.store.route_owner(&grant.route) {
+    match state.store.route_owner(&grant.route).await {
         Ok(Some(o)) if o == owner => {}
         Ok(_) => {
             tracing::warn!(
@@ -261,7 +320,7 @@ fn revoke(state: &SharedState, owner: &str, id: &str) -> Response<RespBody> {
         }
         Err(e) => return store_failed(e),
     }
-    match state.store.revoke_grant(id) {
+    match state.store.revoke_grant(id).await {
         Ok(true) => {}
         Ok(false) => return not_found(),
         Err(e) => return store_failed(e),
@@ -305,11 +364,35 @@ fn json(status: StatusCode, body: &serde_json::Value) -> Response<RespBody> {
     resp
 }
 
-fn store_failed(e: crate::RelayError) -> Response<RespBody> {
+fn store_failed(e: impl std::fmt::Display) -> Response<RespBody> {
     tracing::error!(error = %e, "grants: the state store failed");
     error(
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal",
         "the relay's state store failed",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_routes_fit_together() {
+        // axum refuses overlapping routes when the router is built.
+        LazyLock::force(&ROUTER);
+    }
+
+    #[test]
+    fn segments_are_taken_raw() {
+        let req = |path: &str| {
+            Request::builder()
+                .uri(path)
+                .body(axum::body::Body::empty())
+                .expect("request")
+        };
+        assert_eq!(segment(&req("/api/routes/db/grants/"), 1), "db");
+        assert_eq!(segment(&req("/api/grants/a%2Fb"), 1), "a%2Fb");
+        assert_eq!(segment(&req("/api/grants"), 1), "");
+    }
 }

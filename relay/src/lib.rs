@@ -20,8 +20,9 @@
 //! * [`metrics`] — Prometheus metrics, served with health checks by
 //!   [`admin_http`] on the admin listener.
 //! * [`reload`] — policy and certificates read again while running (SIGHUP).
-//! * [`config_file`] — `relay serve --config relay.toml`: the file, checked
-//!   with line numbers, under the command line's flags.
+//! * [`settings`] — what `relay serve` can be told: one type for its flags
+//!   and the keys of [`config_file`], `relay serve --config relay.toml`: the
+//!   file, checked with line numbers, under the command line's flags.
 //! * [`affinity`] — an MCP session's requests go to the replica that holds it.
 //! * [`server`] — starting and stopping it all; [`cli`] — the `relay`
 //!   command line, one module per command.
@@ -53,8 +54,8 @@ pub mod gateway;
 pub mod grant_store;
 pub mod grants_api;
 pub mod headers;
+pub mod hot_cache;
 pub mod http;
-pub mod identity_groups;
 pub mod idle_connection;
 pub mod ip_key;
 pub mod legacy_sessions;
@@ -73,6 +74,7 @@ pub mod registry;
 pub mod reload;
 pub mod secret_file;
 pub mod server;
+pub mod settings;
 pub mod signals;
 pub mod sse_keepalive;
 pub mod standing_stream;

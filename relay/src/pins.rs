@@ -33,6 +33,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::audit::{self, now_rfc3339, AuditEvent, PinHashes};
+use crate::cli::table::{Column, Table};
 use crate::error::RelayError;
 use crate::state::SharedState;
 use crate::store::{now, Store};
@@ -151,7 +152,7 @@ impl Inspector {
 
     fn inspect(&self, tools: &[Value]) -> Result<HashSet<String>, RelayError> {
         let store = &self.state.store;
-        let pins = store.tool_pins(&self.route)?;
+        let pins = wait(store.tool_pins(&self.route))?;
         let mut hidden = HashSet::new();
         for tool in tools {
             let Some((name, definition, hash)) = fingerprint(tool) else {
@@ -159,30 +160,32 @@ impl Inspector {
             };
             let mut pin = pins.iter().find(|p| p.tool == name).cloned();
             if pin.is_none() {
-                if store.pin_tool(&self.route, &name, &hash, &definition)? {
+                if wait(store.pin_tool(&self.route, &name, &hash, &definition))? {
                     self.audit(&name, "allow", PINNED, None, &hash);
                     continue;
                 }
                 // Pinned meanwhile by another request: judge against that.
-                pin = store.tool_pin(&self.route, &name)?;
+                pin = wait(store.tool_pin(&self.route, &name))?;
             }
             let Some(pin) = pin else {
                 hidden.insert(name);
                 continue;
             };
             if pin.hash == hash {
-                if pin.pending.is_some() && store.clear_tool_change(&self.route, &name, &hash)? {
+                if pin.pending.is_some()
+                    && wait(store.clear_tool_change(&self.route, &name, &hash))?
+                {
                     self.audit(&name, "allow", REVERTED, pin.pending.map(|p| p.hash), &hash);
                 }
                 continue;
             }
             if self.accept_changes {
-                if let Some(r) = store.repin_tool(&self.route, &name, &hash, &definition)? {
+                if let Some(r) = wait(store.repin_tool(&self.route, &name, &hash, &definition))? {
                     self.audit(&name, "allow", APPROVED_BY_AGENT, Some(r.old_hash), &hash);
                 }
                 continue;
             }
-            if store.note_tool_change(&self.route, &name, &hash, &definition)? {
+            if wait(store.note_tool_change(&self.route, &name, &hash, &definition))? {
                 tracing::warn!(route = %self.route, tool = %name, old = %short(&pin.hash), new = %short(&hash), "tool definition changed since it was pinned; hiding it until the owner approves");
                 self.audit(&name, "deny", PIN_CHANGED, Some(pin.hash.clone()), &hash);
             }
@@ -241,7 +244,7 @@ fn pin_event(
 /// awaits approval ([`PIN_CHANGED`]), or whose pin cannot be read
 /// ([`PIN_UNAVAILABLE`]): each message's index, and the rule refusing it
 /// (see [`deny_changed_tools`]). Usually none, and then nothing is allocated.
-pub fn changed_tools(
+pub async fn changed_tools(
     store: &Store,
     route: &str,
     messages: &[Message],
@@ -254,7 +257,7 @@ pub fn changed_tools(
         let Some(tool) = m.target.as_deref() else {
             continue;
         };
-        let refused = match store.tool_change_pending(route, tool) {
+        let refused = match store.tool_change_pending(route, tool).await {
             Ok(false) => continue,
             Ok(true) => PIN_CHANGED,
             Err(e) => {
@@ -304,6 +307,17 @@ pub fn refusal_message(route: &str, tool: &str, policy: &str) -> String {
     )
 }
 
+/// Waits for a store operation from the synchronous filter of a list
+/// answer (as the SQLite statements it replaces did, on the worker).
+fn wait<F: std::future::Future>(f: F) -> F::Output {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| futures::executor::block_on(f))
+        }
+        _ => futures::executor::block_on(f),
+    }
+}
+
 fn short(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
 }
@@ -318,8 +332,8 @@ fn ago(t: i64, now: i64) -> String {
 /// `relay tools list --route R`: the pinned tools of a route, the prefix of
 /// their hash, when they were pinned, and their pending changes. With
 /// `json`, one object per line with the full hashes and definitions.
-pub fn list(store: &Store, route: &str, json: bool) -> Result<String, RelayError> {
-    let pins = store.tool_pins(route)?;
+pub async fn list(store: &Store, route: &str, json: bool) -> Result<String, RelayError> {
+    let pins = store.tool_pins(route).await?;
     let mut out = String::new();
     if json {
         for p in pins {
@@ -341,7 +355,7 @@ pub fn list(store: &Store, route: &str, json: bool) -> Result<String, RelayError
         return Ok(out);
     }
     if pins.is_empty() {
-        if store.route_owner(route)?.is_none() {
+        if store.route_owner(route).await?.is_none() {
             return Err(RelayError::Config(format!(
                 "no route named '{route}' on this relay (see `relay route list`)"
             )));
@@ -353,37 +367,37 @@ pub fn list(store: &Store, route: &str, json: bool) -> Result<String, RelayError
         return Ok(out);
     }
     let now = now();
-    let _ = writeln!(
-        out,
-        "{:<32}  {:<12}  {:<16}  PENDING CHANGE",
-        "TOOL", "HASH", "PINNED"
-    );
+    let mut table = Table::new([
+        Column::left("TOOL", 32),
+        Column::left("HASH", 12),
+        Column::left("PINNED", 16),
+        Column::rest("PENDING CHANGE"),
+    ]);
     for p in pins {
         let pending = match &p.pending {
             Some(c) => format!("{} (seen {})", short(&c.hash), ago(c.since, now)),
             None => "-".into(),
         };
-        let _ = writeln!(
-            out,
-            "{:<32}  {:<12}  {:<16}  {pending}",
-            p.tool,
-            short(&p.hash),
-            ago(p.pinned_at, now)
-        );
+        table.row([
+            p.tool.clone(),
+            short(&p.hash).to_owned(),
+            ago(p.pinned_at, now),
+            pending,
+        ]);
     }
-    Ok(out)
+    Ok(table.to_string())
 }
 
 /// `relay tools approve --route R [--tool T]`: pending changes become the
 /// pins, each approval audited in the audit log of `state_dir`. Returns what to print; an
 /// error if nothing was pending.
-pub fn approve(
+pub async fn approve(
     store: &Store,
     state_dir: &Path,
     route: &str,
     tool: Option<&str>,
 ) -> Result<String, RelayError> {
-    let approved = store.approve_tool_changes(route, tool)?;
+    let approved = store.approve_tool_changes(route, tool).await?;
     if approved.is_empty() {
         let what = match tool {
             Some(t) => format!("tool '{t}' of route '{route}' has no pending change"),

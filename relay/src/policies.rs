@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, Weak};
 use arc_swap::ArcSwap;
 
 use crate::error::RelayError;
-use crate::grant_store::GrantRecord;
+use crate::grant_store::{GrantConvert, GrantRecord};
 use crate::store::{now, Store};
 use policy::{Engine, Grant, Policy};
 use protocol::RouteGrant;
@@ -157,13 +157,13 @@ impl Policies {
     /// The engine that decides a request on `route` now: `base` (the serving
     /// agent's) with the route's live grants added, and those grants as the
     /// agent is told them. Without grants, `base`'s own.
-    pub fn with_live_grants(
+    pub async fn with_live_grants(
         &self,
         store: &Store,
         route: &str,
         base: &Arc<RoutePolicy>,
     ) -> Result<(Arc<Engine>, Vec<RouteGrant>), RelayError> {
-        let records = store.live_grants(route, now())?;
+        let records = store.live_grants(route, now()).await?;
         if records.is_empty() {
             return Ok((base.engine(), Vec::new()));
         }

@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use relay::config_file::{ConfigFile, KEYS};
+use relay::config_file::{ConfigFile, ConfigFileError};
 use relay::logging::LogFormat;
+use relay::settings::Settings;
 use relay::{RelayConfig, TlsSource};
 
 fn fixture(name: &str) -> PathBuf {
@@ -15,13 +16,16 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn defaults() -> RelayConfig {
-    let listen: SocketAddr = "0.0.0.0:443".parse().expect("addr");
-    RelayConfig::new(
-        listen,
-        PathBuf::from("/default/state"),
-        TlsSource::SelfSigned,
-    )
+/// The relay's configuration from `settings` (the certificate aside).
+fn config(settings: Settings) -> RelayConfig {
+    settings.into_config(TlsSource::SelfSigned)
+}
+
+/// `file`'s settings laid under the built-in defaults, no flag given.
+fn from_file(file: &ConfigFile) -> RelayConfig {
+    let mut settings = Settings::default();
+    settings.overlay(file.settings().clone(), &|_| false);
+    config(settings)
 }
 
 /// The error `ConfigFile::check` gives for fixture `name`.
@@ -38,13 +42,12 @@ fn the_good_fixture_sets_every_setting() {
     let file = ConfigFile::check(&path).expect("good.toml");
     let dir = fixture("");
     assert!(matches!(
-        file.tls(),
+        file.settings().certificate(),
         Some(TlsSource::Files { cert, key })
             if cert == dir.join("test-only-cert.pem") && key == dir.join("test-only-key.pem")
     ));
-    assert_eq!(file.log_format(), Some(LogFormat::Json));
-    let mut c = defaults();
-    file.apply(&mut c, &|_| false);
+    assert_eq!(file.settings().log_format, Some(LogFormat::Json));
+    let c = from_file(&file);
     assert_eq!(
         c.listen,
         "127.0.0.1:8443".parse::<SocketAddr>().expect("addr")
@@ -92,25 +95,39 @@ fn the_good_fixture_sets_every_setting() {
 fn settings_given_on_the_command_line_are_kept() {
     let file = ConfigFile::load(&fixture("good.toml")).expect("good.toml");
     // Every flag given: the file changes nothing.
-    let mut c = defaults();
-    file.apply(&mut c, &|_| true);
-    assert_eq!(format!("{c:?}"), format!("{:?}", defaults()));
+    let mut s = Settings::default();
+    s.overlay(file.settings().clone(), &|_| true);
+    assert_eq!(format!("{s:?}"), format!("{:?}", Settings::default()));
     // Only --max-body and --public-url given: those two are kept, the rest
     // comes from the file.
-    let mut c = defaults();
-    c.public_url = Some("https://flag.test".into());
-    file.apply(&mut c, &|id| id == "max_body" || id == "public_url");
-    assert_eq!(c.max_body, defaults().max_body);
+    let mut s = Settings {
+        public_url: Some("https://flag.test".into()),
+        ..Settings::default()
+    };
+    s.overlay(file.settings().clone(), &|id| {
+        id == "max_body" || id == "public_url"
+    });
+    let c = config(s);
+    assert_eq!(c.max_body, config(Settings::default()).max_body);
     assert_eq!(c.public_url.as_deref(), Some("https://flag.test"));
     assert_eq!(c.max_connections_per_ip, 64);
 }
 
+/// The certificate is one setting: a flag that names one leaves out the
+/// file's `[tls]` and `[acme]` whole.
 #[test]
-fn every_key_names_a_distinct_flag() {
-    let mut flags: Vec<&str> = KEYS.iter().map(|(_, flag)| *flag).collect();
-    flags.sort_unstable();
-    flags.dedup();
-    assert_eq!(flags.len(), KEYS.len());
+fn a_certificate_on_the_command_line_leaves_out_the_files() {
+    let file = ConfigFile::load(&fixture("good.toml")).expect("good.toml");
+    let mut s = Settings::default();
+    s.tls.self_signed = true;
+    s.overlay(file.settings().clone(), &|id| id == "self_signed");
+    assert!(matches!(s.certificate(), Some(TlsSource::SelfSigned)));
+    assert_eq!(s.tls.tls_cert, None);
+    // Without it, the file's certificate.
+    let mut s = Settings::default();
+    s.overlay(file.settings().clone(), &|_| false);
+    assert!(matches!(s.certificate(), Some(TlsSource::Files { .. })));
+    assert!(Settings::default().certificate().is_none());
 }
 
 #[test]
@@ -214,6 +231,26 @@ fn a_missing_certificate_is_refused() {
     ConfigFile::load(&fixture("bad-no-tls.toml")).expect("loads");
 }
 
+/// The example file's `self_signed = true` left in place with `[acme]` set
+/// would serve the self-signed certificate, silently: refused instead.
+#[test]
+fn acme_with_another_certificate_is_refused() {
+    assert_eq!(
+        refusal("bad-acme-and-self-signed.toml"),
+        format!(
+            "{}:5:10: acme.domain: cannot be used together with tls.self_signed = true (set self_signed = false for a certificate from ACME)",
+            fixture("bad-acme-and-self-signed.toml").display()
+        )
+    );
+    assert_eq!(
+        refusal("bad-acme-and-cert.toml"),
+        format!(
+            "{}:6:10: acme.domain: cannot be used together with tls.cert and tls.key (remove one or the other)",
+            fixture("bad-acme-and-cert.toml").display()
+        )
+    );
+}
+
 #[test]
 fn a_policy_that_does_not_compile_is_refused() {
     let policy = fixture("broken.cedar");
@@ -251,6 +288,43 @@ fn a_missing_file_is_refused() {
     );
 }
 
+/// The keys of a table of the config file (`None`: the top level), as its
+/// error for an unknown key lists them.
+fn file_keys(dir: &Path, table: Option<&str>) -> Result<Vec<String>, String> {
+    let path = dir.join("keys.toml");
+    let text = match table {
+        None => "zzz = 0".to_owned(),
+        Some(t) => format!("[{t}]\nzzz = 0"),
+    };
+    std::fs::write(&path, text).expect("write keys.toml");
+    match ConfigFile::load(&path) {
+        Err(ConfigFileError::At { message, .. }) => message
+            .split_once("expected one of ")
+            .map(|(_, keys)| {
+                keys.split(", ")
+                    .map(|k| k.trim_matches('`').to_owned())
+                    .collect()
+            })
+            .ok_or(message),
+        other => panic!("zzz was not refused: {other:?}"),
+    }
+}
+
+/// Every key of the file, dotted for tables.
+fn every_key() -> Vec<String> {
+    let dir = std::env::temp_dir().join(format!("relay-config-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut keys = Vec::new();
+    for key in file_keys(&dir, None).expect("top-level keys") {
+        match file_keys(&dir, Some(&key)) {
+            Ok(inner) => keys.extend(inner.into_iter().map(|k| format!("{key}.{k}"))),
+            Err(_) => keys.push(key),
+        }
+    }
+    std::fs::remove_dir_all(&dir).expect("remove temp dir");
+    keys
+}
+
 /// deploy/relay.toml passes the check, has every key (set or commented
 /// out, in its table), and what it sets are the defaults, apart from the
 /// settings a deployment must choose.
@@ -258,10 +332,12 @@ fn a_missing_file_is_refused() {
 fn the_deploy_example_covers_every_key_with_its_default() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/relay.toml");
     let text = std::fs::read_to_string(&path).expect("deploy/relay.toml");
-    for (key, _) in KEYS {
+    let keys = every_key();
+    assert!(keys.len() > 40, "{keys:?}");
+    for key in &keys {
         let (table, name) = match key.split_once('.') {
             Some((t, n)) => (Some(t), n),
-            None => (None, *key),
+            None => (None, key.as_str()),
         };
         let section = match table {
             None => text.split("\n[").next().unwrap_or_default(),
@@ -281,11 +357,10 @@ fn the_deploy_example_covers_every_key_with_its_default() {
     }
 
     let file = ConfigFile::check(&path).expect("deploy/relay.toml");
-    let mut example = defaults();
-    file.apply(&mut example, &|_| false);
-    let mut expected = defaults();
+    let example = from_file(&file);
+    let mut expected = config(Settings::default());
     expected.public_url = Some("https://relay.example.com".into());
     expected.state_dir = PathBuf::from("/var/lib/drawbridge");
     assert_eq!(format!("{example:?}"), format!("{expected:?}"));
-    assert_eq!(file.log_format(), Some(LogFormat::default()));
+    assert_eq!(file.settings().log_format, Some(LogFormat::default()));
 }

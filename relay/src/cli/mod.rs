@@ -7,6 +7,7 @@ mod reload;
 mod route;
 mod serve;
 mod state_dir;
+pub(crate) mod table;
 mod token;
 mod tools;
 mod user;
@@ -21,7 +22,7 @@ use audit::AuditCommand;
 use config::ConfigCommand;
 use route::RouteCommand;
 use serve::ServeArgs;
-use state_dir::StateDir;
+pub use state_dir::StateDir;
 use token::TokenCommand;
 use tools::ToolsCommand;
 use user::UserCommand;
@@ -101,15 +102,7 @@ enum Command {
 /// Runs the command `cli` that was parsed from `matches`; the process's exit
 /// code (an error is printed on stderr).
 pub fn run(cli: Cli, matches: &ArgMatches) -> ExitCode {
-    // Whether a flag came from the command line or the environment (which
-    // win over the config file) rather than from its default.
-    let given = |id: &str| {
-        let m = matches.subcommand_matches("serve").unwrap_or(matches);
-        matches!(
-            m.value_source(id),
-            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-        )
-    };
+    let given = |id: &str| given(matches, id);
     for (id, flag, instead) in [
         (
             "oidc_client_secret",
@@ -141,6 +134,17 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether flag `id` (of `relay serve`, or global) came from the command
+/// line or the environment (which win over the config file) rather than
+/// from its default.
+fn given(matches: &ArgMatches, id: &str) -> bool {
+    let m = matches.subcommand_matches("serve").unwrap_or(matches);
+    matches!(
+        m.value_source(id),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
 }
 
 fn run_command(
@@ -176,32 +180,61 @@ mod tests {
     use super::*;
     use clap::CommandFactory as _;
 
-    /// Every `relay serve` flag has a key in the config file, and every key
-    /// stands for a flag (a new flag without a key fails here).
+    /// The keys of a table of the config file (`None`: the top level), as
+    /// its error for an unknown key lists them.
+    fn file_keys(table: Option<&str>) -> Vec<String> {
+        let text = match table {
+            None => "zzz = 0".to_owned(),
+            Some(t) => format!("[{t}]\nzzz = 0"),
+        };
+        let e = toml::from_str::<crate::settings::Settings>(&text).expect_err("zzz is unknown");
+        let message = e.message().to_owned();
+        let (_, expected) = message.split_once("expected one of ").expect(&message);
+        expected
+            .split(", ")
+            .map(|k| k.trim_matches('`').to_owned())
+            .collect()
+    }
+
+    /// Every `relay serve` flag has a key in the config file (its id, the
+    /// key in its table as `<table>_<key>`, or `quic` for `--no-quic`), and
+    /// every key stands for a flag (`log_format` for the global
+    /// `--log-format`, which `serve` has too).
     #[test]
     fn every_serve_flag_has_a_config_key() {
         let mut cli = Cli::command();
         cli.build();
         let serve = cli.find_subcommand("serve").expect("serve");
-        let flags: Vec<String> = serve
+        let mut flags: Vec<String> = serve
             .get_arguments()
             .filter(|a| !a.is_hide_set() && a.get_long().is_some())
             .map(|a| a.get_id().to_string())
             .filter(|id| !["config", "help"].contains(&id.as_str()))
             .collect();
-        let keys: Vec<&str> = crate::config_file::KEYS.iter().map(|(_, f)| *f).collect();
-        let missing: Vec<&String> = flags
-            .iter()
-            .filter(|f| !keys.contains(&f.as_str()))
-            .collect();
-        assert!(
-            missing.is_empty(),
-            "flags without a config key: {missing:?}"
-        );
-        let unknown: Vec<&&str> = keys
-            .iter()
-            .filter(|k| !flags.iter().any(|f| f == *k))
-            .collect();
-        assert!(unknown.is_empty(), "config keys for no flag: {unknown:?}");
+        let mut keys = Vec::new();
+        for key in file_keys(None) {
+            let inner = toml::from_str::<crate::settings::Settings>(&format!("[{key}]\nzzz = 0"));
+            if inner.is_err_and(|e| e.message().starts_with("unknown field")) {
+                keys.extend(
+                    file_keys(Some(&key))
+                        .into_iter()
+                        .map(|k| (Some(key.clone()), k)),
+                );
+            } else {
+                keys.push((None, key));
+            }
+        }
+        for (table, key) in &keys {
+            let ids = [
+                key.clone(),
+                format!("{}_{key}", table.as_deref().unwrap_or_default()),
+                format!("no_{key}"),
+            ];
+            let Some(at) = flags.iter().position(|f| ids.contains(f)) else {
+                panic!("no flag for the key {table:?} {key}; flags left: {flags:?}");
+            };
+            flags.remove(at);
+        }
+        assert!(flags.is_empty(), "flags without a config key: {flags:?}");
     }
 }

@@ -2,7 +2,8 @@
 
 use clap::Subcommand;
 
-use super::state_dir::{open, StateDir};
+use super::state_dir::{block_on, open, StateDir};
+use super::table::{Column, Table};
 
 #[derive(Subcommand)]
 pub enum RouteCommand {
@@ -25,15 +26,16 @@ pub fn run(command: RouteCommand) -> anyhow::Result<()> {
     match command {
         RouteCommand::List { state } => {
             let store = open(&state)?;
-            println!("{:<32}  OWNER", "ROUTE");
-            for (name, owner) in store.list_routes()? {
-                println!("{name:<32}  {owner}");
+            let mut table = Table::new([Column::left("ROUTE", 32), Column::rest("OWNER")]);
+            for (name, owner) in block_on(store.list_routes())? {
+                table.row([name, owner]);
             }
+            print!("{table}");
             Ok(())
         }
         RouteCommand::Release { state, name } => {
             let store = open(&state)?;
-            if store.release_route(&name)? {
+            if block_on(store.release_route(&name))? {
                 eprintln!("released route '{name}'");
                 Ok(())
             } else {

@@ -2,7 +2,7 @@
 
 use clap::Subcommand;
 
-use super::state_dir::{open, StateDir};
+use super::state_dir::{block_on, open, StateDir};
 use crate::admin;
 use crate::token::TokenKind;
 
@@ -72,8 +72,13 @@ pub fn run(command: TokenCommand) -> anyhow::Result<()> {
                 TokenKind::Agent
             };
             let expires = expires.as_deref().map(admin::parse_duration).transpose()?;
-            let (record, secret) =
-                admin::create_token(&store, kind, &owner, name.as_deref(), expires)?;
+            let (record, secret) = block_on(admin::create_token(
+                &store,
+                kind,
+                &owner,
+                name.as_deref(),
+                expires,
+            ))?;
             eprintln!(
                 "created {} token {} for {} (shown once; store it now)",
                 record.kind, record.id, record.owner
@@ -84,16 +89,16 @@ pub fn run(command: TokenCommand) -> anyhow::Result<()> {
         TokenCommand::List { state, json } => {
             let store = open(&state)?;
             let out = if json {
-                admin::list_tokens_json(&store)?
+                block_on(admin::list_tokens_json(&store))?
             } else {
-                admin::list_tokens(&store)?
+                block_on(admin::list_tokens(&store))?
             };
             print!("{out}");
             Ok(())
         }
         TokenCommand::Revoke { state, id } => {
             let store = open(&state)?;
-            let record = store.revoke_token(&id)?;
+            let record = block_on(store.revoke_token(&id))?;
             eprintln!(
                 "revoked {} token {} of {}",
                 record.kind, record.id, record.owner
@@ -113,7 +118,7 @@ pub fn run(command: TokenCommand) -> anyhow::Result<()> {
                 .map(admin::parse_duration)
                 .transpose()?
                 .map(|d| crate::store::now() + d.as_secs() as i64);
-            let (record, secret) = store.rotate_token(&id, grace, expires_at)?;
+            let (record, secret) = block_on(store.rotate_token(&id, grace, expires_at))?;
             eprintln!(
                 "issued token {} to replace {id}; {id} stays valid for {}",
                 record.id,

@@ -2,7 +2,7 @@
 
 use clap::Subcommand;
 
-use super::state_dir::{open, StateDir};
+use super::state_dir::{block_on, open, StateDir};
 
 #[derive(Subcommand)]
 pub enum ToolsCommand {
@@ -36,14 +36,19 @@ pub fn run(command: ToolsCommand) -> anyhow::Result<()> {
     match command {
         ToolsCommand::List { state, route, json } => {
             let store = open(&state)?;
-            print!("{}", crate::pins::list(&store, &route, json)?);
+            print!("{}", block_on(crate::pins::list(&store, &route, json))?);
             Ok(())
         }
         ToolsCommand::Approve { state, route, tool } => {
             let store = open(&state)?;
             print!(
                 "{}",
-                crate::pins::approve(&store, &state.path(), &route, tool.as_deref())?
+                block_on(crate::pins::approve(
+                    &store,
+                    &state.path(),
+                    &route,
+                    tool.as_deref()
+                ))?
             );
             Ok(())
         }

@@ -3,7 +3,8 @@
 use anyhow::Context as _;
 use clap::Subcommand;
 
-use super::state_dir::{open, StateDir};
+use super::state_dir::{block_on, open, StateDir};
+use super::table::{Column, Table};
 
 #[derive(Subcommand)]
 pub enum UserCommand {
@@ -34,23 +35,24 @@ pub fn run(command: UserCommand) -> anyhow::Result<()> {
         UserCommand::Add { state, email } => {
             let store = open(&state)?;
             let password = read_password()?;
-            crate::oauth::accounts::add_user(&store, &email, &password)?;
+            block_on(crate::oauth::accounts::add_user(&store, &email, &password))?;
             eprintln!("added user {}", email.trim());
             Ok(())
         }
         UserCommand::List { state } => {
             let store = open(&state)?;
-            println!("{:<40}  ADDED", "EMAIL");
-            for (email, created) in store.list_users()? {
+            let mut table = Table::new([Column::left("EMAIL", 40), Column::rest("ADDED")]);
+            for (email, created) in block_on(store.list_users())? {
                 let added =
                     std::time::UNIX_EPOCH + std::time::Duration::from_secs(created.max(0) as u64);
-                println!("{email:<40}  {}", humantime::format_rfc3339_seconds(added));
+                table.row([email, humantime::format_rfc3339_seconds(added).to_string()]);
             }
+            print!("{table}");
             Ok(())
         }
         UserCommand::Remove { state, email } => {
             let store = open(&state)?;
-            store.remove_user(&email)?;
+            block_on(store.remove_user(&email))?;
             eprintln!("removed user {email}; their sessions and OAuth tokens are revoked");
             Ok(())
         }

@@ -27,7 +27,7 @@ pub fn admit(state: &SharedState, parts: &Parts) -> Result<(), Refusal> {
 
 /// Checks the bearer token: a client token, or an OAuth access token issued
 /// for exactly this route.
-pub fn authenticate(
+pub async fn authenticate(
     state: &SharedState,
     headers: &http::HeaderMap,
     route: &str,
@@ -49,6 +49,7 @@ pub fn authenticate(
         let record = state
             .store
             .verify_access(presented)
+            .await
             .map_err(|rejection| refuse("invalid_token", rejection.to_string()))?;
         // The token's audience is one route (RFC 8707): never another.
         if record.resource != state.route_url(route) {
@@ -57,7 +58,7 @@ pub fn authenticate(
                 "the token was issued for another resource".into(),
             ));
         }
-        let groups = state.store.groups(&record.email).map_err(|e| {
+        let groups = state.store.groups(&record.email).await.map_err(|e| {
             tracing::error!(error = %e, "groups lookup failed");
             Refusal::TokenUncheckable
         })?;
@@ -79,6 +80,7 @@ pub fn authenticate(
     let record = state
         .store
         .verify(presented)
+        .await
         .map_err(|rejection| refuse("invalid_token", rejection.to_string()))?;
     if record.kind != TokenKind::Client {
         return Err(refuse(

@@ -253,7 +253,7 @@ fn describe(m: &Message) -> String {
 /// The decision on a request, with what [`decide`] needs from the relay's
 /// state: the tools whose pins changed. Not judged with
 /// `--bench-disable-policy-and-audit`.
-pub fn judge(
+pub async fn judge(
     state: &SharedState,
     caller: &Caller<'_>,
     access: Access,
@@ -272,7 +272,9 @@ pub fn judge(
         };
     }
     let changed_tools = match body {
-        Classified::Messages(m) => pins::changed_tools(&state.store, caller.route, &m.messages),
+        Classified::Messages(m) => {
+            pins::changed_tools(&state.store, caller.route, &m.messages).await
+        }
         Classified::Opaque(_) => Vec::new(),
     };
     let route = Route {

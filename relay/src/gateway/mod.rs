@@ -145,17 +145,17 @@ async fn serve(
         return Ok(cors::preflight());
     }
     // 1. Who is asking.
-    let who = authenticate::authenticate(state, &parts.headers, ask.route)?;
+    let who = authenticate::authenticate(state, &parts.headers, ask.route).await?;
     audit::identify(trail, &who);
     // 2. Which route, whose, and who serves it now.
-    let owner = route::owner(state, ask.route)?;
+    let owner = route::owner(state, ask.route).await?;
     trail.route_known = true;
-    let routed = route::route(state, parts, ask, &who, owner, legacy)?;
+    let routed = route::route(state, parts, ask, &who, owner, legacy).await?;
     let caller = routed.caller(&who, ask.route);
     // 3. What the body says.
     let body = classify::classify(state, parts, routed.mcp(), body.take(), trail).await?;
     // 4. The policy decides (and the audit records what it decided).
-    let verdict = decide::judge(state, &caller, who.access, &routed, parts, &body);
+    let verdict = decide::judge(state, &caller, who.access, &routed, parts, &body).await;
     let allowed = audit::record(state, trail, &body, verdict)?;
     let watch = forward::watch(state, &body, &routed, &caller, ask.request_id);
     let upload = classify::upload(state, body, trail).await?;

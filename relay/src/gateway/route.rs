@@ -90,8 +90,8 @@ fn split_route(path: &str) -> Option<(&str, &str)> {
 }
 
 /// Who claimed `route` on this relay.
-pub fn owner(state: &SharedState, route: &str) -> Result<String, Refusal> {
-    match state.store.route_owner(route) {
+pub async fn owner(state: &SharedState, route: &str) -> Result<String, Refusal> {
+    match state.store.route_owner(route).await {
         Ok(Some(owner)) => Ok(owner),
         Ok(None) => Err(Refusal::UnknownRoute),
         Err(e) => {
@@ -105,7 +105,7 @@ pub fn owner(state: &SharedState, route: &str) -> Result<String, Refusal> {
 /// grants, and the legacy HTTP+SSE transport: a message POSTed to a legacy
 /// session (`legacy`) takes the path of any other, with the session's
 /// headers.
-pub fn route(
+pub async fn route(
     state: &SharedState,
     parts: &mut Parts,
     ask: &Ask<'_>,
@@ -148,6 +148,7 @@ pub fn route(
     let (engine, grants) = match state
         .policies
         .with_live_grants(&state.store, route, &route_policy)
+        .await
     {
         Ok(g) => g,
         Err(e) => {

@@ -1,5 +1,6 @@
 //! The HTTP pieces every part of the relay shares: body types, JSON error
-//! answers, content-type checks and the server-sent event splitter.
+//! answers, content-type checks, the server-sent event splitter, and the
+//! serving of axum routers.
 //!
 //! This module imports nothing else of the relay, so that the gateway, the
 //! OAuth server, the grants API and the stream filters can all use it without
@@ -8,4 +9,5 @@
 pub mod body;
 pub mod content_type;
 pub mod response;
+pub mod router;
 pub mod sse_events;

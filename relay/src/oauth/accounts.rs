@@ -22,7 +22,7 @@ pub fn hash_password(password: &str) -> Result<String, RelayError> {
 }
 
 /// Adds a local account.
-pub fn add_user(store: &Store, email: &str, password: &str) -> Result<(), RelayError> {
+pub async fn add_user(store: &Store, email: &str, password: &str) -> Result<(), RelayError> {
     let email = email.trim();
     let valid = email
         .split_once('@')
@@ -38,39 +38,50 @@ pub fn add_user(store: &Store, email: &str, password: &str) -> Result<(), RelayE
             "the password must have at least {MIN_PASSWORD_LEN} characters"
         )));
     }
-    store.add_user(email, &hash_password(password)?)
+    Ok(store.add_user(email, &hash_password(password)?).await?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn accounts_sign_in_with_their_password_only() {
+    #[tokio::test]
+    async fn accounts_sign_in_with_their_password_only() {
         let dir = std::env::temp_dir().join(format!("dbr-acct-{}", crate::token::random_hex(6)));
         let store = Store::open(&dir).expect("open");
-        add_user(&store, "alice@example.com", "correct horse").expect("add");
+        add_user(&store, "alice@example.com", "correct horse")
+            .await
+            .expect("add");
         assert!(matches!(
-            add_user(&store, "alice@example.com", "another one"),
-            Err(RelayError::UserExists(_))
+            add_user(&store, "alice@example.com", "another one").await,
+            Err(RelayError::Store(crate::store::StoreError::UserExists(_)))
         ));
-        assert!(add_user(&store, "bob", "long enough").is_err());
-        assert!(add_user(&store, "bob@example.com", "short").is_err());
+        assert!(add_user(&store, "bob", "long enough").await.is_err());
+        assert!(add_user(&store, "bob@example.com", "short").await.is_err());
         let checks = super::super::password_checks::PasswordChecks::default();
         let mut slot = checks.try_slot().expect("slot");
-        let mut check = |email, password| slot.check(&store, email, password).expect("check");
-        assert!(check("alice@example.com", "correct horse"));
-        assert!(!check("alice@example.com", "wrong horse"));
-        assert!(!check("nobody@example.com", "correct horse"));
         let stored = store
             .user_password_hash("alice@example.com")
-            .expect("get")
-            .expect("some");
+            .await
+            .expect("get");
+        let nobody = store
+            .user_password_hash("nobody@example.com")
+            .await
+            .expect("get");
+        assert!(slot.check(stored.as_deref(), "correct horse"));
+        assert!(!slot.check(stored.as_deref(), "wrong horse"));
+        assert!(!slot.check(nobody.as_deref(), "correct horse"));
+        let stored = stored.expect("some");
         assert!(stored.starts_with("$argon2id$"), "{stored}");
-        store.remove_user("alice@example.com").expect("remove");
-        assert!(!slot
-            .check(&store, "alice@example.com", "correct horse")
-            .expect("check"));
+        store
+            .remove_user("alice@example.com")
+            .await
+            .expect("remove");
+        let gone = store
+            .user_password_hash("alice@example.com")
+            .await
+            .expect("get");
+        assert!(!slot.check(gone.as_deref(), "correct horse"));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -223,7 +223,7 @@ pub async fn authorize(
     headers: &HeaderMap,
     query: &str,
 ) -> Response<RespBody> {
-    let session = session::current(state, headers);
+    let session = session::current(state, headers).await;
     let req = match check(state, peer, query).await {
         Ok(r) => r,
         Err(refusal @ Refusal::Redirect { .. })
@@ -239,21 +239,22 @@ pub async fn authorize(
                 match state
                     .store
                     .has_consent(email, &req.client.client_id, &req.route, &req.scope)
+                    .await
                 {
-                    Ok(true) => issue_code(state, &req, email),
+                    Ok(true) => issue_code(state, &req, email).await,
                     Ok(false) => consent_page(&s, &req, email),
                     Err(e) => super::store_failed_page(e),
                 }
             }
-            None => login_page(state, &s, &req, "", None, StatusCode::OK),
+            None => login_page(state, &s, &req, "", None, StatusCode::OK).await,
         },
         None => {
             // A fresh session to carry the CSRF token of the sign-in form.
-            let id = match state.store.create_session(None, session::TTL_SECS) {
+            let id = match state.store.create_session(None, session::TTL_SECS).await {
                 Ok(id) => id,
                 Err(e) => return super::store_failed_page(e),
             };
-            let s = match state.store.session(&id) {
+            let s = match state.store.session(&id).await {
                 Ok(Some(s)) => s,
                 Ok(None) => {
                     return super::store_failed_page(crate::RelayError::Config(
@@ -262,7 +263,10 @@ pub async fn authorize(
                 }
                 Err(e) => return super::store_failed_page(e),
             };
-            session::with_cookie(login_page(state, &s, &req, "", None, StatusCode::OK), &id)
+            session::with_cookie(
+                login_page(state, &s, &req, "", None, StatusCode::OK).await,
+                &id,
+            )
         }
     }
 }
@@ -274,7 +278,7 @@ pub async fn login(
     headers: &HeaderMap,
     form: &Params,
 ) -> Response<RespBody> {
-    let Some((old_id, s)) = checked_session(state, headers, form) else {
+    let Some((old_id, s)) = checked_session(state, headers, form).await else {
         return csrf_refused();
     };
     let req = match check(state, peer, form.get("request").unwrap_or("")).await {
@@ -299,7 +303,8 @@ pub async fn login(
                 email,
                 Some("Wrong email or password."),
                 StatusCode::UNAUTHORIZED,
-            );
+            )
+            .await;
         }
         Verdict::Refused(t) => {
             tracing::info!(email, %peer, refused = ?t, "sign-in throttled");
@@ -310,7 +315,8 @@ pub async fn login(
                 email,
                 Some(&t.message()),
                 StatusCode::TOO_MANY_REQUESTS,
-            );
+            )
+            .await;
             resp.headers_mut()
                 .insert(http::header::RETRY_AFTER, t.retry_after_secs().into());
             return resp;
@@ -318,8 +324,12 @@ pub async fn login(
         Verdict::Failed(e) => return super::store_failed_page(e),
     }
     // A new session id on sign-in (no session fixation).
-    let _ = state.store.end_session(&old_id);
-    let id = match state.store.create_session(Some(email), session::TTL_SECS) {
+    let _ = state.store.end_session(&old_id).await;
+    let id = match state
+        .store
+        .create_session(Some(email), session::TTL_SECS)
+        .await
+    {
         Ok(id) => id,
         Err(e) => return super::store_failed_page(e),
     };
@@ -335,7 +345,7 @@ pub async fn consent(
     headers: &HeaderMap,
     form: &Params,
 ) -> Response<RespBody> {
-    let Some((_, s)) = checked_session(state, headers, form) else {
+    let Some((_, s)) = checked_session(state, headers, form).await else {
         return csrf_refused();
     };
     let req = match check(state, peer, form.get("request").unwrap_or("")).await {
@@ -343,18 +353,18 @@ pub async fn consent(
         Err(refusal) => return refused(state, refusal),
     };
     let Some(email) = s.email.clone() else {
-        return login_page(state, &s, &req, "", None, StatusCode::UNAUTHORIZED);
+        return login_page(state, &s, &req, "", None, StatusCode::UNAUTHORIZED).await;
     };
     match form.get("decision") {
         Some("approve") => {
-            if let Err(e) =
-                state
-                    .store
-                    .record_consent(&email, &req.client.client_id, &req.route, &req.scope)
+            if let Err(e) = state
+                .store
+                .record_consent(&email, &req.client.client_id, &req.route, &req.scope)
+                .await
             {
                 return super::store_failed_page(e);
             }
-            issue_code(state, &req, &email)
+            issue_code(state, &req, &email).await
         }
         Some("deny") => refused(
             state,
@@ -373,12 +383,12 @@ pub async fn consent(
 }
 
 /// The session of a form post, if its CSRF token is the session's.
-fn checked_session(
+async fn checked_session(
     state: &SharedState,
     headers: &HeaderMap,
     form: &Params,
 ) -> Option<(String, Session)> {
-    let (id, s) = session::current(state, headers)?;
+    let (id, s) = session::current(state, headers).await?;
     session::csrf_ok(&s, form.get("csrf")).then_some((id, s))
 }
 
@@ -393,7 +403,11 @@ fn csrf_refused() -> Response<RespBody> {
     )
 }
 
-fn issue_code(state: &SharedState, req: &AuthorizeRequest, email: &str) -> Response<RespBody> {
+async fn issue_code(
+    state: &SharedState,
+    req: &AuthorizeRequest,
+    email: &str,
+) -> Response<RespBody> {
     let code = AuthCode {
         family: token::random_hex(16),
         client_id: req.client.client_id.clone(),
@@ -404,7 +418,7 @@ fn issue_code(state: &SharedState, req: &AuthorizeRequest, email: &str) -> Respo
         scope: req.scope.clone(),
         expires_at: now() + CODE_TTL_SECS,
     };
-    let secret = match state.store.insert_code(&code) {
+    let secret = match state.store.insert_code(&code).await {
         Ok(s) => s,
         Err(e) => return super::store_failed_page(e),
     };
@@ -530,7 +544,7 @@ fn client_label(client: &OAuthClient) -> String {
 
 /// The sign-in page: the password form when the relay has local accounts
 /// (or no upstream provider), a link per upstream provider.
-fn login_page(
+async fn login_page(
     state: &SharedState,
     s: &Session,
     req: &AuthorizeRequest,
@@ -540,7 +554,7 @@ fn login_page(
 ) -> Response<RespBody> {
     let upstream = &state.oauth.upstream;
     let passwords = !upstream.any()
-        || match state.store.list_users() {
+        || match state.store.list_users().await {
             Ok(users) => !users.is_empty(),
             Err(e) => return super::store_failed_page(e),
         };

@@ -469,12 +469,20 @@ pub async fn find_client(
 ) -> Result<Option<OAuthClient>, LookupError> {
     let cimd = &state.oauth.cimd;
     if !is_url_client_id(client_id) || !cimd.enabled() {
-        return Ok(state.store.client(client_id)?);
+        return Ok(state
+            .store
+            .client(client_id)
+            .await
+            .map_err(crate::RelayError::from)?);
     }
     let client = cimd.client(client_id, caller).await.inspect_err(|e| {
         tracing::info!(client_id, %caller, error = %e, "client metadata document refused");
     })?;
-    state.store.upsert_client(&client)?;
+    state
+        .store
+        .upsert_client(&client)
+        .await
+        .map_err(crate::RelayError::from)?;
     Ok(Some(client))
 }
 

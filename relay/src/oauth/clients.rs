@@ -85,7 +85,7 @@ pub fn redirect_matches(registered: &str, presented: &str) -> bool {
 }
 
 /// `POST /oauth/register`.
-pub fn register(state: &SharedState, peer: SocketAddr, body: &[u8]) -> Response<RespBody> {
+pub async fn register(state: &SharedState, peer: SocketAddr, body: &[u8]) -> Response<RespBody> {
     if let Err(wait) = state
         .oauth
         .registrations
@@ -117,7 +117,7 @@ pub fn register(state: &SharedState, peer: SocketAddr, body: &[u8]) -> Response<
         redirect_uris,
         created_at: now(),
     };
-    if let Err(e) = state.store.insert_client(&client) {
+    if let Err(e) = state.store.insert_client(&client).await {
         tracing::error!(error = %e, "storing an OAuth client failed");
         return oauth_error(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -70,7 +70,11 @@ pub fn display_user_code(code: &str) -> String {
 }
 
 /// `POST /oauth/device_authorization` (RFC 8628 §3.1–3.2).
-pub fn authorization(state: &SharedState, peer: SocketAddr, form: &Params) -> Response<RespBody> {
+pub async fn authorization(
+    state: &SharedState,
+    peer: SocketAddr,
+    form: &Params,
+) -> Response<RespBody> {
     if let Err(wait) = state
         .oauth
         .device_requests
@@ -117,10 +121,10 @@ pub fn authorization(state: &SharedState, peer: SocketAddr, form: &Params) -> Re
     let mut issued = None;
     for _ in 0..5 {
         let user_code = new_user_code();
-        if let Ok(device_code) =
-            state
-                .store
-                .insert_device_code(&user_code, AGENT_CLIENT_ID, ttl, interval)
+        if let Ok(device_code) = state
+            .store
+            .insert_device_code(&user_code, AGENT_CLIENT_ID, ttl, interval)
+            .await
         {
             issued = Some((device_code, user_code));
             break;
@@ -152,7 +156,7 @@ pub fn authorization(state: &SharedState, peer: SocketAddr, form: &Params) -> Re
 
 /// The token endpoint's device code grant (RFC 8628 §3.4–3.5): the
 /// credential, or why not yet.
-pub fn exchange(state: &SharedState, form: &Params) -> Result<serde_json::Value, TokenError> {
+pub async fn exchange(state: &SharedState, form: &Params) -> Result<serde_json::Value, TokenError> {
     match form.get("client_id") {
         Some(AGENT_CLIENT_ID) => {}
         Some(_) => {
@@ -166,7 +170,7 @@ pub fn exchange(state: &SharedState, form: &Params) -> Result<serde_json::Value,
     let code = form
         .get("device_code")
         .ok_or_else(|| TokenError::new("invalid_request", "device_code is required"))?;
-    let poll = state.store.poll_device(code).map_err(|e| {
+    let poll = state.store.poll_device(code).await.map_err(|e| {
         tracing::error!(error = %e, "device code lookup failed");
         TokenError::new("server_error", "the relay's state store failed")
     })?;
@@ -206,6 +210,7 @@ pub fn exchange(state: &SharedState, form: &Params) -> Result<serde_json::Value,
     let (record, secret) = state
         .store
         .create_token(TokenKind::Agent, &email, "agent login", None)
+        .await
         .map_err(|e| {
             tracing::error!(error = %e, "could not create the agent credential");
             TokenError::new("server_error", "the relay's state store failed")
@@ -220,7 +225,7 @@ pub fn exchange(state: &SharedState, form: &Params) -> Result<serde_json::Value,
 }
 
 /// `GET /device[?user_code=…]`.
-pub fn page(
+pub async fn page(
     state: &SharedState,
     peer: SocketAddr,
     headers: &HeaderMap,
@@ -230,13 +235,13 @@ pub fn page(
         .get("user_code")
         .unwrap_or("")
         .to_owned();
-    let Some((_, s)) = session::current(state, headers) else {
+    let Some((_, s)) = session::current(state, headers).await else {
         // A fresh session to carry the CSRF token of the sign-in form.
-        let id = match state.store.create_session(None, session::TTL_SECS) {
+        let id = match state.store.create_session(None, session::TTL_SECS).await {
             Ok(id) => id,
             Err(e) => return super::store_failed_page(e),
         };
-        let csrf = match state.store.session(&id) {
+        let csrf = match state.store.session(&id).await {
             Ok(Some(s)) => s.csrf,
             Ok(None) => {
                 return super::store_failed_page(crate::RelayError::Config(
@@ -246,17 +251,17 @@ pub fn page(
             Err(e) => return super::store_failed_page(e),
         };
         return session::with_cookie(
-            sign_in_page(state, StatusCode::OK, &csrf, &typed, "", None),
+            sign_in_page(state, StatusCode::OK, &csrf, &typed, "", None).await,
             &id,
         );
     };
     let Some(email) = s.email.clone() else {
-        return sign_in_page(state, StatusCode::OK, &s.csrf, &typed, "", None);
+        return sign_in_page(state, StatusCode::OK, &s.csrf, &typed, "", None).await;
     };
     if typed.is_empty() {
         return html(StatusCode::OK, pages::device_code(&email, "", None));
     }
-    match pending(state, peer, &typed) {
+    match pending(state, peer, &typed).await {
         Ok(code) => html(
             StatusCode::OK,
             pages::device_confirm(&s.csrf, &display_user_code(&code), &email),
@@ -272,7 +277,7 @@ pub async fn login(
     headers: &HeaderMap,
     form: &Params,
 ) -> Response<RespBody> {
-    let Some((old_id, s)) = checked_session(state, headers, form) else {
+    let Some((old_id, s)) = checked_session(state, headers, form).await else {
         return csrf_refused();
     };
     let typed = form.get("user_code").unwrap_or("").to_owned();
@@ -289,7 +294,8 @@ pub async fn login(
                 &typed,
                 &email,
                 Some("Wrong email or password."),
-            );
+            )
+            .await;
         }
         Verdict::Refused(t) => {
             tracing::info!(email, %peer, refused = ?t, "device sign-in throttled");
@@ -300,7 +306,8 @@ pub async fn login(
                 &typed,
                 &email,
                 Some(&t.message()),
-            );
+            )
+            .await;
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, t.retry_after_secs().into());
             return resp;
@@ -308,8 +315,12 @@ pub async fn login(
         Verdict::Failed(e) => return super::store_failed_page(e),
     }
     // A new session id on sign-in (no session fixation).
-    let _ = state.store.end_session(&old_id);
-    let id = match state.store.create_session(Some(&email), session::TTL_SECS) {
+    let _ = state.store.end_session(&old_id).await;
+    let id = match state
+        .store
+        .create_session(Some(&email), session::TTL_SECS)
+        .await
+    {
         Ok(id) => id,
         Err(e) => return super::store_failed_page(e),
     };
@@ -324,20 +335,20 @@ pub async fn login(
 }
 
 /// `POST /device/approve`: the signed-in person approves or denies a code.
-pub fn approve(
+pub async fn approve(
     state: &SharedState,
     peer: SocketAddr,
     headers: &HeaderMap,
     form: &Params,
 ) -> Response<RespBody> {
-    let Some((_, s)) = checked_session(state, headers, form) else {
+    let Some((_, s)) = checked_session(state, headers, form).await else {
         return csrf_refused();
     };
     let typed = form.get("user_code").unwrap_or("").to_owned();
     let Some(email) = s.email.clone() else {
-        return sign_in_page(state, StatusCode::UNAUTHORIZED, &s.csrf, &typed, "", None);
+        return sign_in_page(state, StatusCode::UNAUTHORIZED, &s.csrf, &typed, "", None).await;
     };
-    let code = match pending(state, peer, &typed) {
+    let code = match pending(state, peer, &typed).await {
         Ok(code) => code,
         Err((status, message)) => {
             return html(status, pages::device_code(&email, &typed, Some(&message)))
@@ -353,7 +364,7 @@ pub fn approve(
             )
         }
     };
-    match state.store.decide_device(&code, &email, approve) {
+    match state.store.decide_device(&code, &email, approve).await {
         Ok(true) if approve => {
             tracing::info!(email, "agent login approved");
             html(
@@ -382,7 +393,7 @@ pub fn approve(
 /// The pending request a typed code names, or the status and message to
 /// show. Wrong codes are rate-limited per address (guessing one is the
 /// attack, RFC 8628 §5.1).
-fn pending(
+async fn pending(
     state: &SharedState,
     peer: SocketAddr,
     typed: &str,
@@ -395,7 +406,7 @@ fn pending(
             ),
         ));
     };
-    match state.store.pending_device(&code) {
+    match state.store.pending_device(&code).await {
         Ok(Some(_)) => Ok(code),
         Ok(None) => {
             if let Err(wait) = state
@@ -426,7 +437,7 @@ fn pending(
 /// The `/device` sign-in page: the password form when the relay has local
 /// accounts (or no upstream provider), a link per upstream provider, which
 /// comes back to `/device` with the typed code.
-fn sign_in_page(
+async fn sign_in_page(
     state: &SharedState,
     status: StatusCode,
     csrf: &str,
@@ -436,7 +447,7 @@ fn sign_in_page(
 ) -> Response<RespBody> {
     let upstream = &state.oauth.upstream;
     let passwords = !upstream.any()
-        || match state.store.list_users() {
+        || match state.store.list_users().await {
             Ok(users) => !users.is_empty(),
             Err(e) => return super::store_failed_page(e),
         };
@@ -462,12 +473,12 @@ fn no_such_code(typed: &str) -> String {
     )
 }
 
-fn checked_session(
+async fn checked_session(
     state: &SharedState,
     headers: &HeaderMap,
     form: &Params,
 ) -> Option<(String, crate::oauth_store::Session)> {
-    let (id, s) = session::current(state, headers)?;
+    let (id, s) = session::current(state, headers).await?;
     session::csrf_ok(&s, form.get("csrf")).then_some((id, s))
 }
 

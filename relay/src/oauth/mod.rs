@@ -8,7 +8,8 @@
 //! ([`token_endpoint`]) and revocation ([`revoke`]); the device grant of
 //! `agent login` ([`device`], pages at `/device`); sign-in through an
 //! upstream OpenID Connect provider or GitHub ([`upstream`],
-//! [`upstream_oidc`], [`github`], [`upstream_http`]).
+//! [`upstream_oidc`], [`github`], [`upstream_http`]). Which function serves
+//! which path and method is in one table, the axum router of `router.rs`.
 //!
 //! Access tokens are opaque (`dboa_…`), stored hashed, and bound to exactly
 //! one route's URL; the gateway checks them in `authenticate`.
@@ -26,6 +27,7 @@ pub mod pkce;
 pub mod ratelimit;
 pub mod resource;
 pub mod revoke;
+mod router;
 pub mod scope;
 pub mod session;
 pub mod sign_in_throttle;
@@ -37,6 +39,7 @@ pub mod upstream_oidc;
 
 use std::net::SocketAddr;
 
+use axum::extract::ConnectInfo;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -100,125 +103,15 @@ pub fn serves(path: &str) -> bool {
 pub async fn handle(
     state: &SharedState,
     peer: SocketAddr,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<RespBody> {
     let path = req.uri().path().to_owned();
-    let method = req.method().clone();
-    if method == Method::OPTIONS {
+    if req.method() == Method::OPTIONS {
         return cors(preflight());
     }
-    let resp = match (method.clone(), path.as_str()) {
-        (Method::GET, "/.well-known/oauth-authorization-server")
-        | (Method::GET, "/.well-known/openid-configuration") => {
-            json(StatusCode::OK, &metadata::authorization_server(state))
-        }
-        (Method::GET, "/.well-known/oauth-protected-resource") => {
-            json(StatusCode::OK, &metadata::protected_resource(state, None))
-        }
-        (Method::GET, p) if p.starts_with("/.well-known/oauth-protected-resource/mcp/") => {
-            let route = &p["/.well-known/oauth-protected-resource/mcp/".len()..];
-            let route = route.strip_suffix('/').unwrap_or(route);
-            if protocol::validate_route_name(route).is_err() {
-                oauth_error(
-                    StatusCode::NOT_FOUND,
-                    "not_found",
-                    &format!("{route:?} is not a route name"),
-                )
-            } else {
-                json(
-                    StatusCode::OK,
-                    &metadata::protected_resource(state, Some(route)),
-                )
-            }
-        }
-        (Method::POST, "/oauth/register") => match read_body(req).await {
-            Ok(body) => clients::register(state, peer, &body),
-            Err(resp) => resp,
-        },
-        (Method::GET, "/oauth/authorize") => {
-            let query = req.uri().query().unwrap_or("").to_owned();
-            authorize::authorize(state, peer.ip(), req.headers(), &query).await
-        }
-        (Method::POST, "/oauth/login") => {
-            let headers = req.headers().clone();
-            match read_form(req).await {
-                Ok(form) => authorize::login(state, peer.ip(), &headers, &form).await,
-                Err(resp) => resp,
-            }
-        }
-        (Method::POST, "/oauth/consent") => {
-            let headers = req.headers().clone();
-            match read_form(req).await {
-                Ok(form) => authorize::consent(state, peer.ip(), &headers, &form).await,
-                Err(resp) => resp,
-            }
-        }
-        (Method::GET, p) if p.starts_with("/oauth/upstream/") => {
-            let provider = p["/oauth/upstream/".len()..].to_owned();
-            let query = req.uri().query().unwrap_or("").to_owned();
-            upstream::start(state, peer.ip(), &provider, req.headers(), &query).await
-        }
-        (Method::GET, p) if p.starts_with("/oauth/callback/") => {
-            let provider = p["/oauth/callback/".len()..].to_owned();
-            let query = req.uri().query().unwrap_or("").to_owned();
-            upstream::callback(state, &provider, req.headers(), &query).await
-        }
-        (Method::POST, "/oauth/token") => match read_form(req).await {
-            Ok(form) => token_endpoint::token(state, peer.ip(), &form).await,
-            Err(resp) => resp,
-        },
-        (Method::POST, "/oauth/revoke") => match read_form(req).await {
-            Ok(form) => revoke::revoke(state, &form),
-            Err(resp) => resp,
-        },
-        (Method::POST, "/oauth/device_authorization") => match read_form(req).await {
-            Ok(form) => device::authorization(state, peer, &form),
-            Err(resp) => resp,
-        },
-        (Method::GET, "/device") => {
-            let query = req.uri().query().unwrap_or("").to_owned();
-            device::page(state, peer, req.headers(), &query)
-        }
-        (Method::POST, "/device/login") => {
-            let headers = req.headers().clone();
-            match read_form(req).await {
-                Ok(form) => device::login(state, peer.ip(), &headers, &form).await,
-                Err(resp) => resp,
-            }
-        }
-        (Method::POST, "/device/approve") => {
-            let headers = req.headers().clone();
-            match read_form(req).await {
-                Ok(form) => device::approve(state, peer, &headers, &form),
-                Err(resp) => resp,
-            }
-        }
-        (
-            _,
-            "/.well-known/oauth-authorization-server"
-            | "/.well-known/openid-configuration"
-            | "/.well-known/oauth-protected-resource"
-            | "/oauth/register"
-            | "/oauth/authorize"
-            | "/oauth/login"
-            | "/oauth/consent"
-            | "/oauth/token"
-            | "/oauth/revoke"
-            | "/oauth/device_authorization"
-            | "/device"
-            | "/device/login"
-            | "/device/approve",
-        ) => oauth_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "invalid_request",
-            &format!("{method} is not allowed on {path}"),
-        ),
-        _ => oauth_error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            &format!("no such path on this relay: {path}"),
-        ),
-    };
+    req.extensions_mut().insert(state.clone());
+    req.extensions_mut().insert(ConnectInfo(peer));
+    let resp = crate::http::router::serve(&router::ROUTER, req).await;
     // The HTML pages are for the browser that signs in; everything else
     // may be read by browser-based MCP clients.
     if path.starts_with("/.well-known/")
@@ -266,7 +159,7 @@ impl Params {
     }
 }
 
-async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<RespBody>> {
+async fn read_body(req: axum::extract::Request) -> Result<Bytes, Response<RespBody>> {
     match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) => Err(oauth_error(
@@ -278,7 +171,7 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<RespBody>> 
 }
 
 /// Reads an `application/x-www-form-urlencoded` body.
-async fn read_form(req: Request<Incoming>) -> Result<Params, Response<RespBody>> {
+async fn read_form(req: axum::extract::Request) -> Result<Params, Response<RespBody>> {
     let is_form = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -382,7 +275,7 @@ pub fn form_action_source(redirect_uri: &str) -> Option<String> {
 }
 
 /// The page shown when the state store fails under a browser's request.
-pub fn store_failed_page(e: crate::RelayError) -> Response<RespBody> {
+pub fn store_failed_page(e: impl std::fmt::Display) -> Response<RespBody> {
     tracing::error!(error = %e, "OAuth state store failed");
     html(
         StatusCode::INTERNAL_SERVER_ERROR,

@@ -19,7 +19,6 @@ use argon2::{Algorithm, Argon2, Block, Params, Version};
 
 use crate::error::RelayError;
 use crate::state::SharedState;
-use crate::store::Store;
 
 use super::sign_in_throttle::Throttled;
 
@@ -75,16 +74,11 @@ impl PasswordChecks {
 impl Slot {
     /// Checks an email and password (blocking: seconds of CPU in a debug
     /// build, tens of milliseconds in a release one).
-    pub fn check(
-        &mut self,
-        store: &Store,
-        email: &str,
-        password: &str,
-    ) -> Result<bool, RelayError> {
-        let stored = store.user_password_hash(email)?;
-        let hash = stored.as_deref().unwrap_or(DUMMY_HASH);
+    /// `stored`: the account's stored hash (none: no such account).
+    pub fn check(&mut self, stored: Option<&str>, password: &str) -> bool {
+        let hash = stored.unwrap_or(DUMMY_HASH);
         let ok = self.verify(hash, password.as_bytes());
-        Ok(ok && stored.is_some())
+        ok && stored.is_some()
     }
 
     /// Whether `password` hashes to the PHC string `phc`, in this slot's
@@ -146,12 +140,14 @@ pub async fn sign_in(state: &SharedState, peer: IpAddr, email: &str, password: &
             retry_after: Duration::from_secs(1),
         });
     };
-    let checked = {
-        let state = state.clone();
-        let (email, password) = (email.to_owned(), password.to_owned());
-        tokio::task::spawn_blocking(move || slot.check(&state.store, &email, &password))
-            .await
-            .unwrap_or_else(|e| Err(RelayError::Password(e.to_string())))
+    let checked = match state.store.user_password_hash(email).await {
+        Ok(stored) => {
+            let password = password.to_owned();
+            tokio::task::spawn_blocking(move || Ok(slot.check(stored.as_deref(), &password)))
+                .await
+                .unwrap_or_else(|e| Err(RelayError::Password(e.to_string())))
+        }
+        Err(e) => Err(e.into()),
     };
     match checked {
         Ok(right) => {
@@ -169,32 +165,36 @@ pub async fn sign_in(state: &SharedState, peer: IpAddr, email: &str, password: &
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
 
-    #[test]
-    fn passwords_are_checked_in_reused_memory_and_slots_are_bounded() {
+    #[tokio::test]
+    async fn passwords_are_checked_in_reused_memory_and_slots_are_bounded() {
         let dir = std::env::temp_dir().join(format!("dbr-pwc-{}", crate::token::random_hex(6)));
         let store = Store::open(&dir).expect("open");
         super::super::accounts::add_user(&store, "alice@example.com", "correct horse")
+            .await
             .expect("add");
+        let alice = store
+            .user_password_hash("alice@example.com")
+            .await
+            .expect("get");
+        let nobody = store
+            .user_password_hash("nobody@example.com")
+            .await
+            .expect("get");
         let checks = PasswordChecks::default();
         let mut slots: Vec<Slot> = (0..MAX_CONCURRENT)
             .map(|_| checks.try_slot().expect("free slot"))
             .collect();
         assert!(checks.try_slot().is_none(), "all slots are taken");
         let slot = &mut slots[0];
-        assert!(slot
-            .check(&store, "alice@example.com", "correct horse")
-            .expect("check"));
+        assert!(slot.check(alice.as_deref(), "correct horse"));
         let grown = slot.blocks.len();
         assert_eq!(grown, 19456);
-        assert!(!slot
-            .check(&store, "alice@example.com", "wrong horse")
-            .expect("check"));
+        assert!(!slot.check(alice.as_deref(), "wrong horse"));
         // An unknown email costs the same check (the dummy hash) and fails.
-        assert!(!slot
-            .check(&store, "nobody@example.com", "correct horse")
-            .expect("check"));
-        assert!(!slot.check(&store, "nobody@example.com", "").expect("check"));
+        assert!(!slot.check(nobody.as_deref(), "correct horse"));
+        assert!(!slot.check(nobody.as_deref(), ""));
         assert_eq!(slot.blocks.len(), grown, "the memory is reused");
         drop(slots);
         let again = checks.try_slot().expect("slots come back");

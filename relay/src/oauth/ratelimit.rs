@@ -1,51 +1,76 @@
-//! A token bucket per client address (an IPv6 address counts by its /64,
-//! see [`crate::ip_key`]).
+//! A rate limit per client address (an IPv6 address counts by its /64, see
+//! [`crate::ip_key`]): `governor`'s GCRA, which behaves as a token bucket of
+//! `capacity` tokens refilled at `per_sec`.
 
-use std::collections::HashMap;
+use std::cell::Cell;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
-/// Most addresses tracked; beyond, buckets that have refilled are forgotten.
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::Quota;
+
+/// Most addresses tracked; beyond, the ones whose budget has refilled are
+/// forgotten.
 const MAX_TRACKED: usize = 10_000;
+
+thread_local! {
+    /// The time of the check under way on this thread.
+    static CHECK_AT: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// The limiter's clock: the time its caller gives for the check under way
+/// ([`RateLimiter::check`] is told the time, so that tests can step
+/// through it), or else now.
+#[derive(Debug, Clone, Copy, Default)]
+struct CheckClock;
+
+impl Clock for CheckClock {
+    type Instant = Instant;
+
+    fn now(&self) -> Instant {
+        CHECK_AT.get().unwrap_or_else(Instant::now)
+    }
+}
 
 /// Allows `capacity` requests at once per address, refilled at `per_sec`.
 pub struct RateLimiter {
-    capacity: f64,
-    per_sec: f64,
-    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    keyed: governor::RateLimiter<
+        IpAddr,
+        DefaultKeyedStateStore<IpAddr>,
+        CheckClock,
+        NoOpMiddleware<Instant>,
+    >,
 }
 
 impl RateLimiter {
     pub fn new(capacity: f64, per_sec: f64) -> RateLimiter {
+        let burst = NonZeroU32::new(capacity as u32).unwrap_or(NonZeroU32::MIN);
+        let quota = Duration::try_from_secs_f64(1.0 / per_sec)
+            .ok()
+            .and_then(Quota::with_period)
+            .unwrap_or_else(|| Quota::per_second(burst))
+            .allow_burst(burst);
         RateLimiter {
-            capacity,
-            per_sec,
-            buckets: Mutex::new(HashMap::new()),
+            keyed: governor::RateLimiter::new(quota, DefaultKeyedStateStore::default(), CheckClock),
         }
     }
 
     /// Takes one token for `ip` at `now`; the error says when to retry.
     pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
         let ip = crate::ip_key::of(ip);
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&ip) {
-            let (capacity, per_sec) = (self.capacity, self.per_sec);
-            buckets.retain(|_, (tokens, at)| {
-                *tokens + now.saturating_duration_since(*at).as_secs_f64() * per_sec < capacity
-            });
+        CHECK_AT.set(Some(now));
+        if self.keyed.len() >= MAX_TRACKED {
+            self.keyed.retain_recent();
         }
-        let (tokens, at) = buckets.entry(ip).or_insert((self.capacity, now));
-        let refilled = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * self.per_sec)
-            .min(self.capacity);
-        *at = now;
-        if refilled >= 1.0 {
-            *tokens = refilled - 1.0;
-            Ok(())
-        } else {
-            *tokens = refilled;
-            Err(Duration::from_secs_f64((1.0 - refilled) / self.per_sec))
-        }
+        let checked = self
+            .keyed
+            .check_key(&ip)
+            .map_err(|not_until| not_until.wait_time_from(now));
+        CHECK_AT.set(None);
+        checked
     }
 }
 

@@ -15,7 +15,7 @@ use crate::state::SharedState;
 use super::{json, oauth_error, Params};
 
 /// `POST /oauth/revoke`.
-pub fn revoke(state: &SharedState, form: &Params) -> Response<RespBody> {
+pub async fn revoke(state: &SharedState, form: &Params) -> Response<RespBody> {
     let Some(presented) = form.get("token") else {
         return oauth_error(
             StatusCode::BAD_REQUEST,
@@ -30,7 +30,7 @@ pub fn revoke(state: &SharedState, form: &Params) -> Response<RespBody> {
             "client_id is required (public clients identify themselves)",
         );
     };
-    match state.store.client(client_id) {
+    match state.store.client(client_id).await {
         Ok(Some(_)) => {}
         Ok(None) => {
             return oauth_error(
@@ -41,14 +41,14 @@ pub fn revoke(state: &SharedState, form: &Params) -> Response<RespBody> {
         }
         Err(e) => return failed(e),
     }
-    let record = match state.store.oauth_token(presented) {
+    let record = match state.store.oauth_token(presented).await {
         Ok(r) => r,
         Err(e) => return failed(e),
     };
     if let Some(t) = record.filter(|t| t.client_id == client_id) {
         let result = match t.kind {
-            OAuthTokenKind::Refresh => state.store.revoke_family(&t.family),
-            OAuthTokenKind::Access => state.store.revoke_oauth_token(&t.id),
+            OAuthTokenKind::Refresh => state.store.revoke_family(&t.family).await,
+            OAuthTokenKind::Access => state.store.revoke_oauth_token(&t.id).await,
         };
         if let Err(e) = result {
             return failed(e);
@@ -59,7 +59,7 @@ pub fn revoke(state: &SharedState, form: &Params) -> Response<RespBody> {
     json(StatusCode::OK, &serde_json::json!({}))
 }
 
-fn failed(e: crate::RelayError) -> Response<RespBody> {
+fn failed(e: impl std::fmt::Display) -> Response<RespBody> {
     tracing::error!(error = %e, "OAuth state store failed");
     oauth_error(
         StatusCode::INTERNAL_SERVER_ERROR,

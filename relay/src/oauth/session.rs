@@ -37,9 +37,9 @@ pub fn with_cookie(
 }
 
 /// The live session the request belongs to, with its id.
-pub fn current(state: &RelayState, headers: &HeaderMap) -> Option<(String, Session)> {
+pub async fn current(state: &RelayState, headers: &HeaderMap) -> Option<(String, Session)> {
     let id = cookie_id(headers)?;
-    match state.store.session(&id) {
+    match state.store.session(&id).await {
         Ok(Some(s)) => Some((id, s)),
         Ok(None) => None,
         Err(e) => {

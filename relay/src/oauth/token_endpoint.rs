@@ -9,7 +9,9 @@ use http::{Response, StatusCode};
 
 use crate::http::body::RespBody;
 use crate::metrics::OAuthEvent;
-use crate::oauth_store::{CodeRedemption, Grant, IssuedTokens, OAuthClient, OAuthTokenKind};
+use crate::oauth_store::{
+    CodeRedemption, IssuedTokens, OAuthClient, RefreshOutcome, RefreshVerdict, Refusal, TokenTtl,
+};
 use crate::state::SharedState;
 use crate::store::now;
 
@@ -21,7 +23,7 @@ use super::{cimd, device, json, oauth_error, pkce, resource, Params};
 /// `peer` pays for a fetch (see [`cimd`]).
 pub async fn token(state: &SharedState, peer: IpAddr, form: &Params) -> Response<RespBody> {
     if form.get("grant_type") == Some(device::GRANT_TYPE) && form.repeated().is_none() {
-        return match device::exchange(state, form) {
+        return match device::exchange(state, form).await {
             Ok(answer) => json(StatusCode::OK, &answer),
             Err(e) => e.response(),
         };
@@ -30,7 +32,7 @@ pub async fn token(state: &SharedState, peer: IpAddr, form: &Params) -> Response
         Some(id) => cimd::find_client(state, peer, id).await,
         None => Ok(None),
     };
-    let outcome = exchange(state, form, found);
+    let outcome = exchange(state, form, found).await;
     state
         .metrics
         .oauth(match (&outcome, form.get("grant_type")) {
@@ -80,12 +82,12 @@ impl TokenError {
     }
 }
 
-fn store_error(e: crate::RelayError) -> TokenError {
+fn store_error(e: impl std::fmt::Display) -> TokenError {
     tracing::error!(error = %e, "OAuth state store failed");
     TokenError::new("server_error", "the relay's state store failed")
 }
 
-fn exchange(
+async fn exchange(
     state: &SharedState,
     form: &Params,
     found: Result<Option<OAuthClient>, cimd::LookupError>,
@@ -147,8 +149,10 @@ fn exchange(
                 })?,
         ),
     };
-    let access_ttl = state.config.access_token_ttl.as_secs() as i64;
-    let refresh_ttl = state.config.refresh_token_ttl.as_secs() as i64;
+    let ttl = TokenTtl {
+        access: state.config.access_token_ttl.as_secs() as i64,
+        refresh: state.config.refresh_token_ttl.as_secs() as i64,
+    };
 
     if grant_type == "authorization_code" {
         let code = form
@@ -160,8 +164,55 @@ fn exchange(
         let redirect_uri = form
             .get("redirect_uri")
             .ok_or_else(|| TokenError::new("invalid_request", "redirect_uri is required"))?;
-        let code = match state.store.redeem_code(code).map_err(store_error)? {
-            CodeRedemption::Fresh(c) => c,
+        let check: crate::oauth_store::CodeCheck = {
+            let client_id = client.client_id.clone();
+            let (verifier, redirect_uri) = (verifier.to_owned(), redirect_uri.to_owned());
+            let resource = resource.clone();
+            Box::new(move |code| {
+                if code.expires_at <= now() {
+                    return Err(Refusal::new(
+                        "invalid_grant",
+                        "the authorization code has expired",
+                    ));
+                }
+                if code.client_id != client_id {
+                    return Err(Refusal::new(
+                        "invalid_grant",
+                        "the authorization code was issued to another client",
+                    ));
+                }
+                // Identical to the authorization request's (RFC 6749 §4.1.3).
+                if code.redirect_uri != redirect_uri {
+                    return Err(Refusal::new(
+                        "invalid_grant",
+                        "redirect_uri differs from the one of the authorization request",
+                    ));
+                }
+                if !pkce::verify(&verifier, &code.code_challenge) {
+                    return Err(Refusal::new(
+                        "invalid_grant",
+                        "PKCE verification failed: code_verifier does not match the code_challenge",
+                    ));
+                }
+                if resource.as_ref().is_some_and(|r| *r != code.resource) {
+                    return Err(Refusal::new(
+                        "invalid_target",
+                        "resource differs from the one of the authorization request",
+                    ));
+                }
+                Ok(())
+            })
+        };
+        // Redemption, checks and issue are one transaction: of concurrent
+        // redemptions exactly one gets tokens, and a replay revokes them.
+        let (code, issued) = match state
+            .store
+            .redeem_code(code, check, ttl)
+            .await
+            .map_err(store_error)?
+        {
+            CodeRedemption::Issued(code, issued) => (code, issued),
+            CodeRedemption::Refused(r) => return Err(TokenError::new(r.error, r.description)),
             CodeRedemption::Replayed => {
                 tracing::warn!(
                     client_id,
@@ -179,51 +230,6 @@ fn exchange(
                 ))
             }
         };
-        if code.expires_at <= now() {
-            return Err(TokenError::new(
-                "invalid_grant",
-                "the authorization code has expired",
-            ));
-        }
-        if code.client_id != client.client_id {
-            return Err(TokenError::new(
-                "invalid_grant",
-                "the authorization code was issued to another client",
-            ));
-        }
-        // Identical to the authorization request's (RFC 6749 §4.1.3).
-        if code.redirect_uri != redirect_uri {
-            return Err(TokenError::new(
-                "invalid_grant",
-                "redirect_uri differs from the one of the authorization request",
-            ));
-        }
-        if !pkce::verify(verifier, &code.code_challenge) {
-            return Err(TokenError::new(
-                "invalid_grant",
-                "PKCE verification failed: code_verifier does not match the code_challenge",
-            ));
-        }
-        if resource.as_ref().is_some_and(|r| *r != code.resource) {
-            return Err(TokenError::new(
-                "invalid_target",
-                "resource differs from the one of the authorization request",
-            ));
-        }
-        let issued = state
-            .store
-            .issue_tokens(
-                &Grant {
-                    family: &code.family,
-                    client_id: &code.client_id,
-                    email: &code.email,
-                    resource: &code.resource,
-                    scope: &code.scope,
-                },
-                access_ttl,
-                refresh_ttl,
-            )
-            .map_err(store_error)?;
         tracing::info!(
             email = code.email,
             client_id,
@@ -237,93 +243,81 @@ fn exchange(
     let presented = form
         .get("refresh_token")
         .ok_or_else(|| TokenError::new("invalid_request", "refresh_token is required"))?;
-    let old = state
-        .store
-        .oauth_token(presented)
-        .map_err(store_error)?
-        .filter(|t| t.kind == OAuthTokenKind::Refresh)
-        .ok_or_else(|| {
-            TokenError::new(
-                "invalid_grant",
-                "the refresh token is not known to this relay",
-            )
-        })?;
-    if old.client_id != client.client_id {
-        return Err(TokenError::new(
-            "invalid_grant",
-            "the refresh token was issued to another client",
-        ));
-    }
-    if old.rotated_at.is_some() {
-        // Someone holds a refresh token that was already exchanged: either
-        // the client or a thief. Cut both off (OAuth 2.1 §4.3.1).
-        state
-            .store
-            .revoke_family(&old.family)
-            .map_err(store_error)?;
-        tracing::warn!(
-            client_id,
-            email = old.email,
-            "refresh token reused; its family is revoked"
-        );
-        return Err(TokenError::new(
-            "invalid_grant",
-            "the refresh token was already used; every token of this grant is now revoked",
-        ));
-    }
-    if let Err(rejection) = old.check(now()) {
-        return Err(TokenError::new(
-            "invalid_grant",
-            format!("refresh token: {rejection}"),
-        ));
-    }
-    if resource.as_ref().is_some_and(|r| *r != old.resource) {
-        return Err(TokenError::new(
-            "invalid_target",
-            "resource differs from the one the grant is for",
-        ));
-    }
-    // The scope may narrow (`mcp` to `mcp:read`), never widen (RFC 6749 §6).
-    let scope = match form.get("scope") {
-        None => old.scope.clone(),
-        Some(s) => {
-            let narrowed = super::scope::normalize(Some(s))
-                .ok()
-                .filter(|n| super::scope::covers(&old.scope, n));
-            match narrowed {
-                Some(n) => n,
-                None => {
-                    return Err(TokenError::new(
-                        "invalid_scope",
-                        format!("scope {s:?} exceeds the grant's ({})", old.scope),
-                    ))
-                }
+    let check: crate::oauth_store::RefreshCheck = {
+        let client_id = client.client_id.clone();
+        let resource = resource.clone();
+        let asked = form.get("scope").map(str::to_owned);
+        Box::new(move |old| {
+            if old.client_id != client_id {
+                return RefreshVerdict::Refuse(Refusal::new(
+                    "invalid_grant",
+                    "the refresh token was issued to another client",
+                ));
             }
-        }
+            if old.rotated_at.is_some() {
+                // Someone holds a refresh token that was already exchanged: either
+                // the client or a thief. Cut both off (OAuth 2.1 §4.3.1).
+                tracing::warn!(
+                    client_id,
+                    email = old.email,
+                    "refresh token reused; its family is revoked"
+                );
+                return RefreshVerdict::RevokeFamily(Refusal::new(
+                    "invalid_grant",
+                    "the refresh token was already used; every token of this grant is now revoked",
+                ));
+            }
+            if let Err(rejection) = old.check(now()) {
+                return RefreshVerdict::Refuse(Refusal::new(
+                    "invalid_grant",
+                    format!("refresh token: {rejection}"),
+                ));
+            }
+            if resource.as_ref().is_some_and(|r| *r != old.resource) {
+                return RefreshVerdict::Refuse(Refusal::new(
+                    "invalid_target",
+                    "resource differs from the one the grant is for",
+                ));
+            }
+            // The scope may narrow (`mcp` to `mcp:read`), never widen (RFC 6749 §6).
+            let scope = match asked {
+                None => old.scope.clone(),
+                Some(s) => {
+                    let narrowed = super::scope::normalize(Some(&s))
+                        .ok()
+                        .filter(|n| super::scope::covers(&old.scope, n));
+                    match narrowed {
+                        Some(n) => n,
+                        None => {
+                            return RefreshVerdict::Refuse(Refusal::new(
+                                "invalid_scope",
+                                format!("scope {s:?} exceeds the grant's ({})", old.scope),
+                            ))
+                        }
+                    }
+                }
+            };
+            RefreshVerdict::Issue { scope }
+        })
     };
-    if !state.store.rotate_refresh(&old.id).map_err(store_error)? {
+    // Rotation and issue are one transaction: of concurrent exchanges of
+    // one refresh token exactly one gets a new pair.
+    match state
+        .store
+        .refresh(presented, check, ttl)
+        .await
+        .map_err(store_error)?
+    {
+        RefreshOutcome::Issued(issued) => Ok(issued),
+        RefreshOutcome::Unknown => Err(TokenError::new(
+            "invalid_grant",
+            "the refresh token is not known to this relay",
+        )),
+        RefreshOutcome::Refused(r) => Err(TokenError::new(r.error, r.description)),
         // Lost a race with another exchange of the same token: a reuse.
-        state
-            .store
-            .revoke_family(&old.family)
-            .map_err(store_error)?;
-        return Err(TokenError::new(
+        RefreshOutcome::Reused(_) => Err(TokenError::new(
             "invalid_grant",
             "the refresh token was already used; every token of this grant is now revoked",
-        ));
+        )),
     }
-    state
-        .store
-        .issue_tokens(
-            &Grant {
-                family: &old.family,
-                client_id: &old.client_id,
-                email: &old.email,
-                resource: &old.resource,
-                scope: &scope,
-            },
-            access_ttl,
-            refresh_ttl,
-        )
-        .map_err(store_error)
 }

@@ -11,7 +11,7 @@
 //! pending sign-in is taken (once), checked to belong to the same browser
 //! session, and the code is exchanged. The person's verified email signs
 //! the session in (a new session id); the provider's groups are recorded
-//! for that email ([`crate::identity_groups`]) and reach policy and audit.
+//! for that email (the store's `Users::groups`) and reach policy and audit.
 //! Then the usual path goes on: consent, code.
 //!
 //! Pending sign-ins are bounded so that no one client can fill the table
@@ -473,7 +473,7 @@ pub async fn start(
         );
     };
     let params = Params::parse(query.as_bytes());
-    let Some((session_id, s)) = session::current(state, headers) else {
+    let Some((session_id, s)) = session::current(state, headers).await else {
         return csrf_refused();
     };
     if !session::csrf_ok(&s, params.get("csrf")) {
@@ -601,14 +601,15 @@ pub async fn callback(
             return page(StatusCode::UNAUTHORIZED, "Sign-in refused", &e.to_string());
         }
     };
-    if let Err(e) = state.store.set_groups(&who.email, &who.groups) {
+    if let Err(e) = state.store.set_groups(&who.email, &who.groups).await {
         return super::store_failed_page(e);
     }
     // A new session id on sign-in (no session fixation).
-    let _ = state.store.end_session(&p.session_id);
+    let _ = state.store.end_session(&p.session_id).await;
     let id = match state
         .store
         .create_session(Some(&who.email), session::TTL_SECS)
+        .await
     {
         Ok(id) => id,
         Err(e) => return super::store_failed_page(e),

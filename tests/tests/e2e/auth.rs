@@ -126,6 +126,33 @@ async fn a_revoked_client_token_fails_on_its_next_request() {
     assert!(err.contains("already revoked"), "{err}");
 }
 
+/// The relay keeps what every request reads (tokens, route owners) in
+/// memory; a change by another process (the admin commands on the same
+/// state directory) is seen by the very next request all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_by_another_process_reach_the_next_request() {
+    let s = setup().await;
+    let t = s.relay.token("alice@x", true);
+    let id = s.relay.last_token_id();
+    let other = s.relay.token("alice@x", true);
+    for _ in 0..3 {
+        assert_eq!(s.call(Some(&format!("Bearer {t}"))).await.status, 200);
+        assert_eq!(s.call(Some(&format!("Bearer {other}"))).await.status, 200);
+    }
+    let (code, _, err) = s.relay.admin(&["token", "rotate", &id, "--grace", "0s"]);
+    assert_eq!(code, 0, "{err}");
+    let a = s.call(Some(&format!("Bearer {t}"))).await;
+    assert_eq!(a.status, 401, "{}", a.text());
+    assert!(a.text().contains("expired"), "{}", a.text());
+    // The other token is still served (from memory or not).
+    assert_eq!(s.call(Some(&format!("Bearer {other}"))).await.status, 200);
+    // A released route is unknown on the next request.
+    let (code, _, err) = s.relay.admin(&["route", "release", "demo"]);
+    assert_eq!(code, 0, "{err}");
+    let a = s.call(Some(&format!("Bearer {other}"))).await;
+    assert_eq!(a.status, 404, "{}", a.text());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_an_agent_token_disconnects_the_agent() {
     let up = Upstream::start("u").await;

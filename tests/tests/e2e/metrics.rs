@@ -223,3 +223,65 @@ async fn readyz_says_503_while_the_relay_drains() {
     relay.proc.wait_exit(Duration::from_secs(20)).await;
     hang.abort();
 }
+
+/// `method path` on the admin listener: (status, head, body).
+async fn admin_request(relay: &RelayProc, method: &str, path: &str) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = relay.admin.expect("the relay has an admin listener");
+    let mut tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the admin listener");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    tcp.write_all(req.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    tcp.read_to_end(&mut raw).await.expect("read");
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    (status, head.to_ascii_lowercase(), body.to_owned())
+}
+
+/// The admin listener takes GET and HEAD on any path, and says so (`Allow`
+/// is new); an unknown path is 404 with the list of the known ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_takes_get_and_head() {
+    let relay = RelayProc::start(&[]).await;
+    for path in ["/metrics", "/healthz", "/nothing"] {
+        for method in ["POST", "DELETE", "OPTIONS"] {
+            let (status, head, body) = admin_request(&relay, method, path).await;
+            assert_eq!(
+                (status, body.as_str()),
+                (405, "only GET\n"),
+                "{method} {path}"
+            );
+            assert!(
+                head.contains("\r\nallow: get, head"),
+                "{method} {path}: {head}"
+            );
+        }
+    }
+    let (status, head, body) = admin_request(&relay, "HEAD", "/healthz").await;
+    assert_eq!((status, body.as_str()), (200, ""), "{head}");
+    let (status, head, body) = admin_request(&relay, "GET", "/nothing").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (404, "not found: /metrics, /healthz, /readyz\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains("content-type: text/plain; charset=utf-8"),
+        "{head}"
+    );
+    let (status, head, _) = admin_request(&relay, "GET", "/metrics").await;
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        head.contains("content-type: application/openmetrics-text"),
+        "{head}"
+    );
+}

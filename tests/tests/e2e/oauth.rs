@@ -599,6 +599,21 @@ async fn refresh_tokens_rotate_and_a_reuse_revokes_the_family() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_user_by_another_process_ends_their_tokens_on_the_next_request() {
+    let s = Setup::new(true).await;
+    let (_, t) = s.tokens().await;
+    let access = t["access_token"].as_str().expect("access").to_owned();
+    // Served, and kept in the relay's memory.
+    for _ in 0..3 {
+        assert_eq!(s.call_route("db", &access).await.status, 200);
+    }
+    let (code, _, err) = s.relay.admin(&["user", "remove", EMAIL]);
+    assert_eq!(code, 0, "{err}");
+    let a = s.call_route("db", &access).await;
+    assert_eq!(a.status, 401, "{}", a.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_tokens_stop_working() {
     let s = Setup::new(true).await;
     let (client_id, t) = s.tokens().await;
@@ -969,4 +984,167 @@ async fn authorize_errors_are_not_an_open_redirect_before_sign_in() {
     let to = url::Url::parse(&location(&a)).expect("location");
     assert!(to.as_str().starts_with(EVIL), "{to}");
     assert_eq!(query(&to)("error").as_deref(), Some("invalid_target"));
+}
+
+/// Every OAuth path answers a method it does not take, and the grants API
+/// answers its own, with 405, the module's error and `Allow`; other paths
+/// under the authorization server's prefixes are 404; a preflight is
+/// answered on any of them; the grants API asks for the credential before
+/// anything else. (Dispatched by axum routers; `Allow` is new.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_and_methods_of_the_oauth_server_and_the_grants_api() {
+    let s = Setup::new(false).await;
+    let send = |method: &'static str, path: &str, token: Option<&str>| {
+        let mut b = http::Request::builder()
+            .method(method)
+            .uri(s.url(path))
+            .header("content-type", "application/x-www-form-urlencoded");
+        if let Some(t) = token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        s.http.fetch(b.body(full_body("")).expect("request"))
+    };
+    // (method, path, status, Allow, readable by browsers)
+    let oauth = [
+        (
+            "POST",
+            "/.well-known/oauth-authorization-server",
+            405,
+            "GET",
+            true,
+        ),
+        (
+            "HEAD",
+            "/.well-known/openid-configuration",
+            405,
+            "GET",
+            true,
+        ),
+        (
+            "DELETE",
+            "/.well-known/oauth-protected-resource",
+            405,
+            "GET",
+            true,
+        ),
+        ("GET", "/oauth/register", 405, "POST", true),
+        ("PUT", "/oauth/token", 405, "POST", true),
+        ("GET", "/oauth/revoke", 405, "POST", true),
+        ("GET", "/oauth/device_authorization", 405, "POST", true),
+        ("POST", "/oauth/authorize", 405, "GET", false),
+        ("GET", "/oauth/login", 405, "POST", false),
+        ("GET", "/oauth/consent", 405, "POST", false),
+        ("POST", "/device", 405, "GET", false),
+        ("GET", "/device/login", 405, "POST", false),
+        ("GET", "/device/approve", 405, "POST", false),
+        ("GET", "/oauth/nothing", 404, "", false),
+        ("GET", "/oauth/token/", 404, "", false),
+        ("GET", "/device/nothing", 404, "", false),
+        ("GET", "/.well-known/nothing", 404, "", true),
+        (
+            "POST",
+            "/.well-known/oauth-protected-resource/mcp/db",
+            404,
+            "",
+            true,
+        ),
+        (
+            "GET",
+            "/.well-known/oauth-protected-resource/mcp/",
+            404,
+            "",
+            true,
+        ),
+        (
+            "GET",
+            "/.well-known/oauth-protected-resource/mcp/db/",
+            200,
+            "",
+            true,
+        ),
+        ("POST", "/oauth/upstream/github", 404, "", false),
+        ("PUT", "/oauth/callback/github", 404, "", false),
+    ];
+    for (method, path, status, allow, cors) in oauth {
+        let a = send(method, path, None).await;
+        assert_eq!(a.status.as_u16(), status, "{method} {path}: {}", a.text());
+        if method != "HEAD" && status != 200 {
+            let v = a.json();
+            let description = v["error_description"].as_str().expect("description");
+            if status == 405 {
+                assert_eq!(v["error"], "invalid_request", "{method} {path}: {v}");
+                assert_eq!(description, format!("{method} is not allowed on {path}"));
+            } else if path.ends_with("/mcp/") {
+                assert_eq!(v["error"], "not_found", "{method} {path}: {v}");
+                assert_eq!(description, r#""" is not a route name"#);
+            } else {
+                assert_eq!(v["error"], "not_found", "{method} {path}: {v}");
+                assert_eq!(description, format!("no such path on this relay: {path}"));
+            }
+            assert_eq!(a.headers["cache-control"], "no-store", "{method} {path}");
+        }
+        let got = a.headers.get("allow").map(|v| v.to_str().expect("ascii"));
+        assert_eq!(got.unwrap_or_default(), allow, "{method} {path}");
+        assert_eq!(
+            a.headers.get("access-control-allow-origin").is_some(),
+            cors,
+            "{method} {path}"
+        );
+    }
+    for path in ["/oauth/token", "/oauth/nothing", "/device"] {
+        let a = send("OPTIONS", path, None).await;
+        assert_eq!(a.status, 204, "{path}");
+        assert_eq!(a.headers["access-control-allow-origin"], "*");
+        assert_eq!(
+            a.headers["access-control-allow-methods"],
+            "GET, POST, OPTIONS"
+        );
+    }
+
+    // The grants API: the credential first, whatever the path.
+    let a = send("GET", "/api/nothing", None).await;
+    assert_eq!(a.status, 401, "{}", a.text());
+    assert_eq!(a.json()["error"], "invalid_token");
+    let agent = s.relay.token(EMAIL, false);
+    let grants = [
+        ("GET", "/api/grants", 200, "", ""),
+        ("GET", "/api/grants/", 200, "", ""),
+        ("DELETE", "/api/grants", 405, "method_not_allowed", "GET"),
+        ("HEAD", "/api/grants", 405, "", "GET"),
+        (
+            "GET",
+            "/api/routes/db/grants",
+            405,
+            "method_not_allowed",
+            "POST",
+        ),
+        (
+            "POST",
+            "/api/grants/g1",
+            405,
+            "method_not_allowed",
+            "DELETE",
+        ),
+        ("DELETE", "/api/grants/nothing/", 404, "not_found", ""),
+        ("GET", "/api/nothing", 404, "not_found", ""),
+        ("GET", "/api/grants/a/b", 404, "not_found", ""),
+    ];
+    for (method, path, status, error, allow) in grants {
+        let a = send(method, path, Some(&agent)).await;
+        assert_eq!(a.status.as_u16(), status, "{method} {path}: {}", a.text());
+        if !error.is_empty() {
+            let v = a.json();
+            assert_eq!(v["error"], error, "{method} {path}: {v}");
+            let message = v["message"].as_str().expect("message");
+            match status {
+                405 => assert_eq!(message, format!("{method} is not allowed on {path}")),
+                _ if path.starts_with("/api/grants/nothing") => {
+                    assert!(message.starts_with("no grant \"nothing\""), "{message}")
+                }
+                _ => assert_eq!(message, format!("no such path on this relay: {path}")),
+            }
+        }
+        let got = a.headers.get("allow").map(|v| v.to_str().expect("ascii"));
+        assert_eq!(got.unwrap_or_default(), allow, "{method} {path}");
+    }
 }

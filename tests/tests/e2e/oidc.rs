@@ -131,6 +131,24 @@ async fn groups_from_the_provider_reach_policy_and_audit() {
         .await;
     assert_eq!(a.status, 403, "{}", a.text());
 
+    // Removed from "data" at the provider: at her next sign-in the relay
+    // records it, and her earlier token (whose groups the relay kept in
+    // memory) is refused on its next request.
+    for _ in 0..2 {
+        assert!(post(&relay, &alice, initialize())
+            .await
+            .text()
+            .contains("\"result\""));
+    }
+    idp.set_user(
+        "alice",
+        json!({"email": ALICE, "email_verified": true, "groups": ["eng"]}),
+    )
+    .await;
+    let _again = sign_in(&relay, &idp, "alice", "db").await.token();
+    let a = post(&relay, &alice, initialize()).await;
+    assert!(a.text().contains("-32001"), "{}", a.text());
+
     // The audit names each person with the provider's groups.
     let (code, out, err) = relay.admin(&["audit", "--json"]);
     assert_eq!(code, 0, "{err}");
