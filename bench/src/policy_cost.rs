@@ -1,7 +1,8 @@
-//! The relay's per-message decision, timed in process: what `gateway.rs`
-//! does for each JSON-RPC message (classify the body, classify its SQL,
-//! decide with Cedar). The criterion benchmark (`bench/benches/policy.rs`)
-//! times the three steps apart.
+//! The relay's per-message decision, timed in process: what the gateway's
+//! classify and decide phases (`relay/src/gateway/`) do for each JSON-RPC
+//! message (classify the body, classify its SQL, decide with Cedar). The
+//! criterion benchmark (`bench/benches/policy.rs`) times the three steps
+//! apart.
 
 use std::time::{Instant, SystemTime};
 

@@ -25,8 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use http::{HeaderMap, Method, StatusCode};
 
-use crate::registry::{AgentSession, ServedRoute};
-use crate::state::SharedState;
+use crate::registry::{AgentSession, Registry, ServedRoute};
 
 /// The most session ids remembered; past it the oldest are forgotten.
 pub const MAX_PINNED: usize = 100_000;
@@ -114,57 +113,60 @@ impl Affinity {
     }
 }
 
-/// Where a request carrying MCP session `session` (if any) on `route` goes.
-pub fn target(state: &SharedState, route: &str, session: Option<&str>) -> Target {
-    let Some(session) = session else {
-        return Target::Any;
-    };
-    let Some(instance) = state.affinity.instance(route, session) else {
-        return Target::Any;
-    };
-    if let Some(agent) = state.registry.pick_instance(route, instance) {
-        if let Some(served) = agent.served(route).cloned() {
-            return Target::Pinned(agent, served);
+impl Affinity {
+    /// Where a request carrying MCP session `session` (if any) on `route`
+    /// goes, among the replicas of `registry`.
+    pub fn target(&self, registry: &Registry, route: &str, session: Option<&str>) -> Target {
+        let Some(session) = session else {
+            return Target::Any;
+        };
+        let Some(instance) = self.instance(route, session) else {
+            return Target::Any;
+        };
+        if let Some(agent) = registry.pick_instance(route, instance) {
+            if let Some(served) = agent.served(route).cloned() {
+                return Target::Pinned(agent, served);
+            }
+        }
+        if registry.pick(route).is_none() {
+            // No replica at all: the usual 503, the agent may be coming back.
+            return Target::Any;
+        }
+        self.forget(route, session);
+        Target::Gone
+    }
+
+    /// Learns from an agent's answer: a new session id is pinned to the
+    /// agent that created it; a deleted session, or one its server no longer
+    /// knows (404), is forgotten.
+    pub fn observe(
+        &self,
+        route: &str,
+        agent: &AgentSession,
+        method: &Method,
+        asked: Option<&str>,
+        status: StatusCode,
+        answer: &HeaderMap,
+    ) {
+        if let Some(asked) = asked {
+            let ended = (*method == Method::DELETE && status.is_success())
+                || status == StatusCode::NOT_FOUND;
+            if ended {
+                self.forget(route, asked);
+                return;
+            }
+        }
+        if let Some(created) = session_of(answer) {
+            if Some(created) != asked {
+                self.learn(route, created, agent.instance_id);
+            }
         }
     }
-    if state.registry.pick(route).is_none() {
-        // No replica at all: the usual 503, the agent may be coming back.
-        return Target::Any;
-    }
-    state.affinity.forget(route, session);
-    Target::Gone
 }
 
 /// The MCP session a request names in its header.
 pub fn session_of(headers: &HeaderMap) -> Option<&str> {
     headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok())
-}
-
-/// Learns from an agent's answer: a new session id is pinned to the agent
-/// that created it; a deleted session, or one its server no longer knows
-/// (404), is forgotten.
-pub fn observe(
-    state: &SharedState,
-    route: &str,
-    agent: &AgentSession,
-    method: &Method,
-    asked: Option<&str>,
-    status: StatusCode,
-    answer: &HeaderMap,
-) {
-    if let Some(asked) = asked {
-        let ended =
-            (*method == Method::DELETE && status.is_success()) || status == StatusCode::NOT_FOUND;
-        if ended {
-            state.affinity.forget(route, asked);
-            return;
-        }
-    }
-    if let Some(created) = session_of(answer) {
-        if Some(created) != asked {
-            state.affinity.learn(route, created, agent.instance_id);
-        }
-    }
 }
 
 /// The 404 of a request whose session lived in a replica that is gone.

@@ -30,9 +30,8 @@
 //! that, delivering waits, which holds the tunnel stream and so pushes back
 //! on the agent through flow control.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -40,22 +39,20 @@ use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use protocol::{BodyKind, ExchangeHead, Identity, IdentityKind};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use crate::authenticated::Authenticated;
 use crate::http::body::{empty, BoxError, RespBody};
 use crate::http::content_type::{is_event_stream, is_json};
 use crate::http::response::error;
 use crate::http::sse_events::{self, EventSplitter};
+pub use crate::legacy_sessions::{LegacySession, LegacySessions, MAX_SESSIONS_PER_IDENTITY};
 use crate::state::SharedState;
 use crate::trail::Trail;
 use crate::{forward, headers, sse_keepalive, token};
 
 /// The query parameter naming a legacy session in the endpoint URL.
 pub const SESSION_PARAM: &str = "session_id";
-/// Open legacy streams per identity; one more gets 429.
-pub const MAX_SESSIONS_PER_IDENTITY: usize = 8;
 /// POSTs of one stream whose answers are still being delivered; one more gets 429.
 pub const MAX_IN_FLIGHT: usize = 16;
 /// Events queued for one stream before delivering waits.
@@ -66,35 +63,6 @@ pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 /// Cap on one event of an agent's stream, its field names and line ends
 /// included: room for a [`MAX_MESSAGE`] of data over many `data:` lines.
 const MAX_EVENT: usize = 2 * MAX_MESSAGE;
-
-/// The legacy sessions of a relay, by id.
-#[derive(Default)]
-pub struct LegacySessions {
-    by_id: Mutex<HashMap<String, Arc<LegacySession>>>,
-}
-
-/// One open legacy stream.
-pub struct LegacySession {
-    pub id: String,
-    pub route: String,
-    /// The identity that opened it (not necessarily the route's owner);
-    /// only it may POST to it.
-    pub owner: String,
-    /// The name of the token that opened it.
-    pub client: String,
-    tx: mpsc::Sender<Bytes>,
-    upstream: Mutex<Upstream>,
-    in_flight: Arc<Semaphore>,
-    /// Cancelled when the stream ends.
-    closed: CancellationToken,
-}
-
-/// What the relay learned from the agent's answers.
-#[derive(Default, Clone)]
-struct Upstream {
-    session: Option<HeaderValue>,
-    protocol_version: Option<HeaderValue>,
-}
 
 /// A POST to a legacy session, admitted (it holds one in-flight slot).
 pub struct LegacyPost {
@@ -112,73 +80,101 @@ pub enum Legacy {
     Post(LegacyPost),
 }
 
-type Refusal = Box<Response<RespBody>>;
+/// Why a message to a legacy session endpoint is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LegacyRefusal {
+    /// Anything but a POST.
+    NotPost,
+    /// Both `Mcp-Session-Id` and `?session_id=`.
+    Ambiguous,
+    /// Not `Content-Type: application/json`.
+    NotJson,
+    /// No such session of this caller on this route (or of someone else).
+    UnknownSession(String),
+    /// [`MAX_IN_FLIGHT`] messages of the session wait for their answers.
+    TooManyInFlight,
+}
+
+impl LegacyRefusal {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            LegacyRefusal::NotPost => StatusCode::METHOD_NOT_ALLOWED,
+            LegacyRefusal::Ambiguous => StatusCode::BAD_REQUEST,
+            LegacyRefusal::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            LegacyRefusal::UnknownSession(_) => StatusCode::NOT_FOUND,
+            LegacyRefusal::TooManyInFlight => StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+
+    /// The error code of the JSON answer.
+    pub fn code(&self) -> &'static str {
+        match self {
+            LegacyRefusal::NotPost => "method_not_allowed",
+            LegacyRefusal::Ambiguous => "ambiguous_session",
+            LegacyRefusal::NotJson => "unsupported_media_type",
+            LegacyRefusal::UnknownSession(_) => "unknown_session",
+            LegacyRefusal::TooManyInFlight => "too_many_in_flight",
+        }
+    }
+
+    /// The sentence of the JSON answer, for a message to `route`.
+    pub fn message(&self, route: &str) -> String {
+        match self {
+            LegacyRefusal::NotPost => {
+                "a legacy SSE session endpoint only takes POSTed JSON-RPC messages".into()
+            }
+            LegacyRefusal::Ambiguous => "a request carries either Mcp-Session-Id (Streamable HTTP) or ?session_id= (legacy HTTP+SSE), not both".into(),
+            LegacyRefusal::NotJson => "POST JSON-RPC messages to a legacy SSE session with Content-Type: application/json".into(),
+            LegacyRefusal::UnknownSession(id) => format!(
+                "no open legacy SSE session {id:?} for this token on route '{route}'; open one with GET /mcp/{route} (Accept: text/event-stream)"
+            ),
+            LegacyRefusal::TooManyInFlight => format!(
+                "this legacy SSE session already has {MAX_IN_FLIGHT} messages whose answers are not delivered; wait for them"
+            ),
+        }
+    }
+}
 
 /// Tells legacy requests apart. Runs after authentication: `caller` is who
-/// asks. A refusal is the answer to send.
-pub fn recognise<B>(
+/// asks.
+pub fn recognise(
     state: &SharedState,
-    req: &http::Request<B>,
+    req: &http::request::Parts,
     route: &str,
     rest: &str,
     mcp: bool,
     caller: &Authenticated,
-) -> Result<Legacy, Refusal> {
+) -> Result<Legacy, LegacyRefusal> {
     // Only an MCP route's own URL: paths below it belong to the local server,
     // and a plain HTTP route is not MCP.
     if !mcp || (!rest.is_empty() && rest != "/") {
         return Ok(Legacy::No);
     }
-    let h = req.headers();
-    let Some(id) = session_param(req.uri()) else {
-        let opens = req.method() == Method::GET
+    let h = &req.headers;
+    let Some(id) = session_param(&req.uri) else {
+        let opens = req.method == Method::GET
             && accepts_event_stream(h)
             && !h.contains_key("mcp-session-id")
             && !h.contains_key("mcp-protocol-version");
         return Ok(if opens { Legacy::Open } else { Legacy::No });
     };
-    let refuse = |status, code, msg: &str| Err(Box::new(error(status, code, msg)));
-    if req.method() != Method::POST {
-        return refuse(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "a legacy SSE session endpoint only takes POSTed JSON-RPC messages",
-        );
+    if req.method != Method::POST {
+        return Err(LegacyRefusal::NotPost);
     }
     if h.contains_key("mcp-session-id") {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "ambiguous_session",
-            "a request carries either Mcp-Session-Id (Streamable HTTP) or ?session_id= (legacy HTTP+SSE), not both",
-        );
+        return Err(LegacyRefusal::Ambiguous);
     }
     if !is_json(h) {
-        return refuse(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "POST JSON-RPC messages to a legacy SSE session with Content-Type: application/json",
-        );
+        return Err(LegacyRefusal::NotJson);
     }
     let session = state.legacy.get(&id);
     let Some(session) = session.filter(|s| s.owner == caller.subject && s.route == route) else {
         // The same answer whether it never existed or belongs to someone
         // else: a session id is not a credential, and is not confirmed.
-        return refuse(
-            StatusCode::NOT_FOUND,
-            "unknown_session",
-            &format!(
-                "no open legacy SSE session {id:?} for this token on route '{route}'; open one with GET /mcp/{route} (Accept: text/event-stream)"
-            ),
-        );
+        return Err(LegacyRefusal::UnknownSession(id));
     };
     let Ok(permit) = session.in_flight.clone().try_acquire_owned() else {
-        return refuse(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_in_flight",
-            &format!(
-                "this legacy SSE session already has {MAX_IN_FLIGHT} messages whose answers are not delivered; wait for them"
-            ),
-        );
+        return Err(LegacyRefusal::TooManyInFlight);
     };
     Ok(Legacy::Post(LegacyPost {
         session,
@@ -236,16 +232,13 @@ pub fn open(
         );
     }
     let (tx, rx) = mpsc::channel(QUEUE);
-    let session = Arc::new(LegacySession {
-        id: token::random_hex(16),
-        route: route.to_owned(),
-        owner: caller.subject.clone(),
-        client: caller.client_id.clone(),
+    let session = Arc::new(LegacySession::new(
+        token::random_hex(16),
+        route.to_owned(),
+        caller,
         tx,
-        upstream: Mutex::new(Upstream::default()),
-        in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
-        closed: CancellationToken::new(),
-    });
+        MAX_IN_FLIGHT,
+    ));
     if let Err(open) = state.legacy.insert(session.clone()) {
         return error(
             StatusCode::TOO_MANY_REQUESTS,
@@ -450,96 +443,6 @@ async fn pump(session: &LegacySession, mut body: RespBody, event_stream: bool) {
     }
 }
 
-impl LegacySessions {
-    fn get(&self, id: &str) -> Option<Arc<LegacySession>> {
-        self.lock().get(id).cloned()
-    }
-
-    /// Adds a session unless its owner has too many; the error is how many.
-    fn insert(&self, session: Arc<LegacySession>) -> Result<(), usize> {
-        let mut map = self.lock();
-        let open = map.values().filter(|s| s.owner == session.owner).count();
-        if open >= MAX_SESSIONS_PER_IDENTITY {
-            return Err(open);
-        }
-        map.insert(session.id.clone(), session);
-        Ok(())
-    }
-
-    fn remove(&self, id: &str) {
-        self.lock().remove(id);
-    }
-
-    /// How many legacy streams are open.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<LegacySession>>> {
-        // A panic while holding the lock cannot leave the map inconsistent.
-        self.by_id.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl LegacySession {
-    fn upstream(&self) -> Upstream {
-        self.upstream
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn learn_session(&self, id: HeaderValue) {
-        self.upstream
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .session = Some(id);
-    }
-
-    /// Queues one JSON-RPC message (or batch) as a `message` event, waiting
-    /// while the queue is full. False when the stream is gone.
-    async fn send(&self, message: &[u8]) -> bool {
-        let data = match serde_json::from_slice::<serde_json::Value>(message) {
-            Ok(v) => {
-                self.learn_version(&v);
-                v.to_string()
-            }
-            Err(_) => String::from_utf8_lossy(message).into_owned(),
-        };
-        let mut event = BytesMut::with_capacity(data.len() + 32);
-        event.extend_from_slice(b"event: message\n");
-        for line in data.lines() {
-            event.extend_from_slice(b"data: ");
-            event.extend_from_slice(line.as_bytes());
-            event.extend_from_slice(b"\n");
-        }
-        event.extend_from_slice(b"\n");
-        self.tx.send(event.freeze()).await.is_ok()
-    }
-
-    /// The protocol version the server chose, from its `initialize` result.
-    fn learn_version(&self, message: &serde_json::Value) {
-        let Some(v) = message
-            .get("result")
-            .filter(|r| r.get("serverInfo").is_some())
-            .and_then(|r| r.get("protocolVersion"))
-            .and_then(|v| v.as_str())
-        else {
-            return;
-        };
-        if let Ok(v) = HeaderValue::from_str(v) {
-            self.upstream
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .protocol_version = Some(v);
-        }
-    }
-}
-
 /// Ends a session when its stream's body is dropped (the client went away,
 /// or the relay shuts down).
 struct StreamGuard {
@@ -591,12 +494,15 @@ async fn end_upstream(
     if let Some(v) = protocol_version {
         hm.insert("mcp-protocol-version", v);
     }
-    let holder =
-        match crate::affinity::target(&state, &session.route, upstream_session.to_str().ok()) {
-            crate::affinity::Target::Pinned(agent, _) => Some(agent),
-            crate::affinity::Target::Any => state.registry.pick(&session.route),
-            crate::affinity::Target::Gone => None,
-        };
+    let holder = match state.affinity.target(
+        &state.registry,
+        &session.route,
+        upstream_session.to_str().ok(),
+    ) {
+        crate::affinity::Target::Pinned(agent, _) => Some(agent),
+        crate::affinity::Target::Any => state.registry.pick(&session.route),
+        crate::affinity::Target::Gone => None,
+    };
     let response = match holder {
         None => error(
             StatusCode::SERVICE_UNAVAILABLE,

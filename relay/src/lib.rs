@@ -3,9 +3,11 @@
 //! * [`listener`] — one port: HTTPS and the TLS tunnel on TCP (told apart by
 //!   ALPN), the QUIC tunnel on UDP.
 //! * [`agents`] — tunnel handshake, control stream, keep-alives, GoAway.
-//! * [`gateway`] — the request path: authenticate → route → [`forward`];
-//!   the HTTP pieces every module shares (bodies, JSON errors, the SSE event
-//!   splitter) are in [`http`], which imports nothing else of the relay.
+//! * [`gateway`] — the request path as phases: authenticate → route →
+//!   classify → decide (a pure function) → forward ([`forward`]), audited;
+//!   every refusal is one [`gateway::Refusal`]. The HTTP pieces every module
+//!   shares (bodies, JSON answers, content types, the SSE event splitter)
+//!   are in [`http`], which imports nothing else of the relay.
 //! * [`store`] — embedded SQLite state: tokens, route claims, tool pins;
 //!   grants (`agent share`) are in [`grant_store`], managed by route owners
 //!   through [`grants_api`].
@@ -56,6 +58,7 @@ pub mod hot_cache;
 pub mod http;
 pub mod idle_connection;
 pub mod ip_key;
+pub mod legacy_sessions;
 pub mod legacy_sse;
 pub mod listener;
 pub mod logging;

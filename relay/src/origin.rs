@@ -15,11 +15,6 @@
 
 use std::net::IpAddr;
 
-use http::{Response, StatusCode};
-
-use crate::http::body::RespBody;
-use crate::http::response;
-
 /// The origins a relay accepts.
 #[derive(Debug, Clone, Default)]
 pub struct AllowedOrigins {
@@ -66,21 +61,14 @@ impl AllowedOrigins {
         Ok(allowed)
     }
 
-    /// The 403 for a request whose `Origin` is not allowed; `None` when it
-    /// has none or an allowed one.
-    pub fn refuse(&self, headers: &http::HeaderMap) -> Option<Response<RespBody>> {
+    /// The `Origin` of a request it is not allowed (as shown to a person,
+    /// for the 403); `None` when it has none or an allowed one.
+    pub fn refused(&self, headers: &http::HeaderMap) -> Option<String> {
         let origin = headers.get(http::header::ORIGIN)?;
         if origin.to_str().is_ok_and(|o| self.allows(o)) {
             return None;
         }
-        let shown = String::from_utf8_lossy(origin.as_bytes());
-        Some(response::error(
-            StatusCode::FORBIDDEN,
-            "origin_not_allowed",
-            &format!(
-                "Origin {shown:?} may not call this relay; if this web client is yours, start the relay with --allow-origin {shown}"
-            ),
-        ))
+        Some(String::from_utf8_lossy(origin.as_bytes()).into_owned())
     }
 
     /// Whether a request carrying `Origin: origin` may proceed.

@@ -240,17 +240,18 @@ fn pin_event(
     }
 }
 
-/// Refuses the `tools/call`s of a body (that the policy allowed) whose tool
-/// changed since it was pinned and awaits approval ([`PIN_CHANGED`]), or
-/// whose pin cannot be read ([`PIN_UNAVAILABLE`]).
-pub async fn deny_changed_tools(
+/// The `tools/call`s of a body whose tool changed since it was pinned and
+/// awaits approval ([`PIN_CHANGED`]), or whose pin cannot be read
+/// ([`PIN_UNAVAILABLE`]): each message's index, and the rule refusing it
+/// (see [`deny_changed_tools`]). Usually none, and then nothing is allocated.
+pub async fn changed_tools(
     store: &Store,
     route: &str,
     messages: &[Message],
-    decisions: &mut [Decision],
-) {
-    for (m, d) in messages.iter().zip(decisions.iter_mut()) {
-        if !d.allowed || m.kind != MessageKind::Request || m.method.as_deref() != Some(TOOLS_CALL) {
+) -> Vec<(usize, &'static str)> {
+    let mut changed = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        if m.kind != MessageKind::Request || m.method.as_deref() != Some(TOOLS_CALL) {
             continue;
         }
         let Some(tool) = m.target.as_deref() else {
@@ -263,6 +264,18 @@ pub async fn deny_changed_tools(
                 tracing::error!(route, tool, error = %e, "tool pins unavailable; refusing the call");
                 PIN_UNAVAILABLE
             }
+        };
+        changed.push((i, refused));
+    }
+    changed
+}
+
+/// Refuses the calls of a body (that the policy allowed) to the tools of
+/// [`changed_tools`].
+pub fn deny_changed_tools(changed: &[(usize, &'static str)], decisions: &mut [Decision]) {
+    for &(i, refused) in changed {
+        let Some(d) = decisions.get_mut(i).filter(|d| d.allowed) else {
+            continue;
         };
         *d = Decision {
             allowed: false,

@@ -7,7 +7,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::audit::Audit;
 use crate::config::RelayConfig;
-use crate::legacy_sse::LegacySessions;
+use crate::legacy_sessions::LegacySessions;
 use crate::origin::AllowedOrigins;
 use crate::policies::Policies;
 use crate::registry::Registry;

@@ -21,6 +21,28 @@ pub fn error(status: StatusCode, code: &str, message: &str) -> Response<RespBody
     resp
 }
 
+/// A JSON body as it is (a JSON-RPC answer, say), with `status`.
+pub fn json(status: StatusCode, body: &serde_json::Value) -> Response<RespBody> {
+    let mut resp = Response::new(full(body.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// A plain text body.
+pub fn text(status: StatusCode, body: &'static str) -> Response<RespBody> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
