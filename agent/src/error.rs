@@ -16,6 +16,7 @@ pub enum AgentError {
     UpstreamUrl { url: String, reason: String },
     #[error(transparent)]
     Tunnel(#[from] tunnel::TunnelError),
+    #[cfg(feature = "embedded-relay")]
     #[error(transparent)]
     Relay(#[from] relay::RelayError),
     #[error(transparent)]

@@ -20,6 +20,7 @@ pub use tunnel::backoff;
 pub mod connect;
 pub mod credentials;
 pub mod dial;
+#[cfg(feature = "embedded-relay")]
 pub mod embedded;
 pub mod error;
 pub mod gate;

@@ -19,7 +19,7 @@ use agent::upstream::Upstream;
 use agent::{ConnectOptions, TransportChoice};
 use anyhow::Context as _;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use relay::logging::{self, LogFormat};
+use common::logging::{self, LogFormat};
 use tokio_util::sync::CancellationToken;
 
 /// Drawbridge agent: puts a local server in front of a remote relay without
@@ -310,9 +310,11 @@ struct ConnectArgs {
     view: View,
     /// Embedded relay only: where it listens.
     #[arg(long, default_value = "127.0.0.1:7443", conflicts_with = "relay")]
+    #[cfg_attr(not(feature = "embedded-relay"), allow(dead_code))]
     listen: SocketAddr,
     /// Embedded relay only: where it keeps its state.
     #[arg(long, conflicts_with = "relay")]
+    #[cfg_attr(not(feature = "embedded-relay"), allow(dead_code))]
     state_dir: Option<PathBuf>,
 }
 
@@ -367,7 +369,7 @@ fn main() -> ExitCode {
     if token_on_command_line {
         eprintln!(
             "agent: {}",
-            relay::secret_file::command_line_warning(
+            common::secret_file::command_line_warning(
                 "--token",
                 "DRAWBRIDGE_TOKEN, --token-file FILE or `agent login`"
             )
@@ -396,6 +398,10 @@ fn main() -> ExitCode {
     }
 }
 
+/// `agent connect` without --relay, in an agent built without the embedded relay.
+#[cfg(not(feature = "embedded-relay"))]
+const NO_EMBEDDED_RELAY: &str = "pass --relay URL: this agent was built without the embedded relay (cargo feature `embedded-relay`), which `agent connect` runs when --relay is omitted";
+
 async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     let policy = match &args.policy {
         Some(path) => {
@@ -416,6 +422,8 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
         print!("{}", policy.cedar_text());
         return Ok(());
     }
+    #[cfg(not(feature = "embedded-relay"))]
+    anyhow::ensure!(args.relay.is_some(), NO_EMBEDDED_RELAY);
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));
     let upstream = match (&args.http, &args.sqlite, args.command.split_first()) {
@@ -458,12 +466,14 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
         }
         (None, None, None) => anyhow::bail!("pass --http URL, --sqlite FILE or -- CMD ARGS..."),
     };
+    #[cfg(feature = "embedded-relay")]
     let mcp = !matches!(upstream, Upstream::Http(_));
     let upstream = Arc::new(upstream);
+    #[cfg(feature = "embedded-relay")]
     let mut embedded = None;
     let token = match (args.token, &args.token_file) {
         (Some(t), _) => Some(t),
-        (None, Some(file)) => Some(relay::secret_file::read(file)?),
+        (None, Some(file)) => Some(common::secret_file::read(file)?),
         (None, None) => None,
     };
     let (relay_url, token, ca_cert) = match args.relay {
@@ -481,6 +491,7 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
                 (url, c.token, args.ca_cert.or(c.ca_cert))
             }
         },
+        #[cfg(feature = "embedded-relay")]
         None => {
             let dir = args
                 .state_dir
@@ -514,6 +525,8 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
             embedded = Some(e);
             out
         }
+        #[cfg(not(feature = "embedded-relay"))]
+        None => anyhow::bail!(NO_EMBEDDED_RELAY),
     };
     let tui = match args.view {
         View::Line => None,
@@ -583,6 +596,7 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
         }
     }
     upstream.shutdown().await;
+    #[cfg(feature = "embedded-relay")]
     if let Some(e) = embedded {
         e.relay.shutdown().await;
     }
@@ -614,7 +628,7 @@ async fn login(args: LoginArgs) -> anyhow::Result<()> {
             owner: issued.owner.clone(),
             token_id: issued.token_id.clone(),
             ca_cert,
-            created_at: relay::store::now(),
+            created_at: common::now(),
         },
     )?;
     println!(
@@ -707,10 +721,10 @@ async fn share(args: ShareArgs) -> anyhow::Result<()> {
 
 /// First Ctrl-C (or SIGTERM): drain and leave. Second: leave now.
 async fn stop_on_signal(stop: CancellationToken) {
-    relay::signals::stop_requested().await;
+    common::signals::stop_requested().await;
     eprintln!("agent: stopping (draining in-flight requests; press Ctrl-C again to quit now)");
     stop.cancel();
-    relay::signals::stop_requested().await;
+    common::signals::stop_requested().await;
     eprintln!("agent: quitting now");
     std::process::exit(130);
 }

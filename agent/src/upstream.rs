@@ -37,7 +37,7 @@ pub type ReqBody = UnsyncBoxBody<Bytes, std::io::Error>;
 /// Headers never forwarded to or from the local server: the hop-by-hop ones,
 /// and `Host` (the local server gets its own).
 fn is_local_hop(name: &str) -> bool {
-    name == "host" || relay::headers::HOP_BY_HOP.contains(&name)
+    name == "host" || common::headers::HOP_BY_HOP.contains(&name)
 }
 
 /// What serves a route.
