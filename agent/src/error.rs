@@ -19,8 +19,6 @@ pub enum AgentError {
     #[cfg(feature = "embedded-relay")]
     #[error(transparent)]
     Relay(#[from] relay::RelayError),
-    #[error(transparent)]
-    Sqlite(#[from] crate::sqlite_db::SqliteError),
     #[error("{0}")]
     Config(String),
     /// `agent login` or `agent share` could not do what was asked.

@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
+use crate::account::relay_api::RelayApi;
 use crate::error::AgentError;
-use crate::relay_api::RelayApi;
 
 use common::device_grant::{AGENT_CLIENT_ID as CLIENT_ID, GRANT_TYPE};
 

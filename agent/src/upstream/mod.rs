@@ -1,11 +1,18 @@
 //! Serving one exchange: from a local HTTP server (`--http URL`), from an
 //! MCP server built into the agent (`--sqlite FILE`), or from a stdio MCP
-//! server run as a child process (`-- CMD ARGS...`, see [`crate::stdio`]).
+//! server run as a child process (`-- CMD ARGS...`, see [`crate::upstream::stdio`]).
 //!
 //! All kinds see the same thing: the relay's [`ExchangeHead`] and the
 //! request body become an `http::Request`; the answer goes back as one
 //! [`ResponseHead`] frame and then the body, written chunk by chunk as it
 //! comes (flushed each time, so server-sent events are not held back).
+
+mod mcp_http;
+mod mcp_sessions;
+mod per_identity;
+mod response_cap;
+pub mod sqlite;
+pub mod stdio;
 
 use std::fmt::Display;
 use std::pin::Pin;
@@ -25,11 +32,11 @@ use tunnel::SendHalf;
 
 use crate::error::AgentError;
 use crate::inspector::Tap;
-use crate::per_identity::CallerId;
-use crate::response_cap::{CapCounter, ResponseCap};
-use crate::sqlite_db::SqliteDb;
-use crate::sqlite_server::{HttpService, SqliteServer};
-use crate::stdio::{StdioLimits, StdioUpstream};
+use crate::upstream::per_identity::CallerId;
+use crate::upstream::response_cap::{CapCounter, ResponseCap};
+use crate::upstream::sqlite::db::SqliteDb;
+use crate::upstream::sqlite::server::{HttpService, SqliteServer};
+use crate::upstream::stdio::{StdioLimits, StdioUpstream};
 
 /// A request body as the local server gets it.
 pub type ReqBody = UnsyncBoxBody<Bytes, std::io::Error>;
@@ -74,7 +81,7 @@ impl Upstream {
 
     /// A local MCP server over HTTP at `base` whose answers are capped at
     /// `max_response` bytes (a JSON answer whole, an event stream per
-    /// event; see [`crate::response_cap`]).
+    /// event; see [`crate::upstream::response_cap`]).
     pub fn http_mcp(base: &str, max_response: u64) -> Result<Upstream, AgentError> {
         let mut h = HttpUpstream::new(base)?;
         h.max_response = Some(max_response);
