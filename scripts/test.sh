@@ -175,11 +175,11 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 # The agent crate without its default feature `embedded-relay` (the relay
 # run in-process by `agent connect` without --relay) must not link the relay
-# crate, and must build and pass clippy that way.
+# crate or its store, and must build and pass clippy that way.
 section "the agent without the embedded relay (cargo clippy -p drawbridge-agent --no-default-features)"
 agent_deps=$(cargo tree -p drawbridge-agent --no-default-features --edges normal,build --prefix none)
-if grep -q '^drawbridge-relay ' <<<"$agent_deps"; then
-    die "drawbridge-agent without default features depends on drawbridge-relay"
+if grep -Eq '^drawbridge-(relay|store) ' <<<"$agent_deps"; then
+    die "drawbridge-agent without default features depends on drawbridge-relay or drawbridge-store"
 fi
 cargo clippy -p drawbridge-agent --no-default-features -- -D warnings
 
