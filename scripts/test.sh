@@ -173,6 +173,16 @@ section "format and lints (cargo fmt --check, cargo clippy -D warnings)"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 
+# The agent crate without its default feature `embedded-relay` (the relay
+# run in-process by `agent connect` without --relay) must not link the relay
+# crate or its store, and must build and pass clippy that way.
+section "the agent without the embedded relay (cargo clippy -p drawbridge-agent --no-default-features)"
+agent_deps=$(cargo tree -p drawbridge-agent --no-default-features --edges normal,build --prefix none)
+if grep -Eq '^drawbridge-(relay|store) ' <<<"$agent_deps"; then
+    die "drawbridge-agent without default features depends on drawbridge-relay or drawbridge-store"
+fi
+cargo clippy -p drawbridge-agent --no-default-features -- -D warnings
+
 # --tests: the binaries are built with the same features as the tests (dev-
 # dependencies switch features on), so the test run below reuses every crate
 # instead of compiling a second copy of the dependency tree.

@@ -16,10 +16,9 @@ pub enum AgentError {
     UpstreamUrl { url: String, reason: String },
     #[error(transparent)]
     Tunnel(#[from] tunnel::TunnelError),
+    #[cfg(feature = "embedded-relay")]
     #[error(transparent)]
     Relay(#[from] relay::RelayError),
-    #[error(transparent)]
-    Sqlite(#[from] crate::sqlite_db::SqliteError),
     #[error("{0}")]
     Config(String),
     /// `agent login` or `agent share` could not do what was asked.

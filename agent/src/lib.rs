@@ -1,44 +1,43 @@
-//! The Drawbridge agent: the laptop side of the tunnel.
+//! The Drawbridge agent: the laptop side of the tunnel. Its folders are its
+//! layers, each using only those below it:
 //!
-//! `agent connect` dials OUT to a relay ([`dial`]: QUIC raced against TLS over
-//! TCP), says hello ([`session`]), and serves each stream the relay opens from
-//! a local server, a stdio MCP server run as a child ([`stdio`]) or the
-//! built-in SQLite MCP server ([`upstream`], [`sqlite_server`],
-//! [`sqlite_db`]). It reconnects with backoff ([`backoff`]) and, with no
-//! `--relay`, runs a relay in-process ([`embedded`]). Every exchange is
-//! decided again with the owner's policy first ([`gate`]), and shown on the
-//! owner's live page with `--inspect` ([`inspector`]).
-//!
-//! `agent login` signs the agent in at a relay with the device grant
-//! ([`login`]) and keeps the credential ([`credentials`]); `agent share`
-//! manages grants on the owner's routes ([`share`]), both through the relay's
-//! HTTP API ([`relay_api`]).
+//! * [`cli`] — the `agent` command line, one module per command.
+//! * `account` — `agent login` signs the agent in at a relay with the device
+//!   grant and keeps the credential; `agent share` manages grants on the
+//!   owner's routes, both through the relay's HTTP API.
+//! * `tunnel` — `agent connect` dials OUT to a relay (QUIC raced against TLS
+//!   over TCP), says hello, serves each stream the relay opens, and
+//!   reconnects with backoff; with no `--relay` (cargo feature
+//!   `embedded-relay`, on by default) it runs a relay in-process.
+//! * `gate` — every exchange is decided again with the owner's policy first.
+//! * `upstream` — what serves a stream: a local HTTP server, a stdio MCP
+//!   server run as a child, or the built-in SQLite MCP server.
+//! * `inspector` — the owner's live page of the exchanges (`--inspect`).
+//! * `report`, `reply`, `error` — what every layer shares: the summary of an
+//!   exchange and the live line, the agent's own answers, the errors.
 
 #![forbid(unsafe_code)]
 
-pub use tunnel::backoff;
-pub mod connect;
-pub mod credentials;
-pub mod dial;
-pub mod embedded;
-pub mod error;
-pub mod gate;
-pub mod inspector;
-pub mod login;
-pub mod mcp_http;
-pub mod mcp_sessions;
-pub mod per_identity;
-pub mod relay_api;
-mod reply;
-pub mod response_cap;
-pub mod session;
-pub mod share;
-pub mod sqlite_db;
-mod sqlite_pool;
-pub mod sqlite_server;
-pub mod stdio;
-pub mod tui;
-pub mod upstream;
+use ::tunnel::backoff;
 
-pub use connect::{run, ConnectOptions, TransportChoice};
-pub use error::AgentError;
+mod account;
+pub mod cli;
+mod error;
+mod gate;
+mod inspector;
+mod reply;
+mod report;
+mod tunnel;
+mod upstream;
+
+pub use crate::tunnel::connect::{run, ConnectOptions};
+pub use crate::tunnel::dial::{Dialer, TransportChoice};
+pub use crate::tunnel::session;
+pub use account::credentials::{Credential, Credentials};
+pub use error::{AgentError, DialError};
+pub use gate::{Gate, OwnerPolicy};
+pub use report::{Reporter, RequestLine, Summary};
+pub use upstream::sqlite::db::{Limits as SqliteLimits, SqliteDb};
+pub use upstream::sqlite::server::{HttpService as SqliteHttpService, SqliteServer};
+pub use upstream::stdio::orphan_guard;
+pub use upstream::Upstream;

@@ -13,10 +13,9 @@ use tokio_util::sync::CancellationToken;
 use tunnel::quic::QuicSettings;
 use tunnel::TunnelConnection;
 
-use agent::connect::{Reporter, RequestLine};
-use agent::gate::{Gate, OwnerPolicy};
 use agent::session::{self, Identity, Serving, SessionConfig};
-use agent::upstream::Upstream;
+use agent::Upstream;
+use agent::{Gate, OwnerPolicy, Reporter, RequestLine};
 
 use crate::record::{percentile, Record};
 use crate::systems::Relay;

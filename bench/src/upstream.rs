@@ -15,11 +15,10 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio_util::sync::CancellationToken;
 
-use agent::sqlite_db::{Limits, SqliteDb};
-use agent::sqlite_server::SqliteServer;
+use agent::{SqliteDb, SqliteLimits as Limits, SqliteServer};
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
-type Mcp = agent::sqlite_server::HttpService;
+type Mcp = agent::SqliteHttpService;
 
 /// Bytes per chunk of a `/bytes/<n>` stream.
 const CHUNK: usize = 64 * 1024;

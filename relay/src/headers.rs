@@ -6,18 +6,7 @@ use std::net::SocketAddr;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use protocol::Header;
 
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
-pub const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+pub use common::headers::HOP_BY_HOP;
 
 /// Headers the laptop must never see: the caller's credentials, and its
 /// cookies (the relay's own session cookie among them: the relay and every

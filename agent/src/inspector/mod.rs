@@ -32,7 +32,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast;
 use tunnel::SendHalf;
 
-use crate::gate::Summary;
+use crate::report::Summary;
 pub use auth::Secret;
 use exchange::{Decided, Detail, Row, Timings};
 use ring::Ring;

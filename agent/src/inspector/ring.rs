@@ -58,6 +58,7 @@ impl<T> Ring<T> {
         self.entries.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

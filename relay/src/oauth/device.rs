@@ -26,10 +26,7 @@ use super::password_checks::Verdict;
 use super::token_endpoint::TokenError;
 use super::{html, json, oauth_error, pages, redirect, session, Params};
 
-/// The client id of `agent login` (a public client every relay knows).
-pub const AGENT_CLIENT_ID: &str = "drawbridge-agent";
-/// RFC 8628 §3.4.
-pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+pub use common::device_grant::{AGENT_CLIENT_ID, GRANT_TYPE};
 /// The letters of user codes: no vowels (no words), none that look alike
 /// (RFC 8628 §6.1).
 const ALPHABET: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ";

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent::dial::Dialer;
 use agent::session::{self, Identity};
+use agent::Dialer;
 use e2e::{rss_kib, RelayProc};
 use protocol::UpstreamKind;
 use tokio::sync::Semaphore;

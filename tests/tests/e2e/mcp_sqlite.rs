@@ -362,7 +362,7 @@ async fn a_read_only_database_refuses_writes_itself() {
     let s = setup(&["--read-only", "--policy", &policy], |db| {
         // The file exists first: --read-only does not create one.
         drop(
-            agent::sqlite_db::SqliteDb::open(db, false, Default::default())
+            agent::SqliteDb::open(db, false, Default::default())
                 .expect("create the sample database"),
         );
     })

@@ -29,7 +29,7 @@ async fn setup(relay_flags: &[&str], policy_flags: &[&str]) -> Setup {
     let db_path = dir.path().join("demo.db");
     // --read-only opens the database read-only, so it must exist first.
     drop(
-        agent::sqlite_db::SqliteDb::open(&db_path, false, Default::default())
+        agent::SqliteDb::open(&db_path, false, Default::default())
             .expect("create the sample database"),
     );
     let db = db_path.display().to_string();

@@ -6,7 +6,7 @@
 //! and a peer with a read-only grant only reads it. The relay's session
 //! cookie never reaches the laptop, and the laptop cannot set one.
 //! (The agent's own check of the same rules, for a relay that forgets, is
-//! tested on the gate: agent/src/gate_tests.rs.)
+//! tested on the gate: agent/src/gate/tests.rs.)
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use agent::credentials::{Credential, Credentials};
+use agent::{Credential, Credentials};
 use e2e::browser::{add_user, oauth_access_token};
 use e2e::client::full_body;
 use e2e::mcp::{self, McpClient};

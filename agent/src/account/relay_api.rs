@@ -65,11 +65,6 @@ impl RelayApi {
         })
     }
 
-    /// The relay's URL, `https://host[:port]`.
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     /// POSTs a form (`application/x-www-form-urlencoded`).
     pub async fn post_form(
         &self,

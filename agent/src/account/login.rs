@@ -7,10 +7,10 @@
 
 use std::time::Duration;
 
+use crate::account::relay_api::RelayApi;
 use crate::error::AgentError;
-use crate::relay_api::RelayApi;
 
-use relay::oauth::device::{AGENT_CLIENT_ID as CLIENT_ID, GRANT_TYPE};
+use common::device_grant::{AGENT_CLIENT_ID as CLIENT_ID, GRANT_TYPE};
 
 /// What the person must do.
 #[derive(Debug, Clone)]

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::account::relay_api::RelayApi;
 use crate::error::AgentError;
-use crate::relay_api::RelayApi;
 
 /// A grant to make.
 #[derive(Debug, Clone)]
@@ -94,7 +94,7 @@ impl GrantView {
     }
 }
 
-fn refused(what: &str, answer: &crate::relay_api::Answer) -> AgentError {
+fn refused(what: &str, answer: &crate::account::relay_api::Answer) -> AgentError {
     AgentError::Api(format!("{what}: {}", answer.problem()))
 }
 

@@ -109,7 +109,7 @@ impl Credentials {
         let tmp = dir.join(format!(
             ".credentials.json.{}.{}",
             std::process::id(),
-            relay::token::random_hex(4)
+            common::random_hex(4)
         ));
         let written = (|| {
             let mut f = create_private_file(&tmp)?;
@@ -179,7 +179,7 @@ mod tests {
 
     #[test]
     fn credentials_are_kept_per_relay_in_a_private_file() {
-        let dir = std::env::temp_dir().join(format!("dba-creds-{}", relay::token::random_hex(6)));
+        let dir = std::env::temp_dir().join(format!("dba-creds-{}", common::random_hex(6)));
         let store = Credentials::at(dir.join("drawbridge").join("credentials.json"));
         let a = url::Url::parse("https://relay.example.com/").expect("url");
         let a2 = url::Url::parse("https://relay.example.com").expect("url");

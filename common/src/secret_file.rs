@@ -48,7 +48,7 @@ mod tests {
 
     #[test]
     fn the_first_line_is_the_secret() {
-        let dir = std::env::temp_dir().join(format!("dbr-secret-{}", crate::token::random_hex(6)));
+        let dir = std::env::temp_dir().join(format!("dbr-secret-{}", crate::random_hex(6)));
         std::fs::create_dir_all(&dir).expect("dir");
         let f = dir.join("token");
         std::fs::write(&f, "dbat_abc123\n").expect("write");

@@ -19,8 +19,19 @@ use tunnel::mux::{MuxConnection, Side};
 use tunnel::quic::QuicSettings;
 use tunnel::TunnelConnection;
 
-use crate::connect::TransportChoice;
 use crate::error::{AgentError, DialError};
+
+/// Which transport `agent connect` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum TransportChoice {
+    /// Race QUIC against TLS over TCP; prefer QUIC.
+    #[default]
+    Auto,
+    /// QUIC only.
+    Quic,
+    /// TLS over TCP only.
+    Tcp,
+}
 
 /// How long one transport's connect + handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

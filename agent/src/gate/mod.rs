@@ -35,6 +35,7 @@ use tunnel::{RecvHalf, SendHalf, TunnelBody};
 use crate::error::AgentError;
 use crate::inspector::Tap;
 use crate::reply;
+use crate::report::Summary;
 use crate::upstream::ReqBody;
 
 /// The route owner's policy, as given to `agent connect`.
@@ -98,17 +99,6 @@ impl OwnerPolicy {
     pub fn cedar_text(&self) -> &str {
         self.policy.cedar_text()
     }
-}
-
-/// What one exchange was, for the agent's live line.
-#[derive(Debug, Clone)]
-pub struct Summary {
-    /// `tools/call read_query`, `initialize`, `GET`, `batch of 3`.
-    pub what: String,
-    /// Whether the laptop let it through.
-    pub allowed: bool,
-    /// The policies that decided (for a denial, the ones that forbade).
-    pub policies: Vec<String>,
 }
 
 /// Most distinct sets of grants kept compiled; emptied when full.
@@ -462,5 +452,4 @@ fn summarize(messages: &[Message], decisions: &[Decision]) -> Summary {
 }
 
 #[cfg(test)]
-#[path = "gate_tests.rs"]
 mod tests;

@@ -58,11 +58,6 @@ impl PerIdentity {
         })
     }
 
-    /// The bound.
-    pub fn max(&self) -> usize {
-        self.max
-    }
-
     /// Takes a slot for `identity`, or says how many it already holds.
     pub fn acquire(self: &Arc<Self>, identity: &str) -> Result<Slot, usize> {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
@@ -78,6 +73,7 @@ impl PerIdentity {
     }
 
     /// Slots `identity` holds now.
+    #[cfg(test)]
     pub fn held(&self, identity: &str) -> usize {
         let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         counts.get(identity).copied().unwrap_or(0)

@@ -3,7 +3,7 @@
 //! session this server knows and `404` for any other, as the stdio routes do.
 //! (rmcp answers `202 Accepted` to every DELETE, known session or not, which
 //! clients log as an unexpected answer.) rmcp handles each request on
-//! behalf of its caller ([`crate::mcp_sessions::with_caller`]), so that the
+//! behalf of its caller ([`crate::upstream::mcp_sessions::with_caller`]), so that the
 //! session manager can bound the sessions per caller. Everything else is
 //! rmcp's.
 
@@ -20,8 +20,8 @@ use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::StreamableHttpService;
 use rmcp::ServerHandler;
 
-use crate::mcp_sessions;
-use crate::per_identity::CallerId;
+use crate::upstream::mcp_sessions;
+use crate::upstream::per_identity::CallerId;
 
 /// The session header (`Mcp-Session-Id`).
 const SESSION_HEADER: &str = "mcp-session-id";

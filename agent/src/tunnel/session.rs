@@ -13,9 +13,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tunnel::{RecvHalf, SendHalf, Transport, TunnelConnection};
 
-use crate::connect::{Reporter, RequestLine};
 use crate::gate::Gate;
 use crate::inspector::{Arrival, Held, Inspector};
+use crate::report::{Reporter, RequestLine};
 use crate::upstream::Upstream;
 
 /// What the agent presents in its hello.
@@ -127,7 +127,7 @@ pub async fn serve(
     serving: Arc<Serving>,
     stop: CancellationToken,
     config: &SessionConfig,
-    dialer: Option<&crate::dial::Dialer>,
+    dialer: Option<&crate::tunnel::dial::Dialer>,
 ) -> SessionEnd {
     let Established {
         conn,

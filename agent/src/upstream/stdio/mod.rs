@@ -40,7 +40,7 @@ use answer::Body;
 use child::{Child, CommandSpec, GRACE};
 use message::{Kind, INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR};
 
-use crate::per_identity::{CallerId, PerIdentity};
+use crate::upstream::per_identity::{CallerId, PerIdentity};
 
 /// The largest request body the bridge reads.
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -141,11 +141,6 @@ impl StdioUpstream {
                     self.spec.program
                 )
             })
-    }
-
-    /// The command line, for messages.
-    pub fn command(&self) -> String {
-        self.spec.display()
     }
 
     /// Answers one HTTP request to the route's MCP endpoint.

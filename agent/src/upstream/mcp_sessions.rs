@@ -25,7 +25,7 @@ use rmcp::transport::streamable_http_server::session::{
     EventStore, RestoreOutcome, ServerSseMessage, SessionId, SessionManager,
 };
 
-use crate::per_identity::CallerId;
+use crate::upstream::per_identity::CallerId;
 
 tokio::task_local! {
     static CALLER: Option<CallerId>;

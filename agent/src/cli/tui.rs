@@ -14,8 +14,8 @@ use ratatui::widgets::{Block, Paragraph, Row, Table};
 use ratatui::Frame;
 use tokio_util::sync::CancellationToken;
 
-use crate::connect::{Reporter, RequestLine};
 use crate::inspector::ring::Ring;
+use crate::report::{Reporter, RequestLine};
 
 /// How many exchanges the view keeps.
 pub const KEPT: usize = 1000;
@@ -183,7 +183,7 @@ impl Reporter for TuiView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gate::Summary;
+    use crate::report::Summary;
     use ratatui::backend::TestBackend;
     use ratatui::Terminal;
 

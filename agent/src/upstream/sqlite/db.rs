@@ -1,4 +1,4 @@
-//! The database behind the built-in SQLite MCP server ([`crate::sqlite_server`]).
+//! The database behind the built-in SQLite MCP server ([`crate::upstream::sqlite::server`]).
 //!
 //! What a statement may do is decided by SQLite itself, never by looking at
 //! the SQL text:
@@ -20,7 +20,7 @@
 //! in rows and in the size of its answer, and every value SQLite makes is
 //! bounded in length (`SQLITE_LIMIT_LENGTH`), so that no query can take the
 //! laptop's memory (`SELECT zeroblob(1e8)` is refused before it allocates).
-//! Reads run on a small pool of connections ([`crate::sqlite_pool`]);
+//! Reads run on a small pool of connections ([`crate::upstream::sqlite::pool`]);
 //! writes are serialized on one.
 
 use std::path::{Path, PathBuf};
@@ -37,10 +37,10 @@ use rusqlite::{Connection, OpenFlags, Statement};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::sqlite_pool::{ConnPool, Pooled};
+use crate::upstream::sqlite::pool::{ConnPool, Pooled};
 
 /// The sample dataset written into a new database file.
-const SAMPLE_SQL: &str = include_str!("sqlite_sample.sql");
+const SAMPLE_SQL: &str = include_str!("sample.sql");
 
 /// How long SQLite waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -101,10 +101,10 @@ pub struct Limits {
     /// them at once.
     pub readers: usize,
     /// Calls one caller may have in flight at once (at least 1); more are
-    /// refused (see [`crate::sqlite_server`]).
+    /// refused (see [`crate::upstream::sqlite::server`]).
     pub max_calls_per_identity: usize,
     /// MCP sessions one caller may hold at once (at least 1); more are
-    /// refused (see [`crate::mcp_sessions`]).
+    /// refused (see [`crate::upstream::mcp_sessions`]).
     pub max_sessions_per_identity: usize,
 }
 
@@ -422,7 +422,7 @@ impl SqliteDb {
         self.readers.size()
     }
 
-    /// A reading connection for `caller` (see [`crate::sqlite_pool`]),
+    /// A reading connection for `caller` (see [`crate::upstream::sqlite::pool`]),
     /// waiting for one at most the time limit.
     fn reader(&self, caller: Option<&str>) -> Result<Pooled<'_>, SqliteError> {
         self.readers
@@ -814,5 +814,5 @@ fn create_sample(path: &Path) -> Result<(), SqliteError> {
 }
 
 #[cfg(test)]
-#[path = "sqlite_db_tests.rs"]
+#[path = "db_tests.rs"]
 mod tests;

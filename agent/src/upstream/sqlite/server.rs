@@ -13,10 +13,10 @@
 //!   and the same JSON as text) and described by an `outputSchema`;
 //! * a failing statement is a tool error (`isError: true`) carrying SQLite's
 //!   message, so the model can correct itself;
-//! * what a statement may do is enforced by SQLite ([`crate::sqlite_db`]),
+//! * what a statement may do is enforced by SQLite ([`crate::upstream::sqlite::db`]),
 //!   not guessed from its first word;
 //! * every call is bounded (time, rows, answer size, value length: see
-//!   [`crate::sqlite_db::Limits`]), and one caller may have only so many
+//!   [`crate::upstream::sqlite::db::Limits`]), and one caller may have only so many
 //!   calls in flight (`agent connect --sqlite-max-calls-per-identity`) and
 //!   hold only half the reading connections, so that one caller cannot
 //!   starve another. Hitting a bound is a tool error that names its flag.
@@ -37,9 +37,9 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::mcp_sessions::CappedSessions;
-use crate::per_identity::{CallerId, PerIdentity, Slot};
-use crate::sqlite_db::{SqliteDb, SqliteError};
+use crate::upstream::mcp_sessions::CappedSessions;
+use crate::upstream::per_identity::{CallerId, PerIdentity, Slot};
+use crate::upstream::sqlite::db::{SqliteDb, SqliteError};
 
 /// The URI of the insights memo.
 pub const MEMO_URI: &str = "memo://insights";
@@ -113,10 +113,10 @@ pub struct SqliteServer {
 
 /// The server as rmcp's Streamable HTTP service: what `agent connect --sqlite`
 /// serves through the tunnel, and what the benchmark's direct baseline serves
-/// over TCP. One caller (the request's [`crate::per_identity::CallerId`])
+/// over TCP. One caller (the request's [`crate::upstream::per_identity::CallerId`])
 /// holds at most `Limits::max_sessions_per_identity` MCP sessions
-/// ([`crate::mcp_sessions`]): a new one ends that caller's oldest.
-pub type HttpService = crate::mcp_http::McpHttpService<SqliteServer, CappedSessions>;
+/// ([`crate::upstream::mcp_sessions`]): a new one ends that caller's oldest.
+pub type HttpService = crate::upstream::mcp_http::McpHttpService<SqliteServer, CappedSessions>;
 
 impl SqliteServer {
     pub fn new(db: Arc<SqliteDb>) -> SqliteServer {
@@ -735,7 +735,7 @@ mod tests {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");
-        let limits = crate::sqlite_db::Limits {
+        let limits = crate::upstream::sqlite::db::Limits {
             timeout: std::time::Duration::from_secs(2),
             max_calls_per_identity: 1,
             ..Default::default()

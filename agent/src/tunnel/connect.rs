@@ -8,23 +8,12 @@ use protocol::RefusalCode;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::dial::Dialer;
 use crate::error::AgentError;
-use crate::gate::{Gate, OwnerPolicy, Summary};
-use crate::session::{self, Identity, Serving, SessionConfig, SessionEnd};
+use crate::gate::{Gate, OwnerPolicy};
+use crate::report::Reporter;
+use crate::tunnel::dial::{Dialer, TransportChoice};
+use crate::tunnel::session::{self, Identity, Serving, SessionConfig, SessionEnd};
 use crate::upstream::Upstream;
-
-/// Which transport `agent connect` uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum TransportChoice {
-    /// Race QUIC against TLS over TCP; prefer QUIC.
-    #[default]
-    Auto,
-    /// QUIC only.
-    Quic,
-    /// TLS over TCP only.
-    Tcp,
-}
 
 /// Everything `agent connect` needs once the CLI is parsed.
 #[derive(Debug, Clone)]
@@ -51,25 +40,6 @@ pub struct ConnectOptions {
     pub accept_tool_changes: bool,
     /// `--inspect`: the live view of the exchanges (`None`: off).
     pub inspector: Option<Arc<crate::inspector::Inspector>>,
-}
-
-/// One request as the agent's live line shows it.
-#[derive(Debug, Clone)]
-pub struct RequestLine {
-    pub request_id: String,
-    /// Who asked (as the relay verified).
-    pub identity: String,
-    pub summary: Summary,
-    /// From the stream's arrival to the end of the answer.
-    pub elapsed: Duration,
-}
-
-/// What the agent reports as it goes (the CLI prints it; tests read it).
-pub trait Reporter: Send + Sync {
-    fn live(&self, route: &str, url: &str, transport: tunnel::Transport);
-    fn reconnecting(&self, reason: &str, delay: Duration);
-    /// One request served (or refused) by this agent.
-    fn request(&self, line: &RequestLine);
 }
 
 /// Runs until `stop` is cancelled (Ok) or the relay refuses us for good (Err).
@@ -104,8 +74,7 @@ pub async fn run(
     });
     let config = SessionConfig {
         drain_timeout: opts.drain_timeout,
-        quic_retry: (opts.transport == crate::TransportChoice::Auto)
-            .then_some(opts.quic_retry_interval),
+        quic_retry: (opts.transport == TransportChoice::Auto).then_some(opts.quic_retry_interval),
     };
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(15));
     let mut next_conn = None;
@@ -189,26 +158,6 @@ pub async fn run(
             }
         }
     }
-}
-
-/// The agent's line for one request: `time identity what → decision (rules)
-/// latency`, e.g.
-/// `2026-11-22T10:00:00Z alice@example.com tools/call read_query → allow (owner) 2.1ms`.
-pub fn live_line(line: &RequestLine, now: std::time::SystemTime) -> String {
-    let s = &line.summary;
-    let decision = if s.allowed { "allow" } else { "DENY" };
-    let rules = if s.policies.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", s.policies.join(", "))
-    };
-    format!(
-        "{} {} {} → {decision}{rules} {:.1?}",
-        humantime::format_rfc3339_seconds(now),
-        line.identity,
-        s.what,
-        line.elapsed
-    )
 }
 
 fn refusal_error(mut r: protocol::Refusal) -> AgentError {

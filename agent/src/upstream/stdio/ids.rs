@@ -118,6 +118,7 @@ impl<T> IdMap<T> {
         self.pending.drain().map(|(_, e)| e).collect()
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.pending.len()
     }
