@@ -16,6 +16,8 @@ mod run;
 mod scale;
 mod systems;
 mod tools;
+mod tunnel_hop;
+mod tunnel_peer;
 mod upstream;
 
 use clap::Parser;
@@ -33,7 +35,7 @@ struct Cli {
     #[arg(long, value_delimiter = ',')]
     systems: Vec<String>,
     /// Only these scenarios, comma-separated (small, bulk, scale, reconnect,
-    /// policy). A run of a subset of systems or scenarios writes its results
+    /// policy, tunnel). A run of a subset of systems or scenarios writes its results
     /// under the run's temporary directory and leaves bench/results.json and
     /// BENCHMARKS.md as they are: those always show one whole run.
     #[arg(long, value_delimiter = ',')]
@@ -48,10 +50,17 @@ struct Cli {
     /// Use the relay and agent binaries as they are built (no cargo build).
     #[arg(long)]
     no_build: bool,
+    /// The far side of the tunnel scenario, started by the bench itself
+    /// with the file that says where to dial.
+    #[arg(long, hide = true)]
+    tunnel_peer: Option<std::path::PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(spec) = &cli.tunnel_peer {
+        return tunnel_peer::run(spec);
+    }
     for s in &cli.systems {
         if !record::SYSTEMS.contains(&s.as_str()) {
             anyhow::bail!(
