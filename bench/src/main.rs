@@ -31,7 +31,9 @@ struct Cli {
     quick: bool,
     /// Only these systems, comma-separated (direct, drawbridge-quic,
     /// drawbridge-quic-nopolicy, drawbridge-tcp, rathole-tcp, rathole-noise,
-    /// bore, ssh-r). Scale, reconnect and policy run with drawbridge-quic.
+    /// bore, ssh-r). Scale, reconnect and policy run with drawbridge-quic;
+    /// tunnel with drawbridge-quic (and bare quinn) and drawbridge-tcp (and
+    /// bare TLS+yamux).
     #[arg(long, value_delimiter = ',')]
     systems: Vec<String>,
     /// Only these scenarios, comma-separated (small, bulk, scale, reconnect,

@@ -386,3 +386,49 @@ pub fn render(rs: &[Record], meta: &Meta) -> String {
     );
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hop(system: &str, c: u64, p50: f64) -> Record {
+        let mut r = Record::new(system, "tunnel");
+        r.concurrency = Some(c);
+        r.p50_us = Some(p50);
+        r.p99_us = Some(p50 * 3.0);
+        r.rps = Some(1e6 / p50);
+        r.runs = Some(1000);
+        r
+    }
+
+    #[test]
+    fn the_tunnel_hop_has_its_table_ratios_and_target() {
+        let rs = vec![
+            hop("quinn", 1, 50.0),
+            hop("quinn", 16, 200.0),
+            hop("tls-yamux", 1, 40.0),
+            hop("drawbridge-quic", 1, 100.0),
+            hop("drawbridge-tcp", 1, 60.0),
+        ];
+        let md = render(&rs, &Meta::default());
+        assert!(md.contains("## Tunnel hop"), "{md}");
+        // drawbridge-quic: twice quinn, and quinn is its own transport.
+        assert!(
+            md.contains("| drawbridge-quic | 100 | 300 | 10000 | – | – | – | 2.00× | 2.00× |"),
+            "{md}"
+        );
+        // drawbridge-tcp: against quinn, and against bare TLS+yamux.
+        assert!(md.contains("| 1.20× | 1.50× |"), "{md}");
+        assert!(
+            md.contains("| tunnel hop p50 at c=1 ≤ 1.5× bare quinn | 2.0 × | **no** |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn without_tunnel_records_there_is_no_tunnel_section() {
+        let md = render(&[], &Meta::default());
+        assert!(!md.contains("## Tunnel hop"));
+        assert!(md.contains("| tunnel hop p50 at c=1 ≤ 1.5× bare quinn | – | – |"));
+    }
+}

@@ -135,7 +135,15 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         && (opts.wants_system("drawbridge-quic") || opts.wants_system("drawbridge-tcp"))
     {
         eprintln!("== tunnel hop: one empty exchange against a bare stream echo");
-        match crate::tunnel_hop::run(&dir.join("tunnel"), plan.warmup, plan.level_time).await {
+        // Each of Drawbridge's transports with the bare stream under it.
+        let hops: Vec<&str> = crate::tunnel_hop::HOPS
+            .iter()
+            .zip(["drawbridge-quic", "drawbridge-tcp"].iter().cycle())
+            .filter(|(_, system)| opts.wants_system(system))
+            .map(|(hop, _)| *hop)
+            .collect();
+        let tunnel_dir = dir.join("tunnel");
+        match crate::tunnel_hop::run(&tunnel_dir, &hops, plan.warmup, plan.level_time).await {
             Ok(rs) => records.extend(rs),
             Err(e) => eprintln!("!! tunnel not measured: {e:#}"),
         }

@@ -53,6 +53,8 @@ use crate::procs::Proc;
 use crate::record::{percentile, Record};
 
 /// The systems of the `tunnel` scenario, as they are named in the results.
+/// The order matters: the bare stream of a transport, then Drawbridge's hop
+/// over it, alternately QUIC and TCP.
 pub const HOPS: [&str; 4] = ["quinn", "tls-yamux", "drawbridge-quic", "drawbridge-tcp"];
 /// Streams in flight at once.
 pub const LEVELS: [usize; 2] = [1, 16];
@@ -160,8 +162,13 @@ fn head(id: u64) -> ExchangeHead {
     }
 }
 
-/// Runs the scenario: one record per system and level.
-pub async fn run(dir: &Path, warmup: usize, level_time: Duration) -> anyhow::Result<Vec<Record>> {
+/// Runs the scenario: one record per system of `only` (of [`HOPS`]) and level.
+pub async fn run(
+    dir: &Path,
+    only: &[&str],
+    warmup: usize,
+    level_time: Duration,
+) -> anyhow::Result<Vec<Record>> {
     std::fs::create_dir_all(dir)?;
     let cert = relay::certs::self_signed(dir, &[])?;
     let tls = tunnel::tls::server_config(cert.chain, cert.key, &[protocol::ALPN])?;
@@ -239,7 +246,7 @@ pub async fn run(dir: &Path, warmup: usize, level_time: Duration) -> anyhow::Res
     ];
     let mut records = Vec::new();
     for c in LEVELS {
-        for (name, hop) in &hops {
+        for (name, hop) in hops.iter().filter(|(name, _)| only.contains(name)) {
             let level = measure(hop.clone(), c, warmup, level_time)
                 .await
                 .with_context(|| format!("{name} at {c} streams; see {}", peer.log.display()))?;
