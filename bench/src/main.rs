@@ -16,6 +16,8 @@ mod run;
 mod scale;
 mod systems;
 mod tools;
+mod tunnel_hop;
+mod tunnel_peer;
 mod upstream;
 
 use clap::Parser;
@@ -29,11 +31,13 @@ struct Cli {
     quick: bool,
     /// Only these systems, comma-separated (direct, drawbridge-quic,
     /// drawbridge-quic-nopolicy, drawbridge-tcp, rathole-tcp, rathole-noise,
-    /// bore, ssh-r). Scale, reconnect and policy run with drawbridge-quic.
+    /// bore, ssh-r). Scale, reconnect and policy run with drawbridge-quic;
+    /// tunnel with drawbridge-quic (and bare quinn) and drawbridge-tcp (and
+    /// bare TLS+yamux).
     #[arg(long, value_delimiter = ',')]
     systems: Vec<String>,
     /// Only these scenarios, comma-separated (small, bulk, scale, reconnect,
-    /// policy). A run of a subset of systems or scenarios writes its results
+    /// policy, tunnel). A run of a subset of systems or scenarios writes its results
     /// under the run's temporary directory and leaves bench/results.json and
     /// BENCHMARKS.md as they are: those always show one whole run.
     #[arg(long, value_delimiter = ',')]
@@ -48,10 +52,17 @@ struct Cli {
     /// Use the relay and agent binaries as they are built (no cargo build).
     #[arg(long)]
     no_build: bool,
+    /// The far side of the tunnel scenario, started by the bench itself
+    /// with the file that says where to dial.
+    #[arg(long, hide = true)]
+    tunnel_peer: Option<std::path::PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(spec) = &cli.tunnel_peer {
+        return tunnel_peer::run(spec);
+    }
     for s in &cli.systems {
         if !record::SYSTEMS.contains(&s.as_str()) {
             anyhow::bail!(

@@ -15,7 +15,7 @@ pub const SYSTEMS: [&str; 8] = [
 ];
 
 /// The scenarios, as they are named in the results.
-pub const SCENARIOS: [&str; 5] = ["small", "bulk", "scale", "reconnect", "policy"];
+pub const SCENARIOS: [&str; 6] = ["small", "bulk", "scale", "reconnect", "policy", "tunnel"];
 
 /// One measured figure. Fields that do not apply to a scenario are `null`.
 ///
@@ -29,6 +29,11 @@ pub const SCENARIOS: [&str; 5] = ["small", "bulk", "scale", "reconnect", "policy
 ///   from the signal to the first answered request.
 /// * `policy`: `p50_us`/`p99_us` of the whole per-message decision
 ///   (JSON-RPC classification, SQL classification, Cedar), over `runs` messages.
+/// * `tunnel`: `p50_us`/`p99_us` per round trip between two processes with
+///   `concurrency` streams in flight, `rps` round trips per second, over
+///   `runs` round trips; `system` is `quinn` or `tls-yamux` (a bare stream
+///   echo) or `drawbridge-quic`/`drawbridge-tcp` (one empty exchange relay →
+///   agent → relay through the relay's and the agent's code).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     pub system: String,

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::record::{Record, SYSTEMS};
+use crate::tunnel_hop::HOPS;
 
 /// Where and how the results were measured.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -25,6 +26,8 @@ const OTHERS: [&str; 4] = ["rathole-tcp", "rathole-noise", "bore", "ssh-r"];
 /// Those of them that encrypt.
 const OTHERS_ENCRYPTED: [&str; 2] = ["rathole-noise", "ssh-r"];
 const LEVELS: [u64; 3] = [1, 16, 64];
+/// Streams in flight in the tunnel hop scenario.
+const HOP_LEVELS: [u64; 2] = [1, 16];
 
 fn find<'a>(rs: &'a [Record], system: &str, scenario: &str, c: Option<u64>) -> Option<&'a Record> {
     rs.iter().find(|r| {
@@ -255,6 +258,62 @@ pub fn render(rs: &[Record], meta: &Meta) -> String {
          directory it prints first."
     );
 
+    // The tunnel hop alone.
+    let hop_p50 = |s: &str| find(rs, s, "tunnel", Some(1)).and_then(|r| r.p50_us);
+    if HOPS.iter().any(|s| find(rs, s, "tunnel", None).is_some()) {
+        let _ = writeln!(
+            o,
+            "\n## Tunnel hop: one empty exchange relay → agent → relay\n"
+        );
+        let _ = writeln!(
+            o,
+            "Between two processes, beside a bare stream round trip of the transport \
+             under it (see *What is measured*). The number to drive down first: \
+             Drawbridge's hop over QUIC against bare quinn.\n"
+        );
+        let mut header = String::from("| system ");
+        let mut rule = String::from("|---");
+        for c in HOP_LEVELS {
+            let _ = write!(
+                header,
+                "| p50 µs c={c} | p99 µs c={c} | round trips/s c={c} "
+            );
+            rule.push_str("|---:|---:|---:");
+        }
+        let _ = writeln!(
+            o,
+            "{header}| p50 ÷ quinn, c=1 | p50 ÷ its bare transport, c=1 |"
+        );
+        let _ = writeln!(o, "{rule}|---:|---:|");
+        for s in HOPS {
+            if find(rs, s, "tunnel", None).is_none() {
+                continue;
+            }
+            let mut row = format!("| {s} ");
+            for c in HOP_LEVELS {
+                let r = find(rs, s, "tunnel", Some(c));
+                let _ = write!(
+                    row,
+                    "| {} | {} | {} ",
+                    f(r.and_then(|r| r.p50_us), 0),
+                    f(r.and_then(|r| r.p99_us), 0),
+                    f(r.and_then(|r| r.rps), 0)
+                );
+            }
+            let bare = if s.ends_with("tcp") || s == "tls-yamux" {
+                "tls-yamux"
+            } else {
+                "quinn"
+            };
+            let _ = writeln!(
+                o,
+                "{row}| {} | {} |",
+                ratio(hop_p50(s), hop_p50("quinn")),
+                ratio(hop_p50(s), hop_p50(bare))
+            );
+        }
+    }
+
     // Targets.
     let _ = writeln!(o, "\n## Targets\n");
     let _ = writeln!(o, "| target | measured | met |");
@@ -312,10 +371,64 @@ pub fn render(rs: &[Record], meta: &Meta) -> String {
         |v| v <= 1.0,
     );
     target(
+        "tunnel hop p50 at c=1 ≤ 1.5× bare quinn",
+        hop_p50("drawbridge-quic")
+            .zip(hop_p50("quinn"))
+            .map(|(a, b)| a / b),
+        "×",
+        |v| v <= 1.5,
+    );
+    target(
         "policy decision ≤ 20 µs",
         find(rs, "drawbridge-quic", "policy", None).and_then(|r| r.p50_us),
         "µs",
         |v| v <= 20.0,
     );
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hop(system: &str, c: u64, p50: f64) -> Record {
+        let mut r = Record::new(system, "tunnel");
+        r.concurrency = Some(c);
+        r.p50_us = Some(p50);
+        r.p99_us = Some(p50 * 3.0);
+        r.rps = Some(1e6 / p50);
+        r.runs = Some(1000);
+        r
+    }
+
+    #[test]
+    fn the_tunnel_hop_has_its_table_ratios_and_target() {
+        let rs = vec![
+            hop("quinn", 1, 50.0),
+            hop("quinn", 16, 200.0),
+            hop("tls-yamux", 1, 40.0),
+            hop("drawbridge-quic", 1, 100.0),
+            hop("drawbridge-tcp", 1, 60.0),
+        ];
+        let md = render(&rs, &Meta::default());
+        assert!(md.contains("## Tunnel hop"), "{md}");
+        // drawbridge-quic: twice quinn, and quinn is its own transport.
+        assert!(
+            md.contains("| drawbridge-quic | 100 | 300 | 10000 | – | – | – | 2.00× | 2.00× |"),
+            "{md}"
+        );
+        // drawbridge-tcp: against quinn, and against bare TLS+yamux.
+        assert!(md.contains("| 1.20× | 1.50× |"), "{md}");
+        assert!(
+            md.contains("| tunnel hop p50 at c=1 ≤ 1.5× bare quinn | 2.0 × | **no** |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn without_tunnel_records_there_is_no_tunnel_section() {
+        let md = render(&[], &Meta::default());
+        assert!(!md.contains("## Tunnel hop"));
+        assert!(md.contains("| tunnel hop p50 at c=1 ≤ 1.5× bare quinn | – | – |"));
+    }
 }

@@ -99,7 +99,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             );
         }
     }
-    let tools = tools::ensure(&opts.systems)?;
+    // Only the small and bulk scenarios use the other tunnels: without them
+    // nothing is installed.
+    let tools = if opts.wants_scenario("small") || opts.wants_scenario("bulk") {
+        tools::ensure(&opts.systems)?
+    } else {
+        tools::ensure(&["drawbridge-quic".into()])?
+    };
     let dir = std::env::temp_dir().join(format!("drawbridge-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     eprintln!("== logs of this run: {}", dir.display());
@@ -123,6 +129,23 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 Ok(rs) => records.extend(rs),
                 Err(e) => eprintln!("!! {system} not measured: {e:#}"),
             }
+        }
+    }
+    if opts.wants_scenario("tunnel")
+        && (opts.wants_system("drawbridge-quic") || opts.wants_system("drawbridge-tcp"))
+    {
+        eprintln!("== tunnel hop: one empty exchange against a bare stream echo");
+        // Each of Drawbridge's transports with the bare stream under it.
+        let hops: Vec<&str> = crate::tunnel_hop::HOPS
+            .iter()
+            .zip(["drawbridge-quic", "drawbridge-tcp"].iter().cycle())
+            .filter(|(_, system)| opts.wants_system(system))
+            .map(|(hop, _)| *hop)
+            .collect();
+        let tunnel_dir = dir.join("tunnel");
+        match crate::tunnel_hop::run(&tunnel_dir, &hops, plan.warmup, plan.level_time).await {
+            Ok(rs) => records.extend(rs),
+            Err(e) => eprintln!("!! tunnel not measured: {e:#}"),
         }
     }
     if opts.wants_system("drawbridge-quic") {
@@ -333,6 +356,7 @@ fn describe(opts: &Options, plan: &Plan, tools: &Tools, took: Duration) -> Meta 
             format!("Load: HTTP/1.1 keep-alive, one connection per worker, TCP_NODELAY; concurrency 1, 16 and 64 workers, {secs:.1} s each after {} warm-up requests per worker; p50 and p99 over every request of the level; req/s = requests / time.", plan.warmup),
             "`drawbridge-quic-nopolicy`: the relay started with the hidden `--bench-disable-policy-and-audit` flag (bearer token and route owner still checked; no JSON-RPC classification, no Cedar, no audit event).".into(),
             format!("Bulk: GET of a 256 MiB streamed body (64 KiB chunks) on a fresh connection, median of {} run(s); through Drawbridge via a second agent (`--http`) on route `bulk`.", plan.bulk_runs),
+            format!("Tunnel hop: the bench plays the relay and starts itself again as the far side (a process of its own), which dials it like an agent four times. `quinn` and `tls-yamux`: a bare bidirectional stream ({} bytes and the end of the stream each way, a task per stream on the far side; yamux with the tunnel crate's driver task on both sides, as yamux needs one). `drawbridge-quic` and `drawbridge-tcp`: one empty GET exchange through `relay::forward` (open, head written, response head and body read) to `agent::run` on a stdio route, whose answer comes from the agent itself (406 from the stdio bridge for a GET without an event stream, before any child runs): the agent's task per stream, head decoding, gate decision with the owner's policy, upstream hand-off, answer framing and request line all included, no local server. {} and {} streams in flight, {secs:.1} s each after {} warm-up round trips per stream; same certificates, transport settings and runtime on every system.", crate::tunnel_hop::ECHO_BYTES, crate::tunnel_hop::LEVELS[0], crate::tunnel_hop::LEVELS[1], plan.warmup),
             format!("Scale: {} agents in the bench process, each running the agent library's session (QUIC dial, Hello with an agent token, Welcome, pings) on its own route, 64 dialling at once over one UDP socket; relay RSS before and 2 s after all connected.", opts.agents),
             format!("Reconnect: relay stopped with SIGTERM (agents get GoAway) and started again on the same port and state, {} times; time from the signal to the first answered `tools/call`.", plan.reconnect_runs),
             "rathole: plain TCP transport and Noise (Noise_NK_25519_ChaChaPoly_BLAKE2s); bore: `bore server` (control port 7835) with a secret; `ssh -R`: a throwaway sshd on loopback with its own host key and an ed25519 user key. Relay and agent log at their default level (info).".into(),
