@@ -9,11 +9,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent::connect::{live_line, Reporter, RequestLine};
-use agent::gate::OwnerPolicy;
-use agent::stdio::StdioLimits;
-use agent::upstream::Upstream;
-use agent::{ConnectOptions, TransportChoice};
+use agent::{
+    live_line, ConnectOptions, OwnerPolicy, Reporter, RequestLine, StdioLimits, TransportChoice,
+    Upstream,
+};
 use anyhow::Context as _;
 use rustls_pki_types::ServerName;
 use tokio_rustls::TlsConnector;
