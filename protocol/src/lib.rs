@@ -55,5 +55,11 @@ pub const MIN_PROTOCOL_VERSION: u16 = 2;
 /// `approved|denied|timeout; by=WHO; at=RFC3339`. The relay writes it into
 /// the exchange's audit events and never passes it on to the client.
 pub const APPROVAL_HEADER: &str = "drawbridge-approval";
+/// The request header in which the relay tells the agent which of its
+/// policies allowed an exchange (comma-separated, as its audit writes them),
+/// for the owner's inspector (`agent connect --inspect`). The relay drops a
+/// client's header of this name and sets its own; the agent removes it
+/// before the local server and decides on its own regardless.
+pub const RELAY_RULES_HEADER: &str = "drawbridge-relay-rules";
 /// The ALPN token that marks a tunnel connection, over QUIC and over TLS on TCP.
 pub const ALPN: &[u8] = b"drawbridge/1";

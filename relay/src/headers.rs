@@ -19,7 +19,13 @@ const CREDENTIALS: &[&str] = &["authorization", "proxy-authorization", "cookie"]
 const FROM_LAPTOP_DROPPED: &[&str] = &["set-cookie"];
 
 /// Headers the relay sets itself; a client's values are dropped.
-const RELAY_SET: &[&str] = &["host", "x-forwarded-host", "x-forwarded-proto", "forwarded"];
+const RELAY_SET: &[&str] = &[
+    "host",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "forwarded",
+    protocol::RELAY_RULES_HEADER,
+];
 
 fn connection_listed(headers: &HeaderMap) -> Vec<String> {
     headers
@@ -132,6 +138,10 @@ mod tests {
         h.insert("x-forwarded-host", HeaderValue::from_static("spoofed"));
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert("content-type", HeaderValue::from_static("application/json"));
+        h.insert(
+            protocol::RELAY_RULES_HEADER,
+            HeaderValue::from_static("forged"),
+        );
         let out = to_tunnel(
             &h,
             Some("relay.example"),
@@ -148,6 +158,8 @@ mod tests {
         assert!(get("x-private").is_empty());
         assert!(get("te").is_empty());
         assert!(get("connection").is_empty());
+        // Only the relay says which of its policies allowed a request.
+        assert!(get(protocol::RELAY_RULES_HEADER).is_empty());
         assert_eq!(get("x-forwarded-host"), vec!["relay.example"]);
         assert_eq!(get("x-forwarded-for"), vec!["10.0.0.1, 192.0.2.7"]);
         assert_eq!(get("x-forwarded-proto"), vec!["https"]);

@@ -77,8 +77,10 @@ pub struct Detail {
     pub messages_total: usize,
     /// What the owner's policy decided here, on the laptop.
     pub laptop: Decided,
-    /// What the relay decided: the exchange head does not carry it (the
-    /// relay forwards only what it allowed, and audits its rules itself).
+    /// What the relay decided: the policies that allowed it, as the relay
+    /// told them ([`protocol::RELAY_RULES_HEADER`]; the relay forwards only
+    /// what it allowed, and audits its rules itself). `None` from a relay
+    /// that does not tell them.
     pub relay: Option<Decided>,
     pub timings: Timings,
 }

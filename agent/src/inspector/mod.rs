@@ -142,10 +142,13 @@ pub struct Arrival {
     request_id: String,
     session: Option<String>,
     path: String,
+    /// The relay's policies that allowed it, as it told them
+    /// ([`protocol::RELAY_RULES_HEADER`]); `None` from a relay that does not.
+    relay_rules: Option<Vec<String>>,
 }
 
 impl Arrival {
-    pub fn new(head: &ExchangeHead, started: Instant) -> Arrival {
+    pub fn new(head: &ExchangeHead, started: Instant, relay_rules: Option<&str>) -> Arrival {
         Arrival {
             time: SystemTime::now(),
             started,
@@ -156,6 +159,12 @@ impl Arrival {
             request_id: head.request_id.clone(),
             session: head.session.clone(),
             path: head.path.clone(),
+            relay_rules: relay_rules.map(|r| {
+                r.split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }),
         }
     }
 }
@@ -273,7 +282,10 @@ impl Inspector {
                     allowed: summary.allowed,
                     rules: summary.policies.clone(),
                 },
-                relay: None,
+                relay: arrival.relay_rules.clone().map(|rules| Decided {
+                    allowed: true,
+                    rules,
+                }),
                 timings: Timings {
                     gate_ms: ms(gate_done),
                     first_byte_ms: captured.first_byte.map(ms),

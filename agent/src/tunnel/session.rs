@@ -267,7 +267,7 @@ async fn accept_streams(
         let serving = serving.clone();
         let owner = owner.clone();
         in_flight.spawn(async move {
-            let head = match protocol::read_exchange(&mut recv).await {
+            let mut head = match protocol::read_exchange(&mut recv).await {
                 Ok(head) => head,
                 Err(e) => {
                     tracing::warn!(error = %e, "bad exchange header from the relay; dropping the stream");
@@ -275,11 +275,13 @@ async fn accept_streams(
                 }
             };
             tracing::debug!(request_id = head.request_id, method = head.method, path = head.path, subject = head.identity.subject, "exchange");
+            // For the inspector only; never for the local server.
+            let relay_rules = take_header(&mut head.headers, protocol::RELAY_RULES_HEADER);
             let started = Instant::now();
             let inspected = serving
                 .inspector
                 .as_ref()
-                .map(|i| (i, i.tap(), Arrival::new(&head, started.into_std())));
+                .map(|i| (i, i.tap(), Arrival::new(&head, started.into_std(), relay_rules.as_deref())));
             let tap = inspected.as_ref().map(|(_, tap, _)| tap);
             let (body, mut summary) = serving.gate.admit(&head, &owner, recv, &mut send, tap).await;
             let gate_done = std::time::Instant::now();
@@ -308,4 +310,18 @@ async fn accept_streams(
             });
         });
     }
+}
+
+/// Removes every header `name` from `headers`; the last one's value, if any.
+fn take_header(headers: &mut Vec<protocol::Header>, name: &str) -> Option<String> {
+    let mut value = None;
+    headers.retain(|h| {
+        if h.name.eq_ignore_ascii_case(name) {
+            value = Some(String::from_utf8_lossy(&h.value).into_owned());
+            false
+        } else {
+            true
+        }
+    });
+    value
 }

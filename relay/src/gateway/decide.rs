@@ -75,6 +75,10 @@ pub struct Allowed {
     /// that only read): only such a request goes to another replica when its
     /// agent falls silent, as that agent may have run it.
     pub only_reads: bool,
+    /// The policies that allowed it, comma-separated (every message's, each
+    /// once), told to the agent for the owner's inspector
+    /// ([`protocol::RELAY_RULES_HEADER`]); empty when not judged.
+    pub policies: String,
 }
 
 impl Verdict {
@@ -169,12 +173,14 @@ fn decide_messages(
         .iter()
         .zip(facts)
         .all(|(m, f)| policy::reading::reads(m, f.as_ref()));
+    let policies = policies_of(&decisions);
     Verdict {
         decisions,
         consulted: true,
         outcome: Ok(Allowed {
             rule: Some(Cow::Borrowed("policy")),
             only_reads,
+            policies,
         }),
     }
 }
@@ -222,8 +228,20 @@ fn decide_whole(
         outcome: Ok(Allowed {
             rule: Some(Cow::Owned(decision.policies.join(","))),
             only_reads: safe,
+            policies: decision.policies.join(","),
         }),
     }
+}
+
+/// The policies of `decisions`, each once, in order, comma-separated.
+fn policies_of(decisions: &[Decision]) -> String {
+    let mut seen: Vec<&str> = Vec::new();
+    for p in decisions.iter().flat_map(|d| &d.policies) {
+        if !seen.contains(&p.as_str()) {
+            seen.push(p);
+        }
+    }
+    seen.join(",")
 }
 
 /// A method that changes nothing.
@@ -268,6 +286,7 @@ pub async fn judge(
             outcome: Ok(Allowed {
                 rule: None,
                 only_reads: is_safe(&head.method),
+                policies: String::new(),
             }),
         };
     }

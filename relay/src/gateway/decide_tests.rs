@@ -150,6 +150,8 @@ fn the_owner_passes_and_a_stranger_does_not_see_the_tool() {
     assert!(allowed(&v).only_reads);
     assert!(v.consulted);
     assert_eq!(policies(&v), [["owner"]]);
+    // What the agent is told allowed it (the owner's inspector shows it).
+    assert_eq!(allowed(&v).policies, "owner");
 
     // A stranger is told the tool does not exist (it is not listed to them
     // either), and the audit says why.
@@ -385,6 +387,7 @@ fn requests_without_messages_need_what_every_session_needs() {
             &e,
         );
         assert_eq!(allowed(&v).rule.as_deref(), Some("owner"));
+        assert_eq!(allowed(&v).policies, "owner");
         assert_eq!(allowed(&v).only_reads, method == "GET");
         assert!(v.decisions.is_empty());
     }

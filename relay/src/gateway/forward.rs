@@ -72,6 +72,12 @@ pub async fn forward(
     } = pass;
     let grants = std::mem::take(&mut routed.grants);
     let mut head = exchange_head(ask, parts, who, body_kind, grants);
+    if !allowed.policies.is_empty() {
+        head.headers.push(protocol::Header {
+            name: protocol::RELAY_RULES_HEADER.into(),
+            value: allowed.policies.as_bytes().to_vec(),
+        });
+    }
     if tools_list.is_some() {
         // A tools/list answer is read by the relay: not compressed.
         head.headers

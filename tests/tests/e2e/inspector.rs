@@ -232,6 +232,11 @@ async fn the_inspector_page_shows_a_tool_call_with_its_sql() {
     assert!(text.contains("tables: customers"), "{text}");
     assert!(text.contains("reads only"), "{text}");
     assert!(text.contains("Laptop decided"), "{text}");
+    assert!(text.contains("Relay decided"), "{text}");
+    assert!(
+        !text.contains("its rules are in the relay's audit"),
+        "{text}"
+    );
     assert!(text.contains("alice@example.com"), "{text}");
     let png = browser.screenshot().await;
     save_screenshot(&s.dir, "inspector.png", &png);
@@ -263,6 +268,9 @@ async fn the_inspector_page_shows_a_tool_call_with_its_sql() {
         !d["laptop"]["rules"].as_array().expect("rules").is_empty(),
         "{d}"
     );
+    // And the relay's policies that let it through, as the relay told them.
+    assert_eq!(d["relay"]["allowed"], true, "{d}");
+    assert_eq!(d["relay"]["rules"], json!(["owner"]), "{d}");
     assert!(
         d["response"]["text"]
             .as_str()

@@ -307,6 +307,31 @@ async fn cookies_never_cross_the_tunnel_either_way() {
     }
 }
 
+/// The relay tells the agent which of its policies allowed a request
+/// (`drawbridge-relay-rules`, for the owner's inspector): a client cannot
+/// forge it, and the local server never sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relays_rules_header_is_neither_forged_nor_passed_on() {
+    let s = setup().await;
+    let client = HttpsClient::new(&s.relay.ca(), false);
+    let req = http::Request::builder()
+        .method("GET")
+        .uri(format!("{}/echo/doc", s.relay.route_url("web")))
+        .header("authorization", format!("Bearer {}", s.token))
+        .header("drawbridge-relay-rules", "forged-by-the-client")
+        .body(full_body(""))
+        .expect("request");
+    let a = client.fetch(req).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let echoed = a.json();
+    let headers = echoed["headers"].as_object().expect("echoed headers");
+    assert!(
+        !headers.contains_key("drawbridge-relay-rules"),
+        "the local server saw the header: {headers:?}"
+    );
+    assert_eq!(echoed["path"], "/echo/doc", "{echoed}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_scope_token_only_reads_a_plain_route() {
     let s = setup().await;
