@@ -20,16 +20,26 @@ pub enum LogFormat {
 /// most of its log and 7% of its CPU (perf, under the benchmark's load).
 const DEFAULT_FILTER: &str = "info,quinn=warn,yamux=warn,rustls=warn,hyper=warn,rmcp=warn";
 
-/// Installs the global subscriber. `RUST_LOG` overrides the default level (`info`).
+/// Installs the global subscriber, writing to stderr. `RUST_LOG` overrides
+/// the default level (`info`).
 pub fn init(format: LogFormat) {
+    // Colours only for a person at a terminal: a log file or journald gets
+    // plain text, not escape codes.
+    init_to(format, std::io::stderr, std::io::stderr().is_terminal());
+}
+
+/// [`init`], writing each event to what `writer` makes (with colours if
+/// `ansi`).
+pub fn init_to<W>(format: LogFormat, writer: W, ansi: bool)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        // Colours only for a person at a terminal: a log file or journald
-        // gets plain text, not escape codes.
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_ansi(ansi)
+        .with_writer(writer);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

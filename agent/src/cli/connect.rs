@@ -218,6 +218,13 @@ pub struct ConnectArgs {
     state_dir: Option<PathBuf>,
 }
 
+impl ConnectArgs {
+    /// `--view tui`.
+    pub fn wants_tui(&self) -> bool {
+        self.view == View::Tui
+    }
+}
+
 /// `--view`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum View {
@@ -249,7 +256,7 @@ impl Reporter for Printer {
 #[cfg(not(feature = "embedded-relay"))]
 const NO_EMBEDDED_RELAY: &str = "pass --relay URL: this agent was built without the embedded relay (cargo feature `embedded-relay`), which `agent connect` runs when --relay is omitted";
 
-pub async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
+pub async fn connect(args: ConnectArgs, view: Option<TuiView>) -> anyhow::Result<()> {
     let policy = match &args.policy {
         Some(path) => {
             if args.read_only {
@@ -383,7 +390,7 @@ pub async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
                 std::io::stdout().is_terminal() && std::io::stdin().is_terminal(),
                 "--view tui needs a terminal (stdin and stdout); use --view line"
             );
-            Some(TuiView::default())
+            Some(view.unwrap_or_default())
         }
     };
     let inspector = match args.inspect {

@@ -57,7 +57,18 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> ExitCode {
                 .exit();
         }
     }
-    logging::init(cli.log_format);
+    // `connect --view tui` draws on the terminal: while it does, log lines
+    // that would go to the same terminal go to its log pane.
+    let view = match &cli.command {
+        Command::Connect(args) if args.wants_tui() => Some(tui::TuiView::default()),
+        _ => None,
+    };
+    match &view {
+        Some(view) if std::io::IsTerminal::is_terminal(&std::io::stderr()) => {
+            logging::init_to(cli.log_format, view.log_writer(), false)
+        }
+        _ => logging::init(cli.log_format),
+    }
     let token_on_command_line = matches
         .subcommand_matches("connect")
         .and_then(|m| m.value_source("token"))
@@ -80,7 +91,7 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Connect(args) => connect::connect(*args).await,
+            Command::Connect(args) => connect::connect(*args, view).await,
             Command::Login(args) => login::login(args).await,
             Command::Share(args) => share::share(args).await,
         }

@@ -2,8 +2,13 @@
 //! terminal (ratatui), for people without a browser. The same lines the
 //! default view prints — time, caller, what, decision and rules, latency —
 //! newest first, in a bounded list, with the route's status above. `q` or
-//! Ctrl-C stops the agent (as Ctrl-C does in the default view).
+//! Ctrl-C stops the agent (as Ctrl-C does in the default view). While it
+//! is drawn on the terminal stderr also goes to, log lines are shown in its
+//! log pane (the last few), not written over it ([`TuiView::log_writer`]).
 
+use std::collections::VecDeque;
+use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -19,6 +24,8 @@ use crate::report::{Reporter, RequestLine};
 
 /// How many exchanges the view keeps.
 pub const KEPT: usize = 1000;
+/// How many log lines its log pane shows.
+pub const LOG_LINES: usize = 5;
 
 /// One exchange as the view shows it.
 #[derive(Debug, Clone)]
@@ -32,6 +39,8 @@ struct State {
     status: String,
     notes: Vec<String>,
     lines: Ring<Line>,
+    /// The last log lines, while the view is drawn.
+    logs: VecDeque<String>,
     changed: bool,
 }
 
@@ -39,6 +48,8 @@ struct State {
 #[derive(Debug, Clone)]
 pub struct TuiView {
     state: Arc<Mutex<State>>,
+    /// The view is on the terminal: log lines go to its pane.
+    drawing: Arc<AtomicBool>,
 }
 
 impl Default for TuiView {
@@ -48,8 +59,10 @@ impl Default for TuiView {
                 status: "connecting to the relay…".into(),
                 notes: Vec::new(),
                 lines: Ring::new(KEPT),
+                logs: VecDeque::with_capacity(LOG_LINES),
                 changed: true,
             })),
+            drawing: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -60,6 +73,25 @@ impl TuiView {
     }
 
     /// A line shown under the status, e.g. the inspector's URL.
+    /// Where log lines go (see [`common::logging::init_to`]): to stderr, or
+    /// to the log pane while the view is drawn.
+    pub fn log_writer(&self) -> impl for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync {
+        let view = self.clone();
+        move || LogLine {
+            view: view.clone(),
+            text: Vec::new(),
+        }
+    }
+
+    fn log(&self, line: String) {
+        let mut s = self.state();
+        if s.logs.len() == LOG_LINES {
+            s.logs.pop_front();
+        }
+        s.logs.push_back(line);
+        s.changed = true;
+    }
+
     pub fn note(&self, note: String) {
         let mut s = self.state();
         s.notes.push(note);
@@ -76,12 +108,30 @@ impl TuiView {
     pub fn draw(&self, frame: &mut Frame<'_>) {
         let s = self.state();
         let top_height = 3 + u16::try_from(s.notes.len()).unwrap_or(0);
-        let [top, list, help] = Layout::vertical([
+        let log_height = match s.logs.len() {
+            0 => 0,
+            n => 2 + u16::try_from(n).unwrap_or(0),
+        };
+        let [top, list, logs, help] = Layout::vertical([
             Constraint::Length(top_height),
             Constraint::Min(3),
+            Constraint::Length(log_height),
             Constraint::Length(1),
         ])
         .areas(frame.area());
+        if log_height > 0 {
+            frame.render_widget(
+                Paragraph::new(
+                    s.logs
+                        .iter()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                )
+                .block(Block::bordered().title(" log ")),
+                logs,
+            );
+        }
         frame.render_widget(
             Paragraph::new(
                 std::iter::once(s.status.as_str())
@@ -134,6 +184,7 @@ impl TuiView {
     /// thread (terminal input blocks).
     pub fn run(&self, stop: CancellationToken) -> std::io::Result<()> {
         let mut terminal = ratatui::try_init()?;
+        self.drawing.store(true, Ordering::SeqCst);
         let result = (|| {
             while !stop.is_cancelled() {
                 let redraw = std::mem::take(&mut self.state().changed);
@@ -156,8 +207,47 @@ impl TuiView {
             }
             Ok(())
         })();
+        self.drawing.store(false, Ordering::SeqCst);
         ratatui::try_restore()?;
+        // The pane's last lines stay readable on the terminal (the agent's
+        // goodbye among them); later ones are written there directly.
+        let logs: Vec<String> = self.state().logs.drain(..).collect();
+        let mut stderr = std::io::stderr().lock();
+        for line in logs {
+            let _ = writeln!(stderr, "{line}");
+        }
         result
+    }
+}
+
+/// One log event's text: to the log pane when written out while the view is
+/// drawn, else to stderr.
+struct LogLine {
+    view: TuiView,
+    text: Vec<u8>,
+}
+
+impl std::io::Write for LogLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.text.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        let text = std::mem::take(&mut self.text);
+        if self.view.drawing.load(Ordering::SeqCst) {
+            for line in String::from_utf8_lossy(&text).lines() {
+                self.view.log(line.to_owned());
+            }
+        } else {
+            let _ = std::io::stderr().write_all(&text);
+        }
     }
 }
 

@@ -773,6 +773,49 @@ async fn the_terminal_view_lists_a_tool_call() {
     }
 }
 
+/// With stderr on the terminal the view draws on, log lines go to its log
+/// pane instead of over it; once the view is gone, to the terminal again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_terminal_view_shows_log_lines_in_its_pane() {
+    let dir = TempDir::new("inspector-tui-log");
+    let relay = RelayProc::start(&[]).await;
+    let agent_token = relay.token(OWNER, false);
+    let db = dir.path().join("demo.db");
+    let command = format!(
+        "{} connect --relay {} --ca-cert {} --route db --sqlite {} --view tui; echo agent exited; sleep 60",
+        e2e::procs::bin("agent").display(),
+        relay.url(),
+        relay.ca().display(),
+        db.display(),
+    );
+    let tmux = Tmux::start("tui-log", &command, &[("DRAWBRIDGE_TOKEN", &agent_token)]);
+    tmux.wait_for("route db is live at").await;
+    // The agent's log line, inside the view's log pane (framed), not over
+    // the table.
+    let screen = tmux.wait_for("tunnel established").await;
+    let pane: Vec<&str> = screen
+        .lines()
+        .skip_while(|l| !l.contains(" log "))
+        .collect();
+    assert!(
+        pane.iter().any(|l| l.contains("tunnel established")),
+        "the log line is not in the log pane: {screen}"
+    );
+    let exchanges = screen
+        .lines()
+        .position(|l| l.contains(" exchanges ("))
+        .expect("the exchanges table");
+    let log_pane = screen
+        .lines()
+        .position(|l| l.contains(" log "))
+        .expect("the log pane");
+    assert!(exchanges < log_pane, "{screen}");
+    // q: the view is gone, and the agent's last lines reach the terminal.
+    tmux.keys("q");
+    let screen = tmux.wait_for("agent exited").await;
+    assert!(screen.contains("stopping"), "{screen}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_no_page_open_the_terminal_asks() {
     let dir = TempDir::new("inspector-prompt");
