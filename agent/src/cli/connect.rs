@@ -248,7 +248,7 @@ impl Reporter for Printer {
     }
 
     fn request(&self, line: &RequestLine) {
-        println!("{}", live_line(line, std::time::SystemTime::now()));
+        crate::inspector::prompt::print_line(&live_line(line, std::time::SystemTime::now()));
     }
 }
 

@@ -3,19 +3,66 @@
 //! pending exchange is put to the terminal — `y` approves, `n` denies —
 //! one prompt at a time. A decision made meanwhile on the page or the API,
 //! or the timeout, ends the prompt.
+//!
+//! The terminal is not put in raw mode: only line editing and echo are off
+//! while the prompt waits, so lines other parts print meanwhile (log lines,
+//! Ctrl-C) behave as usual; a request line printed meanwhile
+//! ([`print_line`]) goes above the prompt, which is written again under it.
 
 use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nix::sys::termios::{self, LocalFlags, SetArg, SpecialCharacterIndices, Termios};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind};
-use ratatui::crossterm::terminal;
 
 use super::approval::Decision;
 use super::Inspector;
 
 /// One prompt at a time: the terminal has one keyboard.
 static TERMINAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The question on the terminal while a prompt waits.
+static ASKING: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Prints `line` on stdout; while a prompt waits, above it (the prompt is
+/// written again under the line).
+pub fn print_line(line: &str) {
+    let asking = ASKING.lock().unwrap_or_else(|p| p.into_inner());
+    let mut out = std::io::stdout().lock();
+    let _ = match asking.as_deref() {
+        // Back to the line's start, clear it, the line, the prompt again.
+        Some(question) => write!(out, "\r\x1b[2K{line}\n{question} [y/n] "),
+        None => writeln!(out, "{line}"),
+    };
+    let _ = out.flush();
+}
+
+/// The terminal reading single keys without echo (line editing off),
+/// until dropped.
+struct KeyMode {
+    saved: Termios,
+}
+
+impl KeyMode {
+    fn enter() -> Option<KeyMode> {
+        let stdin = std::io::stdin();
+        let saved = termios::tcgetattr(&stdin).ok()?;
+        let mut keys = saved.clone();
+        keys.local_flags
+            .remove(LocalFlags::ICANON | LocalFlags::ECHO);
+        keys.control_chars[SpecialCharacterIndices::VMIN as usize] = 1;
+        keys.control_chars[SpecialCharacterIndices::VTIME as usize] = 0;
+        termios::tcsetattr(&stdin, SetArg::TCSANOW, &keys).ok()?;
+        Some(KeyMode { saved })
+    }
+}
+
+impl Drop for KeyMode {
+    fn drop(&mut self) {
+        let _ = termios::tcsetattr(std::io::stdin(), SetArg::TCSANOW, &self.saved);
+    }
+}
 
 /// Asks in the terminal about pending exchange `id` (described by
 /// `question`) until `deadline`, on a blocking thread.
@@ -41,13 +88,18 @@ pub fn ask(inspector: Arc<Inspector>, id: u64, question: String, deadline: Insta
 /// `Some(true)` for y, `Some(false)` for n; `None` when the exchange was
 /// decided elsewhere, the deadline passed or the terminal failed.
 fn read_key(inspector: &Inspector, id: u64, question: &str, deadline: Instant) -> Option<bool> {
-    let mut out = std::io::stdout();
-    let _ = write!(out, "{question} [y/n] ");
-    let _ = out.flush();
-    if terminal::enable_raw_mode().is_err() {
-        let _ = writeln!(out, "(no terminal: decide on the page)");
-        return None;
+    {
+        let mut asking = ASKING.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = std::io::stdout().lock();
+        let _ = write!(out, "{question} [y/n] ");
+        let _ = out.flush();
+        *asking = Some(question.to_owned());
     }
+    let Some(keys) = KeyMode::enter() else {
+        *ASKING.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        println!("(no terminal: decide on the page)");
+        return None;
+    };
     let answer = loop {
         if !inspector.is_pending(id) || Instant::now() >= deadline {
             break None;
@@ -66,12 +118,16 @@ fn read_key(inspector: &Inspector, id: u64, question: &str, deadline: Instant) -
             Err(_) => break None,
         }
     };
-    let _ = terminal::disable_raw_mode();
+    drop(keys);
     let said = match answer {
         Some(true) => "approved",
         Some(false) => "denied",
         None => "(decided elsewhere or timed out)",
     };
+    let mut asking = ASKING.lock().unwrap_or_else(|p| p.into_inner());
+    *asking = None;
+    let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{said}");
+    let _ = out.flush();
     answer
 }

@@ -854,7 +854,36 @@ async fn with_no_page_open_the_terminal_asks() {
 
     // n denies.
     let call = write_in_background(&client, "DELETE FROM orders WHERE id = 2");
-    tmux.wait_for("WHERE id = 2)? [y/n]").await;
+    let screen = tmux.wait_for("WHERE id = 2)? [y/n]").await;
+    // A request served meanwhile prints its line above the prompt, which is
+    // asked again under it (not run into it, nor shifted right).
+    let reads = |screen: &str| screen.matches("read_query").count();
+    let reads_before = reads(&screen);
+    assert_eq!(order_count(&client).await, before - 1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let screen = loop {
+        let screen = tmux.screen();
+        if reads(&screen) > reads_before {
+            break screen;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{screen}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let lines: Vec<&str> = screen.lines().filter(|l| !l.trim().is_empty()).collect();
+    let read = lines
+        .iter()
+        .rposition(|l| l.contains("read_query"))
+        .expect("the read's line");
+    assert!(
+        !lines[read].contains("[y/n]") && !lines[read].starts_with(' '),
+        "{screen}"
+    );
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.contains("WHERE id = 2)? [y/n]")),
+        "the prompt is not asked again under the line: {screen}"
+    );
     tmux.keys("n");
     let err = finished(call).await.expect_err("denied in the terminal");
     assert!(
