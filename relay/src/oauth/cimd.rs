@@ -29,9 +29,9 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use url::{Host, Url};
 
-use crate::oauth_store::OAuthClient;
 use crate::state::SharedState;
 use crate::store::now;
+use crate::store::oauth::OAuthClient;
 
 use super::clients::ClientMetadata;
 use super::ratelimit::RateLimiter;

@@ -227,7 +227,7 @@ struct Pending {
     provider: ProviderKind,
     /// The browser session that started it.
     session_id: String,
-    /// The client address that started it ([`crate::ip_key`]).
+    /// The client address that started it ([`crate::limits::ip_key`]).
     address: IpAddr,
     verifier: String,
     nonce: String,
@@ -496,8 +496,8 @@ pub async fn start(
         }
     };
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let oauth_state = crate::token::random_hex(32);
-    let nonce = crate::token::random_hex(32);
+    let oauth_state = crate::store::token::random_hex(32);
+    let nonce = crate::store::token::random_hex(32);
     let url = match kind {
         ProviderKind::Oidc => upstream
             .oidc
@@ -516,7 +516,7 @@ pub async fn start(
         Pending {
             provider: kind,
             session_id,
-            address: crate::ip_key::of(peer),
+            address: crate::limits::ip_key::of(peer),
             verifier: verifier.secret().clone(),
             nonce,
             back,
@@ -710,7 +710,7 @@ mod tests {
         Pending {
             provider: ProviderKind::Oidc,
             session_id: session.into(),
-            address: crate::ip_key::of(address.parse().expect("ip")),
+            address: crate::limits::ip_key::of(address.parse().expect("ip")),
             verifier: String::new(),
             nonce: String::new(),
             back: Back::Device(String::new()),

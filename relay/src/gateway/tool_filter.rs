@@ -24,7 +24,7 @@
 //!   ([`TOOLS_LIST_UNFILTERABLE`]) instead of an unfiltered list.
 //!
 //! The relay's gate ([`RelayGate`]) hides tools whose definition changed
-//! since they were pinned ([`crate::pins`]) and tools the policy would not
+//! since they were pinned ([`crate::gateway::pins`]) and tools the policy would not
 //! let this caller call ([`policy::Engine::tool_visible`]); resources and
 //! resource templates the caller may not read
 //! ([`policy::Engine::resource_visible`], a template by its `uriTemplate`),
@@ -42,17 +42,15 @@ use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use serde_json::Value;
 
+use crate::gateway::pins;
 use crate::http::body::{full, BoxError, RespBody};
 use crate::http::sse_events::{self, data_value, EventSplitter};
-use crate::pins;
 use policy::body::{BATCH_REFUSED, POLICY_DENIED};
 use policy::jsonrpc::{Message, MessageKind, INVALID_PARAMS, TOOLS_CALL};
 use policy::{Caller, Decision, Engine};
 
 /// The `tools/list` method.
 pub const TOOLS_LIST: &str = "tools/list";
-/// Default cap on a buffered list answer (or one event of a stream).
-pub const DEFAULT_MAX_TOOLS_LIST: usize = 8 * 1024 * 1024;
 /// JSON-RPC error code of a list answer the relay could not filter.
 pub const TOOLS_LIST_UNFILTERABLE: i64 = -32603;
 

@@ -25,13 +25,13 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-use crate::grant_store::{GrantConvert, GrantRecord, NewGrant};
 use crate::http::body::{full, RespBody};
 use crate::http::response::error;
 use crate::http::router::{delete_only, get_only, post_only};
 use crate::state::SharedState;
+use crate::store::grants::{GrantConvert, GrantRecord, NewGrant};
+use crate::store::token::TokenKind;
 use crate::store::{now, RouteClaim};
-use crate::token::TokenKind;
 
 /// Largest request body read.
 const MAX_BODY: usize = 64 * 1024;

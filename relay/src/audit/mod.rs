@@ -8,7 +8,7 @@
 //! 100 ms after a write (group commit), so a crash of the machine (power,
 //! kernel) can lose at most the last 100 ms of events.
 //!
-//! Every line is sealed into a hash chain ([`crate::audit_chain`]; `relay
+//! Every line is sealed into a hash chain ([`crate::audit::chain`]; `relay
 //! audit verify` checks it), and `audit.jsonl` is rotated at a size, the
 //! chain going on in the next file. Writers take `audit.lock` (the relay and
 //! `relay tools approve` may both append); a torn last line left by a crash
@@ -19,6 +19,9 @@
 //! closed) until a write succeeds again. Tokens never appear in events, and
 //! tool arguments only as a hash unless the operator asks for them.
 
+pub mod chain;
+pub mod verify;
+
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -28,8 +31,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit_chain::{self, seal, Head, Tail};
 use crate::error::RelayError;
+use chain::{self as audit_chain, seal, Head, Tail};
 
 /// Longest time between an event's write and its `fdatasync`.
 const SYNC_EVERY: Duration = Duration::from_millis(100);
@@ -88,7 +91,7 @@ pub struct AuditEvent {
     /// definition's hashes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pin: Option<PinHashes>,
-    /// The hash chain (see [`crate::audit_chain`]): the line's number, the
+    /// The hash chain (see [`crate::audit::chain`]): the line's number, the
     /// previous line's hash and its own. Set when read back, never when
     /// recording.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -546,7 +549,8 @@ mod tests {
 
     #[test]
     fn events_are_written_in_order_and_queried() {
-        let dir = std::env::temp_dir().join(format!("dbr-audit-{}", crate::token::random_hex(6)));
+        let dir =
+            std::env::temp_dir().join(format!("dbr-audit-{}", crate::store::token::random_hex(6)));
         std::fs::create_dir_all(&dir).expect("dir");
         let audit = Audit::open(&dir, false, 0).expect("open");
         for (i, decision) in ["allow", "deny", "allow"].iter().enumerate() {
@@ -597,7 +601,8 @@ mod tests {
 
     #[test]
     fn arguments_are_hashed_unless_kept() {
-        let dir = std::env::temp_dir().join(format!("dbr-audit-{}", crate::token::random_hex(6)));
+        let dir =
+            std::env::temp_dir().join(format!("dbr-audit-{}", crate::store::token::random_hex(6)));
         std::fs::create_dir_all(&dir).expect("dir");
         let args = serde_json::json!({"query": "SELECT secret FROM t"});
         let hashed = Audit::open(&dir, false, 0).expect("open").arguments(&args);
@@ -611,7 +616,8 @@ mod tests {
 
     #[test]
     fn the_chain_holds_across_other_writers_torn_lines_and_rotation() {
-        let dir = std::env::temp_dir().join(format!("dbr-audit-{}", crate::token::random_hex(6)));
+        let dir =
+            std::env::temp_dir().join(format!("dbr-audit-{}", crate::store::token::random_hex(6)));
         std::fs::create_dir_all(&dir).expect("dir");
         let event = |id: &str| AuditEvent {
             time: now_rfc3339(),
@@ -636,7 +642,7 @@ mod tests {
         drop(audit);
         let files = audit_chain::files(&dir).expect("files");
         assert!(files.len() > 2, "rotated: {files:?}");
-        let report = crate::audit_verify::verify_files(&dir, &[]).expect("intact");
+        let report = crate::audit::verify::verify_files(&dir, &[]).expect("intact");
         assert_eq!(report.last.as_ref().map(|h| h.seq), Some(13), "{report}");
         assert_eq!(report.notes.len(), 1, "the torn line: {report}");
         let (events, bad) = read_all(&dir, &Query::default()).expect("read");

@@ -340,7 +340,8 @@ mod tests {
 
     #[test]
     fn the_tail_of_a_torn_file_chains_past_the_torn_line() {
-        let dir = std::env::temp_dir().join(format!("dbr-chain-{}", crate::token::random_hex(6)));
+        let dir =
+            std::env::temp_dir().join(format!("dbr-chain-{}", crate::store::token::random_hex(6)));
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join(LOG);
         let (one, h1) = seal(br#"{"a":1}"#, &Head::genesis());

@@ -18,10 +18,10 @@ use protocol::{
 use tokio::time::{timeout, Instant};
 use tunnel::{ControlReader, RecvHalf, SendHalf, TunnelConnection};
 
-use crate::registry::{AgentSession, KillReason, ServedRoute};
+use crate::agents::registry::{AgentSession, KillReason, ServedRoute};
 use crate::state::SharedState;
+use crate::store::token::TokenKind;
 use crate::store::{RouteClaim, TokenRejection};
-use crate::token::TokenKind;
 use ::store::Change;
 
 /// Serves one tunnel connection until it ends.

@@ -137,7 +137,7 @@ impl HotCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::TokenKind;
+    use crate::store::token::TokenKind;
 
     fn record(id: &str) -> TokenRecord {
         TokenRecord {

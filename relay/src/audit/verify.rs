@@ -1,12 +1,12 @@
 //! `relay audit verify`: walks the hash chain of audit files (see
-//! [`crate::audit_chain`]) and names the first line that was changed,
+//! [`crate::audit::chain`]) and names the first line that was changed,
 //! removed, inserted or reordered.
 
 use std::fs::File;
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 
-use crate::audit_chain::{self, link, Head, Link, GENESIS};
+use crate::audit::chain::{self as audit_chain, link, Head, Link, GENESIS};
 
 /// Where the chain is broken: the first bad line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -312,7 +312,7 @@ fn not_a_line(files: &[PathBuf], t: &Seen) -> VerifyError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit_chain::seal;
+    use crate::audit::chain::seal;
 
     fn chain(n: usize) -> Vec<Vec<u8>> {
         let mut head = Head::genesis();
@@ -326,7 +326,8 @@ mod tests {
     }
 
     fn check(lines: &[Vec<u8>], head: Option<&Head>) -> Result<Report, VerifyError> {
-        let dir = std::env::temp_dir().join(format!("dbr-verify-{}", crate::token::random_hex(6)));
+        let dir =
+            std::env::temp_dir().join(format!("dbr-verify-{}", crate::store::token::random_hex(6)));
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("audit.jsonl");
         std::fs::write(&path, lines.concat()).expect("write");
@@ -386,7 +387,7 @@ mod tests {
         let torn = br#"{"time":"2026"#.to_vec();
         let after = Head {
             seq: head.seq,
-            hash: crate::audit_chain::sha256_hex(&torn),
+            hash: crate::audit::chain::sha256_hex(&torn),
         };
         let (next, _) = seal(br#"{"request_id":"after"}"#, &after);
         let mut with_torn = lines.clone();

@@ -73,7 +73,7 @@ fn router(state: SharedState) -> Router {
 async fn metrics(State(state): State<SharedState>) -> Response<Full<Bytes>> {
     // The certificate served now (ACME renews it in the background).
     if let Some(leaf) = state.certs.current().cert.first() {
-        if let Ok(t) = crate::cert_resolver::not_after(leaf) {
+        if let Ok(t) = crate::tls::resolver::not_after(leaf) {
             state.metrics.set_certificate_expiry(t);
         }
     }

@@ -10,21 +10,22 @@
 //!
 //! The relay writes each reload's outcome to `<state-dir>/reload.json`
 //! (pid, sequence number, ok, message); `relay reload` signals the relay
-//! named by `<state-dir>/relay.pid` ([`crate::pidfile`]) and waits for that
+//! named by `<state-dir>/relay.pid` ([`pidfile`]) and waits for that
 //! file to show the outcome of its signal.
+
+pub mod pidfile;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::cert_resolver::not_after;
-use crate::certs;
 use crate::config::TlsSource;
 use crate::error::RelayError;
 use crate::metrics::Reloaded;
-use crate::pidfile;
 use crate::state::RelayState;
+use crate::tls::certs;
+use crate::tls::resolver::not_after;
 
 /// What one reload did.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,7 +117,7 @@ fn swap_certificate(state: &RelayState, cert: &Path, key: &Path) -> Result<Strin
         .first()
         .ok_or_else(|| RelayError::TlsCertificate(format!("{}: no certificate", cert.display())))?;
     let expiry = not_after(leaf)?;
-    state.certs.swap(crate::cert_resolver::certified_key(
+    state.certs.swap(crate::tls::resolver::certified_key(
         loaded.chain,
         loaded.key,
     )?);

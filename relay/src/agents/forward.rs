@@ -19,10 +19,10 @@ use prometheus_client::metrics::counter::Counter;
 use protocol::{ExchangeHead, FrameLimit, ResponseHead, StreamOpen};
 use tokio::io::AsyncWriteExt;
 
-use crate::headers;
+use crate::agents::registry::AgentSession;
 use crate::http::body::ReqBody;
+use crate::http::headers;
 use crate::metrics::Metrics;
-use crate::registry::AgentSession;
 use tunnel::TunnelBody;
 use tunnel::{RecvHalf, SendHalf};
 

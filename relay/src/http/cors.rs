@@ -3,13 +3,13 @@
 //! origin (401s, errors and event streams included) says so, and exposes the
 //! headers an MCP client must read.
 //!
-//! Which origins are allowed is [`crate::origin`]'s rule; a disallowed one
+//! Which origins are allowed is [`crate::http::origin`]'s rule; a disallowed one
 //! is refused 403 on routes, and gets no CORS headers anywhere.
 
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use crate::http::body::RespBody;
-use crate::origin::AllowedOrigins;
+use crate::http::origin::AllowedOrigins;
 
 /// The request headers an MCP client sends.
 pub const ALLOW_HEADERS: &str = "Authorization, Content-Type, Accept, MCP-Protocol-Version, \

@@ -11,7 +11,7 @@
 //!
 //! The file is checked as a whole before anything starts: unknown keys are
 //! refused, values are parsed like the flags' (durations with `humantime`,
-//! rates as [`Rate`](crate::rate_limits::Rate), socket addresses), and the
+//! rates as [`Rate`](crate::limits::rate::Rate), socket addresses), and the
 //! files it names are read (the certificate and key must parse and fit, the
 //! policy must compile). Every error names the file, the line and column,
 //! and the key.
@@ -29,8 +29,8 @@ use std::path::{Path, PathBuf};
 
 use toml::de::DeTable;
 
+use crate::config::settings::Settings;
 use crate::config::TlsSource;
-use crate::settings::Settings;
 
 /// Why a config file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +134,7 @@ impl ConfigFile {
                 ))
             }
             (Some(cert), Some(key), false) => {
-                crate::certs::from_files(cert, key)
+                crate::tls::certs::from_files(cert, key)
                     .map_err(|e| e.to_string())
                     .and_then(|k| {
                         tunnel::tls::server_config(k.chain, k.key, &[]).map_err(|e| e.to_string())

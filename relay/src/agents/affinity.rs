@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use http::{HeaderMap, Method, StatusCode};
 
-use crate::registry::{AgentSession, Registry, ServedRoute};
+use crate::agents::registry::{AgentSession, Registry, ServedRoute};
 
 /// The most session ids remembered; past it the oldest are forgotten.
 pub const MAX_PINNED: usize = 100_000;

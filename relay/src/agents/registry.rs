@@ -110,7 +110,7 @@ impl AgentSession {
     /// Marks the session silent (see [`forward::PEER_GONE_AFTER`]): other
     /// replicas are picked first until the agent is heard from again.
     ///
-    /// [`forward::PEER_GONE_AFTER`]: crate::forward::PEER_GONE_AFTER
+    /// [`forward::PEER_GONE_AFTER`]: crate::agents::forward::PEER_GONE_AFTER
     pub fn mark_silent(&self) {
         if let Some(n) = self.conn.received_datagrams() {
             self.silent_at.store(n, Ordering::Release);

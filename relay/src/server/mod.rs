@@ -1,4 +1,11 @@
-//! Starting and stopping a relay.
+//! Starting and stopping a relay: its one port ([`listener`]), the agents'
+//! tunnels ([`agents`]), idle connections ([`idle_connection`]) and the admin
+//! listener ([`admin_http`]).
+
+pub mod admin_http;
+pub mod agents;
+pub mod idle_connection;
+pub mod listener;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,18 +15,17 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::agents::registry::Registry;
 use crate::audit::Audit;
-use crate::cert_resolver::{certified_key, not_after, CertResolver, ACME_TLS_ALPN};
-use crate::certs;
 use crate::config::{RelayConfig, TlsSource};
 use crate::error::RelayError;
-use crate::legacy_sse::LegacySessions;
-use crate::origin::AllowedOrigins;
+use crate::gateway::legacy_sse::LegacySessions;
+use crate::http::origin::AllowedOrigins;
 use crate::policies::Policies;
-use crate::registry::Registry;
 use crate::state::{RelayState, SharedState};
 use crate::store::Store;
-use crate::{admin_http, agents, listener};
+use crate::tls::certs;
+use crate::tls::resolver::{certified_key, not_after, CertResolver, ACME_TLS_ALPN};
 
 /// A relay that is serving.
 pub struct RunningRelay {
@@ -91,7 +97,7 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
             )
         }
         TlsSource::Acme(settings) => {
-            let initial = crate::acme::initial_certificate(settings, &config.state_dir)?;
+            let initial = crate::tls::acme::initial_certificate(settings, &config.state_dir)?;
             acme = Some((settings.clone(), initial.stored));
             (initial.key, None)
         }
@@ -126,13 +132,13 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         policies,
         origins,
         legacy: LegacySessions::default(),
-        affinity: crate::affinity::Affinity::default(),
+        affinity: crate::agents::affinity::Affinity::default(),
         oauth: crate::oauth::OAuthState::new(config.cimd.clone(), upstream)?,
-        limits: crate::rate_limits::RequestLimits::new(
+        limits: crate::limits::rate::RequestLimits::new(
             config.rate_limit_route,
             config.rate_limit_identity,
         ),
-        conn_limits: crate::conn_limits::ConnLimits::new(
+        conn_limits: crate::limits::connections::ConnLimits::new(
             config.max_connections_per_ip,
             config.max_quic_handshakes_per_ip,
         ),
@@ -193,7 +199,7 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
     tasks.spawn(listener::serve_tcp(state.clone(), tcp, Arc::new(https_tls)));
     tasks.spawn(agents::revocation_watch(state.clone()));
     if let Some((settings, stored)) = acme {
-        let acme = crate::acme::Acme::new(settings, &config.state_dir, certs.clone());
+        let acme = crate::tls::acme::Acme::new(settings, &config.state_dir, certs.clone());
         tasks.spawn(acme.run(stored, state.shutdown.clone()));
     }
     let admin_stop = CancellationToken::new();

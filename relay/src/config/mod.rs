@@ -1,8 +1,16 @@
-//! The relay's validated configuration.
+//! The relay's validated configuration ([`RelayConfig`]), and where it comes
+//! from: the settings of `relay serve` ([`settings`]: its flags and the keys
+//! of the config file, [`file`]) and `--state-dir` ([`state_dir`]).
+
+pub mod file;
+pub mod settings;
+pub mod state_dir;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+pub use crate::tls::acme::AcmeConfig;
 
 /// Where the relay's TLS certificate comes from.
 #[derive(Debug, Clone)]
@@ -15,27 +23,9 @@ pub enum TlsSource {
     Acme(AcmeConfig),
 }
 
-/// Certificates through ACME (TLS-ALPN-01 on the relay's own port).
-#[derive(Debug, Clone)]
-pub struct AcmeConfig {
-    /// The DNS name the certificate is for (it must resolve to this relay).
-    pub domain: String,
-    /// The account's contact address (the CA's expiry and policy mail).
-    pub email: String,
-    /// The CA's directory URL.
-    pub directory: String,
-    /// PEM CA certificates to trust for the directory (a private CA such as
-    /// a test server), besides the public web PKI.
-    pub directory_ca: Option<PathBuf>,
-    /// FOR TESTS: renew this long after a certificate is obtained or loaded,
-    /// instead of when a third of its lifetime remains.
-    pub renew_after: Option<Duration>,
-}
-
-impl AcmeConfig {
-    /// Let's Encrypt's production directory.
-    pub const LETS_ENCRYPT: &'static str = "https://acme-v02.api.letsencrypt.org/directory";
-}
+/// `--max-tools-list`'s default: the cap on a buffered list answer (or one
+/// event of a stream) that the relay filters.
+pub const DEFAULT_MAX_TOOLS_LIST: usize = 8 * 1024 * 1024;
 
 /// `--audit-rotate-size`'s default: 64 MiB.
 pub const DEFAULT_AUDIT_ROTATE_SIZE: u64 = 64 * 1024 * 1024;
@@ -72,7 +62,7 @@ pub struct RelayConfig {
     /// The organisation's Cedar policy, applied to every route (its forbids win).
     pub policy: Option<PathBuf>,
     /// Browser origins allowed besides the relay's own and loopback ones
-    /// (`*`: every origin). See [`crate::origin`].
+    /// (`*`: every origin). See [`crate::http::origin`].
     pub allow_origins: Vec<String>,
     /// Idle time after which an event stream gets a keep-alive comment
     /// (zero: never).
@@ -89,9 +79,9 @@ pub struct RelayConfig {
     /// relay reads to filter it; a bigger one becomes a JSON-RPC error.
     pub max_tools_list: usize,
     /// Requests per route, from every caller together (`None`: unlimited).
-    pub rate_limit_route: Option<crate::rate_limits::Rate>,
+    pub rate_limit_route: Option<crate::limits::rate::Rate>,
     /// Requests per identity, over every route (`None`: unlimited).
-    pub rate_limit_identity: Option<crate::rate_limits::Rate>,
+    pub rate_limit_identity: Option<crate::limits::rate::Rate>,
     /// TCP and QUIC connections one address may hold at once (0: unlimited).
     pub max_connections_per_ip: u32,
     /// Route names one owner may claim (0: unlimited).
@@ -106,7 +96,7 @@ pub struct RelayConfig {
     /// How long a client may take to send a JSON-RPC request body (408 after).
     pub body_read_timeout: Duration,
     /// The admin listener (plain HTTP: `/metrics`, `/healthz`, `/readyz`;
-    /// `None`: none). See [`crate::admin_http`].
+    /// `None`: none). See [`crate::server::admin_http`].
     pub admin_listen: Option<SocketAddr>,
     /// FOR BENCHMARKS ONLY: forward JSON-RPC bodies without classifying them,
     /// deciding them with the policy or auditing them (tokens and route
@@ -142,7 +132,7 @@ impl RelayConfig {
             refresh_token_ttl: Duration::from_secs(30 * 86_400),
             device_code_ttl: Duration::from_secs(600),
             device_poll_interval: Duration::from_secs(5),
-            max_tools_list: crate::tool_filter::DEFAULT_MAX_TOOLS_LIST,
+            max_tools_list: DEFAULT_MAX_TOOLS_LIST,
             rate_limit_route: None,
             rate_limit_identity: None,
             max_connections_per_ip: 256,

@@ -13,9 +13,9 @@ use tokio_util::compat::TokioAsyncReadCompatExt;
 use tunnel::mux::{MuxConnection, Side};
 use tunnel::TunnelConnection;
 
-use crate::agents;
 use crate::gateway;
-use crate::idle_connection::IdleTracker;
+use crate::server::agents;
+use crate::server::idle_connection::IdleTracker;
 use crate::state::SharedState;
 
 /// Accepts TCP connections until shutdown.
@@ -74,7 +74,7 @@ async fn serve_tcp_connection(
         }
     };
     let alpn = tls.get_ref().1.alpn_protocol();
-    if alpn == Some(crate::cert_resolver::ACME_TLS_ALPN) {
+    if alpn == Some(crate::tls::resolver::ACME_TLS_ALPN) {
         // An ACME CA validating TLS-ALPN-01: the handshake was the answer
         // (RFC 8737 §3), no application data follows.
         tracing::debug!(%peer, "answered an ACME tls-alpn-01 validation");

@@ -2,30 +2,32 @@
 //! state directory), behind the lookups the request path makes.
 //!
 //! The lookups of every request (tokens, route owners, grants, pending tool
-//! changes, groups) are served from memory ([`crate::hot_cache`],
-//! [`crate::grant_store::GrantCache`]) while the backend proves them fresh
+//! changes, groups) are served from memory ([`crate::store::hot_cache`],
+//! [`crate::store::grants::GrantCache`]) while the backend proves them fresh
 //! ([`::store::Changes::fresh`]: for SQLite, `PRAGMA data_version` has not
 //! moved, or the changes since were read); what changed, by this relay or
 //! another process (`relay token revoke` on the same state directory), is
 //! forgotten before the next request reads it. Every other call goes to the
 //! backend as it is (`Store` dereferences to `dyn store::Store`).
 
+pub mod grants;
+pub mod hot_cache;
+pub mod oauth;
+pub mod token;
+
 use std::collections::HashMap;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub use ::store::{
-    now, PendingChange, Repinned, RouteClaim, StoreError, TokenRecord, TokenRejection, ToolPin,
-};
+pub use ::store::{now, RouteClaim, StoreError, TokenRecord, TokenRejection};
 
 use ::store::Change;
 
 use crate::error::RelayError;
-use crate::grant_store::{GrantCache, GrantRecord};
-use crate::hot_cache::HotCache;
-use crate::oauth_store::{OAuthToken, OAuthTokenKind};
-use crate::token;
+use crate::store::grants::{GrantCache, GrantRecord};
+use crate::store::hot_cache::HotCache;
+use crate::store::oauth::{OAuthToken, OAuthTokenKind};
 
 /// How often `last_used_at` is written for one token, at most.
 const LAST_USED_RESOLUTION: i64 = 60;
@@ -35,9 +37,9 @@ pub struct Store {
     backend: Arc<dyn ::store::Store>,
     path: PathBuf,
     last_used_written: Mutex<HashMap<String, i64>>,
-    /// The grants of each route, read once (see [`crate::grant_store`]).
+    /// The grants of each route, read once (see [`crate::store::grants`]).
     grant_cache: Arc<GrantCache>,
-    /// The other reads of the request path (see [`crate::hot_cache`]).
+    /// The other reads of the request path (see [`crate::store::hot_cache`]).
     hot: Arc<HotCache>,
 }
 
@@ -260,25 +262,12 @@ impl Store {
         record.check(now())?;
         Ok(record)
     }
-
-    /// Whether `email` consented to `client_id` on `route` for `scope` (or
-    /// a wider one).
-    pub async fn has_consent(
-        &self,
-        email: &str,
-        client_id: &str,
-        route: &str,
-        scope: &str,
-    ) -> Result<bool, RelayError> {
-        let granted = self.backend.consent_scope(email, client_id, route).await?;
-        Ok(granted.is_some_and(|g| crate::oauth::scope::covers(&g, scope)))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::TokenKind;
+    use crate::store::token::TokenKind;
 
     fn store() -> (Store, PathBuf) {
         let dir = std::env::temp_dir().join(format!("dbr-store-{}", token::random_hex(6)));

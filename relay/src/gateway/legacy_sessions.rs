@@ -1,4 +1,4 @@
-//! The open streams of the legacy HTTP+SSE transport ([`crate::legacy_sse`]),
+//! The open streams of the legacy HTTP+SSE transport ([`crate::gateway::legacy_sse`]),
 //! as the relay's state holds them: by id, bounded per identity.
 
 use std::collections::HashMap;
@@ -9,7 +9,7 @@ use http::HeaderValue;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::authenticated::Authenticated;
+use crate::gateway::authenticated::Authenticated;
 
 /// Open legacy streams per identity; one more gets 429.
 pub const MAX_SESSIONS_PER_IDENTITY: usize = 8;

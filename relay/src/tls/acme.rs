@@ -30,9 +30,30 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tunnel::backoff::Backoff;
 
-use crate::cert_resolver::{certified_key, CertResolver};
-use crate::config::AcmeConfig;
 use crate::error::RelayError;
+use crate::tls::resolver::{certified_key, CertResolver};
+
+/// Certificates through ACME (TLS-ALPN-01 on the relay's own port).
+#[derive(Debug, Clone)]
+pub struct AcmeConfig {
+    /// The DNS name the certificate is for (it must resolve to this relay).
+    pub domain: String,
+    /// The account's contact address (the CA's expiry and policy mail).
+    pub email: String,
+    /// The CA's directory URL.
+    pub directory: String,
+    /// PEM CA certificates to trust for the directory (a private CA such as
+    /// a test server), besides the public web PKI.
+    pub directory_ca: Option<PathBuf>,
+    /// FOR TESTS: renew this long after a certificate is obtained or loaded,
+    /// instead of when a third of its lifetime remains.
+    pub renew_after: Option<Duration>,
+}
+
+impl AcmeConfig {
+    /// Let's Encrypt's production directory.
+    pub const LETS_ENCRYPT: &'static str = "https://acme-v02.api.letsencrypt.org/directory";
+}
 
 /// Why an attempt to obtain a certificate failed.
 #[derive(Debug, thiserror::Error)]

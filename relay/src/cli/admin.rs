@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use crate::cli::table::{Column, Table};
 use crate::error::RelayError;
+use crate::store::token::TokenKind;
 use crate::store::{now, Store, TokenRecord};
-use crate::token::TokenKind;
 
 /// Parses `90d`, `12h`, `30m`… into a duration.
 pub fn parse_duration(s: &str) -> Result<Duration, RelayError> {

@@ -3,7 +3,7 @@
 //! QUIC handshakes it may have in progress. Over a bound the connection is
 //! refused at once, before any TLS work, and the first refusal per address
 //! and minute is logged. An IPv6 address counts by its /64
-//! ([`crate::ip_key`]).
+//! ([`crate::limits::ip_key`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -50,7 +50,7 @@ impl PerIp {
 
     /// Takes a slot for `ip`, or says how many it already holds.
     pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, u32> {
-        let ip = crate::ip_key::of(ip);
+        let ip = crate::limits::ip_key::of(ip);
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let n = counts.entry(ip).or_insert(0);
         if self.max > 0 && *n >= self.max {
@@ -65,7 +65,7 @@ impl PerIp {
 
     /// Whether a refusal of `ip` should be logged now (once a minute).
     pub fn should_log(&self, ip: IpAddr) -> bool {
-        let ip = crate::ip_key::of(ip);
+        let ip = crate::limits::ip_key::of(ip);
         let mut logged = self.logged.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         if logged.len() > 10_000 {
@@ -82,7 +82,7 @@ impl PerIp {
 
     /// Slots `ip` holds now.
     pub fn held(&self, ip: IpAddr) -> u32 {
-        let ip = crate::ip_key::of(ip);
+        let ip = crate::limits::ip_key::of(ip);
         let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         counts.get(&ip).copied().unwrap_or(0)
     }

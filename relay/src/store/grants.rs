@@ -111,8 +111,8 @@ impl GrantCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::token;
     use crate::store::{now, Store};
-    use crate::token;
 
     #[tokio::test]
     async fn grants_live_until_revoked_or_expired_and_go_with_their_route() {

@@ -1,5 +1,5 @@
 //! The settings of `relay serve`: one type for its flags, their environment
-//! variables and the keys of its config file ([`crate::config_file`]).
+//! variables and the keys of its config file ([`crate::config::file`]).
 //!
 //! Each setting is one field, declared once, that derives both its flag
 //! (`clap`: the flag is the field's name in kebab-case) and its key
@@ -28,11 +28,11 @@ use std::time::Duration;
 use clap::Args;
 use serde::{Deserialize, Deserializer};
 
-use crate::cli::StateDir;
+use crate::config::state_dir::StateDir;
 use crate::config::{AcmeConfig, RelayConfig, TlsSource};
+use crate::limits::rate::Rate;
 use crate::logging::LogFormat;
 use crate::oauth::upstream::Secret;
-use crate::rate_limits::Rate;
 
 /// A setting, or a table of them, that a config file may give.
 pub trait Overlay {
@@ -256,20 +256,20 @@ table! {
         /// Largest tools/list answer (or resources/list, resources/templates/list,
         /// prompts/list), in bytes, the relay reads to filter it per caller; a
         /// bigger one becomes a JSON-RPC error (fail closed).
-        #[arg(long, default_value_t = crate::tool_filter::DEFAULT_MAX_TOOLS_LIST, display_order = 22)]
+        #[arg(long, default_value_t = crate::config::DEFAULT_MAX_TOOLS_LIST, display_order = 22)]
         pub max_tools_list: usize,
         /// Most requests to one route, from all callers together: N/s, N/min
         /// or N/h (a burst of N, then evenly spread). Over it: 429 with
         /// Retry-After. Default: unlimited.
         #[arg(long, value_name = "RATE", display_order = 27)]
         #[serde(deserialize_with = "optional_text")]
-        pub rate_limit_route: Option<crate::rate_limits::Rate>,
+        pub rate_limit_route: Option<crate::limits::rate::Rate>,
         /// Most requests of one identity (a token's owner, a signed-in user),
         /// over all routes: N/s, N/min or N/h. Over it: 429 with Retry-After.
         /// Default: unlimited.
         #[arg(long, value_name = "RATE", display_order = 28)]
         #[serde(deserialize_with = "optional_text")]
-        pub rate_limit_identity: Option<crate::rate_limits::Rate>,
+        pub rate_limit_identity: Option<crate::limits::rate::Rate>,
         /// TCP and QUIC connections one client address may hold at once (0:
         /// unlimited); more are closed at once, before TLS.
         #[arg(long, default_value_t = 256, display_order = 29)]

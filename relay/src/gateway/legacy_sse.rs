@@ -41,15 +41,17 @@ use http_body_util::{BodyExt, StreamBody};
 use protocol::{BodyKind, ExchangeHead, Identity, IdentityKind};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
-use crate::authenticated::Authenticated;
+use crate::agents::forward;
+use crate::gateway::authenticated::Authenticated;
+pub use crate::gateway::legacy_sessions::{LegacySession, LegacySessions};
+use crate::gateway::trail::Trail;
 use crate::http::body::{empty, BoxError, RespBody};
 use crate::http::content_type::{is_event_stream, is_json};
 use crate::http::response::error;
 use crate::http::sse_events::{self, EventSplitter};
-pub use crate::legacy_sessions::{LegacySession, LegacySessions, MAX_SESSIONS_PER_IDENTITY};
+use crate::http::{headers, sse_keepalive};
 use crate::state::SharedState;
-use crate::trail::Trail;
-use crate::{forward, headers, sse_keepalive, token};
+use crate::store::token;
 
 /// The query parameter naming a legacy session in the endpoint URL.
 pub const SESSION_PARAM: &str = "session_id";
@@ -184,7 +186,7 @@ pub fn recognise(
 
 /// The upstream MCP session of `caller`'s legacy session on `route` that
 /// `uri` names (`?session_id=`), once the agent's `initialize` answer gave one:
-/// its messages go to the replica holding it (see [`crate::affinity`]).
+/// its messages go to the replica holding it (see [`crate::agents::affinity`]).
 pub fn upstream_session(
     state: &SharedState,
     uri: &http::Uri,
@@ -499,9 +501,9 @@ async fn end_upstream(
         &session.route,
         upstream_session.to_str().ok(),
     ) {
-        crate::affinity::Target::Pinned(agent, _) => Some(agent),
-        crate::affinity::Target::Any => state.registry.pick(&session.route),
-        crate::affinity::Target::Gone => None,
+        crate::agents::affinity::Target::Pinned(agent, _) => Some(agent),
+        crate::agents::affinity::Target::Any => state.registry.pick(&session.route),
+        crate::agents::affinity::Target::Gone => None,
     };
     let response = match holder {
         None => error(
