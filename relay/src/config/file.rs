@@ -19,7 +19,7 @@
 //! Two settings are secrets, `oauth.oidc_client_secret` and
 //! `oauth.github_client_secret` (better given in the environment,
 //! `DRAWBRIDGE_OIDC_CLIENT_SECRET`, `DRAWBRIDGE_GITHUB_CLIENT_SECRET`): they
-//! are held as [`Secret`](crate::oauth::upstream::Secret)s, which `Debug`
+//! are held as [`Secret`](crate::config::oauth::Secret)s, which `Debug`
 //! does not show.
 //! The TLS key is named by its path, never inlined.
 

@@ -3,6 +3,7 @@
 //! of the config file, [`file`]) and `--state-dir` ([`state_dir`]).
 
 pub mod file;
+pub mod oauth;
 pub mod settings;
 pub mod state_dir;
 
@@ -103,9 +104,9 @@ pub struct RelayConfig {
     /// ownership are still checked). Measures what policy and audit cost.
     pub bench_disable_policy_and_audit: bool,
     /// Client ID metadata documents (URL client ids).
-    pub cimd: crate::oauth::cimd::CimdConfig,
+    pub cimd: crate::config::oauth::CimdConfig,
     /// Sign-in through upstream identity providers.
-    pub upstream: crate::oauth::upstream::UpstreamConfig,
+    pub upstream: crate::config::oauth::UpstreamConfig,
 }
 
 impl RelayConfig {
@@ -143,8 +144,8 @@ impl RelayConfig {
             body_read_timeout: Duration::from_secs(30),
             admin_listen: None,
             bench_disable_policy_and_audit: false,
-            cimd: crate::oauth::cimd::CimdConfig::default(),
-            upstream: crate::oauth::upstream::UpstreamConfig::default(),
+            cimd: crate::config::oauth::CimdConfig::default(),
+            upstream: crate::config::oauth::UpstreamConfig::default(),
         }
     }
 }

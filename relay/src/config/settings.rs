@@ -28,11 +28,11 @@ use std::time::Duration;
 use clap::Args;
 use serde::{Deserialize, Deserializer};
 
+use crate::config::oauth::Secret;
 use crate::config::state_dir::StateDir;
 use crate::config::{AcmeConfig, RelayConfig, TlsSource};
 use crate::limits::rate::Rate;
 use crate::logging::LogFormat;
-use crate::oauth::upstream::Secret;
 
 /// A setting, or a table of them, that a config file may give.
 pub trait Overlay {
@@ -390,11 +390,11 @@ table! {
         )]
         pub github_client_secret: Option<Secret>,
         /// FOR TESTS: GitHub's web endpoints (/login/oauth/…).
-        #[arg(long, hide = true, default_value = crate::oauth::github::BASE_URL)]
+        #[arg(long, hide = true, default_value = crate::config::oauth::BASE_URL)]
         #[serde(skip)]
         pub github_base_url: String,
         /// FOR TESTS: GitHub's REST API.
-        #[arg(long, hide = true, default_value = crate::oauth::github::API_URL)]
+        #[arg(long, hide = true, default_value = crate::config::oauth::API_URL)]
         #[serde(skip)]
         pub github_api_url: String,
         /// DEVELOPMENT ONLY: identity providers may be reached over plain http
@@ -496,13 +496,13 @@ impl Settings {
         config.allow_origins = self.allow_origins;
         config.sse_keepalive = self.sse_keepalive;
         config.access_token_ttl = oauth.access_token_ttl;
-        config.cimd = crate::oauth::cimd::CimdConfig {
+        config.cimd = crate::config::oauth::CimdConfig {
             enabled: oauth.cimd == "on",
             allow_domains: oauth.cimd_allow_domains,
             allow_loopback: oauth.cimd_dev_allow_loopback,
             extra_ca: oauth.cimd_ca,
         };
-        config.upstream = crate::oauth::upstream::UpstreamConfig {
+        config.upstream = crate::config::oauth::UpstreamConfig {
             oidc_issuer: oauth.oidc_issuer,
             oidc_client_id: oauth.oidc_client_id,
             oidc_client_secret: oauth.oidc_client_secret,
