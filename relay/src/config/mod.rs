@@ -1,6 +1,7 @@
 //! The relay's validated configuration ([`RelayConfig`]), and where it comes
 //! from: the settings of `relay serve` ([`settings`]: its flags and the keys
-//! of the config file, [`file`]) and `--state-dir` ([`state_dir`]).
+//! of the config file, [`file`]), `--state-dir` ([`state_dir`]), and what
+//! the authorization server is told ([`oauth`]).
 
 pub mod file;
 pub mod oauth;
