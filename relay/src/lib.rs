@@ -16,7 +16,9 @@
 //!   and the grants API that `agent share` calls.
 //! * `agents` — the agents as the request path sees them: which sessions
 //!   serve which routes; carrying a request to one and its answer back
-//!   ([`forward`]); session affinity to replicas.
+//!   ([`forward`]).
+//! * `sessions` — the MCP sessions the relay keeps: which replica holds each
+//!   (session affinity), the legacy HTTP+SSE transport's open streams.
 //! * `oauth` — the OAuth 2.1 authorization server (discovery, registration,
 //!   login and consent, tokens, the device grant, upstream sign-in).
 //! * `store` — the state (the `store` crate's backend) behind the lookups the
@@ -51,6 +53,7 @@ mod oauth;
 mod policies;
 mod reload;
 mod server;
+mod sessions;
 mod state;
 mod store;
 mod tls;

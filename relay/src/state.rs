@@ -8,9 +8,9 @@ use tokio_util::task::TaskTracker;
 use crate::agents::registry::Registry;
 use crate::audit::Audit;
 use crate::config::RelayConfig;
-use crate::gateway::legacy_sessions::LegacySessions;
 use crate::http::origin::AllowedOrigins;
 use crate::policies::Policies;
+use crate::sessions::legacy::LegacySessions;
 use crate::store::Store;
 
 /// Shared by the HTTPS front, the tunnel listener and the background tasks.
@@ -32,7 +32,7 @@ pub struct RelayState {
     /// Open streams of the legacy HTTP+SSE transport.
     pub legacy: LegacySessions,
     /// Which replica holds each MCP session.
-    pub affinity: crate::agents::affinity::Affinity,
+    pub affinity: crate::sessions::affinity::Affinity,
     /// The authorization server's in-memory parts (rate limits).
     pub oauth: crate::oauth::OAuthState,
     /// Per-route and per-identity request rate limits.

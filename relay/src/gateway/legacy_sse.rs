@@ -43,13 +43,13 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use crate::agents::forward;
 use crate::gateway::authenticated::Authenticated;
-pub use crate::gateway::legacy_sessions::{LegacySession, LegacySessions};
 use crate::gateway::trail::Trail;
 use crate::http::body::{empty, BoxError, RespBody};
 use crate::http::content_type::{is_event_stream, is_json};
 use crate::http::response::error;
 use crate::http::sse_events::{self, EventSplitter};
 use crate::http::{headers, sse_keepalive};
+pub use crate::sessions::legacy::{LegacySession, LegacySessions};
 use crate::state::SharedState;
 use crate::store::token;
 
@@ -186,7 +186,7 @@ pub fn recognise(
 
 /// The upstream MCP session of `caller`'s legacy session on `route` that
 /// `uri` names (`?session_id=`), once the agent's `initialize` answer gave one:
-/// its messages go to the replica holding it (see [`crate::agents::affinity`]).
+/// its messages go to the replica holding it (see [`crate::sessions::affinity`]).
 pub fn upstream_session(
     state: &SharedState,
     uri: &http::Uri,
@@ -237,7 +237,8 @@ pub fn open(
     let session = Arc::new(LegacySession::new(
         token::random_hex(16),
         route.to_owned(),
-        caller,
+        caller.subject.clone(),
+        caller.client_id.clone(),
         tx,
         MAX_IN_FLIGHT,
     ));
@@ -501,9 +502,9 @@ async fn end_upstream(
         &session.route,
         upstream_session.to_str().ok(),
     ) {
-        crate::agents::affinity::Target::Pinned(agent, _) => Some(agent),
-        crate::agents::affinity::Target::Any => state.registry.pick(&session.route),
-        crate::agents::affinity::Target::Gone => None,
+        crate::sessions::affinity::Target::Pinned(agent, _) => Some(agent),
+        crate::sessions::affinity::Target::Any => state.registry.pick(&session.route),
+        crate::sessions::affinity::Target::Gone => None,
     };
     let response = match holder {
         None => error(

@@ -9,7 +9,7 @@
 //! With it, what the request path uses: who is calling ([`authenticated`]),
 //! one request's audit events ([`trail`]), list answers filtered per caller
 //! ([`tool_filter`]) and tool pinning ([`pins`]), the legacy HTTP+SSE
-//! transport ([`legacy_sse`], [`legacy_sessions`]), and the grants API that
+//! transport ([`legacy_sse`]), and the grants API that
 //! `agent share` calls ([`grants_api`]).
 
 use std::convert::Infallible;
@@ -36,7 +36,6 @@ mod classify;
 mod decide;
 mod forward;
 pub mod grants_api;
-pub mod legacy_sessions;
 pub mod legacy_sse;
 pub mod pins;
 mod refusal;

@@ -213,7 +213,7 @@ impl Refusal {
                 );
                 resp
             }
-            Refusal::SessionGone => crate::agents::affinity::gone(route),
+            Refusal::SessionGone => crate::sessions::affinity::gone(route),
             Refusal::NoAgent | Refusal::AgentLost => no_agent(route),
             Refusal::Path(refusal) => path_refused(route, &refusal),
             Refusal::Legacy(refusal) => {

@@ -132,7 +132,7 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         policies,
         origins,
         legacy: LegacySessions::default(),
-        affinity: crate::agents::affinity::Affinity::default(),
+        affinity: crate::sessions::affinity::Affinity::default(),
         oauth: crate::oauth::OAuthState::new(config.cimd.clone(), upstream)?,
         limits: crate::limits::rate::RequestLimits::new(
             config.rate_limit_route,

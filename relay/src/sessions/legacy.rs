@@ -9,8 +9,6 @@ use http::HeaderValue;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::gateway::authenticated::Authenticated;
-
 /// Open legacy streams per identity; one more gets 429.
 pub const MAX_SESSIONS_PER_IDENTITY: usize = 8;
 
@@ -44,20 +42,22 @@ pub(crate) struct Upstream {
 }
 
 impl LegacySession {
-    /// A session of `caller` on `route`, whose events go to `tx`, taking at
-    /// most `in_flight` POSTs at a time.
+    /// A session that `owner` opened with the token named `client` on
+    /// `route`, whose events go to `tx`, taking at most `in_flight` POSTs at
+    /// a time.
     pub(crate) fn new(
         id: String,
         route: String,
-        caller: &Authenticated,
+        owner: String,
+        client: String,
         tx: mpsc::Sender<Bytes>,
         in_flight: usize,
     ) -> LegacySession {
         LegacySession {
             id,
             route,
-            owner: caller.subject.clone(),
-            client: caller.client_id.clone(),
+            owner,
+            client,
             tx,
             upstream: Mutex::new(Upstream::default()),
             in_flight: Arc::new(Semaphore::new(in_flight)),
