@@ -39,8 +39,7 @@ use protocol::{
     Identity, IdentityKind, Welcome, PROTOCOL_VERSION,
 };
 use relay::forward::{self, Upload};
-use relay::metrics::Metrics;
-use relay::registry::AgentSession;
+use relay::{AgentSession, Metrics};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;

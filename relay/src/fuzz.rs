@@ -10,7 +10,7 @@ use http::{header, HeaderMap, HeaderValue};
 use crate::oauth::authorize::{self, Refusal};
 use crate::oauth::clients::{self, ClientMetadata};
 use crate::oauth::{pkce, resource, session, Params};
-use crate::oauth_store::OAuthClient;
+use crate::store::oauth::OAuthClient;
 
 /// The relay the fuzzed requests are made to.
 const PUBLIC_URL: &str = "https://relay.example";

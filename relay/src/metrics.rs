@@ -1,12 +1,12 @@
 //! The relay's Prometheus metrics: one registry, and cheap handles for the
 //! places that count (the request path, the tunnel listener, the OAuth
-//! endpoints, reloads). Served by [`crate::admin_http`] at `/metrics`.
+//! endpoints, reloads). Served by [`crate::server::admin_http`] at `/metrics`.
 //!
 //! The hot path touches atomics: fixed label sets (transports, directions,
 //! OAuth event kinds) are resolved once, here; the per-route families take
 //! one uncontended read lock to find their series. Label values that come
 //! from clients are bounded: a route is named only when the relay knows it
-//! (see [`crate::trail`]), and a JSON-RPC method only when it is one MCP
+//! (see [`crate::gateway::trail`]), and a JSON-RPC method only when it is one MCP
 //! defines, else `other`, so that no client can grow the series without end.
 
 use std::time::Duration;

@@ -16,7 +16,7 @@
 //!
 //! Grants (`agent share`) add permits to the owner's policy. They are asked
 //! of the store on every request ([`Policies::with_live_grants`]; it keeps
-//! them until they change, see [`crate::grant_store`]), so the
+//! them until they change, see [`crate::store::grants`]), so the
 //! policy with a route's grants is cached by the owner's text and the grants'
 //! (a changed grant is a new key; the route's entries are dropped when its
 //! grants change), and an expired grant permits nothing at decision time.
@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, Weak};
 use arc_swap::ArcSwap;
 
 use crate::error::RelayError;
-use crate::grant_store::{GrantConvert, GrantRecord};
+use crate::store::grants::{GrantConvert, GrantRecord};
 use crate::store::{now, Store};
 use policy::{Engine, Grant, Policy};
 use protocol::RouteGrant;

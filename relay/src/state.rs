@@ -5,12 +5,12 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::agents::registry::Registry;
 use crate::audit::Audit;
 use crate::config::RelayConfig;
-use crate::legacy_sessions::LegacySessions;
-use crate::origin::AllowedOrigins;
+use crate::http::origin::AllowedOrigins;
 use crate::policies::Policies;
-use crate::registry::Registry;
+use crate::sessions::legacy::LegacySessions;
 use crate::store::Store;
 
 /// Shared by the HTTPS front, the tunnel listener and the background tasks.
@@ -32,17 +32,17 @@ pub struct RelayState {
     /// Open streams of the legacy HTTP+SSE transport.
     pub legacy: LegacySessions,
     /// Which replica holds each MCP session.
-    pub affinity: crate::affinity::Affinity,
+    pub affinity: crate::sessions::affinity::Affinity,
     /// The authorization server's in-memory parts (rate limits).
     pub oauth: crate::oauth::OAuthState,
     /// Per-route and per-identity request rate limits.
-    pub limits: crate::rate_limits::RequestLimits,
+    pub limits: crate::limits::rate::RequestLimits,
     /// Per-IP connection and QUIC handshake bounds.
-    pub conn_limits: crate::conn_limits::ConnLimits,
+    pub conn_limits: crate::limits::connections::ConnLimits,
     /// Prometheus metrics (served by the admin listener).
     pub metrics: crate::metrics::Metrics,
     /// The certificate every TLS handshake gets (swapped on reload).
-    pub certs: Arc<crate::cert_resolver::CertResolver>,
+    pub certs: Arc<crate::tls::resolver::CertResolver>,
 }
 
 impl RelayState {

@@ -5,10 +5,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use relay::config_file::{ConfigFile, ConfigFileError};
 use relay::logging::LogFormat;
-use relay::settings::Settings;
-use relay::{RelayConfig, TlsSource};
+use relay::{ConfigFile, ConfigFileError, RelayConfig, Settings, TlsSource};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

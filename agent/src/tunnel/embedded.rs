@@ -8,9 +8,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use relay::store::Store;
-use relay::token::TokenKind;
-use relay::{RelayConfig, RunningRelay, TlsSource};
+use relay::{RelayConfig, RunningRelay, Store, TlsSource, TokenKind};
 
 use crate::error::AgentError;
 

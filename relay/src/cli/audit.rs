@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 
 use super::state_dir::StateDir;
-use crate::admin;
+use crate::cli::admin;
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
@@ -24,7 +24,7 @@ pub enum AuditCommand {
 
 /// `relay audit verify`.
 pub fn verify(state: StateDir, files: Vec<PathBuf>) -> anyhow::Result<()> {
-    let report = crate::audit_verify::verify_files(&state.path(), &files)?;
+    let report = crate::audit::verify::verify_files(&state.path(), &files)?;
     println!("{report}");
     Ok(())
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
-use crate::config_file::ConfigFile;
+use crate::config::file::ConfigFile;
 
 #[derive(Subcommand)]
 pub enum ConfigCommand {

@@ -1,12 +1,12 @@
 //! The `relay` command line: its flags and one module per command, each
 //! named after it. `main.rs` only parses the arguments and calls [`run`].
 
+mod admin;
 mod audit;
 mod config;
 mod reload;
 mod route;
 mod serve;
-mod state_dir;
 pub(crate) mod table;
 mod token;
 mod tools;
@@ -17,12 +17,12 @@ use std::process::ExitCode;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Parser, Subcommand};
 
+use crate::config::state_dir::{self, StateDir};
 use crate::logging::{self, LogFormat};
 use audit::AuditCommand;
 use config::ConfigCommand;
 use route::RouteCommand;
 use serve::ServeArgs;
-pub use state_dir::StateDir;
 use token::TokenCommand;
 use tools::ToolsCommand;
 use user::UserCommand;
@@ -187,7 +187,8 @@ mod tests {
             None => "zzz = 0".to_owned(),
             Some(t) => format!("[{t}]\nzzz = 0"),
         };
-        let e = toml::from_str::<crate::settings::Settings>(&text).expect_err("zzz is unknown");
+        let e =
+            toml::from_str::<crate::config::settings::Settings>(&text).expect_err("zzz is unknown");
         let message = e.message().to_owned();
         let (_, expected) = message.split_once("expected one of ").expect(&message);
         expected
@@ -213,7 +214,8 @@ mod tests {
             .collect();
         let mut keys = Vec::new();
         for key in file_keys(None) {
-            let inner = toml::from_str::<crate::settings::Settings>(&format!("[{key}]\nzzz = 0"));
+            let inner =
+                toml::from_str::<crate::config::settings::Settings>(&format!("[{key}]\nzzz = 0"));
             if inner.is_err_and(|e| e.message().starts_with("unknown field")) {
                 keys.extend(
                     file_keys(Some(&key))

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::config_file::ConfigFile;
+use crate::config::file::ConfigFile;
+use crate::config::settings::Settings;
 use crate::logging::{self, LogFormat};
-use crate::settings::Settings;
 use crate::TlsSource;
 
 #[derive(Args)]
@@ -53,10 +53,10 @@ pub fn serve(
             crate::signals::ReloadRequests::listen().context("cannot listen for SIGHUP")?;
         let state_dir = config.state_dir.clone();
         let relay = crate::start(config).await?;
-        let pidfile = crate::pidfile::PidFile::create(&state_dir)?;
+        let pidfile = crate::reload::pidfile::PidFile::create(&state_dir)?;
         if pidfile.is_none() {
             tracing::warn!(
-                pidfile = %crate::pidfile::path(&state_dir).display(),
+                pidfile = %crate::reload::pidfile::path(&state_dir).display(),
                 "another relay serves this state dir; `relay reload` reaches that one, not this"
             );
         }
@@ -99,7 +99,7 @@ mod tests {
     use clap::{CommandFactory as _, FromArgMatches as _};
 
     use super::super::{given, Cli, Command};
-    use crate::settings::Settings;
+    use crate::config::settings::Settings;
     use crate::TlsSource;
 
     /// The settings `relay serve ARGS` and the config file `file` make.

@@ -3,8 +3,8 @@
 use clap::Subcommand;
 
 use super::state_dir::{block_on, open, StateDir};
-use crate::admin;
-use crate::token::TokenKind;
+use crate::cli::admin;
+use crate::store::token::TokenKind;
 
 #[derive(Subcommand)]
 pub enum TokenCommand {

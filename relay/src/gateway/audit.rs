@@ -6,9 +6,9 @@
 use super::classify::Classified;
 use super::decide::{Allowed, Verdict};
 use super::Refusal;
-use crate::authenticated::Authenticated;
+use crate::gateway::authenticated::Authenticated;
+use crate::gateway::trail::Trail;
 use crate::state::SharedState;
-use crate::trail::Trail;
 
 /// Who asks, as authenticated.
 pub fn identify(trail: &mut Trail, who: &Authenticated) {

@@ -7,11 +7,11 @@ use http::request::Parts;
 use protocol::IdentityKind;
 
 use super::Refusal;
-use crate::authenticated::Authenticated;
+use crate::gateway::authenticated::Authenticated;
 use crate::oauth::scope::{self, Access};
-use crate::oauth_store;
 use crate::state::SharedState;
-use crate::token::TokenKind;
+use crate::store::oauth as oauth_store;
+use crate::store::token::TokenKind;
 
 /// Refuses every request while the audit log cannot be written, and a
 /// browser's request from an `Origin` not allowed (see cors.rs, origin.rs).

@@ -16,11 +16,11 @@ use protocol::BodyKind;
 
 use super::decide::Body;
 use super::Refusal;
-use crate::forward::{self, Upload};
+use crate::agents::forward::{self, Upload};
+use crate::gateway::trail::Trail;
 use crate::http::body::BoxError;
 use crate::http::content_type::is_json;
 use crate::state::SharedState;
-use crate::trail::Trail;
 
 /// A request body, as far as the relay reads it before the decision.
 pub enum Classified {

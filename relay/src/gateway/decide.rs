@@ -24,10 +24,10 @@ use super::classify::Classified;
 use super::refusal::INSUFFICIENT_SCOPE;
 use super::route::Routed;
 use super::Refusal;
+use crate::gateway::pins;
+use crate::gateway::tool_filter;
 use crate::oauth::scope::Access;
-use crate::pins;
 use crate::state::SharedState;
-use crate::tool_filter;
 
 /// What the decision knows of the route beyond its policy.
 #[derive(Debug, Clone, Copy)]

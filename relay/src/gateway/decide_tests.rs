@@ -10,7 +10,7 @@ use policy::{Grant, Grantee, Policy};
 use serde_json::{json, Value};
 
 use super::*;
-use crate::pins::{PIN_CHANGED, PIN_UNAVAILABLE};
+use crate::gateway::pins::{PIN_CHANGED, PIN_UNAVAILABLE};
 
 const OWNER: &str = "alice@example.com";
 const BOB: &str = "bob@example.com";

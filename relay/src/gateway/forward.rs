@@ -19,15 +19,15 @@ use super::classify::Classified;
 use super::decide::Allowed;
 use super::route::{pick_agent, Routed};
 use super::{Ask, Refusal};
-use crate::authenticated::Authenticated;
-use crate::forward::{self, Upload};
+use crate::agents::forward::{self, Upload};
+use crate::agents::registry::AgentSession;
+use crate::gateway::authenticated::Authenticated;
+use crate::gateway::tool_filter::{self, RelayGate, Watch};
+use crate::gateway::trail::Trail;
 use crate::http::body::{BoxError, RespBody};
 use crate::http::content_type::is_event_stream;
-use crate::registry::AgentSession;
+use crate::http::{sse_keepalive, standing_stream};
 use crate::state::SharedState;
-use crate::tool_filter::{self, RelayGate, Watch};
-use crate::trail::Trail;
-use crate::{sse_keepalive, standing_stream};
 
 /// The agent's answer to an exchange, or why there is none.
 type Answer = Result<Response<forward::Counted<TunnelBody>>, forward::ForwardError>;
@@ -161,7 +161,7 @@ fn exchange_head(
             "{}{query}",
             if ask.rest.is_empty() { "/" } else { ask.rest }
         ),
-        headers: crate::headers::to_tunnel(&parts.headers, host.as_deref(), ask.peer),
+        headers: crate::http::headers::to_tunnel(&parts.headers, host.as_deref(), ask.peer),
         identity: Identity {
             subject: who.subject.clone(),
             kind: who.kind,

@@ -5,6 +5,12 @@
 //! each phase is a file of its own, named after it. A phase that refuses
 //! returns a [`Refusal`]; [`refusal`] answers and audits every refusal in one
 //! place, so none can forget its audit event.
+//!
+//! With it, what the request path uses: who is calling ([`authenticated`]),
+//! one request's audit events ([`trail`]), list answers filtered per caller
+//! ([`tool_filter`]) and tool pinning ([`pins`]), the legacy HTTP+SSE
+//! transport ([`legacy_sse`]), and the grants API that
+//! `agent share` calls ([`grants_api`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,24 +20,30 @@ use http::request::Parts;
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use crate::gateway::trail::Trail;
 use crate::http::body::RespBody;
+use crate::http::cors;
 use crate::http::response::text;
-use crate::legacy_sse::{self, LegacyPost};
+use crate::oauth;
 use crate::state::SharedState;
-use crate::token;
-use crate::trail::Trail;
-use crate::{cors, grants_api, oauth};
+use crate::store::token;
+use legacy_sse::LegacyPost;
 
 mod audit;
 mod authenticate;
+pub mod authenticated;
 mod classify;
 mod decide;
 mod forward;
+pub mod grants_api;
+pub mod legacy_sse;
+pub mod pins;
 mod refusal;
 mod route;
+pub mod tool_filter;
+pub mod trail;
 
-pub use decide::{decide, Allowed, Body, Route, Verdict};
-pub use refusal::{Refusal, INSUFFICIENT_SCOPE, INSUFFICIENT_SCOPE_CODE};
+pub use refusal::Refusal;
 
 pub async fn handle(
     state: SharedState,

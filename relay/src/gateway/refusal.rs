@@ -15,17 +15,17 @@ use policy::route_path::{self, PathRefusal};
 use policy::Decision;
 use serde_json::{json, Value};
 
-use crate::early_answer;
-use crate::forward::ForwardError;
+use crate::agents::forward::ForwardError;
+use crate::gateway::legacy_sse::LegacyRefusal;
+use crate::gateway::trail::Trail;
 use crate::http::body::empty;
 use crate::http::body::RespBody;
+use crate::http::early_answer;
 use crate::http::response::{error, json};
-use crate::legacy_sse::LegacyRefusal;
+use crate::limits::rate::Limited;
 use crate::oauth;
 use crate::oauth::scope;
-use crate::rate_limits::Limited;
 use crate::state::SharedState;
-use crate::trail::Trail;
 
 /// The audit rule of a request refused for its token's scope.
 pub const INSUFFICIENT_SCOPE: &str = "insufficient-scope";
@@ -213,7 +213,7 @@ impl Refusal {
                 );
                 resp
             }
-            Refusal::SessionGone => crate::affinity::gone(route),
+            Refusal::SessionGone => crate::sessions::affinity::gone(route),
             Refusal::NoAgent | Refusal::AgentLost => no_agent(route),
             Refusal::Path(refusal) => path_refused(route, &refusal),
             Refusal::Legacy(refusal) => {
@@ -359,7 +359,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::rate_limits::Rate;
+    use crate::limits::rate::Rate;
 
     /// Every refusal with the audit rule operators grep for (and the e2e
     /// tests check), and whether the body is read before answering.

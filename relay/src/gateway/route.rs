@@ -13,12 +13,12 @@ use policy::{Caller, Engine};
 use protocol::{RouteGrant, UpstreamKind};
 
 use super::{Ask, Refusal};
-use crate::affinity::{self, Target};
-use crate::authenticated::Authenticated;
+use crate::agents::registry::{AgentSession, ServedRoute};
+use crate::gateway::authenticated::Authenticated;
+use crate::gateway::legacy_sse::{self, Legacy, LegacyPost};
 use crate::http::body::RespBody;
 use crate::http::response::error;
-use crate::legacy_sse::{self, Legacy, LegacyPost};
-use crate::registry::{AgentSession, ServedRoute};
+use crate::sessions::affinity::{self, Target};
 use crate::state::SharedState;
 
 /// A route's request, routed: to whom it goes and what decides it.

@@ -8,6 +8,12 @@
 
 pub mod body;
 pub mod content_type;
+pub mod cors;
+pub mod early_answer;
+pub mod headers;
+pub mod origin;
 pub mod response;
 pub mod router;
 pub mod sse_events;
+pub mod sse_keepalive;
+pub mod standing_stream;

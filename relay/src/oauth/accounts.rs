@@ -12,7 +12,7 @@ pub const MIN_PASSWORD_LEN: usize = 8;
 
 /// Hashes a password (argon2id, default parameters, random salt).
 pub fn hash_password(password: &str) -> Result<String, RelayError> {
-    let salt = hex::decode(crate::token::random_hex(16))
+    let salt = hex::decode(crate::store::token::random_hex(16))
         .map_err(|e| RelayError::Password(e.to_string()))?;
     let salt = SaltString::encode_b64(&salt).map_err(|e| RelayError::Password(e.to_string()))?;
     Argon2::default()
@@ -47,7 +47,8 @@ mod tests {
 
     #[tokio::test]
     async fn accounts_sign_in_with_their_password_only() {
-        let dir = std::env::temp_dir().join(format!("dbr-acct-{}", crate::token::random_hex(6)));
+        let dir =
+            std::env::temp_dir().join(format!("dbr-acct-{}", crate::store::token::random_hex(6)));
         let store = Store::open(&dir).expect("open");
         add_user(&store, "alice@example.com", "correct horse")
             .await

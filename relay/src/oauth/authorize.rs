@@ -13,10 +13,10 @@ use url::Url;
 
 use crate::http::body::RespBody;
 use crate::metrics::OAuthEvent;
-use crate::oauth_store::{AuthCode, OAuthClient, Session};
 use crate::state::SharedState;
 use crate::store::now;
-use crate::token;
+use crate::store::oauth::{AuthCode, OAuthClient, Session};
+use crate::store::token;
 
 use super::password_checks::Verdict;
 use super::{
@@ -236,10 +236,7 @@ pub async fn authorize(
     match session {
         Some((_, s)) => match &s.email {
             Some(email) => {
-                match state
-                    .store
-                    .has_consent(email, &req.client.client_id, &req.route, &req.scope)
-                    .await
+                match has_consent(state, email, &req.client.client_id, &req.route, &req.scope).await
                 {
                     Ok(true) => issue_code(state, &req, email).await,
                     Ok(false) => consent_page(&s, &req, email),
@@ -435,6 +432,19 @@ async fn issue_code(
     }
     pairs.push(("iss", state.issuer()));
     redirect(&with_query(&req.redirect_uri, &pairs))
+}
+
+/// Whether `email` consented to `client_id` on `route` for `requested` (or
+/// a wider scope).
+async fn has_consent(
+    state: &SharedState,
+    email: &str,
+    client_id: &str,
+    route: &str,
+    requested: &str,
+) -> Result<bool, crate::RelayError> {
+    let granted = state.store.consent_scope(email, client_id, route).await?;
+    Ok(granted.is_some_and(|g| scope::covers(&g, requested)))
 }
 
 pub(super) fn refused(state: &SharedState, refusal: Refusal) -> Response<RespBody> {

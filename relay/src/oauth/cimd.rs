@@ -18,7 +18,6 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,9 +28,10 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use url::{Host, Url};
 
-use crate::oauth_store::OAuthClient;
+pub use crate::config::oauth::CimdConfig;
 use crate::state::SharedState;
 use crate::store::now;
+use crate::store::oauth::OAuthClient;
 
 use super::clients::ClientMetadata;
 use super::ratelimit::RateLimiter;
@@ -51,31 +51,6 @@ const MAX_CACHED: usize = 10_000;
 pub const FETCHES_BURST: f64 = 10.0;
 /// …and then one per this long.
 pub const FETCH_REFILL: Duration = Duration::from_secs(6);
-
-/// How the relay treats URL client ids.
-#[derive(Debug, Clone)]
-pub struct CimdConfig {
-    /// Accept client metadata documents at all.
-    pub enabled: bool,
-    /// If not empty, documents are fetched only from these domains and
-    /// their subdomains.
-    pub allow_domains: Vec<String>,
-    /// DEVELOPMENT: documents may be served from loopback addresses.
-    pub allow_loopback: bool,
-    /// DEVELOPMENT: a CA trusted for fetching documents, besides the web PKI.
-    pub extra_ca: Option<PathBuf>,
-}
-
-impl Default for CimdConfig {
-    fn default() -> Self {
-        CimdConfig {
-            enabled: true,
-            allow_domains: Vec::new(),
-            allow_loopback: false,
-            extra_ca: None,
-        }
-    }
-}
 
 /// Why a client metadata document cannot be used. The text is shown to
 /// the person signing in and returned as `invalid_client` by the token

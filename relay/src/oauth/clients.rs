@@ -10,10 +10,10 @@ use url::Url;
 
 use crate::http::body::RespBody;
 use crate::metrics::OAuthEvent;
-use crate::oauth_store::OAuthClient;
 use crate::state::SharedState;
 use crate::store::now;
-use crate::token;
+use crate::store::oauth::OAuthClient;
+use crate::store::token;
 
 use super::{json, oauth_error, scope};
 

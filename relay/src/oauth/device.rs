@@ -18,9 +18,9 @@ use std::time::Instant;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 
 use crate::http::body::RespBody;
-use crate::oauth_store::DevicePoll;
 use crate::state::SharedState;
-use crate::token::TokenKind;
+use crate::store::oauth::DevicePoll;
+use crate::store::token::TokenKind;
 
 use super::password_checks::Verdict;
 use super::token_endpoint::TokenError;
@@ -36,7 +36,7 @@ const USER_CODE_LEN: usize = 8;
 fn new_user_code() -> String {
     let mut code = String::with_capacity(USER_CODE_LEN);
     while code.len() < USER_CODE_LEN {
-        let bytes = hex::decode(crate::token::random_hex(16)).unwrap_or_default();
+        let bytes = hex::decode(crate::store::token::random_hex(16)).unwrap_or_default();
         // Rejection sampling: 240 is the largest multiple of 20 under 256.
         for b in bytes.into_iter().filter(|b| *b < 240) {
             if code.len() < USER_CODE_LEN {
@@ -474,7 +474,7 @@ async fn checked_session(
     state: &SharedState,
     headers: &HeaderMap,
     form: &Params,
-) -> Option<(String, crate::oauth_store::Session)> {
+) -> Option<(String, crate::store::oauth::Session)> {
     let (id, s) = session::current(state, headers).await?;
     session::csrf_ok(&s, form.get("csrf")).then_some((id, s))
 }

@@ -23,11 +23,6 @@ use url::Url;
 use super::upstream::{self, Secret, UpstreamError, UpstreamIdentity};
 use super::upstream_http::UpstreamHttp;
 
-/// GitHub's web endpoints.
-pub const BASE_URL: &str = "https://github.com";
-/// GitHub's REST API.
-pub const API_URL: &str = "https://api.github.com";
-
 /// `relay serve --github-*`.
 #[derive(Debug, Clone)]
 pub struct GitHubConfig {

@@ -169,7 +169,8 @@ mod tests {
 
     #[tokio::test]
     async fn passwords_are_checked_in_reused_memory_and_slots_are_bounded() {
-        let dir = std::env::temp_dir().join(format!("dbr-pwc-{}", crate::token::random_hex(6)));
+        let dir =
+            std::env::temp_dir().join(format!("dbr-pwc-{}", crate::store::token::random_hex(6)));
         let store = Store::open(&dir).expect("open");
         super::super::accounts::add_user(&store, "alice@example.com", "correct horse")
             .await

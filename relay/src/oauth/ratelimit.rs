@@ -1,5 +1,5 @@
 //! A rate limit per client address (an IPv6 address counts by its /64, see
-//! [`crate::ip_key`]): `governor`'s GCRA, which behaves as a token bucket of
+//! [`crate::limits::ip_key`]): `governor`'s GCRA, which behaves as a token bucket of
 //! `capacity` tokens refilled at `per_sec`.
 
 use std::cell::Cell;
@@ -60,7 +60,7 @@ impl RateLimiter {
 
     /// Takes one token for `ip` at `now`; the error says when to retry.
     pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
-        let ip = crate::ip_key::of(ip);
+        let ip = crate::limits::ip_key::of(ip);
         CHECK_AT.set(Some(now));
         if self.keyed.len() >= MAX_TRACKED {
             self.keyed.retain_recent();

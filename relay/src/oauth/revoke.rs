@@ -9,8 +9,8 @@ use http::{Response, StatusCode};
 
 use crate::http::body::RespBody;
 use crate::metrics::OAuthEvent;
-use crate::oauth_store::OAuthTokenKind;
 use crate::state::SharedState;
+use crate::store::oauth::OAuthTokenKind;
 
 use super::{json, oauth_error, Params};
 

@@ -4,8 +4,8 @@
 
 use http::{header, HeaderMap, HeaderValue};
 
-use crate::oauth_store::Session;
 use crate::state::RelayState;
+use crate::store::oauth::Session;
 
 /// `__Host-`: the browser keeps it only if Secure, host-only, with Path=/.
 pub const COOKIE: &str = "__Host-drawbridge_session";

@@ -1,6 +1,6 @@
 //! How often passwords may be tried (`/oauth/login`, `/device/login`):
 //!
-//! * per client address ([`crate::ip_key`]: an IPv6 /64 is one address), a
+//! * per client address ([`crate::limits::ip_key`]: an IPv6 /64 is one address), a
 //!   token bucket over every password check, whatever the account: a burst
 //!   of [`IP_BURST`], then one every [`IP_REFILL`];
 //! * per account (the email typed, known to the relay or not, so that the

@@ -9,11 +9,11 @@ use http::{Response, StatusCode};
 
 use crate::http::body::RespBody;
 use crate::metrics::OAuthEvent;
-use crate::oauth_store::{
-    CodeRedemption, IssuedTokens, OAuthClient, RefreshOutcome, RefreshVerdict, Refusal, TokenTtl,
-};
 use crate::state::SharedState;
 use crate::store::now;
+use crate::store::oauth::{
+    CodeRedemption, IssuedTokens, OAuthClient, RefreshOutcome, RefreshVerdict, Refusal, TokenTtl,
+};
 
 use super::{cimd, device, json, oauth_error, pkce, resource, Params};
 
@@ -164,7 +164,7 @@ async fn exchange(
         let redirect_uri = form
             .get("redirect_uri")
             .ok_or_else(|| TokenError::new("invalid_request", "redirect_uri is required"))?;
-        let check: crate::oauth_store::CodeCheck = {
+        let check: crate::store::oauth::CodeCheck = {
             let client_id = client.client_id.clone();
             let (verifier, redirect_uri) = (verifier.to_owned(), redirect_uri.to_owned());
             let resource = resource.clone();
@@ -243,7 +243,7 @@ async fn exchange(
     let presented = form
         .get("refresh_token")
         .ok_or_else(|| TokenError::new("invalid_request", "refresh_token is required"))?;
-    let check: crate::oauth_store::RefreshCheck = {
+    let check: crate::store::oauth::RefreshCheck = {
         let client_id = client.client_id.clone();
         let resource = resource.clone();
         let asked = form.get("scope").map(str::to_owned);

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, Response, StatusCode};
 use oauth2::{PkceCodeChallenge, PkceCodeVerifier};
 
+pub use crate::config::oauth::{Secret, UpstreamConfig};
 use crate::http::body::RespBody;
 use crate::metrics::OAuthEvent;
 use crate::state::SharedState;
@@ -53,64 +54,6 @@ pub const MAX_PENDING_PER_SESSION: usize = 3;
 pub const START_BURST: f64 = 10.0;
 /// ... then one per this long.
 pub const START_REFILL: Duration = Duration::from_secs(6);
-
-/// A secret from the command line, the environment or the config file:
-/// never shown by `Debug`.
-#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-/// The upstream providers configured, as the flags (`relay serve
-/// --oidc-*`) and the config file's `[oauth]` keys say.
-#[derive(Debug, Clone)]
-pub struct UpstreamConfig {
-    pub oidc_issuer: Option<String>,
-    pub oidc_client_id: Option<String>,
-    pub oidc_client_secret: Option<Secret>,
-    pub oidc_groups_claim: String,
-    pub oidc_name: Option<String>,
-    pub github_client_id: Option<String>,
-    pub github_client_secret: Option<Secret>,
-    /// GitHub's web and API endpoints (hidden flags, for tests).
-    pub github_base_url: String,
-    pub github_api_url: String,
-    /// DEVELOPMENT ONLY: providers may be reached over plain http on a
-    /// loopback address.
-    pub dev_allow_http_loopback: bool,
-}
-
-impl Default for UpstreamConfig {
-    fn default() -> Self {
-        UpstreamConfig {
-            oidc_issuer: None,
-            oidc_client_id: None,
-            oidc_client_secret: None,
-            oidc_groups_claim: "groups".into(),
-            oidc_name: None,
-            github_client_id: None,
-            github_client_secret: None,
-            github_base_url: super::github::BASE_URL.into(),
-            github_api_url: super::github::API_URL.into(),
-            dev_allow_http_loopback: false,
-        }
-    }
-}
 
 impl UpstreamConfig {
     /// The OpenID Connect provider, if one is configured.
@@ -227,7 +170,7 @@ struct Pending {
     provider: ProviderKind,
     /// The browser session that started it.
     session_id: String,
-    /// The client address that started it ([`crate::ip_key`]).
+    /// The client address that started it ([`crate::limits::ip_key`]).
     address: IpAddr,
     verifier: String,
     nonce: String,
@@ -496,8 +439,8 @@ pub async fn start(
         }
     };
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let oauth_state = crate::token::random_hex(32);
-    let nonce = crate::token::random_hex(32);
+    let oauth_state = crate::store::token::random_hex(32);
+    let nonce = crate::store::token::random_hex(32);
     let url = match kind {
         ProviderKind::Oidc => upstream
             .oidc
@@ -516,7 +459,7 @@ pub async fn start(
         Pending {
             provider: kind,
             session_id,
-            address: crate::ip_key::of(peer),
+            address: crate::limits::ip_key::of(peer),
             verifier: verifier.secret().clone(),
             nonce,
             back,
@@ -710,7 +653,7 @@ mod tests {
         Pending {
             provider: ProviderKind::Oidc,
             session_id: session.into(),
-            address: crate::ip_key::of(address.parse().expect("ip")),
+            address: crate::limits::ip_key::of(address.parse().expect("ip")),
             verifier: String::new(),
             nonce: String::new(),
             back: Back::Device(String::new()),

@@ -1,0 +1,7 @@
+//! Bounds on what one caller may take: per-route and per-identity request
+//! rates, per-address connections and QUIC handshakes, and the key an address
+//! counts under (IPv6 by /64).
+
+pub mod connections;
+pub mod ip_key;
+pub mod rate;
