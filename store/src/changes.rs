@@ -114,6 +114,13 @@ pub trait Changes: Send + Sync {
     /// keep may be used; false: read through.
     fn fresh(&self) -> bool;
 
+    /// How far behind a true [`Changes::fresh`] may be: every change
+    /// committed at least this long before `fresh` returned true has reached
+    /// the hooks. Zero (SQLite): every change committed before the call.
+    fn freshness_bound(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
     /// Whether the store answers (readiness).
     async fn ping(&self) -> Result<(), crate::StoreError>;
 }
