@@ -60,6 +60,10 @@ pub const CATCH_UP_INTERVAL: Duration = Duration::from_millis(250);
 pub const FRESHNESS_BOUND: Duration = Duration::from_secs(1);
 /// A read of the changes that takes longer means the connection is dead.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connecting, and unacknowledged data on a connection, may take this long.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The `application_name` of the listener's connection.
+pub const LISTENER_APPLICATION_NAME: &str = "drawbridge-changes";
 /// Connections of the pool.
 const POOL_SIZE: usize = 16;
 /// Changes a slow consumer may be behind before it gets a [`Change::Reset`].
@@ -102,8 +106,10 @@ enum Tls {
 /// A database error as a store error (unique violations are conflicts).
 pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
     match e.as_db_error() {
+        // "Key (user_code)=(BCDFGHJK) already exists."
         Some(db) if db.code() == &SqlState::UNIQUE_VIOLATION => StoreError::Conflict(
             db.detail()
+                .map(|d| d.trim_end_matches(" already exists."))
                 .or(db.constraint())
                 .unwrap_or(db.message())
                 .to_owned(),
@@ -136,10 +142,23 @@ impl PostgresStore {
     /// and brings its schema up to date (under an advisory lock: nodes
     /// starting together apply each migration once).
     pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
-        let config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::Open {
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::Open {
             path: PathBuf::from("postgres://…"),
             message: format!("not a PostgreSQL URL: {e}"),
         })?;
+        // A database that stops answering without closing the connection
+        // fails statements within seconds instead of hanging them (the URL
+        // may say otherwise).
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(CONNECT_TIMEOUT);
+        }
+        config.keepalives_idle(CONNECT_TIMEOUT);
+        if config.get_application_name().is_none() {
+            config.application_name("drawbridge");
+        }
         let shown = shown(&config);
         let open_err = |message: String| StoreError::Open {
             path: PathBuf::from(&shown),
@@ -360,7 +379,9 @@ async fn listen(store: Weak<Inner>) {
         let Some(inner) = store.upgrade() else {
             return;
         };
-        let (config, tls, shown) = (inner.config.clone(), inner.tls.clone(), inner.shown.clone());
+        let (mut config, tls, shown) =
+            (inner.config.clone(), inner.tls.clone(), inner.shown.clone());
+        config.application_name(LISTENER_APPLICATION_NAME);
         drop(inner);
         let (tx, rx) = mpsc::unbounded_channel();
         let connected = match tls {
