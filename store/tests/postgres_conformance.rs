@@ -170,3 +170,68 @@ async fn without_its_listener_a_store_is_not_fresh_and_then_recovers() {
     .await;
     assert!(got.is_ok(), "a change after reconnecting was not delivered");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exchanges_of_two_tokens_of_one_family_at_once_do_not_fail() {
+    // A reused refresh token (its family revoked) and its successor, sent
+    // at once to two nodes, many times: every attempt is answered (no
+    // deadlock between the family's revocation and an exchange).
+    use store::{Grant, RefreshOutcome, RefreshVerdict, TokenTtl};
+    let h = fresh().await;
+    let ttl = TokenTtl {
+        access: 60,
+        refresh: 60,
+    };
+    for round in 0..8 {
+        let family = format!("f{round}");
+        let grant = Grant {
+            family: &family,
+            client_id: "c",
+            email: "a@x",
+            resource: "https://r/mcp/db",
+            scope: "mcp",
+        };
+        let first = h.first.issue_tokens(&grant, ttl).await.expect("issue");
+        let RefreshOutcome::Issued(second) = h
+            .first
+            .refresh(
+                &first.refresh_token,
+                Box::new(|_| RefreshVerdict::Issue {
+                    scope: "mcp".into(),
+                }),
+                ttl,
+            )
+            .await
+            .expect("refresh")
+        else {
+            panic!("not issued");
+        };
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let store = if i % 2 == 0 {
+                h.first.clone()
+            } else {
+                h.second.clone()
+            };
+            let presented = if i % 4 < 2 {
+                first.refresh_token.clone()
+            } else {
+                second.refresh_token.clone()
+            };
+            tasks.push(tokio::spawn(async move {
+                store
+                    .refresh(
+                        &presented,
+                        Box::new(|_| RefreshVerdict::Issue {
+                            scope: "mcp".into(),
+                        }),
+                        ttl,
+                    )
+                    .await
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task").expect("answered");
+        }
+    }
+}

@@ -35,7 +35,21 @@ fn row_to_oauth_token(r: &Row) -> Result<OAuthToken, StoreError> {
     })
 }
 
+/// Takes the family's transaction advisory lock: writes to a family's
+/// tokens take it before any row lock (so that two exchanges in one family,
+/// or an exchange and a revocation, queue instead of deadlocking).
+async fn lock_family(w: &Write<'_>, family: &str) -> Result<(), StoreError> {
+    w.tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('oauth-family:' || $1, 0))",
+        &[&family],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(())
+}
+
 async fn revoke_family(w: &mut Write<'_>, family: &str, now: i64) -> Result<(), StoreError> {
+    lock_family(w, family).await?;
     w.tx.execute(
         "UPDATE oauth_tokens SET revoked_at = $2 WHERE family = $1 AND revoked_at IS NULL",
         &[&family, &now],
@@ -386,8 +400,23 @@ impl OAuth for PostgresStore {
         let hash = token::hash(presented);
         let mut conn = self.conn().await?;
         let mut w = self.begin(&mut conn).await?;
-        // Locked: concurrent exchanges of one token wait for the first to
-        // commit, then find it rotated.
+        // The family's lock, then the token's row, read again: concurrent
+        // exchanges of one token wait for the first to commit, then find it
+        // rotated.
+        let family =
+            w.tx.query_opt(
+                "SELECT family FROM oauth_tokens WHERE secret_hash = $1 AND kind = 'refresh'",
+                &[&hash],
+            )
+            .await
+            .map_err(pg)?
+            .as_ref()
+            .map(|r| col::<String>(r, 0))
+            .transpose()?;
+        let Some(family) = family else {
+            return Ok(RefreshOutcome::Unknown);
+        };
+        lock_family(&w, &family).await?;
         let old = w
             .tx
             .query_opt(
