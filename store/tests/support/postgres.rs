@@ -150,10 +150,14 @@ impl TestServer {
         }
     }
 
-    /// Whether the server gave up starting.
+    /// Whether the server gave up starting (e.g. its port was taken). Not
+    /// any FATAL: pg_isready's early tries log "the database system is
+    /// starting up".
     fn server_gone(&self) -> bool {
-        std::fs::read_to_string(self.dir.join("server.log"))
-            .is_ok_and(|l| l.contains("FATAL") || l.contains("could not bind"))
+        std::fs::read_to_string(self.dir.join("server.log")).is_ok_and(|l| {
+            l.contains("database system is shut down")
+                || l.contains("could not create any TCP/IP sockets")
+        })
     }
 
     fn log(&self) -> String {
