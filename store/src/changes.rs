@@ -110,8 +110,9 @@ pub trait Changes: Send + Sync {
 
     /// Brings the hooks up to date with every change committed before this
     /// call, as cheaply as the backend can prove it (SQLite: a
-    /// `data_version` that has not moved). True: what the hooks' caches
-    /// keep may be used; false: read through.
+    /// `data_version` that has not moved; PostgreSQL: its listener's latest
+    /// read, at most [`Changes::freshness_bound`] old). True: what the
+    /// hooks' caches keep may be used; false: read through.
     fn fresh(&self) -> bool;
 
     /// How far behind a true [`Changes::fresh`] may be: every change
