@@ -79,6 +79,12 @@ ensure_debian_packages() {
     if ! command -v tmux >/dev/null 2>&1; then
         wanted+=(tmux)
     fi
+    # postgresql: initdb, postgres and pg_isready for the throwaway server of
+    # the PostgreSQL backend's tests (store/tests/support/postgres.rs; Debian
+    # keeps them in /usr/lib/postgresql/N/bin, off PATH).
+    if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && ! command -v initdb >/dev/null 2>&1; then
+        wanted+=(postgresql)
+    fi
     if [ ${#wanted[@]} -eq 0 ]; then
         echo "nothing needed"
         return 0

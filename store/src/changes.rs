@@ -110,9 +110,17 @@ pub trait Changes: Send + Sync {
 
     /// Brings the hooks up to date with every change committed before this
     /// call, as cheaply as the backend can prove it (SQLite: a
-    /// `data_version` that has not moved). True: what the hooks' caches
-    /// keep may be used; false: read through.
+    /// `data_version` that has not moved; PostgreSQL: its listener's latest
+    /// read, at most [`Changes::freshness_bound`] old). True: what the
+    /// hooks' caches keep may be used; false: read through.
     fn fresh(&self) -> bool;
+
+    /// How far behind a true [`Changes::fresh`] may be: every change
+    /// committed at least this long before `fresh` returned true has reached
+    /// the hooks. Zero (SQLite): every change committed before the call.
+    fn freshness_bound(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 
     /// Whether the store answers (readiness).
     async fn ping(&self) -> Result<(), crate::StoreError>;

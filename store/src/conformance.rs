@@ -47,6 +47,7 @@ pub const CASES: &[&str] = &[
     "concurrent_device_polls_spend_the_code_once",
     "concurrent_code_redemptions_issue_once",
     "concurrent_refreshes_rotate_once",
+    "concurrent_route_claims_have_one_winner_within_the_cap",
     "the_feed_reports_every_write_of_any_handle",
     "hooks_hear_a_write_before_it_returns",
     "the_store_answers_a_ping",
@@ -70,6 +71,7 @@ macro_rules! conformance_tests {
             concurrent_device_polls_spend_the_code_once,
             concurrent_code_redemptions_issue_once,
             concurrent_refreshes_rotate_once,
+            concurrent_route_claims_have_one_winner_within_the_cap,
             the_feed_reports_every_write_of_any_handle,
             hooks_hear_a_write_before_it_returns,
             the_store_answers_a_ping,
@@ -906,6 +908,45 @@ pub async fn concurrent_refreshes_rotate_once(h: Handles) {
     );
 }
 
+pub async fn concurrent_route_claims_have_one_winner_within_the_cap(h: Handles) {
+    // One name, as many owners as racers: one gets it.
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    let claims = race(&h, |s| {
+        let owner = format!("o{}@x", n.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+        async move {
+            let claim = s.claim_route("db", &owner, 0).await.expect("claim");
+            (owner, claim)
+        }
+    })
+    .await;
+    let winners: Vec<_> = claims
+        .iter()
+        .filter(|(_, c)| *c == RouteClaim::Granted)
+        .map(|(o, _)| o.clone())
+        .collect();
+    assert_eq!(winners.len(), 1, "{claims:?}");
+    assert!(claims.iter().all(|(_, c)| *c == RouteClaim::Granted
+        || *c
+            == RouteClaim::Taken {
+                owner: winners[0].clone()
+            }));
+    assert_eq!(
+        h.second.route_owner("db").await.expect("owner"),
+        Some(winners[0].clone())
+    );
+    // One owner, as many names as racers, a cap of 3: three get theirs.
+    let claims = race(&h, |s| {
+        let name = format!("r{}", n.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+        async move { s.claim_route(&name, "p@x", 3).await.expect("claim") }
+    })
+    .await;
+    let granted = claims.iter().filter(|c| **c == RouteClaim::Granted).count();
+    assert_eq!(granted, 3, "{claims:?}");
+    assert!(claims
+        .iter()
+        .all(|c| matches!(c, RouteClaim::Granted | RouteClaim::TooMany { max: 3 })));
+}
+
 /// Waits (up to a generous bound) until `feed` has delivered every change
 /// of `want`; other changes may come between.
 async fn expect_changes(feed: &mut ChangeFeed, want: &[Change]) {
@@ -1060,6 +1101,9 @@ pub async fn hooks_hear_a_write_before_it_returns(h: Handles) {
     let other = Change::Route {
         name: "other".into(),
     };
+    // A backend whose proof of freshness may be that old (PostgreSQL: its
+    // listener's latest read) says fresh only once it covers the write.
+    tokio::time::sleep(h.first.freshness_bound()).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !h.first.fresh() {
         assert!(tokio::time::Instant::now() < deadline, "never fresh");

@@ -4,8 +4,10 @@
 //! process changed it.
 //!
 //! The relay holds an `Arc<dyn Store>` chosen at runtime. Backends: SQLite
-//! ([`sqlite::SqliteStore`], one file in the state directory). Every backend
-//! passes the same [`conformance`] suite.
+//! ([`sqlite::SqliteStore`], one file in the state directory) and, with the
+//! feature `postgres`, PostgreSQL (`postgres::PostgresStore`, several relay
+//! nodes on one database). Every backend passes the same [`conformance`]
+//! suite.
 
 pub mod changes;
 pub mod conformance;
@@ -13,6 +15,8 @@ mod error;
 pub mod grants;
 pub mod oauth;
 pub mod pins;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sqlite;
 pub mod token;
 pub mod tokens;

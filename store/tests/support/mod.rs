@@ -1,0 +1,3 @@
+//! Helpers of the store's tests.
+
+pub mod postgres;
