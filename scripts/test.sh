@@ -185,7 +185,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 # shared state (oauth <-> state).
 section "import cycles between folders (scripts/folder_cycles.py)"
 python3 scripts/folder_cycles.py agent/src
-python3 scripts/folder_cycles.py relay/src --allow oauth,state
+python3 scripts/folder_cycles.py relay/src
 
 # The agent crate without its default feature `embedded-relay` (the relay
 # run in-process by `agent connect` without --relay) must not link the relay

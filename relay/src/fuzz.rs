@@ -7,8 +7,8 @@
 
 use http::{header, HeaderMap, HeaderValue};
 
+use crate::identity::clients::{self, ClientMetadata};
 use crate::oauth::authorize::{self, Refusal};
-use crate::oauth::clients::{self, ClientMetadata};
 use crate::oauth::{pkce, resource, session, Params};
 use crate::store::oauth::OAuthClient;
 

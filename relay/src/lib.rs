@@ -47,6 +47,7 @@ mod error;
 pub mod fuzz;
 mod gateway;
 mod http;
+mod identity;
 mod limits;
 mod metrics;
 mod oauth;

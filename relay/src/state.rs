@@ -9,6 +9,8 @@ use crate::agents::registry::Registry;
 use crate::audit::Audit;
 use crate::config::RelayConfig;
 use crate::http::origin::AllowedOrigins;
+use crate::identity::{cimd, password_checks, upstream};
+use crate::limits::{ratelimit, sign_in_throttle};
 use crate::policies::Policies;
 use crate::sessions::legacy::LegacySessions;
 use crate::store::Store;
@@ -34,7 +36,7 @@ pub struct RelayState {
     /// Which replica holds each MCP session.
     pub affinity: crate::sessions::affinity::Affinity,
     /// The authorization server's in-memory parts (rate limits).
-    pub oauth: crate::oauth::OAuthState,
+    pub oauth: OAuthState,
     /// Per-route and per-identity request rate limits.
     pub limits: crate::limits::rate::RequestLimits,
     /// Per-IP connection and QUIC handshake bounds.
@@ -58,3 +60,43 @@ impl RelayState {
 }
 
 pub type SharedState = Arc<RelayState>;
+
+/// The authorization server's in-memory state.
+pub struct OAuthState {
+    /// Dynamic client registrations per client IP.
+    pub registrations: ratelimit::RateLimiter,
+    /// Client metadata documents: the fetcher and its cache.
+    pub cimd: cimd::Cimd,
+    /// Device authorizations (`agent login`) per client IP.
+    pub device_requests: ratelimit::RateLimiter,
+    /// Wrong user codes entered at /device per client IP.
+    pub device_guesses: ratelimit::RateLimiter,
+    /// Upstream identity providers (OpenID Connect) and their pending
+    /// sign-ins.
+    pub upstream: upstream::Upstream,
+    /// Password tries per client address and per account.
+    pub sign_in_throttle: sign_in_throttle::SignInThrottle,
+    /// The few password checks that may run at once.
+    pub password_checks: password_checks::PasswordChecks,
+}
+
+impl OAuthState {
+    pub fn new(
+        cimd: cimd::CimdConfig,
+        upstream: upstream::Upstream,
+    ) -> Result<Self, crate::RelayError> {
+        Ok(OAuthState {
+            // A burst of 10, then one every 6 s: generous for clients that
+            // register on every connect, useless for filling the table.
+            registrations: ratelimit::RateLimiter::new(10.0, 1.0 / 6.0),
+            cimd: cimd::Cimd::new(cimd)?,
+            device_requests: ratelimit::RateLimiter::new(10.0, 1.0 / 6.0),
+            // Guessing one of the pending codes among 20^8 takes forever at
+            // one every 6 s.
+            device_guesses: ratelimit::RateLimiter::new(10.0, 1.0 / 6.0),
+            upstream,
+            sign_in_throttle: sign_in_throttle::SignInThrottle::default(),
+            password_checks: password_checks::PasswordChecks::default(),
+        })
+    }
+}

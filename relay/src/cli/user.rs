@@ -35,7 +35,9 @@ pub fn run(command: UserCommand) -> anyhow::Result<()> {
         UserCommand::Add { state, email } => {
             let store = open(&state)?;
             let password = read_password()?;
-            block_on(crate::oauth::accounts::add_user(&store, &email, &password))?;
+            block_on(crate::identity::accounts::add_user(
+                &store, &email, &password,
+            ))?;
             eprintln!("added user {}", email.trim());
             Ok(())
         }

@@ -12,15 +12,16 @@ use http::{HeaderMap, Response, StatusCode};
 use url::Url;
 
 use crate::http::body::RespBody;
+use crate::identity::{cimd, clients};
 use crate::metrics::OAuthEvent;
 use crate::state::SharedState;
 use crate::store::now;
 use crate::store::oauth::{AuthCode, OAuthClient, Session};
 use crate::store::token;
 
-use super::password_checks::Verdict;
+use super::sign_in::Verdict;
 use super::{
-    cimd, clients, html, html_to_client, pages, pkce, redirect, resource, scope, session, Params,
+    client_lookup, html, html_to_client, pages, pkce, redirect, resource, scope, session, Params,
 };
 
 /// How long an authorization code may wait to be redeemed.
@@ -70,7 +71,7 @@ pub async fn check(
     query: &str,
 ) -> Result<AuthorizeRequest, Refusal> {
     let found = match Params::parse(query.as_bytes()).get("client_id") {
-        Some(id) => cimd::find_client(state, peer, id).await,
+        Some(id) => client_lookup::find_client(state, peer, id).await,
         None => Ok(None),
     };
     check_query(&state.public_url, query, |_| found)
@@ -284,7 +285,7 @@ pub async fn login(
     };
     let email = form.get("email").unwrap_or("").trim();
     let password = form.get("password").unwrap_or("");
-    match super::password_checks::sign_in(state, peer, email, password).await {
+    match super::sign_in::sign_in(state, peer, email, password).await {
         Verdict::Right => {}
         Verdict::Wrong => {
             state.metrics.oauth(OAuthEvent::login_failed);

@@ -22,7 +22,7 @@ use crate::state::SharedState;
 use crate::store::oauth::DevicePoll;
 use crate::store::token::TokenKind;
 
-use super::password_checks::Verdict;
+use super::sign_in::Verdict;
 use super::token_endpoint::TokenError;
 use super::{html, json, oauth_error, pages, redirect, session, Params};
 
@@ -280,7 +280,7 @@ pub async fn login(
     let typed = form.get("user_code").unwrap_or("").to_owned();
     let email = form.get("email").unwrap_or("").trim().to_owned();
     let password = form.get("password").unwrap_or("").to_owned();
-    match super::password_checks::sign_in(state, peer, &email, &password).await {
+    match super::sign_in::sign_in(state, peer, &email, &password).await {
         Verdict::Right => {}
         Verdict::Wrong => {
             tracing::info!(email, "device sign-in refused: wrong email or password");

@@ -1,41 +1,35 @@
 //! The relay as the OAuth 2.1 authorization server of its routes (the MCP
 //! authorization spec): discovery ([`metadata`]), dynamic client registration
-//! ([`clients`]), client ID metadata documents ([`cimd`], fetched behind
-//! the [`ssrf`] guard), the authorization code flow with local accounts
-//! ([`authorize`], [`pages`], [`session`], [`accounts`]; passwords are
-//! checked by [`password_checks`] within the limits of
-//! [`sign_in_throttle`]), the token endpoint
+//! ([`register`]), the client a request names ([`client_lookup`]: registered
+//! or described by its metadata document), the authorization code flow with
+//! local accounts ([`authorize`], [`pages`], [`session`]; passwords are
+//! checked by [`sign_in`]), the token endpoint
 //! ([`token_endpoint`]) and revocation ([`revoke`]); the device grant of
 //! `agent login` ([`device`], pages at `/device`); sign-in through an
-//! upstream OpenID Connect provider or GitHub ([`upstream`],
-//! [`upstream_oidc`], [`github`], [`upstream_http`]). Which function serves
-//! which path and method is in one table, the axum router of `router.rs`.
+//! upstream OpenID Connect provider or GitHub ([`upstream`]). Which function
+//! serves which path and method is in one table, the axum router of
+//! `router.rs`. What these endpoints keep in the shared state (clients'
+//! metadata documents, accounts, password checks, upstream providers) is in
+//! `crate::identity`; their rate limits are in `crate::limits`.
 //!
 //! Access tokens are opaque (`dboa_…`), stored hashed, and bound to exactly
 //! one route's URL; the gateway checks them in `authenticate`.
 
-pub mod accounts;
 pub mod authorize;
-pub mod cimd;
-pub mod clients;
+pub mod client_lookup;
 pub mod device;
-pub mod github;
 pub mod metadata;
 pub mod pages;
-pub mod password_checks;
 pub mod pkce;
-pub mod ratelimit;
+pub mod register;
 pub mod resource;
 pub mod revoke;
 mod router;
 pub mod scope;
 pub mod session;
-pub mod sign_in_throttle;
-pub mod ssrf;
+pub mod sign_in;
 pub mod token_endpoint;
 pub mod upstream;
-pub mod upstream_http;
-pub mod upstream_oidc;
 
 use std::net::SocketAddr;
 
@@ -46,50 +40,11 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::http::body::{full, RespBody};
+pub use crate::identity::ct_eq;
 use crate::state::SharedState;
 
 /// Largest form or JSON body the OAuth endpoints read.
 const MAX_BODY: usize = 64 * 1024;
-
-/// The authorization server's in-memory state.
-pub struct OAuthState {
-    /// Dynamic client registrations per client IP.
-    pub registrations: ratelimit::RateLimiter,
-    /// Client metadata documents: the fetcher and its cache.
-    pub cimd: cimd::Cimd,
-    /// Device authorizations (`agent login`) per client IP.
-    pub device_requests: ratelimit::RateLimiter,
-    /// Wrong user codes entered at /device per client IP.
-    pub device_guesses: ratelimit::RateLimiter,
-    /// Upstream identity providers (OpenID Connect) and their pending
-    /// sign-ins.
-    pub upstream: upstream::Upstream,
-    /// Password tries per client address and per account.
-    pub sign_in_throttle: sign_in_throttle::SignInThrottle,
-    /// The few password checks that may run at once.
-    pub password_checks: password_checks::PasswordChecks,
-}
-
-impl OAuthState {
-    pub fn new(
-        cimd: cimd::CimdConfig,
-        upstream: upstream::Upstream,
-    ) -> Result<Self, crate::RelayError> {
-        Ok(OAuthState {
-            // A burst of 10, then one every 6 s: generous for clients that
-            // register on every connect, useless for filling the table.
-            registrations: ratelimit::RateLimiter::new(10.0, 1.0 / 6.0),
-            cimd: cimd::Cimd::new(cimd)?,
-            device_requests: ratelimit::RateLimiter::new(10.0, 1.0 / 6.0),
-            // Guessing one of the pending codes among 20^8 takes forever at
-            // one every 6 s.
-            device_guesses: ratelimit::RateLimiter::new(10.0, 1.0 / 6.0),
-            upstream,
-            sign_in_throttle: sign_in_throttle::SignInThrottle::default(),
-            password_checks: password_checks::PasswordChecks::default(),
-        })
-    }
-}
 
 /// Whether the authorization server serves `path`.
 pub fn serves(path: &str) -> bool {
@@ -189,11 +144,6 @@ async fn read_form(req: axum::extract::Request) -> Result<Params, Response<RespB
         ));
     }
     Ok(Params::parse(&read_body(req).await?))
-}
-
-/// Compares two secrets in constant time.
-pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A JSON answer that no cache keeps (RFC 6749 §5.1).
@@ -368,12 +318,5 @@ mod tests {
         assert_eq!(p.get("c"), Some("x y"));
         assert_eq!(p.repeated(), Some("a"));
         assert_eq!(Params::parse(b"a=1&b=2").repeated(), None);
-    }
-
-    #[test]
-    fn secrets_compare_whole() {
-        assert!(ct_eq(b"abc", b"abc"));
-        assert!(!ct_eq(b"abc", b"abd"));
-        assert!(!ct_eq(b"abc", b"ab"));
     }
 }

@@ -44,7 +44,7 @@ fn hidden(csrf: &str, request: &str) -> String {
 /// links to upstream identity providers.
 pub struct SignInWays<'a> {
     pub passwords: bool,
-    pub providers: &'a [super::upstream::ProviderLink],
+    pub providers: &'a [crate::identity::upstream::ProviderLink],
 }
 
 /// A sign-in page's error message, if any.
@@ -55,7 +55,7 @@ fn error_line(error: Option<&str>) -> String {
 }
 
 /// One "Sign in with …" link per upstream identity provider.
-fn provider_links(providers: &[super::upstream::ProviderLink]) -> String {
+fn provider_links(providers: &[crate::identity::upstream::ProviderLink]) -> String {
     providers
         .iter()
         .map(|p| {
@@ -271,7 +271,7 @@ mod tests {
             Some("bad & worse"),
             &SignInWays {
                 passwords: true,
-                providers: &[super::super::upstream::ProviderLink {
+                providers: &[crate::identity::upstream::ProviderLink {
                     href: "/oauth/upstream/oidc?csrf=1&request=<x>".into(),
                     label: "Sign in with <b>".into(),
                 }],

@@ -15,7 +15,7 @@ use crate::http::router::{get_only, post_only};
 use crate::state::SharedState;
 
 use super::{
-    authorize, clients, device, json, metadata, oauth_error, read_body, read_form, revoke,
+    authorize, device, json, metadata, oauth_error, read_body, read_form, register, revoke,
     token_endpoint, upstream,
 };
 
@@ -131,7 +131,7 @@ async fn register(
     req: Request,
 ) -> Response<RespBody> {
     match read_body(req).await {
-        Ok(body) => clients::register(&state, peer, &body).await,
+        Ok(body) => register::register(&state, peer, &body).await,
         Err(resp) => resp,
     }
 }

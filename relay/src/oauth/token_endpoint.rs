@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use http::{Response, StatusCode};
 
 use crate::http::body::RespBody;
+use crate::identity::cimd;
 use crate::metrics::OAuthEvent;
 use crate::state::SharedState;
 use crate::store::now;
@@ -15,7 +16,7 @@ use crate::store::oauth::{
     CodeRedemption, IssuedTokens, OAuthClient, RefreshOutcome, RefreshVerdict, Refusal, TokenTtl,
 };
 
-use super::{cimd, device, json, oauth_error, pkce, resource, Params};
+use super::{client_lookup, device, json, oauth_error, pkce, resource, Params};
 
 /// `POST /oauth/token`.
 /// A client given by URL has its metadata document fetched (or taken from
@@ -29,7 +30,7 @@ pub async fn token(state: &SharedState, peer: IpAddr, form: &Params) -> Response
         };
     }
     let found = match form.get("client_id") {
-        Some(id) => cimd::find_client(state, peer, id).await,
+        Some(id) => client_lookup::find_client(state, peer, id).await,
         None => Ok(None),
     };
     let outcome = exchange(state, form, found).await;

@@ -75,7 +75,8 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         .map_err(|e| RelayError::Config(e.to_string()))?;
     // Upstream identity providers are discovered before the relay serves
     // anything: a provider that cannot be reached is a startup error.
-    let upstream = crate::oauth::upstream::Upstream::start(&config.upstream, &public_url).await?;
+    let upstream =
+        crate::identity::upstream::Upstream::start(&config.upstream, &public_url).await?;
     if config.upstream.dev_allow_http_loopback {
         tracing::warn!(
             "--upstream-dev-allow-http-loopback: identity providers may be reached over plain \
@@ -133,7 +134,7 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         origins,
         legacy: LegacySessions::default(),
         affinity: crate::sessions::affinity::Affinity::default(),
-        oauth: crate::oauth::OAuthState::new(config.cimd.clone(), upstream)?,
+        oauth: crate::state::OAuthState::new(config.cimd.clone(), upstream)?,
         limits: crate::limits::rate::RequestLimits::new(
             config.rate_limit_route,
             config.rate_limit_identity,

@@ -29,12 +29,11 @@ use tokio::net::TcpStream;
 use url::{Host, Url};
 
 pub use crate::config::oauth::CimdConfig;
-use crate::state::SharedState;
+use crate::limits::ratelimit::RateLimiter;
 use crate::store::now;
 use crate::store::oauth::OAuthClient;
 
 use super::clients::ClientMetadata;
-use super::ratelimit::RateLimiter;
 use super::ssrf;
 
 /// Largest document read.
@@ -432,33 +431,6 @@ pub fn document_client(url: &str, body: &[u8]) -> Result<OAuthClient, String> {
         redirect_uris: meta.redirect_uris,
         created_at: now(),
     })
-}
-
-/// The client `client_id` names: a registered client, or the one its
-/// metadata document describes (stored, so revocation and the consent
-/// records find it too).
-pub async fn find_client(
-    state: &SharedState,
-    caller: IpAddr,
-    client_id: &str,
-) -> Result<Option<OAuthClient>, LookupError> {
-    let cimd = &state.oauth.cimd;
-    if !is_url_client_id(client_id) || !cimd.enabled() {
-        return Ok(state
-            .store
-            .client(client_id)
-            .await
-            .map_err(crate::RelayError::from)?);
-    }
-    let client = cimd.client(client_id, caller).await.inspect_err(|e| {
-        tracing::info!(client_id, %caller, error = %e, "client metadata document refused");
-    })?;
-    state
-        .store
-        .upsert_client(&client)
-        .await
-        .map_err(crate::RelayError::from)?;
-    Ok(Some(client))
 }
 
 #[cfg(test)]

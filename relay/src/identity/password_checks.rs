@@ -5,22 +5,15 @@
 //! most [`MAX_CONCURRENT`] checks run at once, each in one of as many
 //! memory areas allocated once and reused; when all are busy, a sign-in
 //! is refused at once (429) rather than queued. Before a check, the
-//! [`super::sign_in_throttle`] limits apply.
+//! [`crate::limits::sign_in_throttle`] limits apply.
 //!
 //! An email without an account is checked against a dummy hash of the
 //! same cost, so that timing does not tell which accounts exist.
 
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use argon2::password_hash::PasswordHash;
 use argon2::{Algorithm, Argon2, Block, Params, Version};
-
-use crate::error::RelayError;
-use crate::state::SharedState;
-
-use super::sign_in_throttle::Throttled;
 
 /// Password checks running at once, at most.
 pub const MAX_CONCURRENT: usize = 2;
@@ -114,51 +107,6 @@ impl Slot {
             .hash_password_into_with_memory(password, salt, &mut out, &mut self.blocks[..n])
             .is_ok()
             && super::ct_eq(&out, expected.as_bytes())
-    }
-}
-
-/// The outcome of a sign-in with a password.
-#[derive(Debug)]
-pub enum Verdict {
-    Right,
-    Wrong,
-    /// Not checked: the limits, or every slot busy.
-    Refused(Throttled),
-    Failed(RelayError),
-}
-
-/// Checks `email`'s password for a sign-in from `peer`: the throttle, a
-/// free slot (else refused at once), the check off the async workers, and
-/// the outcome recorded for the account's back-off.
-pub async fn sign_in(state: &SharedState, peer: IpAddr, email: &str, password: &str) -> Verdict {
-    let throttle = &state.oauth.sign_in_throttle;
-    if let Err(t) = throttle.admit(peer, email, Instant::now()) {
-        return Verdict::Refused(t);
-    }
-    let Some(mut slot) = state.oauth.password_checks.try_slot() else {
-        return Verdict::Refused(Throttled::Busy {
-            retry_after: Duration::from_secs(1),
-        });
-    };
-    let checked = match state.store.user_password_hash(email).await {
-        Ok(stored) => {
-            let password = password.to_owned();
-            tokio::task::spawn_blocking(move || Ok(slot.check(stored.as_deref(), &password)))
-                .await
-                .unwrap_or_else(|e| Err(RelayError::Password(e.to_string())))
-        }
-        Err(e) => Err(e.into()),
-    };
-    match checked {
-        Ok(right) => {
-            throttle.record(email, right, Instant::now());
-            if right {
-                Verdict::Right
-            } else {
-                Verdict::Wrong
-            }
-        }
-        Err(e) => Verdict::Failed(e),
     }
 }
 

@@ -42,7 +42,7 @@ pub enum Throttled {
     /// Too many wrong passwords for this account.
     Account { retry_after: Duration },
     /// Every password check slot is busy
-    /// ([`super::password_checks::MAX_CONCURRENT`]).
+    /// ([`crate::identity::password_checks::MAX_CONCURRENT`]).
     Busy { retry_after: Duration },
 }
 
