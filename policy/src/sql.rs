@@ -79,9 +79,10 @@
 //! as `PRAGMA table_info(t)` and `PRAGMA journal_mode = WAL`.
 
 use std::any::TypeId;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::ops::ControlFlow;
+use std::sync::Mutex;
 
 use sqlparser::ast::{
     AlterTableOperation, Expr, ObjectName, ObjectType, OnConflictAction, OnInsert, Query,
@@ -320,11 +321,43 @@ impl SqlFacts {
 /// `parsed: false` with the reason in [`SqlFacts::error`], and the policy must
 /// then deny. See the module docs for every classification decision.
 pub fn classify(sql: &str) -> SqlFacts {
-    match parse(sql) {
+    let kept = sql.len() <= SEEN_MAX_BYTES;
+    if kept {
+        // A poisoned lock only costs the cache.
+        if let Some(hit) = SEEN
+            .lock()
+            .ok()
+            .and_then(|seen| seen.as_ref()?.get(sql).cloned())
+        {
+            return hit;
+        }
+    }
+    let facts = match parse(sql) {
         Ok(statements) => analyze(&statements),
         Err(error) => SqlFacts::failed(error),
+    };
+    if kept {
+        if let Ok(mut seen) = SEEN.lock() {
+            let seen = seen.get_or_insert_with(HashMap::new);
+            if seen.len() >= SEEN_ENTRIES {
+                seen.clear();
+            }
+            seen.insert(sql.into(), facts.clone());
+        }
     }
+    facts
 }
+
+/// Most statements [`SEEN`] keeps; it is emptied when full.
+const SEEN_ENTRIES: usize = 1024;
+/// Longer SQL strings are not kept (at most about 4 MiB in all).
+const SEEN_MAX_BYTES: usize = 4096;
+
+/// The facts of recently classified SQL strings. They depend on the text
+/// alone, clients send the same statements again and again, and the relay
+/// and the agent each classify every statement: parsing is most of a
+/// decision's cost for a `tools/call` with SQL. Keyed by the exact text.
+static SEEN: Mutex<Option<HashMap<Box<str>, SqlFacts>>> = Mutex::new(None);
 
 fn parse(sql: &str) -> Result<Vec<Statement>, SqlError> {
     if sql.len() > MAX_SQL_BYTES {
@@ -1064,6 +1097,28 @@ mod tests {
             .expect("spawn test thread")
             .join()
             .expect("classify must not crash")
+    }
+
+    /// Facts kept by statement text are the facts of that exact text: a
+    /// second look, texts that differ only slightly, a full cache and a text
+    /// too long to keep all give what a first parse gives.
+    #[test]
+    fn kept_facts_are_those_of_the_exact_text() {
+        let first = classify("SELECT * FROM orders");
+        assert_eq!(classify("SELECT * FROM orders"), first);
+        assert!(!reads("SELECT * FROM orders; DELETE FROM orders"));
+        assert!(reads("SELECT * FROM orders "));
+        assert_eq!(tables("SELECT * FROM Orders2"), strings(&["orders2"]));
+        for i in 0..(SEEN_ENTRIES + 10) {
+            let sql = format!("UPDATE t{i} SET a = 1");
+            assert!(!reads(&sql));
+            assert_eq!(tables(&sql), vec![format!("t{i}")]);
+        }
+        assert_eq!(classify("SELECT * FROM orders"), first);
+        let long = format!("SELECT {} FROM big", "a, ".repeat(SEEN_MAX_BYTES / 3) + "a");
+        assert!(long.len() > SEEN_MAX_BYTES);
+        assert_eq!(tables(&long), strings(&["big"]));
+        assert_eq!(tables(&long), strings(&["big"]));
     }
 
     #[test]
