@@ -114,36 +114,52 @@ impl Params {
     }
 }
 
-async fn read_body(req: axum::extract::Request) -> Result<Bytes, Response<RespBody>> {
-    match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) => Err(oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            &format!("could not read the request body (at most {MAX_BODY} bytes): {e}"),
-        )),
+/// A request body of at most [`MAX_BODY`] bytes; the OAuth error to
+/// answer otherwise.
+pub struct Body(pub Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
+    type Rejection = Response<RespBody>;
+
+    async fn from_request(req: axum::extract::Request, _: &S) -> Result<Self, Self::Rejection> {
+        match Limited::new(req.into_body(), MAX_BODY).collect().await {
+            Ok(c) => Ok(Body(c.to_bytes())),
+            Err(e) => Err(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                &format!("could not read the request body (at most {MAX_BODY} bytes): {e}"),
+            )),
+        }
     }
 }
 
-/// Reads an `application/x-www-form-urlencoded` body.
-async fn read_form(req: axum::extract::Request) -> Result<Params, Response<RespBody>> {
-    let is_form = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| {
-            m.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
-    if !is_form {
-        return Err(oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "the body must be application/x-www-form-urlencoded",
-        ));
+/// An `application/x-www-form-urlencoded` body ([`Body`]); the OAuth error
+/// to answer otherwise.
+pub struct Form(pub Params);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Form {
+    type Rejection = Response<RespBody>;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_form = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|m| {
+                m.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
+        if !is_form {
+            return Err(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the body must be application/x-www-form-urlencoded",
+            ));
+        }
+        let Body(body) = Body::from_request(req, state).await?;
+        Ok(Form(Params::parse(&body)))
     }
-    Ok(Params::parse(&read_body(req).await?))
 }
 
 /// A JSON answer that no cache keeps (RFC 6749 §5.1).

@@ -8,6 +8,7 @@ use std::sync::LazyLock;
 use axum::extract::{ConnectInfo, Request};
 use axum::routing::any;
 use axum::{Extension, Router};
+use http::HeaderMap;
 use http::{Method, Response, StatusCode};
 
 use crate::http::body::RespBody;
@@ -15,8 +16,8 @@ use crate::http::router::{get_only, post_only};
 use crate::state::SharedState;
 
 use super::{
-    authorize, device, json, metadata, oauth_error, read_body, read_form, register, revoke,
-    token_endpoint, upstream,
+    authorize, device, json, metadata, oauth_error, register, revoke, token_endpoint, upstream,
+    Body, Form,
 };
 
 /// The endpoints (built once: the state comes with each request).
@@ -128,12 +129,9 @@ async fn route_resource(
 async fn register(
     Extension(state): Extension<SharedState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
+    Body(body): Body,
 ) -> Response<RespBody> {
-    match read_body(req).await {
-        Ok(body) => register::register(&state, peer, &body).await,
-        Err(resp) => resp,
-    }
+    register::register(&state, peer, &body).await
 }
 
 async fn authorize(
@@ -148,25 +146,19 @@ async fn authorize(
 async fn login(
     Extension(state): Extension<SharedState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
+    headers: HeaderMap,
+    Form(form): Form,
 ) -> Response<RespBody> {
-    let headers = req.headers().clone();
-    match read_form(req).await {
-        Ok(form) => authorize::login(&state, peer.ip(), &headers, &form).await,
-        Err(resp) => resp,
-    }
+    authorize::login(&state, peer.ip(), &headers, &form).await
 }
 
 async fn consent(
     Extension(state): Extension<SharedState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
+    headers: HeaderMap,
+    Form(form): Form,
 ) -> Response<RespBody> {
-    let headers = req.headers().clone();
-    match read_form(req).await {
-        Ok(form) => authorize::consent(&state, peer.ip(), &headers, &form).await,
-        Err(resp) => resp,
-    }
+    authorize::consent(&state, peer.ip(), &headers, &form).await
 }
 
 async fn upstream_start(
@@ -197,30 +189,21 @@ async fn upstream_callback(
 async fn token(
     Extension(state): Extension<SharedState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
+    Form(form): Form,
 ) -> Response<RespBody> {
-    match read_form(req).await {
-        Ok(form) => token_endpoint::token(&state, peer.ip(), &form).await,
-        Err(resp) => resp,
-    }
+    token_endpoint::token(&state, peer.ip(), &form).await
 }
 
-async fn revoke(Extension(state): Extension<SharedState>, req: Request) -> Response<RespBody> {
-    match read_form(req).await {
-        Ok(form) => revoke::revoke(&state, &form).await,
-        Err(resp) => resp,
-    }
+async fn revoke(Extension(state): Extension<SharedState>, Form(form): Form) -> Response<RespBody> {
+    revoke::revoke(&state, &form).await
 }
 
 async fn device_authorization(
     Extension(state): Extension<SharedState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
+    Form(form): Form,
 ) -> Response<RespBody> {
-    match read_form(req).await {
-        Ok(form) => device::authorization(&state, peer, &form).await,
-        Err(resp) => resp,
-    }
+    device::authorization(&state, peer, &form).await
 }
 
 async fn device_page(
@@ -235,25 +218,19 @@ async fn device_page(
 async fn device_login(
     Extension(state): Extension<SharedState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
+    headers: HeaderMap,
+    Form(form): Form,
 ) -> Response<RespBody> {
-    let headers = req.headers().clone();
-    match read_form(req).await {
-        Ok(form) => device::login(&state, peer.ip(), &headers, &form).await,
-        Err(resp) => resp,
-    }
+    device::login(&state, peer.ip(), &headers, &form).await
 }
 
 async fn device_approve(
     Extension(state): Extension<SharedState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
+    headers: HeaderMap,
+    Form(form): Form,
 ) -> Response<RespBody> {
-    let headers = req.headers().clone();
-    match read_form(req).await {
-        Ok(form) => device::approve(&state, peer, &headers, &form).await,
-        Err(resp) => resp,
-    }
+    device::approve(&state, peer, &headers, &form).await
 }
 
 #[cfg(test)]

@@ -1101,6 +1101,38 @@ async fn paths_and_methods_of_the_oauth_server_and_the_grants_api() {
         );
     }
 
+    // A form endpoint refuses another body type, and a body over its cap,
+    // with the OAuth error the client reads (and no cache keeps).
+    for (path, content_type, body) in [
+        ("/oauth/token", "application/json", "{}".to_owned()),
+        ("/oauth/revoke", "text/plain", "token=x".to_owned()),
+        (
+            "/oauth/token",
+            "application/x-www-form-urlencoded",
+            "a=".to_owned() + &"x".repeat(70 * 1024),
+        ),
+        ("/oauth/register", "application/json", "x".repeat(70 * 1024)),
+    ] {
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(s.url(path))
+            .header("content-type", content_type)
+            .body(full_body(body))
+            .expect("request");
+        let a = s.http.fetch(req).await;
+        assert_eq!(a.status, 400, "{path} {content_type}: {}", a.text());
+        let v = a.json();
+        assert_eq!(v["error"], "invalid_request", "{path}: {v}");
+        let description = v["error_description"].as_str().expect("description");
+        let expected = if content_type.ends_with("urlencoded") || path == "/oauth/register" {
+            "could not read the request body (at most 65536 bytes)"
+        } else {
+            "the body must be application/x-www-form-urlencoded"
+        };
+        assert!(description.starts_with(expected), "{path}: {description}");
+        assert_eq!(a.headers["cache-control"], "no-store", "{path}");
+    }
+
     // The grants API: the credential first, whatever the path.
     let a = send("GET", "/api/nothing", None).await;
     assert_eq!(a.status, 401, "{}", a.text());
