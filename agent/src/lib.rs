@@ -14,7 +14,8 @@
 //!   server run as a child, or the built-in SQLite MCP server.
 //! * `inspector` — the owner's live page of the exchanges (`--inspect`).
 //! * `report`, `reply`, `error` — what every layer shares: the summary of an
-//!   exchange and the live line, the agent's own answers, the errors.
+//!   exchange and the live line, the agent's own answers, the errors;
+//!   [`stdout_lines`] writes the live lines off the requests' path.
 
 #![forbid(unsafe_code)]
 
@@ -27,6 +28,7 @@ mod gate;
 mod inspector;
 mod reply;
 mod report;
+pub mod stdout_lines;
 mod tunnel;
 mod upstream;
 

@@ -142,6 +142,9 @@ impl Reporter for Printer {
     }
 
     fn request(&self, line: &RequestLine) {
-        println!("{}", live_line(line, std::time::SystemTime::now()));
+        agent::stdout_lines::print(&format!(
+            "{}\n",
+            live_line(line, std::time::SystemTime::now())
+        ));
     }
 }

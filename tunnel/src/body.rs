@@ -12,11 +12,19 @@ use tokio::task::AbortHandle;
 /// Bytes read from the tunnel per frame, at most.
 const CHUNK: usize = 64 * 1024;
 
+/// The room made for a body's first frame. Most bodies (a JSON-RPC answer,
+/// an error) are far smaller than [`CHUNK`]; the room doubles, up to
+/// [`CHUNK`], each time a frame fills it, so a large body is soon read in
+/// full-size frames.
+const FIRST_ROOM: usize = 4 * 1024;
+
 /// A response body fed by a tunnel stream. When it is dropped (the client went
 /// away), the task still uploading the request body is stopped too.
 pub struct TunnelBody {
     recv: Option<RecvHalf>,
     buf: BytesMut,
+    /// The room to make before the next read (see [`FIRST_ROOM`]).
+    room: usize,
     /// A read failed after bytes that are still to be handed out.
     failed: Option<std::io::Error>,
     upload: Option<AbortHandle>,
@@ -27,6 +35,7 @@ impl TunnelBody {
         TunnelBody {
             recv: Some(recv),
             buf: BytesMut::new(),
+            room: FIRST_ROOM,
             failed: None,
             upload,
         }
@@ -62,10 +71,10 @@ impl Body for TunnelBody {
         let Some(recv) = this.recv.as_mut() else {
             return Poll::Ready(None);
         };
-        if this.buf.capacity() < CHUNK {
-            this.buf.reserve(CHUNK);
+        if this.buf.capacity() < this.room {
+            this.buf.reserve(this.room);
         }
-        // Whatever the stream holds now goes into one frame, up to CHUNK: a
+        // Whatever the stream holds now goes into one frame, up to the room: a
         // QUIC stream yields about a packet per read, and a frame per packet
         // would cost the client's side a TLS record and a write each.
         let mut end = false;
@@ -75,7 +84,9 @@ impl Body for TunnelBody {
                     end = true;
                     break;
                 }
-                Poll::Ready(Ok(_)) if this.buf.len() < CHUNK => {}
+                // Up to the room made: growing the buffer mid-frame would
+                // copy what it holds.
+                Poll::Ready(Ok(_)) if this.buf.len() < this.buf.capacity().min(CHUNK) => {}
                 Poll::Ready(Ok(_)) | Poll::Pending => break,
                 Poll::Ready(Err(e)) => {
                     // The bytes before the failure go first.
@@ -89,6 +100,9 @@ impl Body for TunnelBody {
             this.recv = None;
         }
         if !this.buf.is_empty() {
+            if this.buf.len() >= this.room {
+                this.room = (this.room * 2).min(CHUNK);
+            }
             return Poll::Ready(Some(Ok(Frame::data(this.buf.split().freeze()))));
         }
         if let Some(e) = this.failed.take() {

@@ -52,7 +52,15 @@ pub fn server_endpoint(
 ) -> Result<Endpoint, TunnelError> {
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| TunnelError::Quic(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server.transport_config(Arc::new(settings.transport()?));
+    let mut transport = settings.transport()?;
+    // No batches of datagrams (GSO) from the relay's side: each connection
+    // keeps a send buffer as large as the largest batch it ever sent (the
+    // handshake's, several packets: ~6 KiB an idle agent holds for
+    // nothing), and what the relay sends an agent is mostly
+    // acknowledgements and small requests, one datagram at a time anyway.
+    // Bulk answers flow the other way, batched by the agent.
+    transport.enable_segmentation_offload(false);
+    server.transport_config(Arc::new(transport));
     // Clients must prove their address before we keep state for them when under load.
     server.migration(true);
     let endpoint = Endpoint::new(

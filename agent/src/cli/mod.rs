@@ -96,6 +96,8 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> ExitCode {
             Command::Share(args) => share::share(args).await,
         }
     });
+    // Every live line out before the process ends.
+    crate::stdout_lines::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

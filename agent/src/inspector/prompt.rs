@@ -29,12 +29,15 @@ static ASKING: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 /// written again under the line).
 pub fn print_line(line: &str) {
     let asking = ASKING.lock().unwrap_or_else(|p| p.into_inner());
-    let mut out = std::io::stdout().lock();
-    let _ = match asking.as_deref() {
-        // Back to the line's start, clear it, the line, the prompt again.
-        Some(question) => write!(out, "\r\x1b[2K{line}\n{question} [y/n] "),
-        None => writeln!(out, "{line}"),
+    let Some(question) = asking.as_deref() else {
+        // Written by the lines' own thread (no write on the request's path).
+        crate::stdout_lines::print(&format!("{line}\n"));
+        return;
     };
+    crate::stdout_lines::flush();
+    let mut out = std::io::stdout().lock();
+    // Back to the line's start, clear it, the line, the prompt again.
+    let _ = write!(out, "\r\x1b[2K{line}\n{question} [y/n] ");
     let _ = out.flush();
 }
 
@@ -90,6 +93,8 @@ pub fn ask(inspector: Arc<Inspector>, id: u64, question: String, deadline: Insta
 fn read_key(inspector: &Inspector, id: u64, question: &str, deadline: Instant) -> Option<bool> {
     {
         let mut asking = ASKING.lock().unwrap_or_else(|p| p.into_inner());
+        // The lines handed over before go above the question.
+        crate::stdout_lines::flush();
         let mut out = std::io::stdout().lock();
         let _ = write!(out, "{question} [y/n] ");
         let _ = out.flush();

@@ -11,6 +11,8 @@ use cedar_policy::{
 };
 use miette::Diagnostic;
 
+use super::reads::Reads;
+
 /// The Cedar schema every policy is validated against.
 pub const SCHEMA_TEXT: &str = include_str!("schema.cedarschema");
 
@@ -169,24 +171,6 @@ pub enum PolicyError {
     Schema(String),
 }
 
-/// Whether `policy` may read `context.now`: whether its JSON form holds the
-/// string `now` anywhere (an attribute access, a `has`, an index, or only a
-/// literal), or cannot be had. Building the `datetime` of `context.now`
-/// costs Cedar a parse with a regular expression on every decision, so the
-/// engine leaves it out of the context when no policy of a decision can
-/// read it; a false positive only costs that parse.
-fn mentions_now(policy: &cedar_policy::Policy) -> bool {
-    fn holds_now(value: &serde_json::Value) -> bool {
-        match value {
-            serde_json::Value::String(s) => s == "now",
-            serde_json::Value::Array(items) => items.iter().any(holds_now),
-            serde_json::Value::Object(map) => map.iter().any(|(k, v)| k == "now" || holds_now(v)),
-            _ => false,
-        }
-    }
-    policy.to_json().map_or(true, |json| holds_now(&json))
-}
-
 /// A loaded, schema-validated policy: one Cedar policy set with a name.
 ///
 /// Every policy in it has an id: its `@id("…")` annotation, or else
@@ -200,8 +184,8 @@ pub struct Policy {
     /// Position of each id in the text, to report ids in that order.
     order: HashMap<String, usize>,
     pub(crate) has_permit: bool,
-    /// Whether some policy may read `context.now` (see [`mentions_now`]).
-    pub(crate) uses_now: bool,
+    /// What its policies can read of the context (see [`Reads`]).
+    pub(crate) reads: Reads,
 }
 
 impl Policy {
@@ -235,9 +219,9 @@ impl Policy {
         let mut ids = Vec::new();
         let mut cursor = 0;
         let mut has_permit = false;
-        let mut uses_now = false;
+        let mut reads = Reads::NONE;
         for policy in parsed.policies() {
-            uses_now |= mentions_now(policy);
+            reads = reads.union(Reads::of(policy));
             let own_text = policy.to_string();
             // Cedar keeps the policies in text order, and each one's text is
             // a slice of `text`: look for it after the previous one.
@@ -314,7 +298,7 @@ impl Policy {
             ids,
             order,
             has_permit,
-            uses_now,
+            reads,
         })
     }
 

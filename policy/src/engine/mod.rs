@@ -128,20 +128,21 @@
 //!
 //! # Cost
 //!
-//! A decision builds one context, takes the entities (action, user, client,
+//! A decision builds one context, of only the attributes some policy of
+//! the engine can read (see `reads.rs`: the rest cannot change the
+//! decision, and Cedar evaluates every attribute it is given), takes the entities (action, user, client,
 //! route, tool) from a cache keyed by everything they are built from — they
 //! do not depend on the policies, the time or the message's content, and
 //! building them costs Cedar a transitive closure — and evaluates each layer.
 //! The `datetime` of `context.now` is built once per second and thread (Cedar
-//! parses a name to build one), and left out of the context when no policy
-//! of the engine mentions `now` (evaluating it costs Cedar a parse with a
-//! regular expression every time). The `decision_cost` test (`--ignored`, run it
+//! parses a name to build one). The `decision_cost` test (`--ignored`, run it
 //! in release) prints the cost: about 20–25 µs for a `read_query` call with
 //! SQL facts under `--allow`/`--read-only` flags and an organisation
 //! guardrail, on a 2-core machine; the SQL's classification is extra.
 
 mod grant;
 mod load;
+mod reads;
 mod request;
 #[cfg(test)]
 mod tests;
@@ -369,9 +370,11 @@ impl Engine {
     }
 
     fn decide_facts(&self, caller: &Caller<'_>, facts: &Facts<'_>) -> Decision {
-        let with_now = self.owner.uses_now || self.org.as_ref().is_some_and(|org| org.uses_now);
-        let built =
-            Vocabulary::get().and_then(|v| request::build(v, caller, facts, None, with_now));
+        let reads = match &self.org {
+            Some(org) => self.owner.reads.union(org.reads),
+            None => self.owner.reads,
+        };
+        let built = Vocabulary::get().and_then(|v| request::build(v, caller, facts, None, reads));
         let (request, entities) = match built {
             Ok(built) => built,
             Err(error) => return Decision::deny(Vec::new(), vec![error]),

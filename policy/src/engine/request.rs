@@ -19,6 +19,7 @@ use crate::jsonrpc::{
 };
 use crate::sql::SqlFacts;
 
+use super::reads::Reads;
 use super::Caller;
 
 /// The Cedar action an MCP message is judged as (`Action::"<as_str>"`).
@@ -212,15 +213,15 @@ pub(crate) fn normalize_email(email: &str) -> String {
 /// Build the Cedar request and its entities. `schema` validates them (tests
 /// only: a request that does not fit the schema makes a policy error at
 /// evaluation, which fails closed anyway). Without a schema the entities come
-/// from [`ENTITY_CACHE`] when they can. `with_now`: whether the context gets
-/// `now` (always with a schema, which requires it); the engine leaves it out
-/// when none of its policies can read it.
+/// from [`ENTITY_CACHE`] when they can. `reads`: the context's attributes
+/// to build (all of them with a schema, which requires them); the engine
+/// leaves out those none of its policies can read.
 pub(crate) fn build(
     vocabulary: &Vocabulary,
     caller: &Caller<'_>,
     facts: &Facts<'_>,
     schema: Option<&Schema>,
-    with_now: bool,
+    reads: Reads,
 ) -> Result<(cedar::Request, Arc<Entities>), String> {
     let email = normalize_email(caller.email);
     if email.is_empty() {
@@ -254,7 +255,8 @@ pub(crate) fn build(
         )?),
         None => cached_entities(vocabulary, caller, &email, facts.action, tool)?,
     };
-    let context = context(caller, facts, client, route, with_now || schema.is_some())?;
+    let reads = if schema.is_some() { Reads::ALL } else { reads };
+    let context = context(caller, facts, client, route, reads)?;
     let request = cedar::Request::new(user, action, resource, context, schema)
         .map_err(|e| format!("request does not fit the schema: {e}"))?;
     Ok((request, entities))
@@ -413,40 +415,66 @@ fn context(
     facts: &Facts<'_>,
     client: EntityUid,
     route: EntityUid,
-    with_now: bool,
+    reads: Reads,
 ) -> Result<Context, String> {
+    // Arguments that are not an object refuse the message whether or not a
+    // policy reads them.
+    if facts.arguments.is_some_and(|a| !a.is_object()) {
+        return Err("arguments must be an object".to_owned());
+    }
     let time = unix_seconds(caller.time);
     let mut pairs: Vec<(String, Expr)> = Vec::with_capacity(16);
-    let mut put = |key: &str, value: Expr| pairs.push((key.to_owned(), value));
+    let mut put = |key: Reads, name: &str, value: &dyn Fn() -> Result<Expr, String>| {
+        if reads.has(key) {
+            pairs.push((name.to_owned(), value()?));
+        }
+        Ok::<(), String>(())
+    };
 
-    put("method", Expr::new_string(facts.method.to_owned()));
+    put(Reads::METHOD, "method", &|| {
+        Ok(Expr::new_string(facts.method.to_owned()))
+    })?;
     if let Some(target) = facts.target {
         if facts.action == Action::CallTool {
-            put("tool", Expr::new_string(target.to_owned()));
+            put(Reads::TOOL, "tool", &|| {
+                Ok(Expr::new_string(target.to_owned()))
+            })?;
         }
-        put("target", Expr::new_string(target.to_owned()));
+        put(Reads::TARGET, "target", &|| {
+            Ok(Expr::new_string(target.to_owned()))
+        })?;
     }
-    let (arguments, arguments_json) = arguments(facts.arguments)?;
-    put("arguments", arguments);
-    put("arguments_json", Expr::new_string(arguments_json));
-    put("has_sql", Expr::new_bool(facts.sql.is_some()));
-    put("sql", sql(facts.sql)?);
-    put("listing", Expr::new_bool(facts.listing));
-    put("client", Expr::new_entity_uid(client));
-    put("client_id", Expr::new_string(caller.client_id.to_owned()));
-    put("route", Expr::new_entity_uid(route));
-    put("time", Expr::new_long(time));
-    if with_now {
-        put("now", now_expression(time));
-    }
+    put(Reads::ARGUMENTS, "arguments", &|| {
+        arguments(facts.arguments)
+    })?;
+    put(Reads::ARGUMENTS_JSON, "arguments_json", &|| {
+        Ok(Expr::new_string(arguments_json(facts.arguments)))
+    })?;
+    put(Reads::HAS_SQL, "has_sql", &|| {
+        Ok(Expr::new_bool(facts.sql.is_some()))
+    })?;
+    put(Reads::SQL, "sql", &|| sql(facts.sql))?;
+    put(Reads::LISTING, "listing", &|| {
+        Ok(Expr::new_bool(facts.listing))
+    })?;
+    put(Reads::CLIENT, "client", &|| {
+        Ok(Expr::new_entity_uid(client.clone()))
+    })?;
+    put(Reads::CLIENT_ID, "client_id", &|| {
+        Ok(Expr::new_string(caller.client_id.to_owned()))
+    })?;
+    put(Reads::ROUTE, "route", &|| {
+        Ok(Expr::new_entity_uid(route.clone()))
+    })?;
+    put(Reads::TIME, "time", &|| Ok(Expr::new_long(time)))?;
+    put(Reads::NOW, "now", &|| Ok(now_expression(time)))?;
     Context::from_pairs(pairs).map_err(|e| e.to_string())
 }
 
-/// The arguments as a set of `{name, value}` records and as compact,
-/// lowercased JSON.
-fn arguments(arguments: Option<&Value>) -> Result<(Expr, String), String> {
+/// The arguments as a set of `{name, value}` records.
+fn arguments(arguments: Option<&Value>) -> Result<Expr, String> {
     let Some(arguments) = arguments else {
-        return Ok((Expr::new_set([]), "{}".to_owned()));
+        return Ok(Expr::new_set([]));
     };
     let Value::Object(map) = arguments else {
         return Err("arguments must be an object".to_owned());
@@ -462,7 +490,12 @@ fn arguments(arguments: Option<&Value>) -> Result<(Expr, String), String> {
             ("value", Expr::new_string(value)),
         ])?);
     }
-    Ok((Expr::new_set(set), arguments.to_string().to_lowercase()))
+    Ok(Expr::new_set(set))
+}
+
+/// The arguments as compact, lowercased JSON (`{}` without arguments).
+fn arguments_json(arguments: Option<&Value>) -> String {
+    arguments.map_or_else(|| "{}".to_owned(), |a| a.to_string().to_lowercase())
 }
 
 /// The `Sql` record; all false/empty without SQL.

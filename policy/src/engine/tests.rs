@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 
 use super::load::{line_col, schema};
+use super::reads::Reads;
 use super::request::{build, rfc3339, unix_seconds, Facts, Vocabulary};
 use super::*;
 use crate::jsonrpc::{classify_body, Message, MessageKind};
@@ -162,7 +163,7 @@ fn every_request_fits_the_schema() {
             sql: facts_owned.as_ref(),
             listing: false,
         };
-        build(vocabulary, &who, &facts, Some(schema), true)
+        build(vocabulary, &who, &facts, Some(schema), Reads::NONE)
             .unwrap_or_else(|e| panic!("{message:?}: {e}"));
     }
     // The listing form too.
@@ -174,7 +175,7 @@ fn every_request_fits_the_schema() {
         sql: None,
         listing: true,
     };
-    build(vocabulary, &who, &facts, Some(schema), true).expect("listing request");
+    build(vocabulary, &who, &facts, Some(schema), Reads::NONE).expect("listing request");
 }
 
 #[test]
@@ -1361,8 +1362,11 @@ fn a_domain_grant_and_expiry_and_the_owners_forbids() {
 fn now_is_in_the_context_whenever_a_layer_can_read_it() {
     // The engine leaves `context.now` out when no policy mentions it; every
     // way of reading it must keep it in, in either layer.
-    assert!(!Policy::from_flags(&[], None, true).expect("flags").uses_now);
-    assert!(cedar(SHARE_READ_ONLY).uses_now);
+    let uses_now = |p: &Policy| p.reads.has(Reads::NOW);
+    assert!(!uses_now(
+        &Policy::from_flags(&[], None, true).expect("flags")
+    ));
+    assert!(uses_now(&cedar(SHARE_READ_ONLY)));
     let owner = || Policy::from_flags(&[], None, false).expect("flags");
     for (id, org) in [
         (
@@ -1379,7 +1383,7 @@ fn now_is_in_the_context_whenever_a_layer_can_read_it() {
         ),
     ] {
         let org = cedar(org);
-        assert!(org.uses_now, "{id}");
+        assert!(uses_now(&org), "{id}");
         let engine = Engine::new(owner(), Some(org));
         assert_denied(
             &decide(&engine, OWNER, &request("ping")),
@@ -1395,4 +1399,131 @@ fn now_is_in_the_context_whenever_a_layer_can_read_it() {
         )),
     );
     assert_allowed(&decide(&engine, OWNER, &request("ping")), &["owner"]);
+}
+
+/// The same policy, deciding with every attribute of the context built.
+fn reading_everything(policy: &Policy) -> Policy {
+    let mut policy = policy.clone();
+    policy.reads = Reads::ALL;
+    policy
+}
+
+#[test]
+fn context_holds_what_policies_read_and_decides_like_the_full_one() {
+    // Guardrails reading one attribute each, in each way a policy can.
+    let guards = [
+        (Reads::METHOD, r#"context.method == "ping""#),
+        (
+            Reads::TOOL,
+            r#"context has tool && context.tool == "write_query""#,
+        ),
+        (
+            Reads::TARGET,
+            r#"context has target && context.target like "*insights""#,
+        ),
+        (
+            Reads::ARGUMENTS,
+            r#"context.arguments.contains({name: "topic", value: "x"})"#,
+        ),
+        (
+            Reads::ARGUMENTS_JSON,
+            r#"context.arguments_json like "*drop*""#,
+        ),
+        (
+            Reads::HAS_SQL.union(Reads::SQL),
+            r#"context.has_sql && context.sql.tables.contains("main.t")"#,
+        ),
+        (Reads::LISTING, "context.listing"),
+        (Reads::CLIENT, r#"context.client.name == "Evil""#),
+        (Reads::CLIENT_ID, r#"context["client_id"] == "client-2""#),
+        (Reads::ROUTE, "context.route.owner == principal.email"),
+        (Reads::TIME, "context.time > 1780272000"),
+        (
+            Reads::NOW,
+            r#"context.now > datetime("2026-06-01T00:00:00Z")"#,
+        ),
+        (
+            Reads::SQL,
+            "context has sql.parsed && context.sql.read_only",
+        ),
+    ];
+    let mut orgs = Vec::new();
+    for (i, (reads, condition)) in guards.iter().enumerate() {
+        let org = cedar(&format!(
+            "@id(\"g{i}\") forbid (principal, action, resource) when {{ {condition} }};"
+        ));
+        assert_eq!(org.reads, *reads, "{condition}");
+        orgs.push(org);
+    }
+    // What the flags and the examples read.
+    let owner = Policy::from_flags(&[], None, false).expect("flags");
+    assert_eq!(owner.reads, Reads::ROUTE);
+    assert!(!owner.reads.has(Reads::ARGUMENTS));
+    let read_only = Policy::from_flags(&["@example.com".to_owned()], None, true).expect("flags");
+    assert!(read_only
+        .reads
+        .has(Reads::SQL.union(Reads::HAS_SQL).union(Reads::LISTING)));
+    assert!(!read_only.reads.has(Reads::ARGUMENTS_JSON));
+
+    let owners = [
+        owner,
+        read_only,
+        Policy::from_flags(&[], Some(&["read_query".to_owned()]), false).expect("flags"),
+        cedar(OWNER_ONLY),
+        cedar(SHARE_READ_ONLY),
+    ];
+    let mut messages = every_action();
+    messages.push(sql_call("read_query", "SELECT * FROM main.t"));
+    messages.push(sql_call("write_query", "DROP TABLE t"));
+    messages.push(sql_call("read_query", "SELECT load_extension('x')"));
+    messages.push(call("weird", json!({"n": 1, "o": {"a": [1]}, "s": "DROP"})));
+    let callers = [
+        caller(OWNER),
+        caller("bob@example.com"),
+        Caller {
+            client_id: "client-2",
+            client_name: Some("Evil"),
+            time: at(JAN_2027),
+            ..caller("carol@example.com")
+        },
+    ];
+    let mut compared = 0;
+    for owner in &owners {
+        for org in std::iter::once(None).chain(orgs.iter().map(Some)) {
+            let trimmed = Engine::new(owner.clone(), org.cloned());
+            let full = Engine::new(reading_everything(owner), org.map(reading_everything));
+            for who in &callers {
+                for message in &messages {
+                    assert_eq!(
+                        decide_as(&trimmed, *who, message),
+                        decide_as(&full, *who, message),
+                        "{message:?} by {} under {org:?}",
+                        who.email
+                    );
+                    compared += 1;
+                }
+                for tool in SQLITE_TOOLS {
+                    assert_eq!(
+                        trimmed.tool_visible(who, tool),
+                        full.tool_visible(who, tool)
+                    );
+                }
+            }
+        }
+    }
+    assert!(compared > 1000);
+    // Every guardrail denies something: the attribute it reads is there.
+    for (i, org) in orgs.iter().enumerate() {
+        let engine = Engine::new(owners[1].clone(), Some(org.clone()));
+        let denied = callers.iter().any(|who| {
+            messages.iter().any(|m| {
+                decide_as(&engine, *who, m)
+                    .policies
+                    .contains(&format!("org/g{i}"))
+            })
+        }) || callers
+            .iter()
+            .any(|who| !engine.tool_visible(who, "read_query"));
+        assert!(denied, "guardrail g{i} never applied");
+    }
 }
