@@ -13,12 +13,21 @@ pub async fn start_nodes(url: &str, n: usize, extra: &[&str]) -> Vec<RelayProc> 
     let first = RelayProc::start(&args).await;
     let mut nodes = vec![first];
     for _ in 1..n {
-        let state = Arc::new(TempDir::new("relay"));
-        for file in ["ca.pem", "ca.key"] {
-            std::fs::copy(nodes[0].state.path().join(file), state.path().join(file))
-                .unwrap_or_else(|e| panic!("copy the CA's {file}: {e}"));
-        }
-        nodes.push(RelayProc::start_with(state, "127.0.0.1:0", &args).await);
+        let node = add_node(&nodes[0], url, extra).await;
+        nodes.push(node);
     }
     nodes
+}
+
+/// Starts one more node on the database at `url` (the same database as
+/// `first`'s, perhaps by another way), with `first`'s CA.
+pub async fn add_node(first: &RelayProc, url: &str, extra: &[&str]) -> RelayProc {
+    let mut args = vec!["--database-url", url];
+    args.extend_from_slice(extra);
+    let state = Arc::new(TempDir::new("relay"));
+    for file in ["ca.pem", "ca.key"] {
+        std::fs::copy(first.state.path().join(file), state.path().join(file))
+            .unwrap_or_else(|e| panic!("copy the CA's {file}: {e}"));
+    }
+    RelayProc::start_with(state, "127.0.0.1:0", &args).await
 }

@@ -35,6 +35,7 @@ use serde_json::Value;
 use crate::audit::{self, now_rfc3339, AuditEvent, PinHashes};
 use crate::error::RelayError;
 use crate::state::SharedState;
+use crate::store::proof::Proof;
 use crate::store::Store;
 use policy::jsonrpc::{Message, MessageKind, TOOLS_CALL};
 use policy::Decision;
@@ -247,6 +248,7 @@ pub async fn changed_tools(
     store: &Store,
     route: &str,
     messages: &[Message],
+    proof: Proof,
 ) -> Vec<(usize, &'static str)> {
     let mut changed = Vec::new();
     for (i, m) in messages.iter().enumerate() {
@@ -256,7 +258,7 @@ pub async fn changed_tools(
         let Some(tool) = m.target.as_deref() else {
             continue;
         };
-        let refused = match store.tool_change_pending(route, tool).await {
+        let refused = match store.tool_change_pending_proven(route, tool, proof).await {
             Ok(false) => continue,
             Ok(true) => PIN_CHANGED,
             Err(e) => {
