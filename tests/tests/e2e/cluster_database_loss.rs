@@ -114,3 +114,93 @@ async fn a_node_cut_off_from_its_database_refuses_then_serves_again() {
     assert_eq!(status(&client, &b, &doomed).await.0, 401);
     assert_eq!(b.admin_get("/readyz").await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restarted_under_load_costs_503s_only_and_no_revoked_token_passes() {
+    // A server of its own: it is restarted.
+    let mut server = e2e::postgres::TestServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let url = server.create_database().await;
+    let nodes = start_nodes(&url, 2, &[]).await;
+    let up = Upstream::start("u").await;
+    let agent_token = nodes[0].token("alice@x", false);
+    let mut agents = Vec::new();
+    for node in &nodes {
+        agents.push(AgentProc::start(node, &agent_token, "demo", &up.url(), "auto").await);
+    }
+    let client = HttpsClient::new(&nodes[0].ca(), false);
+    let good = nodes[0].token("alice@x", true);
+    let revoked = nodes[0].token("alice@x", true);
+    let revoked_id = nodes[0].last_token_id();
+    let (code, _, err) = nodes[0].admin(&["token", "revoke", &revoked_id]);
+    assert_eq!(code, 0, "{err}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Load: callers on both nodes, with the good token and the revoked one.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for i in 0..4 {
+        let (client, stop) = (client.clone(), stop.clone());
+        let url = format!("{}/echo", nodes[i % 2].route_url("demo"));
+        let token = if i < 3 { good.clone() } else { revoked.clone() };
+        load.push(tokio::spawn(async move {
+            let mut seen = std::collections::BTreeMap::<u16, u32>::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let a = client.get(&url, Some(&token)).await;
+                *seen.entry(a.status.as_u16()).or_default() += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (i, seen)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let restart = Instant::now();
+    let server = tokio::task::spawn_blocking(move || {
+        server.restart().unwrap_or_else(|e| panic!("{e}"));
+        server
+    })
+    .await
+    .expect("restart");
+    let back = Instant::now();
+    println!("PostgreSQL restarted in {:?}", back - restart);
+    // Both nodes serve again within 2 s of the database being back.
+    for node in &nodes {
+        loop {
+            let (s, text) = status(&client, node, &good).await;
+            if s == 200 {
+                break;
+            }
+            assert!(
+                back.elapsed() < Duration::from_secs(2),
+                "{} answers {s} {:?} after the database came back: {text}\n{}",
+                node.url(),
+                back.elapsed(),
+                server.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    println!(
+        "database restarted: both nodes serve again {:?} after it was back",
+        back.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in load {
+        let (i, seen) = task.await.expect("caller");
+        println!(
+            "caller {i} ({}): {seen:?}",
+            if i < 3 {
+                "valid token"
+            } else {
+                "revoked token"
+            }
+        );
+        let allowed: &[u16] = if i < 3 { &[200, 503] } else { &[401, 503] };
+        assert!(
+            seen.keys().all(|s| allowed.contains(s)),
+            "caller {i} saw {seen:?}"
+        );
+    }
+    // The agents stayed: each node served with its own after the restart.
+    drop(agents);
+}
