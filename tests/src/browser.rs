@@ -14,6 +14,14 @@ pub fn add_user(relay: &RelayProc, email: &str, password: &str) {
     let mut child = std::process::Command::new(crate::procs::bin("relay"))
         .args(["user", "add", email, "--state-dir"])
         .arg(relay.state.path())
+        // A node of a cluster: its database.
+        .args(
+            relay
+                .extra_args
+                .iter()
+                .skip_while(|a| *a != "--database-url")
+                .take(2),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
