@@ -7,13 +7,19 @@ use std::sync::Arc;
 use crate::{RelayProc, TempDir};
 
 /// Starts `n` relay nodes on the database at `url`, with `extra` flags each.
+/// They have one name, as a cluster behind one DNS name does: the others'
+/// `--public-url` is the first's URL, so that the OAuth issuer and the
+/// route URLs (the audience of access tokens) are the same on every node.
 pub async fn start_nodes(url: &str, n: usize, extra: &[&str]) -> Vec<RelayProc> {
     let mut args = vec!["--database-url", url];
     args.extend_from_slice(extra);
     let first = RelayProc::start(&args).await;
+    let name = first.url();
+    let mut more = vec!["--public-url", name.as_str()];
+    more.extend_from_slice(extra);
     let mut nodes = vec![first];
     for _ in 1..n {
-        let node = add_node(&nodes[0], url, extra).await;
+        let node = add_node(&nodes[0], url, &more).await;
         nodes.push(node);
     }
     nodes

@@ -20,6 +20,8 @@ mod cimd;
 mod client_transports;
 #[path = "e2e/cluster_database_loss.rs"]
 mod cluster_database_loss;
+#[path = "e2e/cluster_races.rs"]
+mod cluster_races;
 #[path = "e2e/cluster_revocation.rs"]
 mod cluster_revocation;
 #[path = "e2e/config_file.rs"]
