@@ -93,6 +93,17 @@ async fn a_node_cut_off_from_its_database_refuses_then_serves_again() {
     assert!(body.contains("database did not answer"), "{body}");
     assert_eq!(a.admin_get("/readyz").await.0, 200);
 
+    // An agent that connects meanwhile is told to retry, not that its
+    // token is unknown; it comes up once the database is back.
+    let late_token = a.token("alice@x", false);
+    let mut late = AgentProc::spawn(&b, &late_token, "demo", &up.url(), "auto", &[]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !late.proc.stderr_text().contains("agent token refused"),
+        "{}",
+        late.proc.stderr_text()
+    );
+
     proxy.resume();
     let resumed = Instant::now();
     loop {
@@ -113,6 +124,7 @@ async fn a_node_cut_off_from_its_database_refuses_then_serves_again() {
     );
     assert_eq!(status(&client, &b, &doomed).await.0, 401);
     assert_eq!(b.admin_get("/readyz").await.0, 200);
+    late.wait_live().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
