@@ -144,7 +144,7 @@ fn an_unknown_key_is_refused_with_its_line() {
         refusal("bad-unknown-table.toml"),
         format!(
             "{}:4:2: acmee: unknown key `acmee`, expected one of `listen`, `public_url`, \
-             `state_dir`, `log_format`, `quic`, `policy`, `allow_origins`, `audit_arguments`, \
+             `state_dir`, `database`, `log_format`, `quic`, `policy`, `allow_origins`, `audit_arguments`, \
              `audit_rotate_size`, `response_timeout`, `keepalive_interval`, `drain_timeout`, `sse_keepalive`, \
              `admin_listen`, `tls`, `acme`, `limits`, `oauth`",
             fixture("bad-unknown-table.toml").display()
@@ -298,6 +298,8 @@ fn file_keys(dir: &Path, table: Option<&str>) -> Result<Vec<String>, String> {
     match ConfigFile::load(&path) {
         Err(ConfigFileError::At { message, .. }) => message
             .split_once("expected one of ")
+            // "expected `url`" for a table of one key.
+            .or_else(|| message.split_once("unknown key `zzz`, expected "))
             .map(|(_, keys)| {
                 keys.split(", ")
                     .map(|k| k.trim_matches('`').to_owned())

@@ -3,6 +3,7 @@
 //! of the config file, [`file`]), `--state-dir` ([`state_dir`]), and what
 //! the authorization server is told ([`oauth`]).
 
+pub mod database;
 pub mod file;
 pub mod oauth;
 pub mod settings;
@@ -108,6 +109,9 @@ pub struct RelayConfig {
     pub cimd: crate::config::oauth::CimdConfig,
     /// Sign-in through upstream identity providers.
     pub upstream: crate::config::oauth::UpstreamConfig,
+    /// The PostgreSQL database of the state (`--database-url`); `None`: the
+    /// SQLite file in `state_dir`.
+    pub database_url: Option<crate::config::oauth::Secret>,
 }
 
 impl RelayConfig {
@@ -147,6 +151,7 @@ impl RelayConfig {
             bench_disable_policy_and_audit: false,
             cimd: crate::config::oauth::CimdConfig::default(),
             upstream: crate::config::oauth::UpstreamConfig::default(),
+            database_url: None,
         }
     }
 }

@@ -28,6 +28,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::{Deserialize, Deserializer};
 
+use crate::config::database::Database;
 use crate::config::oauth::Secret;
 use crate::config::state_dir::StateDir;
 use crate::config::{AcmeConfig, RelayConfig, TlsSource};
@@ -117,6 +118,9 @@ table! {
         pub public_url: Option<String>,
         #[command(flatten, next_display_order = 11)]
         pub state_dir: StateDir,
+        // `[database]`: PostgreSQL instead of the state dir's SQLite.
+        #[command(flatten)]
+        pub database: Database,
         /// `--log-format` is the command's, not `serve`'s.
         #[arg(skip)]
         #[serde(deserialize_with = "log_format")]
@@ -528,6 +532,7 @@ impl Settings {
         config.body_read_timeout = limits.body_read_timeout;
         config.admin_listen = self.admin_listen.0;
         config.bench_disable_policy_and_audit = self.bench_disable_policy_and_audit;
+        config.database_url = self.database.database_url;
         config
     }
 }
