@@ -404,11 +404,17 @@ impl RelayProc {
         self.ca.clone()
     }
 
-    /// Runs a `relay` admin command against this relay's state; returns (code, stdout, stderr).
+    /// Runs a `relay` admin command against this relay's state (its state
+    /// dir, and its `--database-url` if it has one); returns (code, stdout,
+    /// stderr).
     pub fn admin(&self, args: &[&str]) -> (i32, String, String) {
         let mut full: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         full.push("--state-dir".into());
         full.push(self.state.path().display().to_string());
+        // A node of a cluster: its database, as it was started with.
+        if let Some(at) = self.extra_args.iter().position(|a| a == "--database-url") {
+            full.extend(self.extra_args[at..].iter().take(2).cloned());
+        }
         let out = std::process::Command::new(bin("relay"))
             .args(&full)
             .output()

@@ -18,6 +18,8 @@ mod churn;
 mod cimd;
 #[path = "e2e/client_transports.rs"]
 mod client_transports;
+#[path = "e2e/cluster_revocation.rs"]
+mod cluster_revocation;
 #[path = "e2e/config_file.rs"]
 mod config_file;
 #[path = "e2e/deploy.rs"]

@@ -123,6 +123,15 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> ExitCode {
             );
         }
     }
+    if database_password_on_command_line(matches) {
+        eprintln!(
+            "relay: {}",
+            crate::secret_file::command_line_warning(
+                "a password in --database-url",
+                "DRAWBRIDGE_DATABASE_URL (or for `relay serve`, the config file's database.url)",
+            )
+        );
+    }
     // `serve` sets up logging once it has read its config file.
     if !matches!(cli.command, Command::Serve(_)) {
         logging::init(cli.log_format);
@@ -134,6 +143,25 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether the command's `--database-url` came from the command line and
+/// holds a password (as `postgres://user:PASSWORD@…` or `?password=…`).
+fn database_password_on_command_line(matches: &ArgMatches) -> bool {
+    let mut leaf = matches;
+    while let Some((_, m)) = leaf.subcommand() {
+        leaf = m;
+    }
+    if !leaf.ids().any(|id| id == "database_url")
+        || leaf.value_source("database_url") != Some(ValueSource::CommandLine)
+    {
+        return false;
+    }
+    let Ok(Some(url)) = leaf.try_get_one::<crate::config::oauth::Secret>("database_url") else {
+        return false;
+    };
+    url::Url::parse(url.expose())
+        .is_ok_and(|u| u.password().is_some() || u.query_pairs().any(|(k, _)| k == "password"))
 }
 
 /// Whether flag `id` (of `relay serve`, or global) came from the command

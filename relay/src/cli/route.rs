@@ -2,7 +2,7 @@
 
 use clap::Subcommand;
 
-use super::state_dir::{block_on, open, StateDir};
+use super::state_dir::{block_on, open, StoreArgs};
 use super::table::{Column, Table};
 
 #[derive(Subcommand)]
@@ -10,12 +10,12 @@ pub enum RouteCommand {
     /// List claimed routes and their owners.
     List {
         #[command(flatten)]
-        state: StateDir,
+        state: StoreArgs,
     },
     /// Release a route so that another owner may claim it.
     Release {
         #[command(flatten)]
-        state: StateDir,
+        state: StoreArgs,
         /// The route name.
         name: String,
     },

@@ -2,7 +2,7 @@
 
 use clap::Subcommand;
 
-use super::state_dir::{block_on, open, StateDir};
+use super::state_dir::{block_on, open, StoreArgs};
 use crate::cli::admin;
 use crate::store::token::TokenKind;
 
@@ -11,7 +11,7 @@ pub enum TokenCommand {
     /// Create a token and print it, alone, on stdout (it is shown only once).
     Create {
         #[command(flatten)]
-        state: StateDir,
+        state: StoreArgs,
         /// The identity the token belongs to (an email address).
         #[arg(long)]
         owner: String,
@@ -28,7 +28,7 @@ pub enum TokenCommand {
     /// List every token: id, kind, status, owner, name, expiry, last use.
     List {
         #[command(flatten)]
-        state: StateDir,
+        state: StoreArgs,
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
@@ -36,14 +36,14 @@ pub enum TokenCommand {
     /// Revoke a token now. A connected agent using it is disconnected.
     Revoke {
         #[command(flatten)]
-        state: StateDir,
+        state: StoreArgs,
         /// The token's id (from `relay token list`).
         id: String,
     },
     /// Issue a successor; the old token keeps working for the grace period.
     Rotate {
         #[command(flatten)]
-        state: StateDir,
+        state: StoreArgs,
         /// The id of the token to replace (from `relay token list`).
         id: String,
         /// How long the old token stays valid.

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use clap::Subcommand;
 use serde_json::Value;
 
-use super::state_dir::{block_on, open, StateDir};
+use super::state_dir::{block_on, open, StoreArgs};
 use super::table::{Column, Table};
 use crate::error::RelayError;
 use crate::gateway::pins::short;
@@ -16,7 +16,7 @@ pub enum ToolsCommand {
     /// Show a route's pinned tools: hash prefix, when pinned, pending change.
     List {
         #[command(flatten)]
-        state: StateDir,
+        state: StoreArgs,
         /// The route.
         #[arg(long)]
         route: String,
@@ -28,7 +28,7 @@ pub enum ToolsCommand {
     /// the pins (audited). Takes effect at once on a running relay.
     Approve {
         #[command(flatten)]
-        state: StateDir,
+        state: StoreArgs,
         /// The route.
         #[arg(long)]
         route: String,

@@ -3,7 +3,7 @@
 use anyhow::Context as _;
 use clap::Subcommand;
 
-use super::state_dir::{block_on, open, StateDir};
+use super::state_dir::{block_on, open, StoreArgs};
 use super::table::{Column, Table};
 
 #[derive(Subcommand)]
@@ -12,19 +12,19 @@ pub enum UserCommand {
     /// terminal, prompted for without echo; argon2id-hashed.
     Add {
         #[command(flatten)]
-        state: StateDir,
+        state: StoreArgs,
         /// The account's email address (its identity).
         email: String,
     },
     /// List accounts.
     List {
         #[command(flatten)]
-        state: StateDir,
+        state: StoreArgs,
     },
     /// Remove an account: its sessions end and its OAuth tokens are revoked.
     Remove {
         #[command(flatten)]
-        state: StateDir,
+        state: StoreArgs,
         email: String,
     },
 }

@@ -3,6 +3,7 @@
 //! of the config file, [`file`]), `--state-dir` ([`state_dir`]), and what
 //! the authorization server is told ([`oauth`]).
 
+pub mod database;
 pub mod file;
 pub mod oauth;
 pub mod settings;
@@ -113,6 +114,9 @@ pub struct RelayConfig {
     pub node_address: Option<SocketAddr>,
     /// The cluster's shared secret (`None`: the relay is alone).
     pub cluster_secret_file: Option<PathBuf>,
+    /// The PostgreSQL database of the state (`--database-url`); `None`: the
+    /// SQLite file in `state_dir`.
+    pub database_url: Option<crate::config::oauth::Secret>,
 }
 
 impl RelayConfig {
@@ -154,6 +158,7 @@ impl RelayConfig {
             upstream: crate::config::oauth::UpstreamConfig::default(),
             node_address: None,
             cluster_secret_file: None,
+            database_url: None,
         }
     }
 }

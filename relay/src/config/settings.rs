@@ -28,6 +28,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::{Deserialize, Deserializer};
 
+use crate::config::database::Database;
 use crate::config::oauth::Secret;
 use crate::config::state_dir::StateDir;
 use crate::config::{AcmeConfig, RelayConfig, TlsSource};
@@ -118,6 +119,9 @@ table! {
         pub public_url: Option<String>,
         #[command(flatten, next_display_order = 11)]
         pub state_dir: StateDir,
+        // `[database]`: PostgreSQL instead of the state dir's SQLite.
+        #[command(flatten)]
+        pub database: Database,
         /// `--log-format` is the command's, not `serve`'s.
         #[arg(skip)]
         #[serde(deserialize_with = "log_format")]
@@ -553,6 +557,7 @@ impl Settings {
         config.node_address = self.cluster.node_address;
         config.cluster_secret_file = self.cluster.cluster_secret_file;
         config.bench_disable_policy_and_audit = self.bench_disable_policy_and_audit;
+        config.database_url = self.database.database_url;
         config
     }
 }

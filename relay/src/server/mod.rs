@@ -23,7 +23,6 @@ use crate::gateway::legacy_sse::LegacySessions;
 use crate::http::origin::AllowedOrigins;
 use crate::policies::Policies;
 use crate::state::{RelayState, SharedState};
-use crate::store::Store;
 use crate::tls::certs;
 use crate::tls::resolver::{certified_key, not_after, CertResolver, ACME_TLS_ALPN};
 
@@ -49,7 +48,11 @@ pub struct RunningRelay {
 
 /// Binds the relay's port and starts serving.
 pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
-    let store = Store::open(&config.state_dir)?;
+    let store = crate::store::backend::open(
+        &config.state_dir,
+        config.database_url.as_ref().map(|u| u.expose()),
+    )
+    .await?;
     let audit = Audit::open(
         &config.state_dir,
         config.audit_arguments,

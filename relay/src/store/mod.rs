@@ -10,6 +10,7 @@
 //! forgotten before the next request reads it. Every other call goes to the
 //! backend as it is (`Store` dereferences to `dyn store::Store`).
 
+pub mod backend;
 pub mod grants;
 pub mod hot_cache;
 pub mod oauth;

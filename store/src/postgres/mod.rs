@@ -185,7 +185,10 @@ impl PostgresStore {
             .build()
             .map_err(|e| open_err(e.to_string()))?;
         {
-            let mut conn = pool.get().await.map_err(|e| open_err(e.to_string()))?;
+            let mut conn = pool
+                .get()
+                .await
+                .map_err(|e| open_err(format!("cannot connect: {}", causes(&e))))?;
             migrations::migrate(&mut conn, &shown).await?;
         }
         let store = PostgresStore {
@@ -315,6 +318,22 @@ impl Inner {
     fn millis(&self) -> u64 {
         self.base.elapsed().as_millis() as u64 + 1
     }
+}
+
+/// `e` and its sources, "a: b: c" (the pool's error alone says only
+/// "error connecting to server", not why).
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// The URL of `config` without its password.

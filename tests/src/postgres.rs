@@ -11,7 +11,14 @@
 //!
 //! One server per test binary process ([`shared`]), one database per case
 //! ([`TestServer::create_database`]), so cases run in parallel. (nextest runs
-//! each test in a process of its own: there, one server per case.)
+//! each test in a process of its own: there, one server per case.) A test
+//! that restarts the server ([`TestServer::restart`]) starts its own
+//! ([`TestServer::start`]).
+//!
+//! Shared by the end-to-end tests (this crate) and the store's PostgreSQL
+//! conformance tests, which include this file (`#[path]` in
+//! store/tests/support/mod.rs) rather than depend on this crate: it uses
+//! only std, tokio and tokio-postgres.
 
 #![allow(dead_code)]
 
@@ -30,6 +37,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct TestServer {
     port: u16,
     dir: PathBuf,
+    bin: PathBuf,
+    user: Option<(u32, u32)>,
     wrapper: Child,
     /// Closing it tells the wrapper to stop the server.
     stdin: Option<ChildStdin>,
@@ -60,11 +69,7 @@ impl TestServer {
 
     fn start_in(bin: &Path) -> Result<TestServer, String> {
         let port = free_port()?;
-        let dir = std::env::temp_dir().join(format!(
-            "dbr-pg-{}-{}",
-            std::process::id(),
-            store::token::random_hex(4)
-        ));
+        let dir = std::env::temp_dir().join(format!("dbr-pg-{}", unique()));
         std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let user = unprivileged_user()?;
         if let Some((uid, gid)) = user {
@@ -86,7 +91,8 @@ impl TestServer {
                 >"$dir/server.log" 2>&1 &
             pid=$!
             read -r _ || true
-            kill -INT "$pid" 2>/dev/null
+            # pg_ctl: the server may have been restarted (another pid).
+            pg_ctl -D "$dir/data" -m fast -w -t 20 stop >/dev/null 2>&1 || kill -INT "$pid" 2>/dev/null
             wait "$pid"
             rm -rf "$dir"
         "#;
@@ -113,6 +119,8 @@ impl TestServer {
         let mut server = TestServer {
             port,
             dir,
+            bin: bin.to_path_buf(),
+            user,
             wrapper,
             stdin,
         };
@@ -178,6 +186,38 @@ impl TestServer {
         self.port
     }
 
+    /// `pg_ctl restart -m fast`: every connection is closed, the server
+    /// is down for a moment, then accepts connections again on the same
+    /// port. Returns once it does.
+    pub fn restart(&mut self) -> Result<(), String> {
+        let mut cmd = Command::new(self.bin.join("pg_ctl"));
+        cmd.args(["-D"])
+            .arg(self.dir.join("data"))
+            .args(["-m", "fast", "-w", "-t", "60", "restart", "-l"])
+            .arg(self.dir.join("server.log"))
+            .current_dir(&self.dir)
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some((uid, gid)) = self.user {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid).gid(gid).env("HOME", &self.dir);
+        }
+        let out = cmd
+            .output()
+            .map_err(|e| format!("cannot run pg_ctl: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "pg_ctl restart failed: {}{}",
+                String::from_utf8_lossy(&out.stderr),
+                self.log()
+            ));
+        }
+        // -w: pg_ctl returned once the server accepts connections.
+        Ok(())
+    }
+
     /// The URL of database `db` on this server.
     pub fn url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
@@ -185,7 +225,7 @@ impl TestServer {
 
     /// Creates a fresh, empty database with a random name; returns its URL.
     pub async fn create_database(&self) -> String {
-        let name = format!("t_{}", store::token::random_hex(8));
+        let name = format!("t_{}", unique());
         let (client, conn) = tokio_postgres::connect(
             &format!(
                 "host=127.0.0.1 port={} user=postgres dbname=postgres",
@@ -299,6 +339,21 @@ fn unprivileged_user() -> Result<Option<(u32, u32)>, String> {
              (PostgreSQL refuses root; the Debian package postgresql creates the user)"
                 .to_owned()
         })
+}
+
+/// A name no other server or database of any test process has.
+fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}_{}_{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn free_port() -> Result<u16, String> {
