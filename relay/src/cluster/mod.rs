@@ -5,5 +5,6 @@
 //! cluster when it is given a cluster secret (`--cluster-secret-file`); a
 //! relay without one is alone, as always.
 
+pub mod forward;
 pub mod node;
 pub mod secret;

@@ -30,6 +30,8 @@ pub struct Node {
     live: watch::Sender<Vec<String>>,
     /// What signs and checks requests forwarded between nodes.
     pub secret: ClusterSecret,
+    /// The TLS client configuration to reach peers (made on first use).
+    pub(crate) peer_tls: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
 }
 
 impl Node {
@@ -40,6 +42,7 @@ impl Node {
             peer_address,
             live: watch::channel(Vec::new()).0,
             secret,
+            peer_tls: std::sync::OnceLock::new(),
         }
     }
 

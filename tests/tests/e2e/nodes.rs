@@ -4,34 +4,27 @@
 //! that every node serves its route without an extra hop. Older agents
 //! keep working with one node and are never sent the list.
 //!
-//! The nodes here share one SQLite state dir (two processes on one file, as
-//! the store allows); on PostgreSQL they share its database.
+//! A node with no session to a route's agent forwards its requests, once,
+//! to one that has one, signed with the cluster secret; the node that
+//! serves a request audits it, once. The nodes share one PostgreSQL
+//! database (the test server of tests/src/postgres.rs).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use e2e::{AgentProc, HttpsClient, RelayProc, TempDir, Upstream};
 use protocol::{Control, FrameLimit, HelloReply, NODES_VERSION};
 use tunnel::TunnelConnection;
 
-/// Starts `n` nodes on one state dir with one cluster secret.
-async fn cluster(n: usize) -> (Arc<TempDir>, Vec<RelayProc>) {
-    let state = Arc::new(TempDir::new("cluster"));
-    let secret = state.path().join("cluster.secret");
+/// Starts `n` nodes on one fresh PostgreSQL database with one cluster
+/// secret (kept in the returned directory).
+async fn cluster(n: usize) -> (TempDir, Vec<RelayProc>) {
+    let dir = TempDir::new("cluster");
+    let secret = dir.path().join("cluster.secret");
     std::fs::write(&secret, "0123456789abcdef0123456789abcdef").expect("write the secret");
     let secret = secret.display().to_string();
-    let mut nodes = Vec::new();
-    for _ in 0..n {
-        nodes.push(
-            RelayProc::start_with(
-                state.clone(),
-                "127.0.0.1:0",
-                &["--cluster-secret-file", &secret],
-            )
-            .await,
-        );
-    }
-    (state, nodes)
+    let url = e2e::postgres::shared().create_database().await;
+    let nodes = e2e::cluster::start_nodes(&url, n, &["--cluster-secret-file", &secret]).await;
+    (dir, nodes)
 }
 
 /// The agents a node holds sessions with (both transports).
@@ -63,9 +56,31 @@ async fn until_agents(node: &RelayProc, want: f64, within: Duration) {
 }
 
 async fn get(node: &RelayProc, token: &str) -> e2e::client::Answer {
+    get_at(node, token, "x").await
+}
+
+async fn get_at(node: &RelayProc, token: &str, leaf: &str) -> e2e::client::Answer {
     HttpsClient::new(&node.ca(), false)
-        .get(&format!("{}/echo/x", node.route_url("demo")), Some(token))
+        .get(
+            &format!("{}/echo/{leaf}", node.route_url("demo")),
+            Some(token),
+        )
         .await
+}
+
+/// The audit events of every node whose line holds `needle`.
+fn audited(nodes: &[RelayProc], needle: &str) -> Vec<(usize, String)> {
+    let mut found = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let text =
+            std::fs::read_to_string(node.state.path().join("audit.jsonl")).unwrap_or_default();
+        found.extend(
+            text.lines()
+                .filter(|l| l.contains(needle))
+                .map(|l| (i, l.to_owned())),
+        );
+    }
+    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,10 +95,17 @@ async fn an_agent_holds_a_session_to_every_node_and_each_serves_its_route() {
     for node in &nodes {
         until_agents(node, 1.0, Duration::from_secs(15)).await;
     }
-    for node in &nodes {
-        let answer = get(node, &client).await;
+    for (i, node) in nodes.iter().enumerate() {
+        let answer = get_at(node, &client, &format!("direct-{i}")).await;
         assert_eq!(answer.status, 200, "node {}: {}", node.addr, answer.text());
         assert_eq!(answer.headers["x-upstream"], "u1");
+    }
+    // Each node served its own requests (its audit has them; no other's).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 0..nodes.len() {
+        let events = audited(&nodes, &format!("direct-{i}\""));
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].0, i, "served by another node: {events:?}");
     }
     // One agent: one session per node, never two on one.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -128,9 +150,9 @@ async fn relay_connections_bound_the_sessions_and_a_node_that_stops_is_left() {
         (2, 1)
     };
     assert_eq!(get(&nodes[with], &client).await.status, 200);
-    // No session, and (without forwarding) the answer of an offline route.
+    // No session there: forwarded (see forwarding_* for the audit).
     let answer = get(&nodes[without], &client).await;
-    assert_eq!(answer.status, 503, "{}", answer.text());
+    assert_eq!(answer.status, 200, "{}", answer.text());
 
     // The node with the second session stops cleanly: it leaves the list,
     // and the agent takes the remaining node instead.
@@ -268,4 +290,152 @@ async fn a_node_address_needs_a_cluster_secret() {
         "{}",
         relay.stderr_text()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_agent_forwards_once_and_the_serving_node_audits_once() {
+    let upstream = Upstream::start("u1").await;
+    let (_secret, nodes) = cluster(3).await;
+    let agent_token = nodes[0].token("alice@example.com", false);
+    let client = nodes[0].token("alice@example.com", true);
+    let mut agent = AgentProc::spawn(
+        &nodes[0],
+        &agent_token,
+        "demo",
+        &upstream.url(),
+        "auto",
+        &["--relay-connections", "1"],
+    );
+    agent.wait_live().await;
+    until_agents(&nodes[0], 1.0, Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(agents_on(&nodes[1]).await, 0.0, "--relay-connections 1");
+    assert_eq!(agents_on(&nodes[2]).await, 0.0, "--relay-connections 1");
+    let mut forwarded = 0;
+    for round in 0..4 {
+        for (i, node) in nodes.iter().enumerate() {
+            let leaf = format!("once-{round}-{i}");
+            let answer = get_at(node, &client, &leaf).await;
+            assert_eq!(answer.status, 200, "node {i}: {}", answer.text());
+            assert_eq!(answer.headers["x-upstream"], "u1");
+            // The agent's upstream saw the path as the client sent it.
+            assert!(answer.text().contains(&leaf), "{}", answer.text());
+            if i > 0 {
+                forwarded += 1;
+            }
+        }
+    }
+    // Every request audited once, by the node that served it (the one
+    // that holds the agent), never by the one that forwarded it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for round in 0..4 {
+        for i in 0..nodes.len() {
+            let leaf = format!("once-{round}-{i}\"");
+            let events = audited(&nodes, &leaf);
+            assert_eq!(events.len(), 1, "{leaf}: {events:?}");
+            assert_eq!(events[0].0, 0, "audited by the serving node: {events:?}");
+        }
+    }
+    println!("forwarded {forwarded} requests, each audited once by the serving node");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_or_missing_forwarding_signature_is_refused() {
+    let upstream = Upstream::start("u1").await;
+    let (_secret, nodes) = cluster(2).await;
+    let agent_token = nodes[0].token("alice@example.com", false);
+    let client = nodes[0].token("alice@example.com", true);
+    let _agent = AgentProc::start(&nodes[0], &agent_token, "demo", &upstream.url(), "auto").await;
+    until_agents(&nodes[1], 1.0, Duration::from_secs(15)).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let forged = [
+        // A signature by a secret that is not the cluster's.
+        vec![
+            (
+                "drawbridge-forwarded",
+                format!("t={now}; node=n1; sig={}", "ab".repeat(32)),
+            ),
+            ("drawbridge-forwarded-for", "192.0.2.7:4000".to_owned()),
+        ],
+        // Malformed.
+        vec![
+            ("drawbridge-forwarded", "yes".to_owned()),
+            ("drawbridge-forwarded-for", "192.0.2.7:4000".to_owned()),
+        ],
+        // A client address without a signature.
+        vec![("drawbridge-forwarded-for", "192.0.2.7:4000".to_owned())],
+        // A signature without the client address.
+        vec![(
+            "drawbridge-forwarded",
+            format!("t={now}; node=n1; sig={}", "ab".repeat(32)),
+        )],
+    ];
+    for node in &nodes {
+        for headers in &forged {
+            let mut req = http::Request::builder()
+                .method("GET")
+                .uri(format!("{}/echo/forged", node.route_url("demo")))
+                .header("authorization", format!("Bearer {client}"));
+            for (name, value) in headers {
+                req = req.header(*name, value);
+            }
+            let answer = HttpsClient::new(&node.ca(), false)
+                .fetch(req.body(e2e::client::full_body("")).expect("request"))
+                .await;
+            assert_eq!(answer.status, 403, "{headers:?}: {}", answer.text());
+            assert!(
+                answer.text().contains("forwarding_refused"),
+                "{}",
+                answer.text()
+            );
+        }
+        // Without them: served.
+        assert_eq!(get(node, &client).await.status, 200);
+    }
+    assert!(audited(&nodes, "/echo/forged").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_holder_is_named_and_a_dead_one_is_an_offline_route() {
+    let upstream = Upstream::start("u1").await;
+    let (_secret, mut nodes) = cluster(2).await;
+    let agent_token = nodes[0].token("alice@example.com", false);
+    let client = nodes[0].token("alice@example.com", true);
+    let mut agent = AgentProc::spawn(
+        &nodes[0],
+        &agent_token,
+        "demo",
+        &upstream.url(),
+        "auto",
+        &["--relay-connections", "1"],
+    );
+    agent.wait_live().await;
+    until_agents(&nodes[0], 1.0, Duration::from_secs(15)).await;
+    assert_eq!(get(&nodes[1], &client).await.status, 200);
+    let holder = nodes[0].addr.to_string();
+    nodes[0].proc.signal("KILL");
+    // Until its heartbeat is stale, the dead node is still the holder: 502
+    // naming it. Then the route is offline, as with no agent.
+    let first = get(&nodes[1], &client).await;
+    assert_eq!(first.status, 502, "{}", first.text());
+    assert!(first.text().contains(&holder), "{}", first.text());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let answer = get(&nodes[1], &client).await;
+        if answer.status == 503 {
+            assert!(
+                answer.text().contains("no agent is connected"),
+                "{}",
+                answer.text()
+            );
+            break;
+        }
+        assert_eq!(answer.status, 502, "{}", answer.text());
+        assert!(tokio::time::Instant::now() < deadline, "still 502");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    nodes.remove(0);
 }
