@@ -8,3 +8,4 @@
 pub mod forward;
 pub mod node;
 pub mod secret;
+pub mod sessions;

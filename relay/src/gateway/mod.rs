@@ -142,19 +142,37 @@ async fn route_request(
                 req.headers_mut()
                     .remove(crate::cluster::secret::SIGNATURE_HEADER);
                 req.headers_mut().remove(forward::CLIENT_HEADER);
+                // Its MCP session's instance, if this node does not know it
+                // (never forwarded again, whatever the answer).
+                if let Some(session) = crate::sessions::affinity::session_of(req.headers()) {
+                    let _ = crate::cluster::sessions::recall(state, node, route, session).await;
+                }
             }
             Inbound::Direct => {
-                if !state.registry.serves(route) {
-                    if let Some(holder) = forward::holder(state, node, route).await {
-                        // Audited by the node that serves it.
-                        trail.skip();
-                        tracing::info!(
-                            route,
-                            to = holder,
-                            "forwarding to the node that holds the route's agent"
-                        );
-                        return forward::forward(state, node, &holder, req, peer).await;
+                // An MCP session this node does not know may live in an
+                // agent instance that holds no session here.
+                let elsewhere = match crate::sessions::affinity::session_of(req.headers()) {
+                    Some(session) => {
+                        crate::cluster::sessions::recall(state, node, route, session).await
                     }
+                    None => None,
+                };
+                let holder = match elsewhere {
+                    Some(peer) => Some(peer),
+                    None if !state.registry.serves(route) => {
+                        forward::holder(state, node, route).await
+                    }
+                    None => None,
+                };
+                if let Some(holder) = holder {
+                    // Audited by the node that serves it.
+                    trail.skip();
+                    tracing::info!(
+                        route,
+                        to = holder,
+                        "forwarding to the node that holds the route's agent"
+                    );
+                    return forward::forward(state, node, &holder, req, peer).await;
                 }
             }
         }

@@ -439,3 +439,86 @@ async fn an_unreachable_holder_is_named_and_a_dead_one_is_an_offline_route() {
     }
     nodes.remove(0);
 }
+
+/// POSTs a JSON-RPC message to `node`'s route `db` (with MCP session
+/// `session`); the answer's status and session header.
+async fn rpc(
+    node: &RelayProc,
+    token: &str,
+    session: Option<&str>,
+    body: &str,
+) -> (u16, Option<String>, String) {
+    let mut req = http::Request::builder()
+        .method("POST")
+        .uri(node.route_url("db"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream");
+    if let Some(s) = session {
+        req = req.header("mcp-session-id", s);
+    }
+    let answer = HttpsClient::new(&node.ca(), false)
+        .fetch(
+            req.body(e2e::client::full_body(body.to_owned()))
+                .expect("request"),
+        )
+        .await;
+    let session = answer
+        .headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (answer.status.as_u16(), session, answer.text())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_sessions_keep_their_agent_on_every_node() {
+    // Two agents (two instances) of one owner serve a stateful route; each
+    // holds a session to both nodes, or (`--relay-connections 1`) one to
+    // the first only. A session created through one node is served by its
+    // instance through any node: never by the other replica (which does
+    // not know it and would answer 404).
+    for connections in ["4", "1"] {
+        let dir = TempDir::new("affinity-nodes");
+        let (_secret, nodes) = cluster(2).await;
+        let agent_token = nodes[0].token("alice@example.com", false);
+        let client = nodes[0].token("alice@example.com", true);
+        let mut agents = Vec::new();
+        for name in ["a", "b"] {
+            let db = dir.path().join(format!("{name}.db")).display().to_string();
+            let mut a = AgentProc::spawn_upstream(
+                &nodes[0],
+                &agent_token,
+                "db",
+                &["--sqlite", &db],
+                "auto",
+                &["--relay-connections", connections],
+            );
+            a.wait_live().await;
+            agents.push(a);
+        }
+        until_agents(&nodes[0], 2.0, Duration::from_secs(15)).await;
+        let on_second = if connections == "4" { 2.0 } else { 0.0 };
+        until_agents(&nodes[1], on_second, Duration::from_secs(15)).await;
+        let initialize = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"nodes-test","version":"1"}}}"#;
+        let mut served = 0;
+        for round in 0..6 {
+            let first = &nodes[round % 2];
+            let (status, session, text) = rpc(first, &client, None, initialize).await;
+            assert_eq!(status, 200, "{text}");
+            let session = session.expect("a stateful server names its session");
+            for (i, node) in nodes.iter().enumerate() {
+                for id in 0..3 {
+                    let ping = format!(r#"{{"jsonrpc":"2.0","id":{},"method":"ping"}}"#, 10 + id);
+                    let (status, _, text) = rpc(node, &client, Some(&session), &ping).await;
+                    assert_eq!(
+                        status, 200,
+                        "--relay-connections {connections}: session of round {round} on node {i}: {text}"
+                    );
+                    served += 1;
+                }
+            }
+        }
+        println!("--relay-connections {connections}: {served} requests of 6 sessions over 2 nodes, each served by its instance");
+    }
+}
