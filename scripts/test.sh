@@ -80,7 +80,7 @@ ensure_debian_packages() {
         wanted+=(tmux)
     fi
     # postgresql: initdb, postgres and pg_isready for the throwaway server of
-    # the PostgreSQL backend's tests (store/tests/support/postgres.rs; Debian
+    # the PostgreSQL backend's tests and the cluster e2e tests (tests/src/postgres.rs; Debian
     # keeps them in /usr/lib/postgresql/N/bin, off PATH).
     if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && ! command -v initdb >/dev/null 2>&1; then
         wanted+=(postgresql)

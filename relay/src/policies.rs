@@ -162,8 +162,9 @@ impl Policies {
         store: &Store,
         route: &str,
         base: &Arc<RoutePolicy>,
+        proof: crate::store::proof::Proof,
     ) -> Result<(Arc<Engine>, Vec<RouteGrant>), RelayError> {
-        let records = store.live_grants(route, now()).await?;
+        let records = store.live_grants_proven(route, now(), proof).await?;
         if records.is_empty() {
             return Ok((base.engine(), Vec::new()));
         }

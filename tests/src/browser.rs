@@ -14,6 +14,14 @@ pub fn add_user(relay: &RelayProc, email: &str, password: &str) {
     let mut child = std::process::Command::new(crate::procs::bin("relay"))
         .args(["user", "add", email, "--state-dir"])
         .arg(relay.state.path())
+        // A node of a cluster: its database.
+        .args(
+            relay
+                .extra_args
+                .iter()
+                .skip_while(|a| *a != "--database-url")
+                .take(2),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -159,6 +167,32 @@ pub async fn oauth_access_token(
     oauth_access_token_scoped(relay, email, password, route, "mcp").await
 }
 
+/// The redirect URI of the test's OAuth client.
+pub const REDIRECT: &str = "http://127.0.0.1:53682/callback";
+/// Its PKCE verifier (RFC 7636 Appendix B).
+pub const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+
+/// An authorization code of a fresh client registration, not redeemed yet.
+pub struct CodeGrant {
+    pub client_id: String,
+    pub code: String,
+    pub resource: String,
+}
+
+impl CodeGrant {
+    /// The token request that redeems it.
+    pub fn token_form(&self) -> Vec<(&str, &str)> {
+        vec![
+            ("grant_type", "authorization_code"),
+            ("code", &self.code),
+            ("code_verifier", VERIFIER),
+            ("redirect_uri", REDIRECT),
+            ("client_id", &self.client_id),
+            ("resource", &self.resource),
+        ]
+    }
+}
+
 /// [`oauth_access_token`] asking for `scope` (e.g. `mcp:read`).
 pub async fn oauth_access_token_scoped(
     relay: &RelayProc,
@@ -167,11 +201,39 @@ pub async fn oauth_access_token_scoped(
     route: &str,
     scope: &str,
 ) -> String {
-    const REDIRECT: &str = "http://127.0.0.1:53682/callback";
-    // RFC 7636 Appendix B.
-    const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-    const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+    let grant = oauth_code(relay, email, password, route, scope).await;
     let mut b = Browser::new(relay);
+    let t = b.form("/oauth/token", &grant.token_form()).await;
+    assert_eq!(t.status, 200, "{}", t.text());
+    t.json()["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned()
+}
+
+/// The sign-in of [`oauth_access_token_scoped`] up to its code.
+pub async fn oauth_code(
+    relay: &RelayProc,
+    email: &str,
+    password: &str,
+    route: &str,
+    scope: &str,
+) -> CodeGrant {
+    oauth_code_from(relay, None, email, password, route, scope).await
+}
+
+/// [`oauth_code`] from the address `local` (of 127.0.0.0/8: another client
+/// for the relay's per-address limits, e.g. on registrations).
+pub async fn oauth_code_from(
+    relay: &RelayProc,
+    local: Option<std::net::IpAddr>,
+    email: &str,
+    password: &str,
+    route: &str,
+    scope: &str,
+) -> CodeGrant {
+    const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+    let mut b = Browser::from_address(relay, local);
     let reg = b
         .post_json(
             "/oauth/register",
@@ -229,22 +291,9 @@ pub async fn oauth_access_token_scoped(
         .find(|(k, _)| k == "code")
         .map(|(_, v)| v.into_owned())
         .unwrap_or_else(|| panic!("no code in {to}"));
-    let t = b
-        .form(
-            "/oauth/token",
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("code_verifier", VERIFIER),
-                ("redirect_uri", REDIRECT),
-                ("client_id", &client_id),
-                ("resource", &resource),
-            ],
-        )
-        .await;
-    assert_eq!(t.status, 200, "{}", t.text());
-    t.json()["access_token"]
-        .as_str()
-        .expect("access_token")
-        .to_owned()
+    CodeGrant {
+        client_id,
+        code,
+        resource,
+    }
 }

@@ -7,18 +7,33 @@ use std::sync::Arc;
 use crate::{RelayProc, TempDir};
 
 /// Starts `n` relay nodes on the database at `url`, with `extra` flags each.
+/// They have one name, as a cluster behind one DNS name does: the others'
+/// `--public-url` is the first's URL, so that the OAuth issuer and the
+/// route URLs (the audience of access tokens) are the same on every node.
 pub async fn start_nodes(url: &str, n: usize, extra: &[&str]) -> Vec<RelayProc> {
     let mut args = vec!["--database-url", url];
     args.extend_from_slice(extra);
     let first = RelayProc::start(&args).await;
+    let name = first.url();
+    let mut more = vec!["--public-url", name.as_str()];
+    more.extend_from_slice(extra);
     let mut nodes = vec![first];
     for _ in 1..n {
-        let state = Arc::new(TempDir::new("relay"));
-        for file in ["ca.pem", "ca.key"] {
-            std::fs::copy(nodes[0].state.path().join(file), state.path().join(file))
-                .unwrap_or_else(|e| panic!("copy the CA's {file}: {e}"));
-        }
-        nodes.push(RelayProc::start_with(state, "127.0.0.1:0", &args).await);
+        let node = add_node(&nodes[0], url, &more).await;
+        nodes.push(node);
     }
     nodes
+}
+
+/// Starts one more node on the database at `url` (the same database as
+/// `first`'s, perhaps by another way), with `first`'s CA.
+pub async fn add_node(first: &RelayProc, url: &str, extra: &[&str]) -> RelayProc {
+    let mut args = vec!["--database-url", url];
+    args.extend_from_slice(extra);
+    let state = Arc::new(TempDir::new("relay"));
+    for file in ["ca.pem", "ca.key"] {
+        std::fs::copy(first.state.path().join(file), state.path().join(file))
+            .unwrap_or_else(|e| panic!("copy the CA's {file}: {e}"));
+    }
+    RelayProc::start_with(state, "127.0.0.1:0", &args).await
 }

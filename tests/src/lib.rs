@@ -10,6 +10,7 @@ pub mod chromium;
 pub mod client;
 pub mod cluster;
 pub mod documents;
+pub mod freezing_proxy;
 pub mod github_standin;
 pub mod loopback_site;
 pub mod mcp;

@@ -168,7 +168,8 @@ impl TestServer {
         })
     }
 
-    fn log(&self) -> String {
+    /// The server's logs (initdb's, the server's).
+    pub fn log(&self) -> String {
         let mut out = String::new();
         for name in ["initdb.log", "server.log"] {
             if let Ok(text) = std::fs::read_to_string(self.dir.join(name)) {

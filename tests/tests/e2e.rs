@@ -18,6 +18,10 @@ mod churn;
 mod cimd;
 #[path = "e2e/client_transports.rs"]
 mod client_transports;
+#[path = "e2e/cluster_database_loss.rs"]
+mod cluster_database_loss;
+#[path = "e2e/cluster_races.rs"]
+mod cluster_races;
 #[path = "e2e/cluster_revocation.rs"]
 mod cluster_revocation;
 #[path = "e2e/config_file.rs"]

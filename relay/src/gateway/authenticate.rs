@@ -11,7 +11,9 @@ use crate::gateway::authenticated::Authenticated;
 use crate::oauth::scope::{self, Access};
 use crate::state::SharedState;
 use crate::store::oauth as oauth_store;
+use crate::store::proof::Proof;
 use crate::store::token::TokenKind;
+use crate::store::TokenRejection;
 
 /// Refuses every request while the audit log cannot be written, and a
 /// browser's request from an `Origin` not allowed (see cors.rs, origin.rs).
@@ -31,6 +33,7 @@ pub async fn authenticate(
     state: &SharedState,
     headers: &http::HeaderMap,
     route: &str,
+    proof: Proof,
 ) -> Result<Authenticated, Refusal> {
     let refuse = |code: &'static str, text: String| Refusal::Unauthenticated(Some((code, text)));
     // `Bearer <token>`, the scheme in any case; nothing else is a token.
@@ -46,11 +49,14 @@ pub async fn authenticate(
     };
     let presented = bearer.token().trim();
     if presented.starts_with(oauth_store::ACCESS_PREFIX) {
-        let record = state
-            .store
-            .verify_access(presented)
-            .await
-            .map_err(|rejection| refuse("invalid_token", rejection.to_string()))?;
+        let record = match state.store.verify_access_proven(presented, proof).await {
+            Ok(checked) => checked,
+            Err(e) => {
+                tracing::error!(error = %e, "OAuth token lookup failed");
+                Err(unreadable(state)?)
+            }
+        }
+        .map_err(|rejection| refuse("invalid_token", rejection.to_string()))?;
         // The token's audience is one route (RFC 8707): never another.
         if record.resource != state.route_url(route) {
             return Err(refuse(
@@ -58,10 +64,14 @@ pub async fn authenticate(
                 "the token was issued for another resource".into(),
             ));
         }
-        let groups = state.store.groups(&record.email).await.map_err(|e| {
-            tracing::error!(error = %e, "groups lookup failed");
-            Refusal::TokenUncheckable
-        })?;
+        let groups = state
+            .store
+            .groups_proven(&record.email, proof)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "groups lookup failed");
+                unreadable(state).err().unwrap_or(Refusal::TokenUncheckable)
+            })?;
         let Some(access) = scope::access(&record.scope) else {
             return Err(refuse(
                 "invalid_token",
@@ -77,11 +87,14 @@ pub async fn authenticate(
             access,
         });
     }
-    let record = state
-        .store
-        .verify(presented)
-        .await
-        .map_err(|rejection| refuse("invalid_token", rejection.to_string()))?;
+    let record = match state.store.verify_proven(presented, proof).await {
+        Ok(checked) => checked,
+        Err(e) => {
+            tracing::error!(error = %e, "token lookup failed");
+            Err(unreadable(state)?)
+        }
+    }
+    .map_err(|rejection| refuse("invalid_token", rejection.to_string()))?;
     if record.kind != TokenKind::Client {
         return Err(refuse(
             "invalid_token",
@@ -95,4 +108,15 @@ pub async fn authenticate(
         groups: Vec::new(),
         access: Access::Full,
     })
+}
+
+/// A token whose record cannot be read: on a database on the network, the
+/// request is refused 503 ([`Refusal::StoreUnavailable`]); on SQLite, as
+/// always, the token counts as unknown.
+fn unreadable(state: &SharedState) -> Result<TokenRejection, Refusal> {
+    if state.store.is_remote() {
+        Err(Refusal::StoreUnavailable)
+    } else {
+        Ok(TokenRejection::Unknown)
+    }
 }

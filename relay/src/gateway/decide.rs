@@ -292,7 +292,7 @@ pub async fn judge(
     }
     let changed_tools = match body {
         Classified::Messages(m) => {
-            pins::changed_tools(&state.store, caller.route, &m.messages).await
+            pins::changed_tools(&state.store, caller.route, &m.messages, routed.proof).await
         }
         Classified::Opaque(_) => Vec::new(),
     };

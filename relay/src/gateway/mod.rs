@@ -209,13 +209,16 @@ async fn serve(
         trail.skip();
         return Ok(cors::preflight());
     }
+    // One freshness proof for every lookup of the request (see
+    // store/proof.rs): what changed before it arrived is seen.
+    let proof = state.store.prove();
     // 1. Who is asking.
-    let who = authenticate::authenticate(state, &parts.headers, ask.route).await?;
+    let who = authenticate::authenticate(state, &parts.headers, ask.route, proof).await?;
     audit::identify(trail, &who);
     // 2. Which route, whose, and who serves it now.
-    let owner = route::owner(state, ask.route).await?;
+    let owner = route::owner(state, ask.route, proof).await?;
     trail.route_known = true;
-    let routed = route::route(state, parts, ask, &who, owner, legacy).await?;
+    let routed = route::route(state, parts, ask, &who, owner, legacy, proof).await?;
     let caller = routed.caller(&who, ask.route);
     // 3. What the body says.
     let body = classify::classify(state, parts, routed.mcp(), body.take(), trail).await?;

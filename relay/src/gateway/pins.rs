@@ -35,6 +35,7 @@ use serde_json::Value;
 use crate::audit::{self, now_rfc3339, AuditEvent, PinHashes};
 use crate::error::RelayError;
 use crate::state::SharedState;
+use crate::store::proof::Proof;
 use crate::store::Store;
 use policy::jsonrpc::{Message, MessageKind, TOOLS_CALL};
 use policy::Decision;
@@ -129,29 +130,44 @@ pub struct Inspector {
     /// The agent serving this answer was started with
     /// `--accept-tool-changes`: changed definitions are pinned again.
     pub accept_changes: bool,
+    /// The tools to hide of the answer being filtered, as [`Inspector::prepare`]
+    /// found them.
+    pub prepared: Option<HashSet<String>>,
 }
 
 impl Inspector {
-    /// Pins the tools seen for the first time, records changes, and returns
-    /// the names of the tools to hide (changed since their pin). If the pins
-    /// cannot be read or written, every tool is hidden (fail closed).
-    pub fn hidden(&self, tools: &[Value]) -> HashSet<String> {
-        match self.inspect(tools) {
+    /// Before an answer listing `tools` is filtered: pins the tools seen
+    /// for the first time, records changes, and keeps the names of the
+    /// tools to hide (changed since their pin) for [`Inspector::hidden`].
+    /// If the pins cannot be read or written, every tool is hidden (fail
+    /// closed).
+    pub async fn prepare(&mut self, tools: &[Value]) {
+        let hidden = match self.inspect(tools).await {
             Ok(hidden) => hidden,
             Err(e) => {
                 tracing::error!(route = %self.route, error = %e, "tool pins unavailable; hiding every tool");
-                tools
-                    .iter()
-                    .filter_map(|t| t.get("name").and_then(Value::as_str))
-                    .map(str::to_owned)
-                    .collect()
+                all_names(tools)
+            }
+        };
+        self.prepared = Some(hidden);
+    }
+
+    /// The tools of `tools` to hide, as [`Inspector::prepare`] found them;
+    /// every one if it was not called (fail closed: the filter never waits
+    /// on the store).
+    pub fn hidden(&self, tools: &[Value]) -> HashSet<String> {
+        match &self.prepared {
+            Some(hidden) => hidden.clone(),
+            None => {
+                tracing::error!(route = %self.route, "tool pins not read before filtering; hiding every tool");
+                all_names(tools)
             }
         }
     }
 
-    fn inspect(&self, tools: &[Value]) -> Result<HashSet<String>, RelayError> {
+    async fn inspect(&self, tools: &[Value]) -> Result<HashSet<String>, RelayError> {
         let store = &self.state.store;
-        let pins = wait(store.tool_pins(&self.route))?;
+        let pins = store.tool_pins(&self.route).await?;
         let mut hidden = HashSet::new();
         for tool in tools {
             let Some((name, definition, hash)) = fingerprint(tool) else {
@@ -159,12 +175,15 @@ impl Inspector {
             };
             let mut pin = pins.iter().find(|p| p.tool == name).cloned();
             if pin.is_none() {
-                if wait(store.pin_tool(&self.route, &name, &hash, &definition))? {
+                if store
+                    .pin_tool(&self.route, &name, &hash, &definition)
+                    .await?
+                {
                     self.audit(&name, "allow", PINNED, None, &hash);
                     continue;
                 }
                 // Pinned meanwhile by another request: judge against that.
-                pin = wait(store.tool_pin(&self.route, &name))?;
+                pin = store.tool_pin(&self.route, &name).await?;
             }
             let Some(pin) = pin else {
                 hidden.insert(name);
@@ -172,19 +191,25 @@ impl Inspector {
             };
             if pin.hash == hash {
                 if pin.pending.is_some()
-                    && wait(store.clear_tool_change(&self.route, &name, &hash))?
+                    && store.clear_tool_change(&self.route, &name, &hash).await?
                 {
                     self.audit(&name, "allow", REVERTED, pin.pending.map(|p| p.hash), &hash);
                 }
                 continue;
             }
             if self.accept_changes {
-                if let Some(r) = wait(store.repin_tool(&self.route, &name, &hash, &definition))? {
+                if let Some(r) = store
+                    .repin_tool(&self.route, &name, &hash, &definition)
+                    .await?
+                {
                     self.audit(&name, "allow", APPROVED_BY_AGENT, Some(r.old_hash), &hash);
                 }
                 continue;
             }
-            if wait(store.note_tool_change(&self.route, &name, &hash, &definition))? {
+            if store
+                .note_tool_change(&self.route, &name, &hash, &definition)
+                .await?
+            {
                 tracing::warn!(route = %self.route, tool = %name, old = %short(&pin.hash), new = %short(&hash), "tool definition changed since it was pinned; hiding it until the owner approves");
                 self.audit(&name, "deny", PIN_CHANGED, Some(pin.hash.clone()), &hash);
             }
@@ -247,6 +272,7 @@ pub async fn changed_tools(
     store: &Store,
     route: &str,
     messages: &[Message],
+    proof: Proof,
 ) -> Vec<(usize, &'static str)> {
     let mut changed = Vec::new();
     for (i, m) in messages.iter().enumerate() {
@@ -256,7 +282,7 @@ pub async fn changed_tools(
         let Some(tool) = m.target.as_deref() else {
             continue;
         };
-        let refused = match store.tool_change_pending(route, tool).await {
+        let refused = match store.tool_change_pending_proven(route, tool, proof).await {
             Ok(false) => continue,
             Ok(true) => PIN_CHANGED,
             Err(e) => {
@@ -306,15 +332,13 @@ pub fn refusal_message(route: &str, tool: &str, policy: &str) -> String {
     )
 }
 
-/// Waits for a store operation from the synchronous filter of a list
-/// answer (as the SQLite statements it replaces did, on the worker).
-fn wait<F: std::future::Future>(f: F) -> F::Output {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(|| futures::executor::block_on(f))
-        }
-        _ => futures::executor::block_on(f),
-    }
+/// The names of `tools`.
+fn all_names(tools: &[Value]) -> HashSet<String> {
+    tools
+        .iter()
+        .filter_map(|t| t.get("name").and_then(Value::as_str))
+        .map(str::to_owned)
+        .collect()
 }
 
 pub fn short(hash: &str) -> &str {

@@ -52,6 +52,10 @@ pub enum Refusal {
     /// The state store failed while looking up the route or its grants
     /// (500).
     StoreFailed,
+    /// The state store is a database on the network (PostgreSQL) that
+    /// cannot be read now, and the caches cannot be proven fresh (503, with
+    /// `Retry-After`; a JSON-RPC error for a POST).
+    StoreUnavailable,
     /// A rate limit refused it (429, with `Retry-After`).
     RateLimited(Limited),
     /// Its MCP session lived in a replica that is gone (404).
@@ -107,6 +111,7 @@ impl Refusal {
             Refusal::Unauthenticated(_) | Refusal::TokenUncheckable => "authentication",
             Refusal::UnknownRoute => "unknown-route",
             Refusal::StoreFailed => "internal-error",
+            Refusal::StoreUnavailable => "store-unavailable",
             Refusal::RateLimited(limited) => {
                 return Some(format!("rate-limit-{}", limited.what).into())
             }
@@ -135,6 +140,7 @@ impl Refusal {
         matches!(
             self,
             Refusal::AuditUnavailable
+                | Refusal::StoreUnavailable
                 | Refusal::Unauthenticated(_)
                 | Refusal::TokenUncheckable
                 | Refusal::UnknownRoute
@@ -158,7 +164,11 @@ impl Refusal {
             trail.deny(&rule);
         }
         let read_first = self.reads_body_first();
-        let response = self.response(state, route);
+        let response = match self {
+            // An MCP client's POST gets a JSON-RPC error it can show.
+            Refusal::StoreUnavailable => store_unavailable(parts.method == http::Method::POST),
+            refusal => refusal.response(state, route),
+        };
         match body {
             Some(body) if read_first => {
                 early_answer::after_body(Request::from_parts(parts, body), response).await
@@ -191,6 +201,7 @@ impl Refusal {
                 "internal",
                 "the relay's state store failed",
             ),
+            Refusal::StoreUnavailable => store_unavailable(false),
             Refusal::UnknownRoute => error(
                 StatusCode::NOT_FOUND,
                 "unknown_route",
@@ -283,6 +294,33 @@ impl Refusal {
             }
         }
     }
+}
+
+/// What a client is told while the database cannot be read.
+const STORE_UNAVAILABLE: &str =
+    "the relay cannot reach its database to check this request; retry shortly";
+
+/// The 503 of [`Refusal::StoreUnavailable`]: a JSON-RPC error (`jsonrpc`)
+/// or a JSON one, with `Retry-After: 1`.
+fn store_unavailable(jsonrpc: bool) -> Response<RespBody> {
+    let mut resp = if jsonrpc {
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"jsonrpc": "2.0", "id": null, "error": {
+                "code": -32000,
+                "message": STORE_UNAVAILABLE,
+                "data": {"error": "store_unavailable"}}}),
+        )
+    } else {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            STORE_UNAVAILABLE,
+        )
+    };
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
 }
 
 /// The answer to a request refused for its method or path.
@@ -386,6 +424,7 @@ mod tests {
             (Refusal::TokenUncheckable, Some("authentication"), true),
             (Refusal::UnknownRoute, Some("unknown-route"), true),
             (Refusal::StoreFailed, Some("internal-error"), false),
+            (Refusal::StoreUnavailable, Some("store-unavailable"), true),
             (
                 Refusal::RateLimited(limited),
                 Some("rate-limit-identity"),

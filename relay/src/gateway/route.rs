@@ -20,6 +20,7 @@ use crate::http::body::RespBody;
 use crate::http::response::error;
 use crate::sessions::affinity::{self, Target};
 use crate::state::SharedState;
+use crate::store::proof::Proof;
 
 /// A route's request, routed: to whom it goes and what decides it.
 pub struct Routed {
@@ -38,6 +39,8 @@ pub struct Routed {
     pub grants: Vec<RouteGrant>,
     /// A legacy HTTP+SSE stream to open (once the policy has allowed it).
     pub open_legacy: bool,
+    /// The request's freshness proof, for the lookups after routing (pins).
+    pub proof: Proof,
 }
 
 impl Routed {
@@ -90,14 +93,24 @@ fn split_route(path: &str) -> Option<(&str, &str)> {
 }
 
 /// Who claimed `route` on this relay.
-pub async fn owner(state: &SharedState, route: &str) -> Result<String, Refusal> {
-    match state.store.route_owner(route).await {
+pub async fn owner(state: &SharedState, route: &str, proof: Proof) -> Result<String, Refusal> {
+    match state.store.route_owner_proven(route, proof).await {
         Ok(Some(owner)) => Ok(owner),
         Ok(None) => Err(Refusal::UnknownRoute),
         Err(e) => {
             tracing::error!(error = %e, "route lookup failed");
-            Err(Refusal::StoreFailed)
+            Err(store_failed(state))
         }
+    }
+}
+
+/// A lookup of the route failed: 503 on a database on the network, 500 on
+/// SQLite (as always).
+fn store_failed(state: &SharedState) -> Refusal {
+    if state.store.is_remote() {
+        Refusal::StoreUnavailable
+    } else {
+        Refusal::StoreFailed
     }
 }
 
@@ -112,6 +125,7 @@ pub async fn route(
     who: &Authenticated,
     owner: String,
     legacy: &mut Option<LegacyPost>,
+    proof: Proof,
 ) -> Result<Routed, Refusal> {
     let (route, rest) = (ask.route, ask.rest);
     // 2a. Rate limits: per identity, then per route.
@@ -147,13 +161,13 @@ pub async fn route(
     //     on every request, so a revoked one ends access on the next.
     let (engine, grants) = match state
         .policies
-        .with_live_grants(&state.store, route, &route_policy)
+        .with_live_grants(&state.store, route, &route_policy, proof)
         .await
     {
         Ok(g) => g,
         Err(e) => {
             tracing::error!(error = %e, "grants lookup failed");
-            return Err(Refusal::StoreFailed);
+            return Err(store_failed(state));
         }
     };
     // 2e. The legacy HTTP+SSE transport (2024-11-05): a stream to open, or a
@@ -176,6 +190,7 @@ pub async fn route(
         engine,
         grants,
         open_legacy,
+        proof,
     })
 }
 

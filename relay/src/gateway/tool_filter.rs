@@ -31,9 +31,7 @@
 //! and prompts the caller may not get ([`policy::Engine::prompt_visible`]).
 
 use std::collections::VecDeque;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
@@ -113,9 +111,41 @@ impl ListKind {
 
 /// Decides which items of a list answer the caller sees.
 pub trait ToolGate: Send + Unpin + 'static {
+    /// Reads (and writes) what [`ToolGate::filter`] will need for the
+    /// watched answers (`ids`) in `answer` (a message or a batch), before
+    /// it filters them: the filter itself never waits.
+    fn prepare<'a>(
+        &'a mut self,
+        answer: &'a Value,
+        ids: &'a [Watched],
+    ) -> futures::future::BoxFuture<'a, ()> {
+        let _ = (answer, ids);
+        Box::pin(async {})
+    }
+
     /// Removes from `items` (of a `kind` list) those the caller may not
     /// see, keeping the order.
     fn filter(&mut self, kind: ListKind, items: &mut Vec<Value>);
+}
+
+/// The items of the watched `tools/list` answers (`ids`) in `answer`.
+fn listed_tools<'a>(answer: &'a Value, ids: &[Watched]) -> Vec<&'a Value> {
+    let messages = match answer {
+        Value::Array(items) => items.iter().collect(),
+        one => vec![one],
+    };
+    messages
+        .into_iter()
+        .filter(|m| m.get("method").is_none())
+        .filter(|m| {
+            m.get("id").is_some_and(|id| {
+                ids.iter()
+                    .any(|w| w.kind == ListKind::Tools && same_id(&w.id, id))
+            })
+        })
+        .filter_map(|m| m.get("result")?.get(ListKind::Tools.member())?.as_array())
+        .flatten()
+        .collect()
 }
 
 /// The relay's gate: pins first (a changed tool is hidden from everybody),
@@ -132,6 +162,19 @@ pub struct RelayGate {
 }
 
 impl ToolGate for RelayGate {
+    fn prepare<'a>(
+        &'a mut self,
+        answer: &'a Value,
+        ids: &'a [Watched],
+    ) -> futures::future::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let tools: Vec<Value> = listed_tools(answer, ids).into_iter().cloned().collect();
+            if !tools.is_empty() {
+                self.pins.prepare(&tools).await;
+            }
+        })
+    }
+
     fn filter(&mut self, kind: ListKind, items: &mut Vec<Value>) {
         let hidden = match kind {
             ListKind::Tools => self.pins.hidden(items),
@@ -184,6 +227,7 @@ pub fn relay_watch(
             identity: caller.email.to_owned(),
             client: caller.client_id.to_owned(),
             accept_changes: false,
+            prepared: None,
         },
     };
     Watch::new(messages, gate, state.config.max_tools_list)
@@ -253,7 +297,12 @@ impl<G: ToolGate> Watch<G> {
         if sse {
             let (mut parts, body) = resp.into_parts();
             parts.headers.remove(header::CONTENT_LENGTH);
-            let body = SseFilter::new(body, self.ids, self.gate, self.cap);
+            let filter = SseFilter::new(body, self.ids, self.gate, self.cap);
+            // A task reads the stream: the gate may wait on the store
+            // between events, which a body's poll cannot.
+            let (tx, rx) = futures::channel::mpsc::channel(4);
+            tokio::spawn(filter.run(tx));
+            let body = http_body_util::StreamBody::new(rx);
             return Response::from_parts(parts, body.boxed_unsync());
         }
         let (mut parts, mut body) = resp.into_parts();
@@ -275,6 +324,7 @@ impl<G: ToolGate> Watch<G> {
         let bytes = read.freeze();
         let bytes = match serde_json::from_slice::<Value>(&bytes) {
             Ok(mut v) => {
+                self.gate.prepare(&v, &self.ids).await;
                 let changed = rewrite(&mut v, &mut self.ids, &mut self.gate);
                 if !self.ids.is_empty() {
                     let why = format!(
@@ -416,8 +466,42 @@ impl<G: ToolGate> SseFilter<G> {
         }
     }
 
+    /// Sends the filtered stream to `tx` until it ends, fails, or `tx`'s
+    /// receiver (the client's response) is gone.
+    async fn run(mut self, mut tx: futures::channel::mpsc::Sender<Result<Frame<Bytes>, BoxError>>) {
+        use futures::SinkExt as _;
+        loop {
+            while let Some(b) = self.out.pop_front() {
+                if tx.send(Ok(Frame::data(b))).await.is_err() {
+                    return;
+                }
+            }
+            if self.ended {
+                return;
+            }
+            match self.inner.frame().await {
+                None => {
+                    self.ended = true;
+                    self.feed(Bytes::new(), true).await;
+                }
+                Some(Err(e)) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => self.feed(data, false).await,
+                    Err(frame) => {
+                        if tx.send(Ok(frame)).await.is_err() {
+                            return;
+                        }
+                    }
+                },
+            }
+        }
+    }
+
     /// Takes in bytes of the stream; queues what may go out.
-    fn feed(&mut self, data: Bytes, at_eof: bool) {
+    async fn feed(&mut self, data: Bytes, at_eof: bool) {
         if self.through {
             if !data.is_empty() {
                 self.out.push_back(data);
@@ -434,7 +518,7 @@ impl<G: ToolGate> SseFilter<G> {
                 // not.
                 Err(too_large) => return self.fail_closed(&too_large.to_string()),
             };
-            let Some(event) = self.event(event) else {
+            let Some(event) = self.event(event).await else {
                 return self.fail_closed("an event of the stream is not JSON the relay can read");
             };
             self.out.push_back(event);
@@ -466,7 +550,7 @@ impl<G: ToolGate> SseFilter<G> {
     /// `None` if its data is not JSON (it cannot be told whether it does).
     /// An event without data, or with empty data (a priming event for
     /// resumption), passes.
-    fn event(&mut self, event: Bytes) -> Option<Bytes> {
+    async fn event(&mut self, event: Bytes) -> Option<Bytes> {
         let lines = sse_events::lines(&event);
         let data: Vec<&[u8]> = lines.iter().filter_map(|l| data_value(l)).collect();
         if data.is_empty() {
@@ -477,6 +561,7 @@ impl<G: ToolGate> SseFilter<G> {
             return Some(event);
         }
         let mut value = serde_json::from_slice::<Value>(&joined).ok()?;
+        self.gate.prepare(&value, &self.ids).await;
         if !rewrite(&mut value, &mut self.ids, &mut self.gate) {
             return Some(event);
         }
@@ -497,42 +582,6 @@ impl<G: ToolGate> SseFilter<G> {
         }
         out.push(b'\n');
         Some(Bytes::from(out))
-    }
-}
-
-impl<G: ToolGate> Body for SseFilter<G> {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        loop {
-            if let Some(b) = this.out.pop_front() {
-                return Poll::Ready(Some(Ok(Frame::data(b))));
-            }
-            if this.ended {
-                return Poll::Ready(None);
-            }
-            match Pin::new(&mut this.inner).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => {
-                    this.ended = true;
-                    this.feed(Bytes::new(), true);
-                }
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
-                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) => this.feed(data, false),
-                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
-                },
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.ended && self.out.is_empty()
     }
 }
 

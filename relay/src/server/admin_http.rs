@@ -5,7 +5,9 @@
 //! * `GET /metrics` — Prometheus metrics ([`crate::metrics`]).
 //! * `GET /healthz` — 200 while the process serves at all.
 //! * `GET /readyz` — 200 while the relay takes requests (its port is bound
-//!   and its state store answers); 503 once it drains for shutdown.
+//!   and its state store answers: a PostgreSQL database within 0.5 s); 503
+//!   with the reason while the store does not answer, and once it drains
+//!   for shutdown.
 
 use axum::extract::State;
 use axum::routing::get;
@@ -20,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics;
 use crate::state::SharedState;
+use crate::store::{StoreError, REMOTE_READ_BOUND};
 
 /// Serves the admin endpoints until `stop` (which comes after the relay's
 /// drain, so that `/readyz` says 503 throughout it).
@@ -88,7 +91,7 @@ async fn metrics(State(state): State<SharedState>) -> Response<Full<Bytes>> {
 async fn readyz(State(state): State<SharedState>) -> Response<Full<Bytes>> {
     if state.shutdown.is_cancelled() {
         text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into())
-    } else if let Err(e) = state.store.ping().await {
+    } else if let Err(e) = ping(&state).await {
         text(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("the state store fails: {e}\n"),
@@ -96,6 +99,23 @@ async fn readyz(State(state): State<SharedState>) -> Response<Full<Bytes>> {
     } else {
         text(StatusCode::OK, "ready\n".into())
     }
+}
+
+/// The store's answer to a ping; a database on the network (PostgreSQL)
+/// that does not answer within [`REMOTE_READ_BOUND`] (cut off, or stopped
+/// without closing its connections) fails it, as the request path would.
+async fn ping(state: &SharedState) -> Result<(), StoreError> {
+    if !state.store.is_remote() {
+        return state.store.ping().await;
+    }
+    tokio::time::timeout(REMOTE_READ_BOUND, state.store.ping())
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Backend(format!(
+                "the database did not answer within {} ms",
+                REMOTE_READ_BOUND.as_millis()
+            )))
+        })
 }
 
 async fn not_found(method: Method) -> Response<Full<Bytes>> {

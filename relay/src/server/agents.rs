@@ -118,7 +118,25 @@ async fn handshake(
     }
     let hello: Hello = decode_payload("hello", &payload).map_err(|e| format!("bad hello: {e}"))?;
 
-    let record = match state.store.verify(&hello.credential).await {
+    let checked = match state
+        .store
+        .verify_proven(&hello.credential, state.store.prove())
+        .await
+    {
+        Ok(checked) => checked,
+        // A database on the network that cannot be read: the agent retries
+        // (on SQLite, as always, the token counts as unknown).
+        Err(e) if state.store.is_remote() => {
+            tracing::error!(error = %e, "token lookup failed");
+            let message = "the relay cannot reach its database";
+            return refuse(send, RefusalCode::Unavailable, message).await;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "token lookup failed");
+            Err(TokenRejection::Unknown)
+        }
+    };
+    let record = match checked {
         Ok(r) => r,
         Err(rejection) => {
             let code = match rejection {

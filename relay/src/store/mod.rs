@@ -14,12 +14,14 @@ pub mod backend;
 pub mod grants;
 pub mod hot_cache;
 pub mod oauth;
+pub mod proof;
 pub mod token;
 
 use std::collections::HashMap;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 pub use ::store::{now, RouteClaim, StoreError, TokenRecord, TokenRejection};
 
@@ -29,9 +31,15 @@ use crate::error::RelayError;
 use crate::store::grants::{GrantCache, GrantRecord};
 use crate::store::hot_cache::HotCache;
 use crate::store::oauth::{OAuthToken, OAuthTokenKind};
+use crate::store::proof::Proof;
 
 /// How often `last_used_at` is written for one token, at most.
 const LAST_USED_RESOLUTION: i64 = 60;
+
+/// How long a lookup of the request path may wait for a database on the
+/// network (PostgreSQL); then the request is answered 503. A healthy
+/// database answers in milliseconds; one cut off may never answer.
+pub const REMOTE_READ_BOUND: Duration = Duration::from_millis(500);
 
 /// The embedded state store.
 pub struct Store {
@@ -42,6 +50,10 @@ pub struct Store {
     grant_cache: Arc<GrantCache>,
     /// The other reads of the request path (see [`crate::store::hot_cache`]).
     hot: Arc<HotCache>,
+    /// The backend is a database on the network (PostgreSQL): the request
+    /// path bounds its reads ([`REMOTE_READ_BOUND`]), and a failed one is
+    /// "unavailable" (503) rather than an internal error.
+    remote: bool,
 }
 
 impl Deref for Store {
@@ -66,6 +78,9 @@ impl Store {
     pub fn with_backend(backend: Arc<dyn ::store::Store>, path: PathBuf) -> Store {
         let grant_cache = Arc::new(GrantCache::default());
         let hot = Arc::new(HotCache::default());
+        // SQLite proves every change before the call; a remote backend only
+        // those older than its bound.
+        let remote = backend.freshness_bound() > Duration::ZERO;
         let (grants, kept) = (grant_cache.clone(), hot.clone());
         backend.on_change(Arc::new(move |change: &Change| {
             kept.forget(change);
@@ -81,7 +96,37 @@ impl Store {
             last_used_written: Mutex::new(HashMap::new()),
             grant_cache,
             hot,
+            remote,
         }
+    }
+
+    /// The freshness proof of a request: taken once, when it arrives (see
+    /// [`crate::store::proof`]).
+    pub fn prove(&self) -> Proof {
+        Proof::new(self.backend.fresh())
+    }
+
+    /// Whether the backend is a database on the network (PostgreSQL).
+    pub fn is_remote(&self) -> bool {
+        self.remote
+    }
+
+    /// `read`, bounded by [`REMOTE_READ_BOUND`] on a remote backend.
+    async fn bounded<T>(
+        &self,
+        read: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        if !self.remote {
+            return read.await;
+        }
+        tokio::time::timeout(REMOTE_READ_BOUND, read)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Backend(format!(
+                    "the database did not answer within {} ms",
+                    REMOTE_READ_BOUND.as_millis()
+                )))
+            })
     }
 
     pub fn path(&self) -> &Path {
@@ -91,24 +136,36 @@ impl Store {
     /// Looks up a presented token. On success, records its use (at most once a
     /// minute per token, so that verification stays a read).
     pub async fn verify(&self, presented: &str) -> Result<TokenRecord, TokenRejection> {
+        self.verify_proven(presented, self.prove())
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "token lookup failed");
+                Err(TokenRejection::Unknown)
+            })
+    }
+
+    /// [`Store::verify`] under the request's `proof`; the outer error: the
+    /// store could not be read.
+    pub async fn verify_proven(
+        &self,
+        presented: &str,
+        proof: Proof,
+    ) -> Result<Result<TokenRecord, TokenRejection>, StoreError> {
         if token::claimed_kind(presented).is_none() {
-            return Err(TokenRejection::Unknown);
+            return Ok(Err(TokenRejection::Unknown));
         }
         let hash = token::hash(presented);
-        let fresh = self.backend.fresh();
+        let fresh = proof.fresh();
         let record = match self.hot.token(&hash).filter(|_| fresh) {
             Some(record) => record,
             None => {
                 let generation = self.hot.generation();
-                let record = self
-                    .backend
-                    .token_by_secret(presented)
-                    .await
-                    .map_err(|e| {
-                        tracing::error!(error = %e, "token lookup failed");
-                        TokenRejection::Unknown
-                    })?
-                    .ok_or(TokenRejection::Unknown)?;
+                let Some(record) = self
+                    .bounded(self.backend.token_by_secret(presented))
+                    .await?
+                else {
+                    return Ok(Err(TokenRejection::Unknown));
+                };
                 if fresh {
                     self.hot.keep_token(generation, hash, record.clone());
                 }
@@ -116,9 +173,11 @@ impl Store {
             }
         };
         let now = now();
-        record.check(now)?;
+        if let Err(rejection) = record.check(now) {
+            return Ok(Err(rejection));
+        }
         self.touch(&record.id, now);
-        Ok(record)
+        Ok(Ok(record))
     }
 
     fn touch(&self, id: &str, now: i64) {
@@ -169,18 +228,28 @@ impl Store {
     /// The grants of a route in force at `now` (not revoked, not expired),
     /// oldest first.
     pub async fn live_grants(&self, route: &str, now: i64) -> Result<Vec<GrantRecord>, RelayError> {
+        self.live_grants_proven(route, now, self.prove()).await
+    }
+
+    /// [`Store::live_grants`] under the request's `proof`.
+    pub async fn live_grants_proven(
+        &self,
+        route: &str,
+        now: i64,
+        proof: Proof,
+    ) -> Result<Vec<GrantRecord>, RelayError> {
         let live = |all: &[GrantRecord]| {
             all.iter()
                 .filter(|g| g.expires_at.is_none_or(|t| t > now))
                 .cloned()
                 .collect()
         };
-        let fresh = self.backend.fresh();
+        let fresh = proof.fresh();
         let generation = self.grant_cache.generation();
         if let Some(all) = self.grant_cache.get(route).filter(|_| fresh) {
             return Ok(live(&all));
         }
-        let all: Arc<[GrantRecord]> = self.backend.route_grants(route).await?.into();
+        let all: Arc<[GrantRecord]> = self.bounded(self.backend.route_grants(route)).await?.into();
         let granted = live(&all);
         // Kept only if nothing was forgotten meanwhile (a write that
         // committed during the read).
@@ -192,12 +261,21 @@ impl Store {
 
     /// The owner of a claimed route.
     pub async fn route_owner(&self, name: &str) -> Result<Option<String>, StoreError> {
-        let fresh = self.backend.fresh();
+        self.route_owner_proven(name, self.prove()).await
+    }
+
+    /// [`Store::route_owner`] under the request's `proof`.
+    pub async fn route_owner_proven(
+        &self,
+        name: &str,
+        proof: Proof,
+    ) -> Result<Option<String>, StoreError> {
+        let fresh = proof.fresh();
         if let Some(owner) = self.hot.owner(name).filter(|_| fresh) {
             return Ok(owner);
         }
         let generation = self.hot.generation();
-        let owner = self.backend.route_owner(name).await?;
+        let owner = self.bounded(self.backend.route_owner(name)).await?;
         if fresh {
             self.hot.keep_owner(generation, name, owner.clone());
         }
@@ -206,12 +284,26 @@ impl Store {
 
     /// Whether calls to a tool wait for the owner's approval of a change.
     pub async fn tool_change_pending(&self, route: &str, tool: &str) -> Result<bool, RelayError> {
-        let fresh = self.backend.fresh();
+        self.tool_change_pending_proven(route, tool, self.prove())
+            .await
+    }
+
+    /// [`Store::tool_change_pending`] under the request's `proof`.
+    pub async fn tool_change_pending_proven(
+        &self,
+        route: &str,
+        tool: &str,
+        proof: Proof,
+    ) -> Result<bool, RelayError> {
+        let fresh = proof.fresh();
         let pending = match self.hot.pending(route).filter(|_| fresh) {
             Some(pending) => pending,
             None => {
                 let generation = self.hot.generation();
-                let pending: Arc<[String]> = self.backend.pending_tools(route).await?.into();
+                let pending: Arc<[String]> = self
+                    .bounded(self.backend.pending_tools(route))
+                    .await?
+                    .into();
                 if fresh {
                     self.hot.keep_pending(generation, route, pending.clone());
                 }
@@ -223,12 +315,21 @@ impl Store {
 
     /// The groups last recorded for `email` (none if never).
     pub async fn groups(&self, email: &str) -> Result<Vec<String>, StoreError> {
-        let fresh = self.backend.fresh();
+        self.groups_proven(email, self.prove()).await
+    }
+
+    /// [`Store::groups`] under the request's `proof`.
+    pub async fn groups_proven(
+        &self,
+        email: &str,
+        proof: Proof,
+    ) -> Result<Vec<String>, StoreError> {
+        let fresh = proof.fresh();
         if let Some(groups) = self.hot.groups(email).filter(|_| fresh) {
             return Ok(groups.to_vec());
         }
         let generation = self.hot.generation();
-        let groups = self.backend.groups(email).await?;
+        let groups = self.bounded(self.backend.groups(email)).await?;
         if fresh {
             self.hot
                 .keep_groups(generation, email, groups.clone().into());
@@ -238,30 +339,41 @@ impl Store {
 
     /// Checks a presented access token: known, an access token, live.
     pub async fn verify_access(&self, presented: &str) -> Result<OAuthToken, TokenRejection> {
+        self.verify_access_proven(presented, self.prove())
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "OAuth token lookup failed");
+                Err(TokenRejection::Unknown)
+            })
+    }
+
+    /// [`Store::verify_access`] under the request's `proof`; the outer
+    /// error: the store could not be read.
+    pub async fn verify_access_proven(
+        &self,
+        presented: &str,
+        proof: Proof,
+    ) -> Result<Result<OAuthToken, TokenRejection>, StoreError> {
         let hash = token::hash(presented);
-        let fresh = self.backend.fresh();
+        let fresh = proof.fresh();
         let record = match self.hot.access(&hash).filter(|_| fresh) {
             Some(record) => record,
             None => {
                 let generation = self.hot.generation();
-                let record = self
-                    .backend
-                    .oauth_token(presented)
-                    .await
-                    .map_err(|e| {
-                        tracing::error!(error = %e, "OAuth token lookup failed");
-                        TokenRejection::Unknown
-                    })?
+                let Some(record) = self
+                    .bounded(self.backend.oauth_token(presented))
+                    .await?
                     .filter(|t| t.kind == OAuthTokenKind::Access)
-                    .ok_or(TokenRejection::Unknown)?;
+                else {
+                    return Ok(Err(TokenRejection::Unknown));
+                };
                 if fresh {
                     self.hot.keep_access(generation, hash, record.clone());
                 }
                 record
             }
         };
-        record.check(now())?;
-        Ok(record)
+        Ok(record.check(now()).map(|()| record))
     }
 }
 

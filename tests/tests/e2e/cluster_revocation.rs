@@ -138,3 +138,48 @@ async fn bad_and_unreachable_databases_are_clear_errors() {
     assert!(err.contains("visible to every user"), "{err}");
     assert!(err.contains("DRAWBRIDGE_DATABASE_URL"), "{err}");
 }
+
+/// An OAuth access token (the real sign-in on node A), and a share grant
+/// made through node A's grants API: revoked through the other node (the
+/// account removed by an admin command on node B's database; the grant
+/// revoked on node A, watched on node B), refused within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_tokens_and_grants_revoked_on_one_node_are_refused_by_the_other_within_a_second() {
+    const ALICE: &str = "alice@x";
+    const BOB: &str = "bob@x";
+    const PASSWORD: &str = "correct horse battery";
+    let url = e2e::postgres::shared().create_database().await;
+    let nodes = start_nodes(&url, 2, &[]).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let up = Upstream::start("u").await;
+    let agent_token = a.token(ALICE, false);
+    let mut agents = Vec::new();
+    for node in &nodes {
+        agents.push(AgentProc::start(node, &agent_token, "demo", &up.url(), "auto").await);
+    }
+    let client = HttpsClient::new(&a.ca(), false);
+
+    // OAuth: signed in on A (its token names A's route URL), the account
+    // removed on B.
+    e2e::browser::add_user(a, ALICE, PASSWORD);
+    let access = e2e::browser::oauth_access_token(a, ALICE, PASSWORD, "demo").await;
+    until_status(&client, a, &access, 200, BOUND).await;
+    let (code, _, err) = b.admin(&["user", "remove", ALICE]);
+    assert_eq!(code, 0, "{err}");
+    let delay = until_status(&client, a, &access, 401, BOUND).await;
+    println!("OAuth token revoked on node B (user removed): refused by node A after {delay:?}");
+
+    // A share grant: made on A (agent share), used on B, revoked on A.
+    let bob = a.token(BOB, true);
+    until_status(&client, b, &bob, 403, BOUND).await;
+    let config = crate::sharing::logged_in(a, ALICE, &agent_token);
+    let (code, out, err) = crate::sharing::share(&config, &["demo", "--with", BOB]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let grant = crate::sharing::grant_id(&out);
+    let delay = until_status(&client, b, &bob, 200, BOUND).await;
+    println!("grant made on node A: honoured by node B after {delay:?}");
+    let (code, out, err) = crate::sharing::share(&config, &["--revoke", &grant]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let delay = until_status(&client, b, &bob, 403, BOUND).await;
+    println!("grant revoked on node A: refused by node B after {delay:?}");
+}
