@@ -522,3 +522,140 @@ async fn mcp_sessions_keep_their_agent_on_every_node() {
         println!("--relay-connections {connections}: {served} requests of 6 sessions over 2 nodes, each served by its instance");
     }
 }
+
+/// One request of the load: which node, when it was sent and answered
+/// (since the start), and whether it was answered 200.
+struct Sent {
+    node: usize,
+    at: Duration,
+    ok: bool,
+    what: String,
+}
+
+/// 3 nodes, one agent (sessions to all), 64 callers spread over the nodes
+/// for 20 s; node 2 gets `signal` at 5 s and starts again at 10 s.
+async fn stop_one_node_under_load(signal: &str) {
+    const CALLERS: usize = 64;
+    const RUN: Duration = Duration::from_secs(20);
+    let upstream = Upstream::start("u1").await;
+    let (_secret, mut nodes) = cluster(3).await;
+    let agent_token = nodes[0].token("alice@example.com", false);
+    let client = nodes[0].token("alice@example.com", true);
+    let _agent = AgentProc::start(&nodes[0], &agent_token, "demo", &upstream.url(), "auto").await;
+    for node in &nodes {
+        until_agents(node, 1.0, Duration::from_secs(15)).await;
+    }
+    let urls: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("{}/echo/load", n.route_url("demo")))
+        .collect();
+    let ca = nodes[0].ca();
+    let start = tokio::time::Instant::now();
+    let mut callers = Vec::new();
+    for c in 0..CALLERS {
+        let (url, node, client, ca) = (urls[c % 3].clone(), c % 3, client.clone(), ca.clone());
+        callers.push(tokio::spawn(async move {
+            let http = HttpsClient::new(&ca, false);
+            let mut sent = Vec::new();
+            while start.elapsed() < RUN {
+                let at = start.elapsed();
+                let req = http::Request::builder()
+                    .uri(&url)
+                    .header("authorization", format!("Bearer {client}"))
+                    .body(e2e::client::full_body(""))
+                    .expect("request");
+                let answer = tokio::time::timeout(Duration::from_secs(10), http.try_fetch(req))
+                    .await
+                    .unwrap_or_else(|_| Err("no answer within 10 s".into()));
+                let (ok, what) = match answer {
+                    Ok(a) if a.status == 200 => (true, String::new()),
+                    Ok(a) => (false, format!("{}: {}", a.status, a.text())),
+                    Err(e) => (false, e),
+                };
+                if !ok {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                sent.push(Sent { node, at, ok, what });
+            }
+            sent
+        }));
+    }
+    tokio::time::sleep_until(start + Duration::from_secs(5)).await;
+    let stopped_at = start.elapsed();
+    nodes[2].proc.signal(signal);
+    nodes[2].proc.wait_exit(Duration::from_secs(15)).await;
+    tokio::time::sleep_until(start + Duration::from_secs(10)).await;
+    let state = nodes[2].state.clone();
+    let addr = nodes[2].addr.to_string();
+    let extra = nodes[2].extra_args.clone();
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let restarted = RelayProc::start_with(state, &addr, &extra).await;
+    let ready_at = start.elapsed();
+    nodes[2] = restarted;
+    // The agent is back on it (its session, not a forward).
+    let mut back_after = None;
+    while start.elapsed() < ready_at + Duration::from_secs(10) {
+        if agents_on(&nodes[2]).await == 1.0 {
+            back_after = Some(start.elapsed() - ready_at);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut all = Vec::new();
+    for c in callers {
+        all.extend(c.await.expect("caller"));
+    }
+    let others: Vec<&Sent> = all.iter().filter(|s| s.node != 2).collect();
+    let after: Vec<&Sent> = all
+        .iter()
+        .filter(|s| s.node == 2 && s.at >= ready_at)
+        .collect();
+    let before: Vec<&Sent> = all
+        .iter()
+        .filter(|s| s.node == 2 && s.at < stopped_at)
+        .collect();
+    let down: Vec<&Sent> = all
+        .iter()
+        .filter(|s| s.node == 2 && s.at >= stopped_at && s.at < ready_at)
+        .collect();
+    let failed = |v: &[&Sent]| v.iter().filter(|s| !s.ok).count();
+    println!(
+        "SIG{signal} node 2 at {stopped_at:?}, ready again at {ready_at:?}, agent back on it {back_after:?} after; \
+         {} requests in {RUN:?} by {CALLERS} callers: other nodes {} sent / {} failed; \
+         node 2 before the stop {} / {}; while down {} / {} (not counted); after restart {} / {}",
+        all.len(),
+        others.len(),
+        failed(&others),
+        before.len(),
+        failed(&before),
+        down.len(),
+        failed(&down),
+        after.len(),
+        failed(&after),
+    );
+    let first_failure = |v: &[&Sent]| {
+        v.iter()
+            .find(|s| !s.ok)
+            .map(|s| format!("at {:?}: {}", s.at, s.what))
+    };
+    assert_eq!(failed(&others), 0, "{:?}", first_failure(&others));
+    assert_eq!(failed(&after), 0, "{:?}", first_failure(&after));
+    if signal == "TERM" {
+        assert_eq!(failed(&before), 0, "{:?}", first_failure(&before));
+    }
+    let back = back_after.expect("the agent never came back to the restarted node");
+    assert!(
+        back <= Duration::from_secs(2),
+        "the agent came back {back:?} after the node was ready"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_killed_under_load_costs_the_other_nodes_nothing() {
+    stop_one_node_under_load("KILL").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_stopped_under_load_costs_nothing() {
+    stop_one_node_under_load("TERM").await;
+}
