@@ -1204,6 +1204,25 @@ pub async fn nodes_are_live_while_they_heartbeat_and_hold_agent_sessions(h: Hand
     assert_eq!(held[0].node.id, "n1");
     assert_eq!(held[0].node.agent_address, "127.0.0.1:4431");
 
+    // Nodes dead for long are forgotten, with their sessions; live ones
+    // are kept.
+    h.first
+        .add_agent_session("db", "n2", "i9")
+        .await
+        .expect("add");
+    assert_eq!(h.first.forget_dead_nodes(STALE).await.expect("forget"), 0);
+    assert_eq!(h.first.forget_dead_nodes(1000).await.expect("forget"), 1);
+    assert_eq!(h.first.live_nodes(STALE).await.expect("live").len(), 1);
+    h.second
+        .register_node("n2", "127.0.0.1:4432", "127.0.0.1:8442")
+        .await
+        .expect("register");
+    assert_eq!(
+        h.first.agent_sessions("db", STALE).await.expect("s").len(),
+        1,
+        "n2's sessions went with it"
+    );
+
     // A clean drain removes the node and its sessions.
     assert!(h.second.remove_node("n2").await.expect("remove"));
     assert!(!h.second.remove_node("n2").await.expect("removed already"));

@@ -68,6 +68,10 @@ pub trait Nodes: Send + Sync {
     /// True if it was registered.
     async fn remove_node(&self, id: &str) -> Result<bool, StoreError>;
 
+    /// Removes the nodes not heard from within `stale_after_ms` (killed,
+    /// never drained) and their agents' sessions. Returns how many nodes.
+    async fn forget_dead_nodes(&self, stale_after_ms: i64) -> Result<u64, StoreError>;
+
     /// Node `node` holds a session to `route`'s agent `instance`.
     async fn add_agent_session(
         &self,

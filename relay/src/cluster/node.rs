@@ -14,6 +14,8 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A node not heard from for this long is not live: its agents' sessions
 /// are ignored, and agents are no longer told to dial it.
 pub const STALE_AFTER: Duration = Duration::from_secs(3);
+/// Nodes not heard from for this long (killed, never drained) are removed.
+const DEAD_NODES_KEPT: Duration = Duration::from_secs(3600);
 /// MCP sessions' holders are forgotten this long after they were recorded.
 const MCP_SESSIONS_KEPT: Duration = Duration::from_secs(24 * 3600);
 
@@ -58,6 +60,13 @@ impl Node {
                     "--node-address is for a node of a cluster: give --cluster-secret-file too"
                         .into(),
                 ));
+            }
+            if config.database_url.is_some() {
+                tracing::warn!(
+                    "--database-url without --cluster-secret-file: this relay shares its state but is \
+                     not a node of the cluster (its agents are not told the other nodes, and it neither \
+                     forwards nor accepts forwarded requests)"
+                );
             }
             return Ok(None);
         };
@@ -148,6 +157,13 @@ pub async fn run(state: SharedState, node: Arc<Node>) {
             let before = store::now_ms() - MCP_SESSIONS_KEPT.as_millis() as i64;
             if let Err(e) = state.store.prune_mcp_sessions(before).await {
                 tracing::warn!(error = %e, "cannot prune MCP sessions' holders");
+            }
+            if let Err(e) = state
+                .store
+                .forget_dead_nodes(DEAD_NODES_KEPT.as_millis() as i64)
+                .await
+            {
+                tracing::warn!(error = %e, "cannot forget dead nodes");
             }
         }
     }

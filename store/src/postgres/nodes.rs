@@ -78,6 +78,24 @@ impl Nodes for PostgresStore {
         Ok(n > 0)
     }
 
+    async fn forget_dead_nodes(&self, stale_after_ms: i64) -> Result<u64, StoreError> {
+        let before = crate::now_ms() - stale_after_ms;
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(pg)?;
+        tx.execute(
+            "DELETE FROM agent_sessions WHERE node IN (SELECT id FROM nodes WHERE heartbeat_at < $1)",
+            &[&before],
+        )
+        .await
+        .map_err(pg)?;
+        let n = tx
+            .execute("DELETE FROM nodes WHERE heartbeat_at < $1", &[&before])
+            .await
+            .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        Ok(n)
+    }
+
     async fn add_agent_session(
         &self,
         route: &str,

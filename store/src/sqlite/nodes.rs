@@ -79,6 +79,21 @@ impl Nodes for SqliteStore {
         .await
     }
 
+    async fn forget_dead_nodes(&self, stale_after_ms: i64) -> Result<u64, StoreError> {
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let before = crate::now_ms() - stale_after_ms;
+            tx.execute(
+                "DELETE FROM agent_sessions WHERE node IN (SELECT id FROM nodes WHERE heartbeat_at < ?1)",
+                [before],
+            )?;
+            let n = tx.execute("DELETE FROM nodes WHERE heartbeat_at < ?1", [before])?;
+            tx.commit()?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
     async fn add_agent_session(
         &self,
         route: &str,
