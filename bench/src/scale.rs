@@ -92,6 +92,7 @@ pub async fn run(dir: &std::path::Path, upstream: &str, agents: usize) -> anyhow
                     let config = SessionConfig {
                         drain_timeout: Duration::from_secs(1),
                         quic_retry: None,
+                        nodes: None,
                     };
                     session::serve(established, serving, stop, &config, None).await;
                 }

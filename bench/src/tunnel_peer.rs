@@ -86,6 +86,7 @@ async fn serve(spec: PeerSpec) -> anyhow::Result<()> {
             max_body: 4 * 1024 * 1024,
             accept_tool_changes: false,
             inspector: None,
+            relay_connections: 1,
         };
         let stop = stop.clone();
         tokio::spawn(async move {

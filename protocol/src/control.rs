@@ -20,6 +20,17 @@ pub enum Control {
         reconnect: bool,
         message: String,
     },
+    /// Relay to agent, version 6 and later only (an older agent does not
+    /// decode it and is never sent it): the addresses (`HOST:PORT`) of the
+    /// live relay nodes of the cluster, `this` among them being the node
+    /// that sends it. Sent after the welcome and whenever the set changes.
+    /// The agent holds one session per node (up to its
+    /// `--relay-connections`), dialling each address with the relay's TLS
+    /// name and the same credential.
+    Nodes {
+        this: String,
+        addresses: Vec<String>,
+    },
 }
 
 /// Why a connection is going away.

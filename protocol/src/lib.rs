@@ -47,7 +47,11 @@ pub use route::{validate_route_name, RouteNameError};
 /// | 3       | + the route's grants (`agent share`)               | [`ExchangeHead::as_v3`] |
 /// | 4       | + the identity's groups from the upstream provider | [`ExchangeHead::as_v4`] |
 /// | 5       | + each grant's resources and prompts               | [`StreamOpen`] itself   |
-pub const PROTOCOL_VERSION: u16 = 5;
+/// | 6       | as 5; the relay may send [`Control::Nodes`]        | [`StreamOpen`] itself   |
+pub const PROTOCOL_VERSION: u16 = 6;
+/// The first protocol version whose agents are told the cluster's nodes
+/// ([`Control::Nodes`]).
+pub const NODES_VERSION: u16 = 6;
 /// The oldest protocol version this build still accepts from a peer.
 pub const MIN_PROTOCOL_VERSION: u16 = 2;
 /// The response header in which the agent tells the relay the route owner's

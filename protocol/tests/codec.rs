@@ -88,6 +88,13 @@ fn every_message_roundtrips() {
     roundtrip("control", Control::Pong { nonce: 0 });
     roundtrip(
         "control",
+        Control::Nodes {
+            this: "192.0.2.1:443".into(),
+            addresses: vec!["192.0.2.1:443".into(), "[2001:db8::2]:443".into()],
+        },
+    );
+    roundtrip(
+        "control",
         Control::GoAway {
             reason: GoAwayReason::Shutdown,
             reconnect: true,

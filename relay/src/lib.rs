@@ -41,6 +41,7 @@
 mod agents;
 mod audit;
 pub mod cli;
+mod cluster;
 mod config;
 mod error;
 #[doc(hidden)]

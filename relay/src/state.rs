@@ -45,6 +45,8 @@ pub struct RelayState {
     pub metrics: crate::metrics::Metrics,
     /// The certificate every TLS handshake gets (swapped on reload).
     pub certs: Arc<crate::tls::resolver::CertResolver>,
+    /// This relay as a node of a cluster (`None`: alone).
+    pub cluster: Option<Arc<crate::cluster::node::Node>>,
 }
 
 impl RelayState {

@@ -146,7 +146,7 @@ fn an_unknown_key_is_refused_with_its_line() {
             "{}:4:2: acmee: unknown key `acmee`, expected one of `listen`, `public_url`, \
              `state_dir`, `database`, `log_format`, `quic`, `policy`, `allow_origins`, `audit_arguments`, \
              `audit_rotate_size`, `response_timeout`, `keepalive_interval`, `drain_timeout`, `sse_keepalive`, \
-             `admin_listen`, `tls`, `acme`, `limits`, `oauth`",
+             `admin_listen`, `tls`, `acme`, `limits`, `oauth`, `cluster`",
             fixture("bad-unknown-table.toml").display()
         )
     );
@@ -296,12 +296,14 @@ fn file_keys(dir: &Path, table: Option<&str>) -> Result<Vec<String>, String> {
     };
     std::fs::write(&path, text).expect("write keys.toml");
     match ConfigFile::load(&path) {
+        // "expected one of `a`, `b`, `c`", or "expected `a` or `b`".
         Err(ConfigFileError::At { message, .. }) => message
             .split_once("expected one of ")
             // "expected `url`" for a table of one key.
             .or_else(|| message.split_once("unknown key `zzz`, expected "))
             .map(|(_, keys)| {
                 keys.split(", ")
+                    .flat_map(|k| k.split(" or "))
                     .map(|k| k.trim_matches('`').to_owned())
                     .collect()
             })

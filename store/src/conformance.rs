@@ -51,6 +51,8 @@ pub const CASES: &[&str] = &[
     "the_feed_reports_every_write_of_any_handle",
     "hooks_hear_a_write_before_it_returns",
     "the_store_answers_a_ping",
+    "nodes_are_live_while_they_heartbeat_and_hold_agent_sessions",
+    "mcp_sessions_name_their_agent_instance",
 ];
 
 /// One `#[tokio::test]` per case of the suite, each on a fresh store made
@@ -75,6 +77,8 @@ macro_rules! conformance_tests {
             the_feed_reports_every_write_of_any_handle,
             hooks_hear_a_write_before_it_returns,
             the_store_answers_a_ping,
+            nodes_are_live_while_they_heartbeat_and_hold_agent_sessions,
+            mcp_sessions_name_their_agent_instance,
         );
     };
     (@cases $fresh:path; $($case:ident),* $(,)?) => {
@@ -1115,4 +1119,156 @@ pub async fn hooks_hear_a_write_before_it_returns(h: Handles) {
 pub async fn the_store_answers_a_ping(h: Handles) {
     h.first.ping().await.expect("ping");
     h.second.ping().await.expect("ping");
+}
+
+pub async fn nodes_are_live_while_they_heartbeat_and_hold_agent_sessions(h: Handles) {
+    // Two nodes, each registered through its own handle (its own process).
+    const STALE: i64 = 60_000;
+    h.first
+        .register_node("n1", "127.0.0.1:4431", "127.0.0.1:8441")
+        .await
+        .expect("register");
+    h.second
+        .register_node("n2", "127.0.0.1:4432", "127.0.0.1:8442")
+        .await
+        .expect("register");
+    let live = h.first.live_nodes(STALE).await.expect("live");
+    let ids: Vec<_> = live.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(ids, ["n1", "n2"]);
+    assert_eq!(live[0].agent_address, "127.0.0.1:4431");
+    assert_eq!(live[1].peer_address, "127.0.0.1:8442");
+    assert!(h.first.node_heartbeat("n1").await.expect("heartbeat"));
+    assert!(!h.first.node_heartbeat("n9").await.expect("heartbeat"));
+    // Registering again (a new address) updates the row.
+    h.second
+        .register_node("n2", "127.0.0.1:4433", "127.0.0.1:8442")
+        .await
+        .expect("register again");
+    let live = h.first.live_nodes(STALE).await.expect("live");
+    assert_eq!(live.len(), 2);
+    assert_eq!(live[1].agent_address, "127.0.0.1:4433");
+
+    // One agent instance with sessions on both nodes, another on one.
+    for (node, instance) in [("n1", "i1"), ("n2", "i1"), ("n2", "i2")] {
+        h.first
+            .add_agent_session("db", node, instance)
+            .await
+            .expect("add");
+    }
+    h.second
+        .add_agent_session("db", "n1", "i1")
+        .await
+        .expect("added twice");
+    let held: Vec<_> = h
+        .second
+        .agent_sessions("db", STALE)
+        .await
+        .expect("sessions")
+        .into_iter()
+        .map(|s| (s.node.id, s.instance))
+        .collect();
+    assert_eq!(
+        held,
+        [
+            ("n1".to_owned(), "i1".to_owned()),
+            ("n2".into(), "i1".into()),
+            ("n2".into(), "i2".into())
+        ]
+    );
+    assert!(h
+        .first
+        .agent_sessions("other", STALE)
+        .await
+        .expect("none")
+        .is_empty());
+    h.second
+        .remove_agent_session("db", "n2", "i2")
+        .await
+        .expect("remove");
+    assert_eq!(
+        h.first.agent_sessions("db", STALE).await.expect("s").len(),
+        2
+    );
+
+    // A node whose heartbeat is stale is not live, and its sessions are
+    // ignored.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(h.first.node_heartbeat("n1").await.expect("heartbeat"));
+    let live = h.second.live_nodes(1000).await.expect("live");
+    assert_eq!(
+        live.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+        ["n1"]
+    );
+    let held = h.second.agent_sessions("db", 1000).await.expect("s");
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].node.id, "n1");
+    assert_eq!(held[0].node.agent_address, "127.0.0.1:4431");
+
+    // Nodes dead for long are forgotten, with their sessions; live ones
+    // are kept.
+    h.first
+        .add_agent_session("db", "n2", "i9")
+        .await
+        .expect("add");
+    assert_eq!(h.first.forget_dead_nodes(STALE).await.expect("forget"), 0);
+    assert_eq!(h.first.forget_dead_nodes(1000).await.expect("forget"), 1);
+    assert_eq!(h.first.live_nodes(STALE).await.expect("live").len(), 1);
+    h.second
+        .register_node("n2", "127.0.0.1:4432", "127.0.0.1:8442")
+        .await
+        .expect("register");
+    assert_eq!(
+        h.first.agent_sessions("db", STALE).await.expect("s").len(),
+        1,
+        "n2's sessions went with it"
+    );
+
+    // A clean drain removes the node and its sessions.
+    assert!(h.second.remove_node("n2").await.expect("remove"));
+    assert!(!h.second.remove_node("n2").await.expect("removed already"));
+    assert!(!h.second.node_heartbeat("n2").await.expect("heartbeat"));
+    h.second
+        .register_node("n2", "127.0.0.1:4432", "127.0.0.1:8442")
+        .await
+        .expect("register");
+    let held = h.first.agent_sessions("db", STALE).await.expect("s");
+    assert_eq!(held.len(), 1, "n2's sessions went with it: {held:?}");
+}
+
+pub async fn mcp_sessions_name_their_agent_instance(h: Handles) {
+    assert_eq!(h.first.mcp_session("s1").await.expect("get"), None);
+    h.first
+        .add_mcp_session("s1", "db", "i1")
+        .await
+        .expect("add");
+    h.first
+        .add_mcp_session("s2", "db", "i2")
+        .await
+        .expect("add");
+    // Any node sees which instance holds it.
+    assert_eq!(
+        h.second.mcp_session("s1").await.expect("get"),
+        Some(crate::SessionHolder {
+            route: "db".into(),
+            instance: "i1".into()
+        })
+    );
+    h.second.remove_mcp_session("s1").await.expect("remove");
+    assert_eq!(h.first.mcp_session("s1").await.expect("get"), None);
+    // Old ones are pruned, newer ones kept.
+    assert_eq!(
+        h.second
+            .prune_mcp_sessions(crate::now_ms() - 60_000)
+            .await
+            .expect("prune"),
+        0
+    );
+    assert_eq!(
+        h.second
+            .prune_mcp_sessions(crate::now_ms() + 1)
+            .await
+            .expect("prune"),
+        1
+    );
+    assert_eq!(h.first.mcp_session("s2").await.expect("get"), None);
 }

@@ -13,6 +13,7 @@ pub mod changes;
 pub mod conformance;
 mod error;
 pub mod grants;
+pub mod nodes;
 pub mod oauth;
 pub mod pins;
 #[cfg(feature = "postgres")]
@@ -27,6 +28,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use changes::{Change, ChangeFeed, ChangeHook, Changes};
 pub use error::StoreError;
 pub use grants::{GrantRecord, Grants, NewGrant};
+pub use nodes::{AgentSession, Node, Nodes, SessionHolder};
 pub use oauth::{
     AuthCode, CodeCheck, CodeRedemption, DevicePoll, DeviceRequest, Grant, IssuedTokens, OAuth,
     OAuthClient, OAuthToken, OAuthTokenKind, RefreshCheck, RefreshOutcome, RefreshVerdict, Refusal,
@@ -38,14 +40,22 @@ pub use tokens::{RouteClaim, TokenRecord, TokenRejection, Tokens};
 pub use users::Users;
 
 /// Every aggregate of the state, and its change feed: what the relay holds.
-pub trait Store: Tokens + Grants + Pins + OAuth + Users + Changes + Send + Sync {}
+pub trait Store: Tokens + Grants + Pins + OAuth + Users + Nodes + Changes + Send + Sync {}
 
-impl<T: Tokens + Grants + Pins + OAuth + Users + Changes + Send + Sync> Store for T {}
+impl<T: Tokens + Grants + Pins + OAuth + Users + Nodes + Changes + Send + Sync> Store for T {}
 
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }

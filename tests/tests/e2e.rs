@@ -60,6 +60,8 @@ mod mcp_sqlite;
 mod metrics;
 #[path = "e2e/network_change.rs"]
 mod network_change;
+#[path = "e2e/nodes.rs"]
+mod nodes;
 #[path = "e2e/npm_clients.rs"]
 mod npm_clients;
 #[path = "e2e/oauth.rs"]

@@ -172,6 +172,11 @@ pub struct ConnectArgs {
     /// On a TCP tunnel (auto mode), how often to try QUIC again.
     #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
     quic_retry_interval: Duration,
+    /// With a relay that runs as several nodes: hold a session to each of
+    /// up to N of them (each with its own back-off), so that every node
+    /// serves the route without forwarding. 1: only the relay's address.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    relay_connections: u16,
     /// Serve a live page of this agent's exchanges (who asked, which tool,
     /// the SQL, which rules decided, what came back, how long it took) on
     /// ADDR (default 127.0.0.1:4040; the next free port if taken). Prints
@@ -427,6 +432,7 @@ pub async fn connect(args: ConnectArgs, view: Option<TuiView>) -> anyhow::Result
         transport: args.transport,
         drain_timeout: args.drain_timeout,
         quic_retry_interval: args.quic_retry_interval,
+        relay_connections: usize::from(args.relay_connections),
         policy,
         plain_http: args.plain_http,
         max_body: args.max_body,

@@ -1,5 +1,6 @@
 //! `agent connect`: dial, say hello, serve, and come back after every loss.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use crate::error::AgentError;
 use crate::gate::{Gate, OwnerPolicy};
 use crate::report::Reporter;
 use crate::tunnel::dial::{Dialer, TransportChoice};
-use crate::tunnel::session::{self, Identity, Serving, SessionConfig, SessionEnd};
+use crate::tunnel::session::{self, Identity, NodeList, Serving, SessionConfig, SessionEnd};
 use crate::upstream::Upstream;
 
 /// Everything `agent connect` needs once the CLI is parsed.
@@ -40,6 +41,9 @@ pub struct ConnectOptions {
     pub accept_tool_changes: bool,
     /// `--inspect`: the live view of the exchanges (`None`: off).
     pub inspector: Option<Arc<crate::inspector::Inspector>>,
+    /// Sessions to hold at most, one per node of a relay that runs as a
+    /// cluster (`--relay-connections`; 1: only the relay's public name).
+    pub relay_connections: usize,
 }
 
 /// Runs until `stop` is cancelled (Ok) or the relay refuses us for good (Err).
@@ -72,10 +76,87 @@ pub async fn run(
         reporter: reporter.clone(),
         inspector: opts.inspector.clone(),
     });
+    let (nodes_tx, nodes_rx) = tokio::sync::watch::channel(None);
     let config = SessionConfig {
         drain_timeout: opts.drain_timeout,
         quic_retry: (opts.transport == TransportChoice::Auto).then_some(opts.quic_retry_interval),
+        nodes: (opts.relay_connections > 1).then_some(nodes_tx),
     };
+    let identity = Arc::new(identity);
+    let dialer = Arc::new(dialer);
+    // Sessions to the relay's other nodes (a cluster tells its agents its
+    // nodes: protocol 6), each with its own back-off, until `stop`.
+    let others = stop.child_token();
+    let nodes = tokio::spawn(hold_nodes(
+        opts.relay_connections.saturating_sub(1),
+        Held {
+            dialer: dialer.clone(),
+            identity: identity.clone(),
+            serving: serving.clone(),
+            config: Arc::new(SessionConfig {
+                drain_timeout: config.drain_timeout,
+                quic_retry: config.quic_retry,
+                nodes: None,
+            }),
+            transport: opts.transport,
+            relay: opts.relay.to_string(),
+            reporter: None,
+        },
+        nodes_rx,
+        others.clone(),
+    ));
+    let primary = Held {
+        dialer,
+        identity,
+        serving,
+        config: Arc::new(config),
+        transport: opts.transport,
+        relay: opts.relay.to_string(),
+        reporter: Some(reporter),
+    };
+    let result = hold(&primary, &stop).await;
+    // Whatever ended the first session ends the others (they drained with
+    // `stop`, or end now).
+    others.cancel();
+    let _ = nodes.await;
+    result
+}
+
+/// What a session loop needs: whom to dial, what to say and what serves.
+struct Held {
+    dialer: Arc<Dialer>,
+    identity: Arc<Identity>,
+    serving: Arc<Serving>,
+    config: Arc<SessionConfig>,
+    transport: TransportChoice,
+    /// The relay, for messages.
+    relay: String,
+    /// Who hears about the tunnel (`None`: a session to one more node of
+    /// the relay, logged only).
+    reporter: Option<Arc<dyn Reporter>>,
+}
+
+impl Held {
+    fn reconnecting(&self, why: &str, delay: Duration) {
+        match &self.reporter {
+            Some(r) => r.reconnecting(why, delay),
+            None => tracing::info!(node = %self.relay, why, ?delay, "reconnecting to a relay node"),
+        }
+    }
+}
+
+/// Dials, says hello, serves, and comes back after every loss (with
+/// back-off) until `stop` (Ok) or a refusal for good (Err).
+async fn hold(held: &Held, stop: &CancellationToken) -> Result<(), AgentError> {
+    let Held {
+        dialer,
+        identity,
+        serving,
+        config,
+        transport: choice,
+        relay,
+        reporter,
+    } = held;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(15));
     let mut next_conn = None;
     loop {
@@ -86,15 +167,15 @@ pub async fn run(
             Some(c) => c,
             None => {
                 let dialed = tokio::select! {
-                    d = dialer.dial(opts.transport) => d,
+                    d = dialer.dial(*choice) => d,
                     _ = stop.cancelled() => return Ok(()),
                 };
                 match dialed {
                     Ok(c) => c,
                     Err(e) => {
                         let delay = backoff.next_delay();
-                        reporter.reconnecting(
-                            &format!("cannot reach the relay at {}: {e}", opts.relay),
+                        held.reconnecting(
+                            &format!("cannot reach the relay at {relay}: {e}"),
                             delay,
                         );
                         tokio::select! {
@@ -106,7 +187,7 @@ pub async fn run(
             }
         };
         let transport = conn.transport();
-        let established = match session::handshake(conn.clone(), &identity).await {
+        let established = match session::handshake(conn.clone(), identity).await {
             Ok(e) => e,
             Err(SessionEnd::Refused(r)) if !r.code.is_retryable() => {
                 conn.close("refused");
@@ -115,7 +196,7 @@ pub async fn run(
             Err(end) => {
                 conn.close("handshake failed");
                 let delay = backoff.next_delay();
-                reporter.reconnecting(&describe(&end), delay);
+                held.reconnecting(&describe(&end), delay);
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => continue,
                     _ = stop.cancelled() => return Ok(()),
@@ -124,21 +205,23 @@ pub async fn run(
         };
         backoff.reset();
         tracing::info!(
-            relay = %opts.relay,
+            relay = %relay,
             %transport,
             session = established.welcome.session_id,
             owner = %established.welcome.owner,
             "tunnel established"
         );
-        for r in &established.welcome.routes {
-            reporter.live(&r.name, &r.public_url, transport);
+        if let Some(reporter) = reporter {
+            for r in &established.welcome.routes {
+                reporter.live(&r.name, &r.public_url, transport);
+            }
         }
         let end = session::serve(
             established,
             serving.clone(),
             stop.clone(),
-            &config,
-            Some(&dialer),
+            config,
+            Some(dialer),
         )
         .await;
         match end {
@@ -150,7 +233,7 @@ pub async fn run(
                 // Right after a working session, come back quickly: a relay
                 // restart should cost well under a second.
                 let delay = backoff.next_delay();
-                reporter.reconnecting(&reason, delay);
+                held.reconnecting(&reason, delay);
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = stop.cancelled() => return Ok(()),
@@ -158,6 +241,76 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Holds one session to each of up to `extra` nodes of the relay besides
+/// the one the first session is on, as the relay's list of its nodes says
+/// (in its order), until `stop`: a node that leaves the list has its
+/// session ended; one that joins it gets one.
+async fn hold_nodes(
+    extra: usize,
+    template: Held,
+    mut nodes: tokio::sync::watch::Receiver<Option<NodeList>>,
+    stop: CancellationToken,
+) {
+    let mut held: HashMap<String, CancellationToken> = HashMap::new();
+    let tasks = tokio_util::task::TaskTracker::new();
+    loop {
+        let wanted: Vec<String> = match &*nodes.borrow_and_update() {
+            Some(list) => list
+                .addresses
+                .iter()
+                .filter(|a| **a != list.this)
+                .take(extra)
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        };
+        held.retain(|address, token| {
+            let keep = wanted.contains(address);
+            if !keep {
+                tracing::info!(node = %address, "no longer a node of the relay (or another session is on it); leaving it");
+                token.cancel();
+            }
+            keep
+        });
+        for address in wanted {
+            if held.contains_key(&address) {
+                continue;
+            }
+            let dialer = match template.dialer.for_node(&address) {
+                Ok(d) => Arc::new(d),
+                Err(e) => {
+                    tracing::warn!(node = %address, error = %e, "cannot dial this node of the relay");
+                    continue;
+                }
+            };
+            let token = stop.child_token();
+            held.insert(address.clone(), token.clone());
+            let node = Held {
+                dialer,
+                identity: template.identity.clone(),
+                serving: template.serving.clone(),
+                config: template.config.clone(),
+                transport: template.transport,
+                relay: address.clone(),
+                reporter: None,
+            };
+            tasks.spawn(async move {
+                tracing::info!(node = %address, "holding a session to this node of the relay too");
+                if let Err(e) = hold(&node, &token).await {
+                    tracing::warn!(node = %address, error = %e, "the session to this node of the relay ended");
+                }
+            });
+        }
+        tokio::select! {
+            changed = nodes.changed() => if changed.is_err() { break },
+            _ = stop.cancelled() => break,
+        }
+    }
+    stop.cancel();
+    tasks.close();
+    tasks.wait().await;
 }
 
 fn refusal_error(mut r: protocol::Refusal) -> AgentError {

@@ -42,8 +42,12 @@ const QUIC_GRACE: Duration = Duration::from_millis(250);
 
 /// Dials one relay.
 pub struct Dialer {
+    /// Where to connect (the relay's host, or one node's address).
     host: String,
     port: u16,
+    /// The relay's TLS name (SNI, and the name its certificate must have):
+    /// the relay's host, whatever node is dialled.
+    tls_name: String,
     server_name: ServerName<'static>,
     tcp_tls: Arc<rustls::ClientConfig>,
     quic_tls: rustls::ClientConfig,
@@ -75,6 +79,7 @@ impl Dialer {
         let tcp_tls = tunnel::tls::client_config(ca_cert, &[protocol::ALPN])?;
         let quic_tls = tunnel::tls::client_config(ca_cert, &[protocol::ALPN])?;
         Ok(Dialer {
+            tls_name: host.clone(),
             host,
             port,
             server_name,
@@ -88,6 +93,29 @@ impl Dialer {
             },
             quic_lost_at: Mutex::new(None),
             quic_retry_interval: Duration::from_secs(300),
+        })
+    }
+
+    /// A dialer of one node of the relay at `address` (`HOST:PORT`, as the
+    /// relay's [`protocol::Control::Nodes`] says), with the relay's TLS name
+    /// and trust.
+    pub fn for_node(&self, address: &str) -> Result<Dialer, DialError> {
+        let bad = || DialError::Resolve {
+            host: address.to_owned(),
+            reason: "not HOST:PORT".into(),
+        };
+        let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        Ok(Dialer {
+            host: host.trim_matches(['[', ']']).to_owned(),
+            port,
+            tls_name: self.tls_name.clone(),
+            server_name: self.server_name.clone(),
+            tcp_tls: self.tcp_tls.clone(),
+            quic_tls: self.quic_tls.clone(),
+            quic: self.quic.clone(),
+            quic_lost_at: Mutex::new(None),
+            quic_retry_interval: self.quic_retry_interval,
         })
     }
 
@@ -200,7 +228,7 @@ impl Dialer {
             );
         }
         let connecting = endpoint
-            .connect(addr, &self.host)
+            .connect(addr, &self.tls_name)
             .map_err(|e| DialError::Quic(e.to_string()))?;
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await

@@ -66,6 +66,18 @@ pub struct SessionConfig {
     pub drain_timeout: Duration,
     /// When on TCP in auto mode: how often to try QUIC again (None: never).
     pub quic_retry: Option<Duration>,
+    /// Where the relay's list of its nodes goes ([`Control::Nodes`];
+    /// `None`: ignored).
+    pub nodes: Option<tokio::sync::watch::Sender<Option<NodeList>>>,
+}
+
+/// The live nodes of the relay, as one of them said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeList {
+    /// The address of the node that said it (this session's).
+    pub this: String,
+    /// Every live node's address, `this` among them.
+    pub addresses: Vec<String>,
 }
 
 /// A session the relay accepted: its connection, the relay's welcome, and
@@ -174,6 +186,12 @@ pub async fn serve(
                         let _ = protocol::write_frame("control", &mut send, &Control::Pong { nonce }, FrameLimit::CONTROL).await;
                     }
                     Ok(Control::Pong { .. }) => {}
+                    Ok(Control::Nodes { this, addresses }) => {
+                        tracing::debug!(this, ?addresses, "the relay's nodes");
+                        if let Some(nodes) = &config.nodes {
+                            nodes.send_replace(Some(NodeList { this, addresses }));
+                        }
+                    }
                     Ok(Control::GoAway { reason, reconnect, message }) => {
                         tracing::info!(?reason, message, "the relay said goodbye");
                         let _ = send.finish().await;

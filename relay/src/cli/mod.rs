@@ -218,13 +218,14 @@ mod tests {
         let e =
             toml::from_str::<crate::config::settings::Settings>(&text).expect_err("zzz is unknown");
         let message = e.message().to_owned();
-        // "expected one of `a`, `b`", or "expected `a`" for a table of one key.
+        // "expected one of `a`, `b`, `c`", or "expected `a` or `b`".
         let (_, expected) = message
             .split_once("expected one of ")
-            .or_else(|| message.split_once("expected "))
+            .or_else(|| message.find("expected `").map(|i| ("", &message[i + 9..])))
             .expect(&message);
         expected
             .split(", ")
+            .flat_map(|k| k.split(" or "))
             .map(|k| k.trim_matches('`').to_owned())
             .collect()
     }

@@ -109,6 +109,11 @@ pub struct RelayConfig {
     pub cimd: crate::config::oauth::CimdConfig,
     /// Sign-in through upstream identity providers.
     pub upstream: crate::config::oauth::UpstreamConfig,
+    /// The address agents dial for this node of a cluster (`None`: the
+    /// listen address).
+    pub node_address: Option<SocketAddr>,
+    /// The cluster's shared secret (`None`: the relay is alone).
+    pub cluster_secret_file: Option<PathBuf>,
     /// The PostgreSQL database of the state (`--database-url`); `None`: the
     /// SQLite file in `state_dir`.
     pub database_url: Option<crate::config::oauth::Secret>,
@@ -151,6 +156,8 @@ impl RelayConfig {
             bench_disable_policy_and_audit: false,
             cimd: crate::config::oauth::CimdConfig::default(),
             upstream: crate::config::oauth::UpstreamConfig::default(),
+            node_address: None,
+            cluster_secret_file: None,
             database_url: None,
         }
     }

@@ -66,6 +66,7 @@ setting!(
     SocketAddr,
     AdminListen,
     StateDir,
+    Option<SocketAddr>,
     Option<String>,
     Option<PathBuf>,
     Option<Rate>,
@@ -180,10 +181,32 @@ table! {
         pub limits: Limits,
         #[command(flatten)]
         pub oauth: OAuth,
+        #[command(flatten)]
+        pub cluster: Cluster,
         /// FOR BENCHMARKS ONLY (bench/): no per-message policy and no audit.
         #[arg(long, hide = true)]
         #[serde(skip)]
         pub bench_disable_policy_and_audit: bool,
+    }
+}
+
+table! {
+    /// `[cluster]`: several relay nodes on one database.
+    #[derive(Debug, Clone, Args, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    pub struct Cluster {
+        /// The address (HOST:PORT) agents dial for this node of a cluster,
+        /// and peers forward requests to. Default: the listen address.
+        #[arg(long, value_name = "HOST:PORT", display_order = 40)]
+        #[serde(deserialize_with = "optional_text")]
+        pub node_address: Option<SocketAddr>,
+        /// A file with the secret every node of the cluster shares (at least
+        /// 32 bytes): with it the relay joins the cluster of the nodes on its
+        /// database, tells its agents the live nodes, and signs and checks
+        /// requests forwarded between nodes.
+        #[arg(long, env = "DRAWBRIDGE_CLUSTER_SECRET_FILE", value_name = "FILE", display_order = 41)]
+        #[serde(rename = "secret_file")]
+        pub cluster_secret_file: Option<PathBuf>,
     }
 }
 
@@ -531,6 +554,8 @@ impl Settings {
         config.http_idle_timeout = limits.http_idle_timeout;
         config.body_read_timeout = limits.body_read_timeout;
         config.admin_listen = self.admin_listen.0;
+        config.node_address = self.cluster.node_address;
+        config.cluster_secret_file = self.cluster.cluster_secret_file;
         config.bench_disable_policy_and_audit = self.bench_disable_policy_and_audit;
         config.database_url = self.database.database_url;
         config

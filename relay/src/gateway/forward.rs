@@ -112,6 +112,18 @@ pub async fn forward(
         resp.status(),
         resp.headers(),
     );
+    if state.cluster.is_some() {
+        crate::cluster::sessions::observed(
+            state,
+            ask.route,
+            &agent,
+            &parts.method,
+            request_session.as_deref(),
+            resp.status(),
+            resp.headers(),
+        )
+        .await;
+    }
     let mut resp = resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync());
     if let Some(word) = resp.headers_mut().remove(protocol::APPROVAL_HEADER) {
         trail.approval(&String::from_utf8_lossy(word.as_bytes()));

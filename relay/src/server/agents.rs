@@ -13,7 +13,7 @@ use protocol::frame::{decode_payload, read_payload};
 use protocol::handshake::{peek_version, version_mismatch_message};
 use protocol::{
     AcceptedRoute, Control, FrameLimit, GoAwayReason, Hello, HelloReply, Refusal, RefusalCode,
-    Welcome, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    Welcome, MIN_PROTOCOL_VERSION, NODES_VERSION, PROTOCOL_VERSION,
 };
 use tokio::time::{timeout, Instant};
 use tunnel::{ControlReader, RecvHalf, SendHalf, TunnelConnection};
@@ -61,10 +61,36 @@ pub async fn serve_connection(state: SharedState, conn: TunnelConnection) {
         "agent connected"
     );
     let _counted = state.metrics.agent_connected(transport);
+    if let Some(node) = &state.cluster {
+        crate::cluster::node::agent_session(
+            &state,
+            node,
+            &session.routes,
+            &session.instance_id,
+            true,
+        )
+        .await;
+    }
     tokio::spawn(refuse_extra_streams(session.clone()));
     let outcome = control_loop(&state, &session, &mut send, ControlReader::spawn(recv)).await;
     state.registry.unregister(&session);
     session.set_draining();
+    if let Some(node) = &state.cluster {
+        // Unless a newer session of the same agent on this node holds it.
+        let routes: Vec<String> = session
+            .routes
+            .iter()
+            .filter(|r| {
+                state
+                    .registry
+                    .pick_instance(r, session.instance_id)
+                    .is_none()
+            })
+            .cloned()
+            .collect();
+        crate::cluster::node::agent_session(&state, node, &routes, &session.instance_id, false)
+            .await;
+    }
     tracing::info!(session = session.id, %remote, %transport, outcome, "agent disconnected");
 }
 
@@ -300,8 +326,40 @@ async fn control_loop(
     let mut control_open = true;
     // Set once the agent (or the relay) began draining this session.
     let mut draining = false;
+    // A node of a cluster tells agents that decode it the live nodes, now
+    // and whenever they change.
+    let mut nodes = state
+        .cluster
+        .as_ref()
+        .filter(|_| session.protocol_version >= NODES_VERSION)
+        .map(|node| {
+            let mut live = node.live();
+            live.mark_changed();
+            (node.agent_address.clone(), live)
+        });
     loop {
         tokio::select! {
+            changed = async {
+                match nodes.as_mut() {
+                    Some((_, live)) => live.changed().await,
+                    None => std::future::pending().await,
+                }
+            }, if nodes.is_some() && !draining => {
+                let Some((this, live)) = nodes.as_mut() else { continue };
+                if changed.is_err() {
+                    nodes = None;
+                    continue;
+                }
+                let addresses = live.borrow_and_update().clone();
+                if addresses.is_empty() {
+                    continue;
+                }
+                let message = Control::Nodes { this: this.clone(), addresses };
+                if protocol::write_frame("control", send, &message, FrameLimit::CONTROL).await.is_err() {
+                    session.conn.close("control stream failed");
+                    return "control stream write failed";
+                }
+            }
             frame = control.next(), if control_open => {
                 if !draining {
                     deadline = Instant::now() + silence_limit;
@@ -314,6 +372,11 @@ async fn control_loop(
                         }
                     }
                     Ok(Control::Pong { .. }) => {}
+                    Ok(Control::Nodes { .. }) => {
+                        tracing::warn!(session = session.id, "agent sent a relay's control message; closing its tunnel");
+                        session.conn.close("protocol violation");
+                        return "protocol violation";
+                    }
                     Ok(Control::GoAway { reason, .. }) => {
                         tracing::info!(session = session.id, ?reason, "agent is leaving; draining");
                         state.registry.unregister(session);

@@ -125,6 +125,7 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         }
         None => None,
     };
+    let cluster = crate::cluster::node::Node::from_config(&config, local_addr)?.map(Arc::new);
     let state = Arc::new(RelayState {
         config: config.clone(),
         public_url: public_url.clone(),
@@ -148,6 +149,7 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         ),
         metrics: crate::metrics::Metrics::new(),
         certs: certs.clone(),
+        cluster: cluster.clone(),
     });
     match expiry {
         Some(Ok(t)) => state.metrics.set_certificate_expiry(t),
@@ -202,6 +204,9 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
     })?;
     tasks.spawn(listener::serve_tcp(state.clone(), tcp, Arc::new(https_tls)));
     tasks.spawn(agents::revocation_watch(state.clone()));
+    if let Some(node) = &cluster {
+        tasks.spawn(crate::cluster::node::run(state.clone(), node.clone()));
+    }
     if let Some((settings, stored)) = acme {
         let acme = crate::tls::acme::Acme::new(settings, &config.state_dir, certs.clone());
         tasks.spawn(acme.run(stored, state.shutdown.clone()));
@@ -259,6 +264,10 @@ impl RunningRelay {
         // instead of waiting on a relay that will not answer.
         if let Some(endpoint) = &self.quic {
             endpoint.set_server_config(None);
+        }
+        // Agents stop being told to dial this node.
+        if let Some(node) = &self.state.cluster {
+            crate::cluster::node::leave(&self.state, node).await;
         }
         self.state.shutdown.cancel();
         self.state.requests.close();

@@ -13,11 +13,18 @@ use crate::StoreError;
 const MIGRATIONS_LOCK: i64 = 0x4442_524d_4947_5241;
 
 /// Every migration, by version (1, 2, …).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "baseline",
-    include_str!("../../migrations/postgres/0001_baseline.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "baseline",
+        include_str!("../../migrations/postgres/0001_baseline.sql"),
+    ),
+    (
+        2,
+        "nodes",
+        include_str!("../../migrations/postgres/0002_nodes.sql"),
+    ),
+];
 
 /// The newest schema version this program knows.
 pub fn latest() -> i64 {

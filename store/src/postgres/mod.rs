@@ -23,6 +23,7 @@
 
 mod grants;
 mod migrations;
+mod nodes;
 mod oauth;
 mod pins;
 mod tls;

@@ -28,6 +28,11 @@ const MIGRATIONS: &[(i64, &str, Step)] = &[
         "change feed",
         Step::Sql(include_str!("../../migrations/0003_changes.sql")),
     ),
+    (
+        4,
+        "nodes",
+        Step::Sql(include_str!("../../migrations/0004_nodes.sql")),
+    ),
 ];
 
 /// The newest schema version this program knows.

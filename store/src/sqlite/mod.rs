@@ -15,6 +15,7 @@
 
 mod grants;
 mod migrations;
+mod nodes;
 mod oauth;
 mod pins;
 mod tokens;

@@ -124,7 +124,7 @@ fn tunnel_tls(relay: &RelayProc) -> rustls::ClientConfig {
 }
 
 /// A QUIC connection to the relay. Keep the endpoint alive as long as the connection.
-async fn quic_connect(relay: &RelayProc) -> (quinn::Endpoint, quinn::Connection) {
+pub(crate) async fn quic_connect(relay: &RelayProc) -> (quinn::Endpoint, quinn::Connection) {
     let settings = QuicSettings {
         max_incoming_streams: 8,
         keep_alive: Duration::from_secs(1),
@@ -179,7 +179,7 @@ fn instance_id() -> [u8; 16] {
     nanos.to_le_bytes()
 }
 
-fn hello(version: u16, credential: &str, route: &str) -> Hello {
+pub(crate) fn hello(version: u16, credential: &str, route: &str) -> Hello {
     Hello {
         version,
         credential: credential.to_owned(),
@@ -195,7 +195,10 @@ fn hello(version: u16, credential: &str, route: &str) -> Hello {
 }
 
 /// Opens the handshake stream, says `hello`, and reads the relay's answer.
-async fn say_hello(conn: &TunnelConnection, hello: &Hello) -> (HelloReply, SendHalf, RecvHalf) {
+pub(crate) async fn say_hello(
+    conn: &TunnelConnection,
+    hello: &Hello,
+) -> (HelloReply, SendHalf, RecvHalf) {
     let (mut send, mut recv) = conn.open_bi().await.expect("open the handshake stream");
     protocol::write_frame("hello", &mut send, hello, FrameLimit::CONTROL)
         .await

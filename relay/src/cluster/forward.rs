@@ -1,0 +1,258 @@
+//! Forwarding between nodes, the fallback: a node with no session to a
+//! route's agent (just restarted, or the agent holds fewer sessions than
+//! there are nodes) sends the request once, as it came, to a live node that
+//! has one. The request is signed with the cluster secret (method, path,
+//! the forwarding node, the client's address and the time: see
+//! [`ClusterSecret::sign`]); the receiving node checks the signature,
+//! takes the client's address from it, and authenticates, decides, audits
+//! and answers as for any request. A forwarded request is never forwarded
+//! again, and the forwarding node does not audit it (the node that serves
+//! it does, once).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use rustls_pki_types::ServerName;
+
+use crate::cluster::node::{Node, STALE_AFTER};
+use crate::cluster::secret::{ClusterSecret, SIGNATURE_HEADER};
+use crate::http::body::RespBody;
+use crate::http::response::error;
+use crate::state::SharedState;
+
+/// The client's address on a forwarded request (covered by the signature).
+pub const CLIENT_HEADER: &str = "drawbridge-forwarded-for";
+/// How long connecting to a peer node may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where a request comes from, as far as the cluster is concerned.
+pub enum Inbound {
+    /// From a client.
+    Direct,
+    /// Forwarded by another node, for the client at `client`.
+    Forwarded { client: SocketAddr, by: String },
+    /// It says it was forwarded, and it was not by a node of this cluster.
+    Refused(String),
+}
+
+/// Whether `req` was forwarded by a node of the cluster (its signature
+/// checked), or comes from a client.
+pub fn inbound<B>(secret: &ClusterSecret, req: &Request<B>) -> Inbound {
+    let headers = req.headers();
+    let Some(signature) = headers.get(SIGNATURE_HEADER) else {
+        if headers.contains_key(CLIENT_HEADER) {
+            return Inbound::Refused(format!("{CLIENT_HEADER} without a signature"));
+        }
+        return Inbound::Direct;
+    };
+    let (Ok(signature), Some(Ok(client))) = (
+        signature.to_str(),
+        headers.get(CLIENT_HEADER).map(|c| c.to_str()),
+    ) else {
+        return Inbound::Refused("the forwarding headers are malformed".into());
+    };
+    let Ok(address) = client.parse::<SocketAddr>() else {
+        return Inbound::Refused("the forwarded client address is malformed".into());
+    };
+    let target = path_and_query(req);
+    match secret.verify(
+        signature,
+        req.method().as_str(),
+        &target,
+        client,
+        store::now(),
+    ) {
+        Ok(f) => Inbound::Forwarded {
+            client: address,
+            by: f.node,
+        },
+        Err(e) => Inbound::Refused(e.to_string()),
+    }
+}
+
+/// The refusal of a request whose forwarding signature does not hold.
+pub fn refused(why: &str) -> Response<RespBody> {
+    error(
+        StatusCode::FORBIDDEN,
+        "forwarding_refused",
+        &format!(
+            "this request claims to be forwarded by a node of the cluster, and it was not: {why}"
+        ),
+    )
+}
+
+/// A live node, other than this one, that holds a session to `route`'s
+/// agent: its address for peers.
+pub async fn holder(state: &SharedState, node: &Node, route: &str) -> Option<String> {
+    match state
+        .store
+        .agent_sessions(route, STALE_AFTER.as_millis() as i64)
+        .await
+    {
+        Ok(sessions) => sessions
+            .into_iter()
+            .find(|s| s.node.id != node.id)
+            .map(|s| s.node.peer_address),
+        Err(e) => {
+            tracing::warn!(error = %e, route, "cannot read which node holds the route's agent");
+            None
+        }
+    }
+}
+
+/// Sends `req` (from `client`) to the node at `peer` and returns its
+/// answer; 502 naming it if it cannot be reached.
+pub async fn forward(
+    state: &SharedState,
+    node: &Node,
+    peer: &str,
+    req: Request<Incoming>,
+    client: SocketAddr,
+) -> Response<RespBody> {
+    match send(state, node, peer, req, client).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::warn!(peer, error = %e, "cannot forward to the node that holds the route's agent");
+            error(
+                StatusCode::BAD_GATEWAY,
+                "node_unreachable",
+                &format!("the route's agent is connected to the relay node {peer}, which cannot be reached: {e}"),
+            )
+        }
+    }
+}
+
+async fn send(
+    state: &SharedState,
+    node: &Node,
+    peer: &str,
+    req: Request<Incoming>,
+    client: SocketAddr,
+) -> Result<Response<RespBody>, String> {
+    let (host, authority) = public_host(&state.public_url);
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|e| format!("{host} is not a TLS server name: {e}"))?;
+    let tls = node.peer_tls(state)?;
+    let connected = async {
+        let tcp = tokio::net::TcpStream::connect(peer)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS: {e}"))
+    };
+    let tls = tokio::time::timeout(CONNECT_TIMEOUT, connected)
+        .await
+        .map_err(|_| format!("no answer within {CONNECT_TIMEOUT:?}"))??;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .map_err(|e| format!("HTTP: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let target = path_and_query(&req);
+    let (mut parts, body) = req.into_parts();
+    let signature = node.secret.sign(
+        parts.method.as_str(),
+        &target,
+        &node.id,
+        &client.to_string(),
+        store::now(),
+    );
+    parts.uri = target
+        .parse()
+        .map_err(|e| format!("the request target: {e}"))?;
+    parts.version = http::Version::HTTP_11;
+    let headers = &mut parts.headers;
+    for hop in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ] {
+        headers.remove(hop);
+    }
+    let value = |v: String| HeaderValue::from_str(&v).map_err(|e| e.to_string());
+    headers.insert(header::HOST, value(authority.to_owned())?);
+    headers.insert(SIGNATURE_HEADER, value(signature)?);
+    headers.insert(CLIENT_HEADER, value(client.to_string())?);
+    let resp = sender
+        .send_request(Request::from_parts(parts, body))
+        .await
+        .map_err(|e| format!("HTTP: {e}"))?;
+    let (mut parts, body) = resp.into_parts();
+    parts.headers.remove(header::CONNECTION);
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    parts.headers.remove(HeaderName::from_static("keep-alive"));
+    Ok(Response::from_parts(
+        parts,
+        body.map_err(|e| Box::new(e) as crate::http::body::BoxError)
+            .boxed_unsync(),
+    ))
+}
+
+/// The request's path and query, as signed.
+fn path_and_query<B>(req: &Request<B>) -> String {
+    req.uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned())
+}
+
+/// The host of `https://host[:port]` (without brackets), and its authority.
+fn public_host(public_url: &str) -> (&str, &str) {
+    let authority = public_url
+        .strip_prefix("https://")
+        .unwrap_or(public_url)
+        .trim_end_matches('/');
+    let host = if let Some(rest) = authority.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        authority.split(':').next().unwrap_or(authority)
+    };
+    (host, authority)
+}
+
+impl Node {
+    /// The TLS client configuration to reach peers: they present the
+    /// relay's public certificate (the web PKI, or the state dir's CA of
+    /// a self-signed one).
+    fn peer_tls(&self, state: &SharedState) -> Result<Arc<rustls::ClientConfig>, String> {
+        if let Some(c) = self.peer_tls.get() {
+            return Ok(c.clone());
+        }
+        let ca = matches!(state.config.tls, crate::config::TlsSource::SelfSigned)
+            .then(|| crate::tls::certs::ca_path(&state.config.state_dir));
+        let config =
+            tunnel::tls::client_config(ca.as_deref(), &[b"http/1.1"]).map_err(|e| e.to_string())?;
+        Ok(self.peer_tls.get_or_init(|| Arc::new(config)).clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::public_host;
+
+    #[test]
+    fn the_public_host_is_read_from_the_public_url() {
+        assert_eq!(
+            public_host("https://relay.example.com"),
+            ("relay.example.com", "relay.example.com")
+        );
+        assert_eq!(
+            public_host("https://127.0.0.1:8443"),
+            ("127.0.0.1", "127.0.0.1:8443")
+        );
+        assert_eq!(public_host("https://[::1]:8443"), ("::1", "[::1]:8443"));
+    }
+}
