@@ -28,10 +28,11 @@ pub const PARTS: [&str; 8] = [
     // total − the relay's time (audit latency): TLS, HTTP/1.1 and loopback
     // both ways, the client itself, and the audit write.
     "client-relay",
-    // head − agent − policy: authenticate, route, read and classify the
-    // body, build the exchange.
+    // head − agent − policy: authenticate, route, read the body, build the
+    // exchange, take in the answer's head.
     "relay-before",
-    // The policy decision (classify + SQL + Cedar, the relay's policy_us).
+    // The policy decision (classify + SQL + tool pins + Cedar, the relay's
+    // policy_us).
     "policy",
     // agent_us: the tunnel both ways, the agent, the local server.
     "agent",

@@ -426,17 +426,18 @@ fn breakdown(o: &mut String, rs: &[Record]) {
     );
     let (a, b) = of("relay-before");
     row(
-        "relay, before the tunnel",
+        "relay, up to the answer head",
         a,
         b,
-        "authenticate, route, read and classify the body, build the exchange",
+        "authenticate (token lookup), route (owner, grants), read the body, build the \
+         exchange, take in the answer's head (`head_us` less the two rows below)",
     );
     let (a, b) = of("policy");
     row(
         "relay, policy decision",
         a,
         b,
-        "JSON-RPC + SQL classification + Cedar (`policy_us`)",
+        "JSON-RPC + SQL classification, the tool-pin lookup, Cedar (`policy_us`)",
     );
     let (a, b) = of("agent");
     row(
