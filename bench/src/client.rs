@@ -99,6 +99,12 @@ impl Conn {
 
     /// One `tools/call` round trip, the answer read to its end and checked.
     pub async fn tools_call(&mut self) -> anyhow::Result<()> {
+        self.traced_tools_call().await.map(|_| ())
+    }
+
+    /// [`Conn::tools_call`], returning the relay's `x-request-id` of it
+    /// (none from a system that is not a relay).
+    pub async fn traced_tools_call(&mut self) -> anyhow::Result<Option<String>> {
         let req = self.request(
             "POST",
             &self.target.mcp_path,
@@ -108,10 +114,15 @@ impl Conn {
             self.send.ready().await?;
             let resp = self.send.send_request(req).await?;
             let status = resp.status();
+            let id = resp
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             let body = resp.into_body().collect().await?.to_bytes();
-            anyhow::Ok((status, body))
+            anyhow::Ok((status, id, body))
         };
-        let (status, body) = tokio::time::timeout(REQUEST_TIMEOUT, call)
+        let (status, id, body) = tokio::time::timeout(REQUEST_TIMEOUT, call)
             .await
             .context("tools/call timed out")??;
         if status != StatusCode::OK || !contains(&body, br#""one":1"#) {
@@ -120,7 +131,7 @@ impl Conn {
                 String::from_utf8_lossy(&body[..body.len().min(300)])
             );
         }
-        Ok(())
+        Ok(id)
     }
 
     /// Downloads `/bytes/<n>`; returns the bytes received.

@@ -5,6 +5,7 @@
 //! `cargo run --release -p bench -- --quick` (under 3 minutes) or without
 //! `--quick` for the full run.
 
+mod breakdown;
 mod client;
 mod plot;
 mod policy_cost;
@@ -31,13 +32,14 @@ struct Cli {
     quick: bool,
     /// Only these systems, comma-separated (direct, drawbridge-quic,
     /// drawbridge-quic-nopolicy, drawbridge-tcp, rathole-tcp, rathole-noise,
-    /// bore, ssh-r). Scale, reconnect and policy run with drawbridge-quic;
+    /// bore, ssh-r). Scale, reconnect, policy and breakdown run with
+    /// drawbridge-quic;
     /// tunnel with drawbridge-quic (and bare quinn) and drawbridge-tcp (and
     /// bare TLS+yamux).
     #[arg(long, value_delimiter = ',')]
     systems: Vec<String>,
     /// Only these scenarios, comma-separated (small, bulk, scale, reconnect,
-    /// policy, tunnel). A run of a subset of systems or scenarios writes its results
+    /// policy, tunnel, breakdown). A run of a subset of systems or scenarios writes its results
     /// under the run's temporary directory and leaves bench/results.json and
     /// BENCHMARKS.md as they are: those always show one whole run.
     #[arg(long, value_delimiter = ',')]

@@ -15,7 +15,15 @@ pub const SYSTEMS: [&str; 8] = [
 ];
 
 /// The scenarios, as they are named in the results.
-pub const SCENARIOS: [&str; 6] = ["small", "bulk", "scale", "reconnect", "policy", "tunnel"];
+pub const SCENARIOS: [&str; 7] = [
+    "small",
+    "bulk",
+    "scale",
+    "reconnect",
+    "policy",
+    "tunnel",
+    "breakdown",
+];
 
 /// One measured figure. Fields that do not apply to a scenario are `null`.
 ///
@@ -34,6 +42,9 @@ pub const SCENARIOS: [&str; 6] = ["small", "bulk", "scale", "reconnect", "policy
 ///   `runs` round trips; `system` is `quinn` or `tls-yamux` (a bare stream
 ///   echo) or `drawbridge-quic`/`drawbridge-tcp` (one empty exchange relay →
 ///   agent → relay through the relay's and the agent's code).
+/// * `breakdown`: one `part` of a Drawbridge `tools/call` at one request in
+///   flight (see [`crate::breakdown::PARTS`]): `p50_us`/`p99_us` of that
+///   part over `runs` requests.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     pub system: String,
@@ -45,6 +56,9 @@ pub struct Record {
     pub mb_per_s: Option<f64>,
     pub rss_kib: Option<f64>,
     pub runs: Option<u64>,
+    /// The part of the request a `breakdown` figure is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<String>,
 }
 
 impl Record {
@@ -60,6 +74,7 @@ impl Record {
             mb_per_s: None,
             rss_kib: None,
             runs: None,
+            part: None,
         }
     }
 }

@@ -249,6 +249,8 @@ pub fn render(rs: &[Record], meta: &Meta) -> String {
          `cargo bench -p bench --bench policy` (criterion)."
     );
 
+    breakdown(&mut o, rs);
+
     let _ = writeln!(
         o,
         "\nWhere one Drawbridge request's time goes: the relay's log line for each request \
@@ -387,6 +389,122 @@ pub fn render(rs: &[Record], meta: &Meta) -> String {
     o
 }
 
+/// The breakdown of one request (see [`crate::breakdown`]), when measured.
+fn breakdown(o: &mut String, rs: &[Record]) {
+    let part = |p: &str| {
+        rs.iter()
+            .find(|r| r.scenario == "breakdown" && r.part.as_deref() == Some(p))
+    };
+    let Some(total) = part("total") else {
+        return;
+    };
+    let p50 = |p: &str| part(p).and_then(|r| r.p50_us);
+    let _ = writeln!(
+        o,
+        "\n## Where one request's time goes (drawbridge-quic, one request in flight)\n"
+    );
+    let _ = writeln!(
+        o,
+        "The same `tools/call`, over {} requests, each split by the relay's own figures for it \
+         (see *What is measured*). Each row is the p50 (p99) of that part over the same \
+         requests: the rows need not add up to the total's p50 exactly.\n",
+        total.runs.unwrap_or(0)
+    );
+    let _ = writeln!(o, "| part | p50 µs | p99 µs | what it is |");
+    let _ = writeln!(o, "|---|---:|---:|---|");
+    let mut row = |name: &str, p50: Option<f64>, p99: Option<f64>, what: &str| {
+        let _ = writeln!(o, "| {name} | {} | {} | {what} |", f(p50, 0), f(p99, 0));
+    };
+    let of = |p: &str| (p50(p), part(p).and_then(|r| r.p99_us));
+    let (a, b) = of("client-relay");
+    row(
+        "client → relay and back",
+        a,
+        b,
+        "TLS and HTTP/1.1 over loopback both ways, the client, the relay's HTTP server; \
+         the audit event's write",
+    );
+    let (a, b) = of("relay-before");
+    row(
+        "relay, up to the answer head",
+        a,
+        b,
+        "authenticate (token lookup), route (owner, grants), read the body, build the \
+         exchange, take in the answer's head (`head_us` less the two rows below)",
+    );
+    let (a, b) = of("policy");
+    row(
+        "relay, policy decision",
+        a,
+        b,
+        "JSON-RPC + SQL classification, the tool-pin lookup, Cedar (`policy_us`)",
+    );
+    let (a, b) = of("agent");
+    row(
+        "tunnel + agent + local server",
+        a,
+        b,
+        "from the exchange sent down the tunnel to the agent's answer head (`agent_us`)",
+    );
+    let local = p50("local-server");
+    let (_, b) = of("local-server");
+    row(
+        "· of which the local server",
+        local,
+        b,
+        "the SQLite MCP service's own time for the request (measured on the direct requests)",
+    );
+    let quinn = find(rs, "quinn", "tunnel", Some(1)).and_then(|r| r.p50_us);
+    if quinn.is_some() {
+        row(
+            "· of which a bare QUIC round trip",
+            quinn,
+            None,
+            "a bare quinn stream round trip between two processes (tunnel hop, c=1)",
+        );
+    }
+    let rest = match (p50("agent"), local) {
+        (Some(a), Some(l)) => Some(a - l - quinn.unwrap_or(0.0)),
+        _ => None,
+    };
+    row(
+        if quinn.is_some() {
+            "· of which the rest"
+        } else {
+            "· of which the tunnel and the agent"
+        },
+        rest,
+        None,
+        "framing on both sides, the agent's task, gate and upstream hand-off",
+    );
+    let (a, b) = of("relay-after");
+    row(
+        "relay, after the answer head",
+        a,
+        b,
+        "the answer's body through the relay, until its audit event",
+    );
+    row(
+        "**total**",
+        total.p50_us,
+        total.p99_us,
+        "the client's round trip through the relay",
+    );
+    let (a, b) = of("direct");
+    row(
+        "direct, for comparison",
+        a,
+        b,
+        "the same request to the local server, plain HTTP",
+    );
+    row(
+        "added over direct",
+        total.p50_us.zip(a).map(|(t, d)| t - d),
+        None,
+        "",
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,6 +541,51 @@ mod tests {
             md.contains("| tunnel hop p50 at c=1 ≤ 1.5× bare quinn | 2.0 × | **no** |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn the_breakdown_has_its_rows_and_the_agents_share() {
+        let mut rs: Vec<Record> = crate::breakdown::PARTS
+            .iter()
+            .zip([900.0, 200.0, 120.0, 12.0, 480.0, 88.0, 60.0, 130.0])
+            .map(|(p, v)| {
+                let mut r = Record::new("drawbridge-quic", "breakdown");
+                r.part = Some(p.to_string());
+                r.p50_us = Some(v);
+                r.p99_us = Some(v * 2.0);
+                r.runs = Some(100);
+                r
+            })
+            .collect();
+        let md = render(&rs, &Meta::default());
+        assert!(md.contains("## Where one request's time goes"), "{md}");
+        assert!(
+            md.contains("| client → relay and back | 200 | 400 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| · of which the local server | 60 | 120 |"),
+            "{md}"
+        );
+        // Without the tunnel hop, the agent's share less the local server.
+        assert!(
+            md.contains("| · of which the tunnel and the agent | 420 | – |"),
+            "{md}"
+        );
+        assert!(md.contains("| added over direct | 770 | – |"), "{md}");
+        rs.push(hop("quinn", 1, 50.0));
+        let md = render(&rs, &Meta::default());
+        assert!(
+            md.contains("| · of which a bare QUIC round trip | 50 | – |"),
+            "{md}"
+        );
+        assert!(md.contains("| · of which the rest | 370 | – |"), "{md}");
+    }
+
+    #[test]
+    fn without_breakdown_records_there_is_no_breakdown_section() {
+        let md = render(&[hop("quinn", 1, 50.0)], &Meta::default());
+        assert!(!md.contains("## Where one request's time goes"), "{md}");
     }
 
     #[test]

@@ -149,6 +149,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }
     }
     if opts.wants_system("drawbridge-quic") {
+        if opts.wants_scenario("breakdown") {
+            eprintln!("== breakdown: one tools/call at a time, hop by hop");
+            match crate::breakdown::run(&env, &upstream.times, plan.warmup, plan.level_time).await {
+                Ok(rs) => records.extend(rs),
+                Err(e) => eprintln!("!! breakdown not measured: {e:#}"),
+            }
+        }
         if opts.wants_scenario("policy") {
             eprintln!("== policy decision, {} messages", plan.policy_runs);
             records.push(crate::policy_cost::run(plan.policy_runs)?);
@@ -357,6 +364,7 @@ fn describe(opts: &Options, plan: &Plan, tools: &Tools, took: Duration) -> Meta 
             "`drawbridge-quic-nopolicy`: the relay started with the hidden `--bench-disable-policy-and-audit` flag (bearer token and route owner still checked; no JSON-RPC classification, no Cedar, no audit event).".into(),
             format!("Bulk: GET of a 256 MiB streamed body (64 KiB chunks) on a fresh connection, median of {} run(s); through Drawbridge via a second agent (`--http`) on route `bulk`.", plan.bulk_runs),
             format!("Tunnel hop: the bench plays the relay and starts itself again as the far side (a process of its own), which dials it like an agent four times. `quinn` and `tls-yamux`: a bare bidirectional stream ({} bytes and the end of the stream each way, a task per stream on the far side; yamux with the tunnel crate's driver task on both sides, as yamux needs one). `drawbridge-quic` and `drawbridge-tcp`: one empty GET exchange through `relay::forward` (open, head written, response head and body read) to `agent::run` on a stdio route, whose answer comes from the agent itself (406 from the stdio bridge for a GET without an event stream, before any child runs): the agent's task per stream, head decoding, gate decision with the owner's policy, upstream hand-off, answer framing and request line all included, no local server. {} and {} streams in flight, {secs:.1} s each after {} warm-up round trips per stream; same certificates, transport settings and runtime on every system.", crate::tunnel_hop::ECHO_BYTES, crate::tunnel_hop::LEVELS[0], crate::tunnel_hop::LEVELS[1], plan.warmup),
+            format!("Breakdown: `tools/call` back to back on one connection, {secs:.1} s after {} warm-up requests, first directly (the local server's own time taken around its MCP service, the code `agent connect --sqlite` runs), then through drawbridge-quic; each request's parts joined by its `x-request-id` from the relay's own figures for it (its log line's `head_us`, `policy_us` and `agent_us`, its audit event's `latency_ms`), as the relay always logs them; p50 and p99 of each part over the requests.", plan.warmup),
             format!("Scale: {} agents in the bench process, each running the agent library's session (QUIC dial, Hello with an agent token, Welcome, pings) on its own route, 64 dialling at once over one UDP socket; relay RSS before and 2 s after all connected.", opts.agents),
             format!("Reconnect: relay stopped with SIGTERM (agents get GoAway) and started again on the same port and state, {} times; time from the signal to the first answered `tools/call`.", plan.reconnect_runs),
             "rathole: plain TCP transport and Noise (Noise_NK_25519_ChaChaPoly_BLAKE2s); bore: `bore server` (control port 7835) with a secret; `ssh -R`: a throwaway sshd on loopback with its own host key and an ed25519 user key. Relay and agent log at their default level (info).".into(),

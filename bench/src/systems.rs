@@ -24,8 +24,17 @@ pub const NO_POLICY_FLAG: &str = "--bench-disable-policy-and-audit";
 /// A started system: its processes (stopped on drop) and how to reach it.
 pub struct Running {
     pub target: Target,
+    /// A Drawbridge relay's log (its stderr) and state directory.
+    pub relay_files: Option<RelayFiles>,
     /// Held only so that they stop when this is dropped.
     _procs: Vec<Proc>,
+}
+
+/// Where a started relay writes its log and its audit trail.
+pub struct RelayFiles {
+    /// Its stderr: the log, one line per request.
+    pub log: PathBuf,
+    pub state: PathBuf,
 }
 
 /// Everything a system needs to start.
@@ -66,6 +75,7 @@ pub async fn start(system: &str, env: &Env<'_>) -> anyhow::Result<Running> {
     let running = match system {
         "direct" => Running {
             target: plain(env.upstream, ""),
+            relay_files: None,
             _procs: Vec::new(),
         },
         "drawbridge-quic" => drawbridge(env, &dir, "quic", false).await?,
@@ -272,6 +282,10 @@ async fn drawbridge(
     let target = relay.target(&client_token)?;
     Ok(Running {
         target,
+        relay_files: Some(RelayFiles {
+            log: relay.proc.log.clone(),
+            state: relay.state.clone(),
+        }),
         _procs: vec![relay.proc, sql, bulk],
     })
 }
@@ -337,6 +351,7 @@ fn rathole(env: &Env<'_>, dir: &Path, noise: bool) -> anyhow::Result<Running> {
             bytes_prefix: String::new(),
             token: None,
         },
+        relay_files: None,
         _procs: vec![s, c],
     })
 }
@@ -402,6 +417,7 @@ async fn bore(env: &Env<'_>, dir: &Path) -> anyhow::Result<Running> {
             bytes_prefix: String::new(),
             token: None,
         },
+        relay_files: None,
         _procs: vec![s, c],
     })
 }
@@ -509,6 +525,7 @@ fn ssh(env: &Env<'_>, dir: &Path) -> anyhow::Result<Running> {
             bytes_prefix: String::new(),
             token: None,
         },
+        relay_files: None,
         _procs: vec![sshd, ssh],
     })
 }

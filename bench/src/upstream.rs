@@ -5,7 +5,9 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -26,7 +28,46 @@ const CHUNK: usize = 64 * 1024;
 /// A running local server; stops when dropped.
 pub struct LocalServer {
     pub addr: SocketAddr,
+    /// How long the MCP service takes per request, when asked to keep it.
+    pub times: Arc<ServiceTimes>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// The MCP service's own time per request (from the request head handed to
+/// it to its response head), kept only between [`ServiceTimes::start`] and
+/// [`ServiceTimes::take`].
+#[derive(Default)]
+pub struct ServiceTimes {
+    on: AtomicBool,
+    samples: Mutex<Vec<f64>>,
+}
+
+impl ServiceTimes {
+    pub fn start(&self) {
+        self.samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.on.store(true, Ordering::Release);
+    }
+
+    /// The times kept since [`ServiceTimes::start`], in µs, sorted.
+    pub fn take(&self) -> Vec<f64> {
+        self.on.store(false, Ordering::Release);
+        let mut v = std::mem::take(&mut *self.samples.lock().unwrap_or_else(|p| p.into_inner()));
+        v.sort_by(f64::total_cmp);
+        v
+    }
+
+    fn keep(&self, since: Instant) {
+        if self.on.load(Ordering::Acquire) {
+            let us = since.elapsed().as_nanos() as f64 / 1000.0;
+            self.samples
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(us);
+        }
+    }
 }
 
 impl Drop for LocalServer {
@@ -48,16 +89,18 @@ impl LocalServer {
             .context("bind the local server")?;
         let addr = listener.local_addr()?;
         let chunk = Bytes::from(vec![b'x'; CHUNK]);
+        let times = Arc::new(ServiceTimes::default());
+        let kept = times.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
                 let _ = tcp.set_nodelay(true);
-                let (mcp, chunk) = (mcp.clone(), chunk.clone());
+                let (mcp, chunk, kept) = (mcp.clone(), chunk.clone(), kept.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
-                        handle(mcp.clone(), chunk.clone(), req)
+                        handle(mcp.clone(), chunk.clone(), kept.clone(), req)
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(tcp), svc)
@@ -65,13 +108,14 @@ impl LocalServer {
                 });
             }
         });
-        Ok(LocalServer { addr, task })
+        Ok(LocalServer { addr, times, task })
     }
 }
 
 async fn handle(
     mcp: Arc<Mcp>,
     chunk: Bytes,
+    times: Arc<ServiceTimes>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path();
@@ -97,7 +141,9 @@ async fn handle(
         return Ok(resp);
     }
     if path == "/mcp" || path == "/mcp/" {
+        let since = Instant::now();
         let resp = mcp.handle(req).await;
+        times.keep(since);
         return Ok(resp.map(|b| b.boxed_unsync()));
     }
     let mut resp = Response::new(Full::new(Bytes::from_static(b"not found\n")).boxed_unsync());

@@ -238,14 +238,16 @@ impl Audit {
     /// next requests are refused, and is reported in the log; the next
     /// successful write makes it healthy again.
     pub fn record(&self, event: AuditEvent) {
-        let object = match serde_json::to_vec(&unsealed(event)) {
-            Ok(l) => l,
+        // One allocation for a usual event (serde_json starts at 128 bytes).
+        let mut object = Vec::with_capacity(1024);
+        match serde_json::to_writer(&mut object, &unsealed(event)) {
+            Ok(()) => {}
             Err(e) => {
                 self.healthy.store(false, Ordering::Release);
                 tracing::error!(error = %e, "cannot encode an audit event: refusing requests");
                 return;
             }
-        };
+        }
         let written = {
             let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
             writer.append(&object, &self.sync)
@@ -271,7 +273,10 @@ impl Audit {
         }
         let canonical = serde_json::to_vec(args).unwrap_or_default();
         let digest = ring::digest::digest(&ring::digest::SHA256, &canonical);
-        serde_json::Value::String(format!("sha256:{}", hex::encode(digest.as_ref())))
+        serde_json::Value::String(format!(
+            "sha256:{}",
+            audit_chain::lower_hex(digest.as_ref())
+        ))
     }
 }
 

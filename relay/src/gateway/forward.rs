@@ -71,23 +71,38 @@ pub async fn forward(
         watch: mut tools_list,
     } = pass;
     let grants = std::mem::take(&mut routed.grants);
-    let mut head = exchange_head(ask, parts, who, body_kind, grants);
-    if !allowed.policies.is_empty() {
-        head.headers.push(protocol::Header {
-            name: protocol::RELAY_RULES_HEADER.into(),
-            value: allowed.policies.as_bytes().to_vec(),
-        });
-    }
-    if tools_list.is_some() {
-        // A tools/list answer is read by the relay: not compressed.
-        head.headers
-            .retain(|h| !h.name.eq_ignore_ascii_case("accept-encoding"));
-    }
+    let filtered = tools_list.is_some();
+    // The head is built again for a second try rather than copied for
+    // every request in case there is one.
+    let make_head = || {
+        let mut head = exchange_head(ask, parts, who, body_kind, grants.clone());
+        if !allowed.policies.is_empty() {
+            head.headers.push(protocol::Header {
+                name: protocol::RELAY_RULES_HEADER.into(),
+                value: allowed.policies.as_bytes().to_vec(),
+            });
+        }
+        if filtered {
+            // A tools/list answer is read by the relay: not compressed.
+            head.headers
+                .retain(|h| !h.name.eq_ignore_ascii_case("accept-encoding"));
+        }
+        head
+    };
+    let head = make_head();
     let request_session = head.session.clone();
     let sent = Instant::now();
     let session = request_session.as_deref();
-    let (agent, answer) =
-        send(state, ask, &routed, session, head, body, allowed.only_reads).await?;
+    let (agent, answer) = send(
+        state,
+        ask,
+        &routed,
+        session,
+        (head, &make_head),
+        body,
+        allowed.only_reads,
+    )
+    .await?;
     trail.timing.agent_us = Some(sent.elapsed().as_micros() as u64);
     forward::disconnect_on_violation(&agent, &answer);
     if let Some(watch) = tools_list.as_mut() {
@@ -195,13 +210,13 @@ fn exchange_head(
 /// tunnel that turns out unusable is replaced by another replica deciding
 /// with the same policy (at most three tries), when the body is whole; and
 /// when its agent fell silent, only if the request `only_reads` (it is sent
-/// again then).
+/// again then). `head`: the first try's head, and how to make it again.
 async fn send(
     state: &SharedState,
     ask: &Ask<'_>,
     routed: &Routed,
     request_session: Option<&str>,
-    head: ExchangeHead,
+    head: (ExchangeHead, &(dyn Fn() -> ExchangeHead + Sync)),
     body: Upload,
     only_reads: bool,
 ) -> Result<(Arc<AgentSession>, Answer), Refusal> {
@@ -214,6 +229,7 @@ async fn send(
     // Sent again only with a whole body that only reads: otherwise the one
     // copy is moved into the exchange.
     let mut body = Some(body);
+    let (head, make_head) = head;
     let mut head = Some(head);
     let mut agent = routed.agent.clone();
     let mut attempts = 0;
@@ -226,10 +242,10 @@ async fn send(
                     (None, Some(b)) => Some(forward::Upload::Whole(b.clone())),
                     (None, None) => None,
                 };
-                let this_head = if resend.is_some() {
-                    head.clone()
-                } else {
-                    head.take()
+                let this_head = match head.take() {
+                    Some(h) => Some(h),
+                    None if resend.is_some() => Some(make_head()),
+                    None => None,
                 };
                 let (Some(upload), Some(this_head)) = (upload, this_head) else {
                     break Err(forward::ForwardError::Open(
