@@ -58,8 +58,18 @@ pub fn log_id(state_dir: &Path) -> std::io::Result<String> {
     }
     let id = crate::store::token::random_hex(8);
     let tmp = state_dir.join(format!("{LOG_ID}.tmp"));
-    std::fs::write(&tmp, format!("{id}\n"))?;
-    File::open(&tmp)?.sync_all()?;
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(format!("{id}\n").as_bytes())?;
+        file.sync_all()?;
+    }
     std::fs::rename(&tmp, &path)?;
     File::open(state_dir)?.sync_all()?;
     Ok(id)
