@@ -162,6 +162,8 @@ pub struct Metrics {
     oauth: [Counter; OAUTH_EVENTS.len()],
     reloads: Family<ReloadLabels, Counter>,
     certificate_expiry: Gauge,
+    audit_shipped: Counter,
+    audit_ship_lag: Gauge,
 }
 
 impl Default for Metrics {
@@ -250,6 +252,19 @@ impl Metrics {
             certificate_expiry.clone(),
         );
 
+        let audit_shipped = Counter::default();
+        registry.register(
+            "audit_events_shipped",
+            "Audit events this node stored in the cluster's table (nodes on PostgreSQL)",
+            audit_shipped.clone(),
+        );
+        let audit_ship_lag = Gauge::default();
+        registry.register(
+            "audit_ship_lag_events",
+            "Audit events on this node's disk not yet in the cluster's table",
+            audit_ship_lag.clone(),
+        );
+
         Metrics {
             registry,
             requests,
@@ -262,7 +277,19 @@ impl Metrics {
             oauth,
             reloads,
             certificate_expiry,
+            audit_shipped,
+            audit_ship_lag,
         }
+    }
+
+    /// `n` more audit events stored in the cluster's table.
+    pub fn audit_shipped(&self, n: u64) {
+        self.audit_shipped.inc_by(n);
+    }
+
+    /// Audit events on disk not yet in the cluster's table.
+    pub fn audit_ship_lag(&self, events: u64) {
+        self.audit_ship_lag.set(events.min(i64::MAX as u64) as i64);
     }
 
     /// One route request (or one of its JSON-RPC messages). `route` must be

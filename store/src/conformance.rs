@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::{
-    Change, ChangeFeed, CodeRedemption, DevicePoll, Grant, NewGrant, OAuthClient, OAuthTokenKind,
-    RefreshOutcome, RefreshVerdict, Refusal, RouteClaim, Store, StoreError, TokenKind,
-    TokenRejection, TokenTtl,
+    AuditFilter, Change, ChangeFeed, CodeRedemption, DevicePoll, Grant, NewGrant, OAuthClient,
+    OAuthTokenKind, RefreshOutcome, RefreshVerdict, Refusal, RouteClaim, ShippedEvent, Store,
+    StoreError, TokenKind, TokenRejection, TokenTtl,
 };
 
 /// Two handles on one fresh, empty store: separate connections (pools,
@@ -53,6 +53,7 @@ pub const CASES: &[&str] = &[
     "the_store_answers_a_ping",
     "nodes_are_live_while_they_heartbeat_and_hold_agent_sessions",
     "mcp_sessions_name_their_agent_instance",
+    "audit_events_are_stored_once_per_log_and_seq",
 ];
 
 /// One `#[tokio::test]` per case of the suite, each on a fresh store made
@@ -79,6 +80,7 @@ macro_rules! conformance_tests {
             the_store_answers_a_ping,
             nodes_are_live_while_they_heartbeat_and_hold_agent_sessions,
             mcp_sessions_name_their_agent_instance,
+            audit_events_are_stored_once_per_log_and_seq,
         );
     };
     (@cases $fresh:path; $($case:ident),* $(,)?) => {
@@ -1271,4 +1273,99 @@ pub async fn mcp_sessions_name_their_agent_instance(h: Handles) {
         1
     );
     assert_eq!(h.first.mcp_session("s2").await.expect("get"), None);
+}
+
+fn shipped(node: &str, seq: i64, route: &str, decision: &str, time_ms: i64) -> ShippedEvent {
+    ShippedEvent {
+        node: node.into(),
+        seq,
+        hash: format!("{seq:064x}"),
+        time: format!("t{time_ms}"),
+        time_ms,
+        request_id: format!("{node}-{seq}"),
+        route: route.into(),
+        decision: decision.into(),
+        // Exact text, as written (spaces and member order kept).
+        line: format!("{{\"request_id\":\"{node}-{seq}\", \"seq\":{seq}}}"),
+    }
+}
+
+pub async fn audit_events_are_stored_once_per_log_and_seq(h: Handles) {
+    // A backend without the cluster's audit table says so, on every call.
+    match h.first.audit_shipped_up_to("n1").await {
+        Err(StoreError::Unsupported(_)) => {
+            assert!(matches!(
+                h.first
+                    .ship_audit_events(&[shipped("n1", 1, "db", "allow", 1)])
+                    .await,
+                Err(StoreError::Unsupported(_))
+            ));
+            assert!(matches!(
+                h.second.audit_events(&AuditFilter::default()).await,
+                Err(StoreError::Unsupported(_))
+            ));
+            return;
+        }
+        Ok(0) => {}
+        other => panic!("a fresh store has shipped nothing: {other:?}"),
+    }
+    assert_eq!(h.first.ship_audit_events(&[]).await.expect("none"), 0);
+    let batch: Vec<_> = (1..=3)
+        .map(|i| shipped("n1", i, "db", "allow", 1000 + i))
+        .collect();
+    assert_eq!(h.first.ship_audit_events(&batch).await.expect("ship"), 3);
+    // Shipped again (a node killed before it knew it had shipped): nothing
+    // new, and the rest of the batch is stored.
+    let mut again = batch[1..].to_vec();
+    again.push(shipped("n1", 4, "other", "deny", 1004));
+    assert_eq!(h.second.ship_audit_events(&again).await.expect("ship"), 1);
+    assert_eq!(h.second.audit_shipped_up_to("n1").await.expect("up to"), 4);
+    assert_eq!(h.second.audit_shipped_up_to("n2").await.expect("up to"), 0);
+    // Another node's log has its own seqs.
+    assert_eq!(
+        h.second
+            .ship_audit_events(&[shipped("n2", 1, "db", "deny", 1002)])
+            .await
+            .expect("ship"),
+        1
+    );
+    let all = h
+        .first
+        .audit_events(&AuditFilter::default())
+        .await
+        .expect("all");
+    let keys: Vec<_> = all.iter().map(|e| (e.node.as_str(), e.seq)).collect();
+    assert_eq!(
+        keys,
+        [("n1", 1), ("n1", 2), ("n2", 1), ("n1", 3), ("n1", 4)]
+    );
+    assert_eq!(
+        all[0], batch[0],
+        "read back as shipped, the line's text exact"
+    );
+    let filtered = |route: Option<&str>, decision: Option<&str>, since_ms: Option<i64>| {
+        let filter = AuditFilter {
+            route: route.map(str::to_owned),
+            decision: decision.map(str::to_owned),
+            since_ms,
+        };
+        let s = h.second.clone();
+        async move {
+            s.audit_events(&filter)
+                .await
+                .expect("filtered")
+                .into_iter()
+                .map(|e| e.request_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        filtered(Some("db"), None, None).await,
+        ["n1-1", "n1-2", "n2-1", "n1-3"]
+    );
+    assert_eq!(filtered(None, Some("deny"), None).await, ["n2-1", "n1-4"]);
+    assert_eq!(
+        filtered(Some("db"), Some("allow"), Some(1002)).await,
+        ["n1-2", "n1-3"]
+    );
 }

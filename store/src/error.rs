@@ -34,6 +34,10 @@ pub enum StoreError {
     UserExists(String),
     #[error("no user named {0}")]
     NoSuchUser(String),
+    /// The backend does not hold this (e.g. the cluster's audit table on
+    /// SQLite).
+    #[error("state store: {0}")]
+    Unsupported(&'static str),
     /// The store's schema is newer than this program knows.
     #[error("state store {path}: schema version {found} is newer than this relay knows ({known}); upgrade the relay")]
     TooNew {

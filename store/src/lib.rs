@@ -9,6 +9,7 @@
 //! nodes on one database). Every backend passes the same [`conformance`]
 //! suite.
 
+pub mod audit;
 pub mod changes;
 pub mod conformance;
 mod error;
@@ -25,6 +26,7 @@ pub mod users;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use audit::{AuditEvents, AuditFilter, ShippedEvent};
 pub use changes::{Change, ChangeFeed, ChangeHook, Changes};
 pub use error::StoreError;
 pub use grants::{GrantRecord, Grants, NewGrant};
@@ -40,9 +42,15 @@ pub use tokens::{RouteClaim, TokenRecord, TokenRejection, Tokens};
 pub use users::Users;
 
 /// Every aggregate of the state, and its change feed: what the relay holds.
-pub trait Store: Tokens + Grants + Pins + OAuth + Users + Nodes + Changes + Send + Sync {}
+pub trait Store:
+    Tokens + Grants + Pins + OAuth + Users + Nodes + AuditEvents + Changes + Send + Sync
+{
+}
 
-impl<T: Tokens + Grants + Pins + OAuth + Users + Nodes + Changes + Send + Sync> Store for T {}
+impl<T: Tokens + Grants + Pins + OAuth + Users + Nodes + AuditEvents + Changes + Send + Sync> Store
+    for T
+{
+}
 
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {

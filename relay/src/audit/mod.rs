@@ -20,6 +20,7 @@
 //! tool arguments only as a hash unless the operator asks for them.
 
 pub mod chain;
+pub mod ship;
 pub mod verify;
 
 use std::fs::{File, OpenOptions};

@@ -111,16 +111,50 @@ pub async fn list_tokens_json(store: &Store) -> Result<String, RelayError> {
 
 /// Audit events as a table (or as JSON lines with `json`).
 pub fn format_audit(events: &[crate::audit::AuditEvent], json: bool) -> String {
+    format_events(events.iter().map(|e| (None, e)), false, json)
+}
+
+/// The cluster's audit events (each with the node's log id it came from),
+/// as [`format_audit`] with a NODE column (a `node` member in JSON).
+pub fn format_cluster_audit(events: &[(String, crate::audit::AuditEvent)], json: bool) -> String {
+    format_events(
+        events.iter().map(|(n, e)| (Some(n.as_str()), e)),
+        true,
+        json,
+    )
+}
+
+fn format_events<'a>(
+    events: impl Iterator<Item = (Option<&'a str>, &'a crate::audit::AuditEvent)>,
+    with_node: bool,
+    json: bool,
+) -> String {
     let mut out = String::new();
     if json {
-        for e in events {
-            if let Ok(line) = serde_json::to_string(e) {
-                let _ = writeln!(out, "{line}");
+        for (node, e) in events {
+            let Ok(line) = serde_json::to_string(e) else {
+                continue;
+            };
+            match node {
+                // `{"node":"…",` then the event's members.
+                Some(node) => {
+                    let node = serde_json::Value::from(node);
+                    let rest = line.strip_prefix('{').unwrap_or(&line);
+                    let sep = if rest == "}" { "" } else { "," };
+                    let _ = writeln!(out, "{{\"node\":{node}{sep}{rest}");
+                }
+                None => {
+                    let _ = writeln!(out, "{line}");
+                }
             }
         }
         return out;
     }
-    let mut table = Table::new([
+    let mut columns = Vec::new();
+    if with_node {
+        columns.push(Column::left("NODE", 16));
+    }
+    columns.extend([
         Column::left("TIME", 24),
         Column::left("REQUEST", 16),
         Column::left("DECIDE", 6),
@@ -131,7 +165,8 @@ pub fn format_audit(events: &[crate::audit::AuditEvent], json: bool) -> String {
         Column::right("STATUS", 6),
         Column::right("MS", 9),
     ]);
-    for e in events {
+    let mut table = Table::new(columns);
+    for (node, e) in events {
         let what = match (&e.method, &e.target) {
             (Some(m), Some(t)) => format!("{m} {t}"),
             (Some(m), None) => m.clone(),
@@ -148,7 +183,11 @@ pub fn format_audit(events: &[crate::audit::AuditEvent], json: bool) -> String {
                 }
             })
             .unwrap_or_else(|| "-".into());
-        table.row([
+        let mut cells = Vec::with_capacity(10);
+        if with_node {
+            cells.push(node.unwrap_or("-").to_owned());
+        }
+        cells.extend([
             e.time.clone(),
             e.request_id.clone(),
             e.decision.clone(),
@@ -159,6 +198,7 @@ pub fn format_audit(events: &[crate::audit::AuditEvent], json: bool) -> String {
             e.status.to_string(),
             format!("{:.1}", e.latency_ms),
         ]);
+        table.row(cells);
     }
     table.to_string()
 }

@@ -77,13 +77,15 @@ enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Show the audit trail (<state-dir>/audit.jsonl and the rotated
-    /// audit-<seq>.jsonl files): one event per message. `relay audit verify`
-    /// checks its hash chain.
+    /// audit-<seq>.jsonl files): one event per message. With --database-url,
+    /// the whole cluster's trail instead: the events every node shipped to
+    /// the database's audit_events table, with the node each came from.
+    /// `relay audit verify` checks a node's hash chain (its local files).
     Audit {
         #[command(subcommand)]
         verify: Option<AuditCommand>,
         #[command(flatten)]
-        state: StateDir,
+        store: state_dir::StoreArgs,
         /// Only this route.
         #[arg(long)]
         route: Option<String>,
@@ -191,12 +193,12 @@ fn run_command(
         } => audit::verify(state, files),
         Command::Audit {
             verify: None,
-            state,
+            store,
             route,
             since,
             decision,
             json,
-        } => audit::show(state, route, since, decision, json),
+        } => audit::show(store, route, since, decision, json),
         Command::User(command) => user::run(command),
         Command::Tools(command) => tools::run(command),
         Command::Route(command) => route::run(command),

@@ -207,6 +207,9 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
     if let Some(node) = &cluster {
         tasks.spawn(crate::cluster::node::run(state.clone(), node.clone()));
     }
+    if state.store.is_remote() {
+        tasks.spawn(crate::audit::ship::run(state.clone()));
+    }
     if let Some((settings, stored)) = acme {
         let acme = crate::tls::acme::Acme::new(settings, &config.state_dir, certs.clone());
         tasks.spawn(acme.run(stored, state.shutdown.clone()));

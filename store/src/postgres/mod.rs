@@ -21,6 +21,7 @@
 //! loses its connection it reconnects with back-off, and delivers a
 //! [`Change::Reset`].
 
+mod audit;
 mod grants;
 mod migrations;
 mod nodes;

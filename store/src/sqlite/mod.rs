@@ -13,6 +13,7 @@
 //! thread of its own (started by the first consumer), and whenever a cache
 //! asks whether it is fresh ([`Changes::fresh`]).
 
+mod audit;
 mod grants;
 mod migrations;
 mod nodes;

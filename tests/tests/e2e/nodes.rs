@@ -530,6 +530,9 @@ struct Sent {
     at: Duration,
     ok: bool,
     what: String,
+    /// The path's last segment, unique per request (`<caller>-<n>`): how
+    /// its audit event is found, whichever node served it.
+    mark: String,
 }
 
 /// 3 nodes, one agent (sessions to all), 64 callers spread over the nodes
@@ -565,8 +568,9 @@ async fn stop_one_node_under_load(signal: &str) {
             let mut sent = Vec::new();
             while start.elapsed() < RUN {
                 let at = start.elapsed();
+                let mark = format!("{c}-{}", sent.len());
                 let req = http::Request::builder()
-                    .uri(&url)
+                    .uri(format!("{url}/{mark}"))
                     .header("authorization", format!("Bearer {client}"))
                     .body(e2e::client::full_body(""))
                     .expect("request");
@@ -581,7 +585,13 @@ async fn stop_one_node_under_load(signal: &str) {
                 if !ok {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                sent.push(Sent { node, at, ok, what });
+                sent.push(Sent {
+                    node,
+                    at,
+                    ok,
+                    what,
+                    mark,
+                });
             }
             sent
         }));
@@ -590,6 +600,13 @@ async fn stop_one_node_under_load(signal: &str) {
     let stopped_at = start.elapsed();
     nodes[2].proc.signal(signal);
     nodes[2].proc.wait_exit(Duration::from_secs(15)).await;
+    // What node 2 had written and what the cluster's table held of it then.
+    let log2 = audit_log_id(&nodes[2]);
+    let written_at_stop = local_audit_seqs(&nodes[2]).len();
+    let shipped_at_stop = cluster_audit(&nodes[0])
+        .iter()
+        .filter(|e| e.node == log2)
+        .count();
     tokio::time::sleep_until(start + Duration::from_secs(10)).await;
     let state = nodes[2].state.clone();
     let addr = nodes[2].addr.to_string();
@@ -657,6 +674,140 @@ async fn stop_one_node_under_load(signal: &str) {
         back <= Duration::from_secs(2),
         "the agent came back {back:?} after the node was ready"
     );
+    audit_of_the_load(&nodes, &all, &log2, written_at_stop, shipped_at_stop).await;
+}
+
+/// One event of `relay audit --database-url --json`.
+struct ClusterEvent {
+    node: String,
+    seq: u64,
+    /// The request's mark (see [`Sent::mark`]), if it was one of the load.
+    mark: Option<String>,
+}
+
+/// The cluster's audit table, through `relay audit --database-url --json`
+/// (the node's own database URL).
+fn cluster_audit(node: &RelayProc) -> Vec<ClusterEvent> {
+    let (code, out, err) = node.admin(&["audit", "--json"]);
+    assert_eq!(code, 0, "relay audit --database-url: {err}");
+    out.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+            ClusterEvent {
+                node: v["node"].as_str().expect("node").to_owned(),
+                seq: v["seq"].as_u64().expect("seq"),
+                mark: v["http"]
+                    .as_str()
+                    .and_then(|h| h.split_once("/load/"))
+                    .map(|(_, m)| m.to_owned()),
+            }
+        })
+        .collect()
+}
+
+/// The id of `node`'s audit log in the cluster's table.
+fn audit_log_id(node: &RelayProc) -> String {
+    std::fs::read_to_string(node.state.path().join("audit.node"))
+        .expect("a node on PostgreSQL has an audit log id")
+        .trim()
+        .to_owned()
+}
+
+/// The `seq` of every event of `node`'s local audit files.
+fn local_audit_seqs(node: &RelayProc) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    for entry in std::fs::read_dir(node.state.path()).expect("state dir") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !(name.starts_with("audit") && name.ends_with(".jsonl")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("audit file");
+        seqs.extend(
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter_map(|v| v["seq"].as_u64()),
+        );
+    }
+    seqs.sort_unstable();
+    seqs
+}
+
+/// Every answered request of the load has exactly one event in the
+/// cluster's table once shipping has caught up, and each node's log is
+/// there whole: every `seq` once, none missing (node 2's too, stopped
+/// while it had events not yet shipped, and restarted).
+async fn audit_of_the_load(
+    nodes: &[RelayProc],
+    all: &[Sent],
+    log2: &str,
+    written_at_stop: usize,
+    shipped_at_stop: usize,
+) {
+    let logs: Vec<String> = nodes.iter().map(audit_log_id).collect();
+    let caught_up_from = tokio::time::Instant::now();
+    let (events, local) = loop {
+        let local: Vec<Vec<u64>> = nodes.iter().map(local_audit_seqs).collect();
+        let events = cluster_audit(&nodes[0]);
+        let whole = logs
+            .iter()
+            .zip(&local)
+            .all(|(log, seqs)| events.iter().filter(|e| &e.node == log).count() >= seqs.len());
+        if whole || caught_up_from.elapsed() > Duration::from_secs(30) {
+            break (events, local);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let caught_up = caught_up_from.elapsed();
+    for (i, (log, seqs)) in logs.iter().zip(&local).enumerate() {
+        let mut shipped: Vec<u64> = events
+            .iter()
+            .filter(|e| &e.node == log)
+            .map(|e| e.seq)
+            .collect();
+        shipped.sort_unstable();
+        let want: Vec<u64> = (1..=seqs.len() as u64).collect();
+        assert_eq!(seqs, &want, "node {i}'s local log is one chain");
+        assert_eq!(shipped, want, "node {i}'s log in the table: every seq once");
+    }
+    let mut per_mark = std::collections::HashMap::<&str, usize>::new();
+    for e in &events {
+        if let Some(m) = &e.mark {
+            *per_mark.entry(m.as_str()).or_default() += 1;
+        }
+    }
+    let answered: Vec<&Sent> = all.iter().filter(|s| s.ok).collect();
+    let missing: Vec<&str> = answered
+        .iter()
+        .filter(|s| !per_mark.contains_key(s.mark.as_str()))
+        .map(|s| s.mark.as_str())
+        .collect();
+    let twice: Vec<(&&str, &usize)> = per_mark.iter().filter(|(_, n)| **n > 1).collect();
+    println!(
+        "audit: {} events in the cluster's table ({} of node 2's log: {written_at_stop} written and \
+         {shipped_at_stop} shipped when it stopped), caught up {caught_up:?} after the load; \
+         {} answered requests, {} without an event, {} events twice",
+        events.len(),
+        events.iter().filter(|e| e.node == log2).count(),
+        answered.len(),
+        missing.len(),
+        twice.len(),
+    );
+    assert!(
+        missing.is_empty(),
+        "answered requests without an audit event: {:?}",
+        &missing[..missing.len().min(10)]
+    );
+    assert!(
+        twice.is_empty(),
+        "requests with several audit events: {twice:?}"
+    );
+    for log in &logs {
+        assert!(
+            events.iter().any(|e| &e.node == log),
+            "events of every node"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
