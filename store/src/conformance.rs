@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use crate::{
     AuditFilter, Change, ChangeFeed, CodeRedemption, DevicePoll, Grant, NewGrant, OAuthClient,
-    OAuthTokenKind, RefreshOutcome, RefreshVerdict, Refusal, RouteClaim, ShippedEvent, Store,
-    StoreError, TokenKind, TokenRejection, TokenTtl,
+    OAuthTokenKind, PendingSignIn, RefreshOutcome, RefreshVerdict, Refusal, Remembered, RouteClaim,
+    ShippedEvent, SignInBounds, Store, StoreError, TokenKind, TokenRejection, TokenTtl,
 };
 
 /// Two handles on one fresh, empty store: separate connections (pools,
@@ -54,6 +54,8 @@ pub const CASES: &[&str] = &[
     "nodes_are_live_while_they_heartbeat_and_hold_agent_sessions",
     "mcp_sessions_name_their_agent_instance",
     "audit_events_are_stored_once_per_log_and_seq",
+    "pending_sign_ins_are_taken_once_within_their_bounds",
+    "concurrent_takes_of_a_pending_sign_in_have_one_winner",
 ];
 
 /// One `#[tokio::test]` per case of the suite, each on a fresh store made
@@ -81,6 +83,8 @@ macro_rules! conformance_tests {
             nodes_are_live_while_they_heartbeat_and_hold_agent_sessions,
             mcp_sessions_name_their_agent_instance,
             audit_events_are_stored_once_per_log_and_seq,
+            pending_sign_ins_are_taken_once_within_their_bounds,
+            concurrent_takes_of_a_pending_sign_in_have_one_winner,
         );
     };
     (@cases $fresh:path; $($case:ident),* $(,)?) => {
@@ -1368,4 +1372,151 @@ pub async fn audit_events_are_stored_once_per_log_and_seq(h: Handles) {
         filtered(Some("db"), Some("allow"), Some(1002)).await,
         ["n1-2", "n1-3"]
     );
+}
+
+const SIGN_IN_BOUNDS: SignInBounds = SignInBounds {
+    ttl_ms: 600_000,
+    per_session: 3,
+    per_address: 5,
+    total: 8,
+};
+
+fn pending_sign_in(session: &str, address: &str, started_ms: i64) -> PendingSignIn {
+    PendingSignIn {
+        provider: "oidc".into(),
+        session_hash: crate::token::hash(session),
+        address: address.into(),
+        verifier: format!("verifier-{started_ms}"),
+        nonce: "nonce".into(),
+        back: "authorize:client_id=c1".into(),
+        started_ms,
+    }
+}
+
+pub async fn pending_sign_ins_are_taken_once_within_their_bounds(h: Handles) {
+    let b = SIGN_IN_BOUNDS;
+    let t0 = crate::now_ms();
+    // Remembered by one handle, taken by the other, once.
+    let p = pending_sign_in("browser", "192.0.2.1", t0);
+    assert_eq!(
+        h.first
+            .remember_sign_in("st0", &p, b)
+            .await
+            .expect("remember"),
+        Remembered::Kept
+    );
+    assert_eq!(
+        h.second
+            .take_sign_in("st0", t0 + 1, b.ttl_ms)
+            .await
+            .expect("take"),
+        Some(p.clone())
+    );
+    assert_eq!(
+        h.first
+            .take_sign_in("st0", t0 + 1, b.ttl_ms)
+            .await
+            .expect("take"),
+        None
+    );
+    assert_eq!(
+        h.first
+            .take_sign_in("nope", t0, b.ttl_ms)
+            .await
+            .expect("take"),
+        None
+    );
+    // One session keeps its newest few.
+    for i in 0..6 {
+        let p = pending_sign_in("browser", "192.0.2.1", t0 + i);
+        let kept = h.first.remember_sign_in(&format!("s{i}"), &p, b).await;
+        assert_eq!(kept.expect("remember"), Remembered::Kept, "{i}");
+    }
+    assert_eq!(
+        h.second
+            .take_sign_in("s2", t0 + 9, b.ttl_ms)
+            .await
+            .expect("take"),
+        None
+    );
+    for i in 3..6 {
+        let taken = h
+            .second
+            .take_sign_in(&format!("s{i}"), t0 + 9, b.ttl_ms)
+            .await;
+        assert!(taken.expect("take").is_some(), "s{i} is kept");
+    }
+    // One address, a fresh session each time: bounded, then refused with
+    // its oldest's start.
+    for i in 0..b.per_address {
+        let p = pending_sign_in(&format!("a{i}"), "2001:db8::", t0 + 10 + i as i64);
+        let kept = h.first.remember_sign_in(&format!("a{i}"), &p, b).await;
+        assert_eq!(kept.expect("remember"), Remembered::Kept, "{i}");
+    }
+    let p = pending_sign_in("another", "2001:db8::", t0 + 20);
+    assert_eq!(
+        h.second
+            .remember_sign_in("a-over", &p, b)
+            .await
+            .expect("remember"),
+        Remembered::AddressFull { oldest_ms: t0 + 10 }
+    );
+    // Other addresses up to the total, then it is full.
+    for i in 0..(b.total - b.per_address) {
+        let p = pending_sign_in(&format!("o{i}"), &format!("192.0.2.{}", 10 + i), t0 + 20);
+        let kept = h.first.remember_sign_in(&format!("o{i}"), &p, b).await;
+        assert_eq!(kept.expect("remember"), Remembered::Kept, "{i}");
+    }
+    let p = pending_sign_in("late", "198.51.100.1", t0 + 21);
+    assert_eq!(
+        h.second
+            .remember_sign_in("late", &p, b)
+            .await
+            .expect("remember"),
+        Remembered::Full
+    );
+    // Once they expire, they are forgotten, and no longer taken.
+    let later = t0 + 20 + b.ttl_ms;
+    assert_eq!(
+        h.first
+            .take_sign_in("o0", later, b.ttl_ms)
+            .await
+            .expect("take"),
+        None,
+        "expired"
+    );
+    let p = pending_sign_in("late", "2001:db8::", later);
+    assert_eq!(
+        h.second
+            .remember_sign_in("late", &p, b)
+            .await
+            .expect("remember"),
+        Remembered::Kept
+    );
+    assert!(h
+        .first
+        .take_sign_in("late", later, b.ttl_ms)
+        .await
+        .expect("take")
+        .is_some());
+}
+
+pub async fn concurrent_takes_of_a_pending_sign_in_have_one_winner(h: Handles) {
+    let b = SIGN_IN_BOUNDS;
+    let t0 = crate::now_ms();
+    let p = pending_sign_in("browser", "192.0.2.1", t0);
+    assert_eq!(
+        h.first
+            .remember_sign_in("raced", &p, b)
+            .await
+            .expect("remember"),
+        Remembered::Kept
+    );
+    let takes = race(&h, |s| async move {
+        s.take_sign_in("raced", t0 + 1, b.ttl_ms)
+            .await
+            .expect("take")
+    })
+    .await;
+    assert_eq!(takes.iter().filter(|t| t.is_some()).count(), 1, "{takes:?}");
 }

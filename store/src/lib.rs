@@ -19,6 +19,7 @@ pub mod oauth;
 pub mod pins;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod sign_ins;
 pub mod sqlite;
 pub mod token;
 pub mod tokens;
@@ -37,18 +38,20 @@ pub use oauth::{
     Session, TokenTtl, ACCESS_PREFIX, REFRESH_PREFIX,
 };
 pub use pins::{PendingChange, Pins, Repinned, ToolPin};
+pub use sign_ins::{PendingSignIn, Remembered, SignInBounds, SignIns};
 pub use token::{Secret, TokenKind};
 pub use tokens::{RouteClaim, TokenRecord, TokenRejection, Tokens};
 pub use users::Users;
 
 /// Every aggregate of the state, and its change feed: what the relay holds.
 pub trait Store:
-    Tokens + Grants + Pins + OAuth + Users + Nodes + AuditEvents + Changes + Send + Sync
+    Tokens + Grants + Pins + OAuth + SignIns + Users + Nodes + AuditEvents + Changes + Send + Sync
 {
 }
 
-impl<T: Tokens + Grants + Pins + OAuth + Users + Nodes + AuditEvents + Changes + Send + Sync> Store
-    for T
+impl<
+        T: Tokens + Grants + Pins + OAuth + SignIns + Users + Nodes + AuditEvents + Changes + Send + Sync,
+    > Store for T
 {
 }
 

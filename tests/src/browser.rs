@@ -82,6 +82,12 @@ impl Browser {
         }
     }
 
+    /// The same browser (its cookie jar) sent to another node of a cluster
+    /// (with the same CA), as a load balancer may: paths go to `relay` now.
+    pub fn to_node(&mut self, relay: &RelayProc) {
+        self.base = relay.url();
+    }
+
     /// Forgets the session cookie: the next page starts a new session.
     pub fn clear_cookie(&mut self) {
         self.cookie = None;

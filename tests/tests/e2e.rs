@@ -24,6 +24,8 @@ mod cluster_database_loss;
 mod cluster_races;
 #[path = "e2e/cluster_revocation.rs"]
 mod cluster_revocation;
+#[path = "e2e/cluster_sign_in.rs"]
+mod cluster_sign_in;
 #[path = "e2e/config_file.rs"]
 mod config_file;
 #[path = "e2e/deploy.rs"]

@@ -4,12 +4,13 @@
 //!
 //! The sign-in page links to `GET /oauth/upstream/<provider>` with the
 //! session's CSRF token and the authorization request being answered. The
-//! relay remembers, for a few minutes and in memory, a pending sign-in under
-//! a random `state`: the browser session it belongs to, the PKCE verifier,
-//! the `nonce` and the request; then sends the browser to the provider. The
-//! provider sends it back to `GET /oauth/callback/<provider>`, where the
-//! pending sign-in is taken (once), checked to belong to the same browser
-//! session, and the code is exchanged. The person's verified email signs
+//! relay remembers, for a few minutes and in the store (so that the answer
+//! may reach any node of a cluster: [`::store::SignIns`]), a pending sign-in
+//! under a random `state`: the browser session it belongs to, the PKCE
+//! verifier, the `nonce` and the request; then sends the browser to the
+//! provider. The provider sends it back to `GET /oauth/callback/<provider>`,
+//! where the pending sign-in is taken (once, on any node), checked to belong
+//! to the same browser session, and the code is exchanged. The person's verified email signs
 //! the session in (a new session id); the provider's groups are recorded
 //! for that email (the store's `Users::groups`) and reach policy and audit.
 //! Then the usual path goes on: consent, code.
@@ -17,15 +18,16 @@
 //! Pending sign-ins are bounded so that no one client can fill the table
 //! and lock everyone else out: starts are rate-limited per address
 //! ([`START_BURST`], then one every [`START_REFILL`]; an IPv6 /64 is one
-//! address), one address may have at most [`MAX_PENDING_PER_ADDRESS`]
-//! pending, and one browser session [`MAX_PENDING_PER_SESSION`] (its
-//! oldest is dropped for a new one). Past the address's bounds: 429 with
-//! `Retry-After`.
+//! address; per node), one address may have at most
+//! [`MAX_PENDING_PER_ADDRESS`] pending, and one browser session
+//! [`MAX_PENDING_PER_SESSION`] (its oldest is dropped for a new one); these
+//! two and [`MAX_PENDING`] are counted in the store, over every node. Past
+//! the address's bounds: 429 with `Retry-After`.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use ::store::{PendingSignIn, Remembered, SignInBounds, StoreError};
 
 pub use crate::config::oauth::{Secret, UpstreamConfig};
 use crate::limits::ratelimit::RateLimiter;
@@ -159,17 +161,54 @@ impl ProviderKind {
 }
 
 /// A sign-in sent to the provider, waiting for its answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Pending {
     pub(crate) provider: ProviderKind,
-    /// The browser session that started it.
-    pub(crate) session_id: String,
+    /// SHA-256 of the id of the browser session that started it.
+    pub(crate) session_hash: Vec<u8>,
     /// The client address that started it ([`crate::limits::ip_key`]).
     pub(crate) address: IpAddr,
     pub(crate) verifier: String,
     pub(crate) nonce: String,
     /// Where the signed-in browser goes back to.
     pub(crate) back: Back,
-    pub(crate) started: Instant,
+    /// When it started, in Unix milliseconds.
+    pub(crate) started_ms: i64,
+}
+
+impl Pending {
+    fn to_record(&self) -> PendingSignIn {
+        PendingSignIn {
+            provider: self.provider.slug().to_owned(),
+            session_hash: self.session_hash.clone(),
+            address: self.address.to_string(),
+            verifier: self.verifier.clone(),
+            nonce: self.nonce.clone(),
+            back: match &self.back {
+                Back::Authorize(request) => format!("authorize:{request}"),
+                Back::Device(user_code) => format!("device:{user_code}"),
+            },
+            started_ms: self.started_ms,
+        }
+    }
+
+    fn from_record(r: PendingSignIn) -> Result<Pending, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("pending sign-in: {what}"));
+        let back = match r.back.split_once(':') {
+            Some(("authorize", request)) => Back::Authorize(request.to_owned()),
+            Some(("device", user_code)) => Back::Device(user_code.to_owned()),
+            _ => return Err(corrupt("where back")),
+        };
+        Ok(Pending {
+            provider: ProviderKind::from_slug(&r.provider).ok_or_else(|| corrupt("provider"))?,
+            session_hash: r.session_hash,
+            address: r.address.parse().map_err(|_| corrupt("address"))?,
+            verifier: r.verifier,
+            nonce: r.nonce,
+            back,
+            started_ms: r.started_ms,
+        })
+    }
 }
 
 /// What a sign-in at the provider was started from.
@@ -196,18 +235,18 @@ impl Back {
     }
 }
 
-/// The providers, discovered, and the pending sign-ins.
+/// The providers, discovered, and the limit of sign-in starts (the pending
+/// sign-ins are in the store).
 pub struct Upstream {
     pub(crate) http: UpstreamHttp,
     pub(crate) oidc: Option<Oidc>,
     pub(crate) github: Option<GitHub>,
-    pending: Mutex<HashMap<String, Pending>>,
     /// Sign-ins started per client address.
     starts: RateLimiter,
 }
 
 /// Why a sign-in is not started.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum NotStarted {
     /// This address started or has too many: 429.
     Address {
@@ -216,6 +255,8 @@ pub(crate) enum NotStarted {
     },
     /// The table is full: 503.
     Full,
+    /// The store failed.
+    Store(StoreError),
 }
 
 /// A link on the sign-in page.
@@ -255,7 +296,6 @@ impl Upstream {
             http,
             oidc,
             github,
-            pending: Mutex::new(HashMap::new()),
             starts: start_limiter(),
         })
     }
@@ -266,7 +306,6 @@ impl Upstream {
             http: UpstreamHttp::new(false)?,
             oidc: None,
             github: None,
-            pending: Mutex::new(HashMap::new()),
             starts: start_limiter(),
         })
     }
@@ -320,49 +359,54 @@ impl Upstream {
     }
 
     /// Keeps a pending sign-in under `state`, within the bounds.
-    pub(crate) fn remember(&self, state: String, p: Pending) -> Result<(), NotStarted> {
-        let now = p.started;
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.retain(|_, q| now.saturating_duration_since(q.started) < PENDING_TTL);
-        let mut of_session: Vec<(Instant, String)> = pending
-            .iter()
-            .filter(|(_, q)| q.session_id == p.session_id)
-            .map(|(k, q)| (q.started, k.clone()))
-            .collect();
-        if of_session.len() >= MAX_PENDING_PER_SESSION {
-            of_session.sort();
-            for (_, k) in &of_session[..=of_session.len() - MAX_PENDING_PER_SESSION] {
-                pending.remove(k);
-            }
+    pub(crate) async fn remember(
+        &self,
+        store: &dyn ::store::Store,
+        state: &str,
+        p: &Pending,
+    ) -> Result<(), NotStarted> {
+        match store
+            .remember_sign_in(state, &p.to_record(), bounds())
+            .await
+        {
+            Ok(Remembered::Kept) => Ok(()),
+            Ok(Remembered::AddressFull { oldest_ms }) => Err(NotStarted::Address {
+                message: "too many sign-ins under way from your network; \
+                          finish one or try again later",
+                retry_after: Duration::from_millis(
+                    u64::try_from(oldest_ms + ttl_ms() - p.started_ms).unwrap_or(0),
+                ),
+            }),
+            Ok(Remembered::Full) => Err(NotStarted::Full),
+            Err(e) => Err(NotStarted::Store(e)),
         }
-        let oldest_of_address = pending
-            .values()
-            .filter(|q| q.address == p.address)
-            .map(|q| q.started)
-            .fold((0, None::<Instant>), |(n, oldest), t| {
-                (n + 1, Some(oldest.map_or(t, |o| o.min(t))))
-            });
-        if let (n, Some(oldest)) = oldest_of_address {
-            if n >= MAX_PENDING_PER_ADDRESS {
-                return Err(NotStarted::Address {
-                    message: "too many sign-ins under way from your network; \
-                              finish one or try again later",
-                    retry_after: (oldest + PENDING_TTL).saturating_duration_since(now),
-                });
-            }
-        }
-        if pending.len() >= MAX_PENDING {
-            return Err(NotStarted::Full);
-        }
-        pending.insert(state, p);
-        Ok(())
     }
 
-    pub(crate) fn take(&self, state: &str) -> Option<Pending> {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending
-            .remove(state)
-            .filter(|p| p.started.elapsed() < PENDING_TTL)
+    /// Takes the pending sign-in under `state` (once, on any node), if it
+    /// has not expired.
+    pub(crate) async fn take(
+        &self,
+        store: &dyn ::store::Store,
+        state: &str,
+    ) -> Result<Option<Pending>, StoreError> {
+        store
+            .take_sign_in(state, ::store::now_ms(), ttl_ms())
+            .await?
+            .map(Pending::from_record)
+            .transpose()
+    }
+}
+
+fn ttl_ms() -> i64 {
+    PENDING_TTL.as_millis() as i64
+}
+
+fn bounds() -> SignInBounds {
+    SignInBounds {
+        ttl_ms: ttl_ms(),
+        per_session: MAX_PENDING_PER_SESSION,
+        per_address: MAX_PENDING_PER_ADDRESS,
+        total: MAX_PENDING,
     }
 }
 
@@ -424,40 +468,51 @@ mod tests {
         assert!(half.oidc().is_err());
     }
 
-    fn pending(session: &str, address: &str, started: Instant) -> Pending {
+    fn pending(session: &str, address: &str, started_ms: i64) -> Pending {
         Pending {
             provider: ProviderKind::Oidc,
-            session_id: session.into(),
+            session_hash: ::store::token::hash(session),
             address: crate::limits::ip_key::of(address.parse().expect("ip")),
-            verifier: String::new(),
-            nonce: String::new(),
-            back: Back::Device(String::new()),
-            started,
+            verifier: "v".into(),
+            nonce: "n".into(),
+            back: Back::Device("BCDF-GHJK".into()),
+            started_ms,
         }
     }
 
-    #[test]
-    fn one_client_cannot_fill_the_pending_sign_ins() {
+    #[tokio::test]
+    async fn one_client_cannot_fill_the_pending_sign_ins() {
+        let dir =
+            std::env::temp_dir().join(format!("dbr-upstream-{}", ::store::token::random_hex(6)));
+        let store = ::store::sqlite::SqliteStore::open(&dir).expect("store");
         let u = Upstream::none().expect("upstream");
-        let t0 = Instant::now();
+        let t0 = ::store::now_ms();
         // One session keeps its newest few.
         for i in 0..10 {
-            let at = t0 + Duration::from_millis(i);
-            u.remember(format!("s{i}"), pending("browser", "192.0.2.1", at))
-                .expect("remembered");
+            u.remember(
+                &store,
+                &format!("s{i}"),
+                &pending("browser", "192.0.2.1", t0 + i),
+            )
+            .await
+            .expect("remembered");
         }
-        assert_eq!(
-            u.pending.lock().expect("lock").len(),
-            MAX_PENDING_PER_SESSION
+        assert!(
+            u.take(&store, "s0").await.expect("take").is_none(),
+            "the oldest was dropped"
         );
-        assert!(u.take("s0").is_none(), "the oldest was dropped");
-        assert!(u.take("s9").is_some(), "the newest is kept");
+        let newest = u.take(&store, "s9").await.expect("take");
+        assert_eq!(
+            newest,
+            Some(pending("browser", "192.0.2.1", t0 + 9)),
+            "the newest is kept"
+        );
         // One address, a fresh session each time: bounded, then 429.
         let mut refused = None;
         for i in 0..100 {
-            let at = t0 + Duration::from_secs(1);
             let ip = format!("2001:db8::{i:x}");
-            if let Err(e) = u.remember(format!("a{i}"), pending(&format!("s{i}"), &ip, at)) {
+            let p = pending(&format!("s{i}"), &ip, t0 + 1000);
+            if let Err(e) = u.remember(&store, &format!("a{i}"), &p).await {
                 refused = Some((i, e));
                 break;
             }
@@ -472,14 +527,17 @@ mod tests {
         }
         // Another address still starts one; the first one can again once
         // its pending sign-ins expire.
-        let at = t0 + Duration::from_secs(1);
+        let at = t0 + 1000;
         assert!(u
-            .remember("b".into(), pending("other", "2001:db8:1::1", at))
+            .remember(&store, "b", &pending("other", "2001:db8:1::1", at))
+            .await
             .is_ok());
-        let later = at + PENDING_TTL;
+        let later = at + ttl_ms();
         assert!(u
-            .remember("c".into(), pending("s-late", "2001:db8::1", later))
+            .remember(&store, "c", &pending("s-late", "2001:db8::1", later))
+            .await
             .is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -76,19 +76,19 @@ pub async fn start(
     let Some(url) = url else {
         return not_configured();
     };
-    let remembered = upstream.remember(
-        oauth_state,
-        Pending {
-            provider: kind,
-            session_id,
-            address: crate::limits::ip_key::of(peer),
-            verifier: verifier.secret().clone(),
-            nonce,
-            back,
-            started: Instant::now(),
-        },
-    );
-    if let Err(e) = remembered {
+    let pending = Pending {
+        provider: kind,
+        session_hash: crate::store::token::hash(&session_id),
+        address: crate::limits::ip_key::of(peer),
+        verifier: verifier.secret().clone(),
+        nonce,
+        back,
+        started_ms: ::store::now_ms(),
+    };
+    if let Err(e) = upstream
+        .remember(&*state.store, &oauth_state, &pending)
+        .await
+    {
         return not_started(peer, e);
     }
     redirect(url.as_str())
@@ -110,7 +110,14 @@ pub async fn callback(
         );
     };
     let params = Params::parse(query.as_bytes());
-    let Some(p) = params.get("state").and_then(|s| upstream.take(s)) else {
+    let taken = match params.get("state") {
+        Some(s) => match upstream.take(&*state.store, s).await {
+            Ok(p) => p,
+            Err(e) => return super::store_failed_page(e),
+        },
+        None => None,
+    };
+    let Some(p) = taken else {
         return page(
             StatusCode::BAD_REQUEST,
             "Sign-in expired",
@@ -120,15 +127,17 @@ pub async fn callback(
         );
     };
     // The answer must come back to the browser that left.
-    let same_browser = session::cookie_id(headers)
-        .is_some_and(|id| super::ct_eq(id.as_bytes(), p.session_id.as_bytes()));
-    if p.provider != kind || !same_browser {
+    let cookie = session::cookie_id(headers);
+    let same_browser = cookie
+        .as_deref()
+        .is_some_and(|id| super::ct_eq(&crate::store::token::hash(id), &p.session_hash));
+    let (Some(old_id), true) = (cookie, p.provider == kind && same_browser) else {
         return page(
             StatusCode::BAD_REQUEST,
             "Sign-in refused",
             "this sign-in was started in another browser session",
         );
-    }
+    };
     if let Some(error) = params.get("error") {
         state.metrics.oauth(OAuthEvent::login_failed);
         return page(
@@ -170,7 +179,7 @@ pub async fn callback(
         return super::store_failed_page(e);
     }
     // A new session id on sign-in (no session fixation).
-    let _ = state.store.end_session(&p.session_id).await;
+    let _ = state.store.end_session(&old_id).await;
     let id = match state
         .store
         .create_session(Some(&who.email), session::TTL_SECS)
@@ -206,6 +215,7 @@ fn not_started(peer: IpAddr, e: NotStarted) -> Response<RespBody> {
                 .insert(http::header::RETRY_AFTER, secs.into());
             resp
         }
+        NotStarted::Store(e) => super::store_failed_page(e),
         NotStarted::Full => {
             tracing::warn!("the table of pending upstream sign-ins is full");
             page(

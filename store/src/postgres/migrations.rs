@@ -29,6 +29,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "audit_events",
         include_str!("../../migrations/postgres/0003_audit_events.sql"),
     ),
+    (
+        4,
+        "pending sign-ins",
+        include_str!("../../migrations/postgres/0004_sign_ins.sql"),
+    ),
 ];
 
 /// The newest schema version this program knows.

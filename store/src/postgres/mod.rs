@@ -27,6 +27,7 @@ mod migrations;
 mod nodes;
 mod oauth;
 mod pins;
+mod sign_ins;
 mod tls;
 mod tokens;
 mod users;

@@ -33,6 +33,11 @@ const MIGRATIONS: &[(i64, &str, Step)] = &[
         "nodes",
         Step::Sql(include_str!("../../migrations/0004_nodes.sql")),
     ),
+    (
+        5,
+        "pending sign-ins",
+        Step::Sql(include_str!("../../migrations/0005_sign_ins.sql")),
+    ),
 ];
 
 /// The newest schema version this program knows.
