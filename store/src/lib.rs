@@ -13,11 +13,13 @@ pub mod changes;
 pub mod conformance;
 mod error;
 pub mod grants;
+pub mod leases;
 pub mod nodes;
 pub mod oauth;
 pub mod pins;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod secrets;
 pub mod sqlite;
 pub mod token;
 pub mod tokens;
@@ -28,6 +30,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use changes::{Change, ChangeFeed, ChangeHook, Changes};
 pub use error::StoreError;
 pub use grants::{GrantRecord, Grants, NewGrant};
+pub use leases::{Lease, Leases};
 pub use nodes::{AgentSession, Node, Nodes, SessionHolder};
 pub use oauth::{
     AuthCode, CodeCheck, CodeRedemption, DevicePoll, DeviceRequest, Grant, IssuedTokens, OAuth,
@@ -35,14 +38,22 @@ pub use oauth::{
     Session, TokenTtl, ACCESS_PREFIX, REFRESH_PREFIX,
 };
 pub use pins::{PendingChange, Pins, Repinned, ToolPin};
+pub use secrets::Secrets;
 pub use token::{Secret, TokenKind};
 pub use tokens::{RouteClaim, TokenRecord, TokenRejection, Tokens};
 pub use users::Users;
 
 /// Every aggregate of the state, and its change feed: what the relay holds.
-pub trait Store: Tokens + Grants + Pins + OAuth + Users + Nodes + Changes + Send + Sync {}
+pub trait Store:
+    Tokens + Grants + Pins + OAuth + Users + Nodes + Secrets + Leases + Changes + Send + Sync
+{
+}
 
-impl<T: Tokens + Grants + Pins + OAuth + Users + Nodes + Changes + Send + Sync> Store for T {}
+impl<
+        T: Tokens + Grants + Pins + OAuth + Users + Nodes + Secrets + Leases + Changes + Send + Sync,
+    > Store for T
+{
+}
 
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {

@@ -94,7 +94,11 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
             (certified_key(k.chain, k.key)?, None)
         }
         TlsSource::SelfSigned => {
-            let k = certs::self_signed(&config.state_dir, &[public_host])?;
+            let k = if config.database_url.is_some() {
+                certs::self_signed_shared(&*store, &config.state_dir, &[public_host]).await?
+            } else {
+                certs::self_signed(&config.state_dir, &[public_host])?
+            };
             (
                 certified_key(k.chain, k.key)?,
                 Some(certs::ca_path(&config.state_dir)),

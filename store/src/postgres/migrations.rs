@@ -24,6 +24,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "nodes",
         include_str!("../../migrations/postgres/0002_nodes.sql"),
     ),
+    (
+        3,
+        "secrets and leases",
+        include_str!("../../migrations/postgres/0003_secrets.sql"),
+    ),
 ];
 
 /// The newest schema version this program knows.

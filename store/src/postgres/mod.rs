@@ -26,6 +26,7 @@ mod migrations;
 mod nodes;
 mod oauth;
 mod pins;
+mod secrets;
 mod tls;
 mod tokens;
 mod users;

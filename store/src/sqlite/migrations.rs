@@ -33,6 +33,11 @@ const MIGRATIONS: &[(i64, &str, Step)] = &[
         "nodes",
         Step::Sql(include_str!("../../migrations/0004_nodes.sql")),
     ),
+    (
+        5,
+        "secrets and leases",
+        Step::Sql(include_str!("../../migrations/0005_secrets.sql")),
+    ),
 ];
 
 /// The newest schema version this program knows.

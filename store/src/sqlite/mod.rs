@@ -18,6 +18,7 @@ mod migrations;
 mod nodes;
 mod oauth;
 mod pins;
+mod secrets;
 mod tokens;
 mod users;
 
