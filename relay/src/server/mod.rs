@@ -213,7 +213,14 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
     }
     if let Some((settings, stored)) = acme {
         let acme = crate::tls::acme::Acme::new(settings, &config.state_dir, certs.clone());
-        tasks.spawn(acme.run(stored, state.shutdown.clone()));
+        if config.database_url.is_some() {
+            tasks.spawn(
+                acme.shared(state.clone())
+                    .run_shared(state.shutdown.clone()),
+            );
+        } else {
+            tasks.spawn(acme.run(stored, state.shutdown.clone()));
+        }
     }
     let admin_stop = CancellationToken::new();
     let admin_addr = match admin {
