@@ -56,6 +56,8 @@ pub const CASES: &[&str] = &[
     "audit_events_are_stored_once_per_log_and_seq",
     "pending_sign_ins_are_taken_once_within_their_bounds",
     "concurrent_takes_of_a_pending_sign_in_have_one_winner",
+    "a_secret_is_created_once_whoever_races",
+    "a_lease_has_one_holder_until_it_expires",
 ];
 
 /// One `#[tokio::test]` per case of the suite, each on a fresh store made
@@ -85,6 +87,8 @@ macro_rules! conformance_tests {
             audit_events_are_stored_once_per_log_and_seq,
             pending_sign_ins_are_taken_once_within_their_bounds,
             concurrent_takes_of_a_pending_sign_in_have_one_winner,
+            a_secret_is_created_once_whoever_races,
+            a_lease_has_one_holder_until_it_expires,
         );
     };
     (@cases $fresh:path; $($case:ident),* $(,)?) => {
@@ -1519,4 +1523,163 @@ pub async fn concurrent_takes_of_a_pending_sign_in_have_one_winner(h: Handles) {
     })
     .await;
     assert_eq!(takes.iter().filter(|t| t.is_some()).count(), 1, "{takes:?}");
+}
+
+pub async fn a_secret_is_created_once_whoever_races(h: Handles) {
+    assert_eq!(h.first.secret("ca").await.expect("read"), None);
+    // Nodes starting together each offer their own CA: one is kept, and
+    // every node gets that one.
+    let mut racers = Vec::new();
+    for i in 0..RACERS {
+        let s = if i % 2 == 0 {
+            h.first.clone()
+        } else {
+            h.second.clone()
+        };
+        racers.push(tokio::spawn(async move {
+            s.create_secret("ca", &format!("ca of node {i}"))
+                .await
+                .expect("create")
+        }));
+    }
+    let mut kept = HashSet::new();
+    for r in racers {
+        kept.insert(r.await.expect("racer"));
+    }
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let kept = kept.into_iter().next().expect("one");
+    assert!(kept.starts_with("ca of node "), "{kept}");
+    assert_eq!(
+        h.second.secret("ca").await.expect("read"),
+        Some(kept.clone())
+    );
+    assert_eq!(
+        h.first.create_secret("ca", "later").await.expect("again"),
+        kept
+    );
+
+    // Replaced, listed by prefix, removed.
+    h.first.put_secret("acme/cert", "c1").await.expect("put");
+    h.second.put_secret("acme/cert", "c2").await.expect("put");
+    assert_eq!(
+        h.first.secret("acme/cert").await.expect("read").as_deref(),
+        Some("c2")
+    );
+    h.first
+        .put_secret("acme/challenge/b.example", "x")
+        .await
+        .expect("put");
+    h.first
+        .put_secret("acme/challenge/a.example", "y")
+        .await
+        .expect("put");
+    h.first
+        .put_secret("acme/challengf", "z")
+        .await
+        .expect("put");
+    assert_eq!(
+        h.second
+            .secrets_with_prefix("acme/challenge/")
+            .await
+            .expect("list"),
+        [
+            ("acme/challenge/a.example".to_owned(), "y".to_owned()),
+            ("acme/challenge/b.example".into(), "x".into())
+        ]
+    );
+    assert!(h
+        .second
+        .remove_secret("acme/challenge/a.example")
+        .await
+        .expect("remove"));
+    assert!(!h
+        .first
+        .remove_secret("acme/challenge/a.example")
+        .await
+        .expect("removed already"));
+    assert_eq!(
+        h.first
+            .secrets_with_prefix("acme/challenge/")
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
+}
+
+pub async fn a_lease_has_one_holder_until_it_expires(h: Handles) {
+    assert_eq!(h.first.lease("acme").await.expect("read"), None);
+    // Nodes racing for a free lease: one holds it.
+    let mut racers = Vec::new();
+    for i in 0..RACERS {
+        let s = if i % 2 == 0 {
+            h.first.clone()
+        } else {
+            h.second.clone()
+        };
+        racers.push(tokio::spawn(async move {
+            let me = format!("n{i}");
+            s.take_lease("acme", &me, 60_000)
+                .await
+                .expect("take")
+                .then_some(me)
+        }));
+    }
+    let mut winners = Vec::new();
+    for r in racers {
+        winners.extend(r.await.expect("racer"));
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let holder = winners.remove(0);
+    let lease = h.second.lease("acme").await.expect("read").expect("held");
+    assert_eq!(lease.holder, holder);
+    assert!(lease.expires_at_ms > crate::now_ms() + 50_000);
+    // The holder renews it; another cannot take it while it lasts.
+    assert!(h
+        .second
+        .take_lease("acme", &holder, 60_000)
+        .await
+        .expect("renew"));
+    assert!(!h
+        .first
+        .take_lease("acme", "other", 60_000)
+        .await
+        .expect("take"));
+    // Released only by its holder.
+    h.first
+        .release_lease("acme", "other")
+        .await
+        .expect("release");
+    assert_eq!(
+        h.first.lease("acme").await.expect("read").map(|l| l.holder),
+        Some(holder.clone())
+    );
+    h.first
+        .release_lease("acme", &holder)
+        .await
+        .expect("release");
+    assert_eq!(h.first.lease("acme").await.expect("read"), None);
+
+    // A holder that stops renewing (it died) loses it once it expires.
+    assert!(h.first.take_lease("acme", "dead", 200).await.expect("take"));
+    assert!(!h
+        .second
+        .take_lease("acme", "next", 60_000)
+        .await
+        .expect("take"));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(h
+        .second
+        .take_lease("acme", "next", 60_000)
+        .await
+        .expect("take over"));
+    assert!(!h
+        .first
+        .take_lease("acme", "dead", 200)
+        .await
+        .expect("too late"));
+    assert_eq!(
+        h.first.lease("acme").await.expect("read").map(|l| l.holder),
+        Some("next".to_owned())
+    );
 }

@@ -14,11 +14,13 @@ pub mod changes;
 pub mod conformance;
 mod error;
 pub mod grants;
+pub mod leases;
 pub mod nodes;
 pub mod oauth;
 pub mod pins;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod secrets;
 pub mod sign_ins;
 pub mod sqlite;
 pub mod token;
@@ -31,6 +33,7 @@ pub use audit::{AuditEvents, AuditFilter, ShippedEvent};
 pub use changes::{Change, ChangeFeed, ChangeHook, Changes};
 pub use error::StoreError;
 pub use grants::{GrantRecord, Grants, NewGrant};
+pub use leases::{Lease, Leases};
 pub use nodes::{AgentSession, Node, Nodes, SessionHolder};
 pub use oauth::{
     AuthCode, CodeCheck, CodeRedemption, DevicePoll, DeviceRequest, Grant, IssuedTokens, OAuth,
@@ -38,6 +41,7 @@ pub use oauth::{
     Session, TokenTtl, ACCESS_PREFIX, REFRESH_PREFIX,
 };
 pub use pins::{PendingChange, Pins, Repinned, ToolPin};
+pub use secrets::Secrets;
 pub use sign_ins::{PendingSignIn, Remembered, SignInBounds, SignIns};
 pub use token::{Secret, TokenKind};
 pub use tokens::{RouteClaim, TokenRecord, TokenRejection, Tokens};
@@ -45,12 +49,36 @@ pub use users::Users;
 
 /// Every aggregate of the state, and its change feed: what the relay holds.
 pub trait Store:
-    Tokens + Grants + Pins + OAuth + SignIns + Users + Nodes + AuditEvents + Changes + Send + Sync
+    Tokens
+    + Grants
+    + Pins
+    + OAuth
+    + SignIns
+    + Users
+    + Nodes
+    + AuditEvents
+    + Secrets
+    + Leases
+    + Changes
+    + Send
+    + Sync
 {
 }
 
 impl<
-        T: Tokens + Grants + Pins + OAuth + SignIns + Users + Nodes + AuditEvents + Changes + Send + Sync,
+        T: Tokens
+            + Grants
+            + Pins
+            + OAuth
+            + SignIns
+            + Users
+            + Nodes
+            + AuditEvents
+            + Secrets
+            + Leases
+            + Changes
+            + Send
+            + Sync,
     > Store for T
 {
 }

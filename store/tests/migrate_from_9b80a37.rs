@@ -31,7 +31,7 @@ fn state_dir(sql: &str) -> PathBuf {
 async fn a_database_of_the_relay_before_migrations_upgrades_in_place() {
     let dir = state_dir(include_str!("fixtures/relay-9b80a37.sql"));
     let s = SqliteStore::open(&dir).expect("open upgrades");
-    assert_eq!(s.schema_versions().expect("versions"), [1, 2, 3, 4, 5]);
+    assert_eq!(s.schema_versions().expect("versions"), [1, 2, 3, 4, 5, 6]);
     let now = store::now();
 
     // Agent and client tokens.
@@ -152,7 +152,7 @@ async fn a_database_of_the_relay_before_migrations_upgrades_in_place() {
     // Opened again (a restart, or another process): nothing to migrate.
     drop(s);
     let s = SqliteStore::open(&dir).expect("reopen");
-    assert_eq!(s.schema_versions().expect("versions"), [1, 2, 3, 4, 5]);
+    assert_eq!(s.schema_versions().expect("versions"), [1, 2, 3, 4, 5, 6]);
     let _ = std::fs::remove_dir_all(dir);
 }
 

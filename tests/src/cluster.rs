@@ -1,6 +1,8 @@
 //! Relay nodes on one PostgreSQL database ([`crate::postgres`]): each node
-//! its own state dir (audit log, pid file) and port, all with the same
-//! self-signed CA, so that one client and one agent trust them all.
+//! its own state dir (audit log, pid file) and port. They share the
+//! self-signed CA the first node stored in the database (each writes its
+//! certificate to its own `ca.pem`), so that one client and one agent trust
+//! them all.
 
 use std::sync::Arc;
 
@@ -26,14 +28,18 @@ pub async fn start_nodes(url: &str, n: usize, extra: &[&str]) -> Vec<RelayProc> 
 }
 
 /// Starts one more node on the database at `url` (the same database as
-/// `first`'s, perhaps by another way), with `first`'s CA.
+/// `first`'s, perhaps by another way): it serves a certificate of the CA in
+/// the database, `first`'s.
 pub async fn add_node(first: &RelayProc, url: &str, extra: &[&str]) -> RelayProc {
     let mut args = vec!["--database-url", url];
     args.extend_from_slice(extra);
     let state = Arc::new(TempDir::new("relay"));
-    for file in ["ca.pem", "ca.key"] {
-        std::fs::copy(first.state.path().join(file), state.path().join(file))
-            .unwrap_or_else(|e| panic!("copy the CA's {file}: {e}"));
-    }
-    RelayProc::start_with(state, "127.0.0.1:0", &args).await
+    let node = RelayProc::start_with(state, "127.0.0.1:0", &args).await;
+    let ca = |p: &RelayProc| std::fs::read(&p.ca).unwrap_or_else(|e| panic!("read ca.pem: {e}"));
+    assert_eq!(
+        ca(&node),
+        ca(first),
+        "every node trusts the CA in the database"
+    );
+    node
 }

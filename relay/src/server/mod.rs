@@ -94,7 +94,11 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
             (certified_key(k.chain, k.key)?, None)
         }
         TlsSource::SelfSigned => {
-            let k = certs::self_signed(&config.state_dir, &[public_host])?;
+            let k = if config.database_url.is_some() {
+                certs::self_signed_shared(&*store, &config.state_dir, &[public_host]).await?
+            } else {
+                certs::self_signed(&config.state_dir, &[public_host])?
+            };
             (
                 certified_key(k.chain, k.key)?,
                 Some(certs::ca_path(&config.state_dir)),
@@ -212,7 +216,14 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
     }
     if let Some((settings, stored)) = acme {
         let acme = crate::tls::acme::Acme::new(settings, &config.state_dir, certs.clone());
-        tasks.spawn(acme.run(stored, state.shutdown.clone()));
+        if config.database_url.is_some() {
+            tasks.spawn(
+                acme.shared(state.clone())
+                    .run_shared(state.shutdown.clone()),
+            );
+        } else {
+            tasks.spawn(acme.run(stored, state.shutdown.clone()));
+        }
     }
     let admin_stop = CancellationToken::new();
     let admin_addr = match admin {

@@ -13,6 +13,9 @@
 //! Let's Encrypt's 90). A failed attempt is retried with exponential backoff
 //! (from 30 s, capped at 1 h, jittered) while the old certificate keeps being
 //! served; every attempt and outcome is logged.
+//!
+//! Nodes of a cluster (`--database-url`) share all of it through the
+//! database instead: see [`crate::tls::acme_cluster`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -132,9 +135,12 @@ pub fn initial_certificate(config: &AcmeConfig, state_dir: &Path) -> Result<Init
 
 /// Obtains and renews the certificate, swapping it into `resolver`.
 pub struct Acme {
-    config: AcmeConfig,
+    pub(crate) config: AcmeConfig,
     dir: PathBuf,
-    resolver: Arc<CertResolver>,
+    pub(crate) resolver: Arc<CertResolver>,
+    /// A node of a cluster: the account, the challenges and the certificate
+    /// are in the database, not in `dir`.
+    pub(crate) shared: Option<crate::state::SharedState>,
 }
 
 impl Acme {
@@ -143,6 +149,7 @@ impl Acme {
             config,
             dir: acme_dir(state_dir),
             resolver,
+            shared: None,
         }
     }
 
@@ -214,7 +221,7 @@ impl Acme {
 
     /// When to renew: a third of the lifetime before expiry (or, in tests,
     /// a fixed time after it went into service).
-    fn renew_at(&self, v: &Validity) -> SystemTime {
+    pub(crate) fn renew_at(&self, v: &Validity) -> SystemTime {
         if let Some(after) = self.config.renew_after {
             return v.in_service_since + after;
         }
@@ -226,7 +233,7 @@ impl Acme {
     }
 
     /// One complete issuance: account, order, TLS-ALPN-01, CSR, certificate.
-    async fn obtain(&self) -> Result<(CertifiedKey, Validity), AcmeError> {
+    pub(crate) async fn obtain(&self) -> Result<(CertifiedKey, Validity), AcmeError> {
         let domain = self.config.domain.as_str();
         let account = self.account().await?;
         let identifiers = [Identifier::Dns(domain.to_owned())];
@@ -250,6 +257,10 @@ impl Acme {
             let digest = challenge.key_authorization().digest();
             self.resolver
                 .set_challenge(domain, challenge_certificate(domain, digest.as_ref())?);
+            if let Some(state) = &self.shared {
+                // Every other node answers it too.
+                crate::tls::acme_cluster::put_challenge(state, domain, digest.as_ref()).await?;
+            }
             challenge.set_ready().await?;
         }
         let polling = RetryPolicy::new()
@@ -257,6 +268,9 @@ impl Acme {
             .timeout(Duration::from_secs(120));
         let status = order.poll_ready(&polling).await?;
         self.resolver.remove_challenge(domain);
+        if let Some(state) = &self.shared {
+            crate::tls::acme_cluster::remove_challenge(state, domain).await?;
+        }
         if status != OrderStatus::Ready {
             let mut reasons = Vec::new();
             let mut authorizations = order.authorizations();
@@ -291,6 +305,10 @@ impl Acme {
             chain,
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
         )?;
+        if let Some(state) = &self.shared {
+            crate::tls::acme_cluster::put_certificate(state, &chain_pem, &key_pem).await?;
+            return Ok((served, validity));
+        }
         create_dir_private(&self.dir)?;
         write_atomic(&self.dir.join("key.pem"), key_pem.as_bytes())?;
         write_atomic(&self.dir.join("cert.pem"), chain_pem.as_bytes())?;
@@ -300,7 +318,11 @@ impl Acme {
     /// The stored account for this directory, or a new one.
     async fn account(&self) -> Result<Account, AcmeError> {
         let path = self.dir.join("account.json");
-        if let Ok(text) = std::fs::read_to_string(&path) {
+        let stored = match &self.shared {
+            Some(state) => crate::tls::acme_cluster::account(state).await?,
+            None => std::fs::read_to_string(&path).ok(),
+        };
+        if let Some(text) = stored {
             match serde_json::from_str::<StoredAccount>(&text) {
                 Ok(stored) if stored.directory == self.config.directory => {
                     return Ok(Account::builder_with_http(self.http()?)
@@ -336,6 +358,11 @@ impl Acme {
         };
         let json = serde_json::to_vec_pretty(&stored)
             .map_err(|e| RelayError::Certificate(format!("ACME account: {e}")))?;
+        if let Some(state) = &self.shared {
+            crate::tls::acme_cluster::put_account(state, &json).await?;
+            tracing::info!(id = %account.id(), "ACME: account created (in the database)");
+            return Ok(account);
+        }
         create_dir_private(&self.dir)?;
         write_atomic(&path, &json)?;
         tracing::info!(id = %account.id(), path = %path.display(), "ACME: account created");
@@ -359,7 +386,7 @@ impl Acme {
 }
 
 /// How long one issuance may take in all.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(300);
+pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Serialize, Deserialize)]
 struct StoredAccount {
@@ -379,7 +406,10 @@ async fn sleep_long(d: Duration) {
 
 /// The TLS-ALPN-01 answer for `domain`: a self-signed certificate with the
 /// critical acmeIdentifier extension holding SHA-256(key authorization).
-fn challenge_certificate(domain: &str, digest: &[u8]) -> Result<CertifiedKey, RelayError> {
+pub(crate) fn challenge_certificate(
+    domain: &str,
+    digest: &[u8],
+) -> Result<CertifiedKey, RelayError> {
     let key = KeyPair::generate().map_err(cert_err)?;
     let mut params = CertificateParams::new(vec![domain.to_owned()]).map_err(cert_err)?;
     params.distinguished_name = DistinguishedName::new();
@@ -423,7 +453,7 @@ fn load_stored(
     Ok((certified_key(chain, tunnel::tls::load_key(key)?)?, validity))
 }
 
-fn parse_chain(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, RelayError> {
+pub(crate) fn parse_chain(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, RelayError> {
     let mut reader = pem;
     let chain: Vec<_> = rustls_pemfile::certs(&mut reader)
         .collect::<Result<_, _>>()
@@ -510,7 +540,7 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<(), RelayError> {
 
 /// An error and its causes, one line ("client error (Connect): tcp connect
 /// error: Connection refused").
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -3,6 +3,11 @@
 //! `--self-signed` keeps a local CA in the state dir (`ca.pem`, `ca.key`) and
 //! issues a fresh server certificate from it at every start, for the names the
 //! relay answers to. Agents and clients trust `ca.pem`; it survives restarts.
+//!
+//! Nodes of a cluster (`--database-url`) share one CA kept in the database
+//! ([`self_signed_shared`]): the first node to start creates it, every node
+//! issues its server certificate from it and writes its certificate (not
+//! its key) to its state dir's `ca.pem`.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -71,6 +76,82 @@ pub fn self_signed(state_dir: &Path, names: &[String]) -> Result<CertifiedKey, R
             key
         }
     };
+    let ca_der = tunnel::tls::load_certs(&ca_cert_path)?;
+    issue(params, ca_key, ca_der, names)
+}
+
+/// The name of the shared CA in the database: its certificate then its key,
+/// PEM.
+const CA_SECRET: &str = "ca";
+
+/// As [`self_signed`], for a node of a cluster: the CA is the one in the
+/// database (`store`), created there by the first node to start (atomically:
+/// nodes starting together end with one CA; a state dir that has a CA
+/// already offers that one). Its certificate is written to `state_dir`'s
+/// `ca.pem` for agents, clients and peers to trust; its key stays in the
+/// database (a state dir `ca.key` of another CA is removed, so that it is
+/// never paired with this `ca.pem`).
+pub async fn self_signed_shared(
+    store: &dyn ::store::Store,
+    state_dir: &Path,
+    names: &[String],
+) -> Result<CertifiedKey, RelayError> {
+    std::fs::create_dir_all(state_dir).map_err(|source| RelayError::File {
+        what: "cannot create state dir",
+        path: state_dir.to_path_buf(),
+        source,
+    })?;
+    let ca_key_path = state_dir.join("ca.key");
+    let ca_cert_path = ca_path(state_dir);
+    let params = ca_params()?;
+    let local = match (read_opt(&ca_key_path)?, read_opt(&ca_cert_path)?) {
+        (Some(key), Some(cert)) => Some(format!("{cert}{key}")),
+        _ => None,
+    };
+    let offered = match &local {
+        Some(pair) => pair.clone(),
+        None => {
+            let key = KeyPair::generate().map_err(cert_err)?;
+            let cert = params.self_signed(&key).map_err(cert_err)?;
+            format!("{}{}", cert.pem(), key.serialize_pem())
+        }
+    };
+    let stored = store.create_secret(CA_SECRET, &offered).await?;
+    if stored == offered {
+        tracing::info!("stored this node's certificate authority in the database");
+    }
+    let (cert_pem, key_pem) = split_pair(&stored)?;
+    let ca_key = KeyPair::from_pem(key_pem).map_err(cert_err)?;
+    if local.as_deref().is_some_and(|l| l != stored) {
+        std::fs::remove_file(&ca_key_path).map_err(|source| RelayError::File {
+            what: "cannot remove",
+            path: ca_key_path.clone(),
+            source,
+        })?;
+    }
+    if read_opt(&ca_cert_path)?.as_deref() != Some(cert_pem) {
+        write_file(&ca_cert_path, cert_pem.as_bytes())?;
+    }
+    let ca_der = tunnel::tls::load_certs(&ca_cert_path)?;
+    issue(params, ca_key, ca_der, names)
+}
+
+/// A stored CA (its certificate then its key, PEM) as its two parts.
+fn split_pair(pair: &str) -> Result<(&str, &str), RelayError> {
+    let at = pair.find("-----BEGIN PRIVATE KEY-----").ok_or_else(|| {
+        RelayError::Certificate("the certificate authority in the database has no key".into())
+    })?;
+    Ok(pair.split_at(at))
+}
+
+/// A server certificate for `names` (and the loopback names), issued by the
+/// CA of `params` and `ca_key`, chained to `ca_der`.
+fn issue(
+    params: CertificateParams,
+    ca_key: KeyPair,
+    ca_der: Vec<CertificateDer<'static>>,
+    names: &[String],
+) -> Result<CertifiedKey, RelayError> {
     let issuer = Issuer::new(params, ca_key);
 
     let mut sans: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
@@ -90,7 +171,6 @@ pub fn self_signed(state_dir: &Path, names: &[String]) -> Result<CertifiedKey, R
     leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     let leaf_key = KeyPair::generate().map_err(cert_err)?;
     let cert = leaf.signed_by(&leaf_key, &issuer).map_err(cert_err)?;
-    let ca_der = tunnel::tls::load_certs(&ca_cert_path)?;
     let mut chain = vec![cert.der().clone()];
     chain.extend(ca_der);
     Ok(CertifiedKey {

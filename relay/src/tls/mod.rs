@@ -3,5 +3,6 @@
 //! ([`resolver`]).
 
 pub mod acme;
+pub mod acme_cluster;
 pub mod certs;
 pub mod resolver;

@@ -34,6 +34,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "pending sign-ins",
         include_str!("../../migrations/postgres/0004_sign_ins.sql"),
     ),
+    (
+        5,
+        "secrets and leases",
+        include_str!("../../migrations/postgres/0005_secrets.sql"),
+    ),
 ];
 
 /// The newest schema version this program knows.

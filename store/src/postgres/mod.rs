@@ -27,6 +27,7 @@ mod migrations;
 mod nodes;
 mod oauth;
 mod pins;
+mod secrets;
 mod sign_ins;
 mod tls;
 mod tokens;

@@ -38,6 +38,11 @@ const MIGRATIONS: &[(i64, &str, Step)] = &[
         "pending sign-ins",
         Step::Sql(include_str!("../../migrations/0005_sign_ins.sql")),
     ),
+    (
+        6,
+        "secrets and leases",
+        Step::Sql(include_str!("../../migrations/0006_secrets.sql")),
+    ),
 ];
 
 /// The newest schema version this program knows.

@@ -19,6 +19,7 @@ mod migrations;
 mod nodes;
 mod oauth;
 mod pins;
+mod secrets;
 mod sign_ins;
 mod tokens;
 mod users;
