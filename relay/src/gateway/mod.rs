@@ -29,6 +29,7 @@ use crate::state::SharedState;
 use crate::store::token;
 use legacy_sse::LegacyPost;
 
+mod across_nodes;
 mod audit;
 mod authenticate;
 pub mod authenticated;
@@ -124,58 +125,13 @@ async fn route_request(
         }
     };
     trail.route = route.to_owned();
-    // A node of a cluster: a request forwarded by another node is served
-    // here for its client (never forwarded again); one for a route whose
-    // agent holds no session here goes, once, to a node where it does.
+    // A node of a cluster: forwarded in, or forwarded on (see across_nodes).
     let mut peer = peer;
     if let Some(node) = &state.cluster {
-        use crate::cluster::forward::{self, Inbound};
-        match forward::inbound(&node.secret, &req) {
-            Inbound::Refused(why) => {
-                trail.skip();
-                tracing::warn!(%peer, route, why, "refused a request that claims to be forwarded by a node");
-                return forward::refused(&why);
-            }
-            Inbound::Forwarded { client, by } => {
-                tracing::debug!(%client, by, route, "a request forwarded by another node");
-                peer = client;
-                req.headers_mut()
-                    .remove(crate::cluster::secret::SIGNATURE_HEADER);
-                req.headers_mut().remove(forward::CLIENT_HEADER);
-                // Its MCP session's instance, if this node does not know it
-                // (never forwarded again, whatever the answer).
-                if let Some(session) = crate::sessions::affinity::session_of(req.headers()) {
-                    let _ = crate::cluster::sessions::recall(state, node, route, session).await;
-                }
-            }
-            Inbound::Direct => {
-                // An MCP session this node does not know may live in an
-                // agent instance that holds no session here.
-                let elsewhere = match crate::sessions::affinity::session_of(req.headers()) {
-                    Some(session) => {
-                        crate::cluster::sessions::recall(state, node, route, session).await
-                    }
-                    None => None,
-                };
-                let holder = match elsewhere {
-                    Some(peer) => Some(peer),
-                    None if !state.registry.serves(route) => {
-                        forward::holder(state, node, route).await
-                    }
-                    None => None,
-                };
-                if let Some(holder) = holder {
-                    // Audited by the node that serves it.
-                    trail.skip();
-                    tracing::info!(
-                        route,
-                        to = holder,
-                        "forwarding to the node that holds the route's agent"
-                    );
-                    return forward::forward(state, node, &holder, req, peer).await;
-                }
-            }
-        }
+        req = match across_nodes::pass(state, node, route, req, &mut peer, trail).await {
+            Ok(req) => req,
+            Err(answered) => return answered,
+        };
     }
     let ask = Ask {
         peer,

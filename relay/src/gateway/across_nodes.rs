@@ -1,0 +1,73 @@
+//! The cluster's hop, before the phases: a request forwarded by another node
+//! (signed with the cluster secret) is served here for its client and never
+//! forwarded again; one for a route whose agent holds no session here goes,
+//! once, to a node where it does (and is audited there).
+
+use std::net::SocketAddr;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use crate::cluster::forward::{self, Inbound};
+use crate::cluster::node::Node;
+use crate::gateway::trail::Trail;
+use crate::http::body::RespBody;
+use crate::state::SharedState;
+
+/// `Err`: the answer (refused, or forwarded to another node); `Ok`: the
+/// request is this node's to serve, for `peer` (the client's address when
+/// another node forwarded it).
+pub(super) async fn pass(
+    state: &SharedState,
+    node: &Node,
+    route: &str,
+    mut req: Request<Incoming>,
+    peer: &mut SocketAddr,
+    trail: &mut Trail,
+) -> Result<Request<Incoming>, Response<RespBody>> {
+    match forward::inbound(&node.secret, &req) {
+        Inbound::Refused(why) => {
+            trail.skip();
+            tracing::warn!(peer = %*peer, route, why, "refused a request that claims to be forwarded by a node");
+            return Err(forward::refused(&why));
+        }
+        Inbound::Forwarded { client, by } => {
+            tracing::debug!(%client, by, route, "a request forwarded by another node");
+            *peer = client;
+            req.headers_mut()
+                .remove(crate::cluster::secret::SIGNATURE_HEADER);
+            req.headers_mut().remove(forward::CLIENT_HEADER);
+            // Its MCP session's instance, if this node does not know it
+            // (never forwarded again, whatever the answer).
+            if let Some(session) = crate::sessions::affinity::session_of(req.headers()) {
+                let _ = crate::cluster::sessions::recall(state, node, route, session).await;
+            }
+        }
+        Inbound::Direct => {
+            // An MCP session this node does not know may live in an
+            // agent instance that holds no session here.
+            let elsewhere = match crate::sessions::affinity::session_of(req.headers()) {
+                Some(session) => {
+                    crate::cluster::sessions::recall(state, node, route, session).await
+                }
+                None => None,
+            };
+            let holder = match elsewhere {
+                Some(peer) => Some(peer),
+                None if !state.registry.serves(route) => forward::holder(state, node, route).await,
+                None => None,
+            };
+            if let Some(holder) = holder {
+                // Audited by the node that serves it.
+                trail.skip();
+                tracing::info!(
+                    route,
+                    to = holder,
+                    "forwarding to the node that holds the route's agent"
+                );
+                return Err(forward::forward(state, node, &holder, req, *peer).await);
+            }
+        }
+    }
+    Ok(req)
+}
