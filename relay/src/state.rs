@@ -42,7 +42,7 @@ pub struct RelayState {
     /// Per-IP connection and QUIC handshake bounds.
     pub conn_limits: crate::limits::connections::ConnLimits,
     /// Prometheus metrics (served by the admin listener).
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// The certificate every TLS handshake gets (swapped on reload).
     pub certs: Arc<crate::tls::resolver::CertResolver>,
     /// This relay as a node of a cluster (`None`: alone).

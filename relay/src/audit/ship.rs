@@ -30,7 +30,11 @@ use ::store::ShippedEvent;
 
 use super::chain::{self as audit_chain, Link};
 use super::AuditEvent;
-use crate::state::SharedState;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
 
 /// The file in the state directory that holds the log's id in the table.
 pub const LOG_ID: &str = "audit.node";
@@ -252,7 +256,8 @@ enum ShipError {
 
 /// The shipping of one log.
 struct Shipper {
-    state: SharedState,
+    store: Arc<dyn ::store::Store>,
+    metrics: Arc<Metrics>,
     dir: PathBuf,
     log: String,
     /// The reader, positioned after the last event shipped (`None`: ask
@@ -267,7 +272,7 @@ struct Shipper {
 impl Shipper {
     /// Ships one batch. True when it was full (more may be waiting).
     async fn round(&mut self) -> Result<bool, ShipError> {
-        let store = &self.state.store;
+        let store = &self.store;
         if self.reader.is_none() {
             let up_to = bounded(store.audit_shipped_up_to(&self.log)).await?;
             self.shipped = up_to.max(0) as u64;
@@ -293,12 +298,11 @@ impl Shipper {
         if let Some(last) = self.pending.last() {
             let last = last.seq as u64;
             let new = bounded(store.ship_audit_events(&self.pending)).await?;
-            self.state.metrics.audit_shipped(new);
+            self.metrics.audit_shipped(new);
             self.shipped = last;
             self.pending.clear();
         }
-        self.state
-            .metrics
+        self.metrics
             .audit_ship_lag(synced.saturating_sub(self.shipped));
         Ok(full)
     }
@@ -313,10 +317,14 @@ async fn bounded<T>(
         .map_err(ShipError::from)
 }
 
-/// Ships this node's audit log into the cluster's table until the relay
-/// shuts down (then once more, briefly).
-pub async fn run(state: SharedState) {
-    let dir = state.config.state_dir.clone();
+/// Ships the audit log of the state directory `dir` into the cluster's
+/// table (`store`) until `shutdown` (then once more, briefly).
+pub async fn run(
+    store: Arc<dyn ::store::Store>,
+    metrics: Arc<Metrics>,
+    dir: PathBuf,
+    shutdown: CancellationToken,
+) {
     let log = match log_id(&dir) {
         Ok(id) => id,
         Err(e) => {
@@ -326,7 +334,8 @@ pub async fn run(state: SharedState) {
     };
     tracing::info!(log = %log, "shipping the audit log to the database");
     let mut shipper = Shipper {
-        state: state.clone(),
+        store,
+        metrics,
         dir,
         log,
         reader: None,
@@ -338,7 +347,7 @@ pub async fn run(state: SharedState) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = state.shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => break,
         }
         match shipper.round().await {
             Ok(full) => {

@@ -4,8 +4,12 @@
 //! and records which routes' agents it holds sessions to. A relay joins a
 //! cluster when it is given a cluster secret (`--cluster-secret-file`); a
 //! relay without one is alone, as always.
+//!
+//! This folder is the node's description and its secret; what uses the
+//! running relay lives beside its callers: the heartbeat and the agents'
+//! sessions in [`crate::server::membership`], forwarding and MCP sessions'
+//! holders in the gateway (`gateway/forward_to_node.rs`,
+//! `gateway/session_holders.rs`).
 
-pub mod forward;
 pub mod node;
 pub mod secret;
-pub mod sessions;

@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use crate::cluster::forward::{self, Inbound};
 use crate::cluster::node::Node;
+use crate::gateway::forward_to_node::{self, Inbound};
 use crate::gateway::trail::Trail;
 use crate::http::body::RespBody;
 use crate::state::SharedState;
@@ -25,22 +25,22 @@ pub(super) async fn pass(
     peer: &mut SocketAddr,
     trail: &mut Trail,
 ) -> Result<Request<Incoming>, Response<RespBody>> {
-    match forward::inbound(&node.secret, &req) {
+    match forward_to_node::inbound(&node.secret, &req) {
         Inbound::Refused(why) => {
             trail.skip();
             tracing::warn!(peer = %*peer, route, why, "refused a request that claims to be forwarded by a node");
-            return Err(forward::refused(&why));
+            return Err(forward_to_node::refused(&why));
         }
         Inbound::Forwarded { client, by } => {
             tracing::debug!(%client, by, route, "a request forwarded by another node");
             *peer = client;
             req.headers_mut()
                 .remove(crate::cluster::secret::SIGNATURE_HEADER);
-            req.headers_mut().remove(forward::CLIENT_HEADER);
+            req.headers_mut().remove(forward_to_node::CLIENT_HEADER);
             // Its MCP session's instance, if this node does not know it
             // (never forwarded again, whatever the answer).
             if let Some(session) = crate::sessions::affinity::session_of(req.headers()) {
-                let _ = crate::cluster::sessions::recall(state, node, route, session).await;
+                let _ = crate::gateway::session_holders::recall(state, node, route, session).await;
             }
         }
         Inbound::Direct => {
@@ -48,13 +48,15 @@ pub(super) async fn pass(
             // agent instance that holds no session here.
             let elsewhere = match crate::sessions::affinity::session_of(req.headers()) {
                 Some(session) => {
-                    crate::cluster::sessions::recall(state, node, route, session).await
+                    crate::gateway::session_holders::recall(state, node, route, session).await
                 }
                 None => None,
             };
             let holder = match elsewhere {
                 Some(peer) => Some(peer),
-                None if !state.registry.serves(route) => forward::holder(state, node, route).await,
+                None if !state.registry.serves(route) => {
+                    forward_to_node::holder(state, node, route).await
+                }
                 None => None,
             };
             if let Some(holder) = holder {
@@ -65,7 +67,7 @@ pub(super) async fn pass(
                     to = holder,
                     "forwarding to the node that holds the route's agent"
                 );
-                return Err(forward::forward(state, node, &holder, req, *peer).await);
+                return Err(forward_to_node::forward(state, node, &holder, req, *peer).await);
             }
         }
     }

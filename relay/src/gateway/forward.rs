@@ -128,7 +128,7 @@ pub async fn forward(
         resp.headers(),
     );
     if state.cluster.is_some() {
-        crate::cluster::sessions::observed(
+        crate::gateway::session_holders::observed(
             state,
             ask.route,
             &agent,

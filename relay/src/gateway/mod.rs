@@ -36,11 +36,13 @@ pub mod authenticated;
 mod classify;
 mod decide;
 mod forward;
+mod forward_to_node;
 pub mod grants_api;
 pub mod legacy_sse;
 pub mod pins;
 mod refusal;
 mod route;
+mod session_holders;
 pub mod tool_filter;
 pub mod trail;
 

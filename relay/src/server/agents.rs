@@ -62,7 +62,7 @@ pub async fn serve_connection(state: SharedState, conn: TunnelConnection) {
     );
     let _counted = state.metrics.agent_connected(transport);
     if let Some(node) = &state.cluster {
-        crate::cluster::node::agent_session(
+        crate::server::membership::agent_session(
             &state,
             node,
             &session.routes,
@@ -88,8 +88,14 @@ pub async fn serve_connection(state: SharedState, conn: TunnelConnection) {
             })
             .cloned()
             .collect();
-        crate::cluster::node::agent_session(&state, node, &routes, &session.instance_id, false)
-            .await;
+        crate::server::membership::agent_session(
+            &state,
+            node,
+            &routes,
+            &session.instance_id,
+            false,
+        )
+        .await;
     }
     tracing::info!(session = session.id, %remote, %transport, outcome, "agent disconnected");
 }

@@ -6,6 +6,7 @@ pub mod admin_http;
 pub mod agents;
 pub mod idle_connection;
 pub mod listener;
+pub mod membership;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -151,7 +152,7 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
             config.max_connections_per_ip,
             config.max_quic_handshakes_per_ip,
         ),
-        metrics: crate::metrics::Metrics::new(),
+        metrics: Arc::new(crate::metrics::Metrics::new()),
         certs: certs.clone(),
         cluster: cluster.clone(),
     });
@@ -209,16 +210,21 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
     tasks.spawn(listener::serve_tcp(state.clone(), tcp, Arc::new(https_tls)));
     tasks.spawn(agents::revocation_watch(state.clone()));
     if let Some(node) = &cluster {
-        tasks.spawn(crate::cluster::node::run(state.clone(), node.clone()));
+        tasks.spawn(crate::server::membership::run(state.clone(), node.clone()));
     }
     if state.store.is_remote() {
-        tasks.spawn(crate::audit::ship::run(state.clone()));
+        tasks.spawn(crate::audit::ship::run(
+            state.store.backend(),
+            state.metrics.clone(),
+            state.config.state_dir.clone(),
+            state.shutdown.clone(),
+        ));
     }
     if let Some((settings, stored)) = acme {
         let acme = crate::tls::acme::Acme::new(settings, &config.state_dir, certs.clone());
         if config.database_url.is_some() {
             tasks.spawn(
-                acme.shared(state.clone())
+                acme.shared(state.store.backend(), state.metrics.clone())
                     .run_shared(state.shutdown.clone()),
             );
         } else {
@@ -281,7 +287,7 @@ impl RunningRelay {
         }
         // Agents stop being told to dial this node.
         if let Some(node) = &self.state.cluster {
-            crate::cluster::node::leave(&self.state, node).await;
+            crate::server::membership::leave(&self.state, node).await;
         }
         self.state.shutdown.cancel();
         self.state.requests.close();

@@ -73,6 +73,12 @@ impl Store {
         Ok(Store::with_backend(Arc::new(sqlite), path))
     }
 
+    /// The backend itself, for a task that needs only the database (no
+    /// cache, no freshness proof): audit shipping, cluster ACME.
+    pub fn backend(&self) -> Arc<dyn ::store::Store> {
+        self.backend.clone()
+    }
+
     /// The store over `backend`: what it changes, this relay's writes and
     /// others', is forgotten from the caches as the backend learns of it.
     pub fn with_backend(backend: Arc<dyn ::store::Store>, path: PathBuf) -> Store {

@@ -140,7 +140,7 @@ pub struct Acme {
     pub(crate) resolver: Arc<CertResolver>,
     /// A node of a cluster: the account, the challenges and the certificate
     /// are in the database, not in `dir`.
-    pub(crate) shared: Option<crate::state::SharedState>,
+    pub(crate) shared: Option<crate::tls::acme_cluster::Shared>,
 }
 
 impl Acme {

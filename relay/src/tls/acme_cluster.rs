@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tunnel::backoff::Backoff;
 
 use crate::error::RelayError;
-use crate::state::SharedState;
+use crate::metrics::Metrics;
 use crate::tls::acme::{
     chain, challenge_certificate, leaf_validity, parse_chain, Acme, AcmeError, Validity,
     ATTEMPT_TIMEOUT,
@@ -46,14 +46,22 @@ const ACCOUNT: &str = "acme/account";
 const CERT: &str = "acme/cert";
 const CHALLENGE_PREFIX: &str = "acme/challenge/";
 
-fn store(state: &SharedState) -> &dyn ::store::Store {
+/// What a node of a cluster orders and serves with: the cluster's
+/// database, and its own metrics.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    store: std::sync::Arc<dyn ::store::Store>,
+    metrics: std::sync::Arc<Metrics>,
+}
+
+fn store(state: &Shared) -> &dyn ::store::Store {
     &*state.store
 }
 
 /// Publishes the TLS-ALPN-01 answer for `domain` to every node, and waits
 /// until they have read it.
 pub(crate) async fn put_challenge(
-    state: &SharedState,
+    state: &Shared,
     domain: &str,
     digest: &[u8],
 ) -> Result<(), RelayError> {
@@ -63,24 +71,24 @@ pub(crate) async fn put_challenge(
     Ok(())
 }
 
-pub(crate) async fn remove_challenge(state: &SharedState, domain: &str) -> Result<(), RelayError> {
+pub(crate) async fn remove_challenge(state: &Shared, domain: &str) -> Result<(), RelayError> {
     let name = format!("{CHALLENGE_PREFIX}{}", domain.to_ascii_lowercase());
     store(state).remove_secret(&name).await?;
     Ok(())
 }
 
-pub(crate) async fn account(state: &SharedState) -> Result<Option<String>, RelayError> {
+pub(crate) async fn account(state: &Shared) -> Result<Option<String>, RelayError> {
     Ok(store(state).secret(ACCOUNT).await?)
 }
 
-pub(crate) async fn put_account(state: &SharedState, json: &[u8]) -> Result<(), RelayError> {
+pub(crate) async fn put_account(state: &Shared, json: &[u8]) -> Result<(), RelayError> {
     let text = String::from_utf8_lossy(json);
     store(state).put_secret(ACCOUNT, &text).await?;
     Ok(())
 }
 
 pub(crate) async fn put_certificate(
-    state: &SharedState,
+    state: &Shared,
     chain_pem: &str,
     key_pem: &str,
 ) -> Result<(), RelayError> {
@@ -93,7 +101,7 @@ pub(crate) async fn put_certificate(
 /// The certificate in the database, for `domain`: what to serve and its
 /// validity.
 async fn stored_certificate(
-    state: &SharedState,
+    state: &Shared,
     domain: &str,
 ) -> Result<Option<(String, rustls::sign::CertifiedKey, Validity)>, RelayError> {
     let Some(pair) = store(state).secret(CERT).await? else {
@@ -115,9 +123,13 @@ async fn stored_certificate(
 
 impl Acme {
     /// A node of a cluster: account, challenges and certificate in
-    /// `state`'s database.
-    pub fn shared(mut self, state: SharedState) -> Self {
-        self.shared = Some(state);
+    /// `store`, the cluster's database.
+    pub fn shared(
+        mut self,
+        store: std::sync::Arc<dyn ::store::Store>,
+        metrics: std::sync::Arc<Metrics>,
+    ) -> Self {
+        self.shared = Some(Shared { store, metrics });
         self
     }
 
@@ -216,11 +228,7 @@ impl Acme {
 
     /// One issuance, renewing the lease meanwhile; fails if the lease is
     /// lost (another node took it: this one was too slow to renew).
-    async fn obtain_holding(
-        &self,
-        state: &SharedState,
-        holder: &str,
-    ) -> Result<Validity, AcmeError> {
+    async fn obtain_holding(&self, state: &Shared, holder: &str) -> Result<Validity, AcmeError> {
         let order = tokio::time::timeout(ATTEMPT_TIMEOUT, self.obtain());
         tokio::pin!(order);
         let mut renew = tokio::time::interval(LEASE_RENEW);
@@ -249,7 +257,7 @@ impl Acme {
     /// challenges it holds.
     async fn sync(
         &self,
-        state: &SharedState,
+        state: &Shared,
         domain: &str,
         served: &mut Option<String>,
         current: &mut Option<Validity>,
