@@ -115,6 +115,16 @@ pub trait Changes: Send + Sync {
     /// hooks' caches keep may be used; false: read through.
     fn fresh(&self) -> bool;
 
+    /// [`Changes::fresh`], and if it is false while the backend's follower
+    /// of the changes is connected but late (a slow machine), waits up to
+    /// `wait` for its next proof: one read of the changes answers every
+    /// request that waits, instead of each reading the database. False at
+    /// once when there is no follower to wait for (it is reconnecting).
+    async fn fresh_within(&self, wait: std::time::Duration) -> bool {
+        let _ = wait;
+        self.fresh()
+    }
+
     /// How far behind a true [`Changes::fresh`] may be: every change
     /// committed at least this long before `fresh` returned true has reached
     /// the hooks. Zero (SQLite): every change committed before the call.

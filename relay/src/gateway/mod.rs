@@ -169,7 +169,7 @@ async fn serve(
     }
     // One freshness proof for every lookup of the request (see
     // store/proof.rs): what changed before it arrived is seen.
-    let proof = state.store.prove();
+    let proof = state.store.prove().await;
     // 1. Who is asking.
     let who = authenticate::authenticate(state, &parts.headers, ask.route, proof).await?;
     audit::identify(trail, &who);

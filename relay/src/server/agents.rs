@@ -126,7 +126,7 @@ async fn handshake(
 
     let checked = match state
         .store
-        .verify_proven(&hello.credential, state.store.prove())
+        .verify_proven(&hello.credential, state.store.prove().await)
         .await
     {
         Ok(checked) => checked,

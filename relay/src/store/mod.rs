@@ -41,6 +41,12 @@ const LAST_USED_RESOLUTION: i64 = 60;
 /// database answers in milliseconds; one cut off may never answer.
 pub const REMOTE_READ_BOUND: Duration = Duration::from_millis(500);
 
+/// How long a request whose caches cannot be proven fresh may wait, in all,
+/// for the change feed's next read and then for its own reads. With the
+/// feed's freshness bound (0.5 s), a node cut off from its database refuses
+/// within 0.9 s of the cut.
+pub const STALE_READ_BOUND: Duration = Duration::from_millis(400);
+
 /// The embedded state store.
 pub struct Store {
     backend: Arc<dyn ::store::Store>,
@@ -107,9 +113,21 @@ impl Store {
     }
 
     /// The freshness proof of a request: taken once, when it arrives (see
-    /// [`crate::store::proof`]).
-    pub fn prove(&self) -> Proof {
-        Proof::new(self.backend.fresh())
+    /// [`crate::store::proof`]). On a remote backend whose follower of the
+    /// changes is late, waits for its next read (within
+    /// [`STALE_READ_BOUND`]); if that does not come, the request's reads go
+    /// to the database, and must be answered within what is left of
+    /// [`STALE_READ_BOUND`].
+    pub async fn prove(&self) -> Proof {
+        if !self.remote {
+            return Proof::new(self.backend.fresh());
+        }
+        let deadline = tokio::time::Instant::now() + STALE_READ_BOUND;
+        if self.backend.fresh_within(STALE_READ_BOUND).await {
+            Proof::new(true)
+        } else {
+            Proof::stale_until(deadline)
+        }
     }
 
     /// Whether the backend is a database on the network (PostgreSQL).
@@ -117,22 +135,23 @@ impl Store {
         self.remote
     }
 
-    /// `read`, bounded by [`REMOTE_READ_BOUND`] on a remote backend.
+    /// `read`, bounded on a remote backend by what `proof` leaves it
+    /// ([`REMOTE_READ_BOUND`], or the rest of [`STALE_READ_BOUND`]).
     async fn bounded<T>(
         &self,
         read: impl std::future::Future<Output = Result<T, StoreError>>,
+        proof: Proof,
     ) -> Result<T, StoreError> {
         if !self.remote {
             return read.await;
         }
-        tokio::time::timeout(REMOTE_READ_BOUND, read)
-            .await
-            .unwrap_or_else(|_| {
-                Err(StoreError::Backend(format!(
-                    "the database did not answer within {} ms",
-                    REMOTE_READ_BOUND.as_millis()
-                )))
-            })
+        let bound = proof.read_bound();
+        tokio::time::timeout(bound, read).await.unwrap_or_else(|_| {
+            Err(StoreError::Backend(format!(
+                "the database did not answer within {} ms",
+                bound.as_millis()
+            )))
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -142,7 +161,7 @@ impl Store {
     /// Looks up a presented token. On success, records its use (at most once a
     /// minute per token, so that verification stays a read).
     pub async fn verify(&self, presented: &str) -> Result<TokenRecord, TokenRejection> {
-        self.verify_proven(presented, self.prove())
+        self.verify_proven(presented, self.prove().await)
             .await
             .unwrap_or_else(|e| {
                 tracing::error!(error = %e, "token lookup failed");
@@ -167,7 +186,7 @@ impl Store {
             None => {
                 let generation = self.hot.generation();
                 let Some(record) = self
-                    .bounded(self.backend.token_by_secret(presented))
+                    .bounded(self.backend.token_by_secret(presented), proof)
                     .await?
                 else {
                     return Ok(Err(TokenRejection::Unknown));
@@ -234,7 +253,8 @@ impl Store {
     /// The grants of a route in force at `now` (not revoked, not expired),
     /// oldest first.
     pub async fn live_grants(&self, route: &str, now: i64) -> Result<Vec<GrantRecord>, RelayError> {
-        self.live_grants_proven(route, now, self.prove()).await
+        self.live_grants_proven(route, now, self.prove().await)
+            .await
     }
 
     /// [`Store::live_grants`] under the request's `proof`.
@@ -255,7 +275,10 @@ impl Store {
         if let Some(all) = self.grant_cache.get(route).filter(|_| fresh) {
             return Ok(live(&all));
         }
-        let all: Arc<[GrantRecord]> = self.bounded(self.backend.route_grants(route)).await?.into();
+        let all: Arc<[GrantRecord]> = self
+            .bounded(self.backend.route_grants(route), proof)
+            .await?
+            .into();
         let granted = live(&all);
         // Kept only if nothing was forgotten meanwhile (a write that
         // committed during the read).
@@ -267,7 +290,7 @@ impl Store {
 
     /// The owner of a claimed route.
     pub async fn route_owner(&self, name: &str) -> Result<Option<String>, StoreError> {
-        self.route_owner_proven(name, self.prove()).await
+        self.route_owner_proven(name, self.prove().await).await
     }
 
     /// [`Store::route_owner`] under the request's `proof`.
@@ -281,7 +304,7 @@ impl Store {
             return Ok(owner);
         }
         let generation = self.hot.generation();
-        let owner = self.bounded(self.backend.route_owner(name)).await?;
+        let owner = self.bounded(self.backend.route_owner(name), proof).await?;
         if fresh {
             self.hot.keep_owner(generation, name, owner.clone());
         }
@@ -290,7 +313,7 @@ impl Store {
 
     /// Whether calls to a tool wait for the owner's approval of a change.
     pub async fn tool_change_pending(&self, route: &str, tool: &str) -> Result<bool, RelayError> {
-        self.tool_change_pending_proven(route, tool, self.prove())
+        self.tool_change_pending_proven(route, tool, self.prove().await)
             .await
     }
 
@@ -307,7 +330,7 @@ impl Store {
             None => {
                 let generation = self.hot.generation();
                 let pending: Arc<[String]> = self
-                    .bounded(self.backend.pending_tools(route))
+                    .bounded(self.backend.pending_tools(route), proof)
                     .await?
                     .into();
                 if fresh {
@@ -321,7 +344,7 @@ impl Store {
 
     /// The groups last recorded for `email` (none if never).
     pub async fn groups(&self, email: &str) -> Result<Vec<String>, StoreError> {
-        self.groups_proven(email, self.prove()).await
+        self.groups_proven(email, self.prove().await).await
     }
 
     /// [`Store::groups`] under the request's `proof`.
@@ -335,7 +358,7 @@ impl Store {
             return Ok(groups.to_vec());
         }
         let generation = self.hot.generation();
-        let groups = self.bounded(self.backend.groups(email)).await?;
+        let groups = self.bounded(self.backend.groups(email), proof).await?;
         if fresh {
             self.hot
                 .keep_groups(generation, email, groups.clone().into());
@@ -345,7 +368,7 @@ impl Store {
 
     /// Checks a presented access token: known, an access token, live.
     pub async fn verify_access(&self, presented: &str) -> Result<OAuthToken, TokenRejection> {
-        self.verify_access_proven(presented, self.prove())
+        self.verify_access_proven(presented, self.prove().await)
             .await
             .unwrap_or_else(|e| {
                 tracing::error!(error = %e, "OAuth token lookup failed");
@@ -367,7 +390,7 @@ impl Store {
             None => {
                 let generation = self.hot.generation();
                 let Some(record) = self
-                    .bounded(self.backend.oauth_token(presented))
+                    .bounded(self.backend.oauth_token(presented), proof)
                     .await?
                     .filter(|t| t.kind == OAuthTokenKind::Access)
                 else {

@@ -58,10 +58,13 @@ const CHANNEL: &str = "drawbridge_changes";
 const CHANGES_LOCK: i64 = 0x4442_5243_484e_4753;
 /// How often the listener reads the changes even without a notification
 /// (its proof of freshness, and its check that the connection lives).
-pub const CATCH_UP_INTERVAL: Duration = Duration::from_millis(250);
+pub const CATCH_UP_INTERVAL: Duration = Duration::from_millis(200);
 /// How old the listener's latest complete read may be for
-/// [`Changes::fresh`] to say true.
-pub const FRESHNESS_BOUND: Duration = Duration::from_secs(1);
+/// [`Changes::fresh`] to say true. With the relay's bound on a read of the
+/// request path (0.4 s), a node cut off from the database refuses within
+/// 0.9 s of the cut: its caches stop answering at most this long after its
+/// last read, and the read that replaces them gives up 0.4 s later.
+pub const FRESHNESS_BOUND: Duration = Duration::from_millis(500);
 /// A read of the changes that takes longer means the connection is dead.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// Connecting, and unacknowledged data on a connection, may take this long.
@@ -97,6 +100,8 @@ struct Inner {
     /// When the listener's latest complete read started, in milliseconds
     /// after `base` plus one; 0: none since it (re)connected.
     proven: AtomicU64,
+    /// Told after each proof (and when the listener's connection is lost).
+    proofs: tokio::sync::Notify,
     base: Instant,
 }
 
@@ -205,6 +210,7 @@ impl PostgresStore {
                 last: AtomicU64::new(0),
                 listening: AtomicBool::new(false),
                 proven: AtomicU64::new(0),
+                proofs: tokio::sync::Notify::new(),
                 base: Instant::now(),
             }),
         };
@@ -381,6 +387,26 @@ impl Changes for PostgresStore {
             && self.inner.millis().saturating_sub(proven) <= FRESHNESS_BOUND.as_millis() as u64
     }
 
+    async fn fresh_within(&self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let told = self.inner.proofs.notified();
+            tokio::pin!(told);
+            told.as_mut().enable();
+            if self.fresh() {
+                return true;
+            }
+            // Not connected (or not yet read since it connected): nothing
+            // to wait for.
+            if self.inner.proven.load(Ordering::SeqCst) == 0 {
+                return false;
+            }
+            if tokio::time::timeout_at(deadline, told).await.is_err() {
+                return self.fresh();
+            }
+        }
+    }
+
     fn freshness_bound(&self) -> Duration {
         FRESHNESS_BOUND
     }
@@ -424,6 +450,7 @@ async fn listen(store: Weak<Inner>) {
                 let why = follow(&store, &client, rx).await;
                 if let Some(inner) = store.upgrade() {
                     inner.proven.store(0, Ordering::SeqCst);
+                    inner.proofs.notify_waiters();
                     inner.deliver(Change::Reset);
                 } else {
                     return;
@@ -527,6 +554,7 @@ async fn follow(
             inner.deliver(Change::from_row(&kind, key));
         }
         inner.proven.store(started, Ordering::SeqCst);
+        inner.proofs.notify_waiters();
         // Now and then, forget changes every listener has long read.
         reads += 1;
         if reads % 2400 == 1 {

@@ -47,17 +47,17 @@ async fn a_node_cut_off_from_its_database_refuses_then_serves_again() {
     assert_eq!(code, 0, "{err}");
     let fresh = a.token("alice@x", true);
     // B refuses every request that arrives once it cannot prove its caches
-    // fresh (1 s after its last read of the changes, which started before
-    // the freeze): 503 when its read of the database times out (0.5 s).
-    // Before that, its caches may answer (the revocation is within its 1 s
-    // bound); after, never 200.
+    // fresh (0.5 s after its last read of the changes, which started before
+    // the freeze): 503 when its read of the database times out (0.4 s), so
+    // within 0.9 s of the cut. Before that, its caches may answer (the
+    // revocation is within its 0.5 s bound); after, never 200.
     let mut first_503: Option<(Duration, Duration)> = None;
     while frozen.elapsed() < Duration::from_secs(3) {
         let sent = frozen.elapsed();
         let (s, text) = status(&client, &b, &doomed).await;
         match s {
             200 => assert!(
-                sent < Duration::from_secs(1),
+                sent < Duration::from_millis(600),
                 "B accepted a token revoked while it was cut off, {sent:?} after the cut: {text}"
             ),
             503 => {
@@ -72,7 +72,8 @@ async fn a_node_cut_off_from_its_database_refuses_then_serves_again() {
     println!(
         "database frozen: node B refuses requests sent {sent:?} after the cut (answered 503 at {answered:?})"
     );
-    assert!(sent <= Duration::from_millis(1100), "{sent:?}");
+    // Within 1 s of the cut (0.9 s by design; the slack is the machine's).
+    assert!(answered <= Duration::from_millis(1150), "{answered:?}");
     // A POST (an MCP client's) gets a JSON-RPC error, and Retry-After.
     let post = http::Request::post(b.route_url("demo"))
         .header("authorization", format!("Bearer {fresh}"))
