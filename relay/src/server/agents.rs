@@ -41,7 +41,9 @@ pub async fn serve_connection(state: SharedState, conn: TunnelConnection) {
             return;
         }
     };
-    let session = match handshake(&state, &conn, &mut send, &mut recv).await {
+    // Boxed: the handshake's future (token lookups) is large, and the
+    // session's task would hold room for it while the agent stays connected.
+    let session = match Box::pin(handshake(&state, &conn, &mut send, &mut recv)).await {
         Ok(s) => s,
         Err(reason) => {
             tracing::info!(%remote, %transport, %reason, "tunnel refused");
@@ -71,7 +73,6 @@ pub async fn serve_connection(state: SharedState, conn: TunnelConnection) {
         )
         .await;
     }
-    tokio::spawn(refuse_extra_streams(session.clone()));
     let outcome = control_loop(&state, &session, &mut send, ControlReader::spawn(recv)).await;
     state.registry.unregister(&session);
     session.set_draining();
@@ -307,16 +308,6 @@ async fn refuse(
 
 /// Agents open only the control stream; anything else is reset at once so
 /// that it cannot hold buffers in the relay.
-async fn refuse_extra_streams(session: Arc<AgentSession>) {
-    while let Ok((send, recv)) = session.conn.accept_bi().await {
-        tracing::warn!(
-            session = session.id,
-            "agent opened an unexpected stream; resetting it"
-        );
-        drop((send, recv));
-    }
-}
-
 /// Reads control messages until the connection ends; returns why it ended.
 async fn control_loop(
     state: &SharedState,
@@ -451,6 +442,15 @@ async fn control_loop(
                     message: "the relay is restarting".into(),
                 }, FrameLimit::CONTROL).await;
             }
+            // The agent opens no stream but its control stream: any other
+            // is reset (here, not in a task of its own per agent).
+            extra = session.conn.accept_bi() => match extra {
+                Ok(stream) => {
+                    tracing::warn!(session = session.id, "agent opened an unexpected stream; resetting it");
+                    drop(stream);
+                }
+                Err(_) => return "connection closed",
+            },
             _ = session.conn.closed() => return "connection closed",
         }
     }

@@ -579,6 +579,58 @@ async fn malformed_control_frame_after_handshake_disconnects_that_agent_only() {
     healthy.assert_serves(&relay, "after").await;
 }
 
+/// An agent opens no stream but its control stream: a second one (yamux lets
+/// it, QUIC's stream limit does not) is reset, and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extra_stream_after_the_handshake_is_reset_and_the_session_lives() {
+    let relay = RelayProc::start(&[]).await;
+    let healthy = Healthy::start(&relay, "quic").await;
+
+    let token = relay.token("mallory@example.com", false);
+    let conn = mux_connect(&relay).await;
+    let (reply, mut send, mut recv) =
+        say_hello(&conn, &hello(PROTOCOL_VERSION, &token, "mallory")).await;
+    assert!(matches!(reply, HelloReply::Welcome(_)), "{reply:?}");
+
+    let (mut extra_send, mut extra_recv) = conn.open_bi().await.expect("open a second stream");
+    extra_send
+        .write_all(b"not for you")
+        .await
+        .expect("write on the second stream");
+    extra_send.flush().await.expect("flush");
+    assert_stream_ends(&mut extra_recv, "a second stream from an agent").await;
+    assert!(
+        relay
+            .proc
+            .wait_stderr("unexpected stream", Duration::from_secs(2))
+            .await,
+        "the relay did not log the unexpected stream"
+    );
+
+    // The control stream still answers.
+    protocol::write_frame(
+        "control",
+        &mut send,
+        &protocol::Control::Ping { nonce: 7 },
+        FrameLimit::CONTROL,
+    )
+    .await
+    .expect("ping");
+    let pong = timeout(
+        PROMPT,
+        protocol::read_frame::<protocol::Control, _>("control", &mut recv, FrameLimit::CONTROL),
+    )
+    .await
+    .expect("no pong in time")
+    .expect("read pong");
+    assert!(
+        matches!(pong, protocol::Control::Pong { nonce: 7 }),
+        "{pong:?}"
+    );
+
+    healthy.assert_serves(&relay, "after").await;
+}
+
 // ---------------------------------------------------------------------------
 // 6. A route policy that does not hold.
 
