@@ -178,6 +178,9 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 pub struct LevelResult {
     /// Every request's latency, in µs, sorted.
     pub latencies_us: Vec<f64>,
+    /// The same, apart for each target of [`load_spread`] (in its order),
+    /// each sorted.
+    pub per_target_us: Vec<Vec<f64>>,
     pub rps: f64,
     pub errors: u64,
 }
@@ -190,27 +193,53 @@ pub async fn load(
     warmup: usize,
     duration: Duration,
 ) -> anyhow::Result<LevelResult> {
-    let mut conns = Vec::with_capacity(workers);
+    load_spread(std::slice::from_ref(target), workers, warmup, duration).await
+}
+
+/// [`load`] over several targets (e.g. the nodes of a cluster): each worker
+/// holds a connection to every target and sends its requests to them in
+/// turn, worker `w`'s `k`-th request to target `(w + k) % targets.len()`,
+/// so that even one worker spreads its requests evenly.
+pub async fn load_spread(
+    targets: &[Target],
+    workers: usize,
+    warmup: usize,
+    duration: Duration,
+) -> anyhow::Result<LevelResult> {
+    if targets.is_empty() {
+        bail!("no target to load");
+    }
+    let n = targets.len();
+    let mut all_conns = Vec::with_capacity(workers);
     for _ in 0..workers {
-        let mut c = Conn::open(target).await?;
-        for _ in 0..warmup {
-            c.tools_call().await.context("warm-up")?;
+        let mut conns = Vec::with_capacity(n);
+        for target in targets {
+            let mut c = Conn::open(target).await?;
+            for _ in 0..warmup.div_ceil(n) {
+                c.tools_call().await.context("warm-up")?;
+            }
+            conns.push(c);
         }
-        conns.push(c);
+        all_conns.push(conns);
     }
     let start = Instant::now();
     let deadline = start + duration;
-    let tasks: Vec<_> = conns
+    let tasks: Vec<_> = all_conns
         .into_iter()
-        .map(|mut c| {
+        .enumerate()
+        .map(|(w, mut conns)| {
             tokio::spawn(async move {
-                let mut lat = Vec::with_capacity(4096);
+                let mut lat: Vec<Vec<f64>> = (0..n).map(|_| Vec::with_capacity(4096)).collect();
                 let mut errors = 0u64;
                 let mut last_error = None;
+                let mut next = w % n;
                 while Instant::now() < deadline {
+                    let i = next;
+                    next = (next + 1) % n;
+                    let c = &mut conns[i];
                     let t = Instant::now();
                     match c.tools_call().await {
-                        Ok(()) => lat.push(t.elapsed().as_nanos() as f64 / 1000.0),
+                        Ok(()) => lat[i].push(t.elapsed().as_nanos() as f64 / 1000.0),
                         Err(e) => {
                             errors += 1;
                             last_error = Some(e.to_string());
@@ -218,8 +247,8 @@ pub async fn load(
                                 break;
                             }
                             // The connection may be gone: start a new one.
-                            if let Ok(n) = Conn::open(&c.target).await {
-                                c = n;
+                            if let Ok(fresh) = Conn::open(&c.target).await {
+                                *c = fresh;
                             }
                         }
                     }
@@ -228,16 +257,19 @@ pub async fn load(
             })
         })
         .collect();
-    let mut all = Vec::new();
+    let mut per_target: Vec<Vec<f64>> = vec![Vec::new(); n];
     let mut errors = 0;
     let mut last_error = None;
     for t in tasks {
         let (lat, e, le) = t.await?;
-        all.extend(lat);
+        for (mine, theirs) in per_target.iter_mut().zip(lat) {
+            mine.extend(theirs);
+        }
         errors += e;
         last_error = le.or(last_error);
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let mut all: Vec<f64> = per_target.iter().flatten().copied().collect();
     if all.is_empty() {
         bail!(
             "no request succeeded: {}",
@@ -248,9 +280,13 @@ pub async fn load(
         eprintln!("  {errors} errors, last: {e}");
     }
     all.sort_by(f64::total_cmp);
+    for lat in &mut per_target {
+        lat.sort_by(f64::total_cmp);
+    }
     Ok(LevelResult {
         rps: all.len() as f64 / elapsed,
         latencies_us: all,
+        per_target_us: per_target,
         errors,
     })
 }

@@ -7,8 +7,14 @@
 
 mod breakdown;
 mod client;
+mod cluster;
 mod plot;
 mod policy_cost;
+/// The throwaway PostgreSQL server of the cluster scenario: the end-to-end
+/// tests' own, included rather than depended on (that crate brings the test
+/// tools with it).
+#[path = "../../tests/src/postgres.rs"]
+mod postgres;
 mod procs;
 mod reconnect;
 mod record;
@@ -33,13 +39,16 @@ struct Cli {
     /// Only these systems, comma-separated (direct, drawbridge-quic,
     /// drawbridge-quic-nopolicy, drawbridge-tcp, rathole-tcp, rathole-noise,
     /// bore, ssh-r). Scale, reconnect, policy and breakdown run with
-    /// drawbridge-quic;
+    /// drawbridge-quic (cluster too: its own relays, on SQLite and on
+    /// PostgreSQL);
     /// tunnel with drawbridge-quic (and bare quinn) and drawbridge-tcp (and
     /// bare TLS+yamux).
     #[arg(long, value_delimiter = ',')]
     systems: Vec<String>,
     /// Only these scenarios, comma-separated (small, bulk, scale, reconnect,
-    /// policy, tunnel, breakdown). A run of a subset of systems or scenarios writes its results
+    /// policy, tunnel, breakdown, cluster). The cluster scenario needs
+    /// PostgreSQL (initdb, postgres, pg_isready; see tests/src/postgres.rs)
+    /// and is skipped without it. A run of a subset of systems or scenarios writes its results
     /// under the run's temporary directory and leaves bench/results.json and
     /// BENCHMARKS.md as they are: those always show one whole run.
     #[arg(long, value_delimiter = ',')]

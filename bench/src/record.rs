@@ -15,7 +15,7 @@ pub const SYSTEMS: [&str; 8] = [
 ];
 
 /// The scenarios, as they are named in the results.
-pub const SCENARIOS: [&str; 7] = [
+pub const SCENARIOS: [&str; 8] = [
     "small",
     "bulk",
     "scale",
@@ -23,6 +23,7 @@ pub const SCENARIOS: [&str; 7] = [
     "policy",
     "tunnel",
     "breakdown",
+    "cluster",
 ];
 
 /// One measured figure. Fields that do not apply to a scenario are `null`.
@@ -45,6 +46,12 @@ pub const SCENARIOS: [&str; 7] = [
 /// * `breakdown`: one `part` of a Drawbridge `tools/call` at one request in
 ///   flight (see [`crate::breakdown::PARTS`]): `p50_us`/`p99_us` of that
 ///   part over `runs` requests.
+/// * `cluster`: `system` is one of [`crate::cluster::SETUPS`];
+///   `p50_us`/`p99_us` per request and `rps` at `concurrency` workers, each
+///   request sent to the setup's nodes in turn; for
+///   [`crate::cluster::FORWARDING`] at `concurrency` 1 also a `part`
+///   (`direct`: requests to the node that holds the agent, `forwarded`: to
+///   the others), `runs` requests each.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     pub system: String,
@@ -56,7 +63,8 @@ pub struct Record {
     pub mb_per_s: Option<f64>,
     pub rss_kib: Option<f64>,
     pub runs: Option<u64>,
-    /// The part of the request a `breakdown` figure is.
+    /// The part of the request a `breakdown` figure is, or the requests a
+    /// `cluster` figure is of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part: Option<String>,
 }

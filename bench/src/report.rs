@@ -316,6 +316,8 @@ pub fn render(rs: &[Record], meta: &Meta) -> String {
         }
     }
 
+    cluster(&mut o, rs, meta);
+
     // Targets.
     let _ = writeln!(o, "\n## Targets\n");
     let _ = writeln!(o, "| target | measured | met |");
@@ -399,6 +401,107 @@ pub fn render(rs: &[Record], meta: &Meta) -> String {
         |v| v <= 10.0,
     );
     o
+}
+
+/// Three relay nodes beside one (see [`crate::cluster`]), when measured.
+fn cluster(o: &mut String, rs: &[Record], meta: &Meta) {
+    let at = |system: &str, c: u64, part: Option<&str>| {
+        rs.iter().find(|r| {
+            r.scenario == "cluster"
+                && r.system == system
+                && r.concurrency == Some(c)
+                && r.part.as_deref() == part
+        })
+    };
+    if !rs.iter().any(|r| r.scenario == "cluster") {
+        return;
+    }
+    let _ = writeln!(o, "\n## Cluster: three nodes beside one\n");
+    // "…, 2 CPUs, …" in the machine's description.
+    let cpus = meta
+        .machine
+        .split(", ")
+        .find_map(|p| p.strip_suffix(" CPUs"))
+        .map_or("the machine's CPUs".to_owned(), |n| format!("{n} CPUs"));
+    let _ = writeln!(
+        o,
+        "The small request through one relay node and through three nodes on one PostgreSQL \
+         database, each load worker sending its requests to the nodes in turn (see *What is \
+         measured*). How to read it: every node, PostgreSQL, the agent and the load client run \
+         on this one machine and share its {cpus}, so three nodes have no more CPU than one \
+         and are not expected to be faster. The table shows what each setup \
+         costs per request and that nothing breaks when the requests are spread; more nodes \
+         add capacity only on machines of their own, which this bench does not measure.\n"
+    );
+    let _ = writeln!(
+        o,
+        "| setup | relay nodes | database | agent sessions | p50 µs c=1 | p99 µs c=1 | req/s c=64 | req/s ÷ one node on SQLite, c=64 |"
+    );
+    let _ = writeln!(o, "|---|---:|---|---|---:|---:|---:|---:|");
+    let base = at("sqlite-1-node", 64, None).and_then(|r| r.rps);
+    for system in crate::cluster::SETUPS {
+        let (r1, r64) = (at(system, 1, None), at(system, 64, None));
+        if r1.is_none() && r64.is_none() {
+            continue;
+        }
+        let (nodes, database, sessions) = match system {
+            "sqlite-1-node" => ("1", "SQLite", "1"),
+            "postgres-1-node" => ("1", "PostgreSQL", "1"),
+            "postgres-3-nodes" => ("3", "PostgreSQL", "3, one per node"),
+            _ => (
+                "3",
+                "PostgreSQL",
+                "1 (`--relay-connections 1`): 2 requests of 3 forwarded",
+            ),
+        };
+        let _ = writeln!(
+            o,
+            "| {system} | {nodes} | {database} | {sessions} | {} | {} | {} | {} |",
+            f(r1.and_then(|r| r.p50_us), 0),
+            f(r1.and_then(|r| r.p99_us), 0),
+            f(r64.and_then(|r| r.rps), 0),
+            ratio(r64.and_then(|r| r.rps), base),
+        );
+    }
+    let fwd = crate::cluster::FORWARDING;
+    let (Some(direct), Some(forwarded)) =
+        (at(fwd, 1, Some("direct")), at(fwd, 1, Some("forwarded")))
+    else {
+        return;
+    };
+    let _ = writeln!(
+        o,
+        "\nThe forwarding hop: the c=1 requests of `{fwd}` apart. A node without a session \
+         to the route's agent sends the request, signed with the cluster secret, to the node \
+         that has one, which serves and audits it.\n"
+    );
+    let _ = writeln!(
+        o,
+        "| requests (three nodes, agent on one, c=1) | p50 µs | p99 µs | requests |"
+    );
+    let _ = writeln!(o, "|---|---:|---:|---:|");
+    for (name, r) in [
+        ("to the node that holds the agent", direct),
+        ("to another node, forwarded once", forwarded),
+    ] {
+        let _ = writeln!(
+            o,
+            "| {name} | {} | {} | {} |",
+            f(r.p50_us, 0),
+            f(r.p99_us, 0),
+            r.runs.map_or("–".into(), |n| n.to_string())
+        );
+    }
+    let diff = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if a.is_finite() && b.is_finite() => format!("{:+.0}", a - b),
+        _ => "–".into(),
+    };
+    let _ = writeln!(
+        o,
+        "| **added by the hop** | {} | {} | |",
+        diff(forwarded.p50_us, direct.p50_us),
+        diff(forwarded.p99_us, direct.p99_us)
+    );
 }
 
 /// The breakdown of one request (see [`crate::breakdown`]), when measured.
@@ -598,6 +701,72 @@ mod tests {
     fn without_breakdown_records_there_is_no_breakdown_section() {
         let md = render(&[hop("quinn", 1, 50.0)], &Meta::default());
         assert!(!md.contains("## Where one request's time goes"), "{md}");
+    }
+
+    fn cluster_record(system: &str, c: u64, part: Option<&str>, p50: f64) -> Record {
+        let mut r = Record::new(system, "cluster");
+        r.concurrency = Some(c);
+        r.part = part.map(str::to_owned);
+        r.p50_us = Some(p50);
+        r.p99_us = Some(p50 * 2.0);
+        r.rps = part.is_none().then_some(64e6 / p50);
+        r.runs = Some(100);
+        r
+    }
+
+    #[test]
+    fn the_cluster_has_its_table_its_hop_and_how_to_read_it() {
+        let mut rs = Vec::new();
+        for (system, p50) in crate::cluster::SETUPS
+            .iter()
+            .zip([800.0, 1000.0, 1000.0, 1600.0])
+        {
+            rs.push(cluster_record(system, 1, None, p50));
+            rs.push(cluster_record(system, 64, None, p50 * 4.0));
+        }
+        rs.push(cluster_record(
+            crate::cluster::FORWARDING,
+            1,
+            Some("direct"),
+            1000.0,
+        ));
+        rs.push(cluster_record(
+            crate::cluster::FORWARDING,
+            1,
+            Some("forwarded"),
+            1900.0,
+        ));
+        let meta = Meta {
+            machine: "Some CPU, 2 CPUs, 4 GiB, Linux; everything on one host over loopback".into(),
+            ..Meta::default()
+        };
+        let md = render(&rs, &meta);
+        assert!(md.contains("## Cluster: three nodes beside one"), "{md}");
+        assert!(md.contains("share its 2 CPUs"), "{md}");
+        assert!(md.contains("not expected to be faster"), "{md}");
+        // c=1 p50 and p99, c=64 req/s (64e6 / 3200 = 20000) and its ratio.
+        assert!(
+            md.contains("| sqlite-1-node | 1 | SQLite | 1 | 800 | 1600 | 20000 | 1.00× |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| postgres-3-nodes | 3 | PostgreSQL | 3, one per node | 1000 | 2000 | 16000 | 0.80× |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| to another node, forwarded once | 1900 | 3800 | 100 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| **added by the hop** | +900 | +1800 | |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn without_cluster_records_there_is_no_cluster_section() {
+        let md = render(&[hop("quinn", 1, 50.0)], &Meta::default());
+        assert!(!md.contains("## Cluster"), "{md}");
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub const BULK_ROUTE: &str = "bulk";
 pub const OWNER: &str = "bench@example.com";
 /// The relay flag that turns per-message policy and audit off.
 pub const NO_POLICY_FLAG: &str = "--bench-disable-policy-and-audit";
+/// What `relay serve` prints before its admin listener's address.
+const ADMIN_LINE: &str = "admin listener (metrics, health) on http://";
 
 /// A started system: its processes (stopped on drop) and how to reach it.
 pub struct Running {
@@ -113,12 +115,15 @@ pub async fn wait_serving(target: &Target, within: Duration) -> anyhow::Result<(
 pub struct Relay {
     pub proc: Proc,
     pub addr: SocketAddr,
+    /// Its admin listener (metrics), when `extra` gave `--admin-listen`.
+    pub admin: Option<SocketAddr>,
     pub state: PathBuf,
     pub extra: Vec<String>,
 }
 
 impl Relay {
-    /// `relay serve` on `listen` (port 0: the OS picks) with self-signed TLS.
+    /// `relay serve` on `listen` (port 0: the OS picks) with self-signed TLS;
+    /// no admin listener unless `extra` gives `--admin-listen`.
     pub async fn start(state: &Path, listen: &str, extra: &[String]) -> anyhow::Result<Relay> {
         std::fs::create_dir_all(state)?;
         let mut args: Vec<String> = [
@@ -139,16 +144,31 @@ impl Relay {
             // The scale run's agents are one owner with a route each.
             "--max-routes-per-owner",
             "0",
-            // No fixed admin port (a restarted relay would race its
-            // predecessor for it); metrics are not measured here.
-            "--admin-listen",
-            "off",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
+        let admin_wanted = extra.iter().any(|a| a == "--admin-listen");
+        if !admin_wanted {
+            // No fixed admin port (a restarted relay would race its
+            // predecessor for it); metrics are not measured here.
+            args.extend(["--admin-listen".to_owned(), "off".to_owned()]);
+        }
         args.extend(extra.iter().cloned());
         let mut proc = Proc::spawn("relay", &workspace_bin("relay"), &args, &[], state)?;
+        // Printed before the "listening" line.
+        let admin = if admin_wanted {
+            let line = proc
+                .wait_stdout(ADMIN_LINE, Duration::from_secs(30))
+                .await?;
+            let addr = line
+                .split_once(ADMIN_LINE)
+                .and_then(|(_, a)| a.trim().parse::<SocketAddr>().ok())
+                .with_context(|| format!("no admin address in {line:?}"))?;
+            Some(addr)
+        } else {
+            None
+        };
         let line = proc
             .wait_stdout("listening on", Duration::from_secs(30))
             .await?;
@@ -159,17 +179,22 @@ impl Relay {
         Ok(Relay {
             proc,
             addr,
+            admin,
             state: state.to_path_buf(),
             extra: extra.to_vec(),
         })
     }
 
-    /// `relay token create` (an agent token, or a client token).
+    /// `relay token create` (an agent token, or a client token), in its
+    /// database when it was started with `--database-url`.
     pub fn token(&self, client: bool) -> anyhow::Result<String> {
         let state = self.state.display().to_string();
         let mut args = vec!["token", "create", "--owner", OWNER, "--state-dir", &state];
         if client {
             args.push("--client");
+        }
+        if let Some(at) = self.extra.iter().position(|a| a == "--database-url") {
+            args.extend(self.extra[at..].iter().take(2).map(String::as_str));
         }
         let bin = workspace_bin("relay");
         Ok(procs::run(&bin.display().to_string(), &args)?

@@ -260,8 +260,9 @@ impl Drop for TestServer {
 
 /// The directory of `initdb`, `postgres` and `pg_isready`:
 /// `$DRAWBRIDGE_PG_BIN`, else the newest `/usr/lib/postgresql/N/bin`, else
-/// where `initdb` is on `PATH`.
-fn bin_dir() -> Result<PathBuf, String> {
+/// where `initdb` is on `PATH`. An error: they are not installed (the
+/// bench skips its cluster scenario then).
+pub fn bin_dir() -> Result<PathBuf, String> {
     let has = |d: &Path| {
         ["initdb", "postgres", "pg_isready"]
             .iter()
