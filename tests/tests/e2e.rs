@@ -22,6 +22,8 @@ mod client_transports;
 mod cluster_certificates;
 #[path = "e2e/cluster_database_loss.rs"]
 mod cluster_database_loss;
+#[path = "e2e/cluster_legacy_sse.rs"]
+mod cluster_legacy_sse;
 #[path = "e2e/cluster_races.rs"]
 mod cluster_races;
 #[path = "e2e/cluster_revocation.rs"]

@@ -105,6 +105,44 @@ pub async fn holder(state: &SharedState, node: &Node, route: &str) -> Option<Str
     }
 }
 
+/// The address for peers of the live node `id` (`None`: no live node has
+/// that id, or the table cannot be read).
+pub async fn live_peer(state: &SharedState, id: &str) -> Option<String> {
+    match state.store.live_nodes(STALE_AFTER.as_millis() as i64).await {
+        Ok(nodes) => nodes
+            .into_iter()
+            .find(|n| n.id == id)
+            .map(|n| n.peer_address),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the live nodes");
+            None
+        }
+    }
+}
+
+/// Sends a message of a legacy SSE session (from `client`) to the node at
+/// `peer`, which holds its stream, and returns its answer; 502 naming it
+/// if it cannot be reached.
+pub async fn forward_legacy(
+    state: &SharedState,
+    node: &Node,
+    peer: &str,
+    req: Request<Incoming>,
+    client: SocketAddr,
+) -> Response<RespBody> {
+    match send(state, node, peer, req, client).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::warn!(peer, error = %e, "cannot forward to the node that holds the legacy SSE stream");
+            error(
+                StatusCode::BAD_GATEWAY,
+                "node_unreachable",
+                &format!("this legacy SSE session's stream is held by the relay node {peer}, which cannot be reached: {e}"),
+            )
+        }
+    }
+}
+
 /// Sends `req` (from `client`) to the node at `peer` and returns its
 /// answer; 502 naming it if it cannot be reached.
 pub async fn forward(
