@@ -24,6 +24,8 @@ mod cluster_certificates;
 mod cluster_database_loss;
 #[path = "e2e/cluster_legacy_sse.rs"]
 mod cluster_legacy_sse;
+#[path = "e2e/cluster_metrics.rs"]
+mod cluster_metrics;
 #[path = "e2e/cluster_races.rs"]
 mod cluster_races;
 #[path = "e2e/cluster_revocation.rs"]

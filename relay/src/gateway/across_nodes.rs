@@ -14,6 +14,7 @@ use crate::gateway::forward_to_node::{self, Inbound};
 use crate::gateway::legacy_sse;
 use crate::gateway::trail::Trail;
 use crate::http::body::RespBody;
+use crate::metrics::Forwarded;
 use crate::state::SharedState;
 
 /// `Err`: the answer (refused, or forwarded to another node); `Ok`: the
@@ -31,10 +32,12 @@ pub(super) async fn pass(
     match forward_to_node::inbound(&node.secret, &req) {
         Inbound::Refused(why) => {
             trail.skip();
+            state.metrics.forwarded(Forwarded::Refused);
             tracing::warn!(peer = %*peer, route, why, "refused a request that claims to be forwarded by a node");
             return Err(forward_to_node::refused(&why));
         }
         Inbound::Forwarded { client, by } => {
+            state.metrics.forwarded(Forwarded::Received);
             tracing::debug!(%client, by, route, "a request forwarded by another node");
             *peer = client;
             req.headers_mut()

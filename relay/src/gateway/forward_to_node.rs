@@ -23,6 +23,7 @@ use crate::cluster::node::{Node, STALE_AFTER};
 use crate::cluster::secret::{ClusterSecret, SIGNATURE_HEADER};
 use crate::http::body::RespBody;
 use crate::http::response::error;
+use crate::metrics::Forwarded;
 use crate::state::SharedState;
 
 /// The client's address on a forwarded request (covered by the signature).
@@ -130,7 +131,12 @@ pub async fn forward_legacy(
     req: Request<Incoming>,
     client: SocketAddr,
 ) -> Response<RespBody> {
-    match send(state, node, peer, req, client).await {
+    let sent = send(state, node, peer, req, client).await;
+    state.metrics.forwarded(match sent {
+        Ok(_) => Forwarded::Sent,
+        Err(_) => Forwarded::Unreachable,
+    });
+    match sent {
         Ok(resp) => resp,
         Err(e) => {
             tracing::warn!(peer, error = %e, "cannot forward to the node that holds the legacy SSE stream");
@@ -152,7 +158,12 @@ pub async fn forward(
     req: Request<Incoming>,
     client: SocketAddr,
 ) -> Response<RespBody> {
-    match send(state, node, peer, req, client).await {
+    let sent = send(state, node, peer, req, client).await;
+    state.metrics.forwarded(match sent {
+        Ok(_) => Forwarded::Sent,
+        Err(_) => Forwarded::Unreachable,
+    });
+    match sent {
         Ok(resp) => resp,
         Err(e) => {
             tracing::warn!(peer, error = %e, "cannot forward to the node that holds the route's agent");
