@@ -18,6 +18,8 @@ mod churn;
 mod cimd;
 #[path = "e2e/client_transports.rs"]
 mod client_transports;
+#[path = "e2e/cluster_audit_reset.rs"]
+mod cluster_audit_reset;
 #[path = "e2e/cluster_certificates.rs"]
 mod cluster_certificates;
 #[path = "e2e/cluster_database_loss.rs"]
