@@ -326,8 +326,8 @@ impl Shipper {
         if self.reader.is_none() {
             let mut up_to = bounded(store.audit_shipped_up_to(&self.log)).await?;
             if up_to > 0 && !self.same_chain(up_to).await? {
-                let old = std::mem::take(&mut self.log);
-                self.log = new_log_id(&self.dir)?;
+                let new = new_log_id(&self.dir)?;
+                let old = std::mem::replace(&mut self.log, new);
                 tracing::warn!(
                     old_log = %old,
                     new_log = %self.log,
