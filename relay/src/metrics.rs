@@ -142,6 +142,56 @@ struct ReloadLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    node: String,
+    address: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ForwardLabels {
+    direction: &'static str,
+    outcome: &'static str,
+}
+
+/// A request forwarded between the nodes of a cluster, as one node saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forwarded {
+    /// Sent to the node that serves it, which answered.
+    Sent,
+    /// Not sent: the node that serves it cannot be reached (502).
+    Unreachable,
+    /// Received from a node of the cluster (its signature holds).
+    Received,
+    /// Claims to come from a node, and its signature does not hold (403).
+    Refused,
+}
+
+impl Forwarded {
+    const ALL: [Forwarded; 4] = [
+        Forwarded::Sent,
+        Forwarded::Unreachable,
+        Forwarded::Received,
+        Forwarded::Refused,
+    ];
+
+    fn labels(self) -> ForwardLabels {
+        let (direction, outcome) = match self {
+            Forwarded::Sent => ("sent", "answered"),
+            Forwarded::Unreachable => ("sent", "unreachable"),
+            Forwarded::Received => ("received", "accepted"),
+            Forwarded::Refused => ("received", "refused"),
+        };
+        ForwardLabels { direction, outcome }
+    }
+}
+
+/// What only a node of a cluster counts (a single relay exposes none of it).
+struct ClusterMetrics {
+    live_nodes: Gauge,
+    forwarded: [Counter; Forwarded::ALL.len()],
+}
+
 type HistogramFamily<S> = Family<S, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -164,6 +214,7 @@ pub struct Metrics {
     certificate_expiry: Gauge,
     audit_shipped: Counter,
     audit_ship_lag: Gauge,
+    cluster: Option<ClusterMetrics>,
 }
 
 impl Default for Metrics {
@@ -279,6 +330,60 @@ impl Metrics {
             certificate_expiry,
             audit_shipped,
             audit_ship_lag,
+            cluster: None,
+        }
+    }
+
+    /// This relay is the node `id` of a cluster, which agents dial at
+    /// `address`: `drawbridge_node_info{node, address} 1` (so that the
+    /// scrapes of several nodes can be told apart and joined), the live
+    /// nodes it sees, and the requests forwarded between nodes.
+    pub fn node(&mut self, id: &str, address: &str) {
+        let info = Family::<NodeLabels, Gauge>::default();
+        self.registry.register(
+            "node_info",
+            "This relay as a node of a cluster: its id (new at each start) and the address \
+             agents dial for it; always 1",
+            info.clone(),
+        );
+        info.get_or_create(&NodeLabels {
+            node: id.to_owned(),
+            address: address.to_owned(),
+        })
+        .set(1);
+        let live_nodes = Gauge::default();
+        self.registry.register(
+            "cluster_live_nodes",
+            "Live nodes of the cluster (this one included) at this node's latest heartbeat",
+            live_nodes.clone(),
+        );
+        let family = Family::<ForwardLabels, Counter>::default();
+        self.registry.register(
+            "forwarded_requests",
+            "Requests forwarded between nodes: sent (answered, or the serving node unreachable) \
+             and received (accepted, or refused for a signature that does not hold)",
+            family.clone(),
+        );
+        let forwarded = Forwarded::ALL.map(|f| family.get_or_create_owned(&f.labels()));
+        self.cluster = Some(ClusterMetrics {
+            live_nodes,
+            forwarded,
+        });
+    }
+
+    /// The live nodes this node saw at its latest heartbeat.
+    pub fn live_nodes(&self, n: usize) {
+        if let Some(c) = &self.cluster {
+            c.live_nodes.set(n.min(i64::MAX as usize) as i64);
+        }
+    }
+
+    /// One request forwarded between nodes.
+    pub fn forwarded(&self, what: Forwarded) {
+        if let Some(c) = &self.cluster {
+            if let Some(i) = Forwarded::ALL.iter().position(|f| *f == what) {
+                c.forwarded[i].inc();
+            }
         }
     }
 
@@ -455,5 +560,29 @@ mod tests {
         }
         assert!(text.contains(r#"drawbridge_oauth_events_total{kind="login_failed"} 0"#));
         assert!(text.ends_with("# EOF\n"));
+        // A single relay is no node.
+        assert!(!text.contains("node_info"), "{text}");
+        assert!(!text.contains("forwarded"), "{text}");
+    }
+
+    #[test]
+    fn a_node_names_itself_and_counts_forwarding() {
+        let mut m = Metrics::new();
+        m.node("0123456789abcdef", "127.0.0.1:4433");
+        m.live_nodes(3);
+        m.forwarded(Forwarded::Sent);
+        m.forwarded(Forwarded::Sent);
+        m.forwarded(Forwarded::Refused);
+        let text = m.encode();
+        for line in [
+            r#"drawbridge_node_info{node="0123456789abcdef",address="127.0.0.1:4433"} 1"#,
+            "drawbridge_cluster_live_nodes 3",
+            r#"drawbridge_forwarded_requests_total{direction="sent",outcome="answered"} 2"#,
+            r#"drawbridge_forwarded_requests_total{direction="sent",outcome="unreachable"} 0"#,
+            r#"drawbridge_forwarded_requests_total{direction="received",outcome="accepted"} 0"#,
+            r#"drawbridge_forwarded_requests_total{direction="received",outcome="refused"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}: {text}");
+        }
     }
 }

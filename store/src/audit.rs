@@ -53,6 +53,10 @@ pub trait AuditEvents: Send + Sync {
     /// The highest `seq` stored for `node`'s log (0: none).
     async fn audit_shipped_up_to(&self, node: &str) -> Result<i64, StoreError>;
 
+    /// The `hash` stored for the event `seq` of `node`'s log (`None`: not
+    /// stored): whether a local log is still the one shipped under its id.
+    async fn audit_shipped_hash(&self, node: &str, seq: i64) -> Result<Option<String>, StoreError>;
+
     /// The events that match `filter`, oldest first (by time, then node
     /// and seq).
     async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<ShippedEvent>, StoreError>;

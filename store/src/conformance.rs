@@ -1312,6 +1312,10 @@ pub async fn audit_events_are_stored_once_per_log_and_seq(h: Handles) {
                 h.second.audit_events(&AuditFilter::default()).await,
                 Err(StoreError::Unsupported(_))
             ));
+            assert!(matches!(
+                h.second.audit_shipped_hash("n1", 1).await,
+                Err(StoreError::Unsupported(_))
+            ));
             return;
         }
         Ok(0) => {}
@@ -1329,6 +1333,19 @@ pub async fn audit_events_are_stored_once_per_log_and_seq(h: Handles) {
     assert_eq!(h.second.ship_audit_events(&again).await.expect("ship"), 1);
     assert_eq!(h.second.audit_shipped_up_to("n1").await.expect("up to"), 4);
     assert_eq!(h.second.audit_shipped_up_to("n2").await.expect("up to"), 0);
+    // Each event's hash, by log and seq.
+    assert_eq!(
+        h.first.audit_shipped_hash("n1", 4).await.expect("hash"),
+        Some(format!("{:064x}", 4))
+    );
+    assert_eq!(
+        h.first.audit_shipped_hash("n1", 5).await.expect("hash"),
+        None
+    );
+    assert_eq!(
+        h.first.audit_shipped_hash("n2", 1).await.expect("hash"),
+        None
+    );
     // Another node's log has its own seqs.
     assert_eq!(
         h.second

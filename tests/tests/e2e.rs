@@ -18,10 +18,16 @@ mod churn;
 mod cimd;
 #[path = "e2e/client_transports.rs"]
 mod client_transports;
+#[path = "e2e/cluster_audit_reset.rs"]
+mod cluster_audit_reset;
 #[path = "e2e/cluster_certificates.rs"]
 mod cluster_certificates;
 #[path = "e2e/cluster_database_loss.rs"]
 mod cluster_database_loss;
+#[path = "e2e/cluster_legacy_sse.rs"]
+mod cluster_legacy_sse;
+#[path = "e2e/cluster_metrics.rs"]
+mod cluster_metrics;
 #[path = "e2e/cluster_races.rs"]
 mod cluster_races;
 #[path = "e2e/cluster_revocation.rs"]

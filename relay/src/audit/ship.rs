@@ -12,6 +12,13 @@
 //! once restarted, after the last event the table holds: no gap, no
 //! duplicate, across rotated files (their names say their last `seq`).
 //!
+//! A log id names one chain. If the local chain is not the one shipped
+//! under it (its files were removed, `audit.node` kept: the new chain
+//! starts at `seq` 1 again), the table's event at the highest `seq` does
+//! not match the local one, or the local chain ends before it: the log
+//! gets a new id (a warning says so) and the new chain is shipped whole
+//! under it; nothing shipped before is changed.
+//!
 //! Only lines on disk are shipped (up to `audit.head`, written after each
 //! `fdatasync`): a crash of the machine may lose the last 100 ms of the
 //! file, and the table must never hold an event the chain then numbers
@@ -60,6 +67,13 @@ pub fn log_id(state_dir: &Path) -> std::io::Result<String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
+    new_log_id(state_dir)
+}
+
+/// Gives the audit log of `state_dir` a new id (random), in place of the one
+/// it had: for a chain that is not the one shipped under the old id.
+fn new_log_id(state_dir: &Path) -> std::io::Result<String> {
+    let path = state_dir.join(LOG_ID);
     let id = crate::store::token::random_hex(8);
     let tmp = state_dir.join(format!("{LOG_ID}.tmp"));
     {
@@ -84,6 +98,42 @@ fn synced_seq(state_dir: &Path) -> u64 {
     match audit_chain::read_head(state_dir) {
         Ok(Some(Ok(head))) => head.seq,
         _ => 0,
+    }
+}
+
+/// The local log's event at a `seq` the table holds.
+#[derive(Debug, PartialEq)]
+enum LocalEvent {
+    /// Its hash.
+    Found(String),
+    /// The chain goes past it, and its line is not in the files (they were
+    /// cut by hand): nothing to compare.
+    Missing,
+    /// The chain ends before it.
+    Beyond,
+}
+
+/// The event `seq` (at least 1) of the log in `dir`, whichever file holds
+/// it (lines not yet synced included: the table never holds them).
+fn local_event(dir: &Path, seq: u64) -> std::io::Result<LocalEvent> {
+    let lines = Reader::new(dir, seq.saturating_sub(1)).read(u64::MAX)?;
+    Ok(match lines.into_iter().next() {
+        Some(line) if line.seq == seq => LocalEvent::Found(line.hash),
+        Some(_) => LocalEvent::Missing,
+        None => LocalEvent::Beyond,
+    })
+}
+
+/// Whether the local log is the chain shipped under its id, as far as the
+/// table's last event (`stored`: its hash) and the local one at its `seq`
+/// tell.
+fn same_chain(stored: Option<&str>, local: &LocalEvent) -> bool {
+    match (stored, local) {
+        (Some(stored), LocalEvent::Found(hash)) => stored == hash,
+        (_, LocalEvent::Missing) => true,
+        (_, LocalEvent::Beyond) => false,
+        // The table holds no event there (it cannot be: the highest seq).
+        (None, LocalEvent::Found(_)) => true,
     }
 }
 
@@ -274,7 +324,20 @@ impl Shipper {
     async fn round(&mut self) -> Result<bool, ShipError> {
         let store = &self.store;
         if self.reader.is_none() {
-            let up_to = bounded(store.audit_shipped_up_to(&self.log)).await?;
+            let mut up_to = bounded(store.audit_shipped_up_to(&self.log)).await?;
+            if up_to > 0 && !self.same_chain(up_to).await? {
+                let new = new_log_id(&self.dir)?;
+                let old = std::mem::replace(&mut self.log, new);
+                tracing::warn!(
+                    old_log = %old,
+                    new_log = %self.log,
+                    shipped = up_to,
+                    "the local audit log is not the chain shipped under its id (its files were removed \
+                     or replaced, {LOG_ID} kept): shipping it under a new log id; the events shipped \
+                     under the old one stay in the table"
+                );
+                up_to = bounded(store.audit_shipped_up_to(&self.log)).await?;
+            }
             self.shipped = up_to.max(0) as u64;
             self.pending.clear();
             self.reader = Some(Reader::new(&self.dir, self.shipped));
@@ -305,6 +368,18 @@ impl Shipper {
         self.metrics
             .audit_ship_lag(synced.saturating_sub(self.shipped));
         Ok(full)
+    }
+}
+
+impl Shipper {
+    /// Whether the local log is the chain the table holds up to `up_to`
+    /// under this log's id.
+    async fn same_chain(&self, up_to: i64) -> Result<bool, ShipError> {
+        let stored = bounded(self.store.audit_shipped_hash(&self.log, up_to)).await?;
+        let dir = self.dir.clone();
+        let local =
+            tokio::task::spawn_blocking(move || local_event(&dir, up_to.max(0) as u64)).await??;
+        Ok(same_chain(stored.as_deref(), &local))
     }
 }
 
@@ -454,6 +529,68 @@ mod tests {
         assert_eq!(rest, (31..=40).collect::<Vec<u64>>());
         assert!(again.read(u64::MAX).expect("read").is_empty());
         drop(audit);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The local event at a `seq` the table holds: found (its hash),
+    /// missing from files cut by hand, or past the end of a chain that
+    /// started again.
+    #[test]
+    fn the_local_event_at_the_tables_last_seq_tells_a_new_chain() {
+        let dir = dir();
+        let audit = super::super::Audit::open(&dir, false, 1500).expect("open");
+        for i in 0..30 {
+            audit.record(event(i));
+        }
+        drop(audit);
+        let lines = Reader::new(&dir, 0).read(u64::MAX).expect("read");
+        let at = |seq: u64| lines[seq as usize - 1].hash.clone();
+        assert_eq!(local_event(&dir, 1).expect("1"), LocalEvent::Found(at(1)));
+        assert_eq!(
+            local_event(&dir, 20).expect("20"),
+            LocalEvent::Found(at(20))
+        );
+        assert_eq!(local_event(&dir, 31).expect("31"), LocalEvent::Beyond);
+        assert!(same_chain(Some(&at(20)), &LocalEvent::Found(at(20))));
+        assert!(!same_chain(Some(&at(19)), &LocalEvent::Found(at(20))));
+        assert!(!same_chain(Some(&at(20)), &LocalEvent::Beyond));
+        // The oldest rotated file removed: the chain goes on past it.
+        let oldest = audit_chain::files(&dir).expect("files")[0].clone();
+        assert_ne!(
+            oldest.file_name().and_then(|n| n.to_str()),
+            Some(audit_chain::LOG)
+        );
+        std::fs::remove_file(&oldest).expect("remove");
+        assert_eq!(local_event(&dir, 1).expect("1"), LocalEvent::Missing);
+        assert!(same_chain(Some(&at(1)), &LocalEvent::Missing));
+
+        // Every file removed, and a new chain of 5 events: seq 5 is not the
+        // old chain's, seq 20 is past its end.
+        for f in audit_chain::files(&dir).expect("files") {
+            std::fs::remove_file(f).expect("remove");
+        }
+        let _ = std::fs::remove_file(dir.join(audit_chain::HEAD));
+        let audit = super::super::Audit::open(&dir, false, 1500).expect("open again");
+        for i in 0..5 {
+            audit.record(event(100 + i));
+        }
+        drop(audit);
+        let LocalEvent::Found(new) = local_event(&dir, 5).expect("5") else {
+            panic!("the new chain has seq 5");
+        };
+        assert!(!same_chain(Some(&at(5)), &LocalEvent::Found(new)));
+        assert_eq!(local_event(&dir, 20).expect("20"), LocalEvent::Beyond);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_new_log_id_replaces_the_old() {
+        let dir = dir();
+        let id = log_id(&dir).expect("made");
+        let new = new_log_id(&dir).expect("new");
+        assert_ne!(new, id);
+        assert_eq!(log_id(&dir).expect("read"), new);
+        assert!(!dir.join(format!("{LOG_ID}.tmp")).exists());
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -1,7 +1,8 @@
 //! The cluster's hop, before the phases: a request forwarded by another node
 //! (signed with the cluster secret) is served here for its client and never
 //! forwarded again; one for a route whose agent holds no session here goes,
-//! once, to a node where it does (and is audited there).
+//! once, to a node where it does (and is audited there); so does a message
+//! POSTed to a legacy SSE session whose stream another node holds.
 
 use std::net::SocketAddr;
 
@@ -10,8 +11,10 @@ use hyper::body::Incoming;
 
 use crate::cluster::node::Node;
 use crate::gateway::forward_to_node::{self, Inbound};
+use crate::gateway::legacy_sse;
 use crate::gateway::trail::Trail;
 use crate::http::body::RespBody;
+use crate::metrics::Forwarded;
 use crate::state::SharedState;
 
 /// `Err`: the answer (refused, or forwarded to another node); `Ok`: the
@@ -21,6 +24,7 @@ pub(super) async fn pass(
     state: &SharedState,
     node: &Node,
     route: &str,
+    rest: &str,
     mut req: Request<Incoming>,
     peer: &mut SocketAddr,
     trail: &mut Trail,
@@ -28,10 +32,12 @@ pub(super) async fn pass(
     match forward_to_node::inbound(&node.secret, &req) {
         Inbound::Refused(why) => {
             trail.skip();
+            state.metrics.forwarded(Forwarded::Refused);
             tracing::warn!(peer = %*peer, route, why, "refused a request that claims to be forwarded by a node");
             return Err(forward_to_node::refused(&why));
         }
         Inbound::Forwarded { client, by } => {
+            state.metrics.forwarded(Forwarded::Received);
             tracing::debug!(%client, by, route, "a request forwarded by another node");
             *peer = client;
             req.headers_mut()
@@ -44,6 +50,23 @@ pub(super) async fn pass(
             }
         }
         Inbound::Direct => {
+            // A legacy SSE session's message: to the node holding its stream
+            // (which checks that the caller opened it), if that node is live.
+            if let Some(holder) =
+                legacy_sse::holding_node(state, &node.id, req.method(), req.uri(), rest)
+            {
+                if let Some(holder) = forward_to_node::live_peer(state, &holder).await {
+                    trail.skip();
+                    tracing::info!(
+                        route,
+                        to = holder,
+                        "forwarding a legacy SSE message to the node that holds its stream"
+                    );
+                    return Err(
+                        forward_to_node::forward_legacy(state, node, &holder, req, *peer).await,
+                    );
+                }
+            }
             // An MCP session this node does not know may live in an
             // agent instance that holds no session here.
             let elsewhere = match crate::sessions::affinity::session_of(req.headers()) {

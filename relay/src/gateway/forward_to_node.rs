@@ -23,6 +23,7 @@ use crate::cluster::node::{Node, STALE_AFTER};
 use crate::cluster::secret::{ClusterSecret, SIGNATURE_HEADER};
 use crate::http::body::RespBody;
 use crate::http::response::error;
+use crate::metrics::Forwarded;
 use crate::state::SharedState;
 
 /// The client's address on a forwarded request (covered by the signature).
@@ -105,6 +106,49 @@ pub async fn holder(state: &SharedState, node: &Node, route: &str) -> Option<Str
     }
 }
 
+/// The address for peers of the live node `id` (`None`: no live node has
+/// that id, or the table cannot be read).
+pub async fn live_peer(state: &SharedState, id: &str) -> Option<String> {
+    match state.store.live_nodes(STALE_AFTER.as_millis() as i64).await {
+        Ok(nodes) => nodes
+            .into_iter()
+            .find(|n| n.id == id)
+            .map(|n| n.peer_address),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the live nodes");
+            None
+        }
+    }
+}
+
+/// Sends a message of a legacy SSE session (from `client`) to the node at
+/// `peer`, which holds its stream, and returns its answer; 502 naming it
+/// if it cannot be reached.
+pub async fn forward_legacy(
+    state: &SharedState,
+    node: &Node,
+    peer: &str,
+    req: Request<Incoming>,
+    client: SocketAddr,
+) -> Response<RespBody> {
+    let sent = send(state, node, peer, req, client).await;
+    state.metrics.forwarded(match sent {
+        Ok(_) => Forwarded::Sent,
+        Err(_) => Forwarded::Unreachable,
+    });
+    match sent {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::warn!(peer, error = %e, "cannot forward to the node that holds the legacy SSE stream");
+            error(
+                StatusCode::BAD_GATEWAY,
+                "node_unreachable",
+                &format!("this legacy SSE session's stream is held by the relay node {peer}, which cannot be reached: {e}"),
+            )
+        }
+    }
+}
+
 /// Sends `req` (from `client`) to the node at `peer` and returns its
 /// answer; 502 naming it if it cannot be reached.
 pub async fn forward(
@@ -114,7 +158,12 @@ pub async fn forward(
     req: Request<Incoming>,
     client: SocketAddr,
 ) -> Response<RespBody> {
-    match send(state, node, peer, req, client).await {
+    let sent = send(state, node, peer, req, client).await;
+    state.metrics.forwarded(match sent {
+        Ok(_) => Forwarded::Sent,
+        Err(_) => Forwarded::Unreachable,
+    });
+    match sent {
         Ok(resp) => resp,
         Err(e) => {
             tracing::warn!(peer, error = %e, "cannot forward to the node that holds the route's agent");

@@ -4,7 +4,8 @@
 //! * `GET /mcp/<route>` (the route's own URL, not a path below it) with `Accept: text/event-stream`, no `Mcp-Session-Id`
 //!   and no `MCP-Protocol-Version` opens a stream held by the relay. Its first
 //!   event is `endpoint`, whose data is the URL to POST to:
-//!   `/mcp/<route>?session_id=<32 hex digits>`.
+//!   `/mcp/<route>?session_id=<32 hex digits>` (on a node of a cluster,
+//!   `<node id>-<32 hex digits>`: see [`holding_node`]).
 //! * Each POST to that URL goes through the gateway like any other (token —
 //!   the identity that opened the stream, and no other —, body cap, JSON-RPC
 //!   classification, policy, audit), is forwarded to the agent as an ordinary
@@ -235,7 +236,7 @@ pub fn open(
     }
     let (tx, rx) = mpsc::channel(QUEUE);
     let session = Arc::new(LegacySession::new(
-        token::random_hex(16),
+        new_session_id(state),
         route.to_owned(),
         caller.subject.clone(),
         caller.client_id.clone(),
@@ -561,6 +562,44 @@ async fn end_upstream(
     );
     let response = trail.attach(&state, response);
     let _ = response.into_body().collect().await;
+}
+
+/// A new session's id: 32 random hex digits; on a node of a cluster, after
+/// the node's id and a `-`, so that any node can tell which one holds the
+/// stream ([`holding_node`]). The random part is the same either way.
+fn new_session_id(state: &SharedState) -> String {
+    let random = token::random_hex(16);
+    match &state.cluster {
+        Some(node) => format!("{}{NODE_SEPARATOR}{random}", node.id),
+        None => random,
+    }
+}
+
+/// Between the node's id and the random part of a session id.
+const NODE_SEPARATOR: char = '-';
+
+/// For a message POSTed to a legacy session that this node does not hold:
+/// the id of the node its id names (`<node id>-<32 hex digits>`), the one
+/// that opened the stream. `None`: not a legacy message, a session this
+/// node holds or that names it, or an id of another shape. Nothing here
+/// proves the node exists: the caller forwards only to a live node.
+pub fn holding_node(
+    state: &SharedState,
+    this_node: &str,
+    method: &Method,
+    uri: &http::Uri,
+    rest: &str,
+) -> Option<String> {
+    if *method != Method::POST || (!rest.is_empty() && rest != "/") {
+        return None;
+    }
+    let id = session_param(uri)?;
+    let (node, random) = id.split_once(NODE_SEPARATOR)?;
+    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if node == this_node || !hex(node, 16) || !hex(random, 32) || state.legacy.get(&id).is_some() {
+        return None;
+    }
+    Some(node.to_owned())
 }
 
 /// The legacy session named in a request's query.

@@ -130,7 +130,7 @@ async fn route_request(
     // A node of a cluster: forwarded in, or forwarded on (see across_nodes).
     let mut peer = peer;
     if let Some(node) = &state.cluster {
-        req = match across_nodes::pass(state, node, route, req, &mut peer, trail).await {
+        req = match across_nodes::pass(state, node, route, rest, req, &mut peer, trail).await {
             Ok(req) => req,
             Err(answered) => return answered,
         };

@@ -58,6 +58,7 @@ pub async fn run(state: SharedState, node: Arc<Node>) {
         }
         match state.store.live_nodes(STALE_AFTER.as_millis() as i64).await {
             Ok(nodes) => {
+                state.metrics.live_nodes(nodes.len());
                 let addresses: Vec<String> = nodes.into_iter().map(|n| n.agent_address).collect();
                 if node.set_live(addresses.clone()) {
                     tracing::info!(nodes = ?addresses, "the cluster's live nodes changed");

@@ -131,6 +131,10 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         None => None,
     };
     let cluster = crate::cluster::node::Node::from_config(&config, local_addr)?.map(Arc::new);
+    let mut metrics = crate::metrics::Metrics::new();
+    if let Some(node) = &cluster {
+        metrics.node(&node.id, &node.agent_address);
+    }
     let state = Arc::new(RelayState {
         config: config.clone(),
         public_url: public_url.clone(),
@@ -152,7 +156,7 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
             config.max_connections_per_ip,
             config.max_quic_handshakes_per_ip,
         ),
-        metrics: Arc::new(crate::metrics::Metrics::new()),
+        metrics: Arc::new(metrics),
         certs: certs.clone(),
         cluster: cluster.clone(),
     });

@@ -76,6 +76,18 @@ impl AuditEvents for PostgresStore {
         col(&row, 0)
     }
 
+    async fn audit_shipped_hash(&self, node: &str, seq: i64) -> Result<Option<String>, StoreError> {
+        let conn = self.conn().await?;
+        conn.query_opt(
+            "SELECT hash FROM audit_events WHERE node = $1 AND seq = $2",
+            &[&node, &seq],
+        )
+        .await
+        .map_err(pg)?
+        .map(|row| col(&row, 0))
+        .transpose()
+    }
+
     async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<ShippedEvent>, StoreError> {
         let conn = self.conn().await?;
         conn.query(

@@ -18,6 +18,10 @@ impl AuditEvents for SqliteStore {
         Err(StoreError::Unsupported(UNSUPPORTED))
     }
 
+    async fn audit_shipped_hash(&self, _: &str, _: i64) -> Result<Option<String>, StoreError> {
+        Err(StoreError::Unsupported(UNSUPPORTED))
+    }
+
     async fn audit_events(&self, _: &AuditFilter) -> Result<Vec<ShippedEvent>, StoreError> {
         Err(StoreError::Unsupported(UNSUPPORTED))
     }
