@@ -118,3 +118,25 @@ pub async fn agent_session(
         }
     }
 }
+
+/// A relay on a shared database that is no node of the cluster (no
+/// `--cluster-secret-file`): fine alone, but if nodes are live on the same
+/// database, requests for their agents reaching this relay find no agent.
+/// Says so once at start.
+pub async fn warn_if_outside(state: SharedState) {
+    let live = tokio::time::timeout(
+        Duration::from_secs(5),
+        state.store.live_nodes(STALE_AFTER.as_millis() as i64),
+    )
+    .await;
+    if let Ok(Ok(nodes)) = live {
+        if !nodes.is_empty() {
+            tracing::warn!(
+                live_nodes = nodes.len(),
+                "{} live node(s) of a cluster share this database and this relay is not one of them: \
+                 their agents are not served here; give --cluster-secret-file (and --node-address) to join",
+                nodes.len()
+            );
+        }
+    }
+}

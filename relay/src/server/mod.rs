@@ -215,6 +215,8 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
     tasks.spawn(agents::revocation_watch(state.clone()));
     if let Some(node) = &cluster {
         tasks.spawn(crate::server::membership::run(state.clone(), node.clone()));
+    } else if state.store.is_remote() {
+        tasks.spawn(crate::server::membership::warn_if_outside(state.clone()));
     }
     if state.store.is_remote() {
         tasks.spawn(crate::audit::ship::run(

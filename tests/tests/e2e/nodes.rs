@@ -292,6 +292,41 @@ async fn a_node_address_needs_a_cluster_secret() {
     );
 }
 
+/// A relay given the cluster's database but no cluster secret is no node:
+/// it serves alone, and says at start that live nodes share its database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_on_a_clusters_database_without_its_secret_says_it_is_no_node() {
+    let dir = TempDir::new("cluster");
+    let secret = dir.path().join("cluster.secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef").expect("write the secret");
+    let secret = secret.display().to_string();
+    let url = e2e::postgres::shared().create_database().await;
+    let nodes = e2e::cluster::start_nodes(&url, 1, &["--cluster-secret-file", &secret]).await;
+    let registered = tokio::time::Instant::now();
+    while nodes[0].metric("drawbridge_cluster_live_nodes").await != Some(1.0) {
+        assert!(
+            registered.elapsed() < Duration::from_secs(10),
+            "the node never saw itself live"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let name = nodes[0].url();
+    let outsider = e2e::cluster::add_node(&nodes[0], &url, &["--public-url", &name]).await;
+    assert!(
+        outsider
+            .proc
+            .wait_stderr("this relay is not one of them", Duration::from_secs(10))
+            .await,
+        "{}",
+        outsider.proc.stderr_text()
+    );
+    // It is no node: the cluster still has one.
+    assert_eq!(
+        nodes[0].metric("drawbridge_cluster_live_nodes").await,
+        Some(1.0)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_the_agent_forwards_once_and_the_serving_node_audits_once() {
     let upstream = Upstream::start("u1").await;
