@@ -22,6 +22,7 @@ pub mod stdio;
 use std::sync::Arc;
 
 use http::{HeaderValue, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
 use protocol::{ExchangeHead, UpstreamKind};
 use tokio_util::sync::CancellationToken;
 use tunnel::SendHalf;
@@ -31,8 +32,10 @@ use crate::inspector::Tap;
 pub use crate::upstream::exchange::ReqBody;
 use crate::upstream::exchange::{reply_error, request, send_response};
 use crate::upstream::http_server::HttpUpstream;
+use crate::upstream::per_identity::CallerId;
 use crate::upstream::sqlite::db::SqliteDb;
 use crate::upstream::sqlite::server::{HttpService, SqliteServer};
+use crate::upstream::sqlite::stateless_call;
 use crate::upstream::stdio::{StdioLimits, StdioUpstream};
 
 /// What serves a route.
@@ -175,6 +178,9 @@ const NOT_BELOW: &str =
 /// server), served with rmcp's Streamable HTTP transport at the route's root.
 pub struct McpUpstream {
     db: Arc<SqliteDb>,
+    /// The server itself, for the calls answered without rmcp's transport
+    /// ([`stateless_call`]).
+    server: SqliteServer,
     service: HttpService,
     /// When cancelled (the agent stops), the long-lived GET streams end.
     stop: CancellationToken,
@@ -186,8 +192,14 @@ impl McpUpstream {
         // rmcp's own token ends every session at once, in-flight calls
         // included: it is cancelled only when this upstream is dropped, so
         // that stopping the agent lets tool calls finish (the drain).
-        let service = SqliteServer::new(db.clone()).into_http_service(CancellationToken::new());
-        McpUpstream { db, service, stop }
+        let server = SqliteServer::new(db.clone());
+        let service = server.clone().into_http_service(CancellationToken::new());
+        McpUpstream {
+            db,
+            server,
+            service,
+            stop,
+        }
     }
 
     async fn serve(
@@ -210,6 +222,27 @@ impl McpUpstream {
         }
         req.headers_mut()
             .insert(http::header::HOST, HeaderValue::from_static("localhost"));
+        if req.method() == http::Method::POST {
+            // The gate has read the body whole: take it, answer a stateless
+            // tool call here, or hand the same bytes on to rmcp.
+            let (parts, body) = req.into_parts();
+            let bytes = match body.collect().await {
+                Ok(c) => c.to_bytes(),
+                Err(e) => {
+                    tracing::debug!(request_id = head.request_id, error = %e, "request body cut off");
+                    return;
+                }
+            };
+            if let Some(call) = stateless_call::recognize(&self.server, &parts.headers, &bytes) {
+                let caller = parts.extensions.get::<CallerId>();
+                let resp = stateless_call::answer(&self.server, call, caller).await;
+                return send_response(&head.request_id, &mut send, resp, None, tap).await;
+            }
+            let body = Full::new(bytes)
+                .map_err(|never| match never {})
+                .boxed_unsync();
+            req = Request::from_parts(parts, body);
+        }
         let standalone_stream = req.method() == http::Method::GET;
         let resp = self.service.handle(req).await;
         // A GET is the long-lived server-to-client stream, with no request in

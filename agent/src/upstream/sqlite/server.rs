@@ -165,6 +165,11 @@ impl SqliteServer {
         self.tools.to_vec()
     }
 
+    /// Whether this server has a tool `name`.
+    pub fn has_tool(&self, name: &str) -> bool {
+        self.tools.iter().any(|t| t.name == name)
+    }
+
     /// Runs one tool for `caller` (who asks, when known: then it is held to
     /// its calls in flight and its share of the reading connections). `Err`
     /// only for an unknown tool (a protocol error); everything that goes
@@ -175,7 +180,7 @@ impl SqliteServer {
         name: &str,
         args: &JsonObject,
     ) -> Result<CallToolResult, ErrorData> {
-        if !self.tools.iter().any(|t| t.name == name) {
+        if !self.has_tool(name) {
             return Err(ErrorData::invalid_params(
                 format!("unknown tool: {name}"),
                 None,
