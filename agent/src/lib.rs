@@ -41,5 +41,6 @@ pub use gate::{Gate, OwnerPolicy};
 pub use report::{live_line, Reporter, RequestLine, Summary};
 pub use upstream::sqlite::db::{Limits as SqliteLimits, SqliteDb};
 pub use upstream::sqlite::server::{HttpService as SqliteHttpService, SqliteServer};
+pub use upstream::sqlite::stateless_call;
 pub use upstream::stdio::{orphan_guard, StdioLimits};
 pub use upstream::Upstream;

@@ -81,9 +81,13 @@ impl LocalServer {
     /// missing) on 127.0.0.1, port chosen by the OS.
     pub async fn start(db: &Path) -> anyhow::Result<LocalServer> {
         let db = Arc::new(SqliteDb::open(db, false, Limits::default())?);
-        // The very service `agent connect --sqlite` runs.
-        let mcp: Arc<Mcp> =
-            Arc::new(SqliteServer::new(db).into_http_service(CancellationToken::new()));
+        // The very service `agent connect --sqlite` runs: a stateless tool
+        // call answered by the server itself, anything else by rmcp.
+        let server = SqliteServer::new(db);
+        let mcp: Arc<(SqliteServer, Mcp)> = Arc::new((
+            server.clone(),
+            server.into_http_service(CancellationToken::new()),
+        ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .context("bind the local server")?;
@@ -113,7 +117,7 @@ impl LocalServer {
 }
 
 async fn handle(
-    mcp: Arc<Mcp>,
+    mcp: Arc<(SqliteServer, Mcp)>,
     chunk: Bytes,
     times: Arc<ServiceTimes>,
     req: Request<Incoming>,
@@ -142,9 +146,26 @@ async fn handle(
     }
     if path == "/mcp" || path == "/mcp/" {
         let since = Instant::now();
-        let resp = mcp.handle(req).await;
+        let (server, service) = &*mcp;
+        let resp = if req.method() == http::Method::POST {
+            // As the agent does: the body read whole, then answered here if
+            // it is a stateless tool call, else handed to rmcp.
+            let (parts, body) = req.into_parts();
+            let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            match agent::stateless_call::recognize(server, &parts.headers, &bytes) {
+                Some(call) => agent::stateless_call::answer(server, call, None)
+                    .await
+                    .map(|b| b.boxed_unsync()),
+                None => service
+                    .handle(Request::from_parts(parts, Full::new(bytes)))
+                    .await
+                    .map(|b| b.boxed_unsync()),
+            }
+        } else {
+            service.handle(req).await.map(|b| b.boxed_unsync())
+        };
         times.keep(since);
-        return Ok(resp.map(|b| b.boxed_unsync()));
+        return Ok(resp);
     }
     let mut resp = Response::new(Full::new(Bytes::from_static(b"not found\n")).boxed_unsync());
     *resp.status_mut() = http::StatusCode::NOT_FOUND;
