@@ -12,4 +12,5 @@
 //! `gateway/session_holders.rs`).
 
 pub mod node;
+pub mod peer_pool;
 pub mod secret;

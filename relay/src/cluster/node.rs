@@ -30,6 +30,8 @@ pub struct Node {
     pub secret: ClusterSecret,
     /// The TLS client configuration to reach peers (made on first use).
     pub(crate) peer_tls: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
+    /// The kept connections to peers (made on first use).
+    pub(crate) peer_pool: std::sync::OnceLock<crate::cluster::peer_pool::PeerPool>,
 }
 
 impl Node {
@@ -41,6 +43,7 @@ impl Node {
             live: watch::channel(Vec::new()).0,
             secret,
             peer_tls: std::sync::OnceLock::new(),
+            peer_pool: std::sync::OnceLock::new(),
         }
     }
 
