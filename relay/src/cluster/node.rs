@@ -32,6 +32,8 @@ pub struct Node {
     pub(crate) peer_tls: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
     /// The kept connections to peers (made on first use).
     pub(crate) peer_pool: std::sync::OnceLock<crate::cluster::peer_pool::PeerPool>,
+    /// Which node holds a route's agent, as recently read.
+    pub holders: crate::cluster::holders::Holders,
 }
 
 impl Node {
@@ -44,6 +46,7 @@ impl Node {
             secret,
             peer_tls: std::sync::OnceLock::new(),
             peer_pool: std::sync::OnceLock::new(),
+            holders: Default::default(),
         }
     }
 

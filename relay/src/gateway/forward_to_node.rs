@@ -87,15 +87,22 @@ pub fn refused(why: &str) -> Response<RespBody> {
 /// A live node, other than this one, that holds a session to `route`'s
 /// agent: its address for peers.
 pub async fn holder(state: &SharedState, node: &Node, route: &str) -> Option<String> {
+    if let Some(peer) = node.holders.get(route) {
+        return Some(peer);
+    }
     match state
         .store
         .agent_sessions(route, STALE_AFTER.as_millis() as i64)
         .await
     {
-        Ok(sessions) => sessions
-            .into_iter()
-            .find(|s| s.node.id != node.id)
-            .map(|s| s.node.peer_address),
+        Ok(sessions) => {
+            let peer = sessions
+                .into_iter()
+                .find(|s| s.node.id != node.id)
+                .map(|s| s.node.peer_address)?;
+            node.holders.put(route, &peer);
+            Some(peer)
+        }
         Err(e) => {
             tracing::warn!(error = %e, route, "cannot read which node holds the route's agent");
             None
@@ -163,10 +170,18 @@ async fn send(
     headers.insert(header::HOST, value(authority.to_owned())?);
     headers.insert(SIGNATURE_HEADER, value(signature)?);
     headers.insert(CLIENT_HEADER, value(client.to_string())?);
-    let resp = pool
-        .send(peer, Request::from_parts(parts, body))
-        .await
-        .map_err(|e| e.to_string())?;
+    let resp = match pool.send(peer, Request::from_parts(parts, body)).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            // The next request reads the store again.
+            node.holders.forget_peer(peer);
+            return Err(e.to_string());
+        }
+    };
+    if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
+        // It may no longer hold the agent: the next request reads the store.
+        node.holders.forget_peer(peer);
+    }
     let (mut parts, body) = resp.into_parts();
     parts.headers.remove(header::CONNECTION);
     parts.headers.remove(header::TRANSFER_ENCODING);
