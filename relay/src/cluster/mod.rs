@@ -11,5 +11,7 @@
 //! holders in the gateway (`gateway/forward_to_node.rs`,
 //! `gateway/session_holders.rs`).
 
+pub mod holders;
 pub mod node;
+pub mod peer_pool;
 pub mod secret;

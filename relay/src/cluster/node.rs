@@ -32,6 +32,10 @@ pub struct Node {
     pub secret: ClusterSecret,
     /// The TLS client configuration to reach peers (made on first use).
     pub(crate) peer_tls: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
+    /// The kept connections to peers (made on first use).
+    pub(crate) peer_pool: std::sync::OnceLock<crate::cluster::peer_pool::PeerPool>,
+    /// Which node holds a route's agent, as recently read.
+    pub holders: crate::cluster::holders::Holders,
 }
 
 impl Node {
@@ -43,6 +47,8 @@ impl Node {
             live: watch::channel(Vec::new()).0,
             secret,
             peer_tls: std::sync::OnceLock::new(),
+            peer_pool: std::sync::OnceLock::new(),
+            holders: Default::default(),
         }
     }
 

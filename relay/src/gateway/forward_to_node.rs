@@ -11,7 +11,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -20,6 +19,7 @@ use hyper::body::Incoming;
 use rustls_pki_types::ServerName;
 
 use crate::cluster::node::{Node, STALE_AFTER};
+use crate::cluster::peer_pool::PeerPool;
 use crate::cluster::secret::{ClusterSecret, SIGNATURE_HEADER};
 use crate::http::body::RespBody;
 use crate::http::response::error;
@@ -28,8 +28,6 @@ use crate::state::SharedState;
 
 /// The client's address on a forwarded request (covered by the signature).
 pub const CLIENT_HEADER: &str = "drawbridge-forwarded-for";
-/// How long connecting to a peer node may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where a request comes from, as far as the cluster is concerned.
 pub enum Inbound {
@@ -90,15 +88,22 @@ pub fn refused(why: &str) -> Response<RespBody> {
 /// A live node, other than this one, that holds a session to `route`'s
 /// agent: its address for peers.
 pub async fn holder(state: &SharedState, node: &Node, route: &str) -> Option<String> {
+    if let Some(peer) = node.holders.get(route) {
+        return Some(peer);
+    }
     match state
         .store
         .agent_sessions(route, STALE_AFTER.as_millis() as i64)
         .await
     {
-        Ok(sessions) => sessions
-            .into_iter()
-            .find(|s| s.node.id != node.id)
-            .map(|s| s.node.peer_address),
+        Ok(sessions) => {
+            let peer = sessions
+                .into_iter()
+                .find(|s| s.node.id != node.id)
+                .map(|s| s.node.peer_address)?;
+            node.holders.put(route, &peer);
+            Some(peer)
+        }
         Err(e) => {
             tracing::warn!(error = %e, route, "cannot read which node holds the route's agent");
             None
@@ -183,30 +188,8 @@ async fn send(
     req: Request<Incoming>,
     client: SocketAddr,
 ) -> Result<Response<RespBody>, String> {
-    let (host, authority) = public_host(&state.public_url);
-    let name = ServerName::try_from(host.to_owned())
-        .map_err(|e| format!("{host} is not a TLS server name: {e}"))?;
-    let tls = node.peer_tls(state)?;
-    let connected = async {
-        let tcp = tokio::net::TcpStream::connect(peer)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let _ = tcp.set_nodelay(true);
-        tokio_rustls::TlsConnector::from(tls)
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("TLS: {e}"))
-    };
-    let tls = tokio::time::timeout(CONNECT_TIMEOUT, connected)
-        .await
-        .map_err(|_| format!("no answer within {CONNECT_TIMEOUT:?}"))??;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .map_err(|e| format!("HTTP: {e}"))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let (_, authority) = public_host(&state.public_url);
+    let pool = node.peer_pool(state)?;
     let target = path_and_query(&req);
     let (mut parts, body) = req.into_parts();
     let signature = node.secret.sign(
@@ -236,10 +219,18 @@ async fn send(
     headers.insert(header::HOST, value(authority.to_owned())?);
     headers.insert(SIGNATURE_HEADER, value(signature)?);
     headers.insert(CLIENT_HEADER, value(client.to_string())?);
-    let resp = sender
-        .send_request(Request::from_parts(parts, body))
-        .await
-        .map_err(|e| format!("HTTP: {e}"))?;
+    let resp = match pool.send(peer, Request::from_parts(parts, body)).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            // The next request reads the store again.
+            node.holders.forget_peer(peer);
+            return Err(e.to_string());
+        }
+    };
+    if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
+        // It may no longer hold the agent: the next request reads the store.
+        node.holders.forget_peer(peer);
+    }
     let (mut parts, body) = resp.into_parts();
     parts.headers.remove(header::CONNECTION);
     parts.headers.remove(header::TRANSFER_ENCODING);
@@ -285,6 +276,18 @@ impl Node {
         let config =
             tunnel::tls::client_config(ca.as_deref(), &[b"http/1.1"]).map_err(|e| e.to_string())?;
         Ok(self.peer_tls.get_or_init(|| Arc::new(config)).clone())
+    }
+
+    /// The kept connections to peers, for the relay's public host name.
+    fn peer_pool(&self, state: &SharedState) -> Result<&PeerPool, String> {
+        if let Some(pool) = self.peer_pool.get() {
+            return Ok(pool);
+        }
+        let (host, _) = public_host(&state.public_url);
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|e| format!("{host} is not a TLS server name: {e}"))?;
+        let tls = self.peer_tls(state)?;
+        Ok(self.peer_pool.get_or_init(|| PeerPool::new(tls, name)))
     }
 }
 

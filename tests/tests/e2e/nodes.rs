@@ -854,3 +854,104 @@ async fn a_node_killed_under_load_costs_the_other_nodes_nothing() {
 async fn a_node_stopped_under_load_costs_nothing() {
     stop_one_node_under_load("TERM").await;
 }
+
+/// The local ports of `pid`'s established TCP connections to `to` (from
+/// /proc: the process's socket inodes, and the kernel's table of IPv4
+/// connections).
+fn connections_to(pid: u32, to: std::net::SocketAddr) -> Vec<u16> {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the node's open files")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let std::net::SocketAddr::V4(to) = to else {
+        panic!("the nodes listen on IPv4 loopback addresses: {to}");
+    };
+    let remote = format!(
+        "{:08X}:{:04X}",
+        u32::from_le_bytes(to.ip().octets()),
+        to.port()
+    );
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local, remote, state (01: established), ..., inode
+            let established = f.get(3) == Some(&"01");
+            (established && f.get(2) == Some(&remote.as_str()) && inodes.contains(*f.get(9)?))
+                .then(|| u16::from_str_radix(f[1].rsplit(':').next()?, 16).ok())
+                .flatten()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_requests_reuse_a_connection_and_a_restarted_holder_is_reached_again() {
+    let upstream = Upstream::start("u1").await;
+    let (_secret, mut nodes) = cluster(2).await;
+    let agent_token = nodes[0].token("alice@example.com", false);
+    let client = nodes[0].token("alice@example.com", true);
+    let mut agent = AgentProc::spawn(
+        &nodes[0],
+        &agent_token,
+        "demo",
+        &upstream.url(),
+        "auto",
+        &["--relay-connections", "1"],
+    );
+    agent.wait_live().await;
+    until_agents(&nodes[0], 1.0, Duration::from_secs(15)).await;
+    assert_eq!(agents_on(&nodes[1]).await, 0.0, "--relay-connections 1");
+    // Twenty requests one after the other through node 1, each forwarded
+    // to node 0: all on one kept connection between the nodes.
+    let mut ports = std::collections::BTreeSet::new();
+    for i in 0..20 {
+        let answer = get_at(&nodes[1], &client, &format!("kept-{i}")).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        let open = connections_to(nodes[1].proc.pid, nodes[0].addr);
+        assert!(
+            !open.is_empty(),
+            "request {i}: no kept connection to node 0"
+        );
+        ports.extend(open);
+    }
+    assert_eq!(
+        ports.len(),
+        1,
+        "connections from node 1 to node 0: {ports:?}"
+    );
+    assert_eq!(
+        audited(&nodes[1..], "kept-").len(),
+        0,
+        "forwarded, not served"
+    );
+    // Node 0 restarts (its kept connection is gone); once the agent is back
+    // on it, node 1's next request reaches it: never a 502.
+    nodes[0].proc.signal("TERM");
+    nodes[0].proc.wait_exit(Duration::from_secs(15)).await;
+    let state = nodes[0].state.clone();
+    let addr = nodes[0].addr.to_string();
+    let extra = nodes[0].extra_args.clone();
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    nodes[0] = RelayProc::start_with(state, &addr, &extra).await;
+    until_agents(&nodes[0], 1.0, Duration::from_secs(15)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let answer = get_at(&nodes[1], &client, "after-restart").await;
+        assert_ne!(answer.status, 502, "{}", answer.text());
+        if answer.status == 200 {
+            break;
+        }
+        // Until node 0 has recorded the agent's new session: no agent.
+        assert_eq!(answer.status, 503, "{}", answer.text());
+        assert!(tokio::time::Instant::now() < deadline, "still 503");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let open = connections_to(nodes[1].proc.pid, nodes[0].addr);
+    assert_eq!(open.len(), 1, "one connection again: {open:?}");
+}
