@@ -151,7 +151,11 @@ async fn handle(
             // As the agent does: the body read whole, then answered here if
             // it is a stateless tool call, else handed to rmcp.
             let (parts, body) = req.into_parts();
-            let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            let bytes = body
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
             match agent::stateless_call::recognize(server, &parts.headers, &bytes) {
                 Some(call) => agent::stateless_call::answer(server, call, None)
                     .await

@@ -291,17 +291,33 @@ impl PostgresStore {
         committed
     }
 
-    /// Starts the listener, once.
+    /// Starts the listener, once, on a thread of its own: its reads are the
+    /// proof of freshness every request waits on, so they must not queue
+    /// behind the requests themselves on a busy runtime (a node whose
+    /// workers are saturated would otherwise find its own caches stale and
+    /// answer 503).
     fn start_listening(&self) {
         if self.inner.listening.swap(true, Ordering::SeqCst) {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::error!("change feed: no async runtime; the listener is not started");
+        let store = Arc::downgrade(&self.inner);
+        let started = std::thread::Builder::new()
+            .name("pg-changes".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(listen(store)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "change feed: cannot start the listener's runtime")
+                    }
+                }
+            });
+        if let Err(e) = started {
+            tracing::error!(error = %e, "change feed: cannot start the listener's thread");
             self.inner.listening.store(false, Ordering::SeqCst);
-            return;
-        };
-        runtime.spawn(listen(Arc::downgrade(&self.inner)));
+        }
     }
 }
 
