@@ -10,7 +10,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::cluster::node::Node;
-use crate::gateway::forward_to_node::{self, Inbound};
+use crate::gateway::forward_to_node::{self, Holding, Inbound};
 use crate::gateway::legacy_sse;
 use crate::gateway::trail::Trail;
 use crate::http::body::RespBody;
@@ -62,9 +62,15 @@ pub(super) async fn pass(
                         to = holder,
                         "forwarding a legacy SSE message to the node that holds its stream"
                     );
-                    return Err(
-                        forward_to_node::forward_legacy(state, node, &holder, req, *peer).await,
-                    );
+                    return Err(forward_to_node::forward(
+                        state,
+                        node,
+                        &holder,
+                        req,
+                        *peer,
+                        Holding::LegacyStream,
+                    )
+                    .await);
                 }
             }
             // An MCP session this node does not know may live in an
@@ -90,7 +96,15 @@ pub(super) async fn pass(
                     to = holder,
                     "forwarding to the node that holds the route's agent"
                 );
-                return Err(forward_to_node::forward(state, node, &holder, req, *peer).await);
+                return Err(forward_to_node::forward(
+                    state,
+                    node,
+                    &holder,
+                    req,
+                    *peer,
+                    Holding::Agent,
+                )
+                .await);
             }
         }
     }

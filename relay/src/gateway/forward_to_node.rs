@@ -126,42 +126,25 @@ pub async fn live_peer(state: &SharedState, id: &str) -> Option<String> {
     }
 }
 
-/// Sends a message of a legacy SSE session (from `client`) to the node at
-/// `peer`, which holds its stream, and returns its answer; 502 naming it
-/// if it cannot be reached.
-pub async fn forward_legacy(
-    state: &SharedState,
-    node: &Node,
-    peer: &str,
-    req: Request<Incoming>,
-    client: SocketAddr,
-) -> Response<RespBody> {
-    let sent = send(state, node, peer, req, client).await;
-    state.metrics.forwarded(match sent {
-        Ok(_) => Forwarded::Sent,
-        Err(_) => Forwarded::Unreachable,
-    });
-    match sent {
-        Ok(resp) => resp,
-        Err(e) => {
-            tracing::warn!(peer, error = %e, "cannot forward to the node that holds the legacy SSE stream");
-            error(
-                StatusCode::BAD_GATEWAY,
-                "node_unreachable",
-                &format!("this legacy SSE session's stream is held by the relay node {peer}, which cannot be reached: {e}"),
-            )
-        }
-    }
+/// What the node a request is forwarded to holds.
+#[derive(Debug, Clone, Copy)]
+pub enum Holding {
+    /// The route's agent.
+    Agent,
+    /// The stream of the legacy SSE session the message is for.
+    LegacyStream,
 }
 
-/// Sends `req` (from `client`) to the node at `peer` and returns its
-/// answer; 502 naming it if it cannot be reached.
+/// Sends `req` (from `client`) to the node at `peer`, which holds what
+/// `holding` says, and returns its answer; 502 naming it if it cannot be
+/// reached.
 pub async fn forward(
     state: &SharedState,
     node: &Node,
     peer: &str,
     req: Request<Incoming>,
     client: SocketAddr,
+    holding: Holding,
 ) -> Response<RespBody> {
     let sent = send(state, node, peer, req, client).await;
     state.metrics.forwarded(match sent {
@@ -171,12 +154,18 @@ pub async fn forward(
     match sent {
         Ok(resp) => resp,
         Err(e) => {
-            tracing::warn!(peer, error = %e, "cannot forward to the node that holds the route's agent");
-            error(
-                StatusCode::BAD_GATEWAY,
-                "node_unreachable",
-                &format!("the route's agent is connected to the relay node {peer}, which cannot be reached: {e}"),
-            )
+            let (log, message) = match holding {
+                Holding::Agent => (
+                    "cannot forward to the node that holds the route's agent",
+                    format!("the route's agent is connected to the relay node {peer}, which cannot be reached: {e}"),
+                ),
+                Holding::LegacyStream => (
+                    "cannot forward to the node that holds the legacy SSE stream",
+                    format!("this legacy SSE session's stream is held by the relay node {peer}, which cannot be reached: {e}"),
+                ),
+            };
+            tracing::warn!(peer, error = %e, "{log}");
+            error(StatusCode::BAD_GATEWAY, "node_unreachable", &message)
         }
     }
 }
