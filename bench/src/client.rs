@@ -14,6 +14,8 @@ use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
+use crate::record::{percentile, Record};
+
 /// The JSON-RPC body of the small request: an MCP `tools/call` of
 /// `read_query` in the stateless 2026-07-28 revision (no session, the
 /// protocol version and client capabilities in `_meta`).
@@ -183,6 +185,28 @@ pub struct LevelResult {
     pub per_target_us: Vec<Vec<f64>>,
     pub rps: f64,
     pub errors: u64,
+}
+
+impl LevelResult {
+    /// The level as a record of `system` in `scenario` at `concurrency`
+    /// (p50, p99, rate, requests), after printing its line.
+    pub fn record(&self, system: &str, scenario: &str, concurrency: usize) -> Record {
+        let mut r = Record::new(system, scenario);
+        r.concurrency = Some(concurrency as u64);
+        r.p50_us = Some(percentile(&self.latencies_us, 0.5));
+        r.p99_us = Some(percentile(&self.latencies_us, 0.99));
+        r.rps = Some(self.rps);
+        r.runs = Some(self.latencies_us.len() as u64);
+        eprintln!(
+            "  c={concurrency:<3} p50 {:>7.0} µs  p99 {:>8.0} µs  {:>8.0} req/s  ({} requests, {} errors)",
+            r.p50_us.unwrap_or(0.0),
+            r.p99_us.unwrap_or(0.0),
+            self.rps,
+            self.latencies_us.len(),
+            self.errors
+        );
+        r
+    }
 }
 
 /// `workers` connections each sending `tools/call` back to back for

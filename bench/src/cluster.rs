@@ -161,21 +161,7 @@ async fn measure(
     let mut out = Vec::new();
     for c in LEVELS {
         let level = client::load_spread(&targets, c, warmup, level_time).await?;
-        let mut r = Record::new(setup.name, "cluster");
-        r.concurrency = Some(c as u64);
-        r.p50_us = Some(percentile(&level.latencies_us, 0.5));
-        r.p99_us = Some(percentile(&level.latencies_us, 0.99));
-        r.rps = Some(level.rps);
-        r.runs = Some(level.latencies_us.len() as u64);
-        eprintln!(
-            "  c={c:<3} p50 {:>7.0} µs  p99 {:>8.0} µs  {:>8.0} req/s  ({} requests, {} errors)",
-            r.p50_us.unwrap_or(0.0),
-            r.p99_us.unwrap_or(0.0),
-            level.rps,
-            level.latencies_us.len(),
-            level.errors
-        );
-        out.push(r);
+        out.push(level.record(setup.name, "cluster", c));
         if c == 1 && setup.relay_connections.is_some() {
             out.extend(hop(setup.name, &held, &level.per_target_us));
         }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 
 use crate::client;
-use crate::record::{median, percentile, Record, SYSTEMS};
+use crate::record::{median, Record, SYSTEMS};
 use crate::report::{self, Meta};
 use crate::systems::{self, Env};
 use crate::tools::{self, Tools};
@@ -258,21 +258,7 @@ async fn measure(
     };
     for &c in levels {
         let level = client::load(&running.target, c, plan.warmup, plan.level_time).await?;
-        let mut r = Record::new(system, "small");
-        r.concurrency = Some(c as u64);
-        r.p50_us = Some(percentile(&level.latencies_us, 0.5));
-        r.p99_us = Some(percentile(&level.latencies_us, 0.99));
-        r.rps = Some(level.rps);
-        r.runs = Some(level.latencies_us.len() as u64);
-        eprintln!(
-            "  c={c:<3} p50 {:>7.0} µs  p99 {:>8.0} µs  {:>8.0} req/s  ({} requests, {} errors)",
-            r.p50_us.unwrap_or(0.0),
-            r.p99_us.unwrap_or(0.0),
-            level.rps,
-            level.latencies_us.len(),
-            level.errors
-        );
-        out.push(r);
+        out.push(level.record(system, "small", c));
     }
     let bulk_runs = if opts.wants_scenario("bulk") {
         plan.bulk_runs
