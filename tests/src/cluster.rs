@@ -8,6 +8,26 @@ use std::sync::Arc;
 
 use crate::{RelayProc, TempDir};
 
+/// A cluster secret, in a file of the returned directory (which must live
+/// as long as the nodes that read it); and the file's path.
+pub fn cluster_secret() -> (TempDir, String) {
+    let dir = TempDir::new("cluster");
+    let secret = dir.path().join("cluster.secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef")
+        .unwrap_or_else(|e| panic!("write the cluster secret: {e}"));
+    let path = secret.display().to_string();
+    (dir, path)
+}
+
+/// Starts `n` nodes of one cluster (one cluster secret, kept in the
+/// returned directory) on a fresh database of the shared PostgreSQL server.
+pub async fn start_cluster(n: usize) -> (TempDir, Vec<RelayProc>) {
+    let (dir, secret) = cluster_secret();
+    let url = crate::postgres::shared().create_database().await;
+    let nodes = start_nodes(&url, n, &["--cluster-secret-file", &secret]).await;
+    (dir, nodes)
+}
+
 /// Starts `n` relay nodes on the database at `url`, with `extra` flags each.
 /// They have one name, as a cluster behind one DNS name does: the others'
 /// `--public-url` is the first's URL, so that the OAuth issuer and the

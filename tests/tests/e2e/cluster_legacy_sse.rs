@@ -13,18 +13,6 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::Value;
 
-/// Starts `n` nodes on one fresh PostgreSQL database with one cluster
-/// secret (kept in the returned directory).
-async fn cluster(n: usize) -> (TempDir, Vec<RelayProc>) {
-    let dir = TempDir::new("cluster-legacy");
-    let secret = dir.path().join("cluster.secret");
-    std::fs::write(&secret, "0123456789abcdef0123456789abcdef").expect("write the secret");
-    let secret = secret.display().to_string();
-    let url = e2e::postgres::shared().create_database().await;
-    let nodes = e2e::cluster::start_nodes(&url, n, &["--cluster-secret-file", &secret]).await;
-    (dir, nodes)
-}
-
 async fn until_agent_on(node: &RelayProc) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -121,7 +109,7 @@ fn count_rows(id: u32, table: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_legacy_sessions_messages_reach_the_node_holding_its_stream() {
-    let (_secret, mut nodes) = cluster(3).await;
+    let (_secret, mut nodes) = e2e::cluster::start_cluster(3).await;
     let dir = TempDir::new("cluster-legacy-db");
     let db = dir.path().join("demo.db").display().to_string();
     let agent_token = nodes[0].token("alice@example.com", false);

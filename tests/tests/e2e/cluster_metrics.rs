@@ -6,17 +6,7 @@
 
 use std::time::Duration;
 
-use e2e::{AgentProc, HttpsClient, RelayProc, TempDir, Upstream};
-
-async fn cluster(n: usize) -> (TempDir, Vec<RelayProc>) {
-    let dir = TempDir::new("cluster-metrics");
-    let secret = dir.path().join("cluster.secret");
-    std::fs::write(&secret, "0123456789abcdef0123456789abcdef").expect("write the secret");
-    let secret = secret.display().to_string();
-    let url = e2e::postgres::shared().create_database().await;
-    let nodes = e2e::cluster::start_nodes(&url, n, &["--cluster-secret-file", &secret]).await;
-    (dir, nodes)
-}
+use e2e::{AgentProc, HttpsClient, RelayProc, Upstream};
 
 /// The lines of `node`'s `/metrics` that start with `name`.
 async fn series(node: &RelayProc, name: &str) -> Vec<String> {
@@ -53,7 +43,7 @@ const REFUSED: &str =
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_node_names_itself_and_counts_what_it_forwards() {
     let upstream = Upstream::start("u1").await;
-    let (_secret, nodes) = cluster(2).await;
+    let (_secret, nodes) = e2e::cluster::start_cluster(2).await;
     // Each names itself: its own id, the address agents dial for it.
     let mut ids = Vec::new();
     for node in &nodes {

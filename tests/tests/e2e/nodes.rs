@@ -15,18 +15,6 @@ use e2e::{AgentProc, HttpsClient, RelayProc, TempDir, Upstream};
 use protocol::{Control, FrameLimit, HelloReply, NODES_VERSION};
 use tunnel::TunnelConnection;
 
-/// Starts `n` nodes on one fresh PostgreSQL database with one cluster
-/// secret (kept in the returned directory).
-async fn cluster(n: usize) -> (TempDir, Vec<RelayProc>) {
-    let dir = TempDir::new("cluster");
-    let secret = dir.path().join("cluster.secret");
-    std::fs::write(&secret, "0123456789abcdef0123456789abcdef").expect("write the secret");
-    let secret = secret.display().to_string();
-    let url = e2e::postgres::shared().create_database().await;
-    let nodes = e2e::cluster::start_nodes(&url, n, &["--cluster-secret-file", &secret]).await;
-    (dir, nodes)
-}
-
 /// The agents a node holds sessions with (both transports).
 async fn agents_on(node: &RelayProc) -> f64 {
     let mut n = 0.0;
@@ -86,7 +74,7 @@ fn audited(nodes: &[RelayProc], needle: &str) -> Vec<(usize, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_holds_a_session_to_every_node_and_each_serves_its_route() {
     let upstream = Upstream::start("u1").await;
-    let (_state, nodes) = cluster(3).await;
+    let (_state, nodes) = e2e::cluster::start_cluster(3).await;
     let agent_token = nodes[0].token("alice@example.com", false);
     let client = nodes[0].token("alice@example.com", true);
     // Dials the first node's address (the relay's public name); told the
@@ -117,7 +105,7 @@ async fn an_agent_holds_a_session_to_every_node_and_each_serves_its_route() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_connections_bound_the_sessions_and_a_node_that_stops_is_left() {
     let upstream = Upstream::start("u1").await;
-    let (_state, mut nodes) = cluster(3).await;
+    let (_state, mut nodes) = e2e::cluster::start_cluster(3).await;
     let agent_token = nodes[0].token("alice@example.com", false);
     let client = nodes[0].token("alice@example.com", true);
     let mut agent = AgentProc::spawn(
@@ -236,7 +224,7 @@ enum OldControl {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_6_agents_are_told_the_nodes_and_older_ones_never() {
-    let (_state, nodes) = cluster(2).await;
+    let (_state, nodes) = e2e::cluster::start_cluster(2).await;
     // Both nodes are live (each heartbeats within a second).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut want: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
@@ -296,10 +284,7 @@ async fn a_node_address_needs_a_cluster_secret() {
 /// it serves alone, and says at start that live nodes share its database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_on_a_clusters_database_without_its_secret_says_it_is_no_node() {
-    let dir = TempDir::new("cluster");
-    let secret = dir.path().join("cluster.secret");
-    std::fs::write(&secret, "0123456789abcdef0123456789abcdef").expect("write the secret");
-    let secret = secret.display().to_string();
+    let (_secret_dir, secret) = e2e::cluster::cluster_secret();
     let url = e2e::postgres::shared().create_database().await;
     let nodes = e2e::cluster::start_nodes(&url, 1, &["--cluster-secret-file", &secret]).await;
     let registered = tokio::time::Instant::now();
@@ -330,7 +315,7 @@ async fn a_relay_on_a_clusters_database_without_its_secret_says_it_is_no_node() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_the_agent_forwards_once_and_the_serving_node_audits_once() {
     let upstream = Upstream::start("u1").await;
-    let (_secret, nodes) = cluster(3).await;
+    let (_secret, nodes) = e2e::cluster::start_cluster(3).await;
     let agent_token = nodes[0].token("alice@example.com", false);
     let client = nodes[0].token("alice@example.com", true);
     let mut agent = AgentProc::spawn(
@@ -377,7 +362,7 @@ async fn a_node_without_the_agent_forwards_once_and_the_serving_node_audits_once
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_or_missing_forwarding_signature_is_refused() {
     let upstream = Upstream::start("u1").await;
-    let (_secret, nodes) = cluster(2).await;
+    let (_secret, nodes) = e2e::cluster::start_cluster(2).await;
     let agent_token = nodes[0].token("alice@example.com", false);
     let client = nodes[0].token("alice@example.com", true);
     let _agent = AgentProc::start(&nodes[0], &agent_token, "demo", &upstream.url(), "auto").await;
@@ -436,7 +421,7 @@ async fn a_forged_or_missing_forwarding_signature_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_holder_is_named_and_a_dead_one_is_an_offline_route() {
     let upstream = Upstream::start("u1").await;
-    let (_secret, mut nodes) = cluster(2).await;
+    let (_secret, mut nodes) = e2e::cluster::start_cluster(2).await;
     let agent_token = nodes[0].token("alice@example.com", false);
     let client = nodes[0].token("alice@example.com", true);
     let mut agent = AgentProc::spawn(
@@ -515,7 +500,7 @@ async fn mcp_sessions_keep_their_agent_on_every_node() {
     // not know it and would answer 404).
     for connections in ["4", "1"] {
         let dir = TempDir::new("affinity-nodes");
-        let (_secret, nodes) = cluster(2).await;
+        let (_secret, nodes) = e2e::cluster::start_cluster(2).await;
         let agent_token = nodes[0].token("alice@example.com", false);
         let client = nodes[0].token("alice@example.com", true);
         let mut agents = Vec::new();
@@ -576,7 +561,7 @@ async fn stop_one_node_under_load(signal: &str) {
     const CALLERS: usize = 64;
     const RUN: Duration = Duration::from_secs(20);
     let upstream = Upstream::start("u1").await;
-    let (_secret, mut nodes) = cluster(3).await;
+    let (_secret, mut nodes) = e2e::cluster::start_cluster(3).await;
     let agent_token = nodes[0].token("alice@example.com", false);
     let client = nodes[0].token("alice@example.com", true);
     let _agent = AgentProc::start(&nodes[0], &agent_token, "demo", &upstream.url(), "auto").await;
@@ -893,7 +878,7 @@ fn connections_to(pid: u32, to: std::net::SocketAddr) -> Vec<u16> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_requests_reuse_a_connection_and_a_restarted_holder_is_reached_again() {
     let upstream = Upstream::start("u1").await;
-    let (_secret, mut nodes) = cluster(2).await;
+    let (_secret, mut nodes) = e2e::cluster::start_cluster(2).await;
     let agent_token = nodes[0].token("alice@example.com", false);
     let client = nodes[0].token("alice@example.com", true);
     let mut agent = AgentProc::spawn(
