@@ -15,7 +15,7 @@
 //! * `inspector` — the owner's live page of the exchanges (`--inspect`).
 //! * `report`, `reply`, `error` — what every layer shares: the summary of an
 //!   exchange and the live line, the agent's own answers, the errors;
-//!   [`stdout_lines`] writes the live lines off the requests' path.
+//!   `common::lines` writes the live lines off the requests' path.
 
 #![forbid(unsafe_code)]
 
@@ -28,7 +28,6 @@ mod gate;
 mod inspector;
 mod reply;
 mod report;
-pub mod stdout_lines;
 mod tunnel;
 mod upstream;
 

@@ -37,11 +37,13 @@ pub(crate) async fn json_with(
         status: status.as_u16(),
         headers,
     };
-    if protocol::write_frame("response", send, &head, FrameLimit::HEAD)
-        .await
-        .is_ok()
-        && send.write_all(body.as_bytes()).await.is_ok()
-    {
+    // The head and the body in one write, so the answer leaves in one packet.
+    let mut out = bytes::BytesMut::new();
+    if protocol::encode_frame("response", &head, FrameLimit::HEAD, &mut out).is_err() {
+        return;
+    }
+    out.extend_from_slice(body.as_bytes());
+    if send.write_all(&out).await.is_ok() {
         let _ = send.finish_acknowledged(ACK_WAIT).await;
     }
 }
@@ -56,9 +58,9 @@ pub(crate) async fn empty(send: &mut SendHalf, status: StatusCode) {
             value: b"0".to_vec(),
         }],
     };
-    if protocol::write_frame("response", send, &head, FrameLimit::HEAD)
-        .await
-        .is_ok()
+    let mut out = bytes::BytesMut::new();
+    if protocol::encode_frame("response", &head, FrameLimit::HEAD, &mut out).is_ok()
+        && send.write_all(&out).await.is_ok()
     {
         let _ = send.finish_acknowledged(ACK_WAIT).await;
     }

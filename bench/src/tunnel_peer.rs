@@ -143,9 +143,9 @@ impl Reporter for Printer {
     }
 
     fn request(&self, line: &RequestLine) {
-        agent::stdout_lines::print(&format!(
-            "{}\n",
-            live_line(line, std::time::SystemTime::now())
-        ));
+        common::lines::print(
+            common::lines::Stream::Stdout,
+            format!("{}\n", live_line(line, std::time::SystemTime::now())).as_bytes(),
+        );
     }
 }

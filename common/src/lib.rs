@@ -1,5 +1,6 @@
 //! What the `relay` and `agent` binaries share, so that the agent does not
-//! link the relay: log setup ([`logging`]), the signals that stop them
+//! link the relay: log setup ([`logging`]), lines written off the
+//! requests' path ([`lines`]), the signals that stop them
 //! ([`signals`]), secrets read from a file ([`secret_file`]), hop-by-hop
 //! headers ([`headers`]), the constants of `agent login`'s device grant
 //! ([`device_grant`]), random hex ([`random_hex`]) and the clock ([`now`]).
@@ -8,6 +9,7 @@
 
 pub mod device_grant;
 pub mod headers;
+pub mod lines;
 pub mod logging;
 pub mod secret_file;
 pub mod signals;

@@ -28,6 +28,19 @@ pub fn init(format: LogFormat) {
     init_to(format, std::io::stderr, std::io::stderr().is_terminal());
 }
 
+/// [`init`] for a server that logs a line per request: each line is
+/// written by the stderr writer's thread ([`crate::lines`]), not on the
+/// request's path. The process must call
+/// `lines::flush(lines::Stream::Stderr)` before it exits; a panic does.
+pub fn init_off_path(format: LogFormat) {
+    crate::lines::flush_on_panic();
+    init_to(
+        format,
+        crate::lines::StderrLines,
+        std::io::stderr().is_terminal(),
+    );
+}
+
 /// [`init`], writing each event to what `writer` makes (with colours if
 /// `ansi`).
 pub fn init_to<W>(format: LogFormat, writer: W, ansi: bool)

@@ -246,7 +246,7 @@ struct Printer;
 impl Reporter for Printer {
     fn live(&self, route: &str, url: &str, transport: tunnel::Transport) {
         // After the request lines handed over before it.
-        crate::stdout_lines::flush();
+        common::lines::flush(common::lines::Stream::Stdout);
         println!("route {route} is live at {url} (via {transport})");
     }
 
@@ -473,7 +473,7 @@ async fn stop_on_signal(stop: CancellationToken) {
     stop.cancel();
     common::signals::stop_requested().await;
     eprintln!("agent: quitting now");
-    crate::stdout_lines::flush_within(Some(Duration::from_secs(1)));
+    common::lines::flush_within(common::lines::Stream::Stdout, Some(Duration::from_secs(1)));
     std::process::exit(130);
 }
 

@@ -97,7 +97,7 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> ExitCode {
         }
     });
     // Every live line out before the process ends.
-    crate::stdout_lines::flush();
+    common::lines::flush(common::lines::Stream::Stdout);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

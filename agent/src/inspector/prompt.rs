@@ -31,10 +31,13 @@ pub fn print_line(line: &str) {
     let asking = ASKING.lock().unwrap_or_else(|p| p.into_inner());
     let Some(question) = asking.as_deref() else {
         // Written by the lines' own thread (no write on the request's path).
-        crate::stdout_lines::print(&format!("{line}\n"));
+        common::lines::print(
+            common::lines::Stream::Stdout,
+            format!("{line}\n").as_bytes(),
+        );
         return;
     };
-    crate::stdout_lines::flush();
+    common::lines::flush(common::lines::Stream::Stdout);
     let mut out = std::io::stdout().lock();
     // Back to the line's start, clear it, the line, the prompt again.
     let _ = write!(out, "\r\x1b[2K{line}\n{question} [y/n] ");
@@ -94,7 +97,7 @@ fn read_key(inspector: &Inspector, id: u64, question: &str, deadline: Instant) -
     {
         let mut asking = ASKING.lock().unwrap_or_else(|p| p.into_inner());
         // The lines handed over before go above the question.
-        crate::stdout_lines::flush();
+        common::lines::flush(common::lines::Stream::Stdout);
         let mut out = std::io::stdout().lock();
         let _ = write!(out, "{question} [y/n] ");
         let _ = out.flush();

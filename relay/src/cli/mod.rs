@@ -138,7 +138,10 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> ExitCode {
     if !matches!(cli.command, Command::Serve(_)) {
         logging::init(cli.log_format);
     }
-    match run_command(cli.command, cli.log_format, &given) {
+    let result = run_command(cli.command, cli.log_format, &given);
+    // Every log line out before the last words and the exit.
+    common::lines::flush(common::lines::Stream::Stderr);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("relay: {e:#}");

@@ -33,7 +33,8 @@ pub fn serve(
     if let Some(path) = &args.config {
         settings.overlay(ConfigFile::load(path)?.into_settings(), given);
     }
-    logging::init(settings.log_format.unwrap_or(log_format));
+    // A line per request: written off the requests' path.
+    logging::init_off_path(settings.log_format.unwrap_or(log_format));
     let tls = settings.certificate().context(
         "give one of --acme-domain DOMAIN --acme-email EMAIL, --tls-cert FILE --tls-key FILE, or --self-signed (or [acme] or [tls] in --config)",
     )?;
