@@ -28,31 +28,12 @@ use ::store::Change;
 pub async fn serve_connection(state: SharedState, conn: TunnelConnection) {
     let remote = conn.remote_addr();
     let transport = conn.transport();
-    let accepted = timeout(state.config.handshake_timeout, conn.accept_bi()).await;
-    let (mut send, mut recv) = match accepted {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::debug!(%remote, %transport, error = %e, "tunnel closed before the handshake");
-            return;
-        }
-        Err(_) => {
-            tracing::info!(%remote, %transport, "tunnel handshake timed out");
-            conn.close("handshake timeout");
-            return;
-        }
-    };
-    // Boxed: the handshake's future (token lookups) is large, and the
-    // session's task would hold room for it while the agent stays connected.
-    let session = match Box::pin(handshake(&state, &conn, &mut send, &mut recv)).await {
-        Ok(s) => s,
-        Err(reason) => {
-            tracing::info!(%remote, %transport, %reason, "tunnel refused");
-            // Give the refusal a moment to reach the agent before closing.
-            let _ = send.finish().await;
-            let _ = timeout(Duration::from_secs(2), conn.closed()).await;
-            conn.close(&reason);
-            return;
-        }
+    // Boxed: the set-up (the control stream, the handshake and its token
+    // lookups) is a future larger than the control loop; on its own it is
+    // freed once the agent is connected, and the session's task keeps room
+    // only for what a connected agent needs.
+    let Some((session, mut send, control)) = Box::pin(connect(&state, &conn)).await else {
+        return;
     };
     tracing::info!(
         session = session.id,
@@ -73,7 +54,7 @@ pub async fn serve_connection(state: SharedState, conn: TunnelConnection) {
         )
         .await;
     }
-    let outcome = control_loop(&state, &session, &mut send, ControlReader::spawn(recv)).await;
+    let outcome = control_loop(&state, &session, &mut send, control).await;
     state.registry.unregister(&session);
     session.set_draining();
     if let Some(node) = &state.cluster {
@@ -99,6 +80,41 @@ pub async fn serve_connection(state: SharedState, conn: TunnelConnection) {
         .await;
     }
     tracing::info!(session = session.id, %remote, %transport, outcome, "agent disconnected");
+}
+
+/// Accepts the agent's control stream and runs the handshake; `None` when
+/// the agent was refused or went away (the reason is logged).
+async fn connect(
+    state: &SharedState,
+    conn: &TunnelConnection,
+) -> Option<(Arc<AgentSession>, SendHalf, ControlReader)> {
+    let remote = conn.remote_addr();
+    let transport = conn.transport();
+    let accepted = timeout(state.config.handshake_timeout, conn.accept_bi()).await;
+    let (mut send, mut recv) = match accepted {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, %transport, error = %e, "tunnel closed before the handshake");
+            return None;
+        }
+        Err(_) => {
+            tracing::info!(%remote, %transport, "tunnel handshake timed out");
+            conn.close("handshake timeout");
+            return None;
+        }
+    };
+    let session = match handshake(state, conn, &mut send, &mut recv).await {
+        Ok(s) => s,
+        Err(reason) => {
+            tracing::info!(%remote, %transport, %reason, "tunnel refused");
+            // Give the refusal a moment to reach the agent before closing.
+            let _ = send.finish().await;
+            let _ = timeout(Duration::from_secs(2), conn.closed()).await;
+            conn.close(&reason);
+            return None;
+        }
+    };
+    Some((session, send, ControlReader::spawn(recv)))
 }
 
 /// Runs the handshake; on refusal, the refusal has been sent and the reason is returned.
@@ -443,7 +459,10 @@ async fn control_loop(
                 }, FrameLimit::CONTROL).await;
             }
             // The agent opens no stream but its control stream: any other
-            // is reset (here, not in a task of its own per agent).
+            // is reset (here, not in a task of its own per agent). Accepting
+            // fails once the connection is closed, on either transport: that
+            // is also how the loop learns of the end (one future fewer per
+            // idle agent than a `closed()` beside it).
             extra = session.conn.accept_bi() => match extra {
                 Ok(stream) => {
                     tracing::warn!(session = session.id, "agent opened an unexpected stream; resetting it");
@@ -451,7 +470,6 @@ async fn control_loop(
                 }
                 Err(_) => return "connection closed",
             },
-            _ = session.conn.closed() => return "connection closed",
         }
     }
 }

@@ -178,22 +178,37 @@ pub async fn serve_quic(state: SharedState, endpoint: quinn::Endpoint) {
             continue;
         };
         let state = state.clone();
+        // Boxed, and given away to the handshake: the connection's first
+        // packet (hundreds of bytes) is not kept in the session's task while
+        // the agent stays connected.
+        let incoming = Box::new(incoming);
         tokio::spawn(async move {
             let timeout = state.config.handshake_timeout;
-            let conn = match tokio::time::timeout(timeout, incoming).await {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(e)) => {
-                    tracing::debug!(%remote, error = %e, "QUIC handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%remote, "QUIC handshake timed out");
-                    return;
-                }
+            let Some(conn) = quic_handshake(incoming, timeout, remote).await else {
+                return;
             };
             drop(handshake);
             agents::serve_connection(state, TunnelConnection::Quic(conn)).await;
             drop(slot);
         });
+    }
+}
+
+/// Completes a QUIC handshake within `timeout`.
+async fn quic_handshake(
+    incoming: Box<quinn::Incoming>,
+    timeout: std::time::Duration,
+    remote: SocketAddr,
+) -> Option<quinn::Connection> {
+    match tokio::time::timeout(timeout, *incoming).await {
+        Ok(Ok(conn)) => Some(conn),
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, error = %e, "QUIC handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "QUIC handshake timed out");
+            None
+        }
     }
 }
