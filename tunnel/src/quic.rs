@@ -60,14 +60,6 @@ pub fn server_endpoint(
     // acknowledgements and small requests, one datagram at a time anyway.
     // Bulk answers flow the other way, batched by the agent.
     transport.enable_segmentation_offload(false);
-    // No path MTU discovery from the relay's side either, for the same
-    // reason: that send buffer is sized for the largest datagram, and
-    // discovery past the initial 1200 bytes doubles it (~1.2 KiB more for
-    // each idle agent). The relay's datagrams carry acknowledgements,
-    // pings and requests; answers, the bulk, come in the agent's datagrams,
-    // whose size the agent still discovers (the relay still receives and
-    // acknowledges its probes).
-    transport.mtu_discovery_config(None);
     server.transport_config(Arc::new(transport));
     // Clients must prove their address before we keep state for them when under load.
     server.migration(true);
