@@ -14,6 +14,7 @@ use tunnel::mux::{MuxConnection, Side};
 use tunnel::TunnelConnection;
 
 use crate::gateway;
+use crate::limits::connections::Slot;
 use crate::server::agents;
 use crate::server::idle_connection::IdleTracker;
 use crate::state::SharedState;
@@ -179,28 +180,29 @@ pub async fn serve_quic(state: SharedState, endpoint: quinn::Endpoint) {
         };
         let state = state.clone();
         // Boxed, and given away to the handshake: the connection's first
-        // packet (hundreds of bytes) is not kept in the session's task while
-        // the agent stays connected.
-        let incoming = Box::new(incoming);
+        // packet (hundreds of bytes) and the handshake's slot are not kept
+        // in the session's task while the agent stays connected.
+        let handshake = Box::new((incoming, handshake));
         tokio::spawn(async move {
             let timeout = state.config.handshake_timeout;
-            let Some(conn) = quic_handshake(incoming, timeout, remote).await else {
+            let Some(conn) = quic_handshake(handshake, timeout).await else {
                 return;
             };
-            drop(handshake);
             agents::serve_connection(state, TunnelConnection::Quic(conn)).await;
             drop(slot);
         });
     }
 }
 
-/// Completes a QUIC handshake within `timeout`.
+/// Completes a QUIC handshake within `timeout`; its slot is released
+/// when it ends.
 async fn quic_handshake(
-    incoming: Box<quinn::Incoming>,
+    handshake: Box<(quinn::Incoming, Slot)>,
     timeout: std::time::Duration,
-    remote: SocketAddr,
 ) -> Option<quinn::Connection> {
-    match tokio::time::timeout(timeout, *incoming).await {
+    let (incoming, _slot) = *handshake;
+    let remote = incoming.remote_address();
+    match tokio::time::timeout(timeout, incoming).await {
         Ok(Ok(conn)) => Some(conn),
         Ok(Err(e)) => {
             tracing::debug!(%remote, error = %e, "QUIC handshake failed");
