@@ -4,12 +4,16 @@
 //! through a frame, the bytes it already read are gone and the stream is out
 //! of step. So the reader keeps what it has read in its own buffer, and
 //! decodes a frame only once the buffer holds all of it: a `next` cancelled
-//! half-way loses nothing. (No task and no channel: an idle session holds
-//! only the stream and a small buffer.)
+//! half-way loses nothing. (No task and no channel, and no buffer between
+//! frames: an idle session holds only the stream.)
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::Poll;
 
 use bytes::BytesMut;
 use protocol::{Control, FrameError, FrameLimit};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::stream::RecvHalf;
 
@@ -21,7 +25,7 @@ pub struct ControlReader {
     ended: bool,
 }
 
-/// The room made for each read: control frames are a few bytes.
+/// The most read at once: control frames are a few bytes.
 const READ_ROOM: usize = 256;
 
 impl ControlReader {
@@ -42,16 +46,37 @@ impl ControlReader {
         }
         loop {
             match protocol::decode_frame::<Control>(WHAT, &mut self.buf, FrameLimit::CONTROL) {
-                Ok(Some(frame)) => return Ok(frame),
+                Ok(Some(frame)) => {
+                    if self.buf.is_empty() {
+                        // Nothing of the next frame yet: no memory held
+                        // while the session waits for it.
+                        self.buf = BytesMut::new();
+                    }
+                    return Ok(frame);
+                }
                 Ok(None) => {}
                 Err(e) => {
                     self.ended = true;
                     return Err(e.into());
                 }
             }
-            self.buf.reserve(READ_ROOM);
-            // Cancel-safe: bytes are taken from the stream only into `buf`.
-            match self.recv.read_buf(&mut self.buf).await {
+            // Read into room on the stack, within one poll: bytes taken from
+            // the stream go into `buf` at once (cancel-safe), and nothing is
+            // allocated for a read that waits.
+            let read = poll_fn(|cx| {
+                let mut room = [0u8; READ_ROOM];
+                let mut room = ReadBuf::new(&mut room);
+                match Pin::new(&mut self.recv).poll_read(cx, &mut room) {
+                    Poll::Ready(Ok(())) => {
+                        self.buf.extend_from_slice(room.filled());
+                        Poll::Ready(Ok(room.filled().len()))
+                    }
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+            .await;
+            match read {
                 Ok(0) => {
                     self.ended = true;
                     return Err(if self.buf.is_empty() {

@@ -36,9 +36,11 @@ pub struct AgentSession {
     pub instance_id: [u8; 16],
     /// The tunnel protocol version of its hello.
     pub protocol_version: u16,
+    /// Sorted.
     pub routes: Vec<String>,
-    /// How each of `routes` is served.
-    served: HashMap<String, ServedRoute>,
+    /// How each of `routes` is served, in the same order (a vector, not a
+    /// map keyed by a second copy of each name: every idle agent holds it).
+    served: Vec<ServedRoute>,
     pub conn: TunnelConnection,
     /// No new exchanges go to a draining session.
     draining: AtomicBool,
@@ -72,8 +74,9 @@ impl AgentSession {
         served: HashMap<String, ServedRoute>,
         conn: TunnelConnection,
     ) -> Self {
-        let mut routes: Vec<String> = served.keys().cloned().collect();
-        routes.sort();
+        let mut served: Vec<(String, ServedRoute)> = served.into_iter().collect();
+        served.sort_by(|a, b| a.0.cmp(&b.0));
+        let (routes, served) = served.into_iter().unzip();
         AgentSession {
             id,
             owner,
@@ -92,7 +95,11 @@ impl AgentSession {
 
     /// How this session serves `route` (`None`: it does not).
     pub fn served(&self, route: &str) -> Option<&ServedRoute> {
-        self.served.get(route)
+        let at = self
+            .routes
+            .binary_search_by(|r| r.as_str().cmp(route))
+            .ok()?;
+        self.served.get(at)
     }
 
     pub fn transport(&self) -> Transport {
@@ -252,5 +259,52 @@ impl Registry {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_util::compat::TokioAsyncReadCompatExt;
+    use tunnel::mux::{MuxConnection, Side};
+
+    use super::*;
+    use crate::policies::Policies;
+
+    /// Each route of a session finds how it is served, whatever the order
+    /// the agent offered them in; a route it does not serve finds nothing.
+    #[tokio::test]
+    async fn each_route_finds_how_it_is_served() {
+        let policies = Policies::load(None).expect("policies");
+        let (io, _peer) = tokio::io::duplex(1024);
+        let conn = TunnelConnection::Mux {
+            conn: MuxConnection::start(io.compat(), Side::Server),
+            remote: "127.0.0.1:1".parse().expect("addr"),
+        };
+        let offered = [
+            ("zeta", UpstreamKind::Http, false),
+            ("alpha", UpstreamKind::Stdio, true),
+            ("mid", UpstreamKind::Sqlite, false),
+        ];
+        let served = offered
+            .iter()
+            .map(|&(name, kind, accept_tool_changes)| {
+                let policy = policies.for_route(name, None).expect("policy");
+                let route = ServedRoute {
+                    kind,
+                    policy,
+                    accept_tool_changes,
+                };
+                (name.to_owned(), route)
+            })
+            .collect();
+        let session = AgentSession::new(1, "o".into(), "t".into(), [0; 16], 1, served, conn);
+        assert_eq!(session.routes, ["alpha", "mid", "zeta"]);
+        for (name, kind, accept_tool_changes) in offered {
+            let route = session.served(name).expect(name);
+            assert_eq!(route.kind, kind, "{name}");
+            assert_eq!(route.accept_tool_changes, accept_tool_changes, "{name}");
+        }
+        assert!(session.served("beta").is_none());
+        assert!(session.served("zz").is_none());
     }
 }

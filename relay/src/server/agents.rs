@@ -25,7 +25,77 @@ use crate::store::{RouteClaim, TokenRejection};
 use ::store::Change;
 
 /// Serves one tunnel connection until it ends.
-pub async fn serve_connection(state: SharedState, conn: TunnelConnection) {
+pub fn serve_connection(
+    state: SharedState,
+    conn: TunnelConnection,
+) -> impl std::future::Future<Output = ()> {
+    let remote = conn.remote_addr();
+    // Boxed: the set-up (the control stream, the handshake and its token
+    // lookups) is a future larger than the control loop; on its own it is
+    // freed once the agent is connected, and the session's task keeps room
+    // only for what a connected agent needs. The connection goes into it
+    // (the session keeps its own handle): the task holds no other.
+    let connecting = Box::pin(connect(state.clone(), conn));
+    async move {
+        let Some((session, mut send, control)) = connecting.await else {
+            return;
+        };
+        let transport = session.transport();
+        tracing::info!(
+            session = session.id,
+            owner = %session.owner,
+            routes = ?session.routes,
+            %remote,
+            %transport,
+            "agent connected"
+        );
+        let _counted = state.metrics.agent_connected(transport);
+        if let Some(node) = &state.cluster {
+            crate::server::membership::agent_session(
+                &state,
+                node,
+                &session.routes,
+                &session.instance_id,
+                true,
+            )
+            .await;
+        }
+        let outcome = control_loop(&state, &session, &mut send, control).await;
+        state.registry.unregister(&session);
+        session.set_draining();
+        if let Some(node) = &state.cluster {
+            // Unless a newer session of the same agent on this node holds it.
+            let routes: Vec<String> = session
+                .routes
+                .iter()
+                .filter(|r| {
+                    state
+                        .registry
+                        .pick_instance(r, session.instance_id)
+                        .is_none()
+                })
+                .cloned()
+                .collect();
+            crate::server::membership::agent_session(
+                &state,
+                node,
+                &routes,
+                &session.instance_id,
+                false,
+            )
+            .await;
+        }
+        let transport = session.transport();
+        tracing::info!(session = session.id, %remote, %transport, outcome, "agent disconnected");
+    }
+}
+
+/// Accepts the agent's control stream and runs the handshake; `None` when
+/// the agent was refused or went away (the reason is logged).
+async fn connect(
+    state: SharedState,
+    conn: TunnelConnection,
+) -> Option<(Arc<AgentSession>, SendHalf, ControlReader)> {
     let remote = conn.remote_addr();
     let transport = conn.transport();
     let accepted = timeout(state.config.handshake_timeout, conn.accept_bi()).await;
@@ -33,17 +103,15 @@ pub async fn serve_connection(state: SharedState, conn: TunnelConnection) {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::debug!(%remote, %transport, error = %e, "tunnel closed before the handshake");
-            return;
+            return None;
         }
         Err(_) => {
             tracing::info!(%remote, %transport, "tunnel handshake timed out");
             conn.close("handshake timeout");
-            return;
+            return None;
         }
     };
-    // Boxed: the handshake's future (token lookups) is large, and the
-    // session's task would hold room for it while the agent stays connected.
-    let session = match Box::pin(handshake(&state, &conn, &mut send, &mut recv)).await {
+    let session = match handshake(&state, &conn, &mut send, &mut recv).await {
         Ok(s) => s,
         Err(reason) => {
             tracing::info!(%remote, %transport, %reason, "tunnel refused");
@@ -51,54 +119,10 @@ pub async fn serve_connection(state: SharedState, conn: TunnelConnection) {
             let _ = send.finish().await;
             let _ = timeout(Duration::from_secs(2), conn.closed()).await;
             conn.close(&reason);
-            return;
+            return None;
         }
     };
-    tracing::info!(
-        session = session.id,
-        owner = %session.owner,
-        routes = ?session.routes,
-        %remote,
-        %transport,
-        "agent connected"
-    );
-    let _counted = state.metrics.agent_connected(transport);
-    if let Some(node) = &state.cluster {
-        crate::server::membership::agent_session(
-            &state,
-            node,
-            &session.routes,
-            &session.instance_id,
-            true,
-        )
-        .await;
-    }
-    let outcome = control_loop(&state, &session, &mut send, ControlReader::spawn(recv)).await;
-    state.registry.unregister(&session);
-    session.set_draining();
-    if let Some(node) = &state.cluster {
-        // Unless a newer session of the same agent on this node holds it.
-        let routes: Vec<String> = session
-            .routes
-            .iter()
-            .filter(|r| {
-                state
-                    .registry
-                    .pick_instance(r, session.instance_id)
-                    .is_none()
-            })
-            .cloned()
-            .collect();
-        crate::server::membership::agent_session(
-            &state,
-            node,
-            &routes,
-            &session.instance_id,
-            false,
-        )
-        .await;
-    }
-    tracing::info!(session = session.id, %remote, %transport, outcome, "agent disconnected");
+    Some((session, send, ControlReader::spawn(recv)))
 }
 
 /// Runs the handshake; on refusal, the refusal has been sent and the reason is returned.
@@ -315,8 +339,7 @@ async fn control_loop(
     send: &mut SendHalf,
     mut control: ControlReader,
 ) -> &'static str {
-    let silence_limit = state.config.keepalive_interval * 3;
-    let mut deadline = Instant::now() + silence_limit;
+    let mut deadline = Instant::now() + silence_limit(state);
     let mut said_goodbye = false;
     // Set once the agent has finished its control stream: it is draining, and
     // gets `drain_timeout` (not the keep-alive limit) to finish.
@@ -332,7 +355,7 @@ async fn control_loop(
         .map(|node| {
             let mut live = node.live();
             live.mark_changed();
-            (node.agent_address.clone(), live)
+            (&node.agent_address, live)
         });
     loop {
         tokio::select! {
@@ -351,7 +374,7 @@ async fn control_loop(
                 if addresses.is_empty() {
                     continue;
                 }
-                let message = Control::Nodes { this: this.clone(), addresses };
+                let message = Control::Nodes { this: (*this).clone(), addresses };
                 if protocol::write_frame("control", send, &message, FrameLimit::CONTROL).await.is_err() {
                     session.conn.close("control stream failed");
                     return "control stream write failed";
@@ -359,7 +382,7 @@ async fn control_loop(
             }
             frame = control.next(), if control_open => {
                 if !draining {
-                    deadline = Instant::now() + silence_limit;
+                    deadline = Instant::now() + silence_limit(state);
                 }
                 match frame {
                     Ok(Control::Ping { nonce }) => {
@@ -408,7 +431,7 @@ async fn control_loop(
             }
             _ = tokio::time::sleep_until(deadline) => {
                 if !draining {
-                    tracing::warn!(session = session.id, "agent silent for {:?}; closing its tunnel", silence_limit);
+                    tracing::warn!(session = session.id, "agent silent for {:?}; closing its tunnel", silence_limit(state));
                     session.conn.close("keep-alive timeout");
                     return "keep-alive timeout";
                 }
@@ -443,7 +466,10 @@ async fn control_loop(
                 }, FrameLimit::CONTROL).await;
             }
             // The agent opens no stream but its control stream: any other
-            // is reset (here, not in a task of its own per agent).
+            // is reset (here, not in a task of its own per agent). Accepting
+            // fails once the connection is closed, on either transport: that
+            // is also how the loop learns of the end (one future fewer per
+            // idle agent than a `closed()` beside it).
             extra = session.conn.accept_bi() => match extra {
                 Ok(stream) => {
                     tracing::warn!(session = session.id, "agent opened an unexpected stream; resetting it");
@@ -451,9 +477,14 @@ async fn control_loop(
                 }
                 Err(_) => return "connection closed",
             },
-            _ = session.conn.closed() => return "connection closed",
         }
     }
+}
+
+/// How long an agent may stay silent (computed where used rather than kept:
+/// every idle agent's task would hold it).
+fn silence_limit(state: &SharedState) -> Duration {
+    state.config.keepalive_interval * 3
 }
 
 /// Ends sessions whose agent token was revoked or expired, whatever process

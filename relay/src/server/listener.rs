@@ -14,6 +14,7 @@ use tunnel::mux::{MuxConnection, Side};
 use tunnel::TunnelConnection;
 
 use crate::gateway;
+use crate::limits::connections::Slot;
 use crate::server::agents;
 use crate::server::idle_connection::IdleTracker;
 use crate::state::SharedState;
@@ -178,22 +179,38 @@ pub async fn serve_quic(state: SharedState, endpoint: quinn::Endpoint) {
             continue;
         };
         let state = state.clone();
+        // Boxed, and given away to the handshake: the connection's first
+        // packet (hundreds of bytes) and the handshake's slot are not kept
+        // in the session's task while the agent stays connected.
+        let handshake = Box::new((incoming, handshake));
         tokio::spawn(async move {
             let timeout = state.config.handshake_timeout;
-            let conn = match tokio::time::timeout(timeout, incoming).await {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(e)) => {
-                    tracing::debug!(%remote, error = %e, "QUIC handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%remote, "QUIC handshake timed out");
-                    return;
-                }
+            let Some(conn) = quic_handshake(handshake, timeout).await else {
+                return;
             };
-            drop(handshake);
             agents::serve_connection(state, TunnelConnection::Quic(conn)).await;
             drop(slot);
         });
+    }
+}
+
+/// Completes a QUIC handshake within `timeout`; its slot is released
+/// when it ends.
+async fn quic_handshake(
+    handshake: Box<(quinn::Incoming, Slot)>,
+    timeout: std::time::Duration,
+) -> Option<quinn::Connection> {
+    let (incoming, _slot) = *handshake;
+    let remote = incoming.remote_address();
+    match tokio::time::timeout(timeout, incoming).await {
+        Ok(Ok(conn)) => Some(conn),
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, error = %e, "QUIC handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "QUIC handshake timed out");
+            None
+        }
     }
 }
