@@ -50,13 +50,6 @@ pub fn server_endpoint(
     tls: rustls::ServerConfig,
     settings: &QuicSettings,
 ) -> Result<Endpoint, TunnelError> {
-    let mut tls = tls;
-    // No TLS session tickets: each connection would keep the tickets sent
-    // after its handshake in buffers for its whole life (~0.27 KiB for each
-    // idle agent), for a resumption that rarely happens: the relay
-    // remembers 256 sessions, and after a restart none. Every tunnel
-    // handshake is a full one, the relay's certificate checked each time.
-    tls.send_tls13_tickets = 0;
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| TunnelError::Quic(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let mut transport = settings.transport()?;
