@@ -1,17 +1,17 @@
 //! Lines on stdout or stderr, written by a thread of their own: the agent's
 //! live line for each request, the relay's log line for each request. The
 //! task that served a request hands its line over and goes on: no write(2)
-//! on the request's path.
+//! on the request's path, and no wake-up either.
 //!
-//! The thread is woken when a line arrives while it is idle, lets the lines
-//! of the next [`GATHER`] gather, and writes them all in one write. Under
-//! load many lines share a write, and the requests' tasks wake the thread
-//! at most once per [`GATHER`] instead of once per line (a futex wake and a
-//! context switch each, on busy cores). A line is out at most [`GATHER`]
-//! after it was handed over (plus the write itself). [`flush`] waits until
-//! every line handed over is out; a binary calls it before it exits, and
-//! [`flush_on_panic`] before a panic's message, so no line is lost and
-//! none comes after the last words.
+//! The thread writes what has gathered every [`GATHER`], in one write. It
+//! is woken by a line only when it has parked: after [`PARK_AFTER`] with
+//! nothing to write. So under steady load no request's task wakes it (a
+//! futex wake per line, and the woken thread taking the core the request
+//! runs on, cost more than the write they saved), and at rest it does not
+//! run at all. A line is out at most [`GATHER`] after it was handed over
+//! (plus the write itself). [`flush`] waits until every line handed over is
+//! out; a binary calls it before it exits, and [`flush_on_panic`] before a
+//! panic's message, so no line is lost and none comes after the last words.
 
 use std::io::Write;
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
@@ -28,13 +28,19 @@ pub enum Stream {
 /// makes the lines wait for room, rather than memory grow.
 const MOST_PENDING: usize = 1024 * 1024;
 
-/// How long the thread lets lines gather after the first one woke it.
+/// How often the thread writes what has gathered.
 pub const GATHER: Duration = Duration::from_millis(5);
+
+/// How long the thread goes on looking with nothing to write before it
+/// parks until the next line.
+pub const PARK_AFTER: Duration = Duration::from_secs(1);
 
 struct Queue {
     pending: Vec<u8>,
     /// The thread holds a batch it has not finished writing.
     writing: bool,
+    /// The thread waits for a line to wake it.
+    parked: bool,
 }
 
 struct Lines {
@@ -52,21 +58,32 @@ impl Lines {
     }
 
     fn run(&self) {
-        let mut queue = self.lock();
+        let rounds_to_park = (PARK_AFTER.as_millis() / GATHER.as_millis()).max(1);
+        let mut empty_rounds = 0;
         loop {
-            while queue.pending.is_empty() {
-                queue = self.arrived.wait(queue).unwrap_or_else(|p| p.into_inner());
-            }
-            // Lines that come meanwhile find the queue not empty and wake
-            // nobody.
-            drop(queue);
             std::thread::sleep(GATHER);
-            queue = self.lock();
+            let mut queue = self.lock();
+            if queue.pending.is_empty() {
+                empty_rounds += 1;
+                if empty_rounds < rounds_to_park {
+                    continue;
+                }
+                queue.parked = true;
+                while queue.pending.is_empty() {
+                    queue = self.arrived.wait(queue).unwrap_or_else(|p| p.into_inner());
+                }
+                queue.parked = false;
+                // Woken by the first line: the others of the next GATHER
+                // come with it.
+                empty_rounds = 0;
+                continue;
+            }
+            empty_rounds = 0;
             let batch = std::mem::take(&mut queue.pending);
             queue.writing = true;
             drop(queue);
             write_now(self.stream, &batch);
-            queue = self.lock();
+            let mut queue = self.lock();
             queue.writing = false;
             // Keep the larger buffer for the next batch.
             if queue.pending.is_empty() {
@@ -112,6 +129,7 @@ fn lines(stream: Stream) -> Option<&'static Lines> {
             queue: Mutex::new(Queue {
                 pending: Vec::new(),
                 writing: false,
+                parked: false,
             }),
             arrived: Condvar::new(),
             written: Condvar::new(),
@@ -138,10 +156,10 @@ pub fn print(stream: Stream, text: &[u8]) {
     while queue.pending.len() >= MOST_PENDING {
         queue = lines.written.wait(queue).unwrap_or_else(|p| p.into_inner());
     }
-    let idle = queue.pending.is_empty() && !queue.writing;
+    let parked = queue.parked && queue.pending.is_empty();
     queue.pending.extend_from_slice(text);
     drop(queue);
-    if idle {
+    if parked {
         lines.arrived.notify_one();
     }
 }
