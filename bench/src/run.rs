@@ -340,11 +340,20 @@ fn describe(opts: &Options, plan: &Plan, tools: &Tools, took: Duration) -> Meta 
     if opts.agents != default_agents {
         flags.push_str(&format!(" --agents {}", opts.agents));
     }
-    let mut command = String::from("cargo run --release -p bench");
-    if !flags.is_empty() {
-        command.push_str(" --");
-        command.push_str(&flags);
-    }
+    // What was run: with --no-build, this binary on binaries built
+    // beforehand (`cargo build --release --workspace`), not `cargo run`.
+    let mut command = if opts.no_build {
+        let dir = if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        };
+        format!("./target/{dir}/bench --no-build")
+    } else {
+        String::from("cargo run --release -p bench --")
+    };
+    command.push_str(&flags);
+    let command = command.trim_end_matches(" --").to_owned();
     let secs = plan.level_time.as_secs_f64();
     Meta {
         command,
