@@ -130,3 +130,28 @@ impl HttpsClient {
         self.call("GET", url, token, Bytes::new()).await
     }
 }
+
+/// The next `message` event's JSON on a legacy stream (comments skipped).
+pub async fn next_message(body: &mut Incoming, text: &mut String) -> serde_json::Value {
+    loop {
+        if let Some(start) = text.find("event: message\n") {
+            if let Some(len) = text[start..].find("\n\n") {
+                let block = text[start..start + len].to_owned();
+                text.replace_range(..start + len + 2, "");
+                let data: Vec<&str> = block
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data: "))
+                    .collect();
+                return serde_json::from_str(&data.join("\n")).expect("message JSON");
+            }
+        }
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(30), body.frame())
+            .await
+            .unwrap_or_else(|_| panic!("no message event; got: {text:?}"))
+            .expect("stream open")
+            .expect("frame");
+        if let Ok(d) = frame.into_data() {
+            text.push_str(&String::from_utf8_lossy(&d));
+        }
+    }
+}

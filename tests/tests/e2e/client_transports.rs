@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use e2e::client::{full_body, Answer, Body};
+use e2e::client::{full_body, next_message, Answer, Body};
 use e2e::{AgentProc, HttpsClient, RelayProc, TempDir, Upstream};
 use http::Request;
 use http_body_util::BodyExt;
@@ -326,31 +326,6 @@ async fn open_legacy(client: &HttpsClient, url: &str, token: &str) -> (Incoming,
         .unwrap_or_else(|| panic!("not an endpoint event: {text:?}"))
         .to_owned();
     (body, endpoint, text)
-}
-
-/// The next `message` event's JSON on a legacy stream (comments skipped).
-async fn next_message(body: &mut Incoming, text: &mut String) -> Value {
-    loop {
-        if let Some(start) = text.find("event: message\n") {
-            if let Some(len) = text[start..].find("\n\n") {
-                let block = text[start..start + len].to_owned();
-                text.replace_range(..start + len + 2, "");
-                let data: Vec<&str> = block
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("data: "))
-                    .collect();
-                return serde_json::from_str(&data.join("\n")).expect("message JSON");
-            }
-        }
-        let frame = tokio::time::timeout(Duration::from_secs(30), body.frame())
-            .await
-            .unwrap_or_else(|_| panic!("no message event; got: {text:?}"))
-            .expect("stream open")
-            .expect("frame");
-        if let Ok(d) = frame.into_data() {
-            text.push_str(&String::from_utf8_lossy(&d));
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,11 +7,10 @@
 
 use std::time::Duration;
 
-use e2e::client::full_body;
+use e2e::client::{full_body, next_message};
 use e2e::{AgentProc, HttpsClient, RelayProc, TempDir};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use serde_json::Value;
 
 async fn until_agent_on(node: &RelayProc) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -51,31 +50,6 @@ async fn read_until(body: &mut Incoming, text: &mut String, needle: &str) {
         let frame = tokio::time::timeout(Duration::from_secs(30), body.frame())
             .await
             .unwrap_or_else(|_| panic!("{needle:?} within 30 s; got {text:?}"))
-            .expect("the stream is open")
-            .expect("a frame");
-        if let Ok(d) = frame.into_data() {
-            text.push_str(&String::from_utf8_lossy(&d));
-        }
-    }
-}
-
-/// The next `message` event's JSON on the stream.
-async fn next_message(body: &mut Incoming, text: &mut String) -> Value {
-    loop {
-        if let Some(start) = text.find("event: message\n") {
-            if let Some(len) = text[start..].find("\n\n") {
-                let block = text[start..start + len].to_owned();
-                text.replace_range(..start + len + 2, "");
-                let data: Vec<&str> = block
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("data: "))
-                    .collect();
-                return serde_json::from_str(&data.join("\n")).expect("message JSON");
-            }
-        }
-        let frame = tokio::time::timeout(Duration::from_secs(30), body.frame())
-            .await
-            .unwrap_or_else(|_| panic!("no message event; got {text:?}"))
             .expect("the stream is open")
             .expect("a frame");
         if let Ok(d) = frame.into_data() {
