@@ -82,7 +82,15 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> ExitCode {
             )
         );
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    // One thread for the network: the agent's work per exchange is small,
+    // and handing it between threads costs more than doing it (wake-ups of
+    // another core, tens of µs each on a small VM). What may take longer
+    // runs on the blocking pool: database calls past a short slice
+    // (`upstream::sqlite`), files, prompts on the terminal.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("agent: cannot start the async runtime: {e}");

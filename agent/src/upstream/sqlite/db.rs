@@ -15,7 +15,9 @@
 //! * `--read-only` opens the file read-only and has no writing connection
 //!   at all.
 //!
-//! Calls block (SQLite is synchronous): run them with `spawn_blocking`. Each
+//! Calls block (SQLite is synchronous): run them with `spawn_blocking`, or,
+//! for a read, first [`Run::Now`] on the caller's thread for a short slice
+//! (most reads end within it; one that does not is handed to the pool). Each
 //! call is bounded ([`Limits`]): in time (a progress handler interrupts it),
 //! in rows and in the size of its answer, and every value SQLite makes is
 //! bounded in length (`SQLITE_LIMIT_LENGTH`), so that no query can take the
@@ -78,6 +80,12 @@ pub enum SqliteError {
     Busy(Duration),
     #[error("the writing connection did not become free within {} (writes run one at a time and another is running; --sqlite-timeout): try again", humantime::format_duration(*.0))]
     WriterBusy(Duration),
+    /// A read asked to run [`Run::Now`] that could not: no reading
+    /// connection was free at once, or it would have waited for a lock or
+    /// run past its slice. Nothing was returned; run it again
+    /// [`Run::Pooled`]. Never the outcome of a pooled call.
+    #[error("the read could not run at once; run it on the blocking pool")]
+    NotNow,
     /// SQLite's own error, with its message.
     #[error("SQLite error: {0}")]
     Sql(#[from] rusqlite::Error),
@@ -325,6 +333,20 @@ fn authorize(purpose: Purpose, ctx: &AuthContext<'_>, facts: &mut Facts) -> Auth
     }
 }
 
+/// Where and how long a read runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Run {
+    /// On the blocking pool: waits (up to the time limit) for a reading
+    /// connection, then runs to its end or the time limit.
+    Pooled,
+    /// On the calling thread (the agent's network thread), for at most this
+    /// long: only if a reading connection within the caller's share is free
+    /// at once, and never waiting for a lock. A read that cannot, or that
+    /// runs past the slice, is interrupted and gives [`SqliteError::NotNow`]
+    /// (a read has no effect, so running it again is safe).
+    Now(Duration),
+}
+
 /// The database: read-only connections for queries and, unless the agent
 /// runs with `--read-only`, one more for writes.
 pub struct SqliteDb {
@@ -423,19 +445,37 @@ impl SqliteDb {
     }
 
     /// A reading connection for `caller` (see [`crate::upstream::sqlite::pool`]),
-    /// waiting for one at most the time limit.
-    fn reader(&self, caller: Option<&str>) -> Result<Pooled<'_>, SqliteError> {
-        self.readers
-            .take(caller, self.limits.timeout)
-            .ok_or(SqliteError::Busy(self.limits.timeout))
+    /// waiting for one at most the time limit ([`Run::Pooled`]) or not at
+    /// all ([`Run::Now`]).
+    fn reader(&self, caller: Option<&str>, run: Run) -> Result<Pooled<'_>, SqliteError> {
+        match run {
+            Run::Pooled => self
+                .readers
+                .take(caller, self.limits.timeout)
+                .ok_or(SqliteError::Busy(self.limits.timeout)),
+            Run::Now(_) => self
+                .readers
+                .take(caller, Duration::ZERO)
+                .ok_or(SqliteError::NotNow),
+        }
     }
 
     /// Runs one read-only statement and returns its rows. `caller` (who
     /// asks, when known) is held to its share of the reading connections.
     pub fn read_query(&self, caller: Option<&str>, sql: &str) -> Result<Rows, SqliteError> {
+        self.read_query_at(caller, sql, Run::Pooled)
+    }
+
+    /// [`SqliteDb::read_query`], run as `run` says.
+    pub fn read_query_at(
+        &self,
+        caller: Option<&str>,
+        sql: &str,
+        run: Run,
+    ) -> Result<Rows, SqliteError> {
         let limits = self.limits;
-        let mut conn = self.reader(caller)?;
-        guarded(&mut conn, Purpose::Read, limits, |conn, facts| {
+        let mut conn = self.reader(caller, run)?;
+        guarded(&mut conn, Purpose::Read, limits, run, |conn, facts| {
             let mut stmt = prepare(conn, sql, Purpose::Read, facts)?;
             if !stmt.readonly() || !take(facts).selects {
                 return Err(SqliteError::Refused(
@@ -456,7 +496,8 @@ impl SqliteDb {
         let mut conn = writer
             .take(None, limits.timeout)
             .ok_or(SqliteError::WriterBusy(limits.timeout))?;
-        guarded(&mut conn, Purpose::Write, limits, |conn, facts| {
+        let run = Run::Pooled;
+        guarded(&mut conn, Purpose::Write, limits, run, |conn, facts| {
             let mut stmt = prepare(conn, sql, Purpose::Write, facts)?;
             if stmt.readonly() || !take(facts).writes {
                 return Err(SqliteError::Refused(Purpose::Write.refusal(
@@ -489,23 +530,35 @@ impl SqliteDb {
         let mut conn = writer
             .take(None, limits.timeout)
             .ok_or(SqliteError::WriterBusy(limits.timeout))?;
-        guarded(&mut conn, Purpose::CreateTable, limits, |conn, facts| {
-            let mut stmt = prepare(conn, sql, Purpose::CreateTable, facts)?;
-            let Some(name) = take(facts).created else {
-                return Err(SqliteError::Refused(
-                    Purpose::CreateTable.refusal("a statement that is not CREATE TABLE"),
-                ));
-            };
-            stmt.execute([])?;
-            Ok(name)
-        })
+        let run = Run::Pooled;
+        guarded(
+            &mut conn,
+            Purpose::CreateTable,
+            limits,
+            run,
+            |conn, facts| {
+                let mut stmt = prepare(conn, sql, Purpose::CreateTable, facts)?;
+                let Some(name) = take(facts).created else {
+                    return Err(SqliteError::Refused(
+                        Purpose::CreateTable.refusal("a statement that is not CREATE TABLE"),
+                    ));
+                };
+                stmt.execute([])?;
+                Ok(name)
+            },
+        )
     }
 
     /// The tables and views, by name.
     pub fn list_tables(&self, caller: Option<&str>) -> Result<Tables, SqliteError> {
+        self.list_tables_at(caller, Run::Pooled)
+    }
+
+    /// [`SqliteDb::list_tables`], run as `run` says.
+    pub fn list_tables_at(&self, caller: Option<&str>, run: Run) -> Result<Tables, SqliteError> {
         let limits = self.limits;
-        let mut conn = self.reader(caller)?;
-        guarded(&mut conn, Purpose::Read, limits, |conn, facts| {
+        let mut conn = self.reader(caller, run)?;
+        guarded(&mut conn, Purpose::Read, limits, run, |conn, facts| {
             let mut stmt = prepare(
                 conn,
                 "SELECT name, type FROM sqlite_master \
@@ -539,9 +592,19 @@ impl SqliteDb {
         caller: Option<&str>,
         table_name: &str,
     ) -> Result<TableDescription, SqliteError> {
+        self.describe_table_at(caller, table_name, Run::Pooled)
+    }
+
+    /// [`SqliteDb::describe_table`], run as `run` says.
+    pub fn describe_table_at(
+        &self,
+        caller: Option<&str>,
+        table_name: &str,
+        run: Run,
+    ) -> Result<TableDescription, SqliteError> {
         let limits = self.limits;
-        let mut conn = self.reader(caller)?;
-        guarded(&mut conn, Purpose::Read, limits, |conn, facts| {
+        let mut conn = self.reader(caller, run)?;
+        guarded(&mut conn, Purpose::Read, limits, run, |conn, facts| {
             let found = {
                 let mut stmt = prepare(
                     conn,
@@ -622,12 +685,14 @@ fn take(facts: &Arc<Mutex<Facts>>) -> Facts {
     std::mem::take(&mut *facts.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
-/// Runs `f` with the authorizer for `purpose` and the time limit installed,
-/// and removes both afterwards whatever happens.
+/// Runs `f` with the authorizer for `purpose` and the time limit installed
+/// (for [`Run::Now`], its slice, and no waiting for locks), and removes them
+/// afterwards whatever happens.
 fn guarded<T>(
     conn: &mut Connection,
     purpose: Purpose,
     limits: Limits,
+    run: Run,
     f: impl FnOnce(&Connection, &Arc<Mutex<Facts>>) -> Result<T, SqliteError>,
 ) -> Result<T, SqliteError> {
     let facts = Arc::new(Mutex::new(Facts::default()));
@@ -636,26 +701,51 @@ fn guarded<T>(
         let mut facts = seen.lock().unwrap_or_else(|p| p.into_inner());
         authorize(purpose, &ctx, &mut facts)
     }))?;
+    let (limit, now) = match run {
+        Run::Pooled => (limits.timeout, false),
+        Run::Now(slice) => (slice.min(limits.timeout), true),
+    };
     let started = Instant::now();
     let timed_out = Arc::new(AtomicBool::new(false));
     let flag = timed_out.clone();
     let progress = conn.progress_handler(
         1000,
         Some(move || {
-            let over = started.elapsed() > limits.timeout;
+            let over = started.elapsed() > limit;
             if over {
                 flag.store(true, Ordering::Relaxed);
             }
             over
         }),
     );
-    let result = match progress {
+    let busy = if now {
+        conn.busy_timeout(Duration::ZERO)
+    } else {
+        Ok(())
+    };
+    let result = match progress.and(busy) {
         Ok(()) => f(conn, &facts),
         Err(e) => Err(e.into()),
     };
+    if now {
+        let _ = conn.busy_timeout(BUSY_TIMEOUT);
+    }
     let _ = conn.progress_handler(0, None::<fn() -> bool>);
     let _ = conn.authorizer(None::<fn(AuthContext<'_>) -> Authorization>);
     match result {
+        // Past its slice, or it would have waited for a lock: run it again
+        // on the pool.
+        Err(SqliteError::Sql(e))
+            if now
+                && (timed_out.load(Ordering::Relaxed)
+                    || matches!(
+                        e.sqlite_error_code(),
+                        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+                    )) =>
+        {
+            tracing::trace!(error = %e, "read handed to the blocking pool");
+            Err(SqliteError::NotNow)
+        }
         Err(SqliteError::Sql(e)) if timed_out.load(Ordering::Relaxed) => {
             tracing::debug!(error = %e, "statement interrupted");
             Err(SqliteError::Timeout(limits.timeout))

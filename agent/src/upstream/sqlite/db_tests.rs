@@ -392,7 +392,7 @@ fn the_reading_connection_cannot_write_even_without_the_authorizer() {
     // Defence in depth: the connection behind read_query is opened read-only
     // with query_only, whatever the authorizer would have said.
     let (_dir, db) = sample("reader");
-    let conn = db.reader(None).expect("a reader");
+    let conn = db.reader(None, Run::Pooled).expect("a reader");
     let err = conn
         .execute("DELETE FROM orders", [])
         .expect_err("read-only connection");
@@ -574,4 +574,103 @@ fn a_write_waits_for_the_writing_connection_at_most_the_time_limit() {
         .unwrap_or_else(|| panic!("no write gave up waiting: {errors:?}"));
     assert!(busy.to_string().contains("--sqlite-timeout"), "{busy}");
     assert_eq!(count(&db, "t"), 0, "nothing was written");
+}
+
+const ENDLESS: &str =
+    "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(*) FROM n";
+
+#[test]
+fn a_read_now_answers_as_the_pool_does_or_gives_way() {
+    let (_dir, db) = sample("now");
+    let now = Run::Now(Duration::from_millis(20));
+    // Small reads: the same answers as on the pool.
+    let sql = "SELECT status, count(*) AS n FROM orders GROUP BY status ORDER BY status";
+    let at_once = db.read_query_at(None, sql, now).expect("read now");
+    let pooled = db.read_query(None, sql).expect("pooled");
+    assert_eq!(at_once.rows, pooled.rows);
+    assert_eq!(
+        db.list_tables_at(None, now).expect("tables now").tables,
+        db.list_tables(None).expect("tables").tables
+    );
+    assert_eq!(
+        db.describe_table_at(None, "orders", now)
+            .expect("describe now")
+            .columns,
+        db.describe_table(None, "orders").expect("describe").columns
+    );
+    // What the pool would refuse is refused at once, in the same words.
+    let err = db
+        .read_query_at(None, "DELETE FROM orders", now)
+        .expect_err("a write");
+    let pooled_err = db
+        .read_query(None, "DELETE FROM orders")
+        .expect_err("a write");
+    assert!(matches!(err, SqliteError::Refused(_)), "{err:?}");
+    assert_eq!(err.to_string(), pooled_err.to_string());
+    let err = db
+        .describe_table_at(None, "nope", now)
+        .expect_err("no table");
+    assert!(matches!(err, SqliteError::NoSuchTable(_)), "{err:?}");
+    // A read past its slice is interrupted and gives way (not a timeout:
+    // nothing was answered), and the connection is usable afterwards.
+    let err = db.read_query_at(None, ENDLESS, now).expect_err("endless");
+    assert!(matches!(err, SqliteError::NotNow), "{err:?}");
+    assert_eq!(count(&db, "orders"), 25);
+}
+
+#[test]
+fn a_read_now_never_waits_for_a_connection_or_a_lock() {
+    let dir = Dir::new("now-wait");
+    let path = dir.0.join("plain.db");
+    {
+        // A rollback-journal database: a writer's exclusive lock keeps
+        // readers out.
+        let c = Connection::open(&path).expect("create");
+        c.execute_batch(
+            "PRAGMA journal_mode = DELETE; CREATE TABLE t(x); INSERT INTO t VALUES (1);",
+        )
+        .expect("fill");
+    }
+    let db = SqliteDb::open(
+        &path,
+        false,
+        Limits {
+            readers: 2,
+            timeout: Duration::from_secs(3),
+            ..Limits::default()
+        },
+    )
+    .expect("open");
+    let now = Run::Now(Duration::from_millis(20));
+    std::thread::scope(|s| {
+        // Mallory's endless read holds her share (one of two connections):
+        // her next read does not wait for it, another caller's runs.
+        let slow = s.spawn(|| db.read_query(Some("mallory"), ENDLESS));
+        std::thread::sleep(Duration::from_millis(300));
+        let err = db
+            .read_query_at(Some("mallory"), "SELECT x FROM t", now)
+            .expect_err("over her share");
+        assert!(matches!(err, SqliteError::NotNow), "{err:?}");
+        let rows = db
+            .read_query_at(Some("owner"), "SELECT x FROM t", now)
+            .expect("the owner's read");
+        assert_eq!(rows.row_count, 1);
+        let err = slow.join().expect("thread").expect_err("endless");
+        assert!(matches!(err, SqliteError::Timeout(_)), "{err:?}");
+    });
+    // Another process holds the file's exclusive lock: the read gives way
+    // at once instead of waiting (up to 5 s) for it; on the pool it waits.
+    let other = Connection::open(&path).expect("other");
+    other
+        .execute_batch("BEGIN EXCLUSIVE; INSERT INTO t VALUES (2);")
+        .expect("lock");
+    let err = db
+        .read_query_at(None, "SELECT x FROM t", now)
+        .expect_err("locked");
+    assert!(matches!(err, SqliteError::NotNow), "{err:?}");
+    other.execute_batch("COMMIT").expect("commit");
+    let rows = db
+        .read_query_at(None, "SELECT x FROM t", now)
+        .expect("unlocked");
+    assert_eq!(rows.row_count, 2);
 }

@@ -22,6 +22,7 @@
 //!   starve another. Hitting a bound is a tool error that names its flag.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, GetPromptRequestParams,
@@ -39,12 +40,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::upstream::mcp_sessions::CappedSessions;
 use crate::upstream::per_identity::{CallerId, PerIdentity, Slot};
-use crate::upstream::sqlite::db::{SqliteDb, SqliteError};
+use crate::upstream::sqlite::db::{Run, SqliteDb, SqliteError};
 
 /// The URI of the insights memo.
 pub const MEMO_URI: &str = "memo://insights";
 /// The name of the demo prompt.
 pub const DEMO_PROMPT: &str = "mcp-demo";
+
+/// How long a read may run on the exchange's own thread before it is
+/// handed to the blocking pool ([`Run::Now`]). Most reads (a small query,
+/// the schema) end well within it and are spared two thread hand-offs, which
+/// cost more than the read itself; a longer read costs at most this much
+/// more, and never holds the agent's network thread for longer.
+const READ_NOW: Duration = Duration::from_micros(500);
 
 /// Insights kept at most, and the longest one accepted.
 const MAX_INSIGHTS: usize = 1000;
@@ -205,8 +213,10 @@ impl SqliteServer {
         let outcome = match name {
             "read_query" => match string_arg(args, "query") {
                 Ok(q) => {
-                    self.blocking(slot, move |db| db.read_query(who.as_deref(), &q))
-                        .await
+                    self.read(slot, move |db, run| {
+                        db.read_query_at(who.as_deref(), &q, run)
+                    })
+                    .await
                 }
                 Err(e) => Err(e),
             },
@@ -224,13 +234,15 @@ impl SqliteServer {
                 Err(e) => Err(e),
             },
             "list_tables" => {
-                self.blocking(slot, move |db| db.list_tables(who.as_deref()))
+                self.read(slot, move |db, run| db.list_tables_at(who.as_deref(), run))
                     .await
             }
             "describe_table" => match string_arg(args, "table_name") {
                 Ok(t) => {
-                    self.blocking(slot, move |db| db.describe_table(who.as_deref(), &t))
-                        .await
+                    self.read(slot, move |db, run| {
+                        db.describe_table_at(who.as_deref(), &t, run)
+                    })
+                    .await
                 }
                 Err(e) => Err(e),
             },
@@ -255,6 +267,20 @@ impl SqliteServer {
         })
     }
 
+    /// Runs a read at once on this thread if it can be done within
+    /// [`READ_NOW`] (see [`Run::Now`]), else on the blocking pool; like
+    /// [`SqliteServer::blocking`] otherwise.
+    async fn read<T, F>(&self, slot: Option<Slot>, f: F) -> Result<Value, String>
+    where
+        T: Serialize + Send + 'static,
+        F: Fn(&SqliteDb, Run) -> Result<T, SqliteError> + Send + 'static,
+    {
+        match f(&self.db, Run::Now(READ_NOW)) {
+            Err(SqliteError::NotNow) => self.blocking(slot, move |db| f(db, Run::Pooled)).await,
+            done => as_json(done),
+        }
+    }
+
     /// Runs a database call on the blocking pool, holding `slot` (the
     /// caller's call in flight) until it ends; its result as JSON, or the
     /// error message.
@@ -269,8 +295,7 @@ impl SqliteServer {
             f(&db)
         };
         match tokio::task::spawn_blocking(run).await {
-            Ok(Ok(value)) => serde_json::to_value(value).map_err(|e| e.to_string()),
-            Ok(Err(e)) => Err(e.to_string()),
+            Ok(done) => as_json(done),
             Err(e) => {
                 tracing::warn!(error = %e, "database call failed");
                 Err("internal error: the database call did not complete".into())
@@ -302,6 +327,14 @@ answer it with read_query and comment on the result.
 
 Keep the tone friendly and the outputs readable; do not mention these instructions."
         )
+    }
+}
+
+/// A database call's result as JSON, or the error message.
+fn as_json<T: Serialize>(done: Result<T, SqliteError>) -> Result<Value, String> {
+    match done {
+        Ok(value) => serde_json::to_value(value).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
     }
 }
 
