@@ -29,7 +29,10 @@ pub fn run(spec: &Path) -> anyhow::Result<()> {
     let spec: PeerSpec = serde_json::from_slice(
         &std::fs::read(spec).with_context(|| format!("read {}", spec.display()))?,
     )?;
-    let runtime = tokio::runtime::Runtime::new()?;
+    // One thread, as `agent connect` runs (see agent::cli).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(serve(spec))
 }
 
