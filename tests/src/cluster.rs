@@ -5,8 +5,9 @@
 //! them all.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::{RelayProc, TempDir};
+use crate::{AgentProc, RelayProc, TempDir};
 
 /// A cluster secret, in a file of the returned directory (which must live
 /// as long as the nodes that read it); and the file's path.
@@ -62,4 +63,53 @@ pub async fn add_node(first: &RelayProc, url: &str, extra: &[&str]) -> RelayProc
         "every node trusts the CA in the database"
     );
     node
+}
+
+/// The agent sessions `node` holds (both transports), from its metrics.
+pub async fn agents_on(node: &RelayProc) -> f64 {
+    let mut n = 0.0;
+    for t in ["quic", "tcp"] {
+        n += node
+            .metric(&format!("drawbridge_agents_connected{{transport=\"{t}\"}}"))
+            .await
+            .unwrap_or(0.0);
+    }
+    n
+}
+
+/// Waits (at most `within`) until `node` holds `want` agent sessions.
+pub async fn until_agents(node: &RelayProc, want: f64, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let n = agents_on(node).await;
+        if n == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node {} holds {n} agent sessions, not {want}, after {within:?}",
+            node.addr
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// alice's agent for route `demo`, served by the HTTP server at `upstream`,
+/// with a session to the first node only (`--relay-connections 1`: the
+/// other nodes forward its requests to that one), once that node holds it;
+/// and alice's client token.
+pub async fn agent_on_first_node(nodes: &[RelayProc], upstream: &str) -> (AgentProc, String) {
+    let agent_token = nodes[0].token("alice@example.com", false);
+    let client = nodes[0].token("alice@example.com", true);
+    let mut agent = AgentProc::spawn(
+        &nodes[0],
+        &agent_token,
+        "demo",
+        upstream,
+        "auto",
+        &["--relay-connections", "1"],
+    );
+    agent.wait_live().await;
+    until_agents(&nodes[0], 1.0, Duration::from_secs(15)).await;
+    (agent, client)
 }

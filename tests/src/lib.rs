@@ -9,6 +9,7 @@ pub mod changing_server;
 pub mod chromium;
 pub mod client;
 pub mod cluster;
+pub mod cluster_audit;
 pub mod documents;
 pub mod freezing_proxy;
 pub mod github_standin;

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use e2e::cluster_audit::{local_seqs, log_id, table};
 use e2e::{HttpsClient, RelayProc};
 
 /// `n` audited requests (refused: nobody claimed the route).
@@ -20,48 +21,6 @@ async fn events(relay: &RelayProc, token: &str, n: usize, mark: &str) {
             .await;
         assert!(answer.status.is_client_error(), "{}", answer.text());
     }
-}
-
-/// (log id, seq, http) of every event of the cluster's table.
-fn table(relay: &RelayProc) -> Vec<(String, u64, String)> {
-    let (code, out, err) = relay.admin(&["audit", "--json"]);
-    assert_eq!(code, 0, "relay audit --database-url: {err}");
-    out.lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
-            (
-                v["node"].as_str().expect("node").to_owned(),
-                v["seq"].as_u64().expect("seq"),
-                v["http"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect()
-}
-
-fn log_id(relay: &RelayProc) -> String {
-    std::fs::read_to_string(relay.state.path().join("audit.node"))
-        .expect("a relay on PostgreSQL has an audit log id")
-        .trim()
-        .to_owned()
-}
-
-/// The `seq` of every event of the local audit files.
-fn local_seqs(relay: &RelayProc) -> Vec<u64> {
-    let mut seqs = Vec::new();
-    for entry in std::fs::read_dir(relay.state.path()).expect("state dir") {
-        let path = entry.expect("entry").path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if name.starts_with("audit") && name.ends_with(".jsonl") {
-            let text = std::fs::read_to_string(&path).expect("audit file");
-            seqs.extend(
-                text.lines()
-                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                    .filter_map(|v| v["seq"].as_u64()),
-            );
-        }
-    }
-    seqs.sort_unstable();
-    seqs
 }
 
 /// Removes the audit log's files (not `audit.node`).
@@ -81,8 +40,8 @@ async fn shipped(relay: &RelayProc, log: &str, want: usize) -> Vec<u64> {
     loop {
         let mut seqs: Vec<u64> = table(relay)
             .into_iter()
-            .filter(|(l, _, _)| l == log)
-            .map(|(_, s, _)| s)
+            .filter(|e| e.node == log)
+            .map(|e| e.seq)
             .collect();
         seqs.sort_unstable();
         if seqs.len() >= want || tokio::time::Instant::now() > deadline {
@@ -150,8 +109,8 @@ async fn a_deleted_audit_log_is_shipped_whole_under_a_new_log_id() {
     for (phase, (log, n)) in logs.iter().zip([6usize, 3, 9]).enumerate() {
         let mut events: Vec<(u64, String)> = all
             .iter()
-            .filter(|(l, _, _)| l == log)
-            .map(|(_, s, h)| (*s, h.clone()))
+            .filter(|e| &e.node == log)
+            .map(|e| (e.seq, e.http.clone()))
             .collect();
         events.sort();
         assert_eq!(events.len(), n, "{log}: {events:?}");

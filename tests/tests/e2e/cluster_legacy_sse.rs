@@ -12,28 +12,6 @@ use e2e::{AgentProc, HttpsClient, RelayProc, TempDir};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-async fn until_agent_on(node: &RelayProc) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let mut n = 0.0;
-        for t in ["quic", "tcp"] {
-            n += node
-                .metric(&format!("drawbridge_agents_connected{{transport=\"{t}\"}}"))
-                .await
-                .unwrap_or(0.0);
-        }
-        if n >= 1.0 {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no agent session on node {}",
-            node.addr
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn post(url: &str, token: &str, body: &str) -> http::Request<e2e::client::Body> {
     http::Request::builder()
         .method("POST")
@@ -96,7 +74,7 @@ async fn a_legacy_sessions_messages_reach_the_node_holding_its_stream() {
     )
     .await;
     for node in &nodes {
-        until_agent_on(node).await;
+        e2e::cluster::until_agents(node, 1.0, Duration::from_secs(20)).await;
     }
     let alice = nodes[0].token("alice@example.com", true);
     let bob = nodes[0].token("bob@example.com", true);

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use e2e::{AgentProc, HttpsClient, RelayProc, Upstream};
+use e2e::{HttpsClient, RelayProc, Upstream};
 
 /// The lines of `node`'s `/metrics` that start with `name`.
 async fn series(node: &RelayProc, name: &str) -> Vec<String> {
@@ -70,17 +70,7 @@ async fn each_node_names_itself_and_counts_what_it_forwards() {
 
     // The agent holds a session to the first node only: the second
     // forwards, the first receives.
-    let agent_token = nodes[0].token("alice@example.com", false);
-    let client = nodes[0].token("alice@example.com", true);
-    let mut agent = AgentProc::spawn(
-        &nodes[0],
-        &agent_token,
-        "demo",
-        &upstream.url(),
-        "auto",
-        &["--relay-connections", "1"],
-    );
-    agent.wait_live().await;
+    let (_agent, client) = e2e::cluster::agent_on_first_node(&nodes, &upstream.url()).await;
     let http = HttpsClient::new(&nodes[1].ca(), false);
     // (Until the first node has recorded its agent's session, the second
     // answers 503 without forwarding.)

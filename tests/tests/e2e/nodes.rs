@@ -11,37 +11,10 @@
 
 use std::time::Duration;
 
+use e2e::cluster::{agents_on, until_agents};
 use e2e::{AgentProc, HttpsClient, RelayProc, TempDir, Upstream};
 use protocol::{Control, FrameLimit, HelloReply, NODES_VERSION};
 use tunnel::TunnelConnection;
-
-/// The agents a node holds sessions with (both transports).
-async fn agents_on(node: &RelayProc) -> f64 {
-    let mut n = 0.0;
-    for t in ["quic", "tcp"] {
-        n += node
-            .metric(&format!("drawbridge_agents_connected{{transport=\"{t}\"}}"))
-            .await
-            .unwrap_or(0.0);
-    }
-    n
-}
-
-async fn until_agents(node: &RelayProc, want: f64, within: Duration) {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let n = agents_on(node).await;
-        if n == want {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "node {} holds {n} agent sessions, not {want}, after {within:?}",
-            node.addr
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn get(node: &RelayProc, token: &str) -> e2e::client::Answer {
     get_at(node, token, "x").await
@@ -316,18 +289,7 @@ async fn a_relay_on_a_clusters_database_without_its_secret_says_it_is_no_node() 
 async fn a_node_without_the_agent_forwards_once_and_the_serving_node_audits_once() {
     let upstream = Upstream::start("u1").await;
     let (_secret, nodes) = e2e::cluster::start_cluster(3).await;
-    let agent_token = nodes[0].token("alice@example.com", false);
-    let client = nodes[0].token("alice@example.com", true);
-    let mut agent = AgentProc::spawn(
-        &nodes[0],
-        &agent_token,
-        "demo",
-        &upstream.url(),
-        "auto",
-        &["--relay-connections", "1"],
-    );
-    agent.wait_live().await;
-    until_agents(&nodes[0], 1.0, Duration::from_secs(15)).await;
+    let (_agent, client) = e2e::cluster::agent_on_first_node(&nodes, &upstream.url()).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(agents_on(&nodes[1]).await, 0.0, "--relay-connections 1");
     assert_eq!(agents_on(&nodes[2]).await, 0.0, "--relay-connections 1");
@@ -422,18 +384,7 @@ async fn a_forged_or_missing_forwarding_signature_is_refused() {
 async fn an_unreachable_holder_is_named_and_a_dead_one_is_an_offline_route() {
     let upstream = Upstream::start("u1").await;
     let (_secret, mut nodes) = e2e::cluster::start_cluster(2).await;
-    let agent_token = nodes[0].token("alice@example.com", false);
-    let client = nodes[0].token("alice@example.com", true);
-    let mut agent = AgentProc::spawn(
-        &nodes[0],
-        &agent_token,
-        "demo",
-        &upstream.url(),
-        "auto",
-        &["--relay-connections", "1"],
-    );
-    agent.wait_live().await;
-    until_agents(&nodes[0], 1.0, Duration::from_secs(15)).await;
+    let (_agent, client) = e2e::cluster::agent_on_first_node(&nodes, &upstream.url()).await;
     assert_eq!(get(&nodes[1], &client).await.status, 200);
     let holder = nodes[0].addr.to_string();
     nodes[0].proc.signal("KILL");
@@ -621,8 +572,8 @@ async fn stop_one_node_under_load(signal: &str) {
     nodes[2].proc.signal(signal);
     nodes[2].proc.wait_exit(Duration::from_secs(15)).await;
     // What node 2 had written and what the cluster's table held of it then.
-    let log2 = audit_log_id(&nodes[2]);
-    let written_at_stop = local_audit_seqs(&nodes[2]).len();
+    let log2 = e2e::cluster_audit::log_id(&nodes[2]);
+    let written_at_stop = e2e::cluster_audit::local_seqs(&nodes[2]).len();
     let shipped_at_stop = cluster_audit(&nodes[0])
         .iter()
         .filter(|e| e.node == log2)
@@ -708,49 +659,14 @@ struct ClusterEvent {
 /// The cluster's audit table, through `relay audit --database-url --json`
 /// (the node's own database URL).
 fn cluster_audit(node: &RelayProc) -> Vec<ClusterEvent> {
-    let (code, out, err) = node.admin(&["audit", "--json"]);
-    assert_eq!(code, 0, "relay audit --database-url: {err}");
-    out.lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
-            ClusterEvent {
-                node: v["node"].as_str().expect("node").to_owned(),
-                seq: v["seq"].as_u64().expect("seq"),
-                mark: v["http"]
-                    .as_str()
-                    .and_then(|h| h.split_once("/load/"))
-                    .map(|(_, m)| m.to_owned()),
-            }
+    e2e::cluster_audit::table(node)
+        .into_iter()
+        .map(|e| ClusterEvent {
+            mark: e.http.split_once("/load/").map(|(_, m)| m.to_owned()),
+            node: e.node,
+            seq: e.seq,
         })
         .collect()
-}
-
-/// The id of `node`'s audit log in the cluster's table.
-fn audit_log_id(node: &RelayProc) -> String {
-    std::fs::read_to_string(node.state.path().join("audit.node"))
-        .expect("a node on PostgreSQL has an audit log id")
-        .trim()
-        .to_owned()
-}
-
-/// The `seq` of every event of `node`'s local audit files.
-fn local_audit_seqs(node: &RelayProc) -> Vec<u64> {
-    let mut seqs = Vec::new();
-    for entry in std::fs::read_dir(node.state.path()).expect("state dir") {
-        let path = entry.expect("entry").path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if !(name.starts_with("audit") && name.ends_with(".jsonl")) {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).expect("audit file");
-        seqs.extend(
-            text.lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .filter_map(|v| v["seq"].as_u64()),
-        );
-    }
-    seqs.sort_unstable();
-    seqs
 }
 
 /// Every answered request of the load has exactly one event in the
@@ -764,10 +680,10 @@ async fn audit_of_the_load(
     written_at_stop: usize,
     shipped_at_stop: usize,
 ) {
-    let logs: Vec<String> = nodes.iter().map(audit_log_id).collect();
+    let logs: Vec<String> = nodes.iter().map(e2e::cluster_audit::log_id).collect();
     let caught_up_from = tokio::time::Instant::now();
     let (events, local) = loop {
-        let local: Vec<Vec<u64>> = nodes.iter().map(local_audit_seqs).collect();
+        let local: Vec<Vec<u64>> = nodes.iter().map(e2e::cluster_audit::local_seqs).collect();
         let events = cluster_audit(&nodes[0]);
         let whole = logs
             .iter()
@@ -879,18 +795,7 @@ fn connections_to(pid: u32, to: std::net::SocketAddr) -> Vec<u16> {
 async fn forwarded_requests_reuse_a_connection_and_a_restarted_holder_is_reached_again() {
     let upstream = Upstream::start("u1").await;
     let (_secret, mut nodes) = e2e::cluster::start_cluster(2).await;
-    let agent_token = nodes[0].token("alice@example.com", false);
-    let client = nodes[0].token("alice@example.com", true);
-    let mut agent = AgentProc::spawn(
-        &nodes[0],
-        &agent_token,
-        "demo",
-        &upstream.url(),
-        "auto",
-        &["--relay-connections", "1"],
-    );
-    agent.wait_live().await;
-    until_agents(&nodes[0], 1.0, Duration::from_secs(15)).await;
+    let (_agent, client) = e2e::cluster::agent_on_first_node(&nodes, &upstream.url()).await;
     assert_eq!(agents_on(&nodes[1]).await, 0.0, "--relay-connections 1");
     // Twenty requests one after the other through node 1, each forwarded
     // to node 0: all on one kept connection between the nodes.
