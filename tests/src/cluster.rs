@@ -95,19 +95,24 @@ pub async fn until_agents(node: &RelayProc, want: f64, within: Duration) {
 }
 
 /// alice's agent for route `demo`, served by the HTTP server at `upstream`,
-/// with a session to the first node only (`--relay-connections 1`: the
-/// other nodes forward its requests to that one), once that node holds it;
-/// and alice's client token.
-pub async fn agent_on_first_node(nodes: &[RelayProc], upstream: &str) -> (AgentProc, String) {
+/// with sessions to at most `relay_connections` nodes, the first node's
+/// first (with 1, the other nodes forward its requests to that one), once
+/// that node holds it; and alice's client token.
+pub async fn alice_agent(
+    nodes: &[RelayProc],
+    upstream: &str,
+    relay_connections: usize,
+) -> (AgentProc, String) {
     let agent_token = nodes[0].token("alice@example.com", false);
     let client = nodes[0].token("alice@example.com", true);
+    let connections = relay_connections.to_string();
     let mut agent = AgentProc::spawn(
         &nodes[0],
         &agent_token,
         "demo",
         upstream,
         "auto",
-        &["--relay-connections", "1"],
+        &["--relay-connections", &connections],
     );
     agent.wait_live().await;
     until_agents(&nodes[0], 1.0, Duration::from_secs(15)).await;

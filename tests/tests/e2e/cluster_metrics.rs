@@ -70,7 +70,7 @@ async fn each_node_names_itself_and_counts_what_it_forwards() {
 
     // The agent holds a session to the first node only: the second
     // forwards, the first receives.
-    let (_agent, client) = e2e::cluster::agent_on_first_node(&nodes, &upstream.url()).await;
+    let (_agent, client) = e2e::cluster::alice_agent(&nodes, &upstream.url(), 1).await;
     let http = HttpsClient::new(&nodes[1].ca(), false);
     // (Until the first node has recorded its agent's session, the second
     // answers 503 without forwarding.)

@@ -79,18 +79,7 @@ async fn an_agent_holds_a_session_to_every_node_and_each_serves_its_route() {
 async fn relay_connections_bound_the_sessions_and_a_node_that_stops_is_left() {
     let upstream = Upstream::start("u1").await;
     let (_state, mut nodes) = e2e::cluster::start_cluster(3).await;
-    let agent_token = nodes[0].token("alice@example.com", false);
-    let client = nodes[0].token("alice@example.com", true);
-    let mut agent = AgentProc::spawn(
-        &nodes[0],
-        &agent_token,
-        "demo",
-        &upstream.url(),
-        "auto",
-        &["--relay-connections", "2"],
-    );
-    agent.wait_live().await;
-    until_agents(&nodes[0], 1.0, Duration::from_secs(15)).await;
+    let (_agent, client) = e2e::cluster::alice_agent(&nodes, &upstream.url(), 2).await;
     // The first node, and one other (the list's first other).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
@@ -289,7 +278,7 @@ async fn a_relay_on_a_clusters_database_without_its_secret_says_it_is_no_node() 
 async fn a_node_without_the_agent_forwards_once_and_the_serving_node_audits_once() {
     let upstream = Upstream::start("u1").await;
     let (_secret, nodes) = e2e::cluster::start_cluster(3).await;
-    let (_agent, client) = e2e::cluster::agent_on_first_node(&nodes, &upstream.url()).await;
+    let (_agent, client) = e2e::cluster::alice_agent(&nodes, &upstream.url(), 1).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(agents_on(&nodes[1]).await, 0.0, "--relay-connections 1");
     assert_eq!(agents_on(&nodes[2]).await, 0.0, "--relay-connections 1");
@@ -384,7 +373,7 @@ async fn a_forged_or_missing_forwarding_signature_is_refused() {
 async fn an_unreachable_holder_is_named_and_a_dead_one_is_an_offline_route() {
     let upstream = Upstream::start("u1").await;
     let (_secret, mut nodes) = e2e::cluster::start_cluster(2).await;
-    let (_agent, client) = e2e::cluster::agent_on_first_node(&nodes, &upstream.url()).await;
+    let (_agent, client) = e2e::cluster::alice_agent(&nodes, &upstream.url(), 1).await;
     assert_eq!(get(&nodes[1], &client).await.status, 200);
     let holder = nodes[0].addr.to_string();
     nodes[0].proc.signal("KILL");
@@ -795,7 +784,7 @@ fn connections_to(pid: u32, to: std::net::SocketAddr) -> Vec<u16> {
 async fn forwarded_requests_reuse_a_connection_and_a_restarted_holder_is_reached_again() {
     let upstream = Upstream::start("u1").await;
     let (_secret, mut nodes) = e2e::cluster::start_cluster(2).await;
-    let (_agent, client) = e2e::cluster::agent_on_first_node(&nodes, &upstream.url()).await;
+    let (_agent, client) = e2e::cluster::alice_agent(&nodes, &upstream.url(), 1).await;
     assert_eq!(agents_on(&nodes[1]).await, 0.0, "--relay-connections 1");
     // Twenty requests one after the other through node 1, each forwarded
     // to node 0: all on one kept connection between the nodes.
