@@ -27,6 +27,9 @@ struct State {
     free: Vec<Connection>,
     /// Connections each caller holds now.
     held: HashMap<String, usize>,
+    /// Callers waiting for a connection: a connection given back wakes
+    /// them, and costs nothing more when there are none.
+    waiting: usize,
 }
 
 /// A connection taken from a pool; back in it when dropped.
@@ -68,8 +71,11 @@ impl Drop for Pooled<'_> {
                 }
             }
         }
+        let waiting = st.waiting > 0;
         drop(st);
-        self.pool.freed.notify_all();
+        if waiting {
+            self.pool.freed.notify_all();
+        }
     }
 }
 
@@ -82,6 +88,7 @@ impl ConnPool {
             state: Mutex::new(State {
                 free: conns,
                 held: HashMap::new(),
+                waiting: 0,
             }),
             freed: Condvar::new(),
             share: size.div_ceil(2).max(1),
@@ -120,11 +127,13 @@ impl ConnPool {
                 }
             }
             let left = deadline.checked_duration_since(Instant::now())?;
+            st.waiting += 1;
             st = self
                 .freed
                 .wait_timeout(st, left)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            st.waiting -= 1;
         }
     }
 }
