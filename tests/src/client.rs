@@ -145,13 +145,26 @@ pub async fn next_message(body: &mut Incoming, text: &mut String) -> serde_json:
                 return serde_json::from_str(&data.join("\n")).expect("message JSON");
             }
         }
-        let frame = tokio::time::timeout(std::time::Duration::from_secs(30), body.frame())
-            .await
-            .unwrap_or_else(|_| panic!("no message event; got: {text:?}"))
-            .expect("stream open")
-            .expect("frame");
-        if let Ok(d) = frame.into_data() {
-            text.push_str(&String::from_utf8_lossy(&d));
-        }
+        read_more(body, text, "a message event").await;
+    }
+}
+
+/// Reads `body` on until `text` holds `want`.
+pub async fn read_until(body: &mut Incoming, text: &mut String, want: &str) {
+    while !text.contains(want) {
+        read_more(body, text, want).await;
+    }
+}
+
+/// Adds `body`'s next frame to `text`; panics, naming what it was
+/// `waiting_for`, if none comes within 30 s or the stream ends first.
+pub async fn read_more(body: &mut Incoming, text: &mut String, waiting_for: &str) {
+    let frame = tokio::time::timeout(std::time::Duration::from_secs(30), body.frame())
+        .await
+        .unwrap_or_else(|_| panic!("{waiting_for:?} never arrived; got: {text:?}"))
+        .unwrap_or_else(|| panic!("the stream ended before {waiting_for:?}; got: {text:?}"))
+        .expect("frame");
+    if let Ok(d) = frame.into_data() {
+        text.push_str(&String::from_utf8_lossy(&d));
     }
 }

@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use e2e::client::{full_body, next_message, Answer, Body};
+use e2e::client::{full_body, next_message, read_until, Answer, Body};
 use e2e::{AgentProc, HttpsClient, RelayProc, TempDir, Upstream};
 use http::Request;
 use http_body_util::BodyExt;
@@ -235,20 +235,6 @@ async fn a_foreign_origin_is_refused_before_anything_is_forwarded() {
         "http://127.0.0.1:5173"
     );
     assert_eq!(upstream.hits.load(Ordering::Relaxed), 3);
-}
-
-/// Reads `body` until `text` has `want` (panics after a generous timeout).
-async fn read_until(body: &mut Incoming, text: &mut String, want: &str) {
-    while !text.contains(want) {
-        let frame = tokio::time::timeout(Duration::from_secs(30), body.frame())
-            .await
-            .unwrap_or_else(|_| panic!("{want:?} never arrived; got: {text:?}"))
-            .unwrap_or_else(|| panic!("the stream ended before {want:?}; got: {text:?}"))
-            .expect("frame");
-        if let Ok(d) = frame.into_data() {
-            text.push_str(&String::from_utf8_lossy(&d));
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

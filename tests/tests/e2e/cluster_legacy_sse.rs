@@ -7,10 +7,8 @@
 
 use std::time::Duration;
 
-use e2e::client::{full_body, next_message};
+use e2e::client::{full_body, next_message, read_until};
 use e2e::{AgentProc, HttpsClient, RelayProc, TempDir};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 fn post(url: &str, token: &str, body: &str) -> http::Request<e2e::client::Body> {
     http::Request::builder()
@@ -20,20 +18,6 @@ fn post(url: &str, token: &str, body: &str) -> http::Request<e2e::client::Body> 
         .header("content-type", "application/json")
         .body(full_body(body.to_owned()))
         .expect("request")
-}
-
-/// Reads the stream until its text holds `needle`.
-async fn read_until(body: &mut Incoming, text: &mut String, needle: &str) {
-    while !text.contains(needle) {
-        let frame = tokio::time::timeout(Duration::from_secs(30), body.frame())
-            .await
-            .unwrap_or_else(|_| panic!("{needle:?} within 30 s; got {text:?}"))
-            .expect("the stream is open")
-            .expect("a frame");
-        if let Ok(d) = frame.into_data() {
-            text.push_str(&String::from_utf8_lossy(&d));
-        }
-    }
 }
 
 /// How many audit events of each node hold `"<key>":"<value>"`.

@@ -114,16 +114,7 @@ async fn sse_events_arrive_one_by_one() {
         // The upstream sends event k+1 only after we release it, so event k
         // must reach us while the upstream is still holding the rest back.
         let want = format!("data: event {k}\n\n");
-        while !seen.contains(&want) {
-            let frame = tokio::time::timeout(Duration::from_secs(20), body.frame())
-                .await
-                .unwrap_or_else(|_| panic!("event {k} never arrived; got so far: {seen:?}"))
-                .expect("stream open")
-                .expect("frame");
-            if let Ok(d) = frame.into_data() {
-                seen.push_str(&String::from_utf8_lossy(&d));
-            }
-        }
+        e2e::client::read_until(&mut body, &mut seen, &want).await;
         assert!(
             !seen.contains(&format!("event {}", k + 1)),
             "event {} came before it was released",

@@ -5,26 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::client::full_body;
+use e2e::client::{full_body, read_until};
 use e2e::{AgentProc, HttpsClient, RelayProc, Upstream};
 use http::Request;
 use http_body_util::BodyExt;
-
-/// Reads frames until `needle` has arrived; returns what was read.
-async fn read_until(body: &mut hyper::body::Incoming, needle: &str) -> String {
-    let mut seen = String::new();
-    while !seen.contains(needle) {
-        let frame = tokio::time::timeout(Duration::from_secs(20), body.frame())
-            .await
-            .unwrap_or_else(|_| panic!("{needle:?} within 20 s (seen {seen:?})"))
-            .unwrap_or_else(|| panic!("stream ended before {needle:?} (seen {seen:?})"))
-            .expect("frame");
-        if let Ok(d) = frame.into_data() {
-            seen.push_str(&String::from_utf8_lossy(&d));
-        }
-    }
-    seen
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_restart_ends_standing_streams_and_drains_answers() {
@@ -55,11 +39,11 @@ async fn a_relay_restart_ends_standing_streams_and_drains_answers() {
     let standing = client.send(request("GET")).await;
     assert_eq!(standing.status(), 200);
     let mut standing = standing.into_body();
-    read_until(&mut standing, "event 0").await;
+    read_until(&mut standing, &mut String::new(), "event 0").await;
     let answer = client.send(request("POST")).await;
     assert_eq!(answer.status(), 200);
     let mut answer = answer.into_body();
-    read_until(&mut answer, "event 0").await;
+    read_until(&mut answer, &mut String::new(), "event 0").await;
 
     let stopping = Instant::now();
     relay.proc.signal("TERM");
@@ -82,7 +66,8 @@ async fn a_relay_restart_ends_standing_streams_and_drains_answers() {
     for _ in 0..4 {
         up.release();
     }
-    let rest = read_until(&mut answer, "event 2").await;
+    let mut rest = String::new();
+    read_until(&mut answer, &mut rest, "event 2").await;
     assert!(rest.contains("event 1"), "{rest}");
     assert!(
         tokio::time::timeout(Duration::from_secs(10), answer.frame())

@@ -460,22 +460,29 @@ impl SqliteDb {
         }
     }
 
-    /// Runs one read-only statement and returns its rows. `caller` (who
-    /// asks, when known) is held to its share of the reading connections.
-    pub fn read_query(&self, caller: Option<&str>, sql: &str) -> Result<Rows, SqliteError> {
-        self.read_query_at(caller, sql, Run::Pooled)
+    /// Runs `f` on a reading connection for `caller`, as `run` says, under
+    /// the authorizer for reads and the time limit (see [`guarded`]).
+    fn read<T>(
+        &self,
+        caller: Option<&str>,
+        run: Run,
+        f: impl FnOnce(&Connection, &Arc<Mutex<Facts>>) -> Result<T, SqliteError>,
+    ) -> Result<T, SqliteError> {
+        let mut conn = self.reader(caller, run)?;
+        guarded(&mut conn, Purpose::Read, self.limits, run, f)
     }
 
-    /// [`SqliteDb::read_query`], run as `run` says.
-    pub fn read_query_at(
+    /// Runs one read-only statement and returns its rows. `caller` (who
+    /// asks, when known) is held to its share of the reading connections;
+    /// the read runs as `run` says.
+    pub fn read_query(
         &self,
         caller: Option<&str>,
         sql: &str,
         run: Run,
     ) -> Result<Rows, SqliteError> {
         let limits = self.limits;
-        let mut conn = self.reader(caller, run)?;
-        guarded(&mut conn, Purpose::Read, limits, run, |conn, facts| {
+        self.read(caller, run, |conn, facts| {
             let mut stmt = prepare(conn, sql, Purpose::Read, facts)?;
             if !stmt.readonly() || !take(facts).selects {
                 return Err(SqliteError::Refused(
@@ -549,16 +556,9 @@ impl SqliteDb {
         )
     }
 
-    /// The tables and views, by name.
-    pub fn list_tables(&self, caller: Option<&str>) -> Result<Tables, SqliteError> {
-        self.list_tables_at(caller, Run::Pooled)
-    }
-
-    /// [`SqliteDb::list_tables`], run as `run` says.
-    pub fn list_tables_at(&self, caller: Option<&str>, run: Run) -> Result<Tables, SqliteError> {
-        let limits = self.limits;
-        let mut conn = self.reader(caller, run)?;
-        guarded(&mut conn, Purpose::Read, limits, run, |conn, facts| {
+    /// The tables and views, by name (run as `run` says).
+    pub fn list_tables(&self, caller: Option<&str>, run: Run) -> Result<Tables, SqliteError> {
+        self.read(caller, run, |conn, facts| {
             let mut stmt = prepare(
                 conn,
                 "SELECT name, type FROM sqlite_master \
@@ -586,25 +586,15 @@ impl SqliteDb {
     }
 
     /// The schema of one table or view. The name is only ever a bound
-    /// parameter, or a quoted identifier once it is known to exist.
+    /// parameter, or a quoted identifier once it is known to exist. Run as
+    /// `run` says.
     pub fn describe_table(
-        &self,
-        caller: Option<&str>,
-        table_name: &str,
-    ) -> Result<TableDescription, SqliteError> {
-        self.describe_table_at(caller, table_name, Run::Pooled)
-    }
-
-    /// [`SqliteDb::describe_table`], run as `run` says.
-    pub fn describe_table_at(
         &self,
         caller: Option<&str>,
         table_name: &str,
         run: Run,
     ) -> Result<TableDescription, SqliteError> {
-        let limits = self.limits;
-        let mut conn = self.reader(caller, run)?;
-        guarded(&mut conn, Purpose::Read, limits, run, |conn, facts| {
+        self.read(caller, run, |conn, facts| {
             let found = {
                 let mut stmt = prepare(
                     conn,

@@ -34,7 +34,11 @@ fn sample(tag: &str) -> (Dir, SqliteDb) {
 
 fn count(db: &SqliteDb, table: &str) -> i64 {
     let rows = db
-        .read_query(None, &format!("SELECT count(*) AS n FROM {table}"))
+        .read_query(
+            None,
+            &format!("SELECT count(*) AS n FROM {table}"),
+            Run::Pooled,
+        )
         .expect("count");
     rows.rows[0]["n"].as_i64().expect("n")
 }
@@ -51,7 +55,7 @@ fn refused<T: std::fmt::Debug>(r: Result<T, SqliteError>) -> String {
 fn a_missing_file_is_created_with_the_sample_dataset() {
     let (dir, db) = sample("create");
     assert!(db.created_sample());
-    let tables = db.list_tables(None).expect("list");
+    let tables = db.list_tables(None, Run::Pooled).expect("list");
     assert_eq!(tables.tables, ["customers", "orders", "products"]);
     assert!(tables.views.is_empty());
     assert_eq!(count(&db, "customers"), 12);
@@ -80,6 +84,7 @@ fn read_query_returns_rows_as_objects() {
             "SELECT c.id, c.name, o.id, o.quantity * p.price AS total, NULL AS empty, X'00FF' AS raw \
              FROM orders o JOIN customers c ON c.id = o.customer_id JOIN products p ON p.id = o.product_id \
              WHERE o.id = 3",
+            Run::Pooled,
         )
         .expect("query");
     assert_eq!(
@@ -98,27 +103,32 @@ fn read_query_returns_rows_as_objects() {
     assert_eq!(
         db.read_query(
             None,
-            "WITH big AS (SELECT * FROM products WHERE price > 100) SELECT count(*) AS n FROM big"
+            "WITH big AS (SELECT * FROM products WHERE price > 100) SELECT count(*) AS n FROM big",
+            Run::Pooled,
         )
         .expect("with")
         .rows[0]["n"],
         5
     );
     assert_eq!(
-        db.read_query(None, "VALUES (1), (2)")
+        db.read_query(None, "VALUES (1), (2)", Run::Pooled)
             .expect("values")
             .row_count,
         2
     );
     assert_eq!(
-        db.read_query(None, "SELECT name FROM pragma_table_info('orders')")
-            .expect("pragma function")
-            .row_count,
+        db.read_query(
+            None,
+            "SELECT name FROM pragma_table_info('orders')",
+            Run::Pooled,
+        )
+        .expect("pragma function")
+        .row_count,
         6
     );
     // A trailing semicolon and comment are fine.
     assert_eq!(
-        db.read_query(None, "SELECT 1; -- done")
+        db.read_query(None, "SELECT 1; -- done", Run::Pooled)
             .expect("tail")
             .row_count,
         1
@@ -162,7 +172,7 @@ fn read_query_refuses_anything_that_is_not_a_read() {
         "-- only a comment",
     ];
     for sql in cases {
-        let msg = refused(db.read_query(None, sql));
+        let msg = refused(db.read_query(None, sql, Run::Pooled));
         assert!(
             msg.starts_with("read_query runs one read-only statement"),
             "{sql}: {msg}"
@@ -171,9 +181,9 @@ fn read_query_refuses_anything_that_is_not_a_read() {
     assert!(!Path::new("/tmp/drawbridge-vacuum-copy.db").exists());
     assert_eq!(count(&db, "orders"), 25);
     assert_eq!(count(&db, "products"), 10);
-    let msg = refused(db.read_query(None, "WITH x AS (SELECT 1) DELETE FROM orders"));
+    let msg = refused(db.read_query(None, "WITH x AS (SELECT 1) DELETE FROM orders", Run::Pooled));
     assert!(msg.contains("DELETE from orders"), "{msg}");
-    let msg = refused(db.read_query(None, "ATTACH DATABASE ':memory:' AS other"));
+    let msg = refused(db.read_query(None, "ATTACH DATABASE ':memory:' AS other", Run::Pooled));
     assert!(msg.contains("ATTACH"), "{msg}");
 }
 
@@ -181,11 +191,13 @@ fn read_query_refuses_anything_that_is_not_a_read() {
 fn sql_errors_carry_sqlites_message() {
     let (_dir, db) = sample("errors");
     let err = db
-        .read_query(None, "SELECT * FROM nowhere")
+        .read_query(None, "SELECT * FROM nowhere", Run::Pooled)
         .expect_err("no table");
     assert!(matches!(err, SqliteError::Sql(_)), "{err:?}");
     assert!(err.to_string().contains("no such table: nowhere"), "{err}");
-    let err = db.read_query(None, "SELEKT 1").expect_err("syntax");
+    let err = db
+        .read_query(None, "SELEKT 1", Run::Pooled)
+        .expect_err("syntax");
     assert!(err.to_string().contains("syntax error"), "{err}");
     let err = db
         .write_query("INSERT INTO orders (id, customer_id, product_id, quantity, ordered_at, status) VALUES (1, 1, 1, 1, 'x', 'pending')")
@@ -253,7 +265,7 @@ fn write_query_runs_data_writes_only() {
     assert!(!Path::new("/tmp/drawbridge-vacuum-copy2.db").exists());
     assert_eq!(count(&db, "orders"), 23);
     assert_eq!(
-        db.list_tables(None).expect("list").tables,
+        db.list_tables(None, Run::Pooled).expect("list").tables,
         ["customers", "orders", "products"]
     );
 }
@@ -297,7 +309,7 @@ fn create_table_creates_tables_only() {
             "{sql}: {msg}"
         );
     }
-    let tables = db.list_tables(None).expect("list").tables;
+    let tables = db.list_tables(None, Run::Pooled).expect("list").tables;
     assert_eq!(
         tables,
         ["big_orders", "customers", "notes", "orders", "products"]
@@ -307,7 +319,9 @@ fn create_table_creates_tables_only() {
 #[test]
 fn describe_table_cannot_be_injected() {
     let (_dir, db) = sample("describe");
-    let d = db.describe_table(None, "orders").expect("describe");
+    let d = db
+        .describe_table(None, "orders", Run::Pooled)
+        .expect("describe");
     assert_eq!(d.name, "orders");
     assert_eq!(d.kind, "table");
     assert_eq!(d.row_count, Some(25));
@@ -332,7 +346,9 @@ fn describe_table_cannot_be_injected() {
         .is_some_and(|s| s.starts_with("CREATE TABLE orders")));
     // Identifiers are case-insensitive in SQLite.
     assert_eq!(
-        db.describe_table(None, "ORDERS").expect("case").name,
+        db.describe_table(None, "ORDERS", Run::Pooled)
+            .expect("case")
+            .name,
         "orders"
     );
 
@@ -344,7 +360,7 @@ fn describe_table_cannot_be_injected() {
         "\"orders\"",
         "",
     ] {
-        match db.describe_table(None, attack) {
+        match db.describe_table(None, attack, Run::Pooled) {
             Err(SqliteError::NoSuchTable(name)) => assert_eq!(name, attack),
             other => panic!("{attack:?}: {other:?}"),
         }
@@ -356,7 +372,9 @@ fn describe_table_cannot_be_injected() {
         .expect("odd table");
     db.write_query("INSERT INTO \"odd \"\"name\"\"; --\" VALUES (1), (2)")
         .expect("insert");
-    let d = db.describe_table(None, "odd \"name\"; --").expect("odd");
+    let d = db
+        .describe_table(None, "odd \"name\"; --", Run::Pooled)
+        .expect("odd");
     assert_eq!(d.row_count, Some(2));
     assert_eq!(d.columns.len(), 1);
     assert_eq!(quote_identifier("a\"b"), "\"a\"\"b\"");
@@ -370,8 +388,14 @@ fn read_only_mode_opens_the_file_read_only() {
     let db = SqliteDb::open(&path, true, Limits::default()).expect("open read-only");
     assert!(db.is_read_only());
     assert_eq!(count(&db, "orders"), 25);
-    assert!(db.describe_table(None, "customers").is_ok());
-    assert_eq!(db.list_tables(None).expect("list").tables.len(), 3);
+    assert!(db.describe_table(None, "customers", Run::Pooled).is_ok());
+    assert_eq!(
+        db.list_tables(None, Run::Pooled)
+            .expect("list")
+            .tables
+            .len(),
+        3
+    );
     for err in [
         db.write_query("DELETE FROM orders").expect_err("write"),
         db.create_table("CREATE TABLE t (a)").expect_err("create"),
@@ -423,17 +447,17 @@ fn results_and_time_are_bounded() {
     .expect("open");
     // Rows: five pass, a sixth is an error naming the flag.
     let rows = db
-        .read_query(None, "SELECT * FROM orders LIMIT 5")
+        .read_query(None, "SELECT * FROM orders LIMIT 5", Run::Pooled)
         .expect("rows");
     assert_eq!(rows.row_count, 5);
     let err = db
-        .read_query(None, "SELECT * FROM orders")
+        .read_query(None, "SELECT * FROM orders", Run::Pooled)
         .expect_err("too many rows");
     assert!(matches!(err, SqliteError::TooManyRows(5)), "{err:?}");
     assert!(err.to_string().contains("--sqlite-max-rows"), "{err}");
     // The answer's size.
     let err = db
-        .read_query(None, "SELECT printf('%.*c', 900, 'x') AS a, printf('%.*c', 900, 'y') AS b, printf('%.*c', 900, 'z') AS c")
+        .read_query(None, "SELECT printf('%.*c', 900, 'x') AS a, printf('%.*c', 900, 'y') AS b, printf('%.*c', 900, 'z') AS c", Run::Pooled)
         .expect_err("answer too large");
     assert!(matches!(err, SqliteError::AnswerTooLarge(2_000)), "{err:?}");
     assert!(
@@ -446,7 +470,7 @@ fn results_and_time_are_bounded() {
         "SELECT length(randomblob(20000))",
         "SELECT length(group_concat(name, printf('%.*c', 500, ' '))) FROM orders, customers",
     ] {
-        let err = db.read_query(None, sql).expect_err(sql);
+        let err = db.read_query(None, sql, Run::Pooled).expect_err(sql);
         assert!(
             matches!(err, SqliteError::ValueTooLarge(10_000)),
             "{sql}: {err:?}"
@@ -463,7 +487,7 @@ fn results_and_time_are_bounded() {
     // Time.
     let started = Instant::now();
     let err = db
-        .read_query(None, "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(*) FROM n")
+        .read_query(None, "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(*) FROM n", Run::Pooled)
         .expect_err("endless");
     assert!(matches!(err, SqliteError::Timeout(_)), "{err:?}");
     assert!(err.to_string().contains("--sqlite-timeout"), "{err}");
@@ -491,11 +515,17 @@ fn a_slow_read_does_not_hold_back_another_callers() {
         // Mallory runs three endless queries: she gets two connections (her
         // share of four), her third waits for one of them.
         let slow: Vec<_> = (0..3)
-            .map(|_| s.spawn(|| db.read_query(Some("mallory"), endless)))
+            .map(|_| s.spawn(|| db.read_query(Some("mallory"), endless, Run::Pooled)))
             .collect();
         std::thread::sleep(Duration::from_millis(300));
         let started = Instant::now();
-        assert_eq!(db.list_tables(Some("owner")).expect("list").tables.len(), 3);
+        assert_eq!(
+            db.list_tables(Some("owner"), Run::Pooled)
+                .expect("list")
+                .tables
+                .len(),
+            3
+        );
         assert_eq!(count(&db, "orders"), 25);
         assert!(
             started.elapsed() < Duration::from_secs(2),
@@ -585,35 +615,35 @@ fn a_read_now_answers_as_the_pool_does_or_gives_way() {
     let now = Run::Now(Duration::from_millis(20));
     // Small reads: the same answers as on the pool.
     let sql = "SELECT status, count(*) AS n FROM orders GROUP BY status ORDER BY status";
-    let at_once = db.read_query_at(None, sql, now).expect("read now");
-    let pooled = db.read_query(None, sql).expect("pooled");
+    let at_once = db.read_query(None, sql, now).expect("read now");
+    let pooled = db.read_query(None, sql, Run::Pooled).expect("pooled");
     assert_eq!(at_once.rows, pooled.rows);
     assert_eq!(
-        db.list_tables_at(None, now).expect("tables now").tables,
-        db.list_tables(None).expect("tables").tables
+        db.list_tables(None, now).expect("tables now").tables,
+        db.list_tables(None, Run::Pooled).expect("tables").tables
     );
     assert_eq!(
-        db.describe_table_at(None, "orders", now)
+        db.describe_table(None, "orders", now)
             .expect("describe now")
             .columns,
-        db.describe_table(None, "orders").expect("describe").columns
+        db.describe_table(None, "orders", Run::Pooled)
+            .expect("describe")
+            .columns
     );
     // What the pool would refuse is refused at once, in the same words.
     let err = db
-        .read_query_at(None, "DELETE FROM orders", now)
+        .read_query(None, "DELETE FROM orders", now)
         .expect_err("a write");
     let pooled_err = db
-        .read_query(None, "DELETE FROM orders")
+        .read_query(None, "DELETE FROM orders", Run::Pooled)
         .expect_err("a write");
     assert!(matches!(err, SqliteError::Refused(_)), "{err:?}");
     assert_eq!(err.to_string(), pooled_err.to_string());
-    let err = db
-        .describe_table_at(None, "nope", now)
-        .expect_err("no table");
+    let err = db.describe_table(None, "nope", now).expect_err("no table");
     assert!(matches!(err, SqliteError::NoSuchTable(_)), "{err:?}");
     // A read past its slice is interrupted and gives way (not a timeout:
     // nothing was answered), and the connection is usable afterwards.
-    let err = db.read_query_at(None, ENDLESS, now).expect_err("endless");
+    let err = db.read_query(None, ENDLESS, now).expect_err("endless");
     assert!(matches!(err, SqliteError::NotNow), "{err:?}");
     assert_eq!(count(&db, "orders"), 25);
 }
@@ -645,32 +675,32 @@ fn a_read_now_never_waits_for_a_connection_or_a_lock() {
     std::thread::scope(|s| {
         // Mallory's endless read holds her share (one of two connections):
         // her next read does not wait for it, another caller's runs.
-        let slow = s.spawn(|| db.read_query(Some("mallory"), ENDLESS));
+        let slow = s.spawn(|| db.read_query(Some("mallory"), ENDLESS, Run::Pooled));
         std::thread::sleep(Duration::from_millis(300));
         let err = db
-            .read_query_at(Some("mallory"), "SELECT x FROM t", now)
+            .read_query(Some("mallory"), "SELECT x FROM t", now)
             .expect_err("over her share");
         assert!(matches!(err, SqliteError::NotNow), "{err:?}");
         let rows = db
-            .read_query_at(Some("owner"), "SELECT x FROM t", now)
+            .read_query(Some("owner"), "SELECT x FROM t", now)
             .expect("the owner's read");
         assert_eq!(rows.row_count, 1);
         let err = slow.join().expect("thread").expect_err("endless");
         assert!(matches!(err, SqliteError::Timeout(_)), "{err:?}");
     });
     // Another process holds the file's exclusive lock: the read gives way
-    // at once instead of waiting (up to 5 s) for it; on the pool it waits.
+    // at once instead of waiting (up to 5 s) for it.
     let other = Connection::open(&path).expect("other");
     other
         .execute_batch("BEGIN EXCLUSIVE; INSERT INTO t VALUES (2);")
         .expect("lock");
     let err = db
-        .read_query_at(None, "SELECT x FROM t", now)
+        .read_query(None, "SELECT x FROM t", now)
         .expect_err("locked");
     assert!(matches!(err, SqliteError::NotNow), "{err:?}");
     other.execute_batch("COMMIT").expect("commit");
     let rows = db
-        .read_query_at(None, "SELECT x FROM t", now)
+        .read_query(None, "SELECT x FROM t", now)
         .expect("unlocked");
     assert_eq!(rows.row_count, 2);
 }

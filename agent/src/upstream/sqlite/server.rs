@@ -213,10 +213,8 @@ impl SqliteServer {
         let outcome = match name {
             "read_query" => match string_arg(args, "query") {
                 Ok(q) => {
-                    self.read(slot, move |db, run| {
-                        db.read_query_at(who.as_deref(), &q, run)
-                    })
-                    .await
+                    self.read(slot, move |db, run| db.read_query(who.as_deref(), &q, run))
+                        .await
                 }
                 Err(e) => Err(e),
             },
@@ -234,13 +232,13 @@ impl SqliteServer {
                 Err(e) => Err(e),
             },
             "list_tables" => {
-                self.read(slot, move |db, run| db.list_tables_at(who.as_deref(), run))
+                self.read(slot, move |db, run| db.list_tables(who.as_deref(), run))
                     .await
             }
             "describe_table" => match string_arg(args, "table_name") {
                 Ok(t) => {
                     self.read(slot, move |db, run| {
-                        db.describe_table_at(who.as_deref(), &t, run)
+                        db.describe_table(who.as_deref(), &t, run)
                     })
                     .await
                 }
