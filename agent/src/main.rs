@@ -5,6 +5,14 @@ use std::process::ExitCode;
 use agent::cli::Cli;
 use clap::{CommandFactory as _, FromArgMatches as _};
 
+/// mimalloc, not the system allocator: an exchange allocates and frees many
+/// small buffers (frames, JSON, the policy's context), and mimalloc's
+/// per-thread free lists cost less CPU per request than glibc's (bench:
+/// more requests/s at 64 in flight, lower latency at 1). The relay keeps
+/// glibc's: mimalloc's size classes cost it ~4 KiB more per idle agent.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // A stdio child being started (see agent::orphan_guard): no CLI,
     // no runtime, just exec.
