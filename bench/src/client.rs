@@ -14,6 +14,7 @@ use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
+use crate::machine_cpu::{self, CpuUse};
 use crate::record::{percentile, Record};
 
 /// The JSON-RPC body of the small request: an MCP `tools/call` of
@@ -185,6 +186,8 @@ pub struct LevelResult {
     pub per_target_us: Vec<Vec<f64>>,
     pub rps: f64,
     pub errors: u64,
+    /// The whole machine's CPU over the measured time, where it can be read.
+    pub cpu: Option<CpuUse>,
 }
 
 impl LevelResult {
@@ -197,8 +200,16 @@ impl LevelResult {
         r.p99_us = Some(percentile(&self.latencies_us, 0.99));
         r.rps = Some(self.rps);
         r.runs = Some(self.latencies_us.len() as u64);
+        r.busy = self.cpu.map(|c| c.busy);
+        r.cpu_us = self.cpu.and_then(|c| c.us_per_request(self.rps));
+        let cpu = match (r.busy, r.cpu_us) {
+            (Some(b), Some(us)) => {
+                format!("; machine {:.0}% busy, {us:.0} µs CPU a request", b * 100.0)
+            }
+            _ => String::new(),
+        };
         eprintln!(
-            "  c={concurrency:<3} p50 {:>7.0} µs  p99 {:>8.0} µs  {:>8.0} req/s  ({} requests, {} errors)",
+            "  c={concurrency:<3} p50 {:>7.0} µs  p99 {:>8.0} µs  {:>8.0} req/s  ({} requests, {} errors{cpu})",
             r.p50_us.unwrap_or(0.0),
             r.p99_us.unwrap_or(0.0),
             self.rps,
@@ -246,6 +257,7 @@ pub async fn load_spread(
         }
         all_conns.push(conns);
     }
+    let cpu_before = machine_cpu::sample();
     let start = Instant::now();
     let deadline = start + duration;
     let tasks: Vec<_> = all_conns
@@ -293,6 +305,9 @@ pub async fn load_spread(
         last_error = le.or(last_error);
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu = cpu_before
+        .zip(machine_cpu::sample())
+        .and_then(|(a, b)| machine_cpu::between(a, b));
     let mut all: Vec<f64> = per_target.iter().flatten().copied().collect();
     if all.is_empty() {
         bail!(
@@ -312,6 +327,7 @@ pub async fn load_spread(
         latencies_us: all,
         per_target_us: per_target,
         errors,
+        cpu,
     })
 }
 

@@ -8,6 +8,7 @@
 mod breakdown;
 mod client;
 mod cluster;
+mod machine_cpu;
 mod plot;
 mod policy_cost;
 /// The throwaway PostgreSQL server of the cluster scenario: the end-to-end

@@ -67,6 +67,14 @@ pub struct Record {
     /// `cluster` figure is of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part: Option<String>,
+    /// A `small` level's share of the whole machine busy (0..=1), over its
+    /// measured time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy: Option<f64>,
+    /// A `small` level's CPU time per request, in µs: the whole machine's
+    /// (every process) over its measured time, divided by its requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_us: Option<f64>,
 }
 
 impl Record {
@@ -83,6 +91,8 @@ impl Record {
             rss_kib: None,
             runs: None,
             part: None,
+            busy: None,
+            cpu_us: None,
         }
     }
 }

@@ -174,6 +174,8 @@ pub fn render(rs: &[Record], meta: &Meta) -> String {
         );
     }
 
+    cpu(&mut o, rs, best_enc_rps.as_ref().map(|b| b.0.as_str()));
+
     // Bulk.
     let _ = writeln!(o, "\n## Bulk: one 256 MiB streamed response\n");
     let mb = |r: &Record| r.mb_per_s;
@@ -505,6 +507,51 @@ fn cluster(o: &mut String, rs: &[Record], meta: &Meta) {
 }
 
 /// The breakdown of one request (see [`crate::breakdown`]), when measured.
+/// The whole machine's CPU time per small request at each level, beside
+/// the best encrypting tunnel's at c=64 (`best_enc`): at 64 in flight every
+/// system keeps the machine about as busy, so what a request costs in CPU
+/// sets the rate.
+fn cpu(o: &mut String, rs: &[Record], best_enc: Option<&str>) {
+    let has = |s: &str| {
+        LEVELS
+            .iter()
+            .any(|c| find(rs, s, "small", Some(*c)).is_some_and(|r| r.cpu_us.is_some()))
+    };
+    if !SYSTEMS.iter().any(|s| has(s)) {
+        return;
+    }
+    let _ = writeln!(o, "\n### CPU time per small request\n");
+    let _ = writeln!(
+        o,
+        "The whole machine's CPU time over each level (`/proc/stat`: every process, the load client and the local server included), divided by the level's requests, and how busy the machine was. At c=64 each system keeps the machine about as busy, so the CPU time a request costs sets its rate. At c=1 the machine is mostly waiting, and what a request costs there includes waking threads up and putting them to sleep again."
+    );
+    let enc = best_enc.and_then(|s| find(rs, s, "small", Some(64)).and_then(|r| r.cpu_us));
+    let _ = writeln!(
+        o,
+        "\n| system | CPU µs a request, c=1 | busy, c=1 | CPU µs a request, c=16 | busy, c=16 | CPU µs a request, c=64 | busy, c=64 | CPU a request ÷ best encrypting other's, c=64 |"
+    );
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for s in SYSTEMS {
+        if !has(s) {
+            continue;
+        }
+        let mut row = format!("| {s} ");
+        for c in LEVELS {
+            let r = find(rs, s, "small", Some(c));
+            let _ = write!(
+                row,
+                "| {} | {} ",
+                f(r.and_then(|r| r.cpu_us), 0),
+                r.and_then(|r| r.busy)
+                    .map(|b| format!("{:.0}%", b * 100.0))
+                    .unwrap_or_else(|| "–".into())
+            );
+        }
+        let r64 = find(rs, s, "small", Some(64)).and_then(|r| r.cpu_us);
+        let _ = writeln!(o, "{row}| {} |", ratio(r64, enc));
+    }
+}
+
 fn breakdown(o: &mut String, rs: &[Record]) {
     let part = |p: &str| {
         rs.iter()
@@ -632,6 +679,37 @@ mod tests {
         r.rps = Some(1e6 / p50);
         r.runs = Some(1000);
         r
+    }
+
+    fn small(system: &str, c: u64, rps: f64, cpu_us: Option<f64>) -> Record {
+        let mut r = Record::new(system, "small");
+        r.concurrency = Some(c);
+        r.p50_us = Some(100.0);
+        r.p99_us = Some(300.0);
+        r.rps = Some(rps);
+        r.runs = Some(1000);
+        r.cpu_us = cpu_us;
+        r.busy = cpu_us.map(|us| us * rps / 2e6);
+        r
+    }
+
+    #[test]
+    fn cpu_per_request_is_shown_beside_the_best_encrypting_tunnels() {
+        let rs = vec![
+            small("drawbridge-quic", 64, 14000.0, Some(140.0)),
+            small("rathole-noise", 64, 28000.0, Some(70.0)),
+            small("ssh-r", 64, 18000.0, Some(66.0)),
+        ];
+        let md = render(&rs, &Meta::default());
+        assert!(md.contains("### CPU time per small request"), "{md}");
+        // rathole-noise has the best encrypting rate: the ratio is to its CPU.
+        assert!(
+            md.contains("| drawbridge-quic | – | – | – | – | 140 | 98% | 2.00× |"),
+            "{md}"
+        );
+        // Records from before the figure (no cpu_us): no section.
+        let old = vec![small("drawbridge-quic", 64, 14000.0, None)];
+        assert!(!render(&old, &Meta::default()).contains("### CPU time"));
     }
 
     #[test]
