@@ -145,7 +145,23 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             .map(|(hop, _)| *hop)
             .collect();
         let tunnel_dir = dir.join("tunnel");
-        match crate::tunnel_hop::run(&tunnel_dir, &hops, plan.warmup, plan.level_time).await {
+        let (warmup, level_time) = (plan.warmup, plan.level_time);
+        // The measuring side on one thread, as `relay serve` runs by default.
+        let measured = tokio::task::spawn_blocking(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(crate::tunnel_hop::run(
+                    &tunnel_dir,
+                    &hops,
+                    warmup,
+                    level_time,
+                ))
+        })
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|r| r);
+        match measured {
             Ok(rs) => records.extend(rs),
             Err(e) => eprintln!("!! tunnel not measured: {e:#}"),
         }
@@ -377,7 +393,7 @@ fn describe(opts: &Options, plan: &Plan, tools: &Tools, took: Duration) -> Meta 
             format!("Load: HTTP/1.1 keep-alive, one connection per worker, TCP_NODELAY; concurrency 1, 16 and 64 workers, {secs:.1} s each after {} warm-up requests per worker; p50 and p99 over every request of the level; req/s = requests / time; CPU time a request = the whole machine's busy time over the level (`/proc/stat`, every process: the load client, the relay and agent or the tunnel's two ends, the local server) / requests.", plan.warmup),
             "`drawbridge-quic-nopolicy`: the relay started with the hidden `--bench-disable-policy-and-audit` flag (bearer token and route owner still checked; no JSON-RPC classification, no Cedar, no audit event).".into(),
             format!("Bulk: GET of a 256 MiB streamed body (64 KiB chunks) on a fresh connection, median of {} run(s); through Drawbridge via a second agent (`--http`) on route `bulk`.", plan.bulk_runs),
-            format!("Tunnel hop: the bench plays the relay and starts itself again as the far side (a process of its own), which dials it like an agent four times. `quinn` and `tls-yamux`: a bare bidirectional stream ({} bytes and the end of the stream each way, a task per stream on the far side; yamux with the tunnel crate's driver task on both sides, as yamux needs one). `drawbridge-quic` and `drawbridge-tcp`: one empty GET exchange through `relay::forward` (open, head written, response head and body read) to `agent::run` on a stdio route, whose answer comes from the agent itself (406 from the stdio bridge for a GET without an event stream, before any child runs): the agent's task per stream, head decoding, gate decision with the owner's policy, upstream hand-off, answer framing and request line all included, no local server. {} and {} streams in flight, {secs:.1} s each after {} warm-up round trips per stream; same certificates, transport settings and runtime on every system: the far side on one thread (a current-thread tokio runtime), as `agent connect` runs, the measuring side on the bench's multi-thread runtime, as the relay runs.", crate::tunnel_hop::ECHO_BYTES, crate::tunnel_hop::LEVELS[0], crate::tunnel_hop::LEVELS[1], plan.warmup),
+            format!("Tunnel hop: the bench plays the relay and starts itself again as the far side (a process of its own), which dials it like an agent four times. `quinn` and `tls-yamux`: a bare bidirectional stream ({} bytes and the end of the stream each way, a task per stream on the far side; yamux with the tunnel crate's driver task on both sides, as yamux needs one). `drawbridge-quic` and `drawbridge-tcp`: one empty GET exchange through `relay::forward` (open, head written, response head and body read) to `agent::run` on a stdio route, whose answer comes from the agent itself (406 from the stdio bridge for a GET without an event stream, before any child runs): the agent's task per stream, head decoding, gate decision with the owner's policy, upstream hand-off, answer framing and request line all included, no local server. {} and {} streams in flight, {secs:.1} s each after {} warm-up round trips per stream; same certificates, transport settings and runtime on every system: both sides on one thread (a current-thread tokio runtime each), as `agent connect` and `relay serve` run by default.", crate::tunnel_hop::ECHO_BYTES, crate::tunnel_hop::LEVELS[0], crate::tunnel_hop::LEVELS[1], plan.warmup),
             format!("Breakdown: `tools/call` back to back on one connection, {secs:.1} s after {} warm-up requests, first directly (the local server's own time taken around its MCP service, the code `agent connect --sqlite` runs), then through drawbridge-quic; each request's parts joined by its `x-request-id` from the relay's own figures for it (its log line's `head_us`, `policy_us` and `agent_us`, its audit event's `latency_ms`), as the relay always logs them; p50 and p99 of each part over the requests.", plan.warmup),
             format!("Scale: {} agents in the bench process, each running the agent library's session (QUIC dial, Hello with an agent token, Welcome, pings) on its own route, 64 dialling at once over one UDP socket; relay RSS before and 2 s after all connected.", opts.agents),
             format!("Reconnect: relay stopped with SIGTERM (agents get GoAway) and started again on the same port and state, {} times; time from the signal to the first answered `tools/call`.", plan.reconnect_runs),

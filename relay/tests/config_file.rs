@@ -145,7 +145,7 @@ fn an_unknown_key_is_refused_with_its_line() {
         format!(
             "{}:4:2: acmee: unknown key `acmee`, expected one of `listen`, `public_url`, \
              `state_dir`, `database`, `log_format`, `quic`, `policy`, `allow_origins`, `audit_arguments`, \
-             `audit_rotate_size`, `response_timeout`, `keepalive_interval`, `drain_timeout`, `sse_keepalive`, \
+             `audit_rotate_size`, `response_timeout`, `keepalive_interval`, `drain_timeout`, `threads`, `sse_keepalive`, \
              `admin_listen`, `tls`, `acme`, `limits`, `oauth`, `cluster`",
             fixture("bad-unknown-table.toml").display()
         )

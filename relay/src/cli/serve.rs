@@ -47,7 +47,7 @@ pub fn serve(
             "no --public-url: route URLs will say https://localhost; set --public-url https://your.domain"
         );
     }
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let runtime = runtime(config.threads).context("cannot start the async runtime")?;
     runtime.block_on(async move {
         // Before anything can name this process: SIGHUP must not end it.
         let mut reloads =
@@ -93,6 +93,22 @@ pub fn serve(
         drop(pidfile);
         anyhow::Ok(())
     })
+}
+
+/// The runtime serving connections: one thread, or a pool of `threads`
+/// (see `--threads`). Blocking work (password checks, database calls) goes
+/// to tokio's blocking pool either way.
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
 }
 
 #[cfg(test)]

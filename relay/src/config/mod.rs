@@ -53,6 +53,8 @@ pub struct RelayConfig {
     pub handshake_timeout: Duration,
     /// How long in-flight requests may take to finish on shutdown.
     pub drain_timeout: Duration,
+    /// Threads serving connections (1: a current-thread runtime).
+    pub threads: usize,
     /// How often the relay looks for tokens revoked by other processes.
     pub revocation_check_interval: Duration,
     /// Largest JSON-RPC request body read (bigger ones get 413).
@@ -132,6 +134,7 @@ impl RelayConfig {
             keepalive_interval: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
+            threads: 1,
             revocation_check_interval: Duration::from_secs(1),
             max_body: 4 * 1024 * 1024,
             audit_arguments: false,

@@ -48,8 +48,12 @@ async fn post(client: &HttpsClient, url: &str, token: &str, body: String) -> (u1
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_configured_by_its_file_forwards_a_request() {
     let state = Arc::new(TempDir::new("relay"));
-    // A setting only the file gives, and that requests show: a rate limit.
-    let (_dir, config) = write_config(&state, "[limits]\nrate_limit_route = \"1/min\"\n");
+    // A setting only the file gives, and that requests show: a rate limit;
+    // and two threads instead of the default one, which serve the same.
+    let (_dir, config) = write_config(
+        &state,
+        "threads = 2\n[limits]\nrate_limit_route = \"1/min\"\n",
+    );
     let relay = RelayProc::start_with_config(state, &config, &[], &[]).await;
     let upstream = Upstream::start("u1").await;
     let agent_token = relay.token("alice@example.com", false);
@@ -167,6 +171,38 @@ fn relay_config_check_passes_a_good_file_and_names_the_line_of_a_bad_one() {
         )
     );
     assert_eq!(out, "");
+}
+
+#[test]
+fn a_number_of_threads_out_of_range_is_refused_with_its_range() {
+    let dir = TempDir::new("config");
+    let file = dir.path().join("relay.toml");
+    std::fs::write(&file, "threads = 0\n").expect("write relay.toml");
+    let (code, out, err) = config_check(&file);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        err.contains("threads: invalid threads 0: expected a number of threads from 1 to 1024"),
+        "{err}"
+    );
+    let out = std::process::Command::new(bin("relay"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--self-signed",
+            "--threads",
+            "1025",
+        ])
+        .output()
+        .expect("run relay serve");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "invalid value '1025' for '--threads <N>': expected a number of threads from 1 to 1024"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
