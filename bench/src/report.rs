@@ -70,6 +70,22 @@ fn best(
         })
 }
 
+/// The start of `system`'s row in a small-request table: the `cells` of its
+/// record at each of [`LEVELS`] (`None` where it has none).
+fn level_row<const N: usize>(
+    rs: &[Record],
+    system: &str,
+    cells: impl Fn(Option<&Record>) -> [String; N],
+) -> String {
+    let mut row = format!("| {system} ");
+    for c in LEVELS {
+        for cell in cells(find(rs, system, "small", Some(c))) {
+            let _ = write!(row, "| {cell} ");
+        }
+    }
+    row
+}
+
 /// The whole document.
 pub fn render(rs: &[Record], meta: &Meta) -> String {
     let mut o = String::new();
@@ -110,17 +126,13 @@ pub fn render(rs: &[Record], meta: &Meta) -> String {
         {
             continue;
         }
-        let mut row = format!("| {s} ");
-        for c in LEVELS {
-            let r = find(rs, s, "small", Some(c));
-            let _ = write!(
-                row,
-                "| {} | {} | {} ",
+        let row = level_row(rs, s, |r| {
+            [
                 f(r.and_then(|r| r.p50_us), 0),
                 f(r.and_then(|r| r.p99_us), 0),
-                f(r.and_then(|r| r.rps), 0)
-            );
-        }
+                f(r.and_then(|r| r.rps), 0),
+            ]
+        });
         let _ = writeln!(o, "{row}|");
     }
     let _ = writeln!(o, "\n![latency against concurrency](bench/latency.svg)\n");
@@ -535,18 +547,14 @@ fn cpu(o: &mut String, rs: &[Record], best_enc: Option<&str>) {
         if !has(s) {
             continue;
         }
-        let mut row = format!("| {s} ");
-        for c in LEVELS {
-            let r = find(rs, s, "small", Some(c));
-            let _ = write!(
-                row,
-                "| {} | {} ",
+        let row = level_row(rs, s, |r| {
+            [
                 f(r.and_then(|r| r.cpu_us), 0),
                 r.and_then(|r| r.busy)
                     .map(|b| format!("{:.0}%", b * 100.0))
-                    .unwrap_or_else(|| "–".into())
-            );
-        }
+                    .unwrap_or_else(|| "–".into()),
+            ]
+        });
         let r64 = find(rs, s, "small", Some(64)).and_then(|r| r.cpu_us);
         let _ = writeln!(o, "{row}| {} |", ratio(r64, enc));
     }
