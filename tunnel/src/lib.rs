@@ -9,6 +9,7 @@
 
 pub mod backoff;
 pub mod body;
+pub mod coalesce;
 pub mod conn;
 pub mod control;
 pub mod error;

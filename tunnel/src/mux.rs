@@ -12,6 +12,7 @@ use futures::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_util::sync::CancellationToken;
 
+use crate::coalesce::Coalesced;
 use crate::error::TunnelError;
 
 /// Receive window for the whole connection: large, so that one bulk stream is
@@ -54,7 +55,8 @@ impl MuxConnection {
             Side::Client => yamux::Mode::Client,
             Side::Server => yamux::Mode::Server,
         };
-        let conn = yamux::Connection::new(io, cfg, mode);
+        // One TLS record and one write per frame, not two (header, body).
+        let conn = yamux::Connection::new(Coalesced::new(io), cfg, mode);
         let (open_tx, open_rx) = mpsc::channel(64);
         // Unbounded, yet bounded in practice: yamux refuses streams beyond MAX_STREAMS.
         let (in_tx, in_rx) = mpsc::unbounded_channel();
@@ -107,7 +109,7 @@ impl MuxConnection {
 }
 
 async fn drive<T>(
-    mut conn: yamux::Connection<T>,
+    mut conn: yamux::Connection<Coalesced<T>>,
     mut open_rx: mpsc::Receiver<OpenReply>,
     in_tx: mpsc::UnboundedSender<yamux::Stream>,
     closed: CancellationToken,
