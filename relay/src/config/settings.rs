@@ -597,19 +597,26 @@ fn parse_admin_listen(s: &str) -> Result<AdminListen, String> {
 const MAX_THREADS: usize = 1024;
 
 fn parse_threads(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(n) if (1..=MAX_THREADS).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "expected a number of threads from 1 to {MAX_THREADS}"
-        )),
-    }
+    s.parse::<usize>()
+        .ok()
+        .and_then(threads_in_range)
+        .ok_or_else(threads_range)
 }
 
 /// A number of threads from 1 to [`MAX_THREADS`].
 fn threads<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     let n = usize::deserialize(d)?;
-    parse_threads(&n.to_string())
-        .map_err(|e| serde::de::Error::custom(format!("invalid threads {n}: {e}")))
+    threads_in_range(n).ok_or_else(|| {
+        serde::de::Error::custom(format!("invalid threads {n}: {}", threads_range()))
+    })
+}
+
+fn threads_in_range(n: usize) -> Option<usize> {
+    (1..=MAX_THREADS).contains(&n).then_some(n)
+}
+
+fn threads_range() -> String {
+    format!("expected a number of threads from 1 to {MAX_THREADS}")
 }
 
 fn secret(s: &str) -> Result<Secret, std::convert::Infallible> {

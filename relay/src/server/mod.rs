@@ -255,6 +255,8 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         %public_url,
         quic = quic.is_some(),
         state_dir = %config.state_dir.display(),
+        // What the runtime is, not what was asked (see `--threads`).
+        threads = tokio::runtime::Handle::current().metrics().num_workers(),
         "relay listening"
     );
     Ok(RunningRelay {

@@ -55,6 +55,13 @@ async fn a_relay_configured_by_its_file_forwards_a_request() {
         "threads = 2\n[limits]\nrate_limit_route = \"1/min\"\n",
     );
     let relay = RelayProc::start_with_config(state, &config, &[], &[]).await;
+    assert!(
+        relay
+            .proc
+            .wait_stderr("threads=2", Duration::from_secs(5))
+            .await,
+        "the file's threads = 2 is not in force"
+    );
     let upstream = Upstream::start("u1").await;
     let agent_token = relay.token("alice@example.com", false);
     let client_token = relay.token("alice@example.com", true);
@@ -126,6 +133,14 @@ async fn flags_and_environment_win_over_the_file() {
     let relay = RelayProc::start_with_config(state.clone(), &config, &flags, &env).await;
     assert_eq!(announced_url(&relay), "https://from-flag.test");
     assert!(relay.proc.wait_stderr("INFO", Duration::from_secs(5)).await);
+    // No threads in the file or flags: the default, one.
+    assert!(
+        relay
+            .proc
+            .wait_stderr("threads=1", Duration::from_secs(5))
+            .await,
+        "not on one thread by default"
+    );
     assert!(!logs_are_json(&relay), "--log-format text lost to the file");
 }
 
