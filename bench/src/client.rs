@@ -245,17 +245,32 @@ pub async fn load_spread(
         bail!("no target to load");
     }
     let n = targets.len();
-    let mut all_conns = Vec::with_capacity(workers);
+    let mut opened = Vec::with_capacity(workers);
     for _ in 0..workers {
         let mut conns = Vec::with_capacity(n);
         for target in targets {
-            let mut c = Conn::open(target).await?;
-            for _ in 0..warmup.div_ceil(n) {
-                c.tools_call().await.context("warm-up")?;
-            }
-            conns.push(c);
+            conns.push(Conn::open(target).await?);
         }
-        all_conns.push(conns);
+        opened.push(conns);
+    }
+    // The warm-up runs on every connection at once, as the level will.
+    let per_target = warmup.div_ceil(n);
+    let warming: Vec<_> = opened
+        .into_iter()
+        .map(|mut conns| {
+            tokio::spawn(async move {
+                for c in &mut conns {
+                    for _ in 0..per_target {
+                        c.tools_call().await.context("warm-up")?;
+                    }
+                }
+                anyhow::Ok(conns)
+            })
+        })
+        .collect();
+    let mut all_conns = Vec::with_capacity(workers);
+    for w in warming {
+        all_conns.push(w.await??);
     }
     let cpu_before = machine_cpu::sample();
     let start = Instant::now();
