@@ -9,7 +9,8 @@ use clap::{CommandFactory as _, FromArgMatches as _};
 /// small buffers (frames, JSON, the policy's context), and mimalloc's
 /// per-thread free lists cost less CPU per request than glibc's (bench:
 /// more requests/s at 64 in flight, lower latency at 1). The relay keeps
-/// glibc's: mimalloc's size classes cost it ~4 KiB more per idle agent.
+/// glibc's: with mimalloc it held ~5 KiB more per idle agent (36.3 against
+/// 31.3 KiB, `bench --scenarios scale`), past the 32 KiB it may cost.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -254,13 +254,13 @@ pub async fn load_spread(
         opened.push(conns);
     }
     // The warm-up runs on every connection at once, as the level will.
-    let per_target = warmup.div_ceil(n);
+    let warmup_each = warmup.div_ceil(n);
     let warming: Vec<_> = opened
         .into_iter()
         .map(|mut conns| {
             tokio::spawn(async move {
                 for c in &mut conns {
-                    for _ in 0..per_target {
+                    for _ in 0..warmup_each {
                         c.tools_call().await.context("warm-up")?;
                     }
                 }

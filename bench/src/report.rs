@@ -518,7 +518,6 @@ fn cluster(o: &mut String, rs: &[Record], meta: &Meta) {
     );
 }
 
-/// The breakdown of one request (see [`crate::breakdown`]), when measured.
 /// The whole machine's CPU time per small request at each level, beside
 /// the best encrypting tunnel's at c=64 (`best_enc`): at 64 in flight every
 /// system keeps the machine about as busy, so what a request costs in CPU
@@ -560,6 +559,7 @@ fn cpu(o: &mut String, rs: &[Record], best_enc: Option<&str>) {
     }
 }
 
+/// The breakdown of one request (see [`crate::breakdown`]), when measured.
 fn breakdown(o: &mut String, rs: &[Record]) {
     let part = |p: &str| {
         rs.iter()

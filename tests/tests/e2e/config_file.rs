@@ -55,11 +55,9 @@ async fn a_relay_configured_by_its_file_forwards_a_request() {
         "threads = 2\n[limits]\nrate_limit_route = \"1/min\"\n",
     );
     let relay = RelayProc::start_with_config(state, &config, &[], &[]).await;
-    assert!(
-        relay
-            .proc
-            .wait_stderr("threads=2", Duration::from_secs(5))
-            .await,
+    assert_eq!(
+        runtime_threads(&relay).await,
+        2,
         "the file's threads = 2 is not in force"
     );
     let upstream = Upstream::start("u1").await;
@@ -93,6 +91,28 @@ fn announced_url(relay: &RelayProc) -> String {
         .find_map(|l| l.split(" as ").nth(1))
         .unwrap_or_else(|| panic!("no public URL in {lines:?}"))
         .to_owned()
+}
+
+/// The threads the relay's runtime has, as its start line says
+/// (`relay listening … threads=N`): the whole number, so that 12 is not
+/// taken for 1.
+async fn runtime_threads(relay: &RelayProc) -> usize {
+    assert!(
+        relay
+            .proc
+            .wait_stderr("relay listening", Duration::from_secs(5))
+            .await,
+        "no start line"
+    );
+    let text = relay.proc.stderr_text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("relay listening"))
+        .expect("the start line");
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix("threads="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no threads=N in {line:?}"))
 }
 
 /// Whether every log line on stderr is a JSON object.
@@ -134,11 +154,9 @@ async fn flags_and_environment_win_over_the_file() {
     assert_eq!(announced_url(&relay), "https://from-flag.test");
     assert!(relay.proc.wait_stderr("INFO", Duration::from_secs(5)).await);
     // No threads in the file or flags: the default, one.
-    assert!(
-        relay
-            .proc
-            .wait_stderr("threads=1", Duration::from_secs(5))
-            .await,
+    assert_eq!(
+        runtime_threads(&relay).await,
+        1,
         "not on one thread by default"
     );
     assert!(!logs_are_json(&relay), "--log-format text lost to the file");
